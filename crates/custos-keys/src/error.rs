@@ -1,0 +1,31 @@
+/// What went wrong in key custody.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The passphrase does not open this key store.
+    #[error("wrong passphrase: it does not unseal this key store")]
+    WrongPassphrase,
+    /// An algorithm name we do not know or do not allow.
+    #[error("unsupported key algorithm {0:?} (expected one of p256, p384, rsa2048, rsa3072, rsa4096, ed25519)")]
+    UnsupportedAlgorithm(String),
+    /// The key belongs to another backend than the one asked to open it.
+    #[error("key belongs to backend {found:?}, not {expected:?}")]
+    BackendMismatch {
+        /// The backend that was asked.
+        expected: &'static str,
+        /// The backend named in the reference.
+        found: String,
+    },
+    /// A sealed key or seal parameters could not be read.
+    #[error("sealed key store data is corrupt: {0}")]
+    Corrupt(String),
+    /// The crypto library refused an operation.
+    #[error("crypto operation failed: {operation}")]
+    Crypto {
+        /// Which operation failed.
+        operation: &'static str,
+    },
+    /// Building a PKCS#12 bundle failed.
+    #[error("cannot build PKCS#12 bundle: {0}")]
+    Pkcs12(String),
+}

@@ -1,0 +1,54 @@
+//! Reading certificates back: the facts `custos show` prints.
+
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::{PkiError, Serial};
+
+/// What a certificate says, in plain values.
+#[derive(Clone, Debug)]
+pub struct CertificateFacts {
+    /// Serial number.
+    pub serial: Serial,
+    /// Subject DN as text.
+    pub subject: String,
+    /// Issuer DN as text.
+    pub issuer: String,
+    /// Start of validity, Unix seconds.
+    pub not_before: i64,
+    /// End of validity, Unix seconds.
+    pub not_after: i64,
+    /// Subject alternative names as text.
+    pub sans: Vec<String>,
+    /// SHA-256 of the SubjectPublicKeyInfo, hex.
+    pub spki_sha256: String,
+}
+
+/// Parses a DER certificate into [`CertificateFacts`].
+pub fn certificate_facts(der: &[u8]) -> Result<CertificateFacts, PkiError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| PkiError::MalformedCertificate(e.to_string()))?;
+    let mut sans = Vec::new();
+    if let Ok(Some(ext)) = cert.subject_alternative_name() {
+        for name in &ext.value.general_names {
+            sans.push(match name {
+                GeneralName::DNSName(d) => (*d).to_string(),
+                GeneralName::URI(u) => (*u).to_string(),
+                GeneralName::IPAddress(ip) => match ip.len() {
+                    4 => std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]).to_string(),
+                    16 => <[u8; 16]>::try_from(*ip).map(|a| std::net::Ipv6Addr::from(a).to_string()).unwrap_or_default(),
+                    _ => hex::encode(ip),
+                },
+                other => format!("{other:?}"),
+            });
+        }
+    }
+    Ok(CertificateFacts {
+        serial: Serial::from_bytes(cert.raw_serial())?,
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+        sans,
+        spki_sha256: hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert.public_key().raw)),
+    })
+}

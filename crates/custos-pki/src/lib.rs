@@ -1,0 +1,35 @@
+//! Pure X.509 for custos: serials, CSR parsing and checks, certificate
+//! profiles, the two-step "build, check, then sign" issuance, and inspection.
+//!
+//! No I/O and no key material: signing goes through a
+//! [`custos_keys::Signer`] handed in by the caller. Everything here takes bytes
+//! and returns bytes, so it can be tested against vectors and fuzzed.
+
+pub mod csr;
+pub mod inspect;
+pub mod issue;
+pub mod profile;
+pub mod serial;
+
+mod der;
+mod error;
+
+pub use csr::CertificateRequest;
+pub use error::PkiError;
+pub use issue::{CaIssuer, CertificateSpec, CertificateTemplate, IssuerUrls, SignedCertificate};
+pub use profile::Profile;
+pub use serial::Serial;
+
+/// SHA-256 of `der` as uppercase colon-separated hex, as `openssl x509 -fingerprint -sha256` prints it.
+pub fn fingerprint(der: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+    digest.as_ref().iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+}
+
+/// PEM-encodes a DER certificate.
+pub fn certificate_pem(der: &[u8]) -> String {
+    pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
