@@ -1,1 +1,342 @@
-//! placeholder
+//! The custos domain: the CA ceremony, tenants and connections, issuance under
+//! policy, and the inventory.
+//!
+//! Every state change goes to the store together with its audit entry, in one
+//! transaction. This crate owns the rules; the CLI and the HTTP server only
+//! parse, call it and render. It does no X.509 encoding itself (custos-pki)
+//! and never sees key bytes (custos-keys).
+
+mod error;
+mod issuance;
+mod inventory;
+pub mod policy;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use custos_keys::soft::{SealParams, SoftKeyStore};
+use custos_keys::{KeyAlgorithm, KeyStore, Signer};
+use custos_pki::{CaIssuer, CertificateSpec, CertificateTemplate, IssuerUrls, Profile, Serial};
+use custos_store::{AuditRecord, Genesis, IssuerRecord, KeyRecord, SqlStore, Store};
+use serde_json::json;
+use time::OffsetDateTime;
+
+pub use error::CaError;
+pub use issuance::{IssueRequest, Issued, KeySource};
+pub use inventory::{CertificateView, ConnectionOptions, IssuerView, ListFilter};
+
+/// Result of a custos operation.
+pub type Result<T> = std::result::Result<T, CaError>;
+
+/// The public base URL used when `init` is given none.
+pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:8080";
+/// The database file inside the data directory.
+pub const DATABASE_FILE: &str = "custos.db";
+
+const META_BASE_URL: &str = "base_url";
+const META_SEAL: &str = "soft_seal";
+const META_KEY_STORE: &str = "key_store";
+
+/// What `custos init` sets up.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    /// Public base URL written into every certificate's CDP and AIA.
+    pub base_url: String,
+    /// Organization in the CA subjects.
+    pub organization: String,
+    /// Algorithm of the root and issuing CA keys.
+    pub ca_algorithm: KeyAlgorithm,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            base_url: DEFAULT_BASE_URL.to_string(),
+            organization: "custos".to_string(),
+            ca_algorithm: KeyAlgorithm::EcdsaP256,
+        }
+    }
+}
+
+/// An opened custos: its store, settings and (once unsealed) its keys.
+pub struct Ca {
+    dir: PathBuf,
+    store: Arc<dyn Store>,
+    base_url: String,
+    actor: String,
+    keys: Option<Arc<dyn KeyStore>>,
+    active: Mutex<Option<Arc<issuance::ActiveIssuer>>>,
+}
+
+impl Ca {
+    /// Creates a new custos in `dir`: the database, the sealed key store, a
+    /// root CA and an issuing CA, all committed in one transaction.
+    pub async fn init(dir: &Path, options: &InitOptions, passphrase: &[u8], actor: &str) -> Result<Ca> {
+        let base_url = normalize_base_url(&options.base_url)?;
+        let db = dir.join(DATABASE_FILE);
+        if db.exists() {
+            let store = SqlStore::open_sqlite(&db).await?;
+            if store.meta("initialized").await?.is_some() {
+                return Err(CaError::AlreadyInitialized { dir: dir.to_path_buf() });
+            }
+            store.close().await;
+        }
+        create_private_dir(dir)?;
+        let store = SqlStore::open_sqlite(&db).await?;
+        let (keys, seal) = SoftKeyStore::create(passphrase)?;
+        let now = OffsetDateTime::now_utc();
+        let mut genesis = Genesis {
+            meta: vec![
+                (META_BASE_URL.into(), base_url.clone()),
+                (META_KEY_STORE.into(), keys.backend().into()),
+                (META_SEAL.into(), serde_json::to_string(&seal).map_err(|e| CaError::Inconsistent(e.to_string()))?),
+            ],
+            ..Genesis::default()
+        };
+        let audit = |action: &str, object: String, details: serde_json::Value| AuditRecord {
+            time: now.unix_timestamp(),
+            actor: actor.to_string(),
+            action: action.to_string(),
+            object,
+            details: details.to_string(),
+        };
+
+        let root_id = "root-1".to_string();
+        let issuing_id = "issuing-1".to_string();
+        let org = options.organization.clone();
+
+        let root_key = keys.generate(options.ca_algorithm, &root_id)?;
+        let root_key_id = root_key.signer.public_key().key_id().to_string();
+        let root_template = CertificateTemplate::new(CertificateSpec {
+            serial: Serial::random()?,
+            profile: Profile::RootCa,
+            common_name: format!("{org} Root CA 1"),
+            organization: Some(org.clone()),
+            sans: vec![],
+            not_before: now - time::Duration::minutes(1),
+            not_after: now + time::Duration::days(i64::from(Profile::RootCa.default_validity_days())),
+            urls: None,
+        })?;
+        let (root_cert, root_issuer) = root_template.self_sign(root_key.signer.clone())?;
+
+        let issuing_key = keys.generate(options.ca_algorithm, &issuing_id)?;
+        let issuing_key_id = issuing_key.signer.public_key().key_id().to_string();
+        let issuing_template = CertificateTemplate::new(CertificateSpec {
+            serial: Serial::random()?,
+            profile: Profile::IssuingCa,
+            common_name: format!("{org} Issuing CA 1"),
+            organization: Some(org.clone()),
+            sans: vec![],
+            not_before: now - time::Duration::minutes(1),
+            not_after: now + time::Duration::days(i64::from(Profile::IssuingCa.default_validity_days())),
+            urls: Some(issuer_urls(&base_url, &root_id)),
+        })?;
+        let issuing_cert = issuing_template.sign(
+            issuing_key.signer.public_key(),
+            issuing_key.signer.algorithm(),
+            &root_issuer,
+        )?;
+
+        for (id, key, label) in [(&root_key_id, &root_key, &root_id), (&issuing_key_id, &issuing_key, &issuing_id)] {
+            genesis.keys.push(KeyRecord {
+                id: id.clone(),
+                backend: key.reference.backend.clone(),
+                algorithm: key.signer.algorithm().to_string(),
+                label: label.clone(),
+                public_key: key.signer.public_key().spki_der().to_vec(),
+                reference: key.reference.data.clone(),
+                status: "active".into(),
+                created_at: now.unix_timestamp(),
+            });
+            genesis.audit.push(audit(
+                "key.generate",
+                format!("key:{id}"),
+                json!({"key": id, "algorithm": key.signer.algorithm().as_str(), "backend": key.reference.backend, "label": label}),
+            ));
+        }
+        for (id, role, parent, cert, key_id, signer_key) in [
+            (&root_id, "root", None, &root_cert, &root_key_id, &root_key_id),
+            (&issuing_id, "issuing", Some(root_id.clone()), &issuing_cert, &issuing_key_id, &root_key_id),
+        ] {
+            let fingerprint = custos_pki::fingerprint(&cert.der);
+            genesis.issuers.push(IssuerRecord {
+                id: id.clone(),
+                name: cert.subject.clone(),
+                role: role.into(),
+                parent: parent.clone(),
+                key_id: key_id.clone(),
+                cert_der: cert.der.clone(),
+                fingerprint: fingerprint.clone(),
+                not_after: cert.not_after.unix_timestamp(),
+                status: "active".into(),
+                crl_number: 0,
+                created_at: now.unix_timestamp(),
+            });
+            genesis.audit.push(audit(
+                "issuer.create",
+                format!("issuer:{id}"),
+                json!({"key": signer_key, "subject_key": key_id, "serial": cert.serial.to_hex(), "role": role,
+                       "parent": parent, "fingerprint": fingerprint}),
+            ));
+        }
+        store.initialize(genesis).await.map_err(|e| match e {
+            custos_store::StoreError::AlreadyInitialized => CaError::AlreadyInitialized { dir: dir.to_path_buf() },
+            other => other.into(),
+        })?;
+        let keys: Arc<dyn KeyStore> = Arc::new(keys);
+        Ok(Ca {
+            dir: dir.to_path_buf(),
+            store: Arc::new(store),
+            base_url,
+            actor: actor.to_string(),
+            keys: Some(keys),
+            active: Mutex::new(None),
+        })
+    }
+
+    /// Opens an existing custos in `dir` without unsealing its keys.
+    pub async fn open(dir: &Path, actor: &str) -> Result<Ca> {
+        let db = dir.join(DATABASE_FILE);
+        if !db.exists() {
+            return Err(CaError::NotInitialized { dir: dir.to_path_buf() });
+        }
+        let store = SqlStore::open_sqlite(&db).await?;
+        if store.meta("initialized").await?.is_none() {
+            return Err(CaError::NotInitialized { dir: dir.to_path_buf() });
+        }
+        let base_url = store
+            .meta(META_BASE_URL)
+            .await?
+            .ok_or_else(|| CaError::Inconsistent("no base URL recorded".into()))?;
+        Ok(Ca {
+            dir: dir.to_path_buf(),
+            store: Arc::new(store),
+            base_url,
+            actor: actor.to_string(),
+            keys: None,
+            active: Mutex::new(None),
+        })
+    }
+
+    /// Unseals the key store with `passphrase`; a wrong one changes nothing.
+    pub async fn unseal(&mut self, passphrase: &[u8]) -> Result<()> {
+        let backend = self.store.meta(META_KEY_STORE).await?.unwrap_or_default();
+        if backend != custos_keys::soft::BACKEND {
+            return Err(CaError::Inconsistent(format!("unsupported key store backend {backend:?}")));
+        }
+        let seal = self
+            .store
+            .meta(META_SEAL)
+            .await?
+            .ok_or_else(|| CaError::Inconsistent("no seal parameters recorded".into()))?;
+        let params: SealParams =
+            serde_json::from_str(&seal).map_err(|e| CaError::Inconsistent(format!("seal parameters: {e}")))?;
+        self.keys = Some(Arc::new(SoftKeyStore::open(passphrase, &params)?));
+        Ok(())
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The public base URL in every certificate.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn key_store(&self) -> Result<&Arc<dyn KeyStore>> {
+        self.keys
+            .as_ref()
+            .ok_or_else(|| CaError::Inconsistent("the key store is sealed; unseal it before signing".into()))
+    }
+
+    /// Loads the signer of a stored key.
+    async fn signer(&self, key_id: &str) -> Result<Arc<dyn Signer>> {
+        let record = self
+            .store
+            .key(key_id)
+            .await?
+            .ok_or_else(|| CaError::Inconsistent(format!("key {key_id} is not recorded")))?;
+        if record.status != "active" {
+            return Err(CaError::Policy(format!("key {key_id} is {}, not active", record.status)));
+        }
+        let reference = custos_keys::KeyReference { backend: record.backend, data: record.reference };
+        let signer = self.key_store()?.load(&reference)?;
+        if signer.public_key().spki_der() != record.public_key {
+            return Err(CaError::Inconsistent(format!("key {key_id} does not match its recorded public key")));
+        }
+        Ok(signer)
+    }
+
+    fn audit(&self, action: &str, object: String, details: serde_json::Value) -> AuditRecord {
+        AuditRecord {
+            time: OffsetDateTime::now_utc().unix_timestamp(),
+            actor: self.actor.clone(),
+            action: action.to_string(),
+            object,
+            details: details.to_string(),
+        }
+    }
+
+    /// Builds the CDP and AIA URLs for certificates signed by `issuer_id`.
+    fn urls_for(&self, issuer_id: &str) -> IssuerUrls {
+        issuer_urls(&self.base_url, issuer_id)
+    }
+
+    /// Pairs an issuer record with its unsealed key.
+    async fn ca_issuer(&self, record: &IssuerRecord) -> Result<CaIssuer> {
+        let signer = self.signer(&record.key_id).await?;
+        Ok(CaIssuer::new(&record.cert_der, signer)?)
+    }
+}
+
+fn issuer_urls(base_url: &str, issuer_id: &str) -> IssuerUrls {
+    IssuerUrls {
+        crl: format!("{base_url}/crl/{issuer_id}.crl"),
+        ocsp: format!("{base_url}/ocsp"),
+        ca_issuers: format!("{base_url}/ca/{issuer_id}.der"),
+    }
+}
+
+/// Checks a base URL and drops a trailing slash.
+fn normalize_base_url(url: &str) -> Result<String> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let rest = trimmed
+        .strip_prefix("http://")
+        .or_else(|| trimmed.strip_prefix("https://"))
+        .ok_or_else(|| CaError::Policy(format!("base URL {url:?} must start with http:// or https://")))?;
+    if rest.is_empty() || !rest.is_ascii() || rest.contains(char::is_whitespace) || rest.contains(['?', '#']) {
+        return Err(CaError::Policy(format!("base URL {url:?} is not a plain http(s) URL")));
+    }
+    Ok(trimmed.to_string())
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    let io = |source| CaError::Io { path: dir.to_path_buf(), source };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_are_checked() {
+        assert_eq!(normalize_base_url("https://pki.example/").expect("ok"), "https://pki.example");
+        for bad in ["ftp://x", "http://", "pki.example", "http://a b", "http://x?y"] {
+            assert!(normalize_base_url(bad).is_err(), "{bad}");
+        }
+    }
+}

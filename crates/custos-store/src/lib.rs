@@ -1,1 +1,95 @@
-//! placeholder
+//! Persistence for custos behind one trait, [`Store`].
+//!
+//! Every method that changes state takes the audit entries that describe the
+//! change and commits both in one transaction: when it returns `Ok`, the change
+//! and its audit entries are durable together; when it returns `Err`, neither
+//! happened. The SQLite backend (one file, WAL) is the embedded default.
+//!
+//! Not here: domain rules (custos-ca) or key material (custos-keys). Values are
+//! plain strings, integers and bytes; custos-ca gives them their types.
+
+mod error;
+mod records;
+mod sql;
+
+use async_trait::async_trait;
+
+pub use error::StoreError;
+pub use records::{
+    AuditRecord, CertificateFilter, CertificateRecord, ConnectionRecord, IssuerRecord, KeyRecord, StatusFilter,
+    TenantRecord,
+};
+pub use sql::SqlStore;
+
+/// Result of a store operation.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The first state of a new custos: settings, CA keys and issuers.
+#[derive(Debug, Default)]
+pub struct Genesis {
+    /// Settings (`base_url`, seal parameters, ...).
+    pub meta: Vec<(String, String)>,
+    /// The CA keys.
+    pub keys: Vec<KeyRecord>,
+    /// The CA certificates, parents first.
+    pub issuers: Vec<IssuerRecord>,
+    /// What was done, for the audit log.
+    pub audit: Vec<AuditRecord>,
+}
+
+/// Where custos keeps its state.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Writes the first state. Atomic: either everything in `genesis` is
+    /// committed, or nothing is and [`StoreError::AlreadyInitialized`] says an
+    /// earlier genesis exists.
+    async fn initialize(&self, genesis: Genesis) -> Result<()>;
+
+    /// Reads one setting.
+    async fn meta(&self, key: &str) -> Result<Option<String>>;
+
+    /// Adds a tenant with its audit entry, atomically; a duplicate name is
+    /// [`StoreError::Duplicate`].
+    async fn add_tenant(&self, tenant: &TenantRecord, audit: &AuditRecord) -> Result<()>;
+
+    /// Reads one tenant.
+    async fn tenant(&self, name: &str) -> Result<Option<TenantRecord>>;
+
+    /// Every tenant, by name.
+    async fn tenants(&self) -> Result<Vec<TenantRecord>>;
+
+    /// Adds a connection with its audit entry, atomically; an unknown tenant
+    /// is [`StoreError::NotFound`], a duplicate [`StoreError::Duplicate`].
+    async fn add_connection(&self, connection: &ConnectionRecord, audit: &AuditRecord) -> Result<()>;
+
+    /// Reads one connection.
+    async fn connection(&self, tenant: &str, name: &str) -> Result<Option<ConnectionRecord>>;
+
+    /// Connections, of one tenant or of all, by tenant and name.
+    async fn connections(&self, tenant: Option<&str>) -> Result<Vec<ConnectionRecord>>;
+
+    /// Reads one key record.
+    async fn key(&self, id: &str) -> Result<Option<KeyRecord>>;
+
+    /// Every key record, oldest first.
+    async fn keys(&self) -> Result<Vec<KeyRecord>>;
+
+    /// Reads one issuer.
+    async fn issuer(&self, id: &str) -> Result<Option<IssuerRecord>>;
+
+    /// Every issuer, oldest first.
+    async fn issuers(&self) -> Result<Vec<IssuerRecord>>;
+
+    /// Records issued certificates and their audit entries in one transaction:
+    /// all of the batch is durable when this returns `Ok`, none of it on `Err`.
+    async fn insert_certificates(&self, certificates: &[CertificateRecord], audit: &[AuditRecord]) -> Result<()>;
+
+    /// Reads one certificate by lowercase hex serial.
+    async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>>;
+
+    /// Certificates matching `filter`, newest first.
+    async fn certificates(&self, filter: &CertificateFilter) -> Result<Vec<CertificateRecord>>;
+
+    /// The audit entries, oldest first, from index `from` on, at most `limit`.
+    async fn audit_entries(&self, from: i64, limit: i64) -> Result<Vec<(i64, AuditRecord)>>;
+}

@@ -1,0 +1,81 @@
+use std::path::PathBuf;
+
+use custos_keys::KeyError;
+use custos_pki::PkiError;
+use custos_store::StoreError;
+
+/// What went wrong in a custos operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CaError {
+    /// `init` on a data directory that already holds a custos.
+    #[error("{} already holds an initialized custos; refusing to overwrite it", dir.display())]
+    AlreadyInitialized {
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// Any command but `init` on an empty data directory.
+    #[error("no custos in {} (run `custos init` first, or set --data-dir / CUSTOS_DATA)", dir.display())]
+    NotInitialized {
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// A name that is not a valid tenant or connection name.
+    #[error("invalid {kind} name {name:?}: use 1-63 characters of a-z, 0-9, '-', '_' or '.', starting with a letter or digit")]
+    InvalidName {
+        /// `tenant` or `connection`.
+        kind: &'static str,
+        /// The name given.
+        name: String,
+    },
+    /// No such tenant.
+    #[error("unknown tenant {0:?} (see `custos tenant list`)")]
+    UnknownTenant(String),
+    /// No such connection.
+    #[error("unknown connection {tenant}/{connection} (see `custos connection list {tenant}`)")]
+    UnknownConnection {
+        /// Tenant name.
+        tenant: String,
+        /// Connection name.
+        connection: String,
+    },
+    /// No certificate with this serial.
+    #[error("no certificate with serial {0}")]
+    UnknownCertificate(String),
+    /// No issuer with this id.
+    #[error("unknown issuer {0:?} (see `custos ca list`)")]
+    UnknownIssuer(String),
+    /// The request breaks the connection's or the profile's policy.
+    #[error("policy refused the request: {0}")]
+    Policy(String),
+    /// A line of a bulk request file failed; nothing from the file was issued.
+    #[error("line {line}: {source}")]
+    BulkLine {
+        /// 1-based line number.
+        line: usize,
+        /// What was wrong with it.
+        #[source]
+        source: Box<CaError>,
+    },
+    /// Key custody failed.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// X.509 encoding or checking failed.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A file or directory could not be used.
+    #[error("cannot use {}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Stored state that contradicts itself.
+    #[error("inconsistent state: {0}")]
+    Inconsistent(String),
+}

@@ -1,0 +1,263 @@
+//! Tenants, connections, and what has been issued to them.
+
+use custos_keys::KeyAlgorithm;
+use custos_pki::{Profile, Serial};
+use custos_store::{CertificateFilter, CertificateRecord, ConnectionRecord, IssuerRecord, StatusFilter, TenantRecord};
+use serde::Serialize;
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::policy::{check_name, check_san_pattern};
+use crate::{Ca, CaError, Result};
+
+/// How a new connection issues.
+#[derive(Clone, Debug)]
+pub struct ConnectionOptions {
+    /// Default profile of its certificates.
+    pub profile: Profile,
+    /// SAN patterns its certificates may carry.
+    pub allowed_sans: Vec<String>,
+    /// Algorithm for keys custos generates for it.
+    pub key_algorithm: KeyAlgorithm,
+    /// Default lifetime in days, if not the profile's.
+    pub validity_days: Option<i64>,
+}
+
+/// Which certificates `list` shows.
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    /// Only this tenant.
+    pub tenant: Option<String>,
+    /// Only this connection.
+    pub connection: Option<String>,
+    /// Only this issuer.
+    pub issuer: Option<String>,
+    /// Only this status.
+    pub status: Option<StatusFilter>,
+    /// Only those expiring within this many seconds.
+    pub expiring_within: Option<i64>,
+    /// At most this many.
+    pub limit: Option<i64>,
+}
+
+/// A certificate as `list` and `show` print it.
+#[derive(Clone, Debug, Serialize)]
+pub struct CertificateView {
+    /// Lowercase hex serial.
+    pub serial: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Connection.
+    pub connection: String,
+    /// Profile.
+    pub profile: String,
+    /// `valid`, `revoked` or `expired`.
+    pub status: String,
+    /// Subject DN.
+    pub subject: String,
+    /// SANs.
+    pub sans: Vec<String>,
+    /// Issuer id.
+    pub issuer: String,
+    /// RFC 3339.
+    pub not_before: String,
+    /// RFC 3339.
+    pub not_after: String,
+    /// Subject key algorithm.
+    pub key_algorithm: String,
+    /// `csr` or `generated`.
+    pub key_origin: String,
+    /// SHA-256 of the subject public key info.
+    pub spki_sha256: String,
+    /// SHA-256 of the certificate.
+    pub fingerprint: String,
+    /// RFC 3339, if revoked.
+    pub revoked_at: Option<String>,
+    /// Reason, if revoked.
+    pub revocation_reason: Option<String>,
+}
+
+/// An issuer as `ca list` prints it.
+#[derive(Clone, Debug, Serialize)]
+pub struct IssuerView {
+    /// Short id used in URLs.
+    pub id: String,
+    /// Subject.
+    pub name: String,
+    /// `root` or `issuing`.
+    pub role: String,
+    /// `active`, ...
+    pub status: String,
+    /// SHA-256 fingerprint of the certificate.
+    pub fingerprint: String,
+    /// Parent issuer id.
+    pub parent: Option<String>,
+    /// The key it signs with.
+    pub key_id: String,
+    /// RFC 3339.
+    pub not_after: String,
+}
+
+/// Unix seconds as RFC 3339.
+pub fn rfc3339(t: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| t.to_string())
+}
+
+impl CertificateView {
+    /// Renders a record as judged at `now`.
+    pub fn new(c: &CertificateRecord, now: i64) -> CertificateView {
+        let status = if c.status == "valid" && c.not_after < now { "expired".to_string() } else { c.status.clone() };
+        CertificateView {
+            serial: c.serial.clone(),
+            tenant: c.tenant.clone(),
+            connection: c.connection.clone(),
+            profile: c.profile.clone(),
+            status,
+            subject: c.subject.clone(),
+            sans: c.sans.clone(),
+            issuer: c.issuer.clone(),
+            not_before: rfc3339(c.not_before),
+            not_after: rfc3339(c.not_after),
+            key_algorithm: c.key_algorithm.clone(),
+            key_origin: c.key_origin.clone(),
+            spki_sha256: c.spki_sha256.clone(),
+            fingerprint: custos_pki::fingerprint(&c.der),
+            revoked_at: c.revoked_at.map(rfc3339),
+            revocation_reason: c.revocation_reason.clone(),
+        }
+    }
+}
+
+impl From<&IssuerRecord> for IssuerView {
+    fn from(i: &IssuerRecord) -> Self {
+        IssuerView {
+            id: i.id.clone(),
+            name: i.name.clone(),
+            role: i.role.clone(),
+            status: i.status.clone(),
+            fingerprint: i.fingerprint.clone(),
+            parent: i.parent.clone(),
+            key_id: i.key_id.clone(),
+            not_after: rfc3339(i.not_after),
+        }
+    }
+}
+
+impl Ca {
+    /// Adds a tenant.
+    pub async fn add_tenant(&self, name: &str) -> Result<TenantRecord> {
+        check_name("tenant", name)?;
+        let tenant = TenantRecord { name: name.to_string(), created_at: OffsetDateTime::now_utc().unix_timestamp() };
+        self.store
+            .add_tenant(&tenant, &self.audit("tenant.add", format!("tenant:{name}"), json!({"tenant": name})))
+            .await?;
+        Ok(tenant)
+    }
+
+    /// Every tenant.
+    pub async fn tenants(&self) -> Result<Vec<TenantRecord>> {
+        Ok(self.store.tenants().await?)
+    }
+
+    /// Adds a connection to a tenant.
+    pub async fn add_connection(&self, tenant: &str, name: &str, options: &ConnectionOptions) -> Result<ConnectionRecord> {
+        check_name("connection", name)?;
+        if options.profile.is_ca() {
+            return Err(CaError::Policy(format!("a connection cannot use the {} profile", options.profile)));
+        }
+        for p in &options.allowed_sans {
+            check_san_pattern(p)?;
+        }
+        if let Some(days) = options.validity_days
+            && (days <= 0 || days > i64::from(options.profile.max_validity_days()))
+        {
+            return Err(CaError::Policy(format!(
+                "validity of {days} days is outside the {} profile's cap of {} days",
+                options.profile,
+                options.profile.max_validity_days()
+            )));
+        }
+        if self.store.tenant(tenant).await?.is_none() {
+            return Err(CaError::UnknownTenant(tenant.to_string()));
+        }
+        let record = ConnectionRecord {
+            tenant: tenant.to_string(),
+            name: name.to_string(),
+            profile: options.profile.to_string(),
+            allowed_sans: options.allowed_sans.clone(),
+            key_algorithm: options.key_algorithm.to_string(),
+            validity_days: options.validity_days,
+            created_at: OffsetDateTime::now_utc().unix_timestamp(),
+        };
+        let audit = self.audit(
+            "connection.add",
+            format!("connection:{tenant}/{name}"),
+            json!({"tenant": tenant, "connection": name, "profile": record.profile,
+                   "allowed_sans": record.allowed_sans, "key_algorithm": record.key_algorithm}),
+        );
+        self.store.add_connection(&record, &audit).await.map_err(|e| match e {
+            custos_store::StoreError::NotFound { .. } => CaError::UnknownTenant(tenant.to_string()),
+            other => other.into(),
+        })?;
+        Ok(record)
+    }
+
+    /// Connections of a tenant, or of all tenants.
+    pub async fn connections(&self, tenant: Option<&str>) -> Result<Vec<ConnectionRecord>> {
+        if let Some(t) = tenant
+            && self.store.tenant(t).await?.is_none()
+        {
+            return Err(CaError::UnknownTenant(t.to_string()));
+        }
+        Ok(self.store.connections(tenant).await?)
+    }
+
+    /// Certificates issued to connections, newest first.
+    pub async fn certificates(&self, filter: &ListFilter) -> Result<Vec<CertificateRecord>> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        if let Some(t) = &filter.tenant
+            && self.store.tenant(t).await?.is_none()
+        {
+            return Err(CaError::UnknownTenant(t.clone()));
+        }
+        if let Some(i) = &filter.issuer
+            && self.store.issuer(i).await?.is_none()
+        {
+            return Err(CaError::UnknownIssuer(i.clone()));
+        }
+        Ok(self
+            .store
+            .certificates(&CertificateFilter {
+                tenant: filter.tenant.clone(),
+                connection: filter.connection.clone(),
+                issuer: filter.issuer.clone(),
+                status: filter.status,
+                expiring_before: filter.expiring_within.map(|s| now.saturating_add(s)),
+                now,
+                limit: filter.limit,
+            })
+            .await?)
+    }
+
+    /// One certificate by serial.
+    pub async fn certificate(&self, serial: &Serial) -> Result<CertificateRecord> {
+        self.store
+            .certificate(&serial.to_hex())
+            .await?
+            .ok_or_else(|| CaError::UnknownCertificate(serial.to_hex()))
+    }
+
+    /// Every issuer, oldest first.
+    pub async fn issuers(&self) -> Result<Vec<IssuerRecord>> {
+        Ok(self.store.issuers().await?)
+    }
+
+    /// One issuer by id.
+    pub async fn issuer(&self, id: &str) -> Result<IssuerRecord> {
+        self.store.issuer(id).await?.ok_or_else(|| CaError::UnknownIssuer(id.to_string()))
+    }
+}

@@ -1,0 +1,368 @@
+//! Issuing end-entity certificates to connections, one at a time or in bulk.
+//!
+//! Bulk issuance runs in two passes so that a bad line changes nothing: the
+//! first checks every request against policy (CSR signatures included), the
+//! second signs on all cores and commits in batches, each batch with its audit
+//! entries in one transaction. Signing batch k+1 overlaps committing batch k.
+//! If the process dies mid-way, every committed batch is complete and no
+//! certificate outside it was ever handed out.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use custos_keys::KeyAlgorithm;
+use custos_keys::leaf::LeafKey;
+use custos_pki::{CaIssuer, CertificateRequest, CertificateSpec, CertificateTemplate, IssuerUrls, Profile, Serial};
+use custos_store::{AuditRecord, CertificateRecord, ConnectionRecord, IssuerRecord};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use crate::policy::san_allowed;
+use crate::{Ca, CaError, Result};
+
+/// Where the subject key of a certificate comes from.
+#[derive(Clone, Debug)]
+pub enum KeySource {
+    /// A PKCS#10 request (PEM or DER): the requester keeps its key.
+    Csr(Vec<u8>),
+    /// custos generates the key (of this algorithm, or the connection's) and
+    /// returns it once; it is never stored.
+    Generate(Option<KeyAlgorithm>),
+}
+
+/// One certificate to issue.
+#[derive(Clone, Debug)]
+pub struct IssueRequest {
+    /// Tenant name.
+    pub tenant: String,
+    /// Connection name.
+    pub connection: String,
+    /// Profile; the connection's when `None`.
+    pub profile: Option<Profile>,
+    /// Subject alternative names.
+    pub sans: Vec<String>,
+    /// Lifetime in seconds; the connection's or the profile's default when `None`.
+    pub validity_secs: Option<i64>,
+    /// The subject key.
+    pub key: KeySource,
+}
+
+/// A certificate just issued and recorded.
+#[derive(Debug)]
+pub struct Issued {
+    /// What was recorded.
+    pub record: CertificateRecord,
+    /// The issuer's certificate and the ones above it, up to the root.
+    pub chain: Arc<Vec<Vec<u8>>>,
+    /// The private key, when custos generated it. Hand it out once.
+    pub key: Option<LeafKey>,
+}
+
+/// The issuing CA currently used for new certificates, unsealed.
+pub(crate) struct ActiveIssuer {
+    record: IssuerRecord,
+    issuer: CaIssuer,
+    chain: Arc<Vec<Vec<u8>>>,
+    urls: IssuerUrls,
+}
+
+/// A request that passed policy, waiting to be signed.
+struct Planned {
+    spec: CertificateSpec,
+    tenant: String,
+    connection: String,
+    key: PlannedKey,
+}
+
+enum PlannedKey {
+    Csr(CertificateRequest),
+    Generate(KeyAlgorithm),
+}
+
+/// Certificates per commit in bulk issuance: large enough that the fsync is
+/// amortised, small enough that a batch's memory stays in the megabytes.
+const BATCH: usize = 2048;
+
+impl Ca {
+    /// Issues one certificate to a connection.
+    pub async fn issue(&self, request: IssueRequest) -> Result<Issued> {
+        let mut out = Vec::with_capacity(1);
+        self.issue_many(vec![request], |batch| out.extend(batch)).await?;
+        out.pop().ok_or_else(|| CaError::Inconsistent("issuance returned nothing".into()))
+    }
+
+    /// Issues many certificates; `on_batch` receives each committed batch.
+    ///
+    /// Nothing is issued unless every request passes policy; a failing request
+    /// is reported as [`CaError::BulkLine`] with its 1-based position.
+    pub async fn issue_many(&self, requests: Vec<IssueRequest>, mut on_batch: impl FnMut(Vec<Issued>)) -> Result<usize> {
+        let active = self.active_issuer().await?;
+        let now = OffsetDateTime::now_utc();
+        let mut connections: HashMap<(String, String), ConnectionRecord> = HashMap::new();
+        for (i, r) in requests.iter().enumerate() {
+            let key = (r.tenant.clone(), r.connection.clone());
+            if connections.contains_key(&key) {
+                continue;
+            }
+            let found = self.find_connection(&r.tenant, &r.connection).await.map_err(|e| at_line(requests.len(), i, e))?;
+            connections.insert(key, found);
+        }
+
+        let total = requests.len();
+        let planned: Vec<Result<Planned>> = {
+            let active = active.clone();
+            tokio::task::spawn_blocking(move || {
+                par_map(&requests, |r| {
+                    let conn = &connections[&(r.tenant.clone(), r.connection.clone())];
+                    plan(r, conn, &active, now)
+                })
+            })
+            .await
+            .map_err(|e| CaError::Inconsistent(format!("planning task failed: {e}")))?
+        };
+        let mut ok = Vec::with_capacity(total);
+        for (i, p) in planned.into_iter().enumerate() {
+            ok.push(p.map_err(|e| at_line(total, i, e))?);
+        }
+
+        let mut batches = chunk(ok, BATCH).into_iter();
+        let sign = |batch: Vec<Planned>| {
+            let active = active.clone();
+            tokio::task::spawn_blocking(move || par_map_owned(batch, |p| sign(p, &active)))
+        };
+        let mut signing = batches.next().map(sign);
+        let mut issued_count = 0;
+        while let Some(task) = signing.take() {
+            let signed = task.await.map_err(|e| CaError::Inconsistent(format!("signing task failed: {e}")))?;
+            signing = batches.next().map(sign);
+            let signed: Vec<Issued> = signed.into_iter().collect::<Result<_>>()?;
+            let records: Vec<CertificateRecord> = signed.iter().map(|s| s.record.clone()).collect();
+            let audit: Vec<AuditRecord> = signed.iter().map(|s| self.issue_audit(&s.record, &active.record)).collect();
+            self.store.insert_certificates(&records, &audit).await?;
+            issued_count += signed.len();
+            on_batch(signed);
+        }
+        Ok(issued_count)
+    }
+
+    async fn find_connection(&self, tenant: &str, connection: &str) -> Result<ConnectionRecord> {
+        if let Some(c) = self.store.connection(tenant, connection).await? {
+            return Ok(c);
+        }
+        if self.store.tenant(tenant).await?.is_none() {
+            return Err(CaError::UnknownTenant(tenant.to_string()));
+        }
+        Err(CaError::UnknownConnection { tenant: tenant.to_string(), connection: connection.to_string() })
+    }
+
+    /// The active issuing CA, unsealed once per process.
+    pub(crate) async fn active_issuer(&self) -> Result<Arc<ActiveIssuer>> {
+        if let Some(a) = self.active.lock().map_err(|_| CaError::Inconsistent("issuer cache poisoned".into()))?.as_ref() {
+            return Ok(a.clone());
+        }
+        let issuers = self.store.issuers().await?;
+        let record = issuers
+            .iter()
+            .rev()
+            .find(|i| i.role == "issuing" && i.status == "active")
+            .cloned()
+            .ok_or_else(|| CaError::Policy("no active issuing CA".into()))?;
+        let mut chain = vec![record.cert_der.clone()];
+        let mut parent = record.parent.clone();
+        while let Some(id) = parent {
+            let p = issuers
+                .iter()
+                .find(|i| i.id == id)
+                .ok_or_else(|| CaError::Inconsistent(format!("issuer {} names missing parent {id}", record.id)))?;
+            chain.push(p.cert_der.clone());
+            parent = p.parent.clone();
+            if chain.len() > 8 {
+                return Err(CaError::Inconsistent("issuer chain loops".into()));
+            }
+        }
+        let issuer = self.ca_issuer(&record).await?;
+        let active = Arc::new(ActiveIssuer {
+            urls: self.urls_for(&record.id),
+            record,
+            issuer,
+            chain: Arc::new(chain),
+        });
+        *self.active.lock().map_err(|_| CaError::Inconsistent("issuer cache poisoned".into()))? = Some(active.clone());
+        Ok(active)
+    }
+
+    fn issue_audit(&self, c: &CertificateRecord, issuer: &IssuerRecord) -> AuditRecord {
+        self.audit(
+            "certificate.issue",
+            format!("cert:{}", c.serial),
+            json!({
+                "serial": c.serial, "issuer": c.issuer, "key": issuer.key_id, "tenant": c.tenant,
+                "connection": c.connection, "profile": c.profile, "sans": c.sans, "spki_sha256": c.spki_sha256,
+                "key_origin": c.key_origin, "not_after": c.not_after,
+            }),
+        )
+    }
+}
+
+/// Wraps an error with its line number when the request came from a file.
+fn at_line(total: usize, index: usize, e: CaError) -> CaError {
+    if total == 1 {
+        e
+    } else {
+        CaError::BulkLine { line: index + 1, source: Box::new(e) }
+    }
+}
+
+/// Checks one request against its connection's policy and the profile.
+fn plan(r: &IssueRequest, conn: &ConnectionRecord, active: &ActiveIssuer, now: OffsetDateTime) -> Result<Planned> {
+    let profile = match r.profile {
+        Some(p) => p,
+        None => conn.profile.parse()?,
+    };
+    if profile.is_ca() {
+        return Err(CaError::Policy(format!("profile {profile} cannot be issued to a connection")));
+    }
+    let mut sans: Vec<String> = Vec::new();
+    for s in &r.sans {
+        let s = s.trim();
+        let s = if s.parse::<std::net::IpAddr>().is_ok() || s.contains("://") { s.to_string() } else { s.to_ascii_lowercase() };
+        if !sans.contains(&s) {
+            sans.push(s);
+        }
+    }
+    for s in &sans {
+        if !san_allowed(s, &conn.allowed_sans) {
+            let allowed = if conn.allowed_sans.is_empty() { "none".to_string() } else { conn.allowed_sans.join(", ") };
+            return Err(CaError::Policy(format!(
+                "SAN {s:?} is not allowed for connection {}/{} (allowed: {allowed}; add patterns with `custos connection add ... --allow-san`)",
+                conn.tenant, conn.name
+            )));
+        }
+    }
+    if profile == Profile::Server && sans.is_empty() {
+        return Err(CaError::Policy("a server certificate needs at least one SAN (--san)".into()));
+    }
+    let max = i64::from(profile.max_validity_days()) * 86_400;
+    let validity = match (r.validity_secs, conn.validity_days) {
+        (Some(v), _) => v,
+        (None, Some(days)) => days * 86_400,
+        (None, None) => i64::from(profile.default_validity_days()) * 86_400,
+    };
+    if validity <= 0 || validity > max {
+        return Err(CaError::Policy(format!(
+            "a lifetime of {} days is outside the {profile} profile's cap of {} days",
+            validity / 86_400,
+            profile.max_validity_days()
+        )));
+    }
+    let not_before = now - time::Duration::minutes(1);
+    let not_after = now + time::Duration::seconds(validity);
+    if not_after > active.issuer.not_after() {
+        return Err(CaError::Policy(format!(
+            "the certificate would outlive its issuer ({} ends {})",
+            active.record.id,
+            active.issuer.not_after()
+        )));
+    }
+    let key = match &r.key {
+        KeySource::Csr(bytes) => PlannedKey::Csr(CertificateRequest::parse(bytes)?),
+        KeySource::Generate(alg) => PlannedKey::Generate(match alg {
+            Some(a) => *a,
+            None => conn.key_algorithm.parse()?,
+        }),
+    };
+    let common_name = match profile {
+        Profile::Server => sans
+            .iter()
+            .find(|s| s.parse::<std::net::IpAddr>().is_err() && !s.contains("://") && s.len() <= 64)
+            .cloned()
+            .unwrap_or_else(|| conn.name.clone()),
+        _ => conn.name.clone(),
+    };
+    let spec = CertificateSpec {
+        serial: Serial::random()?,
+        profile,
+        common_name,
+        organization: Some(conn.tenant.clone()),
+        sans,
+        not_before,
+        not_after,
+        urls: Some(active.urls.clone()),
+    };
+    // Build the template now so a bad request fails in this pass, not mid-way.
+    CertificateTemplate::new(spec.clone())?;
+    Ok(Planned { spec, tenant: conn.tenant.clone(), connection: conn.name.clone(), key })
+}
+
+/// Signs one planned certificate.
+fn sign(p: Planned, active: &ActiveIssuer) -> Result<Issued> {
+    let (public, algorithm, leaf, origin) = match p.key {
+        PlannedKey::Csr(csr) => (csr.public_key, csr.algorithm, None, "csr"),
+        PlannedKey::Generate(alg) => {
+            let leaf = LeafKey::generate(alg)?;
+            (leaf.public_key().clone(), alg, Some(leaf), "generated")
+        }
+    };
+    let profile = p.spec.profile;
+    let sans = p.spec.sans.clone();
+    let signed = CertificateTemplate::new(p.spec)?.sign(&public, algorithm, &active.issuer)?;
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    Ok(Issued {
+        record: CertificateRecord {
+            serial: signed.serial.to_hex(),
+            issuer: active.record.id.clone(),
+            tenant: p.tenant,
+            connection: p.connection,
+            profile: profile.to_string(),
+            subject: signed.subject,
+            sans,
+            key_algorithm: algorithm.to_string(),
+            key_origin: origin.to_string(),
+            spki_sha256: signed.spki_sha256,
+            not_before: signed.not_before.unix_timestamp(),
+            not_after: signed.not_after.unix_timestamp(),
+            der: signed.der,
+            status: "valid".into(),
+            revoked_at: None,
+            revocation_reason: None,
+            invalidity_date: None,
+            replaced_by: None,
+            created_at: now,
+        },
+        chain: active.chain.clone(),
+        key: leaf,
+    })
+}
+
+fn chunk<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
+    let mut out = Vec::with_capacity(items.len().div_ceil(size));
+    let mut it = items.into_iter().peekable();
+    while it.peek().is_some() {
+        out.push(it.by_ref().take(size).collect());
+    }
+    out
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Maps `f` over `items` on every core, keeping order.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let per = items.len().div_ceil(threads()).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items.chunks(per).map(|c| s.spawn(|| c.iter().map(&f).collect::<Vec<R>>())).collect();
+        // A panic in `f` is a bug, not input: let it surface.
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    })
+}
+
+/// Maps `f` over owned `items` on every core, keeping order.
+fn par_map_owned<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let per = items.len().div_ceil(threads()).max(1);
+    let parts = chunk(items, per);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = parts.into_iter().map(|c| s.spawn(|| c.into_iter().map(&f).collect::<Vec<R>>())).collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    })
+}

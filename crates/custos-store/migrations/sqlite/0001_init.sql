@@ -1,0 +1,76 @@
+-- custos schema v1 (SQLite). Times are Unix seconds; flags and states are text.
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE tenants (
+    name TEXT PRIMARY KEY,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE connections (
+    tenant TEXT NOT NULL REFERENCES tenants(name),
+    name TEXT NOT NULL,
+    profile TEXT NOT NULL,
+    allowed_sans TEXT NOT NULL,
+    key_algorithm TEXT NOT NULL,
+    validity_days BIGINT,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (tenant, name)
+);
+CREATE TABLE keys (
+    id TEXT PRIMARY KEY,
+    backend TEXT NOT NULL,
+    algorithm TEXT NOT NULL,
+    label TEXT NOT NULL,
+    public_key BLOB NOT NULL,
+    reference BLOB NOT NULL,
+    status TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE issuers (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    parent TEXT REFERENCES issuers(id),
+    key_id TEXT NOT NULL REFERENCES keys(id),
+    cert_der BLOB NOT NULL,
+    fingerprint TEXT NOT NULL,
+    not_after BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    crl_number BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE certificates (
+    serial TEXT PRIMARY KEY,
+    issuer TEXT NOT NULL REFERENCES issuers(id),
+    tenant TEXT NOT NULL,
+    connection TEXT NOT NULL,
+    profile TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    sans TEXT NOT NULL,
+    key_algorithm TEXT NOT NULL,
+    key_origin TEXT NOT NULL,
+    spki_sha256 TEXT NOT NULL,
+    not_before BIGINT NOT NULL,
+    not_after BIGINT NOT NULL,
+    der BLOB NOT NULL,
+    status TEXT NOT NULL,
+    revoked_at BIGINT,
+    revocation_reason TEXT,
+    invalidity_date BIGINT,
+    replaced_by TEXT,
+    created_at BIGINT NOT NULL,
+    FOREIGN KEY (tenant, connection) REFERENCES connections(tenant, name)
+);
+CREATE INDEX certificates_by_connection ON certificates(tenant, connection);
+CREATE INDEX certificates_by_issuer ON certificates(issuer);
+CREATE INDEX certificates_by_not_after ON certificates(not_after);
+CREATE INDEX certificates_by_spki ON certificates(spki_sha256);
+CREATE TABLE audit_log (
+    idx INTEGER PRIMARY KEY AUTOINCREMENT,
+    time BIGINT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    object TEXT NOT NULL,
+    details TEXT NOT NULL
+);

@@ -1,0 +1,167 @@
+//! Rows as plain values.
+
+use serde::Serialize;
+
+/// A customer organisation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TenantRecord {
+    /// Unique name.
+    pub name: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// One authenticated link of a tenant, with its issuance policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConnectionRecord {
+    /// Owning tenant.
+    pub tenant: String,
+    /// Name, unique within the tenant.
+    pub name: String,
+    /// Default certificate profile.
+    pub profile: String,
+    /// SAN patterns certificates may carry (`*.example.com` matches one label).
+    pub allowed_sans: Vec<String>,
+    /// Key algorithm for server-side keys.
+    pub key_algorithm: String,
+    /// Default lifetime in days, if not the profile's.
+    pub validity_days: Option<i64>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// A key held by a key store backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// Key id (from the public key).
+    pub id: String,
+    /// Backend name.
+    pub backend: String,
+    /// Algorithm name.
+    pub algorithm: String,
+    /// Operator label.
+    pub label: String,
+    /// SubjectPublicKeyInfo DER.
+    pub public_key: Vec<u8>,
+    /// The backend's opaque reference (a sealed blob, or a PKCS#11 URI).
+    pub reference: Vec<u8>,
+    /// `active`, `destroyed` or `compromised`.
+    pub status: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// A CA certificate and the key it signs with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuerRecord {
+    /// Short id used in URLs.
+    pub id: String,
+    /// Display name (the subject CN).
+    pub name: String,
+    /// `root` or `issuing`.
+    pub role: String,
+    /// The issuer that signed this one; `None` for a root.
+    pub parent: Option<String>,
+    /// The key id.
+    pub key_id: String,
+    /// DER certificate.
+    pub cert_der: Vec<u8>,
+    /// SHA-256 fingerprint of the certificate.
+    pub fingerprint: String,
+    /// End of validity, Unix seconds.
+    pub not_after: i64,
+    /// `active`, `retired`, `compromised`.
+    pub status: String,
+    /// Last CRL number issued.
+    pub crl_number: i64,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// An issued end-entity certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateRecord {
+    /// Lowercase hex serial.
+    pub serial: String,
+    /// Issuer id.
+    pub issuer: String,
+    /// Tenant name.
+    pub tenant: String,
+    /// Connection name.
+    pub connection: String,
+    /// Profile name.
+    pub profile: String,
+    /// Subject DN as text.
+    pub subject: String,
+    /// SANs.
+    pub sans: Vec<String>,
+    /// Key algorithm of the subject key.
+    pub key_algorithm: String,
+    /// `csr` or `generated`.
+    pub key_origin: String,
+    /// SHA-256 of the subject SPKI, hex.
+    pub spki_sha256: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// DER certificate.
+    pub der: Vec<u8>,
+    /// `valid` or `revoked` (expiry is computed from `not_after`).
+    pub status: String,
+    /// Unix seconds, if revoked.
+    pub revoked_at: Option<i64>,
+    /// RFC 5280 reason name, if revoked.
+    pub revocation_reason: Option<String>,
+    /// Unix seconds, if known.
+    pub invalidity_date: Option<i64>,
+    /// Serial of the certificate that replaced this one.
+    pub replaced_by: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// One audit log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AuditRecord {
+    /// Unix seconds.
+    pub time: i64,
+    /// Who did it (`cli:root`, `api`, ...).
+    pub actor: String,
+    /// What was done (`issue`, `tenant.add`, `key.generate`, ...).
+    pub action: String,
+    /// What it was done to (`cert:SERIAL`, `tenant:NAME`, ...).
+    pub object: String,
+    /// Structured details, JSON.
+    pub details: String,
+}
+
+/// Certificate status as `custos list --status` asks for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusFilter {
+    /// Not revoked and not expired.
+    Valid,
+    /// Revoked.
+    Revoked,
+    /// Not revoked, but past notAfter.
+    Expired,
+}
+
+/// Which certificates to list.
+#[derive(Clone, Debug, Default)]
+pub struct CertificateFilter {
+    /// Only this tenant.
+    pub tenant: Option<String>,
+    /// Only this connection (with `tenant`).
+    pub connection: Option<String>,
+    /// Only this issuer.
+    pub issuer: Option<String>,
+    /// Only this status, judged at `now`.
+    pub status: Option<StatusFilter>,
+    /// Only those whose notAfter is before this time.
+    pub expiring_before: Option<i64>,
+    /// The time that "expired" is judged at.
+    pub now: i64,
+    /// At most this many.
+    pub limit: Option<i64>,
+}

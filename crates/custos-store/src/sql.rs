@@ -1,0 +1,558 @@
+//! The SQL backend over `sqlx::Any`: SQLite now, PostgreSQL through the same queries.
+
+use std::sync::Once;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
+
+use crate::{
+    AuditRecord, CertificateFilter, CertificateRecord, ConnectionRecord, Genesis, IssuerRecord, KeyRecord, Result,
+    StatusFilter, Store, StoreError, TenantRecord,
+};
+
+/// Versioned migrations per backend, applied in order, each in its own transaction.
+const SQLITE_MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+
+/// Which database engine is behind the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Engine {
+    Sqlite,
+}
+
+/// A [`Store`] on a SQL database.
+#[derive(Clone, Debug)]
+pub struct SqlStore {
+    pool: AnyPool,
+    engine: Engine,
+}
+
+static DRIVERS: Once = Once::new();
+
+impl SqlStore {
+    /// Opens (creating if needed) the SQLite database at `path` in WAL mode and migrates it.
+    ///
+    /// Commits are `synchronous=FULL`: a transaction that returned is on disk.
+    pub async fn open_sqlite(path: &std::path::Path) -> Result<SqlStore> {
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let location = path.display().to_string();
+        let url = format!("sqlite://{location}?mode=rwc");
+        let open = |source| StoreError::Open { location: location.clone(), source };
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    conn.execute("PRAGMA synchronous = FULL").await?;
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(open)?;
+        pool.execute("PRAGMA journal_mode = WAL").await.map_err(open)?;
+        let store = SqlStore { pool, engine: Engine::Sqlite };
+        store.migrate(SQLITE_MIGRATIONS).await?;
+        Ok(store)
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn migrate(&self, migrations: &[(i64, &str)]) -> Result<()> {
+        self.pool
+            .execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+            .await
+            .map_err(StoreError::db("create the migrations table"))?;
+        for (version, script) in migrations {
+            let mut tx = self.write().await?;
+            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(*version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::db("read the schema version"))?;
+            if done.is_some() {
+                continue;
+            }
+            for statement in statements(script) {
+                tx.execute(AssertSqlSafe(statement)).await.map_err(StoreError::db("apply a migration"))?;
+            }
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(*version)
+                .bind(unix_now())
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db("record a migration"))?;
+            tx.commit().await.map_err(StoreError::db("commit a migration"))?;
+        }
+        Ok(())
+    }
+
+    /// Begins a write transaction. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so two writers queue on the busy timeout instead of
+    /// failing when a read lock cannot be upgraded.
+    async fn write(&self) -> Result<Transaction<'static, Any>> {
+        match self.engine {
+            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+        }
+        .map_err(StoreError::db("begin a transaction"))
+    }
+}
+
+/// Splits a migration script into statements; our scripts keep `;` out of literals.
+fn statements(script: &str) -> Vec<String> {
+    let without_comments: String = script
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    without_comments
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_foreign_key_violation())
+}
+
+async fn insert_audit(tx: &mut Transaction<'static, Any>, audit: &AuditRecord) -> Result<()> {
+    sqlx::query("INSERT INTO audit_log (time, actor, action, object, details) VALUES ($1, $2, $3, $4, $5)")
+        .bind(audit.time)
+        .bind(&audit.actor)
+        .bind(&audit.action)
+        .bind(&audit.object)
+        .bind(&audit.details)
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::db("write an audit entry"))?;
+    Ok(())
+}
+
+fn json_list(list: &[String]) -> String {
+    serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
+}
+
+fn parse_list(text: &str) -> Result<Vec<String>> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("list column: {e}")))
+}
+
+fn col<'r, T: sqlx::Decode<'r, Any> + sqlx::Type<Any>>(row: &'r AnyRow, name: &str) -> Result<T> {
+    row.try_get(name).map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
+}
+
+fn connection_from(row: &AnyRow) -> Result<ConnectionRecord> {
+    Ok(ConnectionRecord {
+        tenant: col(row, "tenant")?,
+        name: col(row, "name")?,
+        profile: col(row, "profile")?,
+        allowed_sans: parse_list(&col::<String>(row, "allowed_sans")?)?,
+        key_algorithm: col(row, "key_algorithm")?,
+        validity_days: col(row, "validity_days")?,
+        created_at: col(row, "created_at")?,
+    })
+}
+
+fn key_from(row: &AnyRow) -> Result<KeyRecord> {
+    Ok(KeyRecord {
+        id: col(row, "id")?,
+        backend: col(row, "backend")?,
+        algorithm: col(row, "algorithm")?,
+        label: col(row, "label")?,
+        public_key: col(row, "public_key")?,
+        reference: col(row, "reference")?,
+        status: col(row, "status")?,
+        created_at: col(row, "created_at")?,
+    })
+}
+
+fn issuer_from(row: &AnyRow) -> Result<IssuerRecord> {
+    Ok(IssuerRecord {
+        id: col(row, "id")?,
+        name: col(row, "name")?,
+        role: col(row, "role")?,
+        parent: col(row, "parent")?,
+        key_id: col(row, "key_id")?,
+        cert_der: col(row, "cert_der")?,
+        fingerprint: col(row, "fingerprint")?,
+        not_after: col(row, "not_after")?,
+        status: col(row, "status")?,
+        crl_number: col(row, "crl_number")?,
+        created_at: col(row, "created_at")?,
+    })
+}
+
+fn certificate_from(row: &AnyRow) -> Result<CertificateRecord> {
+    Ok(CertificateRecord {
+        serial: col(row, "serial")?,
+        issuer: col(row, "issuer")?,
+        tenant: col(row, "tenant")?,
+        connection: col(row, "connection")?,
+        profile: col(row, "profile")?,
+        subject: col(row, "subject")?,
+        sans: parse_list(&col::<String>(row, "sans")?)?,
+        key_algorithm: col(row, "key_algorithm")?,
+        key_origin: col(row, "key_origin")?,
+        spki_sha256: col(row, "spki_sha256")?,
+        not_before: col(row, "not_before")?,
+        not_after: col(row, "not_after")?,
+        der: col(row, "der")?,
+        status: col(row, "status")?,
+        revoked_at: col(row, "revoked_at")?,
+        revocation_reason: col(row, "revocation_reason")?,
+        invalidity_date: col(row, "invalidity_date")?,
+        replaced_by: col(row, "replaced_by")?,
+        created_at: col(row, "created_at")?,
+    })
+}
+
+const CERTIFICATE_COLUMNS: &str = "serial, issuer, tenant, connection, profile, subject, sans, key_algorithm, key_origin, \
+     spki_sha256, not_before, not_after, der, status, revoked_at, revocation_reason, invalidity_date, replaced_by, created_at";
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn initialize(&self, genesis: Genesis) -> Result<()> {
+        let mut tx = self.write().await?;
+        // The marker goes first: a second genesis fails on its primary key
+        // before it writes anything else.
+        sqlx::query("INSERT INTO meta (key, value) VALUES ('initialized', $1)")
+            .bind(unix_now().to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::AlreadyInitialized
+                } else {
+                    StoreError::Database { operation: "mark the store initialized", source: e }
+                }
+            })?;
+        for (key, value) in &genesis.meta {
+            sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2)")
+                .bind(key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db("write a setting"))?;
+        }
+        for key in &genesis.keys {
+            sqlx::query(
+                "INSERT INTO keys (id, backend, algorithm, label, public_key, reference, status, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&key.id)
+            .bind(&key.backend)
+            .bind(&key.algorithm)
+            .bind(&key.label)
+            .bind(&key.public_key)
+            .bind(&key.reference)
+            .bind(&key.status)
+            .bind(key.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("store a key"))?;
+        }
+        for issuer in &genesis.issuers {
+            sqlx::query(
+                "INSERT INTO issuers (id, name, role, parent, key_id, cert_der, fingerprint, not_after, status, crl_number, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(&issuer.id)
+            .bind(&issuer.name)
+            .bind(&issuer.role)
+            .bind(&issuer.parent)
+            .bind(&issuer.key_id)
+            .bind(&issuer.cert_der)
+            .bind(&issuer.fingerprint)
+            .bind(issuer.not_after)
+            .bind(&issuer.status)
+            .bind(issuer.crl_number)
+            .bind(issuer.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("store an issuer"))?;
+        }
+        for audit in &genesis.audit {
+            insert_audit(&mut tx, audit).await?;
+        }
+        tx.commit().await.map_err(StoreError::db("commit the genesis"))
+    }
+
+    async fn meta(&self, key: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("read a setting"))
+    }
+
+    async fn add_tenant(&self, tenant: &TenantRecord, audit: &AuditRecord) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query("INSERT INTO tenants (name, created_at) VALUES ($1, $2)")
+            .bind(&tenant.name)
+            .bind(tenant.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Duplicate { what: format!("tenant {:?}", tenant.name) }
+                } else {
+                    StoreError::Database { operation: "add a tenant", source: e }
+                }
+            })?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(StoreError::db("commit a tenant"))
+    }
+
+    async fn tenant(&self, name: &str) -> Result<Option<TenantRecord>> {
+        let row = sqlx::query("SELECT name, created_at FROM tenants WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("read a tenant"))?;
+        row.map(|r| Ok(TenantRecord { name: col(&r, "name")?, created_at: col(&r, "created_at")? }))
+            .transpose()
+    }
+
+    async fn tenants(&self) -> Result<Vec<TenantRecord>> {
+        let rows = sqlx::query("SELECT name, created_at FROM tenants ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db("list tenants"))?;
+        rows.iter()
+            .map(|r| Ok(TenantRecord { name: col(r, "name")?, created_at: col(r, "created_at")? }))
+            .collect()
+    }
+
+    async fn add_connection(&self, c: &ConnectionRecord, audit: &AuditRecord) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO connections (tenant, name, profile, allowed_sans, key_algorithm, validity_days, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&c.tenant)
+        .bind(&c.name)
+        .bind(&c.profile)
+        .bind(json_list(&c.allowed_sans))
+        .bind(&c.key_algorithm)
+        .bind(c.validity_days)
+        .bind(c.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Duplicate { what: format!("connection {}/{}", c.tenant, c.name) }
+            } else if is_foreign_key_violation(&e) {
+                StoreError::NotFound { what: format!("tenant {:?}", c.tenant) }
+            } else {
+                StoreError::Database { operation: "add a connection", source: e }
+            }
+        })?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(StoreError::db("commit a connection"))
+    }
+
+    async fn connection(&self, tenant: &str, name: &str) -> Result<Option<ConnectionRecord>> {
+        let row = sqlx::query("SELECT * FROM connections WHERE tenant = $1 AND name = $2")
+            .bind(tenant)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("read a connection"))?;
+        row.as_ref().map(connection_from).transpose()
+    }
+
+    async fn connections(&self, tenant: Option<&str>) -> Result<Vec<ConnectionRecord>> {
+        let rows = match tenant {
+            Some(t) => sqlx::query("SELECT * FROM connections WHERE tenant = $1 ORDER BY tenant, name")
+                .bind(t)
+                .fetch_all(&self.pool)
+                .await,
+            None => sqlx::query("SELECT * FROM connections ORDER BY tenant, name").fetch_all(&self.pool).await,
+        }
+        .map_err(StoreError::db("list connections"))?;
+        rows.iter().map(connection_from).collect()
+    }
+
+    async fn key(&self, id: &str) -> Result<Option<KeyRecord>> {
+        let row = sqlx::query("SELECT * FROM keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("read a key"))?;
+        row.as_ref().map(key_from).transpose()
+    }
+
+    async fn keys(&self) -> Result<Vec<KeyRecord>> {
+        let rows = sqlx::query("SELECT * FROM keys ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db("list keys"))?;
+        rows.iter().map(key_from).collect()
+    }
+
+    async fn issuer(&self, id: &str) -> Result<Option<IssuerRecord>> {
+        let row = sqlx::query("SELECT * FROM issuers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("read an issuer"))?;
+        row.as_ref().map(issuer_from).transpose()
+    }
+
+    async fn issuers(&self) -> Result<Vec<IssuerRecord>> {
+        let rows = sqlx::query("SELECT * FROM issuers ORDER BY created_at, role DESC, id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db("list issuers"))?;
+        rows.iter().map(issuer_from).collect()
+    }
+
+    async fn insert_certificates(&self, certificates: &[CertificateRecord], audit: &[AuditRecord]) -> Result<()> {
+        let mut tx = self.write().await?;
+        for c in certificates {
+            sqlx::query(
+                "INSERT INTO certificates (serial, issuer, tenant, connection, profile, subject, sans, key_algorithm, \
+                 key_origin, spki_sha256, not_before, not_after, der, status, revoked_at, revocation_reason, \
+                 invalidity_date, replaced_by, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+            )
+            .bind(&c.serial)
+            .bind(&c.issuer)
+            .bind(&c.tenant)
+            .bind(&c.connection)
+            .bind(&c.profile)
+            .bind(&c.subject)
+            .bind(json_list(&c.sans))
+            .bind(&c.key_algorithm)
+            .bind(&c.key_origin)
+            .bind(&c.spki_sha256)
+            .bind(c.not_before)
+            .bind(c.not_after)
+            .bind(&c.der)
+            .bind(&c.status)
+            .bind(c.revoked_at)
+            .bind(&c.revocation_reason)
+            .bind(c.invalidity_date)
+            .bind(&c.replaced_by)
+            .bind(c.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Duplicate { what: format!("certificate serial {}", c.serial) }
+                } else if is_foreign_key_violation(&e) {
+                    StoreError::NotFound { what: format!("connection {}/{} or issuer {}", c.tenant, c.connection, c.issuer) }
+                } else {
+                    StoreError::Database { operation: "record a certificate", source: e }
+                }
+            })?;
+        }
+        for a in audit {
+            insert_audit(&mut tx, a).await?;
+        }
+        tx.commit().await.map_err(StoreError::db("commit certificates"))
+    }
+
+    async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>> {
+        let row = sqlx::query("SELECT * FROM certificates WHERE serial = $1")
+            .bind(serial)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("read a certificate"))?;
+        row.as_ref().map(certificate_from).transpose()
+    }
+
+    async fn certificates(&self, filter: &CertificateFilter) -> Result<Vec<CertificateRecord>> {
+        // The text is built from fixed fragments only; every value is bound.
+        let mut sql = format!("SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE 1 = 1");
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            format!("${n}")
+        };
+        let mut texts: Vec<&str> = Vec::new();
+        let mut numbers: Vec<i64> = Vec::new();
+        if let Some(t) = &filter.tenant {
+            sql += &format!(" AND tenant = {}", next());
+            texts.push(t);
+        }
+        if let Some(c) = &filter.connection {
+            sql += &format!(" AND connection = {}", next());
+            texts.push(c);
+        }
+        if let Some(i) = &filter.issuer {
+            sql += &format!(" AND issuer = {}", next());
+            texts.push(i);
+        }
+        let text_count = texts.len();
+        match filter.status {
+            Some(StatusFilter::Valid) => {
+                sql += &format!(" AND status = 'valid' AND not_after >= {}", next());
+                numbers.push(filter.now);
+            }
+            Some(StatusFilter::Expired) => {
+                sql += &format!(" AND status = 'valid' AND not_after < {}", next());
+                numbers.push(filter.now);
+            }
+            Some(StatusFilter::Revoked) => sql += " AND status = 'revoked'",
+            None => {}
+        }
+        if let Some(before) = filter.expiring_before {
+            sql += &format!(" AND not_after < {}", next());
+            numbers.push(before);
+        }
+        sql += " ORDER BY created_at DESC, serial";
+        if let Some(limit) = filter.limit {
+            sql += &format!(" LIMIT {}", next());
+            numbers.push(limit);
+        }
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for t in &texts[..text_count] {
+            query = query.bind(*t);
+        }
+        for v in numbers {
+            query = query.bind(v);
+        }
+        let rows = query.fetch_all(&self.pool).await.map_err(StoreError::db("list certificates"))?;
+        rows.iter().map(certificate_from).collect()
+    }
+
+    async fn audit_entries(&self, from: i64, limit: i64) -> Result<Vec<(i64, AuditRecord)>> {
+        let rows = sqlx::query("SELECT * FROM audit_log WHERE idx >= $1 ORDER BY idx LIMIT $2")
+            .bind(from)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db("read the audit log"))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    col(r, "idx")?,
+                    AuditRecord {
+                        time: col(r, "time")?,
+                        actor: col(r, "actor")?,
+                        action: col(r, "action")?,
+                        object: col(r, "object")?,
+                        details: col(r, "details")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+}
