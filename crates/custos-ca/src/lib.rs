@@ -17,13 +17,14 @@ use std::sync::{Arc, Mutex};
 use custos_keys::soft::{SealParams, SoftKeyStore};
 use custos_keys::{KeyAlgorithm, KeyStore, Signer};
 use custos_pki::{CaIssuer, CertificateSpec, CertificateTemplate, IssuerUrls, Profile, Serial};
-use custos_store::{AuditRecord, Genesis, IssuerRecord, KeyRecord, SqlStore, Store};
+use custos_store::{AuditRecord, Genesis, KeyRecord, SqlStore, Store};
 use serde_json::json;
 use time::OffsetDateTime;
 
 pub use error::CaError;
 pub use issuance::{IssueRequest, Issued, KeySource};
-pub use inventory::{CertificateView, ConnectionOptions, IssuerView, ListFilter};
+pub use custos_store::{CertificateRecord, ConnectionRecord, IssuerRecord, StatusFilter, TenantRecord};
+pub use inventory::{CertificateView, ConnectionOptions, IssuerView, ListFilter, rfc3339};
 
 /// Result of a custos operation.
 pub type Result<T> = std::result::Result<T, CaError>;
@@ -154,14 +155,16 @@ impl Ca {
                 json!({"key": id, "algorithm": key.signer.algorithm().as_str(), "backend": key.reference.backend, "label": label}),
             ));
         }
-        for (id, role, parent, cert, key_id, signer_key) in [
-            (&root_id, "root", None, &root_cert, &root_key_id, &root_key_id),
-            (&issuing_id, "issuing", Some(root_id.clone()), &issuing_cert, &issuing_key_id, &root_key_id),
+        let root_name = format!("{org} Root CA 1");
+        let issuing_name = format!("{org} Issuing CA 1");
+        for (id, name, role, parent, cert, key_id, signer_key) in [
+            (&root_id, &root_name, "root", None, &root_cert, &root_key_id, &root_key_id),
+            (&issuing_id, &issuing_name, "issuing", Some(root_id.clone()), &issuing_cert, &issuing_key_id, &root_key_id),
         ] {
             let fingerprint = custos_pki::fingerprint(&cert.der);
             genesis.issuers.push(IssuerRecord {
                 id: id.clone(),
-                name: cert.subject.clone(),
+                name: name.clone(),
                 role: role.into(),
                 parent: parent.clone(),
                 key_id: key_id.clone(),

@@ -1,1 +1,251 @@
-fn main() {}
+//! `custos`: certificate and key custody for service connections.
+//!
+//! Parses the command line, calls custos-ca, and renders the result as a
+//! table for people or JSON (`--json`) for scripts. Errors go to stderr with
+//! their cause chain and exit status 1.
+
+mod commands;
+mod output;
+mod passphrase;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Certificate and key custody for service connections: a private CA.
+#[derive(Debug, Parser)]
+#[command(name = "custos", version, about)]
+pub struct Cli {
+    /// Data directory holding the database and sealed keys.
+    #[arg(long, global = true, env = "CUSTOS_DATA", default_value = "custos-data")]
+    pub data_dir: PathBuf,
+    /// File holding the key store passphrase (else CUSTOS_PASSPHRASE, else a prompt).
+    #[arg(long, global = true)]
+    pub passphrase_file: Option<PathBuf>,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the data directory, the sealed key store, a root CA and an issuing CA.
+    Init(InitArgs),
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage a tenant's connections.
+    #[command(subcommand)]
+    Connection(ConnectionCommand),
+    /// Issue a certificate to a connection (or many, with --from).
+    Issue(IssueArgs),
+    /// List issued certificates.
+    List(ListArgs),
+    /// Show one certificate.
+    Show(ShowArgs),
+    /// The certificate authorities.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Serve the HTTP endpoints.
+    Serve(ServeArgs),
+}
+
+/// `custos init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Public base URL written into every certificate's CRL and OCSP/caIssuers URLs.
+    #[arg(long, default_value = custos_ca::DEFAULT_BASE_URL)]
+    pub base_url: String,
+    /// Organization name in the CA subjects.
+    #[arg(long, default_value = "custos")]
+    pub organization: String,
+    /// CA key algorithm: p256, p384, rsa2048, rsa3072, rsa4096, ed25519.
+    #[arg(long, default_value = "p256")]
+    pub ca_algorithm: String,
+}
+
+/// `custos tenant ...`.
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Add a tenant.
+    Add {
+        /// Tenant name (a-z, 0-9, '-', '_', '.').
+        name: String,
+    },
+    /// List tenants.
+    List,
+}
+
+/// `custos connection ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConnectionCommand {
+    /// Add a connection to a tenant.
+    Add(ConnectionAddArgs),
+    /// List connections.
+    List {
+        /// Only this tenant's.
+        tenant: Option<String>,
+    },
+}
+
+/// `custos connection add`.
+#[derive(Debug, Args)]
+pub struct ConnectionAddArgs {
+    /// Tenant name.
+    pub tenant: String,
+    /// Connection name.
+    pub name: String,
+    /// Default profile: client or server.
+    #[arg(long, default_value = "client")]
+    pub profile: String,
+    /// A SAN its certificates may carry; `*.example.com` allows one label. Repeatable.
+    #[arg(long = "allow-san")]
+    pub allow_san: Vec<String>,
+    /// Algorithm of keys custos generates for it.
+    #[arg(long, default_value = "p256")]
+    pub key_algorithm: String,
+    /// Default lifetime of its certificates, e.g. 90d.
+    #[arg(long)]
+    pub validity: Option<String>,
+}
+
+/// `custos issue`.
+#[derive(Debug, Args)]
+pub struct IssueArgs {
+    /// Tenant name.
+    #[arg(required_unless_present = "from")]
+    pub tenant: Option<String>,
+    /// Connection name.
+    #[arg(required_unless_present = "from")]
+    pub connection: Option<String>,
+    /// Use this CSR (PEM or DER) instead of generating a key.
+    #[arg(long, conflicts_with = "from")]
+    pub csr: Option<PathBuf>,
+    /// Profile, if not the connection's: client or server.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Subject alternative name. Repeatable.
+    #[arg(long)]
+    pub san: Vec<String>,
+    /// Algorithm of the generated key, if not the connection's.
+    #[arg(long, conflicts_with = "csr")]
+    pub key_algorithm: Option<String>,
+    /// Lifetime, e.g. 30d or 12h.
+    #[arg(long)]
+    pub validity: Option<String>,
+    /// Output directory (default ./TENANT-CONNECTION-SERIAL); with --from, a JSONL file (default stdout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Issue one certificate per line of this JSONL file, in one process.
+    #[arg(long, conflicts_with_all = ["tenant", "connection"])]
+    pub from: Option<PathBuf>,
+}
+
+/// `custos list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only this tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Only this connection.
+    #[arg(long)]
+    pub connection: Option<String>,
+    /// Only certificates of this issuer.
+    #[arg(long)]
+    pub issuer: Option<String>,
+    /// Only those expiring within this time, e.g. 30d.
+    #[arg(long)]
+    pub expiring: Option<String>,
+    /// Only this status: valid, revoked or expired.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// At most this many.
+    #[arg(long)]
+    pub limit: Option<i64>,
+}
+
+/// `custos show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Serial in hex, any case, colons allowed.
+    pub serial: String,
+    /// Print the certificate as PEM.
+    #[arg(long)]
+    pub pem: bool,
+}
+
+/// `custos ca ...`.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// List the issuers.
+    List,
+}
+
+/// `custos serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Development mode: initialize the data directory on first start, keeping a
+    /// generated passphrase in DATA/dev-passphrase. Never for production.
+    #[arg(long)]
+    pub dev: bool,
+}
+
+/// What can go wrong in the CLI.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// custos refused or failed.
+    #[error(transparent)]
+    Ca(#[from] custos_ca::CaError),
+    /// A file could not be read or written.
+    #[error("cannot use {}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No usable passphrase.
+    #[error("passphrase: {0}")]
+    Passphrase(String),
+    /// A bad argument.
+    #[error("{0}")]
+    Usage(String),
+    /// Output could not be produced.
+    #[error("output: {0}")]
+    Output(String),
+    /// The server failed.
+    #[error("server: {0}")]
+    Serve(String),
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CUSTOS_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match commands::run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                eprintln!("  caused by: {cause}");
+                source = cause.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

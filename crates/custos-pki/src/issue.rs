@@ -8,7 +8,7 @@ use std::sync::Arc;
 use custos_keys::{KeyAlgorithm, PublicKey, Signer};
 use rcgen::{
     BasicConstraints, CertificateParams, CrlDistributionPoint, CustomExtension, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType, SerialNumber, SignatureAlgorithm,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyUsagePurpose, SanType, SerialNumber, SignatureAlgorithm,
 };
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -119,10 +119,14 @@ impl CertificateTemplate {
         params.subject_alt_names = spec.sans.iter().map(|s| san(s)).collect::<Result<_, _>>()?;
         match spec.profile {
             Profile::Client => {
+                // ExplicitNoCa makes rcgen write basicConstraints CA:FALSE and
+                // the subjectKeyIdentifier (RFC 5280 4.2.1.2 SHOULD for end entities).
+                params.is_ca = IsCa::ExplicitNoCa;
                 params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
                 params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
             }
             Profile::Server => {
+                params.is_ca = IsCa::ExplicitNoCa;
                 params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
                 params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
             }
@@ -132,8 +136,10 @@ impl CertificateTemplate {
                 params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
             }
         }
+        // AKI on every certificate, the root's equal to its own SKI, so chain
+        // builders and linters never have to guess (RFC 5280 4.2.1.1).
+        params.use_authority_key_identifier_extension = true;
         if let Some(urls) = &spec.urls {
-            params.use_authority_key_identifier_extension = true;
             params.crl_distribution_points = vec![CrlDistributionPoint {
                 uris: vec![urls.crl.clone()],
             }];
@@ -157,8 +163,9 @@ impl CertificateTemplate {
             )));
         }
         let key = SubjectKey { public: subject, algorithm: subject_algorithm };
-        let cert = self
-            .params
+        let mut params = self.params;
+        params.key_identifier_method = KeyIdMethod::PreSpecified(key_identifier(subject));
+        let cert = params
             .signed_by(&key, &issuer.inner)
             .map_err(|e| PkiError::Signing(e.to_string()))?;
         check_issued(cert.der().to_vec(), &self.spec, subject)
@@ -170,7 +177,9 @@ impl CertificateTemplate {
             return Err(PkiError::Template("only a root certificate is self-signed".into()));
         }
         let key = CaKey(signer.clone());
-        let cert = self.params.self_signed(&key).map_err(|e| PkiError::Signing(e.to_string()))?;
+        let mut params = self.params;
+        params.key_identifier_method = KeyIdMethod::PreSpecified(key_identifier(signer.public_key()));
+        let cert = params.self_signed(&key).map_err(|e| PkiError::Signing(e.to_string()))?;
         let signed = check_issued(cert.der().to_vec(), &self.spec, signer.public_key())?;
         let issuer = CaIssuer::new(&signed.der, signer)?;
         Ok((signed, issuer))
@@ -259,6 +268,12 @@ fn signature_algorithm(algorithm: KeyAlgorithm) -> &'static SignatureAlgorithm {
         KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => &rcgen::PKCS_RSA_SHA256,
         KeyAlgorithm::Ed25519 => &rcgen::PKCS_ED25519,
     }
+}
+
+/// RFC 7093 section 2 method 1: the leftmost 160 bits of the SHA-256 of the
+/// subjectPublicKey BIT STRING value; linters recognise it, unlike a hash of the whole SPKI.
+fn key_identifier(key: &PublicKey) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.raw()).as_ref()[..20].to_vec()
 }
 
 fn truncate(t: OffsetDateTime) -> OffsetDateTime {

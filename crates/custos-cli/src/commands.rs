@@ -1,0 +1,415 @@
+//! One function per command: parse arguments, call custos-ca, render.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use custos_ca::{
+    Ca, CertificateView, ConnectionOptions, InitOptions, IssueRequest, Issued, IssuerView, KeySource, ListFilter,
+    StatusFilter, policy::parse_duration,
+};
+use custos_keys::KeyAlgorithm;
+use custos_pki::{Profile, Serial};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::output::{json, table, write_private, write_public};
+use crate::{CaCommand, Cli, CliError, Command, ConnectionCommand, IssueArgs, ListArgs, ServeArgs, ShowArgs, TenantCommand, passphrase};
+
+fn actor() -> String {
+    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match &cli.command {
+        Command::Init(args) => {
+            let algorithm: KeyAlgorithm = args.ca_algorithm.parse().map_err(custos_ca::CaError::from)?;
+            if cli.data_dir.join(custos_ca::DATABASE_FILE).exists() {
+                // Refuse before asking for a passphrase; Ca::init checks again atomically.
+                if Ca::open(&cli.data_dir, &actor()).await.is_ok() {
+                    return Err(custos_ca::CaError::AlreadyInitialized { dir: cli.data_dir.clone() }.into());
+                }
+            }
+            let pw = passphrase::resolve(cli.passphrase_file.as_deref(), &cli.data_dir, true)?;
+            let options = InitOptions {
+                base_url: args.base_url.clone(),
+                organization: args.organization.clone(),
+                ca_algorithm: algorithm,
+            };
+            let ca = Ca::init(&cli.data_dir, &options, &pw, &actor()).await?;
+            print_init(&cli, &ca).await
+        }
+        Command::Tenant(TenantCommand::Add { name }) => {
+            let ca = open(&cli).await?;
+            let t = ca.add_tenant(name).await?;
+            if cli.json {
+                json(&t)
+            } else {
+                println!("added tenant {}", t.name);
+                Ok(())
+            }
+        }
+        Command::Tenant(TenantCommand::List) => {
+            let ca = open(&cli).await?;
+            let tenants = ca.tenants().await?;
+            if cli.json {
+                return json(&tenants);
+            }
+            let rows: Vec<Vec<String>> =
+                tenants.iter().map(|t| vec![t.name.clone(), custos_ca::rfc3339(t.created_at)]).collect();
+            print!("{}", table(&["TENANT", "CREATED"], &rows));
+            Ok(())
+        }
+        Command::Connection(ConnectionCommand::Add(args)) => {
+            let ca = open(&cli).await?;
+            let options = ConnectionOptions {
+                profile: args.profile.parse().map_err(custos_ca::CaError::from)?,
+                allowed_sans: args.allow_san.clone(),
+                key_algorithm: args.key_algorithm.parse().map_err(custos_ca::CaError::from)?,
+                validity_days: args.validity.as_deref().map(days).transpose()?,
+            };
+            let c = ca.add_connection(&args.tenant, &args.name, &options).await?;
+            if cli.json {
+                json(&c)
+            } else {
+                println!("added connection {}/{} (profile {}, keys {})", c.tenant, c.name, c.profile, c.key_algorithm);
+                Ok(())
+            }
+        }
+        Command::Connection(ConnectionCommand::List { tenant }) => {
+            let ca = open(&cli).await?;
+            let list = ca.connections(tenant.as_deref()).await?;
+            if cli.json {
+                return json(&list);
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|c| vec![c.tenant.clone(), c.name.clone(), c.profile.clone(), c.key_algorithm.clone(), c.allowed_sans.join(",")])
+                .collect();
+            print!("{}", table(&["TENANT", "CONNECTION", "PROFILE", "KEYS", "ALLOWED SANS"], &rows));
+            Ok(())
+        }
+        Command::Issue(args) => issue(&cli, args).await,
+        Command::List(args) => list(&cli, args).await,
+        Command::Show(args) => show(&cli, args).await,
+        Command::Ca(CaCommand::List) => {
+            let ca = open(&cli).await?;
+            let views: Vec<IssuerView> = ca.issuers().await?.iter().map(IssuerView::from).collect();
+            if cli.json {
+                return json(&views);
+            }
+            print_issuers(&views);
+            Ok(())
+        }
+        Command::Serve(args) => serve(&cli, args).await,
+    }
+}
+
+async fn open(cli: &Cli) -> Result<Ca, CliError> {
+    Ok(Ca::open(&cli.data_dir, &actor()).await?)
+}
+
+async fn open_unsealed(cli: &Cli) -> Result<Ca, CliError> {
+    let mut ca = open(cli).await?;
+    let pw = passphrase::resolve(cli.passphrase_file.as_deref(), &cli.data_dir, false)?;
+    ca.unseal(&pw).await?;
+    Ok(ca)
+}
+
+fn days(text: &str) -> Result<i64, CliError> {
+    let secs = parse_duration(text)?;
+    if secs % 86_400 != 0 {
+        return Err(CliError::Usage(format!("connection validity {text:?} must be whole days")));
+    }
+    Ok(secs / 86_400)
+}
+
+async fn print_init(cli: &Cli, ca: &Ca) -> Result<(), CliError> {
+    let views: Vec<IssuerView> = ca.issuers().await?.iter().map(IssuerView::from).collect();
+    if cli.json {
+        return json(&json!({"data_dir": ca.dir(), "base_url": ca.base_url(), "issuers": views}));
+    }
+    println!("initialized custos in {} (base URL {})", ca.dir().display(), ca.base_url());
+    print_issuers(&views);
+    Ok(())
+}
+
+fn print_issuers(views: &[IssuerView]) {
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|v| vec![v.id.clone(), v.role.clone(), v.status.clone(), v.not_after.clone(), v.name.clone(), v.fingerprint.clone()])
+        .collect();
+    print!("{}", table(&["ID", "ROLE", "STATUS", "NOT AFTER", "NAME", "SHA-256 FINGERPRINT"], &rows));
+}
+
+/// One line of `issue --from FILE`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkLine {
+    tenant: String,
+    connection: String,
+    /// CSR in PEM; without it custos generates the key.
+    csr: Option<String>,
+    profile: Option<String>,
+    #[serde(default, alias = "sans")]
+    san: Vec<String>,
+    validity: Option<String>,
+    key_algorithm: Option<String>,
+}
+
+fn request(
+    tenant: String,
+    connection: String,
+    csr: Option<Vec<u8>>,
+    profile: Option<&str>,
+    sans: Vec<String>,
+    validity: Option<&str>,
+    key_algorithm: Option<&str>,
+) -> Result<IssueRequest, CliError> {
+    let profile: Option<Profile> = profile.map(str::parse).transpose().map_err(custos_ca::CaError::from)?;
+    let validity_secs = validity.map(parse_duration).transpose()?;
+    let key = match csr {
+        Some(bytes) => KeySource::Csr(bytes),
+        None => KeySource::Generate(key_algorithm.map(str::parse::<KeyAlgorithm>).transpose().map_err(custos_ca::CaError::from)?),
+    };
+    Ok(IssueRequest { tenant, connection, profile, sans, validity_secs, key })
+}
+
+async fn issue(cli: &Cli, args: &IssueArgs) -> Result<(), CliError> {
+    if let Some(from) = &args.from {
+        return issue_bulk(cli, args, from).await;
+    }
+    let (Some(tenant), Some(connection)) = (&args.tenant, &args.connection) else {
+        return Err(CliError::Usage("issue needs TENANT and CONNECTION, or --from FILE".into()));
+    };
+    let csr = match &args.csr {
+        Some(path) => Some(std::fs::read(path).map_err(|e| CliError::Io { path: path.clone(), source: e })?),
+        None => None,
+    };
+    let generated = csr.is_none();
+    let req = request(
+        tenant.clone(),
+        connection.clone(),
+        csr,
+        args.profile.as_deref(),
+        args.san.clone(),
+        args.validity.as_deref(),
+        args.key_algorithm.as_deref(),
+    )?;
+    // Make sure the output can be written before anything is issued: a
+    // generated key that cannot be saved is lost for good.
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("{tenant}-{connection}")));
+    std::fs::create_dir_all(&out).map_err(|e| CliError::Io { path: out.clone(), source: e })?;
+    let names: &[&str] = if generated { &["cert.pem", "chain.pem", "key.pem", "bundle.p12"] } else { &["cert.pem", "chain.pem"] };
+    for name in names {
+        let p = out.join(name);
+        if p.exists() {
+            return Err(CliError::Usage(format!("{} exists; choose another --out directory", p.display())));
+        }
+    }
+    let ca = open_unsealed(cli).await?;
+    let issued = ca.issue(req).await?;
+    let files = write_issued(&issued, &out)?;
+    let view = CertificateView::new(&issued.record, time::OffsetDateTime::now_utc().unix_timestamp());
+    if cli.json {
+        return json(&json!({
+            "serial": view.serial, "tenant": view.tenant, "connection": view.connection, "profile": view.profile,
+            "status": view.status, "not_after": view.not_after, "out": out, "files": files.names,
+            "p12_password": files.p12_password.as_deref().map(|p| p.as_str()),
+        }));
+    }
+    println!(
+        "issued {} certificate {} to {}/{} (valid until {})",
+        view.profile, view.serial, view.tenant, view.connection, view.not_after
+    );
+    println!("wrote {} to {}", files.names.join(", "), out.display());
+    if let Some(pw) = &files.p12_password {
+        println!("PKCS#12 password (shown once, not stored): {}", pw.as_str());
+        println!("the private key is not kept by custos: store key.pem / bundle.p12 safely");
+    }
+    Ok(())
+}
+
+struct Written {
+    names: Vec<String>,
+    p12_password: Option<zeroize::Zeroizing<String>>,
+}
+
+fn write_issued(issued: &Issued, out: &Path) -> Result<Written, CliError> {
+    let cert_pem = custos_pki::certificate_pem(&issued.record.der);
+    let chain_pem: String = issued.chain.iter().map(|d| custos_pki::certificate_pem(d)).collect();
+    write_public(&out.join("cert.pem"), cert_pem.as_bytes())?;
+    write_public(&out.join("chain.pem"), chain_pem.as_bytes())?;
+    let mut names = vec!["cert.pem".to_string(), "chain.pem".to_string()];
+    let mut p12_password = None;
+    if let Some(key) = &issued.key {
+        write_private(&out.join("key.pem"), key.pkcs8_pem().as_bytes())?;
+        let pw = custos_keys::leaf::random_password().map_err(custos_ca::CaError::from)?;
+        let chain: Vec<&[u8]> = issued.chain.iter().map(Vec::as_slice).collect();
+        let alias = format!("{}/{}", issued.record.tenant, issued.record.connection);
+        let p12 = key.pkcs12(&alias, &issued.record.der, &chain, &pw).map_err(custos_ca::CaError::from)?;
+        write_private(&out.join("bundle.p12"), &p12)?;
+        names.push("key.pem".into());
+        names.push("bundle.p12".into());
+        p12_password = Some(pw);
+    }
+    Ok(Written { names, p12_password })
+}
+
+async fn issue_bulk(cli: &Cli, args: &IssueArgs, from: &Path) -> Result<(), CliError> {
+    let file = std::fs::File::open(from).map_err(|e| CliError::Io { path: from.to_path_buf(), source: e })?;
+    let mut requests = Vec::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| CliError::Io { path: from.to_path_buf(), source: e })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |e: String| CliError::Usage(format!("{}:{}: {e}", from.display(), i + 1));
+        let l: BulkLine = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
+        requests.push(
+            request(
+                l.tenant,
+                l.connection,
+                l.csr.map(String::into_bytes),
+                l.profile.as_deref(),
+                l.san,
+                l.validity.as_deref(),
+                l.key_algorithm.as_deref(),
+            )
+            .map_err(|e| bad(e.to_string()))?,
+        );
+    }
+    if requests.is_empty() {
+        return Err(CliError::Usage(format!("{} holds no requests", from.display())));
+    }
+    let mut sink: Box<dyn Write> = match &args.out {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(p)
+                .map_err(|e| CliError::Io { path: p.clone(), source: e })?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let ca = open_unsealed(cli).await?;
+    let started = std::time::Instant::now();
+    let mut write_error = None;
+    let count = ca
+        .issue_many(requests, |batch| {
+            for issued in batch {
+                let line = json!({
+                    "serial": issued.record.serial, "tenant": issued.record.tenant, "connection": issued.record.connection,
+                    "certificate": custos_pki::certificate_pem(&issued.record.der),
+                    "private_key": issued.key.as_ref().map(|k| k.pkcs8_pem().to_string()),
+                });
+                if let Err(e) = writeln!(sink, "{line}")
+                    && write_error.is_none()
+                {
+                    write_error = Some(e);
+                }
+            }
+        })
+        .await?;
+    sink.flush().map_err(|e| CliError::Output(e.to_string()))?;
+    if let Some(e) = write_error {
+        return Err(CliError::Output(format!("writing results: {e}")));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!("issued {count} certificates in {secs:.2}s ({:.0}/s)", count as f64 / secs.max(1e-9));
+    Ok(())
+}
+
+async fn list(cli: &Cli, args: &ListArgs) -> Result<(), CliError> {
+    let status = match args.status.as_deref() {
+        None => None,
+        Some("valid") => Some(StatusFilter::Valid),
+        Some("revoked") => Some(StatusFilter::Revoked),
+        Some("expired") => Some(StatusFilter::Expired),
+        Some(other) => return Err(CliError::Usage(format!("--status {other:?}: expected valid, revoked or expired"))),
+    };
+    if args.connection.is_some() && args.tenant.is_none() {
+        return Err(CliError::Usage("--connection needs --tenant".into()));
+    }
+    let ca = open(cli).await?;
+    let filter = ListFilter {
+        tenant: args.tenant.clone(),
+        connection: args.connection.clone(),
+        issuer: args.issuer.clone(),
+        status,
+        expiring_within: args.expiring.as_deref().map(parse_duration).transpose()?,
+        limit: args.limit,
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let views: Vec<CertificateView> = ca.certificates(&filter).await?.iter().map(|c| CertificateView::new(c, now)).collect();
+    if cli.json {
+        return json(&views);
+    }
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|v| vec![v.serial.clone(), v.tenant.clone(), v.connection.clone(), v.profile.clone(), v.status.clone(), v.not_after.clone()])
+        .collect();
+    print!("{}", table(&["SERIAL", "TENANT", "CONNECTION", "PROFILE", "STATUS", "NOT AFTER"], &rows));
+    Ok(())
+}
+
+async fn show(cli: &Cli, args: &ShowArgs) -> Result<(), CliError> {
+    let serial: Serial = args.serial.parse().map_err(custos_ca::CaError::from)?;
+    let ca = open(cli).await?;
+    let record = ca.certificate(&serial).await?;
+    if args.pem {
+        print!("{}", custos_pki::certificate_pem(&record.der));
+        return Ok(());
+    }
+    let view = CertificateView::new(&record, time::OffsetDateTime::now_utc().unix_timestamp());
+    if cli.json {
+        return json(&view);
+    }
+    let mut rows = vec![
+        vec!["serial".into(), view.serial.clone()],
+        vec!["tenant".into(), view.tenant.clone()],
+        vec!["connection".into(), view.connection.clone()],
+        vec!["profile".into(), view.profile.clone()],
+        vec!["status".into(), view.status.clone()],
+        vec!["subject".into(), view.subject.clone()],
+        vec!["sans".into(), view.sans.join(", ")],
+        vec!["issuer".into(), view.issuer.clone()],
+        vec!["not before".into(), view.not_before.clone()],
+        vec!["not after".into(), view.not_after.clone()],
+        vec!["key".into(), format!("{} ({})", view.key_algorithm, view.key_origin)],
+        vec!["spki sha-256".into(), view.spki_sha256.clone()],
+        vec!["fingerprint".into(), view.fingerprint.clone()],
+    ];
+    if let Some(r) = &view.revoked_at {
+        rows.push(vec!["revoked at".into(), r.clone()]);
+        rows.push(vec!["reason".into(), view.revocation_reason.clone().unwrap_or_default()]);
+    }
+    print!("{}", table(&["FIELD", "VALUE"], &rows));
+    Ok(())
+}
+
+async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
+    let ca = match Ca::open(&cli.data_dir, &actor()).await {
+        Ok(ca) => ca,
+        Err(custos_ca::CaError::NotInitialized { .. }) if args.dev => {
+            let (pw, path) = passphrase::write_dev(&cli.data_dir)?;
+            let ca = Ca::init(&cli.data_dir, &InitOptions::default(), &pw, &actor()).await?;
+            eprintln!(
+                "DEV MODE: initialized {} with a generated passphrase kept in {} (never do this in production)",
+                cli.data_dir.display(),
+                path.display()
+            );
+            ca
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| CliError::Serve(format!("cannot listen on {}: {e}", args.listen)))?;
+    let addr = listener.local_addr().map_err(|e| CliError::Serve(e.to_string()))?;
+    println!("custos listening on http://{addr}");
+    std::io::stdout().flush().map_err(|e| CliError::Output(e.to_string()))?;
+    let state = Arc::new(custos_server::AppState { ca });
+    custos_server::serve(listener, state).await.map_err(|e| CliError::Serve(e.to_string()))
+}
