@@ -1,0 +1,166 @@
+//! Helpers for tests that drive the real `custos` binary and check its output
+//! with tools nobody here wrote (openssl, pkilint).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A throwaway custos data directory and a way to run the binary against it.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub passphrase: String,
+}
+
+impl Env {
+    /// A fresh, uninitialized environment.
+    pub fn new() -> Env {
+        Env { dir: tempfile::tempdir().expect("tempdir"), passphrase: "correct horse battery staple".into() }
+    }
+
+    /// An initialized environment with tenant `acme-corp`.
+    pub fn initialized() -> Env {
+        let env = Env::new();
+        env.ok(&["init"]);
+        env.ok(&["tenant", "add", "acme-corp"]);
+        env
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_custos"));
+        c.current_dir(self.dir.path())
+            .env("CUSTOS_DATA", self.data_dir())
+            .env("CUSTOS_PASSPHRASE", &self.passphrase)
+            .env("CUSTOS_LOG", "warn");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run custos")
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "custos {args:?} failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    /// Runs and asserts failure with exit status 1; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "custos {args:?} should fail with status 1:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stderr = String::from_utf8(out.stderr).expect("utf-8 stderr");
+        assert!(!stderr.contains("panicked"), "custos panicked: {stderr}");
+        stderr
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&self.ok(&a)).expect("valid JSON output")
+    }
+
+    /// Serials currently listed.
+    pub fn serials(&self) -> Vec<String> {
+        let v = self.json(&["list"]);
+        v.as_array().expect("array").iter().map(|c| c["serial"].as_str().expect("serial").to_string()).collect()
+    }
+
+    /// Writes root.pem and issuing.pem from a chain.pem (issuing first, then root).
+    pub fn split_chain(&self, chain: &Path) -> (PathBuf, PathBuf) {
+        let text = std::fs::read_to_string(chain).expect("chain.pem");
+        let blocks: Vec<String> = text
+            .split_inclusive("-----END CERTIFICATE-----\n")
+            .map(str::to_string)
+            .filter(|b| b.contains("BEGIN"))
+            .collect();
+        assert_eq!(blocks.len(), 2, "chain.pem holds issuing CA then root");
+        let issuing = self.path("issuing.pem");
+        let root = self.path("root.pem");
+        std::fs::write(&issuing, &blocks[0]).expect("write issuing");
+        std::fs::write(&root, &blocks[1]).expect("write root");
+        (root, issuing)
+    }
+}
+
+/// Runs a command and asserts success; returns stdout.
+pub fn sh(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program} not runnable: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// openssl verify with a trusted root and an untrusted intermediate.
+pub fn openssl_verify(root: &Path, issuing: &Path, cert: &Path) {
+    let out = sh(
+        "openssl",
+        &["verify", "-CAfile", root.to_str().expect("p"), "-untrusted", issuing.to_str().expect("p"), cert.to_str().expect("p")],
+    );
+    assert!(out.contains(": OK"), "openssl verify: {out}");
+}
+
+/// Where scripts/test put pkilint, if anywhere.
+fn pkilint_bin(tool: &str) -> Option<PathBuf> {
+    let dirs = [
+        std::env::var_os("CUSTOS_TOOLS_BIN").map(PathBuf::from),
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tools-venv/bin")),
+    ];
+    dirs.into_iter().flatten().map(|d| d.join(tool)).find(|p| p.exists())
+}
+
+/// Whether a missing outside tool fails the test (scripts/test sets this) or skips the check.
+fn tools_required() -> bool {
+    std::env::var("CUSTOS_REQUIRE_TOOLS").is_ok_and(|v| v == "1") || std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Lints with a pkilint tool and fails on any ERROR or FATAL finding.
+/// pkilint's exit code counts every finding, so it is not used.
+pub fn pkilint(tool: &str, args: &[&str]) {
+    let Some(bin) = pkilint_bin(tool) else {
+        assert!(!tools_required(), "pkilint's {tool} is required but not installed (run scripts/test)");
+        eprintln!("SKIPPED pkilint {tool}: not installed (run scripts/test)");
+        return;
+    };
+    let mut full = vec!["lint", "-f", "JSON"];
+    full.extend_from_slice(args);
+    let out = Command::new(&bin).args(&full).output().expect("run pkilint");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("pkilint output is not JSON ({e}): {text}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let bad: Vec<String> = v["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .flat_map(|r| {
+            r["finding_descriptions"].as_array().cloned().unwrap_or_default().into_iter().filter_map(move |f| {
+                let sev = f["severity"].as_str().unwrap_or("");
+                (sev == "ERROR" || sev == "FATAL").then(|| format!("{} @ {}: {} {}", r["validator"], r["node_path"], f["code"], f["message"]))
+            })
+        })
+        .collect();
+    assert!(bad.is_empty(), "pkilint {tool} {args:?} found errors:\n{}", bad.join("\n"));
+}
