@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -67,7 +68,10 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /ca/{issuer}.der` (AIA caIssuers, RFC 5280 4.2.2.1) or `.pem`.
-async fn ca_certificate(State(state): State<Arc<AppState>>, Path(file): Path<String>) -> Response {
+async fn ca_certificate(State(state): State<Arc<AppState>>, file: Result<Path<String>, PathRejection>) -> Response {
+    let Ok(Path(file)) = file else {
+        return problem(StatusCode::BAD_REQUEST, "bad path", "the issuer in the path is not valid UTF-8");
+    };
     let (id, pem) = if let Some(id) = file.strip_suffix(".der") {
         (id, false)
     } else if let Some(id) = file.strip_suffix(".pem") {
