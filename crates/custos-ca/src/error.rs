@@ -21,7 +21,9 @@ pub enum CaError {
         dir: PathBuf,
     },
     /// A name that is not a valid tenant or connection name.
-    #[error("invalid {kind} name {name:?}: use 1-63 characters of a-z, 0-9, '-', '_' or '.', starting with a letter or digit")]
+    #[error(
+        "invalid {kind} name {name:?}: use 1-63 characters of a-z, 0-9, '-', '_' or '.', starting with a letter or digit"
+    )]
     InvalidName {
         /// `tenant` or `connection`.
         kind: &'static str,

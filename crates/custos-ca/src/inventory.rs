@@ -2,7 +2,10 @@
 
 use custos_keys::KeyAlgorithm;
 use custos_pki::{Profile, Serial};
-use custos_store::{CertificateFilter, CertificateRecord, ConnectionRecord, IssuerRecord, StatusFilter, TenantRecord};
+use custos_store::{
+    CertificateFilter, CertificateRecord, ConnectionRecord, IssuerRecord, StatusFilter,
+    TenantRecord,
+};
 use serde::Serialize;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -110,7 +113,11 @@ pub fn rfc3339(t: i64) -> String {
 impl CertificateView {
     /// Renders a record as judged at `now`.
     pub fn new(c: &CertificateRecord, now: i64) -> CertificateView {
-        let status = if c.status == "valid" && c.not_after < now { "expired".to_string() } else { c.status.clone() };
+        let status = if c.status == "valid" && c.not_after < now {
+            "expired".to_string()
+        } else {
+            c.status.clone()
+        };
         CertificateView {
             serial: c.serial.clone(),
             tenant: c.tenant.clone(),
@@ -151,9 +158,19 @@ impl Ca {
     /// Adds a tenant.
     pub async fn add_tenant(&self, name: &str) -> Result<TenantRecord> {
         check_name("tenant", name)?;
-        let tenant = TenantRecord { name: name.to_string(), created_at: OffsetDateTime::now_utc().unix_timestamp() };
+        let tenant = TenantRecord {
+            name: name.to_string(),
+            created_at: OffsetDateTime::now_utc().unix_timestamp(),
+        };
         self.store
-            .add_tenant(&tenant, &self.audit("tenant.add", format!("tenant:{name}"), json!({"tenant": name})))
+            .add_tenant(
+                &tenant,
+                &self.audit(
+                    "tenant.add",
+                    format!("tenant:{name}"),
+                    json!({"tenant": name}),
+                ),
+            )
             .await?;
         Ok(tenant)
     }
@@ -164,10 +181,18 @@ impl Ca {
     }
 
     /// Adds a connection to a tenant.
-    pub async fn add_connection(&self, tenant: &str, name: &str, options: &ConnectionOptions) -> Result<ConnectionRecord> {
+    pub async fn add_connection(
+        &self,
+        tenant: &str,
+        name: &str,
+        options: &ConnectionOptions,
+    ) -> Result<ConnectionRecord> {
         check_name("connection", name)?;
         if options.profile.is_ca() {
-            return Err(CaError::Policy(format!("a connection cannot use the {} profile", options.profile)));
+            return Err(CaError::Policy(format!(
+                "a connection cannot use the {} profile",
+                options.profile
+            )));
         }
         for p in &options.allowed_sans {
             check_san_pattern(p)?;
@@ -199,10 +224,15 @@ impl Ca {
             json!({"tenant": tenant, "connection": name, "profile": record.profile,
                    "allowed_sans": record.allowed_sans, "key_algorithm": record.key_algorithm}),
         );
-        self.store.add_connection(&record, &audit).await.map_err(|e| match e {
-            custos_store::StoreError::NotFound { .. } => CaError::UnknownTenant(tenant.to_string()),
-            other => other.into(),
-        })?;
+        self.store
+            .add_connection(&record, &audit)
+            .await
+            .map_err(|e| match e {
+                custos_store::StoreError::NotFound { .. } => {
+                    CaError::UnknownTenant(tenant.to_string())
+                }
+                other => other.into(),
+            })?;
         Ok(record)
     }
 
@@ -258,6 +288,9 @@ impl Ca {
 
     /// One issuer by id.
     pub async fn issuer(&self, id: &str) -> Result<IssuerRecord> {
-        self.store.issuer(id).await?.ok_or_else(|| CaError::UnknownIssuer(id.to_string()))
+        self.store
+            .issuer(id)
+            .await?
+            .ok_or_else(|| CaError::UnknownIssuer(id.to_string()))
     }
 }

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use custos_keys::KeyAlgorithm;
 use custos_keys::leaf::LeafKey;
-use custos_pki::{CaIssuer, CertificateRequest, CertificateSpec, CertificateTemplate, IssuerUrls, Profile, Serial};
+use custos_pki::{
+    CaIssuer, CertificateRequest, CertificateSpec, CertificateTemplate, IssuerUrls, Profile, Serial,
+};
 use custos_store::{AuditRecord, CertificateRecord, ConnectionRecord, IssuerRecord};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -87,15 +89,21 @@ impl Ca {
     /// Issues one certificate to a connection.
     pub async fn issue(&self, request: IssueRequest) -> Result<Issued> {
         let mut out = Vec::with_capacity(1);
-        self.issue_many(vec![request], |batch| out.extend(batch)).await?;
-        out.pop().ok_or_else(|| CaError::Inconsistent("issuance returned nothing".into()))
+        self.issue_many(vec![request], |batch| out.extend(batch))
+            .await?;
+        out.pop()
+            .ok_or_else(|| CaError::Inconsistent("issuance returned nothing".into()))
     }
 
     /// Issues many certificates; `on_batch` receives each committed batch.
     ///
     /// Nothing is issued unless every request passes policy; a failing request
     /// is reported as [`CaError::BulkLine`] with its 1-based position.
-    pub async fn issue_many(&self, requests: Vec<IssueRequest>, mut on_batch: impl FnMut(Vec<Issued>)) -> Result<usize> {
+    pub async fn issue_many(
+        &self,
+        requests: Vec<IssueRequest>,
+        mut on_batch: impl FnMut(Vec<Issued>),
+    ) -> Result<usize> {
         let active = self.active_issuer().await?;
         let now = OffsetDateTime::now_utc();
         let mut connections: HashMap<(String, String), ConnectionRecord> = HashMap::new();
@@ -104,11 +112,15 @@ impl Ca {
             if connections.contains_key(&key) {
                 continue;
             }
-            let found = self.find_connection(&r.tenant, &r.connection).await.map_err(|e| at_line(requests.len(), i, e))?;
+            let found = self
+                .find_connection(&r.tenant, &r.connection)
+                .await
+                .map_err(|e| at_line(requests.len(), i, e))?;
             connections.insert(key, found);
         }
 
         let total = requests.len();
+        let started = std::time::Instant::now();
         let planned: Vec<Result<Planned>> = {
             let active = active.clone();
             tokio::task::spawn_blocking(move || {
@@ -125,6 +137,11 @@ impl Ca {
             ok.push(p.map_err(|e| at_line(total, i, e))?);
         }
 
+        tracing::debug!(
+            requests = total,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "planned"
+        );
         let mut batches = chunk(ok, BATCH).into_iter();
         let sign = |batch: Vec<Planned>| {
             let active = active.clone();
@@ -133,12 +150,24 @@ impl Ca {
         let mut signing = batches.next().map(sign);
         let mut issued_count = 0;
         while let Some(task) = signing.take() {
-            let signed = task.await.map_err(|e| CaError::Inconsistent(format!("signing task failed: {e}")))?;
+            let signed = task
+                .await
+                .map_err(|e| CaError::Inconsistent(format!("signing task failed: {e}")))?;
             signing = batches.next().map(sign);
             let signed: Vec<Issued> = signed.into_iter().collect::<Result<_>>()?;
+            let commit_started = std::time::Instant::now();
             let records: Vec<CertificateRecord> = signed.iter().map(|s| s.record.clone()).collect();
-            let audit: Vec<AuditRecord> = signed.iter().map(|s| self.issue_audit(&s.record, &active.record)).collect();
+            let audit: Vec<AuditRecord> = signed
+                .iter()
+                .map(|s| self.issue_audit(&s.record, &active.record))
+                .collect();
             self.store.insert_certificates(&records, &audit).await?;
+            tracing::debug!(
+                certificates = signed.len(),
+                commit_ms = commit_started.elapsed().as_millis() as u64,
+                total_ms = started.elapsed().as_millis() as u64,
+                "batch committed"
+            );
             issued_count += signed.len();
             on_batch(signed);
         }
@@ -152,12 +181,20 @@ impl Ca {
         if self.store.tenant(tenant).await?.is_none() {
             return Err(CaError::UnknownTenant(tenant.to_string()));
         }
-        Err(CaError::UnknownConnection { tenant: tenant.to_string(), connection: connection.to_string() })
+        Err(CaError::UnknownConnection {
+            tenant: tenant.to_string(),
+            connection: connection.to_string(),
+        })
     }
 
     /// The active issuing CA, unsealed once per process.
     pub(crate) async fn active_issuer(&self) -> Result<Arc<ActiveIssuer>> {
-        if let Some(a) = self.active.lock().map_err(|_| CaError::Inconsistent("issuer cache poisoned".into()))?.as_ref() {
+        if let Some(a) = self
+            .active
+            .lock()
+            .map_err(|_| CaError::Inconsistent("issuer cache poisoned".into()))?
+            .as_ref()
+        {
             return Ok(a.clone());
         }
         let issuers = self.store.issuers().await?;
@@ -170,10 +207,9 @@ impl Ca {
         let mut chain = vec![record.cert_der.clone()];
         let mut parent = record.parent.clone();
         while let Some(id) = parent {
-            let p = issuers
-                .iter()
-                .find(|i| i.id == id)
-                .ok_or_else(|| CaError::Inconsistent(format!("issuer {} names missing parent {id}", record.id)))?;
+            let p = issuers.iter().find(|i| i.id == id).ok_or_else(|| {
+                CaError::Inconsistent(format!("issuer {} names missing parent {id}", record.id))
+            })?;
             chain.push(p.cert_der.clone());
             parent = p.parent.clone();
             if chain.len() > 8 {
@@ -187,7 +223,11 @@ impl Ca {
             issuer,
             chain: Arc::new(chain),
         });
-        *self.active.lock().map_err(|_| CaError::Inconsistent("issuer cache poisoned".into()))? = Some(active.clone());
+        *self
+            .active
+            .lock()
+            .map_err(|_| CaError::Inconsistent("issuer cache poisoned".into()))? =
+            Some(active.clone());
         Ok(active)
     }
 
@@ -209,30 +249,48 @@ fn at_line(total: usize, index: usize, e: CaError) -> CaError {
     if total == 1 {
         e
     } else {
-        CaError::BulkLine { line: index + 1, source: Box::new(e) }
+        CaError::BulkLine {
+            line: index + 1,
+            source: Box::new(e),
+        }
     }
 }
 
 /// Checks one request against its connection's policy and the profile.
-fn plan(r: &IssueRequest, conn: &ConnectionRecord, active: &ActiveIssuer, now: OffsetDateTime) -> Result<Planned> {
+fn plan(
+    r: &IssueRequest,
+    conn: &ConnectionRecord,
+    active: &ActiveIssuer,
+    now: OffsetDateTime,
+) -> Result<Planned> {
     let profile = match r.profile {
         Some(p) => p,
         None => conn.profile.parse()?,
     };
     if profile.is_ca() {
-        return Err(CaError::Policy(format!("profile {profile} cannot be issued to a connection")));
+        return Err(CaError::Policy(format!(
+            "profile {profile} cannot be issued to a connection"
+        )));
     }
     let mut sans: Vec<String> = Vec::new();
     for s in &r.sans {
         let s = s.trim();
-        let s = if s.parse::<std::net::IpAddr>().is_ok() || s.contains("://") { s.to_string() } else { s.to_ascii_lowercase() };
+        let s = if s.parse::<std::net::IpAddr>().is_ok() || s.contains("://") {
+            s.to_string()
+        } else {
+            s.to_ascii_lowercase()
+        };
         if !sans.contains(&s) {
             sans.push(s);
         }
     }
     for s in &sans {
         if !san_allowed(s, &conn.allowed_sans) {
-            let allowed = if conn.allowed_sans.is_empty() { "none".to_string() } else { conn.allowed_sans.join(", ") };
+            let allowed = if conn.allowed_sans.is_empty() {
+                "none".to_string()
+            } else {
+                conn.allowed_sans.join(", ")
+            };
             return Err(CaError::Policy(format!(
                 "SAN {s:?} is not allowed for connection {}/{} (allowed: {allowed}; add patterns with `custos connection add ... --allow-san`)",
                 conn.tenant, conn.name
@@ -240,7 +298,9 @@ fn plan(r: &IssueRequest, conn: &ConnectionRecord, active: &ActiveIssuer, now: O
         }
     }
     if profile == Profile::Server && sans.is_empty() {
-        return Err(CaError::Policy("a server certificate needs at least one SAN (--san)".into()));
+        return Err(CaError::Policy(
+            "a server certificate needs at least one SAN (--san)".into(),
+        ));
     }
     let max = i64::from(profile.max_validity_days()) * 86_400;
     let validity = match (r.validity_secs, conn.validity_days) {
@@ -291,7 +351,12 @@ fn plan(r: &IssueRequest, conn: &ConnectionRecord, active: &ActiveIssuer, now: O
     };
     // Build the template now so a bad request fails in this pass, not mid-way.
     CertificateTemplate::new(spec.clone())?;
-    Ok(Planned { spec, tenant: conn.tenant.clone(), connection: conn.name.clone(), key })
+    Ok(Planned {
+        spec,
+        tenant: conn.tenant.clone(),
+        connection: conn.name.clone(),
+        key,
+    })
 }
 
 /// Signs one planned certificate.
@@ -344,16 +409,24 @@ fn chunk<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
 }
 
 fn threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// Maps `f` over `items` on every core, keeping order.
 fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let per = items.len().div_ceil(threads()).max(1);
     std::thread::scope(|s| {
-        let handles: Vec<_> = items.chunks(per).map(|c| s.spawn(|| c.iter().map(&f).collect::<Vec<R>>())).collect();
+        let handles: Vec<_> = items
+            .chunks(per)
+            .map(|c| s.spawn(|| c.iter().map(&f).collect::<Vec<R>>()))
+            .collect();
         // A panic in `f` is a bug, not input: let it surface.
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
     })
 }
 
@@ -362,7 +435,13 @@ fn par_map_owned<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> 
     let per = items.len().div_ceil(threads()).max(1);
     let parts = chunk(items, per);
     std::thread::scope(|s| {
-        let handles: Vec<_> = parts.into_iter().map(|c| s.spawn(|| c.into_iter().map(&f).collect::<Vec<R>>())).collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|c| s.spawn(|| c.into_iter().map(&f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
     })
 }

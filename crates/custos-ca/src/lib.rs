@@ -7,8 +7,8 @@
 //! and never sees key bytes (custos-keys).
 
 mod error;
-mod issuance;
 mod inventory;
+mod issuance;
 pub mod policy;
 
 use std::path::{Path, PathBuf};
@@ -21,10 +21,12 @@ use custos_store::{AuditRecord, Genesis, KeyRecord, SqlStore, Store};
 use serde_json::json;
 use time::OffsetDateTime;
 
+pub use custos_store::{
+    CertificateRecord, ConnectionRecord, IssuerRecord, StatusFilter, TenantRecord,
+};
 pub use error::CaError;
-pub use issuance::{IssueRequest, Issued, KeySource};
-pub use custos_store::{CertificateRecord, ConnectionRecord, IssuerRecord, StatusFilter, TenantRecord};
 pub use inventory::{CertificateView, ConnectionOptions, IssuerView, ListFilter, rfc3339};
+pub use issuance::{IssueRequest, Issued, KeySource};
 
 /// Result of a custos operation.
 pub type Result<T> = std::result::Result<T, CaError>;
@@ -72,13 +74,20 @@ pub struct Ca {
 impl Ca {
     /// Creates a new custos in `dir`: the database, the sealed key store, a
     /// root CA and an issuing CA, all committed in one transaction.
-    pub async fn init(dir: &Path, options: &InitOptions, passphrase: &[u8], actor: &str) -> Result<Ca> {
+    pub async fn init(
+        dir: &Path,
+        options: &InitOptions,
+        passphrase: &[u8],
+        actor: &str,
+    ) -> Result<Ca> {
         let base_url = normalize_base_url(&options.base_url)?;
         let db = dir.join(DATABASE_FILE);
         if db.exists() {
             let store = SqlStore::open_sqlite(&db).await?;
             if store.meta("initialized").await?.is_some() {
-                return Err(CaError::AlreadyInitialized { dir: dir.to_path_buf() });
+                return Err(CaError::AlreadyInitialized {
+                    dir: dir.to_path_buf(),
+                });
             }
             store.close().await;
         }
@@ -90,7 +99,11 @@ impl Ca {
             meta: vec![
                 (META_BASE_URL.into(), base_url.clone()),
                 (META_KEY_STORE.into(), keys.backend().into()),
-                (META_SEAL.into(), serde_json::to_string(&seal).map_err(|e| CaError::Inconsistent(e.to_string()))?),
+                (
+                    META_SEAL.into(),
+                    serde_json::to_string(&seal)
+                        .map_err(|e| CaError::Inconsistent(e.to_string()))?,
+                ),
             ],
             ..Genesis::default()
         };
@@ -115,7 +128,8 @@ impl Ca {
             organization: Some(org.clone()),
             sans: vec![],
             not_before: now - time::Duration::minutes(1),
-            not_after: now + time::Duration::days(i64::from(Profile::RootCa.default_validity_days())),
+            not_after: now
+                + time::Duration::days(i64::from(Profile::RootCa.default_validity_days())),
             urls: None,
         })?;
         let (root_cert, root_issuer) = root_template.self_sign(root_key.signer.clone())?;
@@ -129,7 +143,8 @@ impl Ca {
             organization: Some(org.clone()),
             sans: vec![],
             not_before: now - time::Duration::minutes(1),
-            not_after: now + time::Duration::days(i64::from(Profile::IssuingCa.default_validity_days())),
+            not_after: now
+                + time::Duration::days(i64::from(Profile::IssuingCa.default_validity_days())),
             urls: Some(issuer_urls(&base_url, &root_id)),
         })?;
         let issuing_cert = issuing_template.sign(
@@ -138,7 +153,10 @@ impl Ca {
             &root_issuer,
         )?;
 
-        for (id, key, label) in [(&root_key_id, &root_key, &root_id), (&issuing_key_id, &issuing_key, &issuing_id)] {
+        for (id, key, label) in [
+            (&root_key_id, &root_key, &root_id),
+            (&issuing_key_id, &issuing_key, &issuing_id),
+        ] {
             genesis.keys.push(KeyRecord {
                 id: id.clone(),
                 backend: key.reference.backend.clone(),
@@ -158,8 +176,24 @@ impl Ca {
         let root_name = format!("{org} Root CA 1");
         let issuing_name = format!("{org} Issuing CA 1");
         for (id, name, role, parent, cert, key_id, signer_key) in [
-            (&root_id, &root_name, "root", None, &root_cert, &root_key_id, &root_key_id),
-            (&issuing_id, &issuing_name, "issuing", Some(root_id.clone()), &issuing_cert, &issuing_key_id, &root_key_id),
+            (
+                &root_id,
+                &root_name,
+                "root",
+                None,
+                &root_cert,
+                &root_key_id,
+                &root_key_id,
+            ),
+            (
+                &issuing_id,
+                &issuing_name,
+                "issuing",
+                Some(root_id.clone()),
+                &issuing_cert,
+                &issuing_key_id,
+                &root_key_id,
+            ),
         ] {
             let fingerprint = custos_pki::fingerprint(&cert.der);
             genesis.issuers.push(IssuerRecord {
@@ -183,7 +217,9 @@ impl Ca {
             ));
         }
         store.initialize(genesis).await.map_err(|e| match e {
-            custos_store::StoreError::AlreadyInitialized => CaError::AlreadyInitialized { dir: dir.to_path_buf() },
+            custos_store::StoreError::AlreadyInitialized => CaError::AlreadyInitialized {
+                dir: dir.to_path_buf(),
+            },
             other => other.into(),
         })?;
         let keys: Arc<dyn KeyStore> = Arc::new(keys);
@@ -201,11 +237,15 @@ impl Ca {
     pub async fn open(dir: &Path, actor: &str) -> Result<Ca> {
         let db = dir.join(DATABASE_FILE);
         if !db.exists() {
-            return Err(CaError::NotInitialized { dir: dir.to_path_buf() });
+            return Err(CaError::NotInitialized {
+                dir: dir.to_path_buf(),
+            });
         }
         let store = SqlStore::open_sqlite(&db).await?;
         if store.meta("initialized").await?.is_none() {
-            return Err(CaError::NotInitialized { dir: dir.to_path_buf() });
+            return Err(CaError::NotInitialized {
+                dir: dir.to_path_buf(),
+            });
         }
         let base_url = store
             .meta(META_BASE_URL)
@@ -225,15 +265,17 @@ impl Ca {
     pub async fn unseal(&mut self, passphrase: &[u8]) -> Result<()> {
         let backend = self.store.meta(META_KEY_STORE).await?.unwrap_or_default();
         if backend != custos_keys::soft::BACKEND {
-            return Err(CaError::Inconsistent(format!("unsupported key store backend {backend:?}")));
+            return Err(CaError::Inconsistent(format!(
+                "unsupported key store backend {backend:?}"
+            )));
         }
         let seal = self
             .store
             .meta(META_SEAL)
             .await?
             .ok_or_else(|| CaError::Inconsistent("no seal parameters recorded".into()))?;
-        let params: SealParams =
-            serde_json::from_str(&seal).map_err(|e| CaError::Inconsistent(format!("seal parameters: {e}")))?;
+        let params: SealParams = serde_json::from_str(&seal)
+            .map_err(|e| CaError::Inconsistent(format!("seal parameters: {e}")))?;
         self.keys = Some(Arc::new(SoftKeyStore::open(passphrase, &params)?));
         Ok(())
     }
@@ -254,9 +296,9 @@ impl Ca {
     }
 
     fn key_store(&self) -> Result<&Arc<dyn KeyStore>> {
-        self.keys
-            .as_ref()
-            .ok_or_else(|| CaError::Inconsistent("the key store is sealed; unseal it before signing".into()))
+        self.keys.as_ref().ok_or_else(|| {
+            CaError::Inconsistent("the key store is sealed; unseal it before signing".into())
+        })
     }
 
     /// Loads the signer of a stored key.
@@ -267,12 +309,20 @@ impl Ca {
             .await?
             .ok_or_else(|| CaError::Inconsistent(format!("key {key_id} is not recorded")))?;
         if record.status != "active" {
-            return Err(CaError::Policy(format!("key {key_id} is {}, not active", record.status)));
+            return Err(CaError::Policy(format!(
+                "key {key_id} is {}, not active",
+                record.status
+            )));
         }
-        let reference = custos_keys::KeyReference { backend: record.backend, data: record.reference };
+        let reference = custos_keys::KeyReference {
+            backend: record.backend,
+            data: record.reference,
+        };
         let signer = self.key_store()?.load(&reference)?;
         if signer.public_key().spki_der() != record.public_key {
-            return Err(CaError::Inconsistent(format!("key {key_id} does not match its recorded public key")));
+            return Err(CaError::Inconsistent(format!(
+                "key {key_id} does not match its recorded public key"
+            )));
         }
         Ok(signer)
     }
@@ -313,15 +363,28 @@ fn normalize_base_url(url: &str) -> Result<String> {
     let rest = trimmed
         .strip_prefix("http://")
         .or_else(|| trimmed.strip_prefix("https://"))
-        .ok_or_else(|| CaError::Policy(format!("base URL {url:?} must start with http:// or https://")))?;
-    if rest.is_empty() || !rest.is_ascii() || rest.contains(char::is_whitespace) || rest.contains(['?', '#']) {
-        return Err(CaError::Policy(format!("base URL {url:?} is not a plain http(s) URL")));
+        .ok_or_else(|| {
+            CaError::Policy(format!(
+                "base URL {url:?} must start with http:// or https://"
+            ))
+        })?;
+    if rest.is_empty()
+        || !rest.is_ascii()
+        || rest.contains(char::is_whitespace)
+        || rest.contains(['?', '#'])
+    {
+        return Err(CaError::Policy(format!(
+            "base URL {url:?} is not a plain http(s) URL"
+        )));
     }
     Ok(trimmed.to_string())
 }
 
 fn create_private_dir(dir: &Path) -> Result<()> {
-    let io = |source| CaError::Io { path: dir.to_path_buf(), source };
+    let io = |source| CaError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
     std::fs::create_dir_all(dir).map_err(io)?;
     #[cfg(unix)]
     {
@@ -337,8 +400,17 @@ mod tests {
 
     #[test]
     fn base_urls_are_checked() {
-        assert_eq!(normalize_base_url("https://pki.example/").expect("ok"), "https://pki.example");
-        for bad in ["ftp://x", "http://", "pki.example", "http://a b", "http://x?y"] {
+        assert_eq!(
+            normalize_base_url("https://pki.example/").expect("ok"),
+            "https://pki.example"
+        );
+        for bad in [
+            "ftp://x",
+            "http://",
+            "pki.example",
+            "http://a b",
+            "http://x?y",
+        ] {
             assert!(normalize_base_url(bad).is_err(), "{bad}");
         }
     }

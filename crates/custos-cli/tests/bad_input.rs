@@ -22,24 +22,58 @@ fn table_counts(env: &Env) -> Vec<(String, i64)> {
 }
 
 fn count(rows: &[(String, i64)], table: &str) -> i64 {
-    rows.iter().find(|(t, _)| t == table).map(|(_, n)| *n).expect("table")
+    rows.iter()
+        .find(|(t, _)| t == table)
+        .map(|(_, n)| *n)
+        .expect("table")
 }
 
 fn server_env() -> (Env, std::path::PathBuf) {
     let env = Env::initialized();
-    env.ok(&["connection", "add", "acme-corp", "web", "--profile", "server", "--allow-san", "*.acme.example"]);
+    env.ok(&[
+        "connection",
+        "add",
+        "acme-corp",
+        "web",
+        "--profile",
+        "server",
+        "--allow-san",
+        "*.acme.example",
+    ]);
     let csr = env.path("good.csr");
     sh(
         "openssl",
-        &["req", "-new", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-subj", "/CN=x",
-          "-keyout", env.path("good.key").to_str().expect("p"), "-out", csr.to_str().expect("p")],
+        &[
+            "req",
+            "-new",
+            "-nodes",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-subj",
+            "/CN=x",
+            "-keyout",
+            env.path("good.key").to_str().expect("p"),
+            "-out",
+            csr.to_str().expect("p"),
+        ],
     );
     (env, csr)
 }
 
 fn issue_csr(env: &Env, csr: &std::path::Path) -> String {
-    env.fails(&["issue", "acme-corp", "web", "--csr", csr.to_str().expect("p"), "--san", "api.acme.example",
-                "--out", env.path("out").to_str().expect("p")])
+    env.fails(&[
+        "issue",
+        "acme-corp",
+        "web",
+        "--csr",
+        csr.to_str().expect("p"),
+        "--san",
+        "api.acme.example",
+        "--out",
+        env.path("out").to_str().expect("p"),
+    ])
 }
 
 #[test]
@@ -56,7 +90,18 @@ fn malformed_and_truncated_csrs_are_refused() {
     assert!(issue_csr(&env, &truncated_pem).contains("malformed CSR"));
 
     let der = env.path("good.der");
-    sh("openssl", &["req", "-in", good.to_str().expect("p"), "-outform", "DER", "-out", der.to_str().expect("p")]);
+    sh(
+        "openssl",
+        &[
+            "req",
+            "-in",
+            good.to_str().expect("p"),
+            "-outform",
+            "DER",
+            "-out",
+            der.to_str().expect("p"),
+        ],
+    );
     let bytes = std::fs::read(&der).expect("r");
     let truncated_der = env.path("truncated.der");
     std::fs::write(&truncated_der, &bytes[..bytes.len() - 7]).expect("w");
@@ -75,11 +120,27 @@ fn malformed_and_truncated_csrs_are_refused() {
     assert!(issue_csr(&env, &huge).contains("limit"));
 
     // DER straight from openssl is accepted: the refusals above were about the bytes.
-    env.ok(&["issue", "acme-corp", "web", "--csr", der.to_str().expect("p"), "--san", "api.acme.example",
-             "--out", env.path("der-ok").to_str().expect("p")]);
+    env.ok(&[
+        "issue",
+        "acme-corp",
+        "web",
+        "--csr",
+        der.to_str().expect("p"),
+        "--san",
+        "api.acme.example",
+        "--out",
+        env.path("der-ok").to_str().expect("p"),
+    ]);
     let after = table_counts(&env);
-    assert_eq!(count(&after, "certificates"), count(&before, "certificates") + 1);
-    assert_eq!(count(&after, "audit_log"), count(&before, "audit_log") + 1, "one issuance, one audit entry");
+    assert_eq!(
+        count(&after, "certificates"),
+        count(&before, "certificates") + 1
+    );
+    assert_eq!(
+        count(&after, "audit_log"),
+        count(&before, "audit_log") + 1,
+        "one issuance, one audit entry"
+    );
     assert!(!env.path("out/cert.pem").exists());
 }
 
@@ -87,10 +148,24 @@ fn malformed_and_truncated_csrs_are_refused() {
 fn csr_with_a_bad_signature_is_refused() {
     let (env, good) = server_env();
     let der = env.path("good.der");
-    sh("openssl", &["req", "-in", good.to_str().expect("p"), "-outform", "DER", "-out", der.to_str().expect("p")]);
+    sh(
+        "openssl",
+        &[
+            "req",
+            "-in",
+            good.to_str().expect("p"),
+            "-outform",
+            "DER",
+            "-out",
+            der.to_str().expect("p"),
+        ],
+    );
     let mut bytes = std::fs::read(&der).expect("r");
     // The CN "x" sits inside the signed info; change it to "y".
-    let at = bytes.windows(3).position(|w| w == [0x0c, 0x01, b'x']).expect("CN in CSR");
+    let at = bytes
+        .windows(3)
+        .position(|w| w == [0x0c, 0x01, b'x'])
+        .expect("CN in CSR");
     bytes[at + 2] = b'y';
     let tampered = env.path("tampered.der");
     std::fs::write(&tampered, &bytes).expect("w");
@@ -103,14 +178,46 @@ fn csr_with_a_bad_signature_is_refused() {
 fn weak_rsa_1024_csr_is_refused() {
     let (env, _) = server_env();
     let csr = env.path("rsa1024.csr");
-    sh("openssl", &["req", "-new", "-nodes", "-newkey", "rsa:1024", "-subj", "/CN=x",
-                    "-keyout", env.path("weak.key").to_str().expect("p"), "-out", csr.to_str().expect("p")]);
+    sh(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-nodes",
+            "-newkey",
+            "rsa:1024",
+            "-subj",
+            "/CN=x",
+            "-keyout",
+            env.path("weak.key").to_str().expect("p"),
+            "-out",
+            csr.to_str().expect("p"),
+        ],
+    );
     let err = issue_csr(&env, &csr);
     assert!(err.contains("weak key refused: RSA-1024"), "{err}");
     let sha1 = env.path("sha1.csr");
-    sh("openssl", &["req", "-new", "-nodes", "-newkey", "rsa:2048", "-sha1", "-subj", "/CN=x",
-                    "-keyout", env.path("sha1.key").to_str().expect("p"), "-out", sha1.to_str().expect("p")]);
-    assert!(issue_csr(&env, &sha1).contains("signature algorithm"), "SHA-1 signed CSRs are refused");
+    sh(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-nodes",
+            "-newkey",
+            "rsa:2048",
+            "-sha1",
+            "-subj",
+            "/CN=x",
+            "-keyout",
+            env.path("sha1.key").to_str().expect("p"),
+            "-out",
+            sha1.to_str().expect("p"),
+        ],
+    );
+    assert!(
+        issue_csr(&env, &sha1).contains("signature algorithm"),
+        "SHA-1 signed CSRs are refused"
+    );
     assert!(env.serials().is_empty());
 }
 
@@ -120,27 +227,123 @@ fn unknown_tenant_connection_and_disallowed_san_are_refused() {
     let before = table_counts(&env);
     let out = env.path("o");
     let o = out.to_str().expect("p");
-    assert!(env.fails(&["issue", "nobody", "web", "--out", o]).contains("unknown tenant \"nobody\""));
-    assert!(env.fails(&["issue", "acme-corp", "nothing", "--out", o]).contains("unknown connection acme-corp/nothing"));
-    let err = env.fails(&["issue", "acme-corp", "web", "--csr", csr.to_str().expect("p"), "--san", "evil.example", "--out", o]);
-    assert!(err.contains("SAN \"evil.example\" is not allowed for connection acme-corp/web"), "{err}");
-    let err = env.fails(&["issue", "acme-corp", "web", "--csr", csr.to_str().expect("p"), "--san", "a.b.acme.example", "--out", o]);
-    assert!(err.contains("not allowed"), "a wildcard allows one label only: {err}");
-    let err = env.fails(&["issue", "acme-corp", "web", "--csr", csr.to_str().expect("p"), "--out", o]);
+    assert!(
+        env.fails(&["issue", "nobody", "web", "--out", o])
+            .contains("unknown tenant \"nobody\"")
+    );
+    assert!(
+        env.fails(&["issue", "acme-corp", "nothing", "--out", o])
+            .contains("unknown connection acme-corp/nothing")
+    );
+    let err = env.fails(&[
+        "issue",
+        "acme-corp",
+        "web",
+        "--csr",
+        csr.to_str().expect("p"),
+        "--san",
+        "evil.example",
+        "--out",
+        o,
+    ]);
+    assert!(
+        err.contains("SAN \"evil.example\" is not allowed for connection acme-corp/web"),
+        "{err}"
+    );
+    let err = env.fails(&[
+        "issue",
+        "acme-corp",
+        "web",
+        "--csr",
+        csr.to_str().expect("p"),
+        "--san",
+        "a.b.acme.example",
+        "--out",
+        o,
+    ]);
+    assert!(
+        err.contains("not allowed"),
+        "a wildcard allows one label only: {err}"
+    );
+    let err = env.fails(&[
+        "issue",
+        "acme-corp",
+        "web",
+        "--csr",
+        csr.to_str().expect("p"),
+        "--out",
+        o,
+    ]);
     assert!(err.contains("needs at least one SAN"), "{err}");
-    let err = env.fails(&["issue", "acme-corp", "web", "--san", "api.acme.example", "--validity", "500d", "--out", o]);
+    let err = env.fails(&[
+        "issue",
+        "acme-corp",
+        "web",
+        "--san",
+        "api.acme.example",
+        "--validity",
+        "500d",
+        "--out",
+        o,
+    ]);
     assert!(err.contains("cap of 397 days"), "{err}");
-    assert!(env.fails(&["issue", "acme-corp", "web", "--key-algorithm", "rsa1024", "--san", "api.acme.example", "--out", o])
-        .contains("unsupported key algorithm"));
-    assert!(env.fails(&["connection", "add", "nobody", "c"]).contains("unknown tenant"));
-    assert!(env.fails(&["connection", "add", "acme-corp", "web"]).contains("already exists"));
-    assert!(env.fails(&["tenant", "add", "acme-corp"]).contains("already exists"));
-    assert!(env.fails(&["tenant", "add", "Bad Name"]).contains("invalid tenant name"));
-    assert!(env.fails(&["connection", "add", "acme-corp", "x", "--allow-san", "bad..name"]).contains("not a valid DNS name"));
-    assert!(env.fails(&["show", "zz-not-hex"]).contains("invalid serial"));
-    assert!(env.fails(&["show", "01:02:03"]).contains("no certificate with serial 010203"));
-    assert!(env.fails(&["list", "--tenant", "nobody"]).contains("unknown tenant"));
-    assert!(env.fails(&["list", "--status", "bogus"]).contains("expected valid, revoked or expired"));
+    assert!(
+        env.fails(&[
+            "issue",
+            "acme-corp",
+            "web",
+            "--key-algorithm",
+            "rsa1024",
+            "--san",
+            "api.acme.example",
+            "--out",
+            o
+        ])
+        .contains("unsupported key algorithm")
+    );
+    assert!(
+        env.fails(&["connection", "add", "nobody", "c"])
+            .contains("unknown tenant")
+    );
+    assert!(
+        env.fails(&["connection", "add", "acme-corp", "web"])
+            .contains("already exists")
+    );
+    assert!(
+        env.fails(&["tenant", "add", "acme-corp"])
+            .contains("already exists")
+    );
+    assert!(
+        env.fails(&["tenant", "add", "Bad Name"])
+            .contains("invalid tenant name")
+    );
+    assert!(
+        env.fails(&[
+            "connection",
+            "add",
+            "acme-corp",
+            "x",
+            "--allow-san",
+            "bad..name"
+        ])
+        .contains("not a valid DNS name")
+    );
+    assert!(
+        env.fails(&["show", "zz-not-hex"])
+            .contains("invalid serial")
+    );
+    assert!(
+        env.fails(&["show", "01:02:03"])
+            .contains("no certificate with serial 010203")
+    );
+    assert!(
+        env.fails(&["list", "--tenant", "nobody"])
+            .contains("unknown tenant")
+    );
+    assert!(
+        env.fails(&["list", "--status", "bogus"])
+            .contains("expected valid, revoked or expired")
+    );
     assert_eq!(table_counts(&env), before, "nothing changed");
     assert!(!out.join("cert.pem").exists());
 }
@@ -150,9 +353,16 @@ fn wrong_passphrase_is_clear_and_changes_nothing() {
     let env = Env::initialized();
     env.ok(&["connection", "add", "acme-corp", "c"]);
     let before = table_counts(&env);
-    let out = env.command()
+    let out = env
+        .command()
         .env("CUSTOS_PASSPHRASE", "not the passphrase")
-        .args(["issue", "acme-corp", "c", "--out", env.path("o").to_str().expect("p")])
+        .args([
+            "issue",
+            "acme-corp",
+            "c",
+            "--out",
+            env.path("o").to_str().expect("p"),
+        ])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
@@ -161,23 +371,47 @@ fn wrong_passphrase_is_clear_and_changes_nothing() {
     assert!(env.serials().is_empty());
     assert!(!env.path("o/cert.pem").exists());
     // No passphrase at all, and no terminal to ask on.
-    let out = env.command()
+    let out = env
+        .command()
         .env_remove("CUSTOS_PASSPHRASE")
-        .args(["issue", "acme-corp", "c", "--out", env.path("o2").to_str().expect("p")])
+        .args([
+            "issue",
+            "acme-corp",
+            "c",
+            "--out",
+            env.path("o2").to_str().expect("p"),
+        ])
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no passphrase"));
-    assert_eq!(table_counts(&env), before, "a wrong or missing passphrase changes nothing");
+    assert_eq!(
+        table_counts(&env),
+        before,
+        "a wrong or missing passphrase changes nothing"
+    );
     // The right one from a file works.
     let pw = env.path("pw");
     std::fs::write(&pw, format!("{}\n", env.passphrase)).expect("w");
-    let out = env.command()
+    let out = env
+        .command()
         .env_remove("CUSTOS_PASSPHRASE")
-        .args(["--passphrase-file", pw.to_str().expect("p"), "issue", "acme-corp", "c", "--out", env.path("o3").to_str().expect("p")])
+        .args([
+            "--passphrase-file",
+            pw.to_str().expect("p"),
+            "issue",
+            "acme-corp",
+            "c",
+            "--out",
+            env.path("o3").to_str().expect("p"),
+        ])
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(env.serials().len(), 1);
 }
 
@@ -192,16 +426,28 @@ fn init_refuses_to_overwrite_an_existing_store() {
     assert!(err.contains("refusing to overwrite"), "{err}");
     assert_eq!(env.json(&["ca", "list"]), before, "the CAs are untouched");
     assert_eq!(table_counts(&env), counts);
-    assert_eq!(env.json(&["tenant", "list"]).as_array().expect("a").len(), 1);
+    assert_eq!(
+        env.json(&["tenant", "list"]).as_array().expect("a").len(),
+        1
+    );
 }
 
 #[test]
 fn commands_on_an_empty_data_dir_say_how_to_start() {
     let env = Env::new();
     assert!(env.fails(&["list"]).contains("run `custos init` first"));
-    assert!(!env.data_dir().join("custos.db").exists(), "reading does not create a database");
-    assert!(env.fails(&["init", "--base-url", "ftp://x"]).contains("must start with http"));
-    assert!(env.fails(&["init", "--ca-algorithm", "rsa1024"]).contains("unsupported key algorithm"));
+    assert!(
+        !env.data_dir().join("custos.db").exists(),
+        "reading does not create a database"
+    );
+    assert!(
+        env.fails(&["init", "--base-url", "ftp://x"])
+            .contains("must start with http")
+    );
+    assert!(
+        env.fails(&["init", "--ca-algorithm", "rsa1024"])
+            .contains("unsupported key algorithm")
+    );
 }
 
 #[test]

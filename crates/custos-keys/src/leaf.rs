@@ -24,7 +24,9 @@ impl LeafKey {
     /// Generates a new key pair.
     pub fn generate(algorithm: KeyAlgorithm) -> Result<LeafKey, KeyError> {
         let pkcs8 = generate_pkcs8(algorithm)?;
-        let public = MemorySigner::from_pkcs8(algorithm, &pkcs8)?.public_key().clone();
+        let public = MemorySigner::from_pkcs8(algorithm, &pkcs8)?
+            .public_key()
+            .clone();
         Ok(LeafKey {
             algorithm,
             pkcs8,
@@ -50,7 +52,13 @@ impl LeafKey {
     /// A PKCS#12 bundle of the key, its certificate and the chain above it,
     /// encrypted with PBES2 (PBKDF2-HMAC-SHA256, AES-256-CBC) and an
     /// HMAC-SHA256 MAC under `password`, as cloud tenants accept for upload.
-    pub fn pkcs12(&self, alias: &str, cert_der: &[u8], chain_der: &[&[u8]], password: &str) -> Result<Vec<u8>, KeyError> {
+    pub fn pkcs12(
+        &self,
+        alias: &str,
+        cert_der: &[u8],
+        chain_der: &[&[u8]],
+        password: &str,
+    ) -> Result<Vec<u8>, KeyError> {
         use p12_keystore::{Certificate, KeyStore, KeyStoreEntry, PrivateKey, PrivateKeyChain};
         let p12 = |e: p12_keystore::error::Error| KeyError::Pkcs12(e.to_string());
         let mut certs = vec![Certificate::from_der(cert_der).map_err(p12)?];
@@ -60,7 +68,10 @@ impl LeafKey {
         let key = PrivateKey::from_der(&self.pkcs8).map_err(p12)?;
         let local_id = self.public.sha256_hex().into_bytes();
         let mut store = KeyStore::new();
-        store.add_entry(alias, KeyStoreEntry::PrivateKeyChain(PrivateKeyChain::new(local_id, key, certs)));
+        store.add_entry(
+            alias,
+            KeyStoreEntry::PrivateKeyChain(PrivateKeyChain::new(local_id, key, certs)),
+        );
         store
             .writer(password)
             .encryption_iterations(100_000)
@@ -74,10 +85,15 @@ impl LeafKey {
 pub fn random_password() -> Result<Zeroizing<String>, KeyError> {
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut bytes = Zeroizing::new([0u8; 24]);
-    aws_lc_rs::rand::fill(bytes.as_mut()).map_err(|_| KeyError::Crypto { operation: "random password" })?;
+    aws_lc_rs::rand::fill(bytes.as_mut()).map_err(|_| KeyError::Crypto {
+        operation: "random password",
+    })?;
     // 256 % 56 != 0 leaves a slight bias; 24 characters still carry > 130 bits.
     Ok(Zeroizing::new(
-        bytes.iter().map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect(),
+        bytes
+            .iter()
+            .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+            .collect(),
     ))
 }
 

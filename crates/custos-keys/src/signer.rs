@@ -66,9 +66,9 @@ impl MemorySigner {
     pub(crate) fn from_pkcs8(algorithm: KeyAlgorithm, pkcs8: &[u8]) -> Result<Self, KeyError> {
         let rejected = |_| KeyError::Corrupt(format!("{algorithm} key does not parse as PKCS#8"));
         let key = match algorithm {
-            KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => {
-                Inner::Ecdsa(EcdsaKeyPair::from_pkcs8(ecdsa_alg(algorithm), pkcs8).map_err(rejected)?)
-            }
+            KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => Inner::Ecdsa(
+                EcdsaKeyPair::from_pkcs8(ecdsa_alg(algorithm), pkcs8).map_err(rejected)?,
+            ),
             KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => {
                 Inner::Rsa(RsaKeyPair::from_pkcs8(pkcs8).map_err(rejected)?)
             }
@@ -123,7 +123,11 @@ impl Signer for MemorySigner {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
         let failed = KeyError::Crypto { operation: "sign" };
         match &self.key {
-            Inner::Ecdsa(k) => Ok(k.sign(&self.rng, message).map_err(|_| failed)?.as_ref().to_vec()),
+            Inner::Ecdsa(k) => Ok(k
+                .sign(&self.rng, message)
+                .map_err(|_| failed)?
+                .as_ref()
+                .to_vec()),
             Inner::Rsa(k) => {
                 let mut sig = vec![0u8; k.public_modulus_len()];
                 k.sign(&signature::RSA_PKCS1_SHA256, &self.rng, message, &mut sig)

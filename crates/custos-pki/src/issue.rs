@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use custos_keys::{KeyAlgorithm, PublicKey, Signer};
 use rcgen::{
-    BasicConstraints, CertificateParams, CrlDistributionPoint, CustomExtension, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyUsagePurpose, SanType, SerialNumber, SignatureAlgorithm,
+    BasicConstraints, CertificateParams, CrlDistributionPoint, CustomExtension, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyUsagePurpose, SanType, SerialNumber,
+    SignatureAlgorithm,
 };
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -83,7 +84,9 @@ impl CertificateTemplate {
         spec.not_before = truncate(spec.not_before);
         spec.not_after = truncate(spec.not_after);
         if spec.not_after <= spec.not_before {
-            return Err(PkiError::Template("notAfter must be later than notBefore".into()));
+            return Err(PkiError::Template(
+                "notAfter must be later than notBefore".into(),
+            ));
         }
         if spec.common_name.is_empty() || spec.common_name.chars().count() > MAX_NAME_LEN {
             return Err(PkiError::Template(format!(
@@ -94,16 +97,22 @@ impl CertificateTemplate {
         if let Some(o) = &spec.organization
             && (o.is_empty() || o.chars().count() > MAX_NAME_LEN)
         {
-            return Err(PkiError::Template(format!("organization {o:?} must be 1 to {MAX_NAME_LEN} characters")));
+            return Err(PkiError::Template(format!(
+                "organization {o:?} must be 1 to {MAX_NAME_LEN} characters"
+            )));
         }
         if spec.profile == Profile::Server && spec.sans.is_empty() {
-            return Err(PkiError::Template("a server certificate needs at least one SAN".into()));
+            return Err(PkiError::Template(
+                "a server certificate needs at least one SAN".into(),
+            ));
         }
         if spec.profile.is_ca() && !spec.sans.is_empty() {
             return Err(PkiError::Template("a CA certificate carries no SAN".into()));
         }
         if spec.profile != Profile::RootCa && spec.urls.is_none() {
-            return Err(PkiError::Template("a certificate below the root needs CRL and OCSP URLs".into()));
+            return Err(PkiError::Template(
+                "a certificate below the root needs CRL and OCSP URLs".into(),
+            ));
         }
 
         let mut params = CertificateParams::default();
@@ -131,7 +140,11 @@ impl CertificateTemplate {
                 params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
             }
             Profile::RootCa | Profile::IssuingCa => {
-                let path_len = if spec.profile == Profile::RootCa { 1 } else { 0 };
+                let path_len = if spec.profile == Profile::RootCa {
+                    1
+                } else {
+                    0
+                };
                 params.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
                 params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
             }
@@ -152,9 +165,16 @@ impl CertificateTemplate {
     }
 
     /// Signs the certificate for `subject` with `issuer`, then checks the result.
-    pub fn sign(self, subject: &PublicKey, subject_algorithm: KeyAlgorithm, issuer: &CaIssuer) -> Result<SignedCertificate, PkiError> {
+    pub fn sign(
+        self,
+        subject: &PublicKey,
+        subject_algorithm: KeyAlgorithm,
+        issuer: &CaIssuer,
+    ) -> Result<SignedCertificate, PkiError> {
         if self.spec.profile == Profile::RootCa {
-            return Err(PkiError::Template("a root certificate is self-signed".into()));
+            return Err(PkiError::Template(
+                "a root certificate is self-signed".into(),
+            ));
         }
         if self.spec.not_after > issuer.not_after {
             return Err(PkiError::Template(format!(
@@ -162,7 +182,10 @@ impl CertificateTemplate {
                 self.spec.not_after, issuer.not_after
             )));
         }
-        let key = SubjectKey { public: subject, algorithm: subject_algorithm };
+        let key = SubjectKey {
+            public: subject,
+            algorithm: subject_algorithm,
+        };
         let mut params = self.params;
         params.key_identifier_method = KeyIdMethod::PreSpecified(key_identifier(subject));
         let cert = params
@@ -172,14 +195,22 @@ impl CertificateTemplate {
     }
 
     /// Signs a root certificate with its own key and returns it as an issuer.
-    pub fn self_sign(self, signer: Arc<dyn Signer>) -> Result<(SignedCertificate, CaIssuer), PkiError> {
+    pub fn self_sign(
+        self,
+        signer: Arc<dyn Signer>,
+    ) -> Result<(SignedCertificate, CaIssuer), PkiError> {
         if self.spec.profile != Profile::RootCa {
-            return Err(PkiError::Template("only a root certificate is self-signed".into()));
+            return Err(PkiError::Template(
+                "only a root certificate is self-signed".into(),
+            ));
         }
         let key = CaKey(signer.clone());
         let mut params = self.params;
-        params.key_identifier_method = KeyIdMethod::PreSpecified(key_identifier(signer.public_key()));
-        let cert = params.self_signed(&key).map_err(|e| PkiError::Signing(e.to_string()))?;
+        params.key_identifier_method =
+            KeyIdMethod::PreSpecified(key_identifier(signer.public_key()));
+        let cert = params
+            .self_signed(&key)
+            .map_err(|e| PkiError::Signing(e.to_string()))?;
         let signed = check_issued(cert.der().to_vec(), &self.spec, signer.public_key())?;
         let issuer = CaIssuer::new(&signed.der, signer)?;
         Ok((signed, issuer))
@@ -201,12 +232,17 @@ impl std::fmt::Debug for CaIssuer {
 impl CaIssuer {
     /// Pairs a CA certificate with its signer, refusing a signer whose public key is not the certificate's.
     pub fn new(cert_der: &[u8], signer: Arc<dyn Signer>) -> Result<CaIssuer, PkiError> {
-        let (_, cert) = X509Certificate::from_der(cert_der).map_err(|e| PkiError::MalformedCertificate(e.to_string()))?;
+        let (_, cert) = X509Certificate::from_der(cert_der)
+            .map_err(|e| PkiError::MalformedCertificate(e.to_string()))?;
         if cert.public_key().raw != signer.public_key().spki_der() {
-            return Err(PkiError::Template("the CA key does not match the CA certificate".into()));
+            return Err(PkiError::Template(
+                "the CA key does not match the CA certificate".into(),
+            ));
         }
         if !cert.is_ca() {
-            return Err(PkiError::Template("the issuer certificate is not a CA".into()));
+            return Err(PkiError::Template(
+                "the issuer certificate is not a CA".into(),
+            ));
         }
         let not_after = cert.validity().not_after.to_datetime();
         let inner = rcgen::Issuer::from_ca_cert_der(&cert_der.into(), CaKey(signer))
@@ -265,7 +301,9 @@ fn signature_algorithm(algorithm: KeyAlgorithm) -> &'static SignatureAlgorithm {
     match algorithm {
         KeyAlgorithm::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
         KeyAlgorithm::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
-        KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => &rcgen::PKCS_RSA_SHA256,
+        KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => {
+            &rcgen::PKCS_RSA_SHA256
+        }
         KeyAlgorithm::Ed25519 => &rcgen::PKCS_ED25519,
     }
 }
@@ -285,18 +323,26 @@ fn san(s: &str) -> Result<SanType, PkiError> {
         return Ok(SanType::IpAddress(ip));
     }
     if s.contains("://") {
-        let uri = s.try_into().map_err(|_| PkiError::Template(format!("SAN URI {s:?} is not ASCII")))?;
+        let uri = s
+            .try_into()
+            .map_err(|_| PkiError::Template(format!("SAN URI {s:?} is not ASCII")))?;
         return Ok(SanType::URI(uri));
     }
     check_dns_name(s)?;
-    let name = s.try_into().map_err(|_| PkiError::Template(format!("SAN {s:?} is not ASCII")))?;
+    let name = s
+        .try_into()
+        .map_err(|_| PkiError::Template(format!("SAN {s:?} is not ASCII")))?;
     Ok(SanType::DnsName(name))
 }
 
 /// Checks a DNS name SAN (RFC 5280 4.2.1.6, preferred name syntax): lowercase
 /// LDH labels, an optional leading `*.` wildcard, at most 253 characters.
 pub fn check_dns_name(name: &str) -> Result<(), PkiError> {
-    let bad = |why: &str| Err(PkiError::Template(format!("SAN {name:?} is not a valid DNS name: {why}")));
+    let bad = |why: &str| {
+        Err(PkiError::Template(format!(
+            "SAN {name:?} is not a valid DNS name: {why}"
+        )))
+    };
     if name.is_empty() || name.len() > 253 {
         return bad("length must be 1 to 253");
     }
@@ -305,7 +351,10 @@ pub fn check_dns_name(name: &str) -> Result<(), PkiError> {
         if label.is_empty() || label.len() > 63 {
             return bad("each label must be 1 to 63 characters");
         }
-        if !label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
             return bad("only lowercase letters, digits and '-' are allowed");
         }
         if label.starts_with('-') || label.ends_with('-') {
@@ -316,23 +365,33 @@ pub fn check_dns_name(name: &str) -> Result<(), PkiError> {
 }
 
 /// Parses what we just signed and checks it says what the template said.
-fn check_issued(der: Vec<u8>, spec: &CertificateSpec, subject: &PublicKey) -> Result<SignedCertificate, PkiError> {
-    let (rest, cert) = X509Certificate::from_der(&der).map_err(|e| PkiError::Check(format!("does not parse: {e}")))?;
+fn check_issued(
+    der: Vec<u8>,
+    spec: &CertificateSpec,
+    subject: &PublicKey,
+) -> Result<SignedCertificate, PkiError> {
+    let (rest, cert) = X509Certificate::from_der(&der)
+        .map_err(|e| PkiError::Check(format!("does not parse: {e}")))?;
     if !rest.is_empty() {
         return Err(PkiError::Check("trailing bytes".into()));
     }
-    let serial = Serial::from_bytes(cert.raw_serial()).map_err(|e| PkiError::Check(e.to_string()))?;
+    let serial =
+        Serial::from_bytes(cert.raw_serial()).map_err(|e| PkiError::Check(e.to_string()))?;
     if serial != spec.serial {
         return Err(PkiError::Check("serial differs from the template".into()));
     }
-    if cert.validity().not_before.to_datetime() != spec.not_before || cert.validity().not_after.to_datetime() != spec.not_after {
+    if cert.validity().not_before.to_datetime() != spec.not_before
+        || cert.validity().not_after.to_datetime() != spec.not_after
+    {
         return Err(PkiError::Check("validity differs from the template".into()));
     }
     if cert.public_key().raw != subject.spki_der() {
         return Err(PkiError::Check("subject public key differs".into()));
     }
     if cert.is_ca() != spec.profile.is_ca() {
-        return Err(PkiError::Check("basic constraints differ from the profile".into()));
+        return Err(PkiError::Check(
+            "basic constraints differ from the profile".into(),
+        ));
     }
     let subject_text = cert.subject().to_string();
     drop(cert);
@@ -355,7 +414,15 @@ mod tests {
         for ok in ["api.acme.example", "*.acme.example", "a-b.c1"] {
             assert!(check_dns_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "API.acme.example", "a..b", "-a.b", "a.*.b", "a b", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "API.acme.example",
+            "a..b",
+            "-a.b",
+            "a.*.b",
+            "a b",
+            &"a".repeat(64),
+        ] {
             assert!(check_dns_name(bad).is_err(), "{bad}");
         }
     }

@@ -22,7 +22,10 @@ impl Serial {
     /// A serial from its big-endian octets, without a sign byte.
     pub fn from_bytes(bytes: &[u8]) -> Result<Serial, PkiError> {
         let trimmed: Vec<u8> = bytes.iter().skip_while(|b| **b == 0).copied().collect();
-        if trimmed.is_empty() || trimmed.len() > 20 || (trimmed.len() == 20 && trimmed[0] & 0x80 != 0) {
+        if trimmed.is_empty()
+            || trimmed.len() > 20
+            || (trimmed.len() == 20 && trimmed[0] & 0x80 != 0)
+        {
             return Err(PkiError::InvalidSerial(hex::encode(bytes)));
         }
         Ok(Serial(trimmed))
@@ -48,12 +51,19 @@ impl FromStr for Serial {
         let invalid = || PkiError::InvalidSerial(s.to_string());
         let t = s.trim();
         let t = t.strip_prefix("serial=").unwrap_or(t);
-        let t = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")).unwrap_or(t);
+        let t = t
+            .strip_prefix("0x")
+            .or_else(|| t.strip_prefix("0X"))
+            .unwrap_or(t);
         let digits: String = t.chars().filter(|c| *c != ':').collect();
         if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(invalid());
         }
-        let padded = if digits.len() % 2 == 1 { format!("0{digits}") } else { digits };
+        let padded = if digits.len() % 2 == 1 {
+            format!("0{digits}")
+        } else {
+            digits
+        };
         let bytes = hex::decode(padded).map_err(|_| invalid())?;
         Serial::from_bytes(&bytes).map_err(|_| invalid())
     }
@@ -88,14 +98,19 @@ mod tests {
     fn parses_every_form_openssl_prints() {
         let s: Serial = "4A:1F:00:ff".parse().expect("colons");
         assert_eq!(s.to_hex(), "4a1f00ff");
-        assert_eq!("serial=4A1F00FF".parse::<Serial>().expect("openssl -serial"), s);
+        assert_eq!(
+            "serial=4A1F00FF"
+                .parse::<Serial>()
+                .expect("openssl -serial"),
+            s
+        );
         assert_eq!("0x4a1f00ff".parse::<Serial>().expect("0x"), s);
         assert_eq!("abc".parse::<Serial>().expect("odd").to_hex(), "0abc");
     }
 
     #[test]
     fn refuses_garbage_zero_and_oversized() {
-        for bad in ["", "xyz", "00", "0:0", &"11".repeat(21), "12 34", "ff" ] {
+        for bad in ["", "xyz", "00", "0:0", &"11".repeat(21), "12 34", "ff"] {
             if bad == "ff" {
                 // A single 0xff octet is the positive number 255; fine.
                 assert!(bad.parse::<Serial>().is_ok());

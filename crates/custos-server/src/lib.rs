@@ -35,7 +35,9 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// Serves `router` on `listener` until ctrl-c or SIGTERM.
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
 }
 
 async fn shutdown_signal() {
@@ -58,42 +60,80 @@ async fn shutdown_signal() {
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     match state.ca.store().meta("initialized").await {
-        Ok(Some(_)) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "ok\n").into_response(),
-        Ok(None) => problem(StatusCode::SERVICE_UNAVAILABLE, "not initialized", "the store holds no custos"),
+        Ok(Some(_)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain")],
+            "ok\n",
+        )
+            .into_response(),
+        Ok(None) => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not initialized",
+            "the store holds no custos",
+        ),
         Err(e) => {
             tracing::error!(error = %e, "health check failed");
-            problem(StatusCode::SERVICE_UNAVAILABLE, "store unavailable", "the database did not answer")
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store unavailable",
+                "the database did not answer",
+            )
         }
     }
 }
 
 /// `GET /ca/{issuer}.der` (AIA caIssuers, RFC 5280 4.2.2.1) or `.pem`.
-async fn ca_certificate(State(state): State<Arc<AppState>>, file: Result<Path<String>, PathRejection>) -> Response {
+async fn ca_certificate(
+    State(state): State<Arc<AppState>>,
+    file: Result<Path<String>, PathRejection>,
+) -> Response {
     let Ok(Path(file)) = file else {
-        return problem(StatusCode::BAD_REQUEST, "bad path", "the issuer in the path is not valid UTF-8");
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "bad path",
+            "the issuer in the path is not valid UTF-8",
+        );
     };
     let (id, pem) = if let Some(id) = file.strip_suffix(".der") {
         (id, false)
     } else if let Some(id) = file.strip_suffix(".pem") {
         (id, true)
     } else {
-        return problem(StatusCode::NOT_FOUND, "not found", "CA certificates are served as {issuer}.der or {issuer}.pem");
+        return problem(
+            StatusCode::NOT_FOUND,
+            "not found",
+            "CA certificates are served as {issuer}.der or {issuer}.pem",
+        );
     };
     match state.ca.issuer(id).await {
         Ok(issuer) if pem => (
-            [(header::CONTENT_TYPE, "application/x-pem-file"), (header::CACHE_CONTROL, "public, max-age=3600")],
+            [
+                (header::CONTENT_TYPE, "application/x-pem-file"),
+                (header::CACHE_CONTROL, "public, max-age=3600"),
+            ],
             custos_pki::certificate_pem(&issuer.cert_der),
         )
             .into_response(),
         Ok(issuer) => (
-            [(header::CONTENT_TYPE, "application/pkix-cert"), (header::CACHE_CONTROL, "public, max-age=3600")],
+            [
+                (header::CONTENT_TYPE, "application/pkix-cert"),
+                (header::CACHE_CONTROL, "public, max-age=3600"),
+            ],
             issuer.cert_der,
         )
             .into_response(),
-        Err(CaError::UnknownIssuer(_)) => problem(StatusCode::NOT_FOUND, "unknown issuer", &format!("no issuer {id:?}")),
+        Err(CaError::UnknownIssuer(_)) => problem(
+            StatusCode::NOT_FOUND,
+            "unknown issuer",
+            &format!("no issuer {id:?}"),
+        ),
         Err(e) => {
             tracing::error!(error = %e, "reading issuer failed");
-            problem(StatusCode::INTERNAL_SERVER_ERROR, "internal error", "the issuer could not be read")
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error",
+                "the issuer could not be read",
+            )
         }
     }
 }
@@ -110,5 +150,10 @@ pub fn problem(status: StatusCode, title: &str, detail: &str) -> Response {
         "status": status.as_u16(),
         "detail": detail,
     });
-    (status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        body.to_string(),
+    )
+        .into_response()
 }

@@ -16,8 +16,8 @@ use async_trait::async_trait;
 
 pub use error::StoreError;
 pub use records::{
-    AuditRecord, CertificateFilter, CertificateRecord, ConnectionRecord, IssuerRecord, KeyRecord, StatusFilter,
-    TenantRecord,
+    AuditRecord, CertificateFilter, CertificateRecord, ConnectionRecord, IssuerRecord, KeyRecord,
+    StatusFilter, TenantRecord,
 };
 pub use sql::SqlStore;
 
@@ -60,7 +60,11 @@ pub trait Store: Send + Sync {
 
     /// Adds a connection with its audit entry, atomically; an unknown tenant
     /// is [`StoreError::NotFound`], a duplicate [`StoreError::Duplicate`].
-    async fn add_connection(&self, connection: &ConnectionRecord, audit: &AuditRecord) -> Result<()>;
+    async fn add_connection(
+        &self,
+        connection: &ConnectionRecord,
+        audit: &AuditRecord,
+    ) -> Result<()>;
 
     /// Reads one connection.
     async fn connection(&self, tenant: &str, name: &str) -> Result<Option<ConnectionRecord>>;
@@ -82,7 +86,11 @@ pub trait Store: Send + Sync {
 
     /// Records issued certificates and their audit entries in one transaction:
     /// all of the batch is durable when this returns `Ok`, none of it on `Err`.
-    async fn insert_certificates(&self, certificates: &[CertificateRecord], audit: &[AuditRecord]) -> Result<()>;
+    async fn insert_certificates(
+        &self,
+        certificates: &[CertificateRecord],
+        audit: &[AuditRecord],
+    ) -> Result<()>;
 
     /// Reads one certificate by lowercase hex serial.
     async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>>;

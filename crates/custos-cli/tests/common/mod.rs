@@ -14,7 +14,10 @@ pub struct Env {
 impl Env {
     /// A fresh, uninitialized environment.
     pub fn new() -> Env {
-        Env { dir: tempfile::tempdir().expect("tempdir"), passphrase: "correct horse battery staple".into() }
+        Env {
+            dir: tempfile::tempdir().expect("tempdir"),
+            passphrase: "correct horse battery staple".into(),
+        }
     }
 
     /// An initialized environment with tenant `acme-corp`.
@@ -82,7 +85,11 @@ impl Env {
     /// Serials currently listed.
     pub fn serials(&self) -> Vec<String> {
         let v = self.json(&["list"]);
-        v.as_array().expect("array").iter().map(|c| c["serial"].as_str().expect("serial").to_string()).collect()
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|c| c["serial"].as_str().expect("serial").to_string())
+            .collect()
     }
 
     /// Writes root.pem and issuing.pem from a chain.pem (issuing first, then root).
@@ -104,7 +111,10 @@ impl Env {
 
 /// Runs a command and asserts success; returns stdout.
 pub fn sh(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program} not runnable: {e}"));
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} not runnable: {e}"));
     assert!(
         out.status.success(),
         "{program} {args:?} failed:\n{}\n{}",
@@ -118,7 +128,14 @@ pub fn sh(program: &str, args: &[&str]) -> String {
 pub fn openssl_verify(root: &Path, issuing: &Path, cert: &Path) {
     let out = sh(
         "openssl",
-        &["verify", "-CAfile", root.to_str().expect("p"), "-untrusted", issuing.to_str().expect("p"), cert.to_str().expect("p")],
+        &[
+            "verify",
+            "-CAfile",
+            root.to_str().expect("p"),
+            "-untrusted",
+            issuing.to_str().expect("p"),
+            cert.to_str().expect("p"),
+        ],
     );
     assert!(out.contains(": OK"), "openssl verify: {out}");
 }
@@ -129,38 +146,66 @@ fn pkilint_bin(tool: &str) -> Option<PathBuf> {
         std::env::var_os("CUSTOS_TOOLS_BIN").map(PathBuf::from),
         Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tools-venv/bin")),
     ];
-    dirs.into_iter().flatten().map(|d| d.join(tool)).find(|p| p.exists())
+    dirs.into_iter()
+        .flatten()
+        .map(|d| d.join(tool))
+        .find(|p| p.exists())
 }
 
 /// Whether a missing outside tool fails the test (scripts/test sets this) or skips the check.
 fn tools_required() -> bool {
-    std::env::var("CUSTOS_REQUIRE_TOOLS").is_ok_and(|v| v == "1") || std::env::var("CI").is_ok_and(|v| v == "true")
+    std::env::var("CUSTOS_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
+        || std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
 /// Lints with a pkilint tool and fails on any ERROR or FATAL finding.
 /// pkilint's exit code counts every finding, so it is not used.
 pub fn pkilint(tool: &str, args: &[&str]) {
     let Some(bin) = pkilint_bin(tool) else {
-        assert!(!tools_required(), "pkilint's {tool} is required but not installed (run scripts/test)");
+        assert!(
+            !tools_required(),
+            "pkilint's {tool} is required but not installed (run scripts/test)"
+        );
         eprintln!("SKIPPED pkilint {tool}: not installed (run scripts/test)");
         return;
     };
     let mut full = vec!["lint", "-f", "JSON"];
     full.extend_from_slice(args);
-    let out = Command::new(&bin).args(&full).output().expect("run pkilint");
+    let out = Command::new(&bin)
+        .args(&full)
+        .output()
+        .expect("run pkilint");
     let text = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("pkilint output is not JSON ({e}): {text}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "pkilint output is not JSON ({e}): {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     let bad: Vec<String> = v["results"]
         .as_array()
         .expect("results")
         .iter()
         .flat_map(|r| {
-            r["finding_descriptions"].as_array().cloned().unwrap_or_default().into_iter().filter_map(move |f| {
-                let sev = f["severity"].as_str().unwrap_or("");
-                (sev == "ERROR" || sev == "FATAL").then(|| format!("{} @ {}: {} {}", r["validator"], r["node_path"], f["code"], f["message"]))
-            })
+            r["finding_descriptions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(move |f| {
+                    let sev = f["severity"].as_str().unwrap_or("");
+                    (sev == "ERROR" || sev == "FATAL").then(|| {
+                        format!(
+                            "{} @ {}: {} {}",
+                            r["validator"], r["node_path"], f["code"], f["message"]
+                        )
+                    })
+                })
         })
         .collect();
-    assert!(bad.is_empty(), "pkilint {tool} {args:?} found errors:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "pkilint {tool} {args:?} found errors:\n{}",
+        bad.join("\n")
+    );
 }
