@@ -83,7 +83,7 @@ enum PlannedKey {
 
 /// Certificates per commit in bulk issuance: large enough that the fsync is
 /// amortised, small enough that a batch's memory stays in the megabytes.
-const BATCH: usize = 2048;
+const BATCH: usize = 1024;
 
 impl Ca {
     /// Issues one certificate to a connection.
