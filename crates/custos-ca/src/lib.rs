@@ -10,6 +10,8 @@ mod error;
 mod inventory;
 mod issuance;
 pub mod policy;
+pub mod publisher;
+mod revocation;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -27,6 +29,8 @@ pub use custos_store::{
 pub use error::CaError;
 pub use inventory::{CertificateView, ConnectionOptions, IssuerView, ListFilter, rfc3339};
 pub use issuance::{IssueRequest, Issued, KeySource};
+pub use publisher::{OcspAnswer, StatusPublisher};
+pub use revocation::{CRL_LIFETIME, Crl, ResponderKey};
 
 /// Result of a custos operation.
 pub type Result<T> = std::result::Result<T, CaError>;

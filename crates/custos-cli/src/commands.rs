@@ -9,14 +9,14 @@ use custos_ca::{
     KeySource, ListFilter, StatusFilter, policy::parse_duration,
 };
 use custos_keys::KeyAlgorithm;
-use custos_pki::{Profile, Serial};
+use custos_pki::{Profile, Reason, Serial};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::output::{json, table, write_private, write_public};
 use crate::{
-    CaCommand, Cli, CliError, Command, ConnectionCommand, IssueArgs, ListArgs, ServeArgs, ShowArgs,
-    TenantCommand, passphrase,
+    CaCommand, Cli, CliError, Command, ConnectionCommand, CrlArgs, IssueArgs, ListArgs, RevokeArgs,
+    ServeArgs, ShowArgs, TenantCommand, passphrase,
 };
 
 fn actor() -> String {
@@ -139,6 +139,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Serve(args) => serve(&cli, args).await,
+        Command::Revoke(args) => revoke(&cli, args).await,
+        Command::Crl(args) => crl(&cli, args).await,
     }
 }
 
@@ -551,7 +553,7 @@ async fn show(cli: &Cli, args: &ShowArgs) -> Result<(), CliError> {
 }
 
 async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
-    let ca = match Ca::open(&cli.data_dir, &actor()).await {
+    let mut ca = match Ca::open(&cli.data_dir, &actor()).await {
         Ok(ca) => ca,
         Err(custos_ca::CaError::NotInitialized { .. }) if args.dev => {
             let (pw, path) = passphrase::write_dev(&cli.data_dir)?;
@@ -565,6 +567,12 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
         }
         Err(e) => return Err(e.into()),
     };
+    // OCSP responses and CRLs are signed here, so serving needs the keys.
+    let pw = passphrase::resolve(cli.passphrase_file.as_deref(), &cli.data_dir, false)?;
+    ca.unseal(&pw).await?;
+    drop(pw);
+    let ca = Arc::new(ca);
+    let publisher = Arc::new(custos_ca::StatusPublisher::start(ca.clone()).await?);
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| CliError::Serve(format!("cannot listen on {}: {e}", args.listen)))?;
@@ -575,8 +583,119 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
     std::io::stdout()
         .flush()
         .map_err(|e| CliError::Output(e.to_string()))?;
-    let state = Arc::new(custos_server::AppState { ca });
+    let state = Arc::new(custos_server::AppState { ca, publisher });
     custos_server::serve(listener, state)
         .await
         .map_err(|e| CliError::Serve(e.to_string()))
+}
+
+async fn revoke(cli: &Cli, args: &RevokeArgs) -> Result<(), CliError> {
+    let reason: Reason = args.reason.parse().map_err(custos_ca::CaError::from)?;
+    let invalidity = match &args.invalidity_date {
+        Some(text) => Some(
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| {
+                    CliError::Usage(format!("--invalidity-date {text:?} is not RFC 3339 ({e})"))
+                })?,
+        ),
+        None => None,
+    };
+    let ca = open(cli).await?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let revoked = match (&args.serial, &args.connection) {
+        (Some(serial), _) => {
+            let serial: Serial = serial.parse().map_err(custos_ca::CaError::from)?;
+            vec![ca.revoke(&serial, reason, invalidity).await?]
+        }
+        (None, Some(conn)) => {
+            let (tenant, name) = conn.split_once('/').ok_or_else(|| {
+                CliError::Usage(format!("--connection {conn:?}: expected TENANT/CONNECTION"))
+            })?;
+            ca.revoke_connection(tenant, name, reason, invalidity)
+                .await?
+        }
+        (None, None) => {
+            return Err(CliError::Usage(
+                "revoke needs a SERIAL or --connection TENANT/CONNECTION".into(),
+            ));
+        }
+    };
+    let views: Vec<CertificateView> = revoked
+        .iter()
+        .map(|c| CertificateView::new(c, now))
+        .collect();
+    if cli.json {
+        return json(&views);
+    }
+    if views.is_empty() {
+        println!("nothing to revoke: no valid certificate on that connection");
+    }
+    for v in &views {
+        println!(
+            "revoked {} ({}/{}) for {}",
+            v.serial, v.tenant, v.connection, reason
+        );
+    }
+    Ok(())
+}
+
+async fn crl(cli: &Cli, args: &CrlArgs) -> Result<(), CliError> {
+    let ca = open_unsealed(cli).await?;
+    let issuer = match &args.issuer {
+        Some(i) => i.clone(),
+        None => ca
+            .issuers()
+            .await?
+            .into_iter()
+            .rev()
+            .find(|i| i.role == "issuing" && i.status == "active")
+            .map(|i| i.id)
+            .ok_or_else(|| {
+                CliError::Usage("no active issuing CA; name one with --issuer".into())
+            })?,
+    };
+    let crl = ca.crl(&issuer).await?;
+    let bytes = if args.pem {
+        pem_encode("X509 CRL", &crl.der).into_bytes()
+    } else {
+        crl.der.clone()
+    };
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, &bytes).map_err(|e| CliError::Io {
+                path: path.clone(),
+                source: e,
+            })?;
+            if cli.json {
+                return json(
+                    &json!({"issuer": crl.issuer, "number": crl.number, "entries": crl.entries,
+                                    "this_update": custos_ca::rfc3339(crl.this_update.unix_timestamp()),
+                                    "next_update": custos_ca::rfc3339(crl.next_update.unix_timestamp()),
+                                    "out": path}),
+                );
+            }
+            eprintln!(
+                "wrote CRL #{} of {} ({} entries) to {}",
+                crl.number,
+                crl.issuer,
+                crl.entries,
+                path.display()
+            );
+        }
+        None => std::io::stdout()
+            .write_all(&bytes)
+            .map_err(|e| CliError::Output(e.to_string()))?,
+    }
+    Ok(())
+}
+
+fn pem_encode(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out + &format!("-----END {label}-----\n")
 }

@@ -53,6 +53,10 @@ pub enum Command {
     List(ListArgs),
     /// Show one certificate.
     Show(ShowArgs),
+    /// Revoke a certificate, or every certificate of a connection.
+    Revoke(RevokeArgs),
+    /// Sign and print a fresh CRL.
+    Crl(CrlArgs),
     /// The certificate authorities.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -180,6 +184,38 @@ pub struct ShowArgs {
     /// Serial in hex, any case, colons allowed.
     pub serial: String,
     /// Print the certificate as PEM.
+    #[arg(long)]
+    pub pem: bool,
+}
+
+/// `custos revoke`.
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// Serial in hex, any case, colons allowed.
+    #[arg(required_unless_present = "connection", conflicts_with = "connection")]
+    pub serial: Option<String>,
+    /// Revoke every valid certificate of TENANT/CONNECTION instead.
+    #[arg(long)]
+    pub connection: Option<String>,
+    /// unspecified, key-compromise, ca-compromise, affiliation-changed, superseded,
+    /// cessation-of-operation or privilege-withdrawn.
+    #[arg(long)]
+    pub reason: String,
+    /// When the key is known or suspected to have been compromised (RFC 3339).
+    #[arg(long)]
+    pub invalidity_date: Option<String>,
+}
+
+/// `custos crl`.
+#[derive(Debug, Args)]
+pub struct CrlArgs {
+    /// Issuer id (default: the active issuing CA).
+    #[arg(long)]
+    pub issuer: Option<String>,
+    /// Write to this file instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// PEM instead of DER.
     #[arg(long)]
     pub pem: bool,
 }

@@ -44,3 +44,109 @@ mod tests {
         assert_eq!(&tlv(0x04, &[0; 300])[..4], &[0x04, 0x82, 0x01, 0x2c]);
     }
 }
+
+/// A strict DER reader for the structures we parse by hand (OCSP requests):
+/// definite, minimal lengths only; every read is bounds-checked.
+pub(crate) struct Reader<'a> {
+    data: &'a [u8],
+}
+
+/// Why a DER read failed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct DerError(pub &'static str);
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(data: &'a [u8]) -> Self {
+        Reader { data }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    pub(crate) fn peek_tag(&self) -> Option<u8> {
+        self.data.first().copied()
+    }
+
+    /// Reads one TLV: its tag, its contents and the whole encoding.
+    pub(crate) fn read_any(&mut self) -> Result<(u8, &'a [u8], &'a [u8]), DerError> {
+        let all = self.data;
+        let (&tag, rest) = all
+            .split_first()
+            .ok_or(DerError("truncated: tag expected"))?;
+        if tag & 0x1f == 0x1f {
+            return Err(DerError("high tag numbers are not used here"));
+        }
+        let (&first, mut rest) = rest
+            .split_first()
+            .ok_or(DerError("truncated: length expected"))?;
+        let len = if first < 0x80 {
+            usize::from(first)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 {
+                return Err(DerError("indefinite length is not DER"));
+            }
+            if n > 4 || rest.len() < n {
+                return Err(DerError("truncated or oversized length"));
+            }
+            let (bytes, after) = rest.split_at(n);
+            if bytes[0] == 0 {
+                return Err(DerError("non-minimal length"));
+            }
+            let len = bytes
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+            if len < 0x80 {
+                return Err(DerError("non-minimal length"));
+            }
+            rest = after;
+            len
+        };
+        if rest.len() < len {
+            return Err(DerError("truncated: contents shorter than their length"));
+        }
+        let header = all.len() - rest.len();
+        let (contents, after) = rest.split_at(len);
+        self.data = after;
+        Ok((tag, contents, &all[..header + len]))
+    }
+
+    /// Reads one TLV that must carry `tag`; returns its contents.
+    pub(crate) fn read(&mut self, tag: u8, what: &'static str) -> Result<&'a [u8], DerError> {
+        let (t, contents, _) = self.read_any()?;
+        if t != tag {
+            return Err(DerError(what));
+        }
+        Ok(contents)
+    }
+
+    /// Reads an optional TLV with `tag`.
+    pub(crate) fn read_optional(&mut self, tag: u8) -> Result<Option<&'a [u8]>, DerError> {
+        if self.peek_tag() == Some(tag) {
+            Ok(Some(self.read_any()?.1))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// Encodes a SEQUENCE of already-encoded parts.
+pub(crate) fn seq(parts: &[&[u8]]) -> Vec<u8> {
+    tlv(0x30, &parts.concat())
+}
+
+/// GeneralizedTime `YYYYMMDDHHMMSSZ` (RFC 5280 4.1.2.5.2).
+pub(crate) fn generalized_time(t: time::OffsetDateTime) -> Vec<u8> {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let text = format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    tlv(0x18, text.as_bytes())
+}

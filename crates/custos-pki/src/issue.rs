@@ -21,6 +21,8 @@ use crate::{PkiError, Profile, Serial};
 const MAX_NAME_LEN: usize = 64;
 /// id-pe-authorityInfoAccess, 1.3.6.1.5.5.7.1.1.
 const OID_AIA: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 1, 1];
+/// id-pkix-ocsp-nocheck, 1.3.6.1.5.5.7.48.1.5.
+const OID_OCSP_NOCHECK: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 48, 1, 5];
 
 /// The URLs a certificate points relying parties to (RFC 5280 4.2.1.13, 4.2.2.1).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,6 +141,11 @@ impl CertificateTemplate {
                 params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
                 params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
             }
+            Profile::OcspResponder => {
+                params.is_ca = IsCa::ExplicitNoCa;
+                params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+                params.extended_key_usages = vec![ExtendedKeyUsagePurpose::OcspSigning];
+            }
             Profile::RootCa | Profile::IssuingCa => {
                 let path_len = if spec.profile == Profile::RootCa {
                     1
@@ -160,6 +167,16 @@ impl CertificateTemplate {
                 OID_AIA,
                 authority_info_access(&urls.ocsp, &urls.ca_issuers),
             )];
+            if spec.profile == Profile::OcspResponder {
+                // id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1): clients need not
+                // ask about the responder's own certificate.
+                params
+                    .custom_extensions
+                    .push(CustomExtension::from_oid_content(
+                        OID_OCSP_NOCHECK,
+                        vec![0x05, 0x00],
+                    ));
+            }
         }
         Ok(CertificateTemplate { spec, params })
     }
@@ -221,6 +238,7 @@ impl CertificateTemplate {
 pub struct CaIssuer {
     inner: rcgen::Issuer<'static, CaKey>,
     not_after: OffsetDateTime,
+    key_identifier: Vec<u8>,
 }
 
 impl std::fmt::Debug for CaIssuer {
@@ -245,9 +263,31 @@ impl CaIssuer {
             ));
         }
         let not_after = cert.validity().not_after.to_datetime();
+        let key_identifier = cert
+            .iter_extensions()
+            .find_map(|e| match e.parsed_extension() {
+                x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => {
+                    Some(k.0.to_vec())
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| key_identifier(signer.public_key()));
         let inner = rcgen::Issuer::from_ca_cert_der(&cert_der.into(), CaKey(signer))
             .map_err(|e| PkiError::MalformedCertificate(e.to_string()))?;
-        Ok(CaIssuer { inner, not_after })
+        Ok(CaIssuer {
+            inner,
+            not_after,
+            key_identifier,
+        })
+    }
+
+    /// The CA's subject key identifier, which its CRLs name as their AKI.
+    pub fn key_identifier(&self) -> &[u8] {
+        &self.key_identifier
+    }
+
+    pub(crate) fn rcgen(&self) -> &rcgen::Issuer<'static, CaKey> {
+        &self.inner
     }
 
     /// End of the CA certificate's validity: nothing it signs may outlive it.
@@ -257,7 +297,7 @@ impl CaIssuer {
 }
 
 /// A custos key seen by rcgen: signing goes through the key store.
-struct CaKey(Arc<dyn Signer>);
+pub(crate) struct CaKey(Arc<dyn Signer>);
 
 impl rcgen::PublicKeyData for CaKey {
     fn der_bytes(&self) -> &[u8] {

@@ -5,10 +5,13 @@
 //! [`custos_keys::Signer`] handed in by the caller. Everything here takes bytes
 //! and returns bytes, so it can be tested against vectors and fuzzed.
 
+pub mod crl;
 pub mod csr;
 pub mod inspect;
 pub mod issue;
+pub mod ocsp;
 pub mod profile;
+pub mod revocation;
 pub mod serial;
 
 mod der;
@@ -18,6 +21,7 @@ pub use csr::CertificateRequest;
 pub use error::PkiError;
 pub use issue::{CaIssuer, CertificateSpec, CertificateTemplate, IssuerUrls, SignedCertificate};
 pub use profile::Profile;
+pub use revocation::Reason;
 pub use serial::Serial;
 
 /// SHA-256 of `der` as uppercase colon-separated hex, as `openssl x509 -fingerprint -sha256` prints it.

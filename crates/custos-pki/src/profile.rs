@@ -16,6 +16,9 @@ pub enum Profile {
     RootCa,
     /// An issuing CA under the root: keyCertSign, cRLSign, pathLen 0.
     IssuingCa,
+    /// A delegated OCSP responder (RFC 6960 4.2.2.2): EKU OCSPSigning and
+    /// id-pkix-ocsp-nocheck, short-lived because it cannot be revoked usefully.
+    OcspResponder,
 }
 
 impl Profile {
@@ -26,6 +29,7 @@ impl Profile {
             Profile::Server => "server",
             Profile::RootCa => "root-ca",
             Profile::IssuingCa => "issuing-ca",
+            Profile::OcspResponder => "ocsp-responder",
         }
     }
 
@@ -38,6 +42,7 @@ impl Profile {
     pub fn default_validity_days(self) -> u32 {
         match self {
             Profile::Client | Profile::Server => 90,
+            Profile::OcspResponder => 14,
             Profile::IssuingCa => 5 * 365,
             Profile::RootCa => 10 * 365,
         }
@@ -48,6 +53,7 @@ impl Profile {
     pub fn max_validity_days(self) -> u32 {
         match self {
             Profile::Client | Profile::Server => 397,
+            Profile::OcspResponder => 30,
             Profile::IssuingCa => 10 * 365,
             Profile::RootCa => 25 * 365,
         }
@@ -69,6 +75,7 @@ impl FromStr for Profile {
             "server" => Ok(Profile::Server),
             "root-ca" => Ok(Profile::RootCa),
             "issuing-ca" => Ok(Profile::IssuingCa),
+            "ocsp-responder" => Ok(Profile::OcspResponder),
             _ => Err(PkiError::Template(format!(
                 "unknown profile {s:?} (expected client, server, root-ca or issuing-ca)"
             ))),

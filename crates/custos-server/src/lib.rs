@@ -1,26 +1,36 @@
 //! The custos HTTP surface: thin axum handlers over custos-ca.
 //!
-//! Serves the CA certificates (`/ca/{issuer}.der`, AIA caIssuers) and
-//! `/healthz`. Errors are RFC 9457 problem+json. Not here: any rule about
-//! what may be issued (custos-ca) or any key material (custos-keys).
+//! Serves OCSP (`POST /ocsp`, `GET /ocsp/{base64}`, RFC 6960 and RFC 5019),
+//! CRLs (`/crl/{issuer}.crl`), the CA certificates (`/ca/{issuer}.der`, AIA
+//! caIssuers) and `/healthz`. Errors outside OCSP are RFC 9457 problem+json;
+//! OCSP errors are OCSP error statuses, as clients expect. Not here: any rule
+//! about what may be issued (custos-ca) or any key material (custos-keys).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use custos_ca::{Ca, CaError};
+use axum::routing::{get, post};
+use custos_ca::{Ca, CaError, OcspAnswer, StatusPublisher};
+use time::OffsetDateTime;
 
 /// Request bodies larger than this are refused with 413 before a handler runs.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// A real OCSP request is under 200 bytes; 16 certificates with a nonce fit in 2 KiB.
+pub const MAX_BODY_BYTES: usize = 8 * 1024;
+/// How often the revocation feed is polled: the bound on cross-process staleness.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Shared state of the handlers.
 pub struct AppState {
-    /// The opened custos.
-    pub ca: Ca,
+    /// The opened, unsealed custos.
+    pub ca: Arc<Ca>,
+    /// OCSP answers and CRLs.
+    pub publisher: Arc<StatusPublisher>,
 }
 
 /// Builds the router with every public route.
@@ -28,16 +38,42 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/ca/{file}", get(ca_certificate))
+        .route("/crl/{file}", get(crl))
+        .route("/ocsp", post(ocsp_post))
+        .route("/ocsp/{*request}", get(ocsp_get))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until ctrl-c or SIGTERM.
+/// Serves `router` on `listener` until ctrl-c or SIGTERM, polling the
+/// revocation feed and renewing responders in the background.
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    let poller = tokio::spawn(poll_forever(state.publisher.clone()));
+    let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
-        .await
+        .await;
+    poller.abort();
+    result
+}
+
+async fn poll_forever(publisher: Arc<StatusPublisher>) {
+    let mut ticks: u64 = 0;
+    let mut interval = tokio::time::interval(POLL_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        ticks += 1;
+        if let Err(e) = publisher.poll().await {
+            tracing::error!(error = %e, "applying revocations failed; retrying");
+        }
+        // Hourly: renew responder certificates that are close to expiry.
+        if ticks % (3600 * 5) == 0
+            && let Err(e) = publisher.reload_issuers().await
+        {
+            tracing::error!(error = %e, "renewing OCSP responders failed; retrying next hour");
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -136,6 +172,132 @@ async fn ca_certificate(
             )
         }
     }
+}
+
+/// `POST /ocsp` with a DER request body (RFC 6960 appendix A.1).
+async fn ocsp_post(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    ocsp_response(state.publisher.ocsp(&body).await)
+}
+
+/// `GET /ocsp/{base64 of the DER request}` (RFC 5019 section 5). Accepts
+/// standard and URL-safe base64, padded or not, percent-encoded or not.
+async fn ocsp_get(
+    State(state): State<Arc<AppState>>,
+    request: Result<Path<String>, PathRejection>,
+) -> Response {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let Ok(Path(text)) = request else {
+        return ocsp_response(state.publisher.ocsp(&[]).await);
+    };
+    let trimmed = text.trim_end_matches('=');
+    let der = STANDARD
+        .decode(&text)
+        .or_else(|_| URL_SAFE_NO_PAD.decode(trimmed))
+        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(trimmed));
+    // Undecodable base64 is a malformed request, answered as OCSP says.
+    ocsp_response(state.publisher.ocsp(&der.unwrap_or_default()).await)
+}
+
+fn ocsp_response(answer: OcspAnswer) -> Response {
+    let mut response = (StatusCode::OK, answer.der.as_ref().clone()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/ocsp-response"),
+    );
+    match answer.validity {
+        Some((this_update, next_update)) => {
+            // RFC 5019 section 6: caches may keep the response until nextUpdate.
+            let max_age = (next_update - OffsetDateTime::now_utc())
+                .whole_seconds()
+                .max(0);
+            let values = [
+                (
+                    header::CACHE_CONTROL,
+                    format!("public, max-age={max_age}, no-transform, must-revalidate"),
+                ),
+                (header::LAST_MODIFIED, http_date(this_update)),
+                (header::EXPIRES, http_date(next_update)),
+                (
+                    header::ETAG,
+                    format!("\"{}\"", &hex_sha256(&answer.der)[..32]),
+                ),
+            ];
+            for (name, value) in values {
+                if let Ok(v) = header::HeaderValue::from_str(&value) {
+                    headers.insert(name, v);
+                }
+            }
+        }
+        None => {
+            headers.insert(
+                header::CACHE_CONTROL,
+                header::HeaderValue::from_static("no-store"),
+            );
+        }
+    }
+    response
+}
+
+/// `GET /crl/{issuer}.crl`: the current DER CRL (RFC 5280 section 5).
+async fn crl(
+    State(state): State<Arc<AppState>>,
+    file: Result<Path<String>, PathRejection>,
+) -> Response {
+    let Ok(Path(file)) = file else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "bad path",
+            "the issuer in the path is not valid UTF-8",
+        );
+    };
+    let Some(id) = file.strip_suffix(".crl") else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "not found",
+            "CRLs are served as {issuer}.crl",
+        );
+    };
+    let Some(crl) = state.publisher.crl(id) else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "unknown issuer",
+            &format!("no CRL for issuer {id:?}"),
+        );
+    };
+    let headers = [
+        (header::CONTENT_TYPE, "application/pkix-crl".to_string()),
+        // Regenerated within a second of every revocation: let caches hold it no longer.
+        (
+            header::CACHE_CONTROL,
+            "public, max-age=1, no-transform".to_string(),
+        ),
+        (header::LAST_MODIFIED, http_date(crl.this_update)),
+        (header::ETAG, format!("\"{}-{}\"", crl.issuer, crl.number)),
+    ];
+    let mut response = (StatusCode::OK, crl.der.clone()).into_response();
+    for (name, value) in headers {
+        if let Ok(v) = header::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, v);
+        }
+    }
+    response
+}
+
+fn http_date(t: OffsetDateTime) -> String {
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&format)
+        .unwrap_or_default()
+}
+
+fn hex_sha256(data: &[u8]) -> String {
+    custos_pki::fingerprint(data)
+        .replace(':', "")
+        .to_ascii_lowercase()
 }
 
 async fn not_found() -> Response {

@@ -14,6 +14,12 @@ pub enum StoreError {
         /// What was duplicated, e.g. `tenant "acme"`.
         what: String,
     },
+    /// The object is not in a state that allows the change.
+    #[error("{what}")]
+    Conflict {
+        /// What conflicted.
+        what: String,
+    },
     /// A referenced object does not exist.
     #[error("{what} does not exist")]
     NotFound {

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 pub use error::StoreError;
 pub use records::{
     AuditRecord, CertificateFilter, CertificateRecord, ConnectionRecord, IssuerRecord, KeyRecord,
-    StatusFilter, TenantRecord,
+    ResponderRecord, Revocation, RevocationEvent, RevokedRow, StatusFilter, TenantRecord,
 };
 pub use sql::SqlStore;
 
@@ -97,6 +97,41 @@ pub trait Store: Send + Sync {
 
     /// Certificates matching `filter`, newest first.
     async fn certificates(&self, filter: &CertificateFilter) -> Result<Vec<CertificateRecord>>;
+
+    /// Revokes every certificate in `serials` with `revocation`, appends each
+    /// to the revocation feed, and writes `audit`, all in one transaction.
+    /// A serial that is unknown ([`StoreError::NotFound`]) or not valid
+    /// ([`StoreError::Conflict`]) rolls the whole call back.
+    async fn revoke(
+        &self,
+        serials: &[String],
+        revocation: &Revocation,
+        audit: &[AuditRecord],
+    ) -> Result<()>;
+
+    /// The revoked certificates of one issuer, for its CRL.
+    async fn revoked(&self, issuer: &str) -> Result<Vec<RevokedRow>>;
+
+    /// Revocations committed after feed position `seq`, oldest first, at most `limit`.
+    async fn revocations_since(&self, seq: i64, limit: i64) -> Result<Vec<RevocationEvent>>;
+
+    /// The feed position of the newest revocation (0 if none).
+    async fn last_revocation(&self) -> Result<i64>;
+
+    /// Advances and returns the issuer's CRL number, with its audit entry, atomically;
+    /// numbers never repeat, even across processes.
+    async fn next_crl_number(&self, issuer: &str, audit: &AuditRecord) -> Result<i64>;
+
+    /// Records a new OCSP responder key and certificate with their audit entries, atomically.
+    async fn add_responder(
+        &self,
+        key: &KeyRecord,
+        responder: &ResponderRecord,
+        audit: &[AuditRecord],
+    ) -> Result<()>;
+
+    /// The newest responder of an issuer.
+    async fn responder(&self, issuer: &str) -> Result<Option<ResponderRecord>>;
 
     /// The audit entries, oldest first, from index `from` on, at most `limit`.
     async fn audit_entries(&self, from: i64, limit: i64) -> Result<Vec<(i64, AuditRecord)>>;

@@ -165,3 +165,53 @@ pub struct CertificateFilter {
     /// At most this many.
     pub limit: Option<i64>,
 }
+
+/// How certificates are being revoked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    /// Unix seconds.
+    pub revoked_at: i64,
+    /// RFC 5280 reason name.
+    pub reason: String,
+    /// Unix seconds, if known.
+    pub invalidity_date: Option<i64>,
+}
+
+/// A revoked certificate as a CRL lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevokedRow {
+    /// Lowercase hex serial.
+    pub serial: String,
+    /// Unix seconds.
+    pub revoked_at: i64,
+    /// Reason name.
+    pub reason: Option<String>,
+    /// Unix seconds.
+    pub invalidity_date: Option<i64>,
+}
+
+/// One entry of the revocation feed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevocationEvent {
+    /// Feed position.
+    pub seq: i64,
+    /// Lowercase hex serial.
+    pub serial: String,
+    /// Issuer id.
+    pub issuer: String,
+}
+
+/// A delegated OCSP responder of an issuer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponderRecord {
+    /// The issuer it answers for.
+    pub issuer: String,
+    /// Its key.
+    pub key_id: String,
+    /// Its certificate, signed by the issuer.
+    pub cert_der: Vec<u8>,
+    /// End of validity, Unix seconds.
+    pub not_after: i64,
+    /// Unix seconds.
+    pub created_at: i64,
+}

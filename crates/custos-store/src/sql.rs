@@ -8,12 +8,15 @@ use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
 
 use crate::{
     AuditRecord, CertificateFilter, CertificateRecord, ConnectionRecord, Genesis, IssuerRecord,
-    KeyRecord, Result, StatusFilter, Store, StoreError, TenantRecord,
+    KeyRecord, ResponderRecord, Result, Revocation, RevocationEvent, RevokedRow, StatusFilter,
+    Store, StoreError, TenantRecord,
 };
 
 /// Versioned migrations per backend, applied in order, each in its own transaction.
-const SQLITE_MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../migrations/sqlite/0002_revocation.sql")),
+];
 
 /// Which database engine is behind the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -663,6 +666,185 @@ impl Store for SqlStore {
             .await
             .map_err(StoreError::db("list certificates"))?;
         rows.iter().map(certificate_from).collect()
+    }
+
+    async fn revoke(
+        &self,
+        serials: &[String],
+        revocation: &Revocation,
+        audit: &[AuditRecord],
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        for serial in serials {
+            let updated = sqlx::query(
+                "UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2, invalidity_date = $3 \
+                 WHERE serial = $4 AND status = 'valid'",
+            )
+            .bind(revocation.revoked_at)
+            .bind(&revocation.reason)
+            .bind(revocation.invalidity_date)
+            .bind(serial)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("revoke a certificate"))?;
+            if updated.rows_affected() != 1 {
+                let status: Option<String> =
+                    sqlx::query_scalar("SELECT status FROM certificates WHERE serial = $1")
+                        .bind(serial)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(StoreError::db("read a certificate"))?;
+                return Err(match status {
+                    None => StoreError::NotFound {
+                        what: format!("certificate {serial}"),
+                    },
+                    Some(s) => StoreError::Conflict {
+                        what: format!("certificate {serial} is already {s}"),
+                    },
+                });
+            }
+            sqlx::query(
+                "INSERT INTO revocations (serial, issuer, time) \
+                 SELECT serial, issuer, $1 FROM certificates WHERE serial = $2",
+            )
+            .bind(revocation.revoked_at)
+            .bind(serial)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("record a revocation"))?;
+        }
+        insert_audit_many(self.engine, &mut tx, audit).await?;
+        tx.commit()
+            .await
+            .map_err(StoreError::db("commit a revocation"))
+    }
+
+    async fn revoked(&self, issuer: &str) -> Result<Vec<RevokedRow>> {
+        let rows = sqlx::query(
+            "SELECT serial, revoked_at, revocation_reason, invalidity_date FROM certificates \
+             WHERE issuer = $1 AND status = 'revoked'",
+        )
+        .bind(issuer)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::db("list revoked certificates"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(RevokedRow {
+                    serial: col(r, "serial")?,
+                    revoked_at: col::<Option<i64>>(r, "revoked_at")?.unwrap_or(0),
+                    reason: col(r, "revocation_reason")?,
+                    invalidity_date: col(r, "invalidity_date")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn revocations_since(&self, seq: i64, limit: i64) -> Result<Vec<RevocationEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, serial, issuer FROM revocations WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::db("read the revocation feed"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(RevocationEvent {
+                    seq: col(r, "seq")?,
+                    serial: col(r, "serial")?,
+                    issuer: col(r, "issuer")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn last_revocation(&self) -> Result<i64> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM revocations")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::db("read the revocation feed"))?;
+        Ok(seq.unwrap_or(0))
+    }
+
+    async fn next_crl_number(&self, issuer: &str, audit: &AuditRecord) -> Result<i64> {
+        let mut tx = self.write().await?;
+        let updated = sqlx::query("UPDATE issuers SET crl_number = crl_number + 1 WHERE id = $1")
+            .bind(issuer)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("advance the CRL number"))?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::NotFound {
+                what: format!("issuer {issuer}"),
+            });
+        }
+        let number: i64 = sqlx::query_scalar("SELECT crl_number FROM issuers WHERE id = $1")
+            .bind(issuer)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::db("read the CRL number"))?;
+        insert_audit_many(self.engine, &mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit()
+            .await
+            .map_err(StoreError::db("commit the CRL number"))?;
+        Ok(number)
+    }
+
+    async fn add_responder(
+        &self,
+        key: &KeyRecord,
+        responder: &ResponderRecord,
+        audit: &[AuditRecord],
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO keys (id, backend, algorithm, label, public_key, reference, status, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&key.id)
+        .bind(&key.backend)
+        .bind(&key.algorithm)
+        .bind(&key.label)
+        .bind(&key.public_key)
+        .bind(&key.reference)
+        .bind(&key.status)
+        .bind(key.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db("store a responder key"))?;
+        sqlx::query("INSERT INTO responders (issuer, key_id, cert_der, not_after, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&responder.issuer)
+            .bind(&responder.key_id)
+            .bind(&responder.cert_der)
+            .bind(responder.not_after)
+            .bind(responder.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("store a responder"))?;
+        insert_audit_many(self.engine, &mut tx, audit).await?;
+        tx.commit()
+            .await
+            .map_err(StoreError::db("commit a responder"))
+    }
+
+    async fn responder(&self, issuer: &str) -> Result<Option<ResponderRecord>> {
+        let row = sqlx::query("SELECT * FROM responders WHERE issuer = $1 ORDER BY not_after DESC, created_at DESC LIMIT 1")
+            .bind(issuer)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("read a responder"))?;
+        row.map(|r| {
+            Ok(ResponderRecord {
+                issuer: col(&r, "issuer")?,
+                key_id: col(&r, "key_id")?,
+                cert_der: col(&r, "cert_der")?,
+                not_after: col(&r, "not_after")?,
+                created_at: col(&r, "created_at")?,
+            })
+        })
+        .transpose()
     }
 
     async fn audit_entries(&self, from: i64, limit: i64) -> Result<Vec<(i64, AuditRecord)>> {

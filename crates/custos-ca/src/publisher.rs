@@ -1,0 +1,446 @@
+//! Publishing status: OCSP answers from an in-memory cache of signed
+//! responses, and the current CRL of each issuer.
+//!
+//! Freshness comes from the revocation feed: [`StatusPublisher::poll`] (run
+//! every 200 ms by `serve`) reads revocations committed by any process since
+//! the last poll, drops and re-signs those serials' responses, and regenerates
+//! the affected CRLs. A revoke is therefore answered within one poll interval
+//! plus one signature, across processes.
+//!
+//! Signing oracles are bounded: a response for a serial we never issued
+//! (`unknown`) and a response that must be signed afresh (a nonce, or several
+//! certificates in one request) each draw from a token bucket. When the
+//! unknown bucket is empty the answer is the unsigned `tryLater`; when the
+//! fresh bucket is empty a single-certificate request gets the cached response
+//! without its nonce (RFC 8954 allows a responder to omit it). Cached unknown
+//! responses are capped at [`MAX_CACHED_UNKNOWN`] entries.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use custos_pki::ocsp::{
+    CertId, CertStatus, HashAlgorithm, IssuerHashes, OcspRequest, OcspRequestError, Responder,
+    ResponseStatus, SingleResponse, error_response, sign_response,
+};
+use custos_pki::{Reason, Serial};
+use time::OffsetDateTime;
+
+use crate::revocation::{Crl, ResponderKey, from_unix};
+use crate::{Ca, CaError, Result};
+
+/// How long a signed OCSP response says it is good for.
+pub const RESPONSE_LIFETIME: time::Duration = time::Duration::hours(1);
+/// A cached response is re-signed once it is older than this.
+const RESPONSE_REFRESH_AFTER: time::Duration = time::Duration::minutes(30);
+/// At most this many cached `unknown` responses are kept.
+pub const MAX_CACHED_UNKNOWN: usize = 50_000;
+/// Signatures per second for serials never issued, and the burst allowed.
+const UNKNOWN_PER_SECOND: f64 = 500.0;
+/// Fresh signatures per second for nonces and multi-certificate requests.
+const FRESH_PER_SECOND: f64 = 5_000.0;
+/// A CRL is re-signed once it is older than this, even without changes.
+const CRL_REFRESH_AFTER: time::Duration = time::Duration::minutes(30);
+
+/// What the OCSP endpoint sends back.
+#[derive(Clone, Debug)]
+pub struct OcspAnswer {
+    /// The DER `OCSPResponse`.
+    pub der: Arc<Vec<u8>>,
+    /// thisUpdate and nextUpdate of a signed answer, for HTTP caching headers.
+    pub validity: Option<(OffsetDateTime, OffsetDateTime)>,
+}
+
+impl OcspAnswer {
+    fn error(status: ResponseStatus) -> OcspAnswer {
+        OcspAnswer {
+            der: Arc::new(error_response(status)),
+            validity: None,
+        }
+    }
+}
+
+struct IssuerEntry {
+    id: String,
+    hashes: IssuerHashes,
+    responder: ResponderKey,
+    /// Serials of the CA certificates this issuer signed (for a root).
+    children: HashSet<Serial>,
+}
+
+struct Cached {
+    cert_id: Vec<u8>,
+    answer: OcspAnswer,
+    this_update: OffsetDateTime,
+    known: bool,
+}
+
+/// A token bucket.
+struct Budget {
+    tokens: f64,
+    rate: f64,
+    last: Instant,
+}
+
+impl Budget {
+    fn new(rate: f64) -> Mutex<Budget> {
+        Mutex::new(Budget {
+            tokens: rate,
+            rate,
+            last: Instant::now(),
+        })
+    }
+}
+
+fn take(budget: &Mutex<Budget>) -> bool {
+    let Ok(mut b) = budget.lock() else {
+        return false;
+    };
+    let now = Instant::now();
+    b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * b.rate).min(b.rate);
+    b.last = now;
+    if b.tokens >= 1.0 {
+        b.tokens -= 1.0;
+        true
+    } else {
+        false
+    }
+}
+
+/// OCSP responses and CRLs for every active issuer.
+pub struct StatusPublisher {
+    ca: Arc<Ca>,
+    issuers: RwLock<Vec<Arc<IssuerEntry>>>,
+    cache: RwLock<HashMap<Serial, Vec<Arc<Cached>>>>,
+    cached_unknown: AtomicUsize,
+    unknown_budget: Mutex<Budget>,
+    fresh_budget: Mutex<Budget>,
+    last_seq: AtomicI64,
+    crls: RwLock<HashMap<String, Arc<Crl>>>,
+}
+
+impl StatusPublisher {
+    /// Loads every issuer, makes sure each has a responder, and signs the first CRLs.
+    pub async fn start(ca: Arc<Ca>) -> Result<StatusPublisher> {
+        let last_seq = ca.store.last_revocation().await?;
+        let publisher = StatusPublisher {
+            ca,
+            issuers: RwLock::new(Vec::new()),
+            cache: RwLock::new(HashMap::new()),
+            cached_unknown: AtomicUsize::new(0),
+            unknown_budget: Budget::new(UNKNOWN_PER_SECOND),
+            fresh_budget: Budget::new(FRESH_PER_SECOND),
+            last_seq: AtomicI64::new(last_seq),
+            crls: RwLock::new(HashMap::new()),
+        };
+        publisher.reload_issuers().await?;
+        let ids: Vec<String> = publisher
+            .issuer_entries()
+            .iter()
+            .map(|i| i.id.clone())
+            .collect();
+        for id in ids {
+            publisher.regenerate_crl(&id).await?;
+        }
+        Ok(publisher)
+    }
+
+    fn issuer_entries(&self) -> Vec<Arc<IssuerEntry>> {
+        self.issuers.read().map(|i| i.clone()).unwrap_or_default()
+    }
+
+    /// Re-reads the issuers and renews responders that are close to expiry.
+    pub async fn reload_issuers(&self) -> Result<()> {
+        let records = self.ca.issuers().await?;
+        let mut entries = Vec::new();
+        for r in records.iter().filter(|r| r.status == "active") {
+            let mut children = HashSet::new();
+            for child in records
+                .iter()
+                .filter(|c| c.parent.as_deref() == Some(&r.id))
+            {
+                children.insert(custos_pki::inspect::certificate_facts(&child.cert_der)?.serial);
+            }
+            entries.push(Arc::new(IssuerEntry {
+                id: r.id.clone(),
+                hashes: IssuerHashes::from_certificate(&r.cert_der)?,
+                responder: self.ca.responder(&r.id).await?,
+                children,
+            }));
+        }
+        if let Ok(mut w) = self.issuers.write() {
+            *w = entries;
+        }
+        Ok(())
+    }
+
+    /// Answers one DER OCSP request. Never fails: problems become OCSP error statuses.
+    pub async fn ocsp(&self, request: &[u8]) -> OcspAnswer {
+        match self.answer(request).await {
+            Ok(a) => a,
+            Err(status) => OcspAnswer::error(status),
+        }
+    }
+
+    async fn answer(&self, request: &[u8]) -> std::result::Result<OcspAnswer, ResponseStatus> {
+        let req = OcspRequest::parse(request).map_err(|e| match e {
+            OcspRequestError::Malformed(_) => ResponseStatus::MalformedRequest,
+            OcspRequestError::UnsupportedHash => ResponseStatus::Unauthorized,
+        })?;
+        let issuers = self.issuer_entries();
+        let mut issuer: Option<Arc<IssuerEntry>> = None;
+        for id in &req.certs {
+            let found = issuers
+                .iter()
+                .find(|i| i.hashes.matches(id))
+                .ok_or(ResponseStatus::Unauthorized)?;
+            // One response has one signer, authorized for one issuer.
+            if issuer.as_ref().is_some_and(|i| i.id != found.id) {
+                return Err(ResponseStatus::Unauthorized);
+            }
+            issuer = Some(found.clone());
+        }
+        let issuer = issuer.ok_or(ResponseStatus::MalformedRequest)?;
+        let now = OffsetDateTime::now_utc();
+        if req.certs.len() == 1 && (req.nonce.is_none() || !take(&self.fresh_budget)) {
+            return self.cached(&issuer, &req.certs[0], now).await;
+        }
+        if req.certs.len() > 1 && !take(&self.fresh_budget) {
+            return Err(ResponseStatus::TryLater);
+        }
+        let mut statuses = Vec::with_capacity(req.certs.len());
+        for id in &req.certs {
+            let status = self
+                .status(&issuer, &id.serial)
+                .await
+                .map_err(|_| ResponseStatus::InternalError)?;
+            if status == CertStatus::Unknown && !take(&self.unknown_budget) {
+                return Err(ResponseStatus::TryLater);
+            }
+            statuses.push(status);
+        }
+        let singles: Vec<SingleResponse<'_>> = req
+            .certs
+            .iter()
+            .zip(statuses)
+            .map(|(id, status)| SingleResponse {
+                cert_id: &id.der,
+                status,
+                this_update: now,
+                next_update: now + RESPONSE_LIFETIME,
+            })
+            .collect();
+        self.sign(&issuer, &singles, req.nonce.as_deref(), now)
+    }
+
+    fn sign(
+        &self,
+        issuer: &IssuerEntry,
+        singles: &[SingleResponse<'_>],
+        nonce: Option<&[u8]>,
+        now: OffsetDateTime,
+    ) -> std::result::Result<OcspAnswer, ResponseStatus> {
+        let responder = Responder {
+            signer: issuer.responder.signer.as_ref(),
+            certificate_der: &issuer.responder.certificate_der,
+        };
+        let der = sign_response(&responder, singles, nonce, now).map_err(|e| {
+            tracing::error!(error = %e, issuer = %issuer.id, "signing an OCSP response failed");
+            ResponseStatus::InternalError
+        })?;
+        Ok(OcspAnswer {
+            der: Arc::new(der),
+            validity: Some((now, now + RESPONSE_LIFETIME)),
+        })
+    }
+
+    /// The cached response for one CertID, signed (and cached) if missing or old.
+    async fn cached(
+        &self,
+        issuer: &IssuerEntry,
+        id: &CertId,
+        now: OffsetDateTime,
+    ) -> std::result::Result<OcspAnswer, ResponseStatus> {
+        if let Some(hit) = self.lookup(id, now) {
+            return Ok(hit);
+        }
+        let status = self
+            .status(issuer, &id.serial)
+            .await
+            .map_err(|_| ResponseStatus::InternalError)?;
+        let known = status != CertStatus::Unknown;
+        if !known && !take(&self.unknown_budget) {
+            return Err(ResponseStatus::TryLater);
+        }
+        let single = SingleResponse {
+            cert_id: &id.der,
+            status,
+            this_update: now,
+            next_update: now + RESPONSE_LIFETIME,
+        };
+        let answer = self.sign(issuer, &[single], None, now)?;
+        self.store_cached(id, answer.clone(), now, known);
+        Ok(answer)
+    }
+
+    fn lookup(&self, id: &CertId, now: OffsetDateTime) -> Option<OcspAnswer> {
+        let cache = self.cache.read().ok()?;
+        let hit = cache
+            .get(&id.serial)?
+            .iter()
+            .find(|c| c.cert_id == id.der)?;
+        (now - hit.this_update < RESPONSE_REFRESH_AFTER).then(|| hit.answer.clone())
+    }
+
+    fn store_cached(
+        &self,
+        id: &CertId,
+        answer: OcspAnswer,
+        this_update: OffsetDateTime,
+        known: bool,
+    ) {
+        let Ok(mut cache) = self.cache.write() else {
+            return;
+        };
+        if !known && self.cached_unknown.fetch_add(1, Ordering::Relaxed) >= MAX_CACHED_UNKNOWN {
+            // Cheap and bounded: forget every cached unknown and start over.
+            cache.retain(|_, v| {
+                v.retain(|c| c.known);
+                !v.is_empty()
+            });
+            self.cached_unknown.store(1, Ordering::Relaxed);
+        }
+        let entries = cache.entry(id.serial.clone()).or_default();
+        entries.retain(|c| c.cert_id != id.der);
+        entries.push(Arc::new(Cached {
+            cert_id: id.der.clone(),
+            answer,
+            this_update,
+            known,
+        }));
+    }
+
+    async fn status(&self, issuer: &IssuerEntry, serial: &Serial) -> Result<CertStatus> {
+        if issuer.children.contains(serial) {
+            return Ok(CertStatus::Good);
+        }
+        let Some(record) = self.ca.store.certificate(&serial.to_hex()).await? else {
+            return Ok(CertStatus::Unknown);
+        };
+        if record.issuer != issuer.id {
+            return Ok(CertStatus::Unknown);
+        }
+        if record.status != "revoked" {
+            return Ok(CertStatus::Good);
+        }
+        let reason: Option<Reason> = record
+            .revocation_reason
+            .as_deref()
+            .map(str::parse)
+            .transpose()?;
+        Ok(CertStatus::Revoked {
+            time: from_unix(record.revoked_at.unwrap_or(0))?,
+            reason: reason.filter(|r| *r != Reason::Unspecified),
+        })
+    }
+
+    /// Applies revocations committed since the last poll: their cached
+    /// responses are re-signed now and their issuers' CRLs regenerated.
+    /// Returns how many revocations were applied.
+    pub async fn poll(&self) -> Result<usize> {
+        let from = self.last_seq.load(Ordering::Acquire);
+        let events = self.ca.store.revocations_since(from, 100_000).await?;
+        let Some(last) = events.last().map(|e| e.seq) else {
+            self.refresh_stale_crls().await?;
+            return Ok(0);
+        };
+        let issuers = self.issuer_entries();
+        let now = OffsetDateTime::now_utc();
+        let mut changed = HashSet::new();
+        for e in &events {
+            let serial: Serial = e.serial.parse()?;
+            let cached_ids: Vec<Vec<u8>> = {
+                let mut cache = self
+                    .cache
+                    .write()
+                    .map_err(|_| CaError::Inconsistent("OCSP cache poisoned".into()))?;
+                cache
+                    .remove(&serial)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|c| c.cert_id.clone())
+                    .collect()
+            };
+            if let Some(issuer) = issuers.iter().find(|i| i.id == e.issuer) {
+                // Re-sign what clients were being served, and the SHA-1 CertID
+                // most clients send, so the next request is a cache hit.
+                let mut ids: Vec<CertId> = cached_ids
+                    .iter()
+                    .filter_map(|der| {
+                        [
+                            HashAlgorithm::Sha1,
+                            HashAlgorithm::Sha256,
+                            HashAlgorithm::Sha384,
+                            HashAlgorithm::Sha512,
+                        ]
+                        .into_iter()
+                        .map(|h| issuer.hashes.cert_id(h, &serial))
+                        .find(|c| c.der == *der)
+                    })
+                    .collect();
+                if ids.is_empty() {
+                    ids.push(issuer.hashes.cert_id(HashAlgorithm::Sha1, &serial));
+                }
+                for id in ids {
+                    if let Err(status) = self.cached(issuer, &id, now).await {
+                        tracing::warn!(serial = %serial, ?status, "re-signing a revoked serial failed");
+                    }
+                }
+            }
+            changed.insert(e.issuer.clone());
+        }
+        self.last_seq.store(last, Ordering::Release);
+        for issuer in changed {
+            self.regenerate_crl(&issuer).await?;
+        }
+        Ok(events.len())
+    }
+
+    async fn refresh_stale_crls(&self) -> Result<()> {
+        let now = OffsetDateTime::now_utc();
+        let stale: Vec<String> = self
+            .crls
+            .read()
+            .map(|c| {
+                c.values()
+                    .filter(|c| now - c.this_update > CRL_REFRESH_AFTER)
+                    .map(|c| c.issuer.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in stale {
+            self.regenerate_crl(&id).await?;
+        }
+        Ok(())
+    }
+
+    async fn regenerate_crl(&self, issuer: &str) -> Result<()> {
+        let crl = Arc::new(self.ca.crl(issuer).await?);
+        tracing::debug!(
+            issuer,
+            entries = crl.entries,
+            number = crl.number,
+            "CRL signed"
+        );
+        if let Ok(mut w) = self.crls.write() {
+            w.insert(issuer.to_string(), crl);
+        }
+        Ok(())
+    }
+
+    /// The current CRL of an issuer.
+    pub fn crl(&self, issuer: &str) -> Option<Arc<Crl>> {
+        self.crls.read().ok()?.get(issuer).cloned()
+    }
+}

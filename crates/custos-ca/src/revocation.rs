@@ -1,0 +1,276 @@
+//! Revoking certificates, signing CRLs, and the delegated OCSP responders.
+
+use std::sync::Arc;
+
+use custos_keys::Signer;
+use custos_pki::crl::{CrlSpec, RevokedEntry};
+use custos_pki::{CertificateSpec, CertificateTemplate, Profile, Reason, Serial};
+use custos_store::{AuditRecord, CertificateRecord, KeyRecord, ResponderRecord, Revocation};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use crate::{Ca, CaError, Result};
+
+/// How long a CRL says it is good for. custos regenerates it within a second
+/// of any revocation; this bounds how stale a relying party's copy can be.
+pub const CRL_LIFETIME: time::Duration = time::Duration::hours(1);
+/// Renew a responder certificate when less than this is left of it.
+const RESPONDER_RENEW_BEFORE: time::Duration = time::Duration::days(7);
+
+/// A signed CRL.
+#[derive(Clone, Debug)]
+pub struct Crl {
+    /// Issuer id.
+    pub issuer: String,
+    /// DER.
+    pub der: Vec<u8>,
+    /// Its CRL number.
+    pub number: i64,
+    /// Its thisUpdate.
+    pub this_update: OffsetDateTime,
+    /// Its nextUpdate.
+    pub next_update: OffsetDateTime,
+    /// How many certificates it lists.
+    pub entries: usize,
+}
+
+/// An issuer's current OCSP responder: its certificate and key.
+#[derive(Clone)]
+pub struct ResponderKey {
+    /// Responder certificate, signed by the issuer.
+    pub certificate_der: Vec<u8>,
+    /// The responder's key.
+    pub signer: Arc<dyn Signer>,
+    /// End of the certificate's validity.
+    pub not_after: OffsetDateTime,
+}
+
+impl Ca {
+    /// Revokes one certificate; its audit entry commits with it.
+    pub async fn revoke(
+        &self,
+        serial: &Serial,
+        reason: Reason,
+        invalidity_date: Option<OffsetDateTime>,
+    ) -> Result<CertificateRecord> {
+        let record = self.certificate(serial).await?;
+        if record.status == "revoked" {
+            return Err(CaError::Policy(format!(
+                "certificate {} is already revoked ({})",
+                record.serial,
+                record.revocation_reason.as_deref().unwrap_or("unspecified")
+            )));
+        }
+        self.revoke_records(std::slice::from_ref(&record), reason, invalidity_date)
+            .await?;
+        self.certificate(serial).await
+    }
+
+    /// Revokes every unexpired, unrevoked certificate of a connection, in one transaction.
+    pub async fn revoke_connection(
+        &self,
+        tenant: &str,
+        connection: &str,
+        reason: Reason,
+        invalidity_date: Option<OffsetDateTime>,
+    ) -> Result<Vec<CertificateRecord>> {
+        if self.store.connection(tenant, connection).await?.is_none() {
+            if self.store.tenant(tenant).await?.is_none() {
+                return Err(CaError::UnknownTenant(tenant.to_string()));
+            }
+            return Err(CaError::UnknownConnection {
+                tenant: tenant.into(),
+                connection: connection.into(),
+            });
+        }
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let records: Vec<CertificateRecord> = self
+            .certificates(&crate::ListFilter {
+                tenant: Some(tenant.into()),
+                connection: Some(connection.into()),
+                status: Some(custos_store::StatusFilter::Valid),
+                ..Default::default()
+            })
+            .await?
+            .into_iter()
+            .filter(|c| c.not_after >= now)
+            .collect();
+        if !records.is_empty() {
+            self.revoke_records(&records, reason, invalidity_date)
+                .await?;
+        }
+        Ok(records)
+    }
+
+    async fn revoke_records(
+        &self,
+        records: &[CertificateRecord],
+        reason: Reason,
+        invalidity_date: Option<OffsetDateTime>,
+    ) -> Result<()> {
+        let now = OffsetDateTime::now_utc();
+        if let Some(d) = invalidity_date
+            && d > now
+        {
+            return Err(CaError::Policy(format!(
+                "invalidity date {d} is in the future"
+            )));
+        }
+        let revocation = Revocation {
+            revoked_at: now.unix_timestamp(),
+            reason: reason.as_str().to_string(),
+            invalidity_date: invalidity_date.map(|d| d.unix_timestamp()),
+        };
+        let audit: Vec<AuditRecord> = records
+            .iter()
+            .map(|c| {
+                self.audit(
+                    "certificate.revoke",
+                    format!("cert:{}", c.serial),
+                    json!({"serial": c.serial, "issuer": c.issuer, "tenant": c.tenant, "connection": c.connection,
+                           "reason": reason.as_str(), "invalidity_date": revocation.invalidity_date}),
+                )
+            })
+            .collect();
+        let serials: Vec<String> = records.iter().map(|c| c.serial.clone()).collect();
+        self.store
+            .revoke(&serials, &revocation, &audit)
+            .await
+            .map_err(|e| match e {
+                custos_store::StoreError::Conflict { what } => CaError::Policy(what),
+                other => other.into(),
+            })
+    }
+
+    /// Signs a fresh CRL for `issuer` with the next CRL number.
+    pub async fn crl(&self, issuer_id: &str) -> Result<Crl> {
+        let record = self.issuer(issuer_id).await?;
+        let ca = self.ca_issuer(&record).await?;
+        let rows = self.store.revoked(issuer_id).await?;
+        let mut revoked = Vec::with_capacity(rows.len());
+        for r in rows {
+            revoked.push(RevokedEntry {
+                serial: r.serial.parse()?,
+                revoked_at: from_unix(r.revoked_at)?,
+                reason: r.reason.as_deref().map(str::parse).transpose()?,
+                invalidity_date: r.invalidity_date.map(from_unix).transpose()?,
+            });
+        }
+        // The root's CRL covers CA certificates, so it names no user-only scope.
+        let user_certs_at = (record.role != "root").then(|| self.urls_for(issuer_id).crl);
+        let entries = revoked.len();
+        let number = self
+            .store
+            .next_crl_number(
+                issuer_id,
+                &self.audit(
+                    "crl.sign",
+                    format!("issuer:{issuer_id}"),
+                    json!({"issuer": issuer_id, "key": record.key_id, "entries": entries}),
+                ),
+            )
+            .await?;
+        let this_update = OffsetDateTime::now_utc();
+        let next_update = this_update + CRL_LIFETIME;
+        let spec = CrlSpec {
+            number: number as u64,
+            this_update,
+            next_update,
+            user_certs_at,
+            revoked,
+        };
+        let der = tokio::task::spawn_blocking(move || ca.sign_crl(&spec))
+            .await
+            .map_err(|e| CaError::Inconsistent(format!("CRL task failed: {e}")))??;
+        Ok(Crl {
+            issuer: issuer_id.to_string(),
+            der,
+            number,
+            this_update,
+            next_update,
+            entries,
+        })
+    }
+
+    /// The issuer's OCSP responder, created or renewed when missing or close to expiry.
+    pub async fn responder(&self, issuer_id: &str) -> Result<ResponderKey> {
+        let now = OffsetDateTime::now_utc();
+        if let Some(r) = self.store.responder(issuer_id).await?
+            && from_unix(r.not_after)? - now > RESPONDER_RENEW_BEFORE
+        {
+            let signer = self.signer(&r.key_id).await?;
+            return Ok(ResponderKey {
+                certificate_der: r.cert_der,
+                signer,
+                not_after: from_unix(r.not_after)?,
+            });
+        }
+        let record = self.issuer(issuer_id).await?;
+        let ca = self.ca_issuer(&record).await?;
+        let key = self.key_store()?.generate(
+            custos_keys::KeyAlgorithm::EcdsaP256,
+            &format!("ocsp-{issuer_id}"),
+        )?;
+        let key_id = key.signer.public_key().key_id().to_string();
+        let not_after = (now
+            + time::Duration::days(i64::from(Profile::OcspResponder.default_validity_days())))
+        .min(ca.not_after());
+        let template = CertificateTemplate::new(CertificateSpec {
+            serial: Serial::random()?,
+            profile: Profile::OcspResponder,
+            common_name: format!(
+                "{} OCSP responder",
+                record.name.chars().take(45).collect::<String>()
+            ),
+            organization: None,
+            sans: vec![],
+            not_before: now - time::Duration::minutes(1),
+            not_after,
+            urls: Some(self.urls_for(issuer_id)),
+        })?;
+        let cert = template.sign(key.signer.public_key(), key.signer.algorithm(), &ca)?;
+        let key_record = KeyRecord {
+            id: key_id.clone(),
+            backend: key.reference.backend.clone(),
+            algorithm: key.signer.algorithm().to_string(),
+            label: format!("ocsp-{issuer_id}"),
+            public_key: key.signer.public_key().spki_der().to_vec(),
+            reference: key.reference.data.clone(),
+            status: "active".into(),
+            created_at: now.unix_timestamp(),
+        };
+        let responder = ResponderRecord {
+            issuer: issuer_id.to_string(),
+            key_id: key_id.clone(),
+            cert_der: cert.der.clone(),
+            not_after: cert.not_after.unix_timestamp(),
+            created_at: now.unix_timestamp(),
+        };
+        let audit = [
+            self.audit(
+                "key.generate",
+                format!("key:{key_id}"),
+                json!({"key": key_id, "algorithm": key_record.algorithm, "backend": key_record.backend, "label": key_record.label}),
+            ),
+            self.audit(
+                "responder.issue",
+                format!("issuer:{issuer_id}"),
+                json!({"issuer": issuer_id, "key": record.key_id, "subject_key": key_id, "serial": cert.serial.to_hex(),
+                       "not_after": responder.not_after}),
+            ),
+        ];
+        self.store
+            .add_responder(&key_record, &responder, &audit)
+            .await?;
+        Ok(ResponderKey {
+            certificate_der: cert.der,
+            signer: key.signer,
+            not_after: cert.not_after,
+        })
+    }
+}
+
+pub(crate) fn from_unix(t: i64) -> Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp(t)
+        .map_err(|_| CaError::Inconsistent(format!("stored time {t} is out of range")))
+}

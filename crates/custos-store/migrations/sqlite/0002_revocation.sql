@@ -1,0 +1,19 @@
+-- Revocation (issue #3). Every revocation appends to a feed that every custos
+-- process polls, so a revoke in one process reaches the others' OCSP caches.
+CREATE TABLE revocations (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    serial TEXT NOT NULL,
+    issuer TEXT NOT NULL,
+    time BIGINT NOT NULL
+);
+-- CRLs read only the revoked certificates of one issuer.
+CREATE INDEX certificates_revoked ON certificates(issuer) WHERE status = 'revoked';
+-- Delegated OCSP responder certificates, one current per issuer.
+CREATE TABLE responders (
+    issuer TEXT NOT NULL REFERENCES issuers(id),
+    key_id TEXT NOT NULL REFERENCES keys(id),
+    cert_der BLOB NOT NULL,
+    not_after BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (issuer, key_id)
+);
