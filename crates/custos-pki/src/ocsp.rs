@@ -110,10 +110,10 @@ impl OcspRequest {
             return Err(bad("unexpected data after tbsRequest"));
         }
         let mut tbs = Reader::new(tbs);
-        if let Some(version) = tbs.read_optional(0xa0)? {
-            if version != [0x02, 0x01, 0x00] {
-                return Err(bad("only version 1 requests exist"));
-            }
+        if let Some(version) = tbs.read_optional(0xa0)?
+            && version != [0x02, 0x01, 0x00]
+        {
+            return Err(bad("only version 1 requests exist"));
         }
         tbs.read_optional(0xa1)?; // requestorName
         let list = tbs.read(0x30, "requestList must be a SEQUENCE")?;

@@ -68,7 +68,7 @@ async fn poll_forever(publisher: Arc<StatusPublisher>) {
             tracing::error!(error = %e, "applying revocations failed; retrying");
         }
         // Hourly: renew responder certificates that are close to expiry.
-        if ticks % (3600 * 5) == 0
+        if ticks.is_multiple_of(3600 * 5)
             && let Err(e) = publisher.reload_issuers().await
         {
             tracing::error!(error = %e, "renewing OCSP responders failed; retrying next hour");
