@@ -3,8 +3,9 @@
 //!
 //! Freshness comes from the revocation feed: [`StatusPublisher::poll`] (run
 //! every 200 ms by `serve`) reads revocations committed by any process since
-//! the last poll, drops and re-signs those serials' responses, and regenerates
-//! the affected CRLs. A revoke is therefore answered within one poll interval
+//! the last poll, drops and re-signs those serials' responses, and marks the
+//! affected CRLs for [`StatusPublisher::publish_crls`], which `serve` runs in
+//! its own loop so that signing a large CRL never holds OCSP back. A revoke is therefore answered within one poll interval
 //! plus one signature, across processes.
 //!
 //! Signing oracles are bounded: a response for a serial we never issued
@@ -118,6 +119,7 @@ pub struct StatusPublisher {
     fresh_budget: Mutex<Budget>,
     last_seq: AtomicI64,
     crls: RwLock<HashMap<String, Arc<Crl>>>,
+    dirty_crls: Mutex<HashSet<String>>,
 }
 
 impl StatusPublisher {
@@ -133,6 +135,7 @@ impl StatusPublisher {
             fresh_budget: Budget::new(FRESH_PER_SECOND),
             last_seq: AtomicI64::new(last_seq),
             crls: RwLock::new(HashMap::new()),
+            dirty_crls: Mutex::new(HashSet::new()),
         };
         publisher.reload_issuers().await?;
         let ids: Vec<String> = publisher
@@ -352,7 +355,6 @@ impl StatusPublisher {
         let from = self.last_seq.load(Ordering::Acquire);
         let events = self.ca.store.revocations_since(from, 100_000).await?;
         let Some(last) = events.last().map(|e| e.seq) else {
-            self.refresh_stale_crls().await?;
             return Ok(0);
         };
         let issuers = self.issuer_entries();
@@ -401,28 +403,41 @@ impl StatusPublisher {
             changed.insert(e.issuer.clone());
         }
         self.last_seq.store(last, Ordering::Release);
-        for issuer in changed {
-            self.regenerate_crl(&issuer).await?;
+        if let Ok(mut dirty) = self.dirty_crls.lock() {
+            dirty.extend(changed);
         }
         Ok(events.len())
     }
 
-    async fn refresh_stale_crls(&self) -> Result<()> {
+    /// Re-signs the CRLs that revocations touched since the last call, and
+    /// those past half their life. Runs apart from [`poll`](Self::poll) so that
+    /// a large CRL never delays OCSP; bursts of revocations coalesce into one
+    /// CRL per call. Returns how many CRLs were signed.
+    pub async fn publish_crls(&self) -> Result<usize> {
         let now = OffsetDateTime::now_utc();
-        let stale: Vec<String> = self
-            .crls
-            .read()
-            .map(|c| {
+        let mut due: HashSet<String> = self
+            .dirty_crls
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default();
+        if let Ok(c) = self.crls.read() {
+            due.extend(
                 c.values()
                     .filter(|c| now - c.this_update > CRL_REFRESH_AFTER)
-                    .map(|c| c.issuer.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        for id in stale {
-            self.regenerate_crl(&id).await?;
+                    .map(|c| c.issuer.clone()),
+            );
         }
-        Ok(())
+        let count = due.len();
+        for id in due {
+            if let Err(e) = self.regenerate_crl(&id).await {
+                // Try again on the next call rather than lose the change.
+                if let Ok(mut d) = self.dirty_crls.lock() {
+                    d.insert(id);
+                }
+                return Err(e);
+            }
+        }
+        Ok(count)
     }
 
     async fn regenerate_crl(&self, issuer: &str) -> Result<()> {

@@ -88,6 +88,10 @@ impl FromStr for Reason {
 
     /// Accepts the CLI names and RFC 5280's camelCase names.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // The stored names first, without allocating: CRLs parse one per entry.
+        if let Some(r) = Reason::ALL.into_iter().find(|r| r.as_str() == s) {
+            return Ok(r);
+        }
         let norm: String = s
             .chars()
             .filter(|c| *c != '-' && *c != '_')

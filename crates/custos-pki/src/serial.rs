@@ -48,6 +48,15 @@ impl FromStr for Serial {
     /// Accepts hex in any case, with or without colons, as openssl prints it
     /// (`serial=4A1F...` or `4a:1f:...`), and an optional `0x` prefix.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // Plain lowercase hex, as custos stores serials: no copies needed.
+        if s.len() % 2 == 0
+            && !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            && let Ok(bytes) = hex::decode(s)
+        {
+            return Serial::from_bytes(&bytes);
+        }
         let invalid = || PkiError::InvalidSerial(s.to_string());
         let t = s.trim();
         let t = t.strip_prefix("serial=").unwrap_or(t);

@@ -50,11 +50,24 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// revocation feed and renewing responders in the background.
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> std::io::Result<()> {
     let poller = tokio::spawn(poll_forever(state.publisher.clone()));
+    let crls = tokio::spawn(publish_crls_forever(state.publisher.clone()));
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await;
     poller.abort();
+    crls.abort();
     result
+}
+
+async fn publish_crls_forever(publisher: Arc<StatusPublisher>) {
+    let mut interval = tokio::time::interval(POLL_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if let Err(e) = publisher.publish_crls().await {
+            tracing::error!(error = %e, "signing a CRL failed; retrying");
+        }
+    }
 }
 
 async fn poll_forever(publisher: Arc<StatusPublisher>) {
