@@ -49,7 +49,7 @@ impl FromStr for Serial {
     /// (`serial=4A1F...` or `4a:1f:...`), and an optional `0x` prefix.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         // Plain lowercase hex, as custos stores serials: no copies needed.
-        if s.len() % 2 == 0
+        if s.len().is_multiple_of(2)
             && !s.is_empty()
             && s.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
