@@ -18,9 +18,7 @@ use custos_pki::Profile;
 const BATCH: usize = 4096;
 
 fn threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 /// The baseline: sign and verify a certificate-sized message on every core.
@@ -48,31 +46,16 @@ fn csrs(n: usize) -> Vec<Vec<u8>> {
     (0..n)
         .map(|_| {
             let key = rcgen::KeyPair::generate().expect("key");
-            rcgen::CertificateParams::new(vec![])
-                .expect("params")
-                .serialize_request(&key)
-                .expect("csr")
-                .der()
-                .to_vec()
+            rcgen::CertificateParams::new(vec![]).expect("params").serialize_request(&key).expect("csr").der().to_vec()
         })
         .collect()
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = rt.block_on(async {
-        let ca = Ca::init(
-            dir.path(),
-            &InitOptions::default(),
-            b"bench passphrase",
-            "bench",
-        )
-        .await
-        .expect("init");
+        let ca = Ca::init(dir.path(), &InitOptions::default(), b"bench passphrase", "bench").await.expect("init");
         ca.add_tenant("bench").await.expect("tenant");
         ca.add_connection(
             "bench",
@@ -101,27 +84,18 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("issuance");
     group.sample_size(10);
     group.throughput(Throughput::Elements(BATCH as u64));
-    group.bench_function("raw_p256_sign_verify", |b| {
-        b.iter(|| raw_sign_verify(black_box(BATCH)))
-    });
+    group.bench_function("raw_p256_sign_verify", |b| b.iter(|| raw_sign_verify(black_box(BATCH))));
     group.bench_function("csr_p256_sqlite", |b| {
         b.iter(|| {
-            let reqs: Vec<IssueRequest> = csrs
-                .iter()
-                .enumerate()
-                .map(|(i, der)| request(i, KeySource::Csr(der.clone())))
-                .collect();
-            rt.block_on(ca.issue_many(reqs, |batch| drop(black_box(batch))))
-                .expect("issue")
+            let reqs: Vec<IssueRequest> =
+                csrs.iter().enumerate().map(|(i, der)| request(i, KeySource::Csr(der.clone()))).collect();
+            rt.block_on(ca.issue_many(reqs, |batch| drop(black_box(batch)))).expect("issue")
         })
     });
     group.bench_function("server_key_p256_sqlite", |b| {
         b.iter(|| {
-            let reqs: Vec<IssueRequest> = (0..BATCH)
-                .map(|i| request(i, KeySource::Generate(None)))
-                .collect();
-            rt.block_on(ca.issue_many(reqs, |batch| drop(black_box(batch))))
-                .expect("issue")
+            let reqs: Vec<IssueRequest> = (0..BATCH).map(|i| request(i, KeySource::Generate(None))).collect();
+            rt.block_on(ca.issue_many(reqs, |batch| drop(black_box(batch)))).expect("issue")
         })
     });
     group.finish();

@@ -18,22 +18,14 @@ use custos_pki::{Profile, Reason, Serial};
 use custos_store::{CertificateRecord, Revocation};
 
 fn main() {
-    let max: usize = std::env::var("CUSTOS_BENCH_MAX")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let max: usize = std::env::var("CUSTOS_BENCH_MAX").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(run(max));
 }
 
 async fn run(max: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ca = Ca::init(dir.path(), &InitOptions::default(), b"bench", "bench")
-        .await
-        .expect("init");
+    let ca = Ca::init(dir.path(), &InitOptions::default(), b"bench", "bench").await.expect("init");
     ca.add_tenant("t").await.expect("tenant");
     let options = ConnectionOptions {
         profile: Profile::Client,
@@ -41,9 +33,7 @@ async fn run(max: usize) {
         key_algorithm: KeyAlgorithm::EcdsaP256,
         validity_days: None,
     };
-    ca.add_connection("t", "c", &options)
-        .await
-        .expect("connection");
+    ca.add_connection("t", "c", &options).await.expect("connection");
     let template = ca
         .issue(IssueRequest {
             tenant: "t".into(),
@@ -59,16 +49,11 @@ async fn run(max: usize) {
     let ca = Arc::new(ca);
     let store = ca.store().clone();
 
-    println!(
-        "| revoked | bulk revoke (per cert) | single revoke p50 | p99 | CRL sign | CRL size |"
-    );
+    println!("| revoked | bulk revoke (per cert) | single revoke p50 | p99 | CRL sign | CRL size |");
     println!("| --- | --- | --- | --- | --- | --- |");
     let mut population = 0usize;
     let mut next_serial: u64 = 1 << 60; // 16 hex digits, no leading zero: stored as parsed
-    for target in [1_000usize, 10_000, 100_000, 1_000_000]
-        .into_iter()
-        .filter(|t| *t <= max)
-    {
+    for target in [1_000usize, 10_000, 100_000, 1_000_000].into_iter().filter(|t| *t <= max) {
         // Grow the revoked population to `target` in batches.
         let started = Instant::now();
         let grow = target - population;
@@ -83,19 +68,10 @@ async fn run(max: usize) {
                 })
                 .collect();
             let serials: Vec<String> = batch.iter().map(|r| r.serial.clone()).collect();
-            store
-                .insert_certificates(&batch, &[])
-                .await
-                .expect("insert");
-            let revocation = Revocation {
-                revoked_at: 1_790_000_000,
-                reason: "superseded".into(),
-                invalidity_date: None,
-            };
-            store
-                .revoke(&serials, &revocation, &[])
-                .await
-                .expect("bulk revoke");
+            store.insert_certificates(&batch, &[]).await.expect("insert");
+            let revocation =
+                Revocation { revoked_at: 1_790_000_000, reason: "superseded".into(), invalidity_date: None };
+            store.revoke(&serials, &revocation, &[]).await.expect("bulk revoke");
             population += n;
         }
         let bulk = started.elapsed().as_secs_f64() / grow as f64;
@@ -106,15 +82,10 @@ async fn run(max: usize) {
             next_serial += 1;
             let mut r = template.clone();
             r.serial = format!("{next_serial:016x}");
-            store
-                .insert_certificates(std::slice::from_ref(&r), &[])
-                .await
-                .expect("insert");
+            store.insert_certificates(std::slice::from_ref(&r), &[]).await.expect("insert");
             let serial: Serial = r.serial.parse().expect("serial");
             let t = Instant::now();
-            ca.revoke(&serial, Reason::KeyCompromise, None)
-                .await
-                .expect("revoke");
+            ca.revoke(&serial, Reason::KeyCompromise, None).await.expect("revoke");
             latencies.push(t.elapsed());
             population += 1;
         }
@@ -125,7 +96,11 @@ async fn run(max: usize) {
         let t = Instant::now();
         let crl = ca.crl("issuing-1").await.expect("crl");
         let crl_time = t.elapsed();
-        eprintln!("  ({rows} rows read in {:.3} s of the CRL's {:.3} s)", read_time.as_secs_f64(), crl_time.as_secs_f64());
+        eprintln!(
+            "  ({rows} rows read in {:.3} s of the CRL's {:.3} s)",
+            read_time.as_secs_f64(),
+            crl_time.as_secs_f64()
+        );
         println!(
             "| {population} | {:.1} µs | {:.2} ms | {:.2} ms | {:.3} s | {:.1} MB |",
             bulk * 1e6,
@@ -146,17 +121,12 @@ async fn run(max: usize) {
         next_serial += 1;
         let mut r = template.clone();
         r.serial = format!("{next_serial:016x}");
-        store
-            .insert_certificates(std::slice::from_ref(&r), &[])
-            .await
-            .expect("insert");
+        store.insert_certificates(std::slice::from_ref(&r), &[]).await.expect("insert");
         let serial: Serial = r.serial.parse().expect("serial");
         let request = encode_request(&[hashes.cert_id(HashAlgorithm::Sha1, &serial)], None);
         let good = publisher.ocsp(&request).await;
         let t = Instant::now();
-        ca.revoke(&serial, Reason::KeyCompromise, None)
-            .await
-            .expect("revoke");
+        ca.revoke(&serial, Reason::KeyCompromise, None).await.expect("revoke");
         publisher.poll().await.expect("poll");
         let revoked = publisher.ocsp(&request).await;
         latencies.push(t.elapsed());

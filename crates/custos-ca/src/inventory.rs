@@ -2,10 +2,7 @@
 
 use custos_keys::KeyAlgorithm;
 use custos_pki::{Profile, Serial};
-use custos_store::{
-    CertificateFilter, CertificateRecord, ConnectionRecord, IssuerRecord, StatusFilter,
-    TenantRecord,
-};
+use custos_store::{CertificateFilter, CertificateRecord, ConnectionRecord, IssuerRecord, StatusFilter, TenantRecord};
 use serde::Serialize;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -104,20 +101,13 @@ pub struct IssuerView {
 
 /// Unix seconds as RFC 3339.
 pub fn rfc3339(t: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| t.to_string())
+    OffsetDateTime::from_unix_timestamp(t).ok().and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_else(|| t.to_string())
 }
 
 impl CertificateView {
     /// Renders a record as judged at `now`.
     pub fn new(c: &CertificateRecord, now: i64) -> CertificateView {
-        let status = if c.status == "valid" && c.not_after < now {
-            "expired".to_string()
-        } else {
-            c.status.clone()
-        };
+        let status = if c.status == "valid" && c.not_after < now { "expired".to_string() } else { c.status.clone() };
         CertificateView {
             serial: c.serial.clone(),
             tenant: c.tenant.clone(),
@@ -158,19 +148,9 @@ impl Ca {
     /// Adds a tenant.
     pub async fn add_tenant(&self, name: &str) -> Result<TenantRecord> {
         check_name("tenant", name)?;
-        let tenant = TenantRecord {
-            name: name.to_string(),
-            created_at: OffsetDateTime::now_utc().unix_timestamp(),
-        };
+        let tenant = TenantRecord { name: name.to_string(), created_at: OffsetDateTime::now_utc().unix_timestamp() };
         self.store
-            .add_tenant(
-                &tenant,
-                &self.audit(
-                    "tenant.add",
-                    format!("tenant:{name}"),
-                    json!({"tenant": name}),
-                ),
-            )
+            .add_tenant(&tenant, &self.audit("tenant.add", format!("tenant:{name}"), json!({"tenant": name})))
             .await?;
         Ok(tenant)
     }
@@ -189,10 +169,7 @@ impl Ca {
     ) -> Result<ConnectionRecord> {
         check_name("connection", name)?;
         if options.profile.is_ca() {
-            return Err(CaError::Policy(format!(
-                "a connection cannot use the {} profile",
-                options.profile
-            )));
+            return Err(CaError::Policy(format!("a connection cannot use the {} profile", options.profile)));
         }
         for p in &options.allowed_sans {
             check_san_pattern(p)?;
@@ -224,15 +201,10 @@ impl Ca {
             json!({"tenant": tenant, "connection": name, "profile": record.profile,
                    "allowed_sans": record.allowed_sans, "key_algorithm": record.key_algorithm}),
         );
-        self.store
-            .add_connection(&record, &audit)
-            .await
-            .map_err(|e| match e {
-                custos_store::StoreError::NotFound { .. } => {
-                    CaError::UnknownTenant(tenant.to_string())
-                }
-                other => other.into(),
-            })?;
+        self.store.add_connection(&record, &audit).await.map_err(|e| match e {
+            custos_store::StoreError::NotFound { .. } => CaError::UnknownTenant(tenant.to_string()),
+            other => other.into(),
+        })?;
         Ok(record)
     }
 
@@ -275,10 +247,7 @@ impl Ca {
 
     /// One certificate by serial.
     pub async fn certificate(&self, serial: &Serial) -> Result<CertificateRecord> {
-        self.store
-            .certificate(&serial.to_hex())
-            .await?
-            .ok_or_else(|| CaError::UnknownCertificate(serial.to_hex()))
+        self.store.certificate(&serial.to_hex()).await?.ok_or_else(|| CaError::UnknownCertificate(serial.to_hex()))
     }
 
     /// Every issuer, oldest first.
@@ -288,9 +257,6 @@ impl Ca {
 
     /// One issuer by id.
     pub async fn issuer(&self, id: &str) -> Result<IssuerRecord> {
-        self.store
-            .issuer(id)
-            .await?
-            .ok_or_else(|| CaError::UnknownIssuer(id.to_string()))
+        self.store.issuer(id).await?.ok_or_else(|| CaError::UnknownIssuer(id.to_string()))
     }
 }

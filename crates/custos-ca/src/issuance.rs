@@ -12,9 +12,7 @@ use std::sync::Arc;
 
 use custos_keys::KeyAlgorithm;
 use custos_keys::leaf::LeafKey;
-use custos_pki::{
-    CaIssuer, CertificateRequest, CertificateSpec, CertificateTemplate, IssuerUrls, Profile, Serial,
-};
+use custos_pki::{CaIssuer, CertificateRequest, CertificateSpec, CertificateTemplate, IssuerUrls, Profile, Serial};
 use custos_store::{AuditRecord, CertificateRecord, ConnectionRecord, IssuerRecord};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -89,10 +87,8 @@ impl Ca {
     /// Issues one certificate to a connection.
     pub async fn issue(&self, request: IssueRequest) -> Result<Issued> {
         let mut out = Vec::with_capacity(1);
-        self.issue_many(vec![request], |batch| out.extend(batch))
-            .await?;
-        out.pop()
-            .ok_or_else(|| CaError::Inconsistent("issuance returned nothing".into()))
+        self.issue_many(vec![request], |batch| out.extend(batch)).await?;
+        out.pop().ok_or_else(|| CaError::Inconsistent("issuance returned nothing".into()))
     }
 
     /// Issues many certificates; `on_batch` receives each committed batch.
@@ -112,10 +108,8 @@ impl Ca {
             if connections.contains_key(&key) {
                 continue;
             }
-            let found = self
-                .find_connection(&r.tenant, &r.connection)
-                .await
-                .map_err(|e| at_line(requests.len(), i, e))?;
+            let found =
+                self.find_connection(&r.tenant, &r.connection).await.map_err(|e| at_line(requests.len(), i, e))?;
             connections.insert(key, found);
         }
 
@@ -137,11 +131,7 @@ impl Ca {
             ok.push(p.map_err(|e| at_line(total, i, e))?);
         }
 
-        tracing::debug!(
-            requests = total,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "planned"
-        );
+        tracing::debug!(requests = total, elapsed_ms = started.elapsed().as_millis() as u64, "planned");
         let mut batches = chunk(ok, BATCH).into_iter();
         let sign = |batch: Vec<Planned>| {
             let active = active.clone();
@@ -150,17 +140,12 @@ impl Ca {
         let mut signing = batches.next().map(sign);
         let mut issued_count = 0;
         while let Some(task) = signing.take() {
-            let signed = task
-                .await
-                .map_err(|e| CaError::Inconsistent(format!("signing task failed: {e}")))?;
+            let signed = task.await.map_err(|e| CaError::Inconsistent(format!("signing task failed: {e}")))?;
             signing = batches.next().map(sign);
             let signed: Vec<Issued> = signed.into_iter().collect::<Result<_>>()?;
             let commit_started = std::time::Instant::now();
             let records: Vec<CertificateRecord> = signed.iter().map(|s| s.record.clone()).collect();
-            let audit: Vec<AuditRecord> = signed
-                .iter()
-                .map(|s| self.issue_audit(&s.record, &active.record))
-                .collect();
+            let audit: Vec<AuditRecord> = signed.iter().map(|s| self.issue_audit(&s.record, &active.record)).collect();
             self.store.insert_certificates(&records, &audit).await?;
             tracing::debug!(
                 certificates = signed.len(),
@@ -181,19 +166,12 @@ impl Ca {
         if self.store.tenant(tenant).await?.is_none() {
             return Err(CaError::UnknownTenant(tenant.to_string()));
         }
-        Err(CaError::UnknownConnection {
-            tenant: tenant.to_string(),
-            connection: connection.to_string(),
-        })
+        Err(CaError::UnknownConnection { tenant: tenant.to_string(), connection: connection.to_string() })
     }
 
     /// The active issuing CA, unsealed once per process.
     pub(crate) async fn active_issuer(&self) -> Result<Arc<ActiveIssuer>> {
-        if let Some(a) = self
-            .active
-            .lock()
-            .map_err(|_| CaError::Inconsistent("issuer cache poisoned".into()))?
-            .as_ref()
+        if let Some(a) = self.active.lock().map_err(|_| CaError::Inconsistent("issuer cache poisoned".into()))?.as_ref()
         {
             return Ok(a.clone());
         }
@@ -207,9 +185,10 @@ impl Ca {
         let mut chain = vec![record.cert_der.clone()];
         let mut parent = record.parent.clone();
         while let Some(id) = parent {
-            let p = issuers.iter().find(|i| i.id == id).ok_or_else(|| {
-                CaError::Inconsistent(format!("issuer {} names missing parent {id}", record.id))
-            })?;
+            let p = issuers
+                .iter()
+                .find(|i| i.id == id)
+                .ok_or_else(|| CaError::Inconsistent(format!("issuer {} names missing parent {id}", record.id)))?;
             chain.push(p.cert_der.clone());
             parent = p.parent.clone();
             if chain.len() > 8 {
@@ -217,17 +196,8 @@ impl Ca {
             }
         }
         let issuer = self.ca_issuer(&record).await?;
-        let active = Arc::new(ActiveIssuer {
-            urls: self.urls_for(&record.id),
-            record,
-            issuer,
-            chain: Arc::new(chain),
-        });
-        *self
-            .active
-            .lock()
-            .map_err(|_| CaError::Inconsistent("issuer cache poisoned".into()))? =
-            Some(active.clone());
+        let active = Arc::new(ActiveIssuer { urls: self.urls_for(&record.id), record, issuer, chain: Arc::new(chain) });
+        *self.active.lock().map_err(|_| CaError::Inconsistent("issuer cache poisoned".into()))? = Some(active.clone());
         Ok(active)
     }
 
@@ -246,31 +216,17 @@ impl Ca {
 
 /// Wraps an error with its line number when the request came from a file.
 fn at_line(total: usize, index: usize, e: CaError) -> CaError {
-    if total == 1 {
-        e
-    } else {
-        CaError::BulkLine {
-            line: index + 1,
-            source: Box::new(e),
-        }
-    }
+    if total == 1 { e } else { CaError::BulkLine { line: index + 1, source: Box::new(e) } }
 }
 
 /// Checks one request against its connection's policy and the profile.
-fn plan(
-    r: &IssueRequest,
-    conn: &ConnectionRecord,
-    active: &ActiveIssuer,
-    now: OffsetDateTime,
-) -> Result<Planned> {
+fn plan(r: &IssueRequest, conn: &ConnectionRecord, active: &ActiveIssuer, now: OffsetDateTime) -> Result<Planned> {
     let profile = match r.profile {
         Some(p) => p,
         None => conn.profile.parse()?,
     };
     if profile.is_ca() {
-        return Err(CaError::Policy(format!(
-            "profile {profile} cannot be issued to a connection"
-        )));
+        return Err(CaError::Policy(format!("profile {profile} cannot be issued to a connection")));
     }
     let mut sans: Vec<String> = Vec::new();
     for s in &r.sans {
@@ -286,11 +242,7 @@ fn plan(
     }
     for s in &sans {
         if !san_allowed(s, &conn.allowed_sans) {
-            let allowed = if conn.allowed_sans.is_empty() {
-                "none".to_string()
-            } else {
-                conn.allowed_sans.join(", ")
-            };
+            let allowed = if conn.allowed_sans.is_empty() { "none".to_string() } else { conn.allowed_sans.join(", ") };
             return Err(CaError::Policy(format!(
                 "SAN {s:?} is not allowed for connection {}/{} (allowed: {allowed}; add patterns with `custos connection add ... --allow-san`)",
                 conn.tenant, conn.name
@@ -298,9 +250,7 @@ fn plan(
         }
     }
     if profile == Profile::Server && sans.is_empty() {
-        return Err(CaError::Policy(
-            "a server certificate needs at least one SAN (--san)".into(),
-        ));
+        return Err(CaError::Policy("a server certificate needs at least one SAN (--san)".into()));
     }
     let max = i64::from(profile.max_validity_days()) * 86_400;
     let validity = match (r.validity_secs, conn.validity_days) {
@@ -351,12 +301,7 @@ fn plan(
     };
     // Build the template now so a bad request fails in this pass, not mid-way.
     CertificateTemplate::new(spec.clone())?;
-    Ok(Planned {
-        spec,
-        tenant: conn.tenant.clone(),
-        connection: conn.name.clone(),
-        key,
-    })
+    Ok(Planned { spec, tenant: conn.tenant.clone(), connection: conn.name.clone(), key })
 }
 
 /// Signs one planned certificate.
@@ -409,24 +354,16 @@ fn chunk<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
 }
 
 fn threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 /// Maps `f` over `items` on every core, keeping order.
 fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let per = items.len().div_ceil(threads()).max(1);
     std::thread::scope(|s| {
-        let handles: Vec<_> = items
-            .chunks(per)
-            .map(|c| s.spawn(|| c.iter().map(&f).collect::<Vec<R>>()))
-            .collect();
+        let handles: Vec<_> = items.chunks(per).map(|c| s.spawn(|| c.iter().map(&f).collect::<Vec<R>>())).collect();
         // A panic in `f` is a bug, not input: let it surface.
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
     })
 }
 
@@ -435,13 +372,8 @@ fn par_map_owned<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> 
     let per = items.len().div_ceil(threads()).max(1);
     let parts = chunk(items, per);
     std::thread::scope(|s| {
-        let handles: Vec<_> = parts
-            .into_iter()
-            .map(|c| s.spawn(|| c.into_iter().map(&f).collect::<Vec<R>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
+        let handles: Vec<_> =
+            parts.into_iter().map(|c| s.spawn(|| c.into_iter().map(&f).collect::<Vec<R>>())).collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
     })
 }

@@ -23,9 +23,7 @@ use custos_store::{AuditRecord, Genesis, KeyRecord, SqlStore, Store};
 use serde_json::json;
 use time::OffsetDateTime;
 
-pub use custos_store::{
-    CertificateRecord, ConnectionRecord, IssuerRecord, StatusFilter, TenantRecord,
-};
+pub use custos_store::{CertificateRecord, ConnectionRecord, IssuerRecord, StatusFilter, TenantRecord};
 pub use error::CaError;
 pub use inventory::{CertificateView, ConnectionOptions, IssuerView, ListFilter, rfc3339};
 pub use issuance::{IssueRequest, Issued, KeySource};
@@ -78,20 +76,13 @@ pub struct Ca {
 impl Ca {
     /// Creates a new custos in `dir`: the database, the sealed key store, a
     /// root CA and an issuing CA, all committed in one transaction.
-    pub async fn init(
-        dir: &Path,
-        options: &InitOptions,
-        passphrase: &[u8],
-        actor: &str,
-    ) -> Result<Ca> {
+    pub async fn init(dir: &Path, options: &InitOptions, passphrase: &[u8], actor: &str) -> Result<Ca> {
         let base_url = normalize_base_url(&options.base_url)?;
         let db = dir.join(DATABASE_FILE);
         if db.exists() {
             let store = SqlStore::open_sqlite(&db).await?;
             if store.meta("initialized").await?.is_some() {
-                return Err(CaError::AlreadyInitialized {
-                    dir: dir.to_path_buf(),
-                });
+                return Err(CaError::AlreadyInitialized { dir: dir.to_path_buf() });
             }
             store.close().await;
         }
@@ -103,11 +94,7 @@ impl Ca {
             meta: vec![
                 (META_BASE_URL.into(), base_url.clone()),
                 (META_KEY_STORE.into(), keys.backend().into()),
-                (
-                    META_SEAL.into(),
-                    serde_json::to_string(&seal)
-                        .map_err(|e| CaError::Inconsistent(e.to_string()))?,
-                ),
+                (META_SEAL.into(), serde_json::to_string(&seal).map_err(|e| CaError::Inconsistent(e.to_string()))?),
             ],
             ..Genesis::default()
         };
@@ -132,8 +119,7 @@ impl Ca {
             organization: Some(org.clone()),
             sans: vec![],
             not_before: now - time::Duration::minutes(1),
-            not_after: now
-                + time::Duration::days(i64::from(Profile::RootCa.default_validity_days())),
+            not_after: now + time::Duration::days(i64::from(Profile::RootCa.default_validity_days())),
             urls: None,
         })?;
         let (root_cert, root_issuer) = root_template.self_sign(root_key.signer.clone())?;
@@ -147,20 +133,13 @@ impl Ca {
             organization: Some(org.clone()),
             sans: vec![],
             not_before: now - time::Duration::minutes(1),
-            not_after: now
-                + time::Duration::days(i64::from(Profile::IssuingCa.default_validity_days())),
+            not_after: now + time::Duration::days(i64::from(Profile::IssuingCa.default_validity_days())),
             urls: Some(issuer_urls(&base_url, &root_id)),
         })?;
-        let issuing_cert = issuing_template.sign(
-            issuing_key.signer.public_key(),
-            issuing_key.signer.algorithm(),
-            &root_issuer,
-        )?;
+        let issuing_cert =
+            issuing_template.sign(issuing_key.signer.public_key(), issuing_key.signer.algorithm(), &root_issuer)?;
 
-        for (id, key, label) in [
-            (&root_key_id, &root_key, &root_id),
-            (&issuing_key_id, &issuing_key, &issuing_id),
-        ] {
+        for (id, key, label) in [(&root_key_id, &root_key, &root_id), (&issuing_key_id, &issuing_key, &issuing_id)] {
             genesis.keys.push(KeyRecord {
                 id: id.clone(),
                 backend: key.reference.backend.clone(),
@@ -180,15 +159,7 @@ impl Ca {
         let root_name = format!("{org} Root CA 1");
         let issuing_name = format!("{org} Issuing CA 1");
         for (id, name, role, parent, cert, key_id, signer_key) in [
-            (
-                &root_id,
-                &root_name,
-                "root",
-                None,
-                &root_cert,
-                &root_key_id,
-                &root_key_id,
-            ),
+            (&root_id, &root_name, "root", None, &root_cert, &root_key_id, &root_key_id),
             (
                 &issuing_id,
                 &issuing_name,
@@ -221,9 +192,7 @@ impl Ca {
             ));
         }
         store.initialize(genesis).await.map_err(|e| match e {
-            custos_store::StoreError::AlreadyInitialized => CaError::AlreadyInitialized {
-                dir: dir.to_path_buf(),
-            },
+            custos_store::StoreError::AlreadyInitialized => CaError::AlreadyInitialized { dir: dir.to_path_buf() },
             other => other.into(),
         })?;
         let keys: Arc<dyn KeyStore> = Arc::new(keys);
@@ -241,20 +210,14 @@ impl Ca {
     pub async fn open(dir: &Path, actor: &str) -> Result<Ca> {
         let db = dir.join(DATABASE_FILE);
         if !db.exists() {
-            return Err(CaError::NotInitialized {
-                dir: dir.to_path_buf(),
-            });
+            return Err(CaError::NotInitialized { dir: dir.to_path_buf() });
         }
         let store = SqlStore::open_sqlite(&db).await?;
         if store.meta("initialized").await?.is_none() {
-            return Err(CaError::NotInitialized {
-                dir: dir.to_path_buf(),
-            });
+            return Err(CaError::NotInitialized { dir: dir.to_path_buf() });
         }
-        let base_url = store
-            .meta(META_BASE_URL)
-            .await?
-            .ok_or_else(|| CaError::Inconsistent("no base URL recorded".into()))?;
+        let base_url =
+            store.meta(META_BASE_URL).await?.ok_or_else(|| CaError::Inconsistent("no base URL recorded".into()))?;
         Ok(Ca {
             dir: dir.to_path_buf(),
             store: Arc::new(store),
@@ -269,17 +232,15 @@ impl Ca {
     pub async fn unseal(&mut self, passphrase: &[u8]) -> Result<()> {
         let backend = self.store.meta(META_KEY_STORE).await?.unwrap_or_default();
         if backend != custos_keys::soft::BACKEND {
-            return Err(CaError::Inconsistent(format!(
-                "unsupported key store backend {backend:?}"
-            )));
+            return Err(CaError::Inconsistent(format!("unsupported key store backend {backend:?}")));
         }
         let seal = self
             .store
             .meta(META_SEAL)
             .await?
             .ok_or_else(|| CaError::Inconsistent("no seal parameters recorded".into()))?;
-        let params: SealParams = serde_json::from_str(&seal)
-            .map_err(|e| CaError::Inconsistent(format!("seal parameters: {e}")))?;
+        let params: SealParams =
+            serde_json::from_str(&seal).map_err(|e| CaError::Inconsistent(format!("seal parameters: {e}")))?;
         self.keys = Some(Arc::new(SoftKeyStore::open(passphrase, &params)?));
         Ok(())
     }
@@ -300,9 +261,9 @@ impl Ca {
     }
 
     fn key_store(&self) -> Result<&Arc<dyn KeyStore>> {
-        self.keys.as_ref().ok_or_else(|| {
-            CaError::Inconsistent("the key store is sealed; unseal it before signing".into())
-        })
+        self.keys
+            .as_ref()
+            .ok_or_else(|| CaError::Inconsistent("the key store is sealed; unseal it before signing".into()))
     }
 
     /// Loads the signer of a stored key.
@@ -313,20 +274,12 @@ impl Ca {
             .await?
             .ok_or_else(|| CaError::Inconsistent(format!("key {key_id} is not recorded")))?;
         if record.status != "active" {
-            return Err(CaError::Policy(format!(
-                "key {key_id} is {}, not active",
-                record.status
-            )));
+            return Err(CaError::Policy(format!("key {key_id} is {}, not active", record.status)));
         }
-        let reference = custos_keys::KeyReference {
-            backend: record.backend,
-            data: record.reference,
-        };
+        let reference = custos_keys::KeyReference { backend: record.backend, data: record.reference };
         let signer = self.key_store()?.load(&reference)?;
         if signer.public_key().spki_der() != record.public_key {
-            return Err(CaError::Inconsistent(format!(
-                "key {key_id} does not match its recorded public key"
-            )));
+            return Err(CaError::Inconsistent(format!("key {key_id} does not match its recorded public key")));
         }
         Ok(signer)
     }
@@ -367,28 +320,15 @@ fn normalize_base_url(url: &str) -> Result<String> {
     let rest = trimmed
         .strip_prefix("http://")
         .or_else(|| trimmed.strip_prefix("https://"))
-        .ok_or_else(|| {
-            CaError::Policy(format!(
-                "base URL {url:?} must start with http:// or https://"
-            ))
-        })?;
-    if rest.is_empty()
-        || !rest.is_ascii()
-        || rest.contains(char::is_whitespace)
-        || rest.contains(['?', '#'])
-    {
-        return Err(CaError::Policy(format!(
-            "base URL {url:?} is not a plain http(s) URL"
-        )));
+        .ok_or_else(|| CaError::Policy(format!("base URL {url:?} must start with http:// or https://")))?;
+    if rest.is_empty() || !rest.is_ascii() || rest.contains(char::is_whitespace) || rest.contains(['?', '#']) {
+        return Err(CaError::Policy(format!("base URL {url:?} is not a plain http(s) URL")));
     }
     Ok(trimmed.to_string())
 }
 
 fn create_private_dir(dir: &Path) -> Result<()> {
-    let io = |source| CaError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
+    let io = |source| CaError::Io { path: dir.to_path_buf(), source };
     std::fs::create_dir_all(dir).map_err(io)?;
     #[cfg(unix)]
     {
@@ -404,17 +344,8 @@ mod tests {
 
     #[test]
     fn base_urls_are_checked() {
-        assert_eq!(
-            normalize_base_url("https://pki.example/").expect("ok"),
-            "https://pki.example"
-        );
-        for bad in [
-            "ftp://x",
-            "http://",
-            "pki.example",
-            "http://a b",
-            "http://x?y",
-        ] {
+        assert_eq!(normalize_base_url("https://pki.example/").expect("ok"), "https://pki.example");
+        for bad in ["ftp://x", "http://", "pki.example", "http://a b", "http://x?y"] {
             assert!(normalize_base_url(bad).is_err(), "{bad}");
         }
     }

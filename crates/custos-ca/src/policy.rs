@@ -6,21 +6,9 @@ use crate::CaError;
 pub fn check_name(kind: &'static str, name: &str) -> Result<(), CaError> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && name.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(CaError::InvalidName {
-            kind,
-            name: name.to_string(),
-        })
-    }
+        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'));
+    if ok { Ok(()) } else { Err(CaError::InvalidName { kind, name: name.to_string() }) }
 }
 
 /// Checks a SAN allow-list pattern: a DNS name, `*.` and a DNS name, an IP address or a URI.
@@ -28,8 +16,7 @@ pub fn check_san_pattern(pattern: &str) -> Result<(), CaError> {
     if pattern.parse::<std::net::IpAddr>().is_ok() || pattern.contains("://") {
         return Ok(());
     }
-    custos_pki::issue::check_dns_name(pattern)
-        .map_err(|e| CaError::Policy(format!("allowed SAN pattern: {e}")))
+    custos_pki::issue::check_dns_name(pattern).map_err(|e| CaError::Policy(format!("allowed SAN pattern: {e}")))
 }
 
 /// Whether `san` is allowed by one of `patterns`.
@@ -54,11 +41,7 @@ pub fn san_allowed(san: &str, patterns: &[String]) -> bool {
 /// Parses a lifetime such as `90d`, `12h` or `90` (days) into seconds.
 pub fn parse_duration(text: &str) -> Result<i64, CaError> {
     let t = text.trim();
-    let bad = || {
-        CaError::Policy(format!(
-            "invalid duration {text:?}: use e.g. 30d, 12h or 90"
-        ))
-    };
+    let bad = || CaError::Policy(format!("invalid duration {text:?}: use e.g. 30d, 12h or 90"));
     let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         Some((i, _)) => t.split_at(i),
         None => (t, "d"),

@@ -22,8 +22,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use custos_pki::ocsp::{
-    CertId, CertStatus, HashAlgorithm, IssuerHashes, OcspRequest, OcspRequestError, Responder,
-    ResponseStatus, SingleResponse, error_response, sign_response,
+    CertId, CertStatus, HashAlgorithm, IssuerHashes, OcspRequest, OcspRequestError, Responder, ResponseStatus,
+    SingleResponse, error_response, sign_response,
 };
 use custos_pki::{Reason, Serial};
 use time::OffsetDateTime;
@@ -55,10 +55,7 @@ pub struct OcspAnswer {
 
 impl OcspAnswer {
     fn error(status: ResponseStatus) -> OcspAnswer {
-        OcspAnswer {
-            der: Arc::new(error_response(status)),
-            validity: None,
-        }
+        OcspAnswer { der: Arc::new(error_response(status)), validity: None }
     }
 }
 
@@ -86,11 +83,7 @@ struct Budget {
 
 impl Budget {
     fn new(rate: f64) -> Mutex<Budget> {
-        Mutex::new(Budget {
-            tokens: rate,
-            rate,
-            last: Instant::now(),
-        })
+        Mutex::new(Budget { tokens: rate, rate, last: Instant::now() })
     }
 }
 
@@ -138,11 +131,7 @@ impl StatusPublisher {
             dirty_crls: Mutex::new(HashSet::new()),
         };
         publisher.reload_issuers().await?;
-        let ids: Vec<String> = publisher
-            .issuer_entries()
-            .iter()
-            .map(|i| i.id.clone())
-            .collect();
+        let ids: Vec<String> = publisher.issuer_entries().iter().map(|i| i.id.clone()).collect();
         for id in ids {
             publisher.regenerate_crl(&id).await?;
         }
@@ -159,10 +148,7 @@ impl StatusPublisher {
         let mut entries = Vec::new();
         for r in records.iter().filter(|r| r.status == "active") {
             let mut children = HashSet::new();
-            for child in records
-                .iter()
-                .filter(|c| c.parent.as_deref() == Some(&r.id))
-            {
+            for child in records.iter().filter(|c| c.parent.as_deref() == Some(&r.id)) {
                 children.insert(custos_pki::inspect::certificate_facts(&child.cert_der)?.serial);
             }
             entries.push(Arc::new(IssuerEntry {
@@ -194,10 +180,7 @@ impl StatusPublisher {
         let issuers = self.issuer_entries();
         let mut issuer: Option<Arc<IssuerEntry>> = None;
         for id in &req.certs {
-            let found = issuers
-                .iter()
-                .find(|i| i.hashes.matches(id))
-                .ok_or(ResponseStatus::Unauthorized)?;
+            let found = issuers.iter().find(|i| i.hashes.matches(id)).ok_or(ResponseStatus::Unauthorized)?;
             // One response has one signer, authorized for one issuer.
             if issuer.as_ref().is_some_and(|i| i.id != found.id) {
                 return Err(ResponseStatus::Unauthorized);
@@ -214,10 +197,7 @@ impl StatusPublisher {
         }
         let mut statuses = Vec::with_capacity(req.certs.len());
         for id in &req.certs {
-            let status = self
-                .status(&issuer, &id.serial)
-                .await
-                .map_err(|_| ResponseStatus::InternalError)?;
+            let status = self.status(&issuer, &id.serial).await.map_err(|_| ResponseStatus::InternalError)?;
             if status == CertStatus::Unknown && !take(&self.unknown_budget) {
                 return Err(ResponseStatus::TryLater);
             }
@@ -244,18 +224,13 @@ impl StatusPublisher {
         nonce: Option<&[u8]>,
         now: OffsetDateTime,
     ) -> std::result::Result<OcspAnswer, ResponseStatus> {
-        let responder = Responder {
-            signer: issuer.responder.signer.as_ref(),
-            certificate_der: &issuer.responder.certificate_der,
-        };
+        let responder =
+            Responder { signer: issuer.responder.signer.as_ref(), certificate_der: &issuer.responder.certificate_der };
         let der = sign_response(&responder, singles, nonce, now).map_err(|e| {
             tracing::error!(error = %e, issuer = %issuer.id, "signing an OCSP response failed");
             ResponseStatus::InternalError
         })?;
-        Ok(OcspAnswer {
-            der: Arc::new(der),
-            validity: Some((now, now + RESPONSE_LIFETIME)),
-        })
+        Ok(OcspAnswer { der: Arc::new(der), validity: Some((now, now + RESPONSE_LIFETIME)) })
     }
 
     /// The cached response for one CertID, signed (and cached) if missing or old.
@@ -268,20 +243,13 @@ impl StatusPublisher {
         if let Some(hit) = self.lookup(id, now) {
             return Ok(hit);
         }
-        let status = self
-            .status(issuer, &id.serial)
-            .await
-            .map_err(|_| ResponseStatus::InternalError)?;
+        let status = self.status(issuer, &id.serial).await.map_err(|_| ResponseStatus::InternalError)?;
         let known = status != CertStatus::Unknown;
         if !known && !take(&self.unknown_budget) {
             return Err(ResponseStatus::TryLater);
         }
-        let single = SingleResponse {
-            cert_id: &id.der,
-            status,
-            this_update: now,
-            next_update: now + RESPONSE_LIFETIME,
-        };
+        let single =
+            SingleResponse { cert_id: &id.der, status, this_update: now, next_update: now + RESPONSE_LIFETIME };
         let answer = self.sign(issuer, &[single], None, now)?;
         self.store_cached(id, answer.clone(), now, known);
         Ok(answer)
@@ -289,20 +257,11 @@ impl StatusPublisher {
 
     fn lookup(&self, id: &CertId, now: OffsetDateTime) -> Option<OcspAnswer> {
         let cache = self.cache.read().ok()?;
-        let hit = cache
-            .get(&id.serial)?
-            .iter()
-            .find(|c| c.cert_id == id.der)?;
+        let hit = cache.get(&id.serial)?.iter().find(|c| c.cert_id == id.der)?;
         (now - hit.this_update < RESPONSE_REFRESH_AFTER).then(|| hit.answer.clone())
     }
 
-    fn store_cached(
-        &self,
-        id: &CertId,
-        answer: OcspAnswer,
-        this_update: OffsetDateTime,
-        known: bool,
-    ) {
+    fn store_cached(&self, id: &CertId, answer: OcspAnswer, this_update: OffsetDateTime, known: bool) {
         let Ok(mut cache) = self.cache.write() else {
             return;
         };
@@ -316,12 +275,7 @@ impl StatusPublisher {
         }
         let entries = cache.entry(id.serial.clone()).or_default();
         entries.retain(|c| c.cert_id != id.der);
-        entries.push(Arc::new(Cached {
-            cert_id: id.der.clone(),
-            answer,
-            this_update,
-            known,
-        }));
+        entries.push(Arc::new(Cached { cert_id: id.der.clone(), answer, this_update, known }));
     }
 
     async fn status(&self, issuer: &IssuerEntry, serial: &Serial) -> Result<CertStatus> {
@@ -337,11 +291,7 @@ impl StatusPublisher {
         if record.status != "revoked" {
             return Ok(CertStatus::Good);
         }
-        let reason: Option<Reason> = record
-            .revocation_reason
-            .as_deref()
-            .map(str::parse)
-            .transpose()?;
+        let reason: Option<Reason> = record.revocation_reason.as_deref().map(str::parse).transpose()?;
         Ok(CertStatus::Revoked {
             time: from_unix(record.revoked_at.unwrap_or(0))?,
             reason: reason.filter(|r| *r != Reason::Unspecified),
@@ -363,16 +313,8 @@ impl StatusPublisher {
         for e in &events {
             let serial: Serial = e.serial.parse()?;
             let cached_ids: Vec<Vec<u8>> = {
-                let mut cache = self
-                    .cache
-                    .write()
-                    .map_err(|_| CaError::Inconsistent("OCSP cache poisoned".into()))?;
-                cache
-                    .remove(&serial)
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|c| c.cert_id.clone())
-                    .collect()
+                let mut cache = self.cache.write().map_err(|_| CaError::Inconsistent("OCSP cache poisoned".into()))?;
+                cache.remove(&serial).unwrap_or_default().iter().map(|c| c.cert_id.clone()).collect()
             };
             if let Some(issuer) = issuers.iter().find(|i| i.id == e.issuer) {
                 // Re-sign what clients were being served, and the SHA-1 CertID
@@ -380,15 +322,10 @@ impl StatusPublisher {
                 let mut ids: Vec<CertId> = cached_ids
                     .iter()
                     .filter_map(|der| {
-                        [
-                            HashAlgorithm::Sha1,
-                            HashAlgorithm::Sha256,
-                            HashAlgorithm::Sha384,
-                            HashAlgorithm::Sha512,
-                        ]
-                        .into_iter()
-                        .map(|h| issuer.hashes.cert_id(h, &serial))
-                        .find(|c| c.der == *der)
+                        [HashAlgorithm::Sha1, HashAlgorithm::Sha256, HashAlgorithm::Sha384, HashAlgorithm::Sha512]
+                            .into_iter()
+                            .map(|h| issuer.hashes.cert_id(h, &serial))
+                            .find(|c| c.der == *der)
                     })
                     .collect();
                 if ids.is_empty() {
@@ -415,17 +352,9 @@ impl StatusPublisher {
     /// CRL per call. Returns how many CRLs were signed.
     pub async fn publish_crls(&self) -> Result<usize> {
         let now = OffsetDateTime::now_utc();
-        let mut due: HashSet<String> = self
-            .dirty_crls
-            .lock()
-            .map(|mut d| std::mem::take(&mut *d))
-            .unwrap_or_default();
+        let mut due: HashSet<String> = self.dirty_crls.lock().map(|mut d| std::mem::take(&mut *d)).unwrap_or_default();
         if let Ok(c) = self.crls.read() {
-            due.extend(
-                c.values()
-                    .filter(|c| now - c.this_update > CRL_REFRESH_AFTER)
-                    .map(|c| c.issuer.clone()),
-            );
+            due.extend(c.values().filter(|c| now - c.this_update > CRL_REFRESH_AFTER).map(|c| c.issuer.clone()));
         }
         let count = due.len();
         for id in due {
@@ -442,12 +371,7 @@ impl StatusPublisher {
 
     async fn regenerate_crl(&self, issuer: &str) -> Result<()> {
         let crl = Arc::new(self.ca.crl(issuer).await?);
-        tracing::debug!(
-            issuer,
-            entries = crl.entries,
-            number = crl.number,
-            "CRL signed"
-        );
+        tracing::debug!(issuer, entries = crl.entries, number = crl.number, "CRL signed");
         if let Ok(mut w) = self.crls.write() {
             w.insert(issuer.to_string(), crl);
         }

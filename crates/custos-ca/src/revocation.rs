@@ -61,8 +61,7 @@ impl Ca {
                 record.revocation_reason.as_deref().unwrap_or("unspecified")
             )));
         }
-        self.revoke_records(std::slice::from_ref(&record), reason, invalidity_date)
-            .await?;
+        self.revoke_records(std::slice::from_ref(&record), reason, invalidity_date).await?;
         self.certificate(serial).await
     }
 
@@ -78,10 +77,7 @@ impl Ca {
             if self.store.tenant(tenant).await?.is_none() {
                 return Err(CaError::UnknownTenant(tenant.to_string()));
             }
-            return Err(CaError::UnknownConnection {
-                tenant: tenant.into(),
-                connection: connection.into(),
-            });
+            return Err(CaError::UnknownConnection { tenant: tenant.into(), connection: connection.into() });
         }
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let records: Vec<CertificateRecord> = self
@@ -96,8 +92,7 @@ impl Ca {
             .filter(|c| c.not_after >= now)
             .collect();
         if !records.is_empty() {
-            self.revoke_records(&records, reason, invalidity_date)
-                .await?;
+            self.revoke_records(&records, reason, invalidity_date).await?;
         }
         Ok(records)
     }
@@ -112,9 +107,7 @@ impl Ca {
         if let Some(d) = invalidity_date
             && d > now
         {
-            return Err(CaError::Policy(format!(
-                "invalidity date {d} is in the future"
-            )));
+            return Err(CaError::Policy(format!("invalidity date {d} is in the future")));
         }
         let revocation = Revocation {
             revoked_at: now.unix_timestamp(),
@@ -133,13 +126,10 @@ impl Ca {
             })
             .collect();
         let serials: Vec<String> = records.iter().map(|c| c.serial.clone()).collect();
-        self.store
-            .revoke(&serials, &revocation, &audit)
-            .await
-            .map_err(|e| match e {
-                custos_store::StoreError::Conflict { what } => CaError::Policy(what),
-                other => other.into(),
-            })
+        self.store.revoke(&serials, &revocation, &audit).await.map_err(|e| match e {
+            custos_store::StoreError::Conflict { what } => CaError::Policy(what),
+            other => other.into(),
+        })
     }
 
     /// Signs a fresh CRL for `issuer` with the next CRL number.
@@ -172,24 +162,11 @@ impl Ca {
             .await?;
         let this_update = OffsetDateTime::now_utc();
         let next_update = this_update + CRL_LIFETIME;
-        let spec = CrlSpec {
-            number: number as u64,
-            this_update,
-            next_update,
-            user_certs_at,
-            revoked,
-        };
+        let spec = CrlSpec { number: number as u64, this_update, next_update, user_certs_at, revoked };
         let der = tokio::task::spawn_blocking(move || ca.sign_crl(&spec))
             .await
             .map_err(|e| CaError::Inconsistent(format!("CRL task failed: {e}")))??;
-        Ok(Crl {
-            issuer: issuer_id.to_string(),
-            der,
-            number,
-            this_update,
-            next_update,
-            entries,
-        })
+        Ok(Crl { issuer: issuer_id.to_string(), der, number, this_update, next_update, entries })
     }
 
     /// The issuer's OCSP responder, created or renewed when missing or close to expiry.
@@ -199,29 +176,18 @@ impl Ca {
             && from_unix(r.not_after)? - now > RESPONDER_RENEW_BEFORE
         {
             let signer = self.signer(&r.key_id).await?;
-            return Ok(ResponderKey {
-                certificate_der: r.cert_der,
-                signer,
-                not_after: from_unix(r.not_after)?,
-            });
+            return Ok(ResponderKey { certificate_der: r.cert_der, signer, not_after: from_unix(r.not_after)? });
         }
         let record = self.issuer(issuer_id).await?;
         let ca = self.ca_issuer(&record).await?;
-        let key = self.key_store()?.generate(
-            custos_keys::KeyAlgorithm::EcdsaP256,
-            &format!("ocsp-{issuer_id}"),
-        )?;
+        let key = self.key_store()?.generate(custos_keys::KeyAlgorithm::EcdsaP256, &format!("ocsp-{issuer_id}"))?;
         let key_id = key.signer.public_key().key_id().to_string();
-        let not_after = (now
-            + time::Duration::days(i64::from(Profile::OcspResponder.default_validity_days())))
-        .min(ca.not_after());
+        let not_after =
+            (now + time::Duration::days(i64::from(Profile::OcspResponder.default_validity_days()))).min(ca.not_after());
         let template = CertificateTemplate::new(CertificateSpec {
             serial: Serial::random()?,
             profile: Profile::OcspResponder,
-            common_name: format!(
-                "{} OCSP responder",
-                record.name.chars().take(45).collect::<String>()
-            ),
+            common_name: format!("{} OCSP responder", record.name.chars().take(45).collect::<String>()),
             organization: None,
             sans: vec![],
             not_before: now - time::Duration::minutes(1),
@@ -259,14 +225,8 @@ impl Ca {
                        "not_after": responder.not_after}),
             ),
         ];
-        self.store
-            .add_responder(&key_record, &responder, &audit)
-            .await?;
-        Ok(ResponderKey {
-            certificate_der: cert.der,
-            signer: key.signer,
-            not_after: cert.not_after,
-        })
+        self.store.add_responder(&key_record, &responder, &audit).await?;
+        Ok(ResponderKey { certificate_der: cert.der, signer: key.signer, not_after: cert.not_after })
     }
 }
 

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use custos_ca::{
-    Ca, CertificateView, ConnectionOptions, InitOptions, IssueRequest, Issued, IssuerView,
-    KeySource, ListFilter, StatusFilter, policy::parse_duration,
+    Ca, CertificateView, ConnectionOptions, InitOptions, IssueRequest, Issued, IssuerView, KeySource, ListFilter,
+    StatusFilter, policy::parse_duration,
 };
 use custos_keys::KeyAlgorithm;
 use custos_pki::{Profile, Reason, Serial};
@@ -15,32 +15,23 @@ use serde_json::json;
 
 use crate::output::{json, table, write_private, write_public};
 use crate::{
-    CaCommand, Cli, CliError, Command, ConnectionCommand, CrlArgs, IssueArgs, ListArgs, RevokeArgs,
-    ServeArgs, ShowArgs, TenantCommand, passphrase,
+    CaCommand, Cli, CliError, Command, ConnectionCommand, CrlArgs, IssueArgs, ListArgs, RevokeArgs, ServeArgs,
+    ShowArgs, TenantCommand, passphrase,
 };
 
 fn actor() -> String {
-    format!(
-        "cli:{}",
-        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-    )
+    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
 }
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match &cli.command {
         Command::Init(args) => {
-            let algorithm: KeyAlgorithm = args
-                .ca_algorithm
-                .parse()
-                .map_err(custos_ca::CaError::from)?;
+            let algorithm: KeyAlgorithm = args.ca_algorithm.parse().map_err(custos_ca::CaError::from)?;
             if cli.data_dir.join(custos_ca::DATABASE_FILE).exists() {
                 // Refuse before asking for a passphrase; Ca::init checks again atomically.
                 if Ca::open(&cli.data_dir, &actor()).await.is_ok() {
-                    return Err(custos_ca::CaError::AlreadyInitialized {
-                        dir: cli.data_dir.clone(),
-                    }
-                    .into());
+                    return Err(custos_ca::CaError::AlreadyInitialized { dir: cli.data_dir.clone() }.into());
                 }
             }
             let pw = passphrase::resolve(cli.passphrase_file.as_deref(), &cli.data_dir, true)?;
@@ -68,10 +59,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             if cli.json {
                 return json(&tenants);
             }
-            let rows: Vec<Vec<String>> = tenants
-                .iter()
-                .map(|t| vec![t.name.clone(), custos_ca::rfc3339(t.created_at)])
-                .collect();
+            let rows: Vec<Vec<String>> =
+                tenants.iter().map(|t| vec![t.name.clone(), custos_ca::rfc3339(t.created_at)]).collect();
             print!("{}", table(&["TENANT", "CREATED"], &rows));
             Ok(())
         }
@@ -80,22 +69,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let options = ConnectionOptions {
                 profile: args.profile.parse().map_err(custos_ca::CaError::from)?,
                 allowed_sans: args.allow_san.clone(),
-                key_algorithm: args
-                    .key_algorithm
-                    .parse()
-                    .map_err(custos_ca::CaError::from)?,
+                key_algorithm: args.key_algorithm.parse().map_err(custos_ca::CaError::from)?,
                 validity_days: args.validity.as_deref().map(days).transpose()?,
             };
-            let c = ca
-                .add_connection(&args.tenant, &args.name, &options)
-                .await?;
+            let c = ca.add_connection(&args.tenant, &args.name, &options).await?;
             if cli.json {
                 json(&c)
             } else {
-                println!(
-                    "added connection {}/{} (profile {}, keys {})",
-                    c.tenant, c.name, c.profile, c.key_algorithm
-                );
+                println!("added connection {}/{} (profile {}, keys {})", c.tenant, c.name, c.profile, c.key_algorithm);
                 Ok(())
             }
         }
@@ -117,13 +98,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     ]
                 })
                 .collect();
-            print!(
-                "{}",
-                table(
-                    &["TENANT", "CONNECTION", "PROFILE", "KEYS", "ALLOWED SANS"],
-                    &rows
-                )
-            );
+            print!("{}", table(&["TENANT", "CONNECTION", "PROFILE", "KEYS", "ALLOWED SANS"], &rows));
             Ok(())
         }
         Command::Issue(args) => issue(&cli, args).await,
@@ -158,9 +133,7 @@ async fn open_unsealed(cli: &Cli) -> Result<Ca, CliError> {
 fn days(text: &str) -> Result<i64, CliError> {
     let secs = parse_duration(text)?;
     if secs % 86_400 != 0 {
-        return Err(CliError::Usage(format!(
-            "connection validity {text:?} must be whole days"
-        )));
+        return Err(CliError::Usage(format!("connection validity {text:?} must be whole days")));
     }
     Ok(secs / 86_400)
 }
@@ -170,11 +143,7 @@ async fn print_init(cli: &Cli, ca: &Ca) -> Result<(), CliError> {
     if cli.json {
         return json(&json!({"data_dir": ca.dir(), "base_url": ca.base_url(), "issuers": views}));
     }
-    println!(
-        "initialized custos in {} (base URL {})",
-        ca.dir().display(),
-        ca.base_url()
-    );
+    println!("initialized custos in {} (base URL {})", ca.dir().display(), ca.base_url());
     print_issuers(&views);
     Ok(())
 }
@@ -193,20 +162,7 @@ fn print_issuers(views: &[IssuerView]) {
             ]
         })
         .collect();
-    print!(
-        "{}",
-        table(
-            &[
-                "ID",
-                "ROLE",
-                "STATUS",
-                "NOT AFTER",
-                "NAME",
-                "SHA-256 FINGERPRINT"
-            ],
-            &rows
-        )
-    );
+    print!("{}", table(&["ID", "ROLE", "STATUS", "NOT AFTER", "NAME", "SHA-256 FINGERPRINT"], &rows));
 }
 
 /// One line of `issue --from FILE`.
@@ -233,28 +189,15 @@ fn request(
     validity: Option<&str>,
     key_algorithm: Option<&str>,
 ) -> Result<IssueRequest, CliError> {
-    let profile: Option<Profile> = profile
-        .map(str::parse)
-        .transpose()
-        .map_err(custos_ca::CaError::from)?;
+    let profile: Option<Profile> = profile.map(str::parse).transpose().map_err(custos_ca::CaError::from)?;
     let validity_secs = validity.map(parse_duration).transpose()?;
     let key = match csr {
         Some(bytes) => KeySource::Csr(bytes),
         None => KeySource::Generate(
-            key_algorithm
-                .map(str::parse::<KeyAlgorithm>)
-                .transpose()
-                .map_err(custos_ca::CaError::from)?,
+            key_algorithm.map(str::parse::<KeyAlgorithm>).transpose().map_err(custos_ca::CaError::from)?,
         ),
     };
-    Ok(IssueRequest {
-        tenant,
-        connection,
-        profile,
-        sans,
-        validity_secs,
-        key,
-    })
+    Ok(IssueRequest { tenant, connection, profile, sans, validity_secs, key })
 }
 
 async fn issue(cli: &Cli, args: &IssueArgs) -> Result<(), CliError> {
@@ -262,15 +205,10 @@ async fn issue(cli: &Cli, args: &IssueArgs) -> Result<(), CliError> {
         return issue_bulk(cli, args, from).await;
     }
     let (Some(tenant), Some(connection)) = (&args.tenant, &args.connection) else {
-        return Err(CliError::Usage(
-            "issue needs TENANT and CONNECTION, or --from FILE".into(),
-        ));
+        return Err(CliError::Usage("issue needs TENANT and CONNECTION, or --from FILE".into()));
     };
     let csr = match &args.csr {
-        Some(path) => Some(std::fs::read(path).map_err(|e| CliError::Io {
-            path: path.clone(),
-            source: e,
-        })?),
+        Some(path) => Some(std::fs::read(path).map_err(|e| CliError::Io { path: path.clone(), source: e })?),
         None => None,
     };
     let generated = csr.is_none();
@@ -285,35 +223,20 @@ async fn issue(cli: &Cli, args: &IssueArgs) -> Result<(), CliError> {
     )?;
     // Make sure the output can be written before anything is issued: a
     // generated key that cannot be saved is lost for good.
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("{tenant}-{connection}")));
-    std::fs::create_dir_all(&out).map_err(|e| CliError::Io {
-        path: out.clone(),
-        source: e,
-    })?;
-    let names: &[&str] = if generated {
-        &["cert.pem", "chain.pem", "key.pem", "bundle.p12"]
-    } else {
-        &["cert.pem", "chain.pem"]
-    };
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("{tenant}-{connection}")));
+    std::fs::create_dir_all(&out).map_err(|e| CliError::Io { path: out.clone(), source: e })?;
+    let names: &[&str] =
+        if generated { &["cert.pem", "chain.pem", "key.pem", "bundle.p12"] } else { &["cert.pem", "chain.pem"] };
     for name in names {
         let p = out.join(name);
         if p.exists() {
-            return Err(CliError::Usage(format!(
-                "{} exists; choose another --out directory",
-                p.display()
-            )));
+            return Err(CliError::Usage(format!("{} exists; choose another --out directory", p.display())));
         }
     }
     let ca = open_unsealed(cli).await?;
     let issued = ca.issue(req).await?;
     let files = write_issued(&issued, &out)?;
-    let view = CertificateView::new(
-        &issued.record,
-        time::OffsetDateTime::now_utc().unix_timestamp(),
-    );
+    let view = CertificateView::new(&issued.record, time::OffsetDateTime::now_utc().unix_timestamp());
     if cli.json {
         return json(&json!({
             "serial": view.serial, "tenant": view.tenant, "connection": view.connection, "profile": view.profile,
@@ -340,11 +263,7 @@ struct Written {
 
 fn write_issued(issued: &Issued, out: &Path) -> Result<Written, CliError> {
     let cert_pem = custos_pki::certificate_pem(&issued.record.der);
-    let chain_pem: String = issued
-        .chain
-        .iter()
-        .map(|d| custos_pki::certificate_pem(d))
-        .collect();
+    let chain_pem: String = issued.chain.iter().map(|d| custos_pki::certificate_pem(d)).collect();
     write_public(&out.join("cert.pem"), cert_pem.as_bytes())?;
     write_public(&out.join("chain.pem"), chain_pem.as_bytes())?;
     let mut names = vec!["cert.pem".to_string(), "chain.pem".to_string()];
@@ -354,31 +273,20 @@ fn write_issued(issued: &Issued, out: &Path) -> Result<Written, CliError> {
         let pw = custos_keys::leaf::random_password().map_err(custos_ca::CaError::from)?;
         let chain: Vec<&[u8]> = issued.chain.iter().map(Vec::as_slice).collect();
         let alias = format!("{}/{}", issued.record.tenant, issued.record.connection);
-        let p12 = key
-            .pkcs12(&alias, &issued.record.der, &chain, &pw)
-            .map_err(custos_ca::CaError::from)?;
+        let p12 = key.pkcs12(&alias, &issued.record.der, &chain, &pw).map_err(custos_ca::CaError::from)?;
         write_private(&out.join("bundle.p12"), &p12)?;
         names.push("key.pem".into());
         names.push("bundle.p12".into());
         p12_password = Some(pw);
     }
-    Ok(Written {
-        names,
-        p12_password,
-    })
+    Ok(Written { names, p12_password })
 }
 
 async fn issue_bulk(cli: &Cli, args: &IssueArgs, from: &Path) -> Result<(), CliError> {
-    let file = std::fs::File::open(from).map_err(|e| CliError::Io {
-        path: from.to_path_buf(),
-        source: e,
-    })?;
+    let file = std::fs::File::open(from).map_err(|e| CliError::Io { path: from.to_path_buf(), source: e })?;
     let mut requests = Vec::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| CliError::Io {
-            path: from.to_path_buf(),
-            source: e,
-        })?;
+        let line = line.map_err(|e| CliError::Io { path: from.to_path_buf(), source: e })?;
         if line.trim().is_empty() {
             continue;
         }
@@ -398,10 +306,7 @@ async fn issue_bulk(cli: &Cli, args: &IssueArgs, from: &Path) -> Result<(), CliE
         );
     }
     if requests.is_empty() {
-        return Err(CliError::Usage(format!(
-            "{} holds no requests",
-            from.display()
-        )));
+        return Err(CliError::Usage(format!("{} holds no requests", from.display())));
     }
     let mut sink: Box<dyn Write> = match &args.out {
         Some(p) => Box::new(std::io::BufWriter::new(
@@ -409,10 +314,7 @@ async fn issue_bulk(cli: &Cli, args: &IssueArgs, from: &Path) -> Result<(), CliE
                 .write(true)
                 .create_new(true)
                 .open(p)
-                .map_err(|e| CliError::Io {
-                    path: p.clone(),
-                    source: e,
-                })?,
+                .map_err(|e| CliError::Io { path: p.clone(), source: e })?,
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
@@ -440,10 +342,7 @@ async fn issue_bulk(cli: &Cli, args: &IssueArgs, from: &Path) -> Result<(), CliE
         return Err(CliError::Output(format!("writing results: {e}")));
     }
     let secs = started.elapsed().as_secs_f64();
-    eprintln!(
-        "issued {count} certificates in {secs:.2}s ({:.0}/s)",
-        count as f64 / secs.max(1e-9)
-    );
+    eprintln!("issued {count} certificates in {secs:.2}s ({:.0}/s)", count as f64 / secs.max(1e-9));
     Ok(())
 }
 
@@ -454,9 +353,7 @@ async fn list(cli: &Cli, args: &ListArgs) -> Result<(), CliError> {
         Some("revoked") => Some(StatusFilter::Revoked),
         Some("expired") => Some(StatusFilter::Expired),
         Some(other) => {
-            return Err(CliError::Usage(format!(
-                "--status {other:?}: expected valid, revoked or expired"
-            )));
+            return Err(CliError::Usage(format!("--status {other:?}: expected valid, revoked or expired")));
         }
     };
     if args.connection.is_some() && args.tenant.is_none() {
@@ -472,12 +369,8 @@ async fn list(cli: &Cli, args: &ListArgs) -> Result<(), CliError> {
         limit: args.limit,
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let views: Vec<CertificateView> = ca
-        .certificates(&filter)
-        .await?
-        .iter()
-        .map(|c| CertificateView::new(c, now))
-        .collect();
+    let views: Vec<CertificateView> =
+        ca.certificates(&filter).await?.iter().map(|c| CertificateView::new(c, now)).collect();
     if cli.json {
         return json(&views);
     }
@@ -494,20 +387,7 @@ async fn list(cli: &Cli, args: &ListArgs) -> Result<(), CliError> {
             ]
         })
         .collect();
-    print!(
-        "{}",
-        table(
-            &[
-                "SERIAL",
-                "TENANT",
-                "CONNECTION",
-                "PROFILE",
-                "STATUS",
-                "NOT AFTER"
-            ],
-            &rows
-        )
-    );
+    print!("{}", table(&["SERIAL", "TENANT", "CONNECTION", "PROFILE", "STATUS", "NOT AFTER"], &rows));
     Ok(())
 }
 
@@ -534,19 +414,13 @@ async fn show(cli: &Cli, args: &ShowArgs) -> Result<(), CliError> {
         vec!["issuer".into(), view.issuer.clone()],
         vec!["not before".into(), view.not_before.clone()],
         vec!["not after".into(), view.not_after.clone()],
-        vec![
-            "key".into(),
-            format!("{} ({})", view.key_algorithm, view.key_origin),
-        ],
+        vec!["key".into(), format!("{} ({})", view.key_algorithm, view.key_origin)],
         vec!["spki sha-256".into(), view.spki_sha256.clone()],
         vec!["fingerprint".into(), view.fingerprint.clone()],
     ];
     if let Some(r) = &view.revoked_at {
         rows.push(vec!["revoked at".into(), r.clone()]);
-        rows.push(vec![
-            "reason".into(),
-            view.revocation_reason.clone().unwrap_or_default(),
-        ]);
+        rows.push(vec!["reason".into(), view.revocation_reason.clone().unwrap_or_default()]);
     }
     print!("{}", table(&["FIELD", "VALUE"], &rows));
     Ok(())
@@ -576,17 +450,11 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| CliError::Serve(format!("cannot listen on {}: {e}", args.listen)))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| CliError::Serve(e.to_string()))?;
+    let addr = listener.local_addr().map_err(|e| CliError::Serve(e.to_string()))?;
     println!("custos listening on http://{addr}");
-    std::io::stdout()
-        .flush()
-        .map_err(|e| CliError::Output(e.to_string()))?;
+    std::io::stdout().flush().map_err(|e| CliError::Output(e.to_string()))?;
     let state = Arc::new(custos_server::AppState { ca, publisher });
-    custos_server::serve(listener, state)
-        .await
-        .map_err(|e| CliError::Serve(e.to_string()))
+    custos_server::serve(listener, state).await.map_err(|e| CliError::Serve(e.to_string()))
 }
 
 async fn revoke(cli: &Cli, args: &RevokeArgs) -> Result<(), CliError> {
@@ -594,9 +462,7 @@ async fn revoke(cli: &Cli, args: &RevokeArgs) -> Result<(), CliError> {
     let invalidity = match &args.invalidity_date {
         Some(text) => Some(
             time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-                .map_err(|e| {
-                    CliError::Usage(format!("--invalidity-date {text:?} is not RFC 3339 ({e})"))
-                })?,
+                .map_err(|e| CliError::Usage(format!("--invalidity-date {text:?} is not RFC 3339 ({e})")))?,
         ),
         None => None,
     };
@@ -608,22 +474,16 @@ async fn revoke(cli: &Cli, args: &RevokeArgs) -> Result<(), CliError> {
             vec![ca.revoke(&serial, reason, invalidity).await?]
         }
         (None, Some(conn)) => {
-            let (tenant, name) = conn.split_once('/').ok_or_else(|| {
-                CliError::Usage(format!("--connection {conn:?}: expected TENANT/CONNECTION"))
-            })?;
-            ca.revoke_connection(tenant, name, reason, invalidity)
-                .await?
+            let (tenant, name) = conn
+                .split_once('/')
+                .ok_or_else(|| CliError::Usage(format!("--connection {conn:?}: expected TENANT/CONNECTION")))?;
+            ca.revoke_connection(tenant, name, reason, invalidity).await?
         }
         (None, None) => {
-            return Err(CliError::Usage(
-                "revoke needs a SERIAL or --connection TENANT/CONNECTION".into(),
-            ));
+            return Err(CliError::Usage("revoke needs a SERIAL or --connection TENANT/CONNECTION".into()));
         }
     };
-    let views: Vec<CertificateView> = revoked
-        .iter()
-        .map(|c| CertificateView::new(c, now))
-        .collect();
+    let views: Vec<CertificateView> = revoked.iter().map(|c| CertificateView::new(c, now)).collect();
     if cli.json {
         return json(&views);
     }
@@ -631,10 +491,7 @@ async fn revoke(cli: &Cli, args: &RevokeArgs) -> Result<(), CliError> {
         println!("nothing to revoke: no valid certificate on that connection");
     }
     for v in &views {
-        println!(
-            "revoked {} ({}/{}) for {}",
-            v.serial, v.tenant, v.connection, reason
-        );
+        println!("revoked {} ({}/{}) for {}", v.serial, v.tenant, v.connection, reason);
     }
     Ok(())
 }
@@ -650,41 +507,22 @@ async fn crl(cli: &Cli, args: &CrlArgs) -> Result<(), CliError> {
             .rev()
             .find(|i| i.role == "issuing" && i.status == "active")
             .map(|i| i.id)
-            .ok_or_else(|| {
-                CliError::Usage("no active issuing CA; name one with --issuer".into())
-            })?,
+            .ok_or_else(|| CliError::Usage("no active issuing CA; name one with --issuer".into()))?,
     };
     let crl = ca.crl(&issuer).await?;
-    let bytes = if args.pem {
-        pem_encode("X509 CRL", &crl.der).into_bytes()
-    } else {
-        crl.der.clone()
-    };
+    let bytes = if args.pem { pem_encode("X509 CRL", &crl.der).into_bytes() } else { crl.der.clone() };
     match &args.out {
         Some(path) => {
-            std::fs::write(path, &bytes).map_err(|e| CliError::Io {
-                path: path.clone(),
-                source: e,
-            })?;
+            std::fs::write(path, &bytes).map_err(|e| CliError::Io { path: path.clone(), source: e })?;
             if cli.json {
-                return json(
-                    &json!({"issuer": crl.issuer, "number": crl.number, "entries": crl.entries,
+                return json(&json!({"issuer": crl.issuer, "number": crl.number, "entries": crl.entries,
                                     "this_update": custos_ca::rfc3339(crl.this_update.unix_timestamp()),
                                     "next_update": custos_ca::rfc3339(crl.next_update.unix_timestamp()),
-                                    "out": path}),
-                );
+                                    "out": path}));
             }
-            eprintln!(
-                "wrote CRL #{} of {} ({} entries) to {}",
-                crl.number,
-                crl.issuer,
-                crl.entries,
-                path.display()
-            );
+            eprintln!("wrote CRL #{} of {} ({} entries) to {}", crl.number, crl.issuer, crl.entries, path.display());
         }
-        None => std::io::stdout()
-            .write_all(&bytes)
-            .map_err(|e| CliError::Output(e.to_string()))?,
+        None => std::io::stdout().write_all(&bytes).map_err(|e| CliError::Output(e.to_string()))?,
     }
     Ok(())
 }

@@ -18,12 +18,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "custos", version, about)]
 pub struct Cli {
     /// Data directory holding the database and sealed keys.
-    #[arg(
-        long,
-        global = true,
-        env = "CUSTOS_DATA",
-        default_value = "custos-data"
-    )]
+    #[arg(long, global = true, env = "CUSTOS_DATA", default_value = "custos-data")]
     pub data_dir: PathBuf,
     /// File holding the key store passphrase (else CUSTOS_PASSPHRASE, else a prompt).
     #[arg(long, global = true)]
@@ -272,10 +267,7 @@ pub enum CliError {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CUSTOS_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CUSTOS_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     match commands::run(cli).await {

@@ -59,10 +59,7 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CliError> {
     }
     #[cfg(not(unix))]
     let _ = mode;
-    let io = |e| CliError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    };
+    let io = |e| CliError::Io { path: path.to_path_buf(), source: e };
     let mut f = options.open(path).map_err(io)?;
     f.write_all(bytes).map_err(io)?;
     f.sync_all().map_err(io)

@@ -22,24 +22,12 @@ fn table_counts(env: &Env) -> Vec<(String, i64)> {
 }
 
 fn count(rows: &[(String, i64)], table: &str) -> i64 {
-    rows.iter()
-        .find(|(t, _)| t == table)
-        .map(|(_, n)| *n)
-        .expect("table")
+    rows.iter().find(|(t, _)| t == table).map(|(_, n)| *n).expect("table")
 }
 
 fn server_env() -> (Env, std::path::PathBuf) {
     let env = Env::initialized();
-    env.ok(&[
-        "connection",
-        "add",
-        "acme-corp",
-        "web",
-        "--profile",
-        "server",
-        "--allow-san",
-        "*.acme.example",
-    ]);
+    env.ok(&["connection", "add", "acme-corp", "web", "--profile", "server", "--allow-san", "*.acme.example"]);
     let csr = env.path("good.csr");
     sh(
         "openssl",
@@ -81,7 +69,11 @@ fn malformed_and_truncated_csrs_are_refused() {
     let (env, good) = server_env();
     let before = table_counts(&env);
     let garbage = env.path("garbage.csr");
-    std::fs::write(&garbage, "-----BEGIN CERTIFICATE REQUEST-----\nnot base64 at all!\n-----END CERTIFICATE REQUEST-----\n").expect("w");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN CERTIFICATE REQUEST-----\nnot base64 at all!\n-----END CERTIFICATE REQUEST-----\n",
+    )
+    .expect("w");
     assert!(issue_csr(&env, &garbage).contains("malformed CSR"));
 
     let pem = std::fs::read_to_string(&good).expect("r");
@@ -90,18 +82,7 @@ fn malformed_and_truncated_csrs_are_refused() {
     assert!(issue_csr(&env, &truncated_pem).contains("malformed CSR"));
 
     let der = env.path("good.der");
-    sh(
-        "openssl",
-        &[
-            "req",
-            "-in",
-            good.to_str().expect("p"),
-            "-outform",
-            "DER",
-            "-out",
-            der.to_str().expect("p"),
-        ],
-    );
+    sh("openssl", &["req", "-in", good.to_str().expect("p"), "-outform", "DER", "-out", der.to_str().expect("p")]);
     let bytes = std::fs::read(&der).expect("r");
     let truncated_der = env.path("truncated.der");
     std::fs::write(&truncated_der, &bytes[..bytes.len() - 7]).expect("w");
@@ -132,15 +113,8 @@ fn malformed_and_truncated_csrs_are_refused() {
         env.path("der-ok").to_str().expect("p"),
     ]);
     let after = table_counts(&env);
-    assert_eq!(
-        count(&after, "certificates"),
-        count(&before, "certificates") + 1
-    );
-    assert_eq!(
-        count(&after, "audit_log"),
-        count(&before, "audit_log") + 1,
-        "one issuance, one audit entry"
-    );
+    assert_eq!(count(&after, "certificates"), count(&before, "certificates") + 1);
+    assert_eq!(count(&after, "audit_log"), count(&before, "audit_log") + 1, "one issuance, one audit entry");
     assert!(!env.path("out/cert.pem").exists());
 }
 
@@ -148,24 +122,10 @@ fn malformed_and_truncated_csrs_are_refused() {
 fn csr_with_a_bad_signature_is_refused() {
     let (env, good) = server_env();
     let der = env.path("good.der");
-    sh(
-        "openssl",
-        &[
-            "req",
-            "-in",
-            good.to_str().expect("p"),
-            "-outform",
-            "DER",
-            "-out",
-            der.to_str().expect("p"),
-        ],
-    );
+    sh("openssl", &["req", "-in", good.to_str().expect("p"), "-outform", "DER", "-out", der.to_str().expect("p")]);
     let mut bytes = std::fs::read(&der).expect("r");
     // The CN "x" sits inside the signed info; change it to "y".
-    let at = bytes
-        .windows(3)
-        .position(|w| w == [0x0c, 0x01, b'x'])
-        .expect("CN in CSR");
+    let at = bytes.windows(3).position(|w| w == [0x0c, 0x01, b'x']).expect("CN in CSR");
     bytes[at + 2] = b'y';
     let tampered = env.path("tampered.der");
     std::fs::write(&tampered, &bytes).expect("w");
@@ -214,10 +174,7 @@ fn weak_rsa_1024_csr_is_refused() {
             sha1.to_str().expect("p"),
         ],
     );
-    assert!(
-        issue_csr(&env, &sha1).contains("signature algorithm"),
-        "SHA-1 signed CSRs are refused"
-    );
+    assert!(issue_csr(&env, &sha1).contains("signature algorithm"), "SHA-1 signed CSRs are refused");
     assert!(env.serials().is_empty());
 }
 
@@ -227,14 +184,8 @@ fn unknown_tenant_connection_and_disallowed_san_are_refused() {
     let before = table_counts(&env);
     let out = env.path("o");
     let o = out.to_str().expect("p");
-    assert!(
-        env.fails(&["issue", "nobody", "web", "--out", o])
-            .contains("unknown tenant \"nobody\"")
-    );
-    assert!(
-        env.fails(&["issue", "acme-corp", "nothing", "--out", o])
-            .contains("unknown connection acme-corp/nothing")
-    );
+    assert!(env.fails(&["issue", "nobody", "web", "--out", o]).contains("unknown tenant \"nobody\""));
+    assert!(env.fails(&["issue", "acme-corp", "nothing", "--out", o]).contains("unknown connection acme-corp/nothing"));
     let err = env.fails(&[
         "issue",
         "acme-corp",
@@ -246,10 +197,7 @@ fn unknown_tenant_connection_and_disallowed_san_are_refused() {
         "--out",
         o,
     ]);
-    assert!(
-        err.contains("SAN \"evil.example\" is not allowed for connection acme-corp/web"),
-        "{err}"
-    );
+    assert!(err.contains("SAN \"evil.example\" is not allowed for connection acme-corp/web"), "{err}");
     let err = env.fails(&[
         "issue",
         "acme-corp",
@@ -261,31 +209,10 @@ fn unknown_tenant_connection_and_disallowed_san_are_refused() {
         "--out",
         o,
     ]);
-    assert!(
-        err.contains("not allowed"),
-        "a wildcard allows one label only: {err}"
-    );
-    let err = env.fails(&[
-        "issue",
-        "acme-corp",
-        "web",
-        "--csr",
-        csr.to_str().expect("p"),
-        "--out",
-        o,
-    ]);
+    assert!(err.contains("not allowed"), "a wildcard allows one label only: {err}");
+    let err = env.fails(&["issue", "acme-corp", "web", "--csr", csr.to_str().expect("p"), "--out", o]);
     assert!(err.contains("needs at least one SAN"), "{err}");
-    let err = env.fails(&[
-        "issue",
-        "acme-corp",
-        "web",
-        "--san",
-        "api.acme.example",
-        "--validity",
-        "500d",
-        "--out",
-        o,
-    ]);
+    let err = env.fails(&["issue", "acme-corp", "web", "--san", "api.acme.example", "--validity", "500d", "--out", o]);
     assert!(err.contains("cap of 397 days"), "{err}");
     assert!(
         env.fails(&[
@@ -301,49 +228,18 @@ fn unknown_tenant_connection_and_disallowed_san_are_refused() {
         ])
         .contains("unsupported key algorithm")
     );
+    assert!(env.fails(&["connection", "add", "nobody", "c"]).contains("unknown tenant"));
+    assert!(env.fails(&["connection", "add", "acme-corp", "web"]).contains("already exists"));
+    assert!(env.fails(&["tenant", "add", "acme-corp"]).contains("already exists"));
+    assert!(env.fails(&["tenant", "add", "Bad Name"]).contains("invalid tenant name"));
     assert!(
-        env.fails(&["connection", "add", "nobody", "c"])
-            .contains("unknown tenant")
+        env.fails(&["connection", "add", "acme-corp", "x", "--allow-san", "bad..name"])
+            .contains("not a valid DNS name")
     );
-    assert!(
-        env.fails(&["connection", "add", "acme-corp", "web"])
-            .contains("already exists")
-    );
-    assert!(
-        env.fails(&["tenant", "add", "acme-corp"])
-            .contains("already exists")
-    );
-    assert!(
-        env.fails(&["tenant", "add", "Bad Name"])
-            .contains("invalid tenant name")
-    );
-    assert!(
-        env.fails(&[
-            "connection",
-            "add",
-            "acme-corp",
-            "x",
-            "--allow-san",
-            "bad..name"
-        ])
-        .contains("not a valid DNS name")
-    );
-    assert!(
-        env.fails(&["show", "zz-not-hex"])
-            .contains("invalid serial")
-    );
-    assert!(
-        env.fails(&["show", "01:02:03"])
-            .contains("no certificate with serial 010203")
-    );
-    assert!(
-        env.fails(&["list", "--tenant", "nobody"])
-            .contains("unknown tenant")
-    );
-    assert!(
-        env.fails(&["list", "--status", "bogus"])
-            .contains("expected valid, revoked or expired")
-    );
+    assert!(env.fails(&["show", "zz-not-hex"]).contains("invalid serial"));
+    assert!(env.fails(&["show", "01:02:03"]).contains("no certificate with serial 010203"));
+    assert!(env.fails(&["list", "--tenant", "nobody"]).contains("unknown tenant"));
+    assert!(env.fails(&["list", "--status", "bogus"]).contains("expected valid, revoked or expired"));
     assert_eq!(table_counts(&env), before, "nothing changed");
     assert!(!out.join("cert.pem").exists());
 }
@@ -356,13 +252,7 @@ fn wrong_passphrase_is_clear_and_changes_nothing() {
     let out = env
         .command()
         .env("CUSTOS_PASSPHRASE", "not the passphrase")
-        .args([
-            "issue",
-            "acme-corp",
-            "c",
-            "--out",
-            env.path("o").to_str().expect("p"),
-        ])
+        .args(["issue", "acme-corp", "c", "--out", env.path("o").to_str().expect("p")])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
@@ -374,22 +264,12 @@ fn wrong_passphrase_is_clear_and_changes_nothing() {
     let out = env
         .command()
         .env_remove("CUSTOS_PASSPHRASE")
-        .args([
-            "issue",
-            "acme-corp",
-            "c",
-            "--out",
-            env.path("o2").to_str().expect("p"),
-        ])
+        .args(["issue", "acme-corp", "c", "--out", env.path("o2").to_str().expect("p")])
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no passphrase"));
-    assert_eq!(
-        table_counts(&env),
-        before,
-        "a wrong or missing passphrase changes nothing"
-    );
+    assert_eq!(table_counts(&env), before, "a wrong or missing passphrase changes nothing");
     // The right one from a file works.
     let pw = env.path("pw");
     std::fs::write(&pw, format!("{}\n", env.passphrase)).expect("w");
@@ -407,11 +287,7 @@ fn wrong_passphrase_is_clear_and_changes_nothing() {
         ])
         .output()
         .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(env.serials().len(), 1);
 }
 
@@ -426,28 +302,16 @@ fn init_refuses_to_overwrite_an_existing_store() {
     assert!(err.contains("refusing to overwrite"), "{err}");
     assert_eq!(env.json(&["ca", "list"]), before, "the CAs are untouched");
     assert_eq!(table_counts(&env), counts);
-    assert_eq!(
-        env.json(&["tenant", "list"]).as_array().expect("a").len(),
-        1
-    );
+    assert_eq!(env.json(&["tenant", "list"]).as_array().expect("a").len(), 1);
 }
 
 #[test]
 fn commands_on_an_empty_data_dir_say_how_to_start() {
     let env = Env::new();
     assert!(env.fails(&["list"]).contains("run `custos init` first"));
-    assert!(
-        !env.data_dir().join("custos.db").exists(),
-        "reading does not create a database"
-    );
-    assert!(
-        env.fails(&["init", "--base-url", "ftp://x"])
-            .contains("must start with http")
-    );
-    assert!(
-        env.fails(&["init", "--ca-algorithm", "rsa1024"])
-            .contains("unsupported key algorithm")
-    );
+    assert!(!env.data_dir().join("custos.db").exists(), "reading does not create a database");
+    assert!(env.fails(&["init", "--base-url", "ftp://x"]).contains("must start with http"));
+    assert!(env.fails(&["init", "--ca-algorithm", "rsa1024"]).contains("unsupported key algorithm"));
 }
 
 #[test]

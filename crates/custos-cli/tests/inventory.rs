@@ -12,123 +12,40 @@ fn list_filters_and_show_accept_serials_as_openssl_prints_them() {
     let env = Env::initialized();
     env.ok(&["tenant", "add", "globex"]);
     env.ok(&["connection", "add", "acme-corp", "mail-sync"]);
-    env.ok(&[
-        "connection",
-        "add",
-        "acme-corp",
-        "web",
-        "--profile",
-        "server",
-        "--allow-san",
-        "api.acme.example",
-    ]);
-    env.ok(&[
-        "connection",
-        "add",
-        "globex",
-        "mail-sync",
-        "--validity",
-        "30d",
-    ]);
+    env.ok(&["connection", "add", "acme-corp", "web", "--profile", "server", "--allow-san", "api.acme.example"]);
+    env.ok(&["connection", "add", "globex", "mail-sync", "--validity", "30d"]);
     let o = |n: &str| env.path(n).to_str().expect("p").to_string();
     env.ok(&["issue", "acme-corp", "mail-sync", "--out", &o("a")]);
-    env.ok(&[
-        "issue",
-        "acme-corp",
-        "web",
-        "--san",
-        "api.acme.example",
-        "--validity",
-        "10d",
-        "--out",
-        &o("b"),
-    ]);
+    env.ok(&["issue", "acme-corp", "web", "--san", "api.acme.example", "--validity", "10d", "--out", &o("b")]);
     env.ok(&["issue", "globex", "mail-sync", "--out", &o("c")]);
 
     let all = env.json(&["list"]);
     let all = all.as_array().expect("array");
     assert_eq!(all.len(), 3);
     for c in all {
-        for field in [
-            "serial",
-            "tenant",
-            "connection",
-            "profile",
-            "status",
-            "not_after",
-        ] {
+        for field in ["serial", "tenant", "connection", "profile", "status", "not_after"] {
             assert!(c.get(field).is_some(), "list entry lacks {field}: {c}");
         }
         assert_eq!(c["status"], "valid");
     }
-    assert_eq!(
-        env.json(&["list", "--tenant", "acme-corp"])
-            .as_array()
-            .expect("a")
-            .len(),
-        2
-    );
+    assert_eq!(env.json(&["list", "--tenant", "acme-corp"]).as_array().expect("a").len(), 2);
     let web = env.json(&["list", "--tenant", "acme-corp", "--connection", "web"]);
     assert_eq!(web.as_array().expect("a").len(), 1);
     assert_eq!(web[0]["profile"], "server");
+    assert_eq!(env.json(&["list", "--expiring", "15d"]).as_array().expect("a").len(), 1, "only the 10-day certificate");
+    assert_eq!(env.json(&["list", "--expiring", "31d"]).as_array().expect("a").len(), 2, "and globex's 30-day default");
+    assert_eq!(env.json(&["list", "--status", "valid"]).as_array().expect("a").len(), 3);
+    assert_eq!(env.json(&["list", "--status", "revoked"]).as_array().expect("a").len(), 0);
+    assert_eq!(env.json(&["list", "--status", "expired"]).as_array().expect("a").len(), 0);
+    assert_eq!(env.json(&["list", "--issuer", "issuing-1"]).as_array().expect("a").len(), 3);
     assert_eq!(
-        env.json(&["list", "--expiring", "15d"])
-            .as_array()
-            .expect("a")
-            .len(),
-        1,
-        "only the 10-day certificate"
-    );
-    assert_eq!(
-        env.json(&["list", "--expiring", "31d"])
-            .as_array()
-            .expect("a")
-            .len(),
-        2,
-        "and globex's 30-day default"
-    );
-    assert_eq!(
-        env.json(&["list", "--status", "valid"])
-            .as_array()
-            .expect("a")
-            .len(),
-        3
-    );
-    assert_eq!(
-        env.json(&["list", "--status", "revoked"])
-            .as_array()
-            .expect("a")
-            .len(),
-        0
-    );
-    assert_eq!(
-        env.json(&["list", "--status", "expired"])
-            .as_array()
-            .expect("a")
-            .len(),
-        0
-    );
-    assert_eq!(
-        env.json(&["list", "--issuer", "issuing-1"])
-            .as_array()
-            .expect("a")
-            .len(),
-        3
-    );
-    assert_eq!(
-        env.json(&["list", "--issuer", "root-1"])
-            .as_array()
-            .expect("a")
-            .len(),
+        env.json(&["list", "--issuer", "root-1"]).as_array().expect("a").len(),
         0,
         "CA certificates are not in list"
     );
 
     // The serial as openssl prints it, and with colons in lowercase.
-    let printed = sh(
-        "openssl",
-        &["x509", "-noout", "-serial", "-in", &o("b/cert.pem")],
-    );
+    let printed = sh("openssl", &["x509", "-noout", "-serial", "-in", &o("b/cert.pem")]);
     let upper = printed.trim().trim_start_matches("serial=").to_string();
     let colons: String = upper
         .to_lowercase()
@@ -143,25 +60,14 @@ fn list_filters_and_show_accept_serials_as_openssl_prints_them() {
         assert_eq!(shown["sans"][0], "api.acme.example");
     }
     let pem = env.ok(&["show", &upper, "--pem"]);
-    assert_eq!(
-        pem,
-        std::fs::read_to_string(env.path("b/cert.pem")).expect("cert")
-    );
+    assert_eq!(pem, std::fs::read_to_string(env.path("b/cert.pem")).expect("cert"));
     let human = env.ok(&["show", &upper]);
     assert!(human.contains("api.acme.example") && human.contains("server"));
     let table = env.ok(&["list"]);
-    assert!(
-        table.starts_with("SERIAL") && table.lines().count() == 4,
-        "{table}"
-    );
+    assert!(table.starts_with("SERIAL") && table.lines().count() == 4, "{table}");
 
     let cas = env.json(&["ca", "list"]);
-    let roles: Vec<&str> = cas
-        .as_array()
-        .expect("a")
-        .iter()
-        .map(|c| c["role"].as_str().expect("role"))
-        .collect();
+    let roles: Vec<&str> = cas.as_array().expect("a").iter().map(|c| c["role"].as_str().expect("role")).collect();
     assert_eq!(roles, ["root", "issuing"]);
     for c in cas.as_array().expect("a") {
         for field in ["id", "name", "role", "status", "fingerprint"] {
@@ -169,17 +75,8 @@ fn list_filters_and_show_accept_serials_as_openssl_prints_them() {
         }
     }
     env.split_chain(&env.path("a/chain.pem"));
-    let fp_root = sh(
-        "openssl",
-        &[
-            "x509",
-            "-noout",
-            "-fingerprint",
-            "-sha256",
-            "-in",
-            env.path("root.pem").to_str().expect("p"),
-        ],
-    );
+    let fp_root =
+        sh("openssl", &["x509", "-noout", "-fingerprint", "-sha256", "-in", env.path("root.pem").to_str().expect("p")]);
     assert!(
         fp_root.contains(cas[0]["fingerprint"].as_str().expect("fp")),
         "ca list fingerprint is openssl's: {fp_root}"
@@ -190,16 +87,7 @@ fn list_filters_and_show_accept_serials_as_openssl_prints_them() {
 fn bulk_issue_from_jsonl_is_all_or_nothing() {
     let env = Env::initialized();
     env.ok(&["connection", "add", "acme-corp", "mail-sync"]);
-    env.ok(&[
-        "connection",
-        "add",
-        "acme-corp",
-        "web",
-        "--profile",
-        "server",
-        "--allow-san",
-        "*.acme.example",
-    ]);
+    env.ok(&["connection", "add", "acme-corp", "web", "--profile", "server", "--allow-san", "*.acme.example"]);
     let csr = env.path("r.csr");
     sh(
         "openssl",
@@ -234,91 +122,46 @@ fn bulk_issue_from_jsonl_is_all_or_nothing() {
 
     // A bad line anywhere: nothing at all is issued.
     let mut bad_lines: Vec<String> = lines.lines().map(str::to_string).collect();
-    bad_lines[2] = serde_json::json!({"tenant": "acme-corp", "connection": "web", "csr": csr_pem, "san": ["evil.example"]}).to_string();
+    bad_lines[2] =
+        serde_json::json!({"tenant": "acme-corp", "connection": "web", "csr": csr_pem, "san": ["evil.example"]})
+            .to_string();
     let bad = env.path("bad.jsonl");
     std::fs::write(&bad, bad_lines.join("\n")).expect("w");
     let err = env.fails(&["issue", "--from", bad.to_str().expect("p")]);
-    assert!(
-        err.contains("line 3") && err.contains("evil.example"),
-        "{err}"
-    );
-    bad_lines[2] =
-        "{\"tenant\": \"acme-corp\", \"connection\": \"web\", \"unknown_field\": 1}".into();
+    assert!(err.contains("line 3") && err.contains("evil.example"), "{err}");
+    bad_lines[2] = "{\"tenant\": \"acme-corp\", \"connection\": \"web\", \"unknown_field\": 1}".into();
     std::fs::write(&bad, bad_lines.join("\n")).expect("w");
     let err = env.fails(&["issue", "--from", bad.to_str().expect("p")]);
-    assert!(
-        err.contains(":3:") && err.contains("unknown field"),
-        "{err}"
-    );
+    assert!(err.contains(":3:") && err.contains("unknown field"), "{err}");
     assert!(env.serials().is_empty());
 
     let results = env.path("results.jsonl");
-    env.ok(&[
-        "issue",
-        "--from",
-        good.to_str().expect("p"),
-        "--out",
-        results.to_str().expect("p"),
-    ]);
+    env.ok(&["issue", "--from", good.to_str().expect("p"), "--out", results.to_str().expect("p")]);
     let out = std::fs::read_to_string(&results).expect("results");
-    let parsed: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect();
+    let parsed: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
     assert_eq!(parsed.len(), 40);
-    assert_eq!(
-        parsed
-            .iter()
-            .filter(|v| v["private_key"].is_string())
-            .count(),
-        20,
-        "keys only for lines without a CSR"
-    );
+    assert_eq!(parsed.iter().filter(|v| v["private_key"].is_string()).count(), 20, "keys only for lines without a CSR");
     assert_eq!(env.serials().len(), 40);
     // Spot-check one result with openssl.
     let cert = env.path("bulk0.pem");
     std::fs::write(&cert, parsed[0]["certificate"].as_str().expect("pem")).expect("w");
-    env.ok(&[
-        "issue",
-        "acme-corp",
-        "mail-sync",
-        "--out",
-        env.path("single").to_str().expect("p"),
-    ]);
+    env.ok(&["issue", "acme-corp", "mail-sync", "--out", env.path("single").to_str().expect("p")]);
     let text = sh(
         "openssl",
-        &[
-            "verify",
-            "-CAfile",
-            env.path("single/chain.pem").to_str().expect("p"),
-            cert.to_str().expect("p"),
-        ],
+        &["verify", "-CAfile", env.path("single/chain.pem").to_str().expect("p"), cert.to_str().expect("p")],
     );
     assert!(text.contains("OK"));
 }
 
 fn http_get(addr: &str, path: &str) -> (u16, String, Vec<u8>) {
     let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("write");
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).expect("read");
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("header end");
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("header end");
     let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .expect("status")
-        .parse()
-        .expect("code");
+    let status: u16 = head.split_whitespace().nth(1).expect("status").parse().expect("code");
     (status, head, buf[split + 4..].to_vec())
 }
 
@@ -334,38 +177,18 @@ fn serve_dev_starts_from_nothing_and_serves_ca_certificates() {
         .spawn()
         .expect("spawn serve");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read");
-    let addr = line
-        .trim()
-        .strip_prefix("custos listening on http://")
-        .expect("listening line")
-        .to_string();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
+    let addr = line.trim().strip_prefix("custos listening on http://").expect("listening line").to_string();
 
     let (status, _, body) = http_get(&addr, "/healthz");
     assert_eq!((status, body.as_slice()), (200, b"ok\n".as_slice()));
     let (status, head, der) = http_get(&addr, "/ca/issuing-1.der");
     assert_eq!(status, 200);
-    assert!(
-        head.to_lowercase()
-            .contains("content-type: application/pkix-cert"),
-        "{head}"
-    );
+    assert!(head.to_lowercase().contains("content-type: application/pkix-cert"), "{head}");
     let der_path = env.path("issuing.der");
     std::fs::write(&der_path, &der).expect("w");
-    let subject = sh(
-        "openssl",
-        &[
-            "x509",
-            "-inform",
-            "DER",
-            "-in",
-            der_path.to_str().expect("p"),
-            "-noout",
-            "-subject",
-        ],
-    );
+    let subject =
+        sh("openssl", &["x509", "-inform", "DER", "-in", der_path.to_str().expect("p"), "-noout", "-subject"]);
     assert!(subject.contains("custos Issuing CA 1"), "{subject}");
     let (status, head, body) = http_get(&addr, "/ca/no-such-ca.der");
     assert_eq!(status, 404);
@@ -379,33 +202,14 @@ fn serve_dev_starts_from_nothing_and_serves_ca_certificates() {
     assert_eq!(http_get(&addr, "/nothing/here").0, 404);
 
     // The dev store works for the CLI without CUSTOS_PASSPHRASE.
-    let run = |args: &[&str]| {
-        env.command()
-            .env_remove("CUSTOS_PASSPHRASE")
-            .args(args)
-            .output()
-            .expect("run")
-    };
+    let run = |args: &[&str]| env.command().env_remove("CUSTOS_PASSPHRASE").args(args).output().expect("run");
     assert!(run(&["tenant", "add", "t"]).status.success());
     assert!(run(&["connection", "add", "t", "c"]).status.success());
-    let issued = run(&[
-        "issue",
-        "t",
-        "c",
-        "--out",
-        env.path("o").to_str().expect("p"),
-    ]);
-    assert!(
-        issued.status.success(),
-        "{}",
-        String::from_utf8_lossy(&issued.stderr)
-    );
+    let issued = run(&["issue", "t", "c", "--out", env.path("o").to_str().expect("p")]);
+    assert!(issued.status.success(), "{}", String::from_utf8_lossy(&issued.stderr));
     let (_, _, served) = http_get(&addr, "/ca/issuing-1.pem");
     let chain = std::fs::read_to_string(env.path("o/chain.pem")).expect("chain");
-    assert!(
-        chain.starts_with(std::str::from_utf8(&served).expect("pem")),
-        "served CA is the chain's issuer"
-    );
+    assert!(chain.starts_with(std::str::from_utf8(&served).expect("pem")), "served CA is the chain's issuer");
 
     child.kill().expect("kill");
     let _ = child.wait();
@@ -413,13 +217,6 @@ fn serve_dev_starts_from_nothing_and_serves_ca_certificates() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&dev_pw)
-                .expect("dev passphrase")
-                .permissions()
-                .mode()
-                & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&dev_pw).expect("dev passphrase").permissions().mode() & 0o777, 0o600);
     }
 }

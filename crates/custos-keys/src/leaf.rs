@@ -24,14 +24,8 @@ impl LeafKey {
     /// Generates a new key pair.
     pub fn generate(algorithm: KeyAlgorithm) -> Result<LeafKey, KeyError> {
         let pkcs8 = generate_pkcs8(algorithm)?;
-        let public = MemorySigner::from_pkcs8(algorithm, &pkcs8)?
-            .public_key()
-            .clone();
-        Ok(LeafKey {
-            algorithm,
-            pkcs8,
-            public,
-        })
+        let public = MemorySigner::from_pkcs8(algorithm, &pkcs8)?.public_key().clone();
+        Ok(LeafKey { algorithm, pkcs8, public })
     }
 
     /// The key's algorithm.
@@ -68,16 +62,8 @@ impl LeafKey {
         let key = PrivateKey::from_der(&self.pkcs8).map_err(p12)?;
         let local_id = self.public.sha256_hex().into_bytes();
         let mut store = KeyStore::new();
-        store.add_entry(
-            alias,
-            KeyStoreEntry::PrivateKeyChain(PrivateKeyChain::new(local_id, key, certs)),
-        );
-        store
-            .writer(password)
-            .encryption_iterations(100_000)
-            .mac_iterations(100_000)
-            .write()
-            .map_err(p12)
+        store.add_entry(alias, KeyStoreEntry::PrivateKeyChain(PrivateKeyChain::new(local_id, key, certs)));
+        store.writer(password).encryption_iterations(100_000).mac_iterations(100_000).write().map_err(p12)
     }
 }
 
@@ -85,16 +71,9 @@ impl LeafKey {
 pub fn random_password() -> Result<Zeroizing<String>, KeyError> {
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut bytes = Zeroizing::new([0u8; 24]);
-    aws_lc_rs::rand::fill(bytes.as_mut()).map_err(|_| KeyError::Crypto {
-        operation: "random password",
-    })?;
+    aws_lc_rs::rand::fill(bytes.as_mut()).map_err(|_| KeyError::Crypto { operation: "random password" })?;
     // 256 % 56 != 0 leaves a slight bias; 24 characters still carry > 130 bits.
-    Ok(Zeroizing::new(
-        bytes
-            .iter()
-            .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
-            .collect(),
-    ))
+    Ok(Zeroizing::new(bytes.iter().map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect()))
 }
 
 fn pem_encode(label: &str, der: &[u8]) -> String {

@@ -48,12 +48,7 @@ pub struct KeyReference {
 impl std::fmt::Debug for KeyReference {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The sealed blob is not secret, but it has no business in logs either.
-        write!(
-            f,
-            "KeyReference({}, {} bytes)",
-            self.backend,
-            self.data.len()
-        )
+        write!(f, "KeyReference({}, {} bytes)", self.backend, self.data.len())
     }
 }
 

@@ -22,9 +22,7 @@ enum Inner {
     Ed25519(Ed25519KeyPair),
 }
 
-const CRYPTO_GENERATE: KeyError = KeyError::Crypto {
-    operation: "generate key",
-};
+const CRYPTO_GENERATE: KeyError = KeyError::Crypto { operation: "generate key" };
 
 /// Generates a fresh key and returns it as PKCS#8 v1 DER.
 pub(crate) fn generate_pkcs8(algorithm: KeyAlgorithm) -> Result<Zeroizing<Vec<u8>>, KeyError> {
@@ -41,8 +39,7 @@ pub(crate) fn generate_pkcs8(algorithm: KeyAlgorithm) -> Result<Zeroizing<Vec<u8
                 _ => KeySize::Rsa4096,
             };
             let key = RsaKeyPair::generate(size).map_err(|_| CRYPTO_GENERATE)?;
-            let doc: aws_lc_rs::encoding::Pkcs8V1Der<'static> =
-                key.as_der().map_err(|_| CRYPTO_GENERATE)?;
+            let doc: aws_lc_rs::encoding::Pkcs8V1Der<'static> = key.as_der().map_err(|_| CRYPTO_GENERATE)?;
             doc.as_ref().to_vec()
         }
         KeyAlgorithm::Ed25519 => {
@@ -66,9 +63,9 @@ impl MemorySigner {
     pub(crate) fn from_pkcs8(algorithm: KeyAlgorithm, pkcs8: &[u8]) -> Result<Self, KeyError> {
         let rejected = |_| KeyError::Corrupt(format!("{algorithm} key does not parse as PKCS#8"));
         let key = match algorithm {
-            KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => Inner::Ecdsa(
-                EcdsaKeyPair::from_pkcs8(ecdsa_alg(algorithm), pkcs8).map_err(rejected)?,
-            ),
+            KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => {
+                Inner::Ecdsa(EcdsaKeyPair::from_pkcs8(ecdsa_alg(algorithm), pkcs8).map_err(rejected)?)
+            }
             KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => {
                 Inner::Rsa(RsaKeyPair::from_pkcs8(pkcs8).map_err(rejected)?)
             }
@@ -76,13 +73,10 @@ impl MemorySigner {
                 Inner::Ed25519(Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8).map_err(rejected)?)
             }
         };
-        let public_error = KeyError::Crypto {
-            operation: "encode public key",
-        };
+        let public_error = KeyError::Crypto { operation: "encode public key" };
         let public = match &key {
             Inner::Ecdsa(k) => {
-                let spki: PublicKeyX509Der<'static> =
-                    k.public_key().as_der().map_err(|_| public_error)?;
+                let spki: PublicKeyX509Der<'static> = k.public_key().as_der().map_err(|_| public_error)?;
                 PublicKey::new(spki.as_ref().to_vec(), k.public_key().as_ref().to_vec())
             }
             Inner::Rsa(k) => {
@@ -92,22 +86,15 @@ impl MemorySigner {
                         k.public_modulus_len() * 8
                     )));
                 }
-                let spki: PublicKeyX509Der<'static> =
-                    k.public_key().as_der().map_err(|_| public_error)?;
+                let spki: PublicKeyX509Der<'static> = k.public_key().as_der().map_err(|_| public_error)?;
                 PublicKey::new(spki.as_ref().to_vec(), k.public_key().as_ref().to_vec())
             }
             Inner::Ed25519(k) => {
-                let spki: PublicKeyX509Der<'static> =
-                    k.public_key().as_der().map_err(|_| public_error)?;
+                let spki: PublicKeyX509Der<'static> = k.public_key().as_der().map_err(|_| public_error)?;
                 PublicKey::new(spki.as_ref().to_vec(), k.public_key().as_ref().to_vec())
             }
         };
-        Ok(MemorySigner {
-            algorithm,
-            public,
-            key,
-            rng: SystemRandom::new(),
-        })
+        Ok(MemorySigner { algorithm, public, key, rng: SystemRandom::new() })
     }
 }
 
@@ -123,15 +110,10 @@ impl Signer for MemorySigner {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
         let failed = KeyError::Crypto { operation: "sign" };
         match &self.key {
-            Inner::Ecdsa(k) => Ok(k
-                .sign(&self.rng, message)
-                .map_err(|_| failed)?
-                .as_ref()
-                .to_vec()),
+            Inner::Ecdsa(k) => Ok(k.sign(&self.rng, message).map_err(|_| failed)?.as_ref().to_vec()),
             Inner::Rsa(k) => {
                 let mut sig = vec![0u8; k.public_modulus_len()];
-                k.sign(&signature::RSA_PKCS1_SHA256, &self.rng, message, &mut sig)
-                    .map_err(|_| failed)?;
+                k.sign(&signature::RSA_PKCS1_SHA256, &self.rng, message, &mut sig).map_err(|_| failed)?;
                 Ok(sig)
             }
             Inner::Ed25519(k) => Ok(k.sign(message).as_ref().to_vec()),

@@ -56,9 +56,7 @@ impl SoftKeyStore {
             return Err(KeyError::WrongPassphrase);
         }
         let mut salt = [0u8; 16];
-        aws_lc_rs::rand::fill(&mut salt).map_err(|_| KeyError::Crypto {
-            operation: "random salt",
-        })?;
+        aws_lc_rs::rand::fill(&mut salt).map_err(|_| KeyError::Crypto { operation: "random salt" })?;
         let mut params = SealParams {
             version: SEAL_VERSION,
             m_cost_kib: 19 * 1024,
@@ -67,9 +65,7 @@ impl SoftKeyStore {
             salt: hex::encode(salt),
             check: String::new(),
         };
-        let store = SoftKeyStore {
-            kek: derive_kek(passphrase, &params)?,
-        };
+        let store = SoftKeyStore { kek: derive_kek(passphrase, &params)? };
         params.check = hex::encode(store.seal(CHECK_PLAINTEXT, b"check")?);
         Ok((store, params))
     }
@@ -77,16 +73,10 @@ impl SoftKeyStore {
     /// Opens an existing store; a wrong passphrase is [`KeyError::WrongPassphrase`].
     pub fn open(passphrase: &[u8], params: &SealParams) -> Result<SoftKeyStore, KeyError> {
         if params.version != SEAL_VERSION {
-            return Err(KeyError::Corrupt(format!(
-                "unknown seal version {}",
-                params.version
-            )));
+            return Err(KeyError::Corrupt(format!("unknown seal version {}", params.version)));
         }
-        let store = SoftKeyStore {
-            kek: derive_kek(passphrase, params)?,
-        };
-        let check =
-            hex::decode(&params.check).map_err(|_| KeyError::Corrupt("check is not hex".into()))?;
+        let store = SoftKeyStore { kek: derive_kek(passphrase, params)? };
+        let check = hex::decode(&params.check).map_err(|_| KeyError::Corrupt("check is not hex".into()))?;
         match store.unseal(&check, b"check") {
             Ok(plain) if plain.as_slice() == CHECK_PLAINTEXT => Ok(store),
             _ => Err(KeyError::WrongPassphrase),
@@ -95,16 +85,10 @@ impl SoftKeyStore {
 
     fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, KeyError> {
         let mut nonce = [0u8; NONCE_LEN];
-        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| KeyError::Crypto {
-            operation: "random nonce",
-        })?;
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| KeyError::Crypto { operation: "random nonce" })?;
         let mut buf = plaintext.to_vec();
         self.kek
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad),
-                &mut buf,
-            )
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf)
             .map_err(|_| KeyError::Crypto { operation: "seal" })?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buf);
@@ -117,8 +101,7 @@ impl SoftKeyStore {
             return Err(KeyError::Corrupt("sealed blob too short".into()));
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce)
-            .map_err(|_| KeyError::Corrupt("bad nonce".into()))?;
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeyError::Corrupt("bad nonce".into()))?;
         let mut buf = Zeroizing::new(ciphertext.to_vec());
         let len = self
             .kek
@@ -131,22 +114,13 @@ impl SoftKeyStore {
 }
 
 fn derive_kek(passphrase: &[u8], params: &SealParams) -> Result<LessSafeKey, KeyError> {
-    let salt =
-        hex::decode(&params.salt).map_err(|_| KeyError::Corrupt("salt is not hex".into()))?;
-    let argon_params =
-        argon2::Params::new(params.m_cost_kib, params.t_cost, params.p_cost, Some(32))
-            .map_err(|e| KeyError::Corrupt(format!("argon2 parameters: {e}")))?;
-    let argon = argon2::Argon2::new(
-        argon2::Algorithm::Argon2id,
-        argon2::Version::V0x13,
-        argon_params,
-    );
+    let salt = hex::decode(&params.salt).map_err(|_| KeyError::Corrupt("salt is not hex".into()))?;
+    let argon_params = argon2::Params::new(params.m_cost_kib, params.t_cost, params.p_cost, Some(32))
+        .map_err(|e| KeyError::Corrupt(format!("argon2 parameters: {e}")))?;
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, argon_params);
     let mut kek = Zeroizing::new([0u8; 32]);
-    argon
-        .hash_password_into(passphrase, &salt, kek.as_mut())
-        .map_err(|e| KeyError::Corrupt(format!("argon2: {e}")))?;
-    let key = UnboundKey::new(&AES_256_GCM, kek.as_ref())
-        .map_err(|_| KeyError::Crypto { operation: "kek" })?;
+    argon.hash_password_into(passphrase, &salt, kek.as_mut()).map_err(|e| KeyError::Corrupt(format!("argon2: {e}")))?;
+    let key = UnboundKey::new(&AES_256_GCM, kek.as_ref()).map_err(|_| KeyError::Crypto { operation: "kek" })?;
     Ok(LessSafeKey::new(key))
 }
 
@@ -169,42 +143,26 @@ impl KeyStore for SoftKeyStore {
         data.push(name.len() as u8);
         data.extend_from_slice(name);
         data.extend_from_slice(&sealed);
-        Ok(GeneratedKey {
-            reference: KeyReference {
-                backend: BACKEND.to_string(),
-                data,
-            },
-            signer: Arc::new(signer),
-        })
+        Ok(GeneratedKey { reference: KeyReference { backend: BACKEND.to_string(), data }, signer: Arc::new(signer) })
     }
 
     fn load(&self, reference: &KeyReference) -> Result<Arc<dyn Signer>, KeyError> {
         if reference.backend != BACKEND {
-            return Err(KeyError::BackendMismatch {
-                expected: BACKEND,
-                found: reference.backend.clone(),
-            });
+            return Err(KeyError::BackendMismatch { expected: BACKEND, found: reference.backend.clone() });
         }
         let data = &reference.data;
-        let (version, rest) = data
-            .split_first()
-            .ok_or_else(|| KeyError::Corrupt("empty key reference".into()))?;
+        let (version, rest) = data.split_first().ok_or_else(|| KeyError::Corrupt("empty key reference".into()))?;
         if *version != SEAL_VERSION {
-            return Err(KeyError::Corrupt(format!(
-                "unknown sealed key version {version}"
-            )));
+            return Err(KeyError::Corrupt(format!("unknown sealed key version {version}")));
         }
-        let (len, rest) = rest
-            .split_first()
-            .ok_or_else(|| KeyError::Corrupt("truncated key reference".into()))?;
+        let (len, rest) = rest.split_first().ok_or_else(|| KeyError::Corrupt("truncated key reference".into()))?;
         let len = usize::from(*len);
         if rest.len() < len {
             return Err(KeyError::Corrupt("truncated key reference".into()));
         }
         let (name, sealed) = rest.split_at(len);
-        let algorithm: KeyAlgorithm = std::str::from_utf8(name)
-            .map_err(|_| KeyError::Corrupt("algorithm name".into()))?
-            .parse()?;
+        let algorithm: KeyAlgorithm =
+            std::str::from_utf8(name).map_err(|_| KeyError::Corrupt("algorithm name".into()))?.parse()?;
         let pkcs8 = self.unseal(sealed, &key_aad(algorithm))?;
         Ok(Arc::new(MemorySigner::from_pkcs8(algorithm, &pkcs8)?))
     }
@@ -213,10 +171,7 @@ impl KeyStore for SoftKeyStore {
         // The sealed blob is the key: once the caller wipes the reference, no
         // copy is left in this backend.
         if reference.backend != BACKEND {
-            return Err(KeyError::BackendMismatch {
-                expected: BACKEND,
-                found: reference.backend.clone(),
-            });
+            return Err(KeyError::BackendMismatch { expected: BACKEND, found: reference.backend.clone() });
         }
         Ok(())
     }
@@ -240,12 +195,7 @@ mod tests {
     fn sealed_keys_round_trip_and_sign_for_every_algorithm() {
         let (store, params) = SoftKeyStore::create(b"correct horse").expect("create");
         let reopened = SoftKeyStore::open(b"correct horse", &params).expect("open");
-        for alg in [
-            KeyAlgorithm::EcdsaP256,
-            KeyAlgorithm::EcdsaP384,
-            KeyAlgorithm::Rsa2048,
-            KeyAlgorithm::Ed25519,
-        ] {
+        for alg in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384, KeyAlgorithm::Rsa2048, KeyAlgorithm::Ed25519] {
             let key = store.generate(alg, "test").expect("generate");
             let loaded = reopened.load(&key.reference).expect("load");
             assert_eq!(loaded.public_key(), key.signer.public_key());
@@ -259,18 +209,13 @@ mod tests {
     #[test]
     fn wrong_passphrase_is_refused_before_any_key_is_touched() {
         let (_, params) = SoftKeyStore::create(b"right").expect("create");
-        assert!(matches!(
-            SoftKeyStore::open(b"wrong", &params),
-            Err(KeyError::WrongPassphrase)
-        ));
+        assert!(matches!(SoftKeyStore::open(b"wrong", &params), Err(KeyError::WrongPassphrase)));
     }
 
     #[test]
     fn tampered_or_relabelled_blob_does_not_open() {
         let (store, _) = SoftKeyStore::create(b"pw").expect("create");
-        let key = store
-            .generate(KeyAlgorithm::EcdsaP256, "t")
-            .expect("generate");
+        let key = store.generate(KeyAlgorithm::EcdsaP256, "t").expect("generate");
         let mut flipped = key.reference.clone();
         let last = flipped.data.len() - 1;
         flipped.data[last] ^= 1;
@@ -278,10 +223,7 @@ mod tests {
         let mut relabelled = key.reference.clone();
         relabelled.data[2..6].copy_from_slice(b"p384");
         assert!(store.load(&relabelled).is_err());
-        let truncated = KeyReference {
-            backend: BACKEND.into(),
-            data: key.reference.data[..5].to_vec(),
-        };
+        let truncated = KeyReference { backend: BACKEND.into(), data: key.reference.data[..5].to_vec() };
         assert!(store.load(&truncated).is_err());
     }
 
@@ -290,10 +232,6 @@ mod tests {
         let (store, _) = SoftKeyStore::create(b"pw").expect("create");
         let pkcs8 = generate_pkcs8(KeyAlgorithm::EcdsaP256).expect("gen");
         let sealed = store.seal(&pkcs8, b"x").expect("seal");
-        assert!(
-            !sealed
-                .windows(32)
-                .any(|w| pkcs8.windows(32).any(|p| p == w))
-        );
+        assert!(!sealed.windows(32).any(|w| pkcs8.windows(32).any(|p| p == w)));
     }
 }

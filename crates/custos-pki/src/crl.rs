@@ -1,8 +1,8 @@
 //! Certificate revocation lists (RFC 5280 section 5), signed by the CA key.
 
 use rcgen::{
-    CertificateRevocationListParams, CrlDistributionPoint, CrlIssuingDistributionPoint, CrlScope,
-    KeyIdMethod, RevokedCertParams, SerialNumber,
+    CertificateRevocationListParams, CrlDistributionPoint, CrlIssuingDistributionPoint, CrlScope, KeyIdMethod,
+    RevokedCertParams, SerialNumber,
 };
 use time::OffsetDateTime;
 
@@ -46,10 +46,7 @@ impl CaIssuer {
             .map(|r| RevokedCertParams {
                 serial_number: SerialNumber::from_slice(r.serial.as_bytes()),
                 revocation_time: truncate(r.revoked_at),
-                reason_code: r
-                    .reason
-                    .filter(|r| *r != Reason::Unspecified)
-                    .map(Reason::rcgen),
+                reason_code: r.reason.filter(|r| *r != Reason::Unspecified).map(Reason::rcgen),
                 invalidity_date: r.invalidity_date.map(truncate),
             })
             .collect();
@@ -57,20 +54,14 @@ impl CaIssuer {
             this_update: truncate(spec.this_update),
             next_update: truncate(spec.next_update),
             crl_number: SerialNumber::from_slice(&spec.number.to_be_bytes()),
-            issuing_distribution_point: spec.user_certs_at.as_ref().map(|url| {
-                CrlIssuingDistributionPoint {
-                    distribution_point: CrlDistributionPoint {
-                        uris: vec![url.clone()],
-                    },
-                    scope: Some(CrlScope::UserCertsOnly),
-                }
+            issuing_distribution_point: spec.user_certs_at.as_ref().map(|url| CrlIssuingDistributionPoint {
+                distribution_point: CrlDistributionPoint { uris: vec![url.clone()] },
+                scope: Some(CrlScope::UserCertsOnly),
             }),
             revoked_certs,
             key_identifier_method: KeyIdMethod::PreSpecified(self.key_identifier().to_vec()),
         };
-        let crl = params
-            .signed_by(self.rcgen())
-            .map_err(|e| PkiError::Signing(format!("CRL: {e}")))?;
+        let crl = params.signed_by(self.rcgen()).map_err(|e| PkiError::Signing(format!("CRL: {e}")))?;
         Ok(crl.der().to_vec())
     }
 }

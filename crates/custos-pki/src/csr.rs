@@ -7,9 +7,9 @@
 use custos_keys::{KeyAlgorithm, PublicKey};
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::oid_registry::{
-    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
-    OID_PKCS1_RSASSAPSS, OID_PKCS1_SHA256WITHRSA, OID_PKCS1_SHA384WITHRSA, OID_PKCS1_SHA512WITHRSA,
-    OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ECDSA_WITH_SHA384, OID_SIG_ED25519,
+    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION, OID_PKCS1_RSASSAPSS,
+    OID_PKCS1_SHA256WITHRSA, OID_PKCS1_SHA384WITHRSA, OID_PKCS1_SHA512WITHRSA, OID_SIG_ECDSA_WITH_SHA256,
+    OID_SIG_ECDSA_WITH_SHA384, OID_SIG_ED25519,
 };
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey as ParsedKey;
@@ -41,8 +41,7 @@ impl CertificateRequest {
         }
         let trimmed = input.trim_ascii_start();
         if trimmed.starts_with(b"-----BEGIN") {
-            let pem =
-                pem::parse(trimmed).map_err(|e| PkiError::MalformedCsr(format!("PEM: {e}")))?;
+            let pem = pem::parse(trimmed).map_err(|e| PkiError::MalformedCsr(format!("PEM: {e}")))?;
             if pem.tag() != "CERTIFICATE REQUEST" && pem.tag() != "NEW CERTIFICATE REQUEST" {
                 return Err(PkiError::MalformedCsr(format!(
                     "PEM block is {:?}, expected CERTIFICATE REQUEST",
@@ -57,13 +56,10 @@ impl CertificateRequest {
 
     /// Parses and verifies a DER CSR.
     pub fn from_der(der: &[u8]) -> Result<CertificateRequest, PkiError> {
-        let (rest, csr) = X509CertificationRequest::from_der(der)
-            .map_err(|e| PkiError::MalformedCsr(format!("DER: {e}")))?;
+        let (rest, csr) =
+            X509CertificationRequest::from_der(der).map_err(|e| PkiError::MalformedCsr(format!("DER: {e}")))?;
         if !rest.is_empty() {
-            return Err(PkiError::MalformedCsr(format!(
-                "{} trailing bytes after the CSR",
-                rest.len()
-            )));
+            return Err(PkiError::MalformedCsr(format!("{} trailing bytes after the CSR", rest.len())));
         }
         let sig_alg = &csr.signature_algorithm.algorithm;
         let accepted = [
@@ -83,18 +79,12 @@ impl CertificateRequest {
         let algorithm = key_algorithm(spki)?;
         csr.verify_signature().map_err(|_| PkiError::CsrSignature)?;
         let public_key = PublicKey::new(spki.raw.to_vec(), spki.subject_public_key.data.to_vec());
-        Ok(CertificateRequest {
-            public_key,
-            algorithm,
-            requested_subject: info.subject.to_string(),
-        })
+        Ok(CertificateRequest { public_key, algorithm, requested_subject: info.subject.to_string() })
     }
 }
 
 /// Judges a SubjectPublicKeyInfo: which algorithm it is, and whether it is strong enough.
-pub fn key_algorithm(
-    spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>,
-) -> Result<KeyAlgorithm, PkiError> {
+pub fn key_algorithm(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<KeyAlgorithm, PkiError> {
     let oid = &spki.algorithm.algorithm;
     if *oid == OID_PKCS1_RSAENCRYPTION {
         let Ok(ParsedKey::RSA(rsa)) = spki.parsed() else {
@@ -102,13 +92,10 @@ pub fn key_algorithm(
         };
         let bits = rsa.key_size();
         if bits < 2048 {
-            return Err(PkiError::WeakKey(format!(
-                "RSA-{bits}: at least 2048 bits are required"
-            )));
+            return Err(PkiError::WeakKey(format!("RSA-{bits}: at least 2048 bits are required")));
         }
-        return KeyAlgorithm::rsa_of_bits(bits).ok_or_else(|| {
-            PkiError::UnsupportedKey(format!("RSA-{bits}: use 2048, 3072 or 4096 bits"))
-        });
+        return KeyAlgorithm::rsa_of_bits(bits)
+            .ok_or_else(|| PkiError::UnsupportedKey(format!("RSA-{bits}: use 2048, 3072 or 4096 bits")));
     }
     if *oid == OID_KEY_TYPE_EC_PUBLIC_KEY {
         let curve = spki
@@ -123,16 +110,10 @@ pub fn key_algorithm(
         if curve == OID_NIST_EC_P384 {
             return Ok(KeyAlgorithm::EcdsaP384);
         }
-        return Err(PkiError::UnsupportedKey(format!(
-            "EC curve {} (use P-256 or P-384)",
-            curve.to_id_string()
-        )));
+        return Err(PkiError::UnsupportedKey(format!("EC curve {} (use P-256 or P-384)", curve.to_id_string())));
     }
     if *oid == OID_SIG_ED25519 {
         return Ok(KeyAlgorithm::Ed25519);
     }
-    Err(PkiError::UnsupportedKey(format!(
-        "key type {}",
-        oid.to_id_string()
-    )))
+    Err(PkiError::UnsupportedKey(format!("key type {}", oid.to_id_string())))
 }

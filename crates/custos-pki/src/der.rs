@@ -71,15 +71,11 @@ impl<'a> Reader<'a> {
     /// Reads one TLV: its tag, its contents and the whole encoding.
     pub(crate) fn read_any(&mut self) -> Result<(u8, &'a [u8], &'a [u8]), DerError> {
         let all = self.data;
-        let (&tag, rest) = all
-            .split_first()
-            .ok_or(DerError("truncated: tag expected"))?;
+        let (&tag, rest) = all.split_first().ok_or(DerError("truncated: tag expected"))?;
         if tag & 0x1f == 0x1f {
             return Err(DerError("high tag numbers are not used here"));
         }
-        let (&first, mut rest) = rest
-            .split_first()
-            .ok_or(DerError("truncated: length expected"))?;
+        let (&first, mut rest) = rest.split_first().ok_or(DerError("truncated: length expected"))?;
         let len = if first < 0x80 {
             usize::from(first)
         } else {
@@ -94,9 +90,7 @@ impl<'a> Reader<'a> {
             if bytes[0] == 0 {
                 return Err(DerError("non-minimal length"));
             }
-            let len = bytes
-                .iter()
-                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+            let len = bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
             if len < 0x80 {
                 return Err(DerError("non-minimal length"));
             }
@@ -123,11 +117,7 @@ impl<'a> Reader<'a> {
 
     /// Reads an optional TLV with `tag`.
     pub(crate) fn read_optional(&mut self, tag: u8) -> Result<Option<&'a [u8]>, DerError> {
-        if self.peek_tag() == Some(tag) {
-            Ok(Some(self.read_any()?.1))
-        } else {
-            Ok(None)
-        }
+        if self.peek_tag() == Some(tag) { Ok(Some(self.read_any()?.1)) } else { Ok(None) }
     }
 }
 

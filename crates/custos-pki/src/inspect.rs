@@ -26,8 +26,7 @@ pub struct CertificateFacts {
 
 /// Parses a DER certificate into [`CertificateFacts`].
 pub fn certificate_facts(der: &[u8]) -> Result<CertificateFacts, PkiError> {
-    let (_, cert) = X509Certificate::from_der(der)
-        .map_err(|e| PkiError::MalformedCertificate(e.to_string()))?;
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| PkiError::MalformedCertificate(e.to_string()))?;
     let mut sans = Vec::new();
     if let Ok(Some(ext)) = cert.subject_alternative_name() {
         for name in &ext.value.general_names {
@@ -36,9 +35,9 @@ pub fn certificate_facts(der: &[u8]) -> Result<CertificateFacts, PkiError> {
                 GeneralName::URI(u) => (*u).to_string(),
                 GeneralName::IPAddress(ip) => match ip.len() {
                     4 => std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]).to_string(),
-                    16 => <[u8; 16]>::try_from(*ip)
-                        .map(|a| std::net::Ipv6Addr::from(a).to_string())
-                        .unwrap_or_default(),
+                    16 => {
+                        <[u8; 16]>::try_from(*ip).map(|a| std::net::Ipv6Addr::from(a).to_string()).unwrap_or_default()
+                    }
                     _ => hex::encode(ip),
                 },
                 other => format!("{other:?}"),
@@ -52,9 +51,6 @@ pub fn certificate_facts(der: &[u8]) -> Result<CertificateFacts, PkiError> {
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
         sans,
-        spki_sha256: hex::encode(aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA256,
-            cert.public_key().raw,
-        )),
+        spki_sha256: hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert.public_key().raw)),
     })
 }

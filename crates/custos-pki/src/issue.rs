@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use custos_keys::{KeyAlgorithm, PublicKey, Signer};
 use rcgen::{
-    BasicConstraints, CertificateParams, CrlDistributionPoint, CustomExtension, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyUsagePurpose, SanType, SerialNumber,
-    SignatureAlgorithm,
+    BasicConstraints, CertificateParams, CrlDistributionPoint, CustomExtension, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyUsagePurpose, SanType, SerialNumber, SignatureAlgorithm,
 };
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -86,9 +85,7 @@ impl CertificateTemplate {
         spec.not_before = truncate(spec.not_before);
         spec.not_after = truncate(spec.not_after);
         if spec.not_after <= spec.not_before {
-            return Err(PkiError::Template(
-                "notAfter must be later than notBefore".into(),
-            ));
+            return Err(PkiError::Template("notAfter must be later than notBefore".into()));
         }
         if spec.common_name.is_empty() || spec.common_name.chars().count() > MAX_NAME_LEN {
             return Err(PkiError::Template(format!(
@@ -99,22 +96,16 @@ impl CertificateTemplate {
         if let Some(o) = &spec.organization
             && (o.is_empty() || o.chars().count() > MAX_NAME_LEN)
         {
-            return Err(PkiError::Template(format!(
-                "organization {o:?} must be 1 to {MAX_NAME_LEN} characters"
-            )));
+            return Err(PkiError::Template(format!("organization {o:?} must be 1 to {MAX_NAME_LEN} characters")));
         }
         if spec.profile == Profile::Server && spec.sans.is_empty() {
-            return Err(PkiError::Template(
-                "a server certificate needs at least one SAN".into(),
-            ));
+            return Err(PkiError::Template("a server certificate needs at least one SAN".into()));
         }
         if spec.profile.is_ca() && !spec.sans.is_empty() {
             return Err(PkiError::Template("a CA certificate carries no SAN".into()));
         }
         if spec.profile != Profile::RootCa && spec.urls.is_none() {
-            return Err(PkiError::Template(
-                "a certificate below the root needs CRL and OCSP URLs".into(),
-            ));
+            return Err(PkiError::Template("a certificate below the root needs CRL and OCSP URLs".into()));
         }
 
         let mut params = CertificateParams::default();
@@ -147,11 +138,7 @@ impl CertificateTemplate {
                 params.extended_key_usages = vec![ExtendedKeyUsagePurpose::OcspSigning];
             }
             Profile::RootCa | Profile::IssuingCa => {
-                let path_len = if spec.profile == Profile::RootCa {
-                    1
-                } else {
-                    0
-                };
+                let path_len = if spec.profile == Profile::RootCa { 1 } else { 0 };
                 params.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
                 params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
             }
@@ -160,22 +147,13 @@ impl CertificateTemplate {
         // builders and linters never have to guess (RFC 5280 4.2.1.1).
         params.use_authority_key_identifier_extension = true;
         if let Some(urls) = &spec.urls {
-            params.crl_distribution_points = vec![CrlDistributionPoint {
-                uris: vec![urls.crl.clone()],
-            }];
-            params.custom_extensions = vec![CustomExtension::from_oid_content(
-                OID_AIA,
-                authority_info_access(&urls.ocsp, &urls.ca_issuers),
-            )];
+            params.crl_distribution_points = vec![CrlDistributionPoint { uris: vec![urls.crl.clone()] }];
+            params.custom_extensions =
+                vec![CustomExtension::from_oid_content(OID_AIA, authority_info_access(&urls.ocsp, &urls.ca_issuers))];
             if spec.profile == Profile::OcspResponder {
                 // id-pkix-ocsp-nocheck (RFC 6960 4.2.2.2.1): clients need not
                 // ask about the responder's own certificate.
-                params
-                    .custom_extensions
-                    .push(CustomExtension::from_oid_content(
-                        OID_OCSP_NOCHECK,
-                        vec![0x05, 0x00],
-                    ));
+                params.custom_extensions.push(CustomExtension::from_oid_content(OID_OCSP_NOCHECK, vec![0x05, 0x00]));
             }
         }
         Ok(CertificateTemplate { spec, params })
@@ -189,9 +167,7 @@ impl CertificateTemplate {
         issuer: &CaIssuer,
     ) -> Result<SignedCertificate, PkiError> {
         if self.spec.profile == Profile::RootCa {
-            return Err(PkiError::Template(
-                "a root certificate is self-signed".into(),
-            ));
+            return Err(PkiError::Template("a root certificate is self-signed".into()));
         }
         if self.spec.not_after > issuer.not_after {
             return Err(PkiError::Template(format!(
@@ -199,35 +175,22 @@ impl CertificateTemplate {
                 self.spec.not_after, issuer.not_after
             )));
         }
-        let key = SubjectKey {
-            public: subject,
-            algorithm: subject_algorithm,
-        };
+        let key = SubjectKey { public: subject, algorithm: subject_algorithm };
         let mut params = self.params;
         params.key_identifier_method = KeyIdMethod::PreSpecified(key_identifier(subject));
-        let cert = params
-            .signed_by(&key, &issuer.inner)
-            .map_err(|e| PkiError::Signing(e.to_string()))?;
+        let cert = params.signed_by(&key, &issuer.inner).map_err(|e| PkiError::Signing(e.to_string()))?;
         check_issued(cert.der().to_vec(), &self.spec, subject)
     }
 
     /// Signs a root certificate with its own key and returns it as an issuer.
-    pub fn self_sign(
-        self,
-        signer: Arc<dyn Signer>,
-    ) -> Result<(SignedCertificate, CaIssuer), PkiError> {
+    pub fn self_sign(self, signer: Arc<dyn Signer>) -> Result<(SignedCertificate, CaIssuer), PkiError> {
         if self.spec.profile != Profile::RootCa {
-            return Err(PkiError::Template(
-                "only a root certificate is self-signed".into(),
-            ));
+            return Err(PkiError::Template("only a root certificate is self-signed".into()));
         }
         let key = CaKey(signer.clone());
         let mut params = self.params;
-        params.key_identifier_method =
-            KeyIdMethod::PreSpecified(key_identifier(signer.public_key()));
-        let cert = params
-            .self_signed(&key)
-            .map_err(|e| PkiError::Signing(e.to_string()))?;
+        params.key_identifier_method = KeyIdMethod::PreSpecified(key_identifier(signer.public_key()));
+        let cert = params.self_signed(&key).map_err(|e| PkiError::Signing(e.to_string()))?;
         let signed = check_issued(cert.der().to_vec(), &self.spec, signer.public_key())?;
         let issuer = CaIssuer::new(&signed.der, signer)?;
         Ok((signed, issuer))
@@ -250,35 +213,25 @@ impl std::fmt::Debug for CaIssuer {
 impl CaIssuer {
     /// Pairs a CA certificate with its signer, refusing a signer whose public key is not the certificate's.
     pub fn new(cert_der: &[u8], signer: Arc<dyn Signer>) -> Result<CaIssuer, PkiError> {
-        let (_, cert) = X509Certificate::from_der(cert_der)
-            .map_err(|e| PkiError::MalformedCertificate(e.to_string()))?;
+        let (_, cert) =
+            X509Certificate::from_der(cert_der).map_err(|e| PkiError::MalformedCertificate(e.to_string()))?;
         if cert.public_key().raw != signer.public_key().spki_der() {
-            return Err(PkiError::Template(
-                "the CA key does not match the CA certificate".into(),
-            ));
+            return Err(PkiError::Template("the CA key does not match the CA certificate".into()));
         }
         if !cert.is_ca() {
-            return Err(PkiError::Template(
-                "the issuer certificate is not a CA".into(),
-            ));
+            return Err(PkiError::Template("the issuer certificate is not a CA".into()));
         }
         let not_after = cert.validity().not_after.to_datetime();
         let key_identifier = cert
             .iter_extensions()
             .find_map(|e| match e.parsed_extension() {
-                x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => {
-                    Some(k.0.to_vec())
-                }
+                x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
                 _ => None,
             })
             .unwrap_or_else(|| key_identifier(signer.public_key()));
         let inner = rcgen::Issuer::from_ca_cert_der(&cert_der.into(), CaKey(signer))
             .map_err(|e| PkiError::MalformedCertificate(e.to_string()))?;
-        Ok(CaIssuer {
-            inner,
-            not_after,
-            key_identifier,
-        })
+        Ok(CaIssuer { inner, not_after, key_identifier })
     }
 
     /// The CA's subject key identifier, which its CRLs name as their AKI.
@@ -341,9 +294,7 @@ fn signature_algorithm(algorithm: KeyAlgorithm) -> &'static SignatureAlgorithm {
     match algorithm {
         KeyAlgorithm::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
         KeyAlgorithm::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
-        KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => {
-            &rcgen::PKCS_RSA_SHA256
-        }
+        KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => &rcgen::PKCS_RSA_SHA256,
         KeyAlgorithm::Ed25519 => &rcgen::PKCS_ED25519,
     }
 }
@@ -363,26 +314,18 @@ fn san(s: &str) -> Result<SanType, PkiError> {
         return Ok(SanType::IpAddress(ip));
     }
     if s.contains("://") {
-        let uri = s
-            .try_into()
-            .map_err(|_| PkiError::Template(format!("SAN URI {s:?} is not ASCII")))?;
+        let uri = s.try_into().map_err(|_| PkiError::Template(format!("SAN URI {s:?} is not ASCII")))?;
         return Ok(SanType::URI(uri));
     }
     check_dns_name(s)?;
-    let name = s
-        .try_into()
-        .map_err(|_| PkiError::Template(format!("SAN {s:?} is not ASCII")))?;
+    let name = s.try_into().map_err(|_| PkiError::Template(format!("SAN {s:?} is not ASCII")))?;
     Ok(SanType::DnsName(name))
 }
 
 /// Checks a DNS name SAN (RFC 5280 4.2.1.6, preferred name syntax): lowercase
 /// LDH labels, an optional leading `*.` wildcard, at most 253 characters.
 pub fn check_dns_name(name: &str) -> Result<(), PkiError> {
-    let bad = |why: &str| {
-        Err(PkiError::Template(format!(
-            "SAN {name:?} is not a valid DNS name: {why}"
-        )))
-    };
+    let bad = |why: &str| Err(PkiError::Template(format!("SAN {name:?} is not a valid DNS name: {why}")));
     if name.is_empty() || name.len() > 253 {
         return bad("length must be 1 to 253");
     }
@@ -391,10 +334,7 @@ pub fn check_dns_name(name: &str) -> Result<(), PkiError> {
         if label.is_empty() || label.len() > 63 {
             return bad("each label must be 1 to 63 characters");
         }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
+        if !label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
             return bad("only lowercase letters, digits and '-' are allowed");
         }
         if label.starts_with('-') || label.ends_with('-') {
@@ -405,18 +345,12 @@ pub fn check_dns_name(name: &str) -> Result<(), PkiError> {
 }
 
 /// Parses what we just signed and checks it says what the template said.
-fn check_issued(
-    der: Vec<u8>,
-    spec: &CertificateSpec,
-    subject: &PublicKey,
-) -> Result<SignedCertificate, PkiError> {
-    let (rest, cert) = X509Certificate::from_der(&der)
-        .map_err(|e| PkiError::Check(format!("does not parse: {e}")))?;
+fn check_issued(der: Vec<u8>, spec: &CertificateSpec, subject: &PublicKey) -> Result<SignedCertificate, PkiError> {
+    let (rest, cert) = X509Certificate::from_der(&der).map_err(|e| PkiError::Check(format!("does not parse: {e}")))?;
     if !rest.is_empty() {
         return Err(PkiError::Check("trailing bytes".into()));
     }
-    let serial =
-        Serial::from_bytes(cert.raw_serial()).map_err(|e| PkiError::Check(e.to_string()))?;
+    let serial = Serial::from_bytes(cert.raw_serial()).map_err(|e| PkiError::Check(e.to_string()))?;
     if serial != spec.serial {
         return Err(PkiError::Check("serial differs from the template".into()));
     }
@@ -429,9 +363,7 @@ fn check_issued(
         return Err(PkiError::Check("subject public key differs".into()));
     }
     if cert.is_ca() != spec.profile.is_ca() {
-        return Err(PkiError::Check(
-            "basic constraints differ from the profile".into(),
-        ));
+        return Err(PkiError::Check("basic constraints differ from the profile".into()));
     }
     let subject_text = cert.subject().to_string();
     drop(cert);
@@ -454,15 +386,7 @@ mod tests {
         for ok in ["api.acme.example", "*.acme.example", "a-b.c1"] {
             assert!(check_dns_name(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "API.acme.example",
-            "a..b",
-            "-a.b",
-            "a.*.b",
-            "a b",
-            &"a".repeat(64),
-        ] {
+        for bad in ["", "API.acme.example", "a..b", "-a.b", "a.*.b", "a b", &"a".repeat(64)] {
             assert!(check_dns_name(bad).is_err(), "{bad}");
         }
     }

@@ -23,9 +23,7 @@ const OID_SHA512: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03
 /// id-pkix-ocsp-nonce, 1.3.6.1.5.5.7.48.1.2.
 const OID_NONCE: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x02];
 /// id-pkix-ocsp-basic, 1.3.6.1.5.5.7.48.1.1.
-const OID_BASIC: &[u8] = &[
-    0x06, 0x09, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x01,
-];
+const OID_BASIC: &[u8] = &[0x06, 0x09, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01, 0x01];
 
 /// The hash a CertID was made with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -167,12 +165,8 @@ fn parse_cert_id(contents: &[u8], der: &[u8]) -> Result<CertId, OcspRequestError
         OID_SHA512 => HashAlgorithm::Sha512,
         _ => return Err(OcspRequestError::UnsupportedHash),
     };
-    let issuer_name_hash = r
-        .read(0x04, "issuerNameHash must be an OCTET STRING")?
-        .to_vec();
-    let issuer_key_hash = r
-        .read(0x04, "issuerKeyHash must be an OCTET STRING")?
-        .to_vec();
+    let issuer_name_hash = r.read(0x04, "issuerNameHash must be an OCTET STRING")?.to_vec();
+    let issuer_key_hash = r.read(0x04, "issuerKeyHash must be an OCTET STRING")?.to_vec();
     let serial = r.read(0x02, "serialNumber must be an INTEGER")?;
     if !r.is_empty() {
         return Err(bad("unexpected data in CertID"));
@@ -181,13 +175,7 @@ fn parse_cert_id(contents: &[u8], der: &[u8]) -> Result<CertId, OcspRequestError
         return Err(bad("serialNumber must be positive"));
     }
     let serial = Serial::from_bytes(serial).map_err(|_| bad("serialNumber out of range"))?;
-    Ok(CertId {
-        hash,
-        issuer_name_hash,
-        issuer_key_hash,
-        serial,
-        der: der.to_vec(),
-    })
+    Ok(CertId { hash, issuer_name_hash, issuer_key_hash, serial, der: der.to_vec() })
 }
 
 fn parse_nonce(exts: &[u8]) -> Result<Option<Vec<u8>>, OcspRequestError> {
@@ -227,31 +215,21 @@ pub struct IssuerHashes {
 impl IssuerHashes {
     /// Computes the name and key hashes of an issuer certificate.
     pub fn from_certificate(der: &[u8]) -> Result<IssuerHashes, PkiError> {
-        let (_, cert) = X509Certificate::from_der(der)
-            .map_err(|e| PkiError::MalformedCertificate(e.to_string()))?;
+        let (_, cert) = X509Certificate::from_der(der).map_err(|e| PkiError::MalformedCertificate(e.to_string()))?;
         let name_der = cert.tbs_certificate.subject.as_raw().to_vec();
         let key_bits = cert.public_key().subject_public_key.data.to_vec();
-        let by_hash = [
-            HashAlgorithm::Sha1,
-            HashAlgorithm::Sha256,
-            HashAlgorithm::Sha384,
-            HashAlgorithm::Sha512,
-        ]
-        .into_iter()
-        .map(|h| (h, h.digest(&name_der), h.digest(&key_bits)))
-        .collect();
-        Ok(IssuerHashes {
-            name_der,
-            key_bits,
-            by_hash,
-        })
+        let by_hash = [HashAlgorithm::Sha1, HashAlgorithm::Sha256, HashAlgorithm::Sha384, HashAlgorithm::Sha512]
+            .into_iter()
+            .map(|h| (h, h.digest(&name_der), h.digest(&key_bits)))
+            .collect();
+        Ok(IssuerHashes { name_der, key_bits, by_hash })
     }
 
     /// Whether `id` names a certificate of this issuer.
     pub fn matches(&self, id: &CertId) -> bool {
-        self.by_hash.iter().any(|(h, name, key)| {
-            *h == id.hash && *name == id.issuer_name_hash && *key == id.issuer_key_hash
-        })
+        self.by_hash
+            .iter()
+            .any(|(h, name, key)| *h == id.hash && *name == id.issuer_name_hash && *key == id.issuer_key_hash)
     }
 
     /// A CertID for `serial` under this issuer (for clients and tests).
@@ -270,13 +248,7 @@ impl IssuerHashes {
             &tlv(0x04, &key),
             &integer(serial.as_bytes()),
         ]);
-        CertId {
-            hash,
-            issuer_name_hash: name,
-            issuer_key_hash: key,
-            serial: serial.clone(),
-            der,
-        }
+        CertId { hash, issuer_name_hash: name, issuer_key_hash: key, serial: serial.clone(), der }
     }
 }
 
@@ -362,10 +334,7 @@ pub fn sign_response(
     nonce: Option<&[u8]>,
     produced_at: OffsetDateTime,
 ) -> Result<Vec<u8>, PkiError> {
-    let key_hash = digest::digest(
-        &digest::SHA1_FOR_LEGACY_USE_ONLY,
-        responder.signer.public_key().raw(),
-    );
+    let key_hash = digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, responder.signer.public_key().raw());
     let responder_id = tlv(0xa2, &tlv(0x04, key_hash.as_ref()));
     let mut singles = Vec::new();
     for r in responses {
@@ -395,10 +364,7 @@ pub fn sign_response(
         data.extend(tlv(0xa1, &seq(&[&ext])));
     }
     let tbs = tlv(0x30, &data);
-    let signature = responder
-        .signer
-        .sign(&tbs)
-        .map_err(|e| PkiError::Signing(e.to_string()))?;
+    let signature = responder.signer.sign(&tbs).map_err(|e| PkiError::Signing(e.to_string()))?;
     let mut bits = vec![0u8];
     bits.extend(signature);
     let basic = seq(&[
@@ -414,16 +380,11 @@ pub fn sign_response(
 /// The DER AlgorithmIdentifier of the signatures a key makes.
 fn signature_algorithm(alg: KeyAlgorithm) -> &'static [u8] {
     match alg {
-        KeyAlgorithm::EcdsaP256 => &[
-            0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02,
-        ],
-        KeyAlgorithm::EcdsaP384 => &[
-            0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03,
-        ],
-        KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => &[
-            0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b, 0x05,
-            0x00,
-        ],
+        KeyAlgorithm::EcdsaP256 => &[0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02],
+        KeyAlgorithm::EcdsaP384 => &[0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03],
+        KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => {
+            &[0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b, 0x05, 0x00]
+        }
         KeyAlgorithm::Ed25519 => &[0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70],
     }
 }
@@ -440,13 +401,7 @@ mod tests {
             &tlv(0x04, &[2; 20]),
             &integer(serial.as_bytes()),
         ]);
-        CertId {
-            hash: HashAlgorithm::Sha1,
-            issuer_name_hash: vec![1; 20],
-            issuer_key_hash: vec![2; 20],
-            serial,
-            der,
-        }
+        CertId { hash: HashAlgorithm::Sha1, issuer_name_hash: vec![1; 20], issuer_key_hash: vec![2; 20], serial, der }
     }
 
     #[test]
@@ -468,28 +423,13 @@ mod tests {
         let mut trailing = good.clone();
         trailing.push(0);
         assert!(OcspRequest::parse(&trailing).is_err());
-        assert!(
-            OcspRequest::parse(&[0x30, 0x80, 0, 0]).is_err(),
-            "indefinite length"
-        );
-        assert!(
-            OcspRequest::parse(&[0x30, 0x81, 0x01, 0x00]).is_err(),
-            "non-minimal length"
-        );
-        assert!(
-            OcspRequest::parse(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_err(),
-            "huge length"
-        );
+        assert!(OcspRequest::parse(&[0x30, 0x80, 0, 0]).is_err(), "indefinite length");
+        assert!(OcspRequest::parse(&[0x30, 0x81, 0x01, 0x00]).is_err(), "non-minimal length");
+        assert!(OcspRequest::parse(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_err(), "huge length");
         let empty_list = seq(&[&seq(&[&tlv(0x30, &[])])]);
-        assert!(matches!(
-            OcspRequest::parse(&empty_list),
-            Err(OcspRequestError::Malformed(_))
-        ));
+        assert!(matches!(OcspRequest::parse(&empty_list), Err(OcspRequestError::Malformed(_))));
         let too_many = encode_request(&vec![id(); MAX_CERTS_PER_REQUEST + 1], None);
-        assert!(matches!(
-            OcspRequest::parse(&too_many),
-            Err(OcspRequestError::Malformed(_))
-        ));
+        assert!(matches!(OcspRequest::parse(&too_many), Err(OcspRequestError::Malformed(_))));
     }
 
     #[test]
@@ -501,9 +441,6 @@ mod tests {
             &tlv(0x04, &[2; 20]),
             &integer(&[0x4a, 0x1f]),
         ]);
-        assert_eq!(
-            OcspRequest::parse(&encode_request(&[cid], None)),
-            Err(OcspRequestError::UnsupportedHash)
-        );
+        assert_eq!(OcspRequest::parse(&encode_request(&[cid], None)), Err(OcspRequestError::UnsupportedHash));
     }
 }

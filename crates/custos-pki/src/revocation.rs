@@ -92,19 +92,12 @@ impl FromStr for Reason {
         if let Some(r) = Reason::ALL.into_iter().find(|r| r.as_str() == s) {
             return Ok(r);
         }
-        let norm: String = s
-            .chars()
-            .filter(|c| *c != '-' && *c != '_')
-            .collect::<String>()
-            .to_ascii_lowercase();
-        Reason::ALL
-            .into_iter()
-            .find(|r| r.as_str().replace('-', "") == norm)
-            .ok_or_else(|| {
-                PkiError::Template(format!(
-                    "unknown revocation reason {s:?} (expected one of {})",
-                    Reason::ALL.map(Reason::as_str).join(", ")
-                ))
-            })
+        let norm: String = s.chars().filter(|c| *c != '-' && *c != '_').collect::<String>().to_ascii_lowercase();
+        Reason::ALL.into_iter().find(|r| r.as_str().replace('-', "") == norm).ok_or_else(|| {
+            PkiError::Template(format!(
+                "unknown revocation reason {s:?} (expected one of {})",
+                Reason::ALL.map(Reason::as_str).join(", ")
+            ))
+        })
     }
 }

@@ -22,10 +22,7 @@ impl Serial {
     /// A serial from its big-endian octets, without a sign byte.
     pub fn from_bytes(bytes: &[u8]) -> Result<Serial, PkiError> {
         let trimmed: Vec<u8> = bytes.iter().skip_while(|b| **b == 0).copied().collect();
-        if trimmed.is_empty()
-            || trimmed.len() > 20
-            || (trimmed.len() == 20 && trimmed[0] & 0x80 != 0)
-        {
+        if trimmed.is_empty() || trimmed.len() > 20 || (trimmed.len() == 20 && trimmed[0] & 0x80 != 0) {
             return Err(PkiError::InvalidSerial(hex::encode(bytes)));
         }
         Ok(Serial(trimmed))
@@ -51,8 +48,7 @@ impl FromStr for Serial {
         // Plain lowercase hex, as custos stores serials: no copies needed.
         if s.len().is_multiple_of(2)
             && !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
             && let Ok(bytes) = hex::decode(s)
         {
             return Serial::from_bytes(&bytes);
@@ -60,19 +56,12 @@ impl FromStr for Serial {
         let invalid = || PkiError::InvalidSerial(s.to_string());
         let t = s.trim();
         let t = t.strip_prefix("serial=").unwrap_or(t);
-        let t = t
-            .strip_prefix("0x")
-            .or_else(|| t.strip_prefix("0X"))
-            .unwrap_or(t);
+        let t = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")).unwrap_or(t);
         let digits: String = t.chars().filter(|c| *c != ':').collect();
         if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(invalid());
         }
-        let padded = if digits.len() % 2 == 1 {
-            format!("0{digits}")
-        } else {
-            digits
-        };
+        let padded = if digits.len() % 2 == 1 { format!("0{digits}") } else { digits };
         let bytes = hex::decode(padded).map_err(|_| invalid())?;
         Serial::from_bytes(&bytes).map_err(|_| invalid())
     }
@@ -107,12 +96,7 @@ mod tests {
     fn parses_every_form_openssl_prints() {
         let s: Serial = "4A:1F:00:ff".parse().expect("colons");
         assert_eq!(s.to_hex(), "4a1f00ff");
-        assert_eq!(
-            "serial=4A1F00FF"
-                .parse::<Serial>()
-                .expect("openssl -serial"),
-            s
-        );
+        assert_eq!("serial=4A1F00FF".parse::<Serial>().expect("openssl -serial"), s);
         assert_eq!("0x4a1f00ff".parse::<Serial>().expect("0x"), s);
         assert_eq!("abc".parse::<Serial>().expect("odd").to_hex(), "0abc");
     }

@@ -18,32 +18,18 @@ fn accepts_each_supported_key_type_in_pem_and_der() {
         (&rcgen::PKCS_ED25519, KeyAlgorithm::Ed25519),
     ] {
         let der = csr_der(alg);
-        assert_eq!(
-            CertificateRequest::parse(&der).expect("der").algorithm,
-            expected
-        );
+        assert_eq!(CertificateRequest::parse(&der).expect("der").algorithm, expected);
         let pem = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der));
-        assert_eq!(
-            CertificateRequest::parse(pem.as_bytes())
-                .expect("pem")
-                .algorithm,
-            expected
-        );
+        assert_eq!(CertificateRequest::parse(pem.as_bytes()).expect("pem").algorithm, expected);
     }
 }
 
 #[test]
 fn a_changed_byte_in_the_signed_part_fails_the_signature() {
     let mut der = csr_der(&rcgen::PKCS_ECDSA_P256_SHA256);
-    let at = der
-        .windows(9)
-        .position(|w| w == b"x.example")
-        .expect("SAN in request");
+    let at = der.windows(9).position(|w| w == b"x.example").expect("SAN in request");
     der[at] = b'y';
-    assert!(matches!(
-        CertificateRequest::parse(&der),
-        Err(PkiError::CsrSignature)
-    ));
+    assert!(matches!(CertificateRequest::parse(&der), Err(PkiError::CsrSignature)));
 }
 
 /// A small deterministic generator, so a failure reproduces.
@@ -59,10 +45,7 @@ impl XorShift {
 
 #[test]
 fn mutated_truncated_and_random_input_never_panics() {
-    let seeds = [
-        csr_der(&rcgen::PKCS_ECDSA_P256_SHA256),
-        csr_der(&rcgen::PKCS_ED25519),
-    ];
+    let seeds = [csr_der(&rcgen::PKCS_ECDSA_P256_SHA256), csr_der(&rcgen::PKCS_ED25519)];
     let mut rng = XorShift(0x5eed_c5a1_u64);
     let mut accepted = 0;
     for round in 0..20_000 {

@@ -51,9 +51,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> std::io::Result<()> {
     let poller = tokio::spawn(poll_forever(state.publisher.clone()));
     let crls = tokio::spawn(publish_crls_forever(state.publisher.clone()));
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    let result = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await;
     poller.abort();
     crls.abort();
     result
@@ -109,39 +107,19 @@ async fn shutdown_signal() {
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     match state.ca.store().meta("initialized").await {
-        Ok(Some(_)) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain")],
-            "ok\n",
-        )
-            .into_response(),
-        Ok(None) => problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not initialized",
-            "the store holds no custos",
-        ),
+        Ok(Some(_)) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "ok\n").into_response(),
+        Ok(None) => problem(StatusCode::SERVICE_UNAVAILABLE, "not initialized", "the store holds no custos"),
         Err(e) => {
             tracing::error!(error = %e, "health check failed");
-            problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store unavailable",
-                "the database did not answer",
-            )
+            problem(StatusCode::SERVICE_UNAVAILABLE, "store unavailable", "the database did not answer")
         }
     }
 }
 
 /// `GET /ca/{issuer}.der` (AIA caIssuers, RFC 5280 4.2.2.1) or `.pem`.
-async fn ca_certificate(
-    State(state): State<Arc<AppState>>,
-    file: Result<Path<String>, PathRejection>,
-) -> Response {
+async fn ca_certificate(State(state): State<Arc<AppState>>, file: Result<Path<String>, PathRejection>) -> Response {
     let Ok(Path(file)) = file else {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "bad path",
-            "the issuer in the path is not valid UTF-8",
-        );
+        return problem(StatusCode::BAD_REQUEST, "bad path", "the issuer in the path is not valid UTF-8");
     };
     let (id, pem) = if let Some(id) = file.strip_suffix(".der") {
         (id, false)
@@ -156,33 +134,21 @@ async fn ca_certificate(
     };
     match state.ca.issuer(id).await {
         Ok(issuer) if pem => (
-            [
-                (header::CONTENT_TYPE, "application/x-pem-file"),
-                (header::CACHE_CONTROL, "public, max-age=3600"),
-            ],
+            [(header::CONTENT_TYPE, "application/x-pem-file"), (header::CACHE_CONTROL, "public, max-age=3600")],
             custos_pki::certificate_pem(&issuer.cert_der),
         )
             .into_response(),
         Ok(issuer) => (
-            [
-                (header::CONTENT_TYPE, "application/pkix-cert"),
-                (header::CACHE_CONTROL, "public, max-age=3600"),
-            ],
+            [(header::CONTENT_TYPE, "application/pkix-cert"), (header::CACHE_CONTROL, "public, max-age=3600")],
             issuer.cert_der,
         )
             .into_response(),
-        Err(CaError::UnknownIssuer(_)) => problem(
-            StatusCode::NOT_FOUND,
-            "unknown issuer",
-            &format!("no issuer {id:?}"),
-        ),
+        Err(CaError::UnknownIssuer(_)) => {
+            problem(StatusCode::NOT_FOUND, "unknown issuer", &format!("no issuer {id:?}"))
+        }
         Err(e) => {
             tracing::error!(error = %e, "reading issuer failed");
-            problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error",
-                "the issuer could not be read",
-            )
+            problem(StatusCode::INTERNAL_SERVER_ERROR, "internal error", "the issuer could not be read")
         }
     }
 }
@@ -194,10 +160,7 @@ async fn ocsp_post(State(state): State<Arc<AppState>>, body: Bytes) -> Response 
 
 /// `GET /ocsp/{base64 of the DER request}` (RFC 5019 section 5). Accepts
 /// standard and URL-safe base64, padded or not, percent-encoded or not.
-async fn ocsp_get(
-    State(state): State<Arc<AppState>>,
-    request: Result<Path<String>, PathRejection>,
-) -> Response {
+async fn ocsp_get(State(state): State<Arc<AppState>>, request: Result<Path<String>, PathRejection>) -> Response {
     use base64::Engine;
     use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
     let Ok(Path(text)) = request else {
@@ -215,27 +178,16 @@ async fn ocsp_get(
 fn ocsp_response(answer: OcspAnswer) -> Response {
     let mut response = (StatusCode::OK, answer.der.as_ref().clone()).into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/ocsp-response"),
-    );
+    headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/ocsp-response"));
     match answer.validity {
         Some((this_update, next_update)) => {
             // RFC 5019 section 6: caches may keep the response until nextUpdate.
-            let max_age = (next_update - OffsetDateTime::now_utc())
-                .whole_seconds()
-                .max(0);
+            let max_age = (next_update - OffsetDateTime::now_utc()).whole_seconds().max(0);
             let values = [
-                (
-                    header::CACHE_CONTROL,
-                    format!("public, max-age={max_age}, no-transform, must-revalidate"),
-                ),
+                (header::CACHE_CONTROL, format!("public, max-age={max_age}, no-transform, must-revalidate")),
                 (header::LAST_MODIFIED, http_date(this_update)),
                 (header::EXPIRES, http_date(next_update)),
-                (
-                    header::ETAG,
-                    format!("\"{}\"", &hex_sha256(&answer.der)[..32]),
-                ),
+                (header::ETAG, format!("\"{}\"", &hex_sha256(&answer.der)[..32])),
             ];
             for (name, value) in values {
                 if let Ok(v) = header::HeaderValue::from_str(&value) {
@@ -244,48 +196,27 @@ fn ocsp_response(answer: OcspAnswer) -> Response {
             }
         }
         None => {
-            headers.insert(
-                header::CACHE_CONTROL,
-                header::HeaderValue::from_static("no-store"),
-            );
+            headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
         }
     }
     response
 }
 
 /// `GET /crl/{issuer}.crl`: the current DER CRL (RFC 5280 section 5).
-async fn crl(
-    State(state): State<Arc<AppState>>,
-    file: Result<Path<String>, PathRejection>,
-) -> Response {
+async fn crl(State(state): State<Arc<AppState>>, file: Result<Path<String>, PathRejection>) -> Response {
     let Ok(Path(file)) = file else {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "bad path",
-            "the issuer in the path is not valid UTF-8",
-        );
+        return problem(StatusCode::BAD_REQUEST, "bad path", "the issuer in the path is not valid UTF-8");
     };
     let Some(id) = file.strip_suffix(".crl") else {
-        return problem(
-            StatusCode::NOT_FOUND,
-            "not found",
-            "CRLs are served as {issuer}.crl",
-        );
+        return problem(StatusCode::NOT_FOUND, "not found", "CRLs are served as {issuer}.crl");
     };
     let Some(crl) = state.publisher.crl(id) else {
-        return problem(
-            StatusCode::NOT_FOUND,
-            "unknown issuer",
-            &format!("no CRL for issuer {id:?}"),
-        );
+        return problem(StatusCode::NOT_FOUND, "unknown issuer", &format!("no CRL for issuer {id:?}"));
     };
     let headers = [
         (header::CONTENT_TYPE, "application/pkix-crl".to_string()),
         // Regenerated within a second of every revocation: let caches hold it no longer.
-        (
-            header::CACHE_CONTROL,
-            "public, max-age=1, no-transform".to_string(),
-        ),
+        (header::CACHE_CONTROL, "public, max-age=1, no-transform".to_string()),
         (header::LAST_MODIFIED, http_date(crl.this_update)),
         (header::ETAG, format!("\"{}-{}\"", crl.issuer, crl.number)),
     ];
@@ -302,15 +233,11 @@ fn http_date(t: OffsetDateTime) -> String {
     let format = time::macros::format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
     );
-    t.to_offset(time::UtcOffset::UTC)
-        .format(&format)
-        .unwrap_or_default()
+    t.to_offset(time::UtcOffset::UTC).format(&format).unwrap_or_default()
 }
 
 fn hex_sha256(data: &[u8]) -> String {
-    custos_pki::fingerprint(data)
-        .replace(':', "")
-        .to_ascii_lowercase()
+    custos_pki::fingerprint(data).replace(':', "").to_ascii_lowercase()
 }
 
 async fn not_found() -> Response {
@@ -325,10 +252,5 @@ pub fn problem(status: StatusCode, title: &str, detail: &str) -> Response {
         "status": status.as_u16(),
         "detail": detail,
     });
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/problem+json")],
-        body.to_string(),
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response()
 }

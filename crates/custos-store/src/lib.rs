@@ -16,8 +16,8 @@ use async_trait::async_trait;
 
 pub use error::StoreError;
 pub use records::{
-    AuditRecord, CertificateFilter, CertificateRecord, ConnectionRecord, IssuerRecord, KeyRecord,
-    ResponderRecord, Revocation, RevocationEvent, RevokedRow, StatusFilter, TenantRecord,
+    AuditRecord, CertificateFilter, CertificateRecord, ConnectionRecord, IssuerRecord, KeyRecord, ResponderRecord,
+    Revocation, RevocationEvent, RevokedRow, StatusFilter, TenantRecord,
 };
 pub use sql::SqlStore;
 
@@ -60,11 +60,7 @@ pub trait Store: Send + Sync {
 
     /// Adds a connection with its audit entry, atomically; an unknown tenant
     /// is [`StoreError::NotFound`], a duplicate [`StoreError::Duplicate`].
-    async fn add_connection(
-        &self,
-        connection: &ConnectionRecord,
-        audit: &AuditRecord,
-    ) -> Result<()>;
+    async fn add_connection(&self, connection: &ConnectionRecord, audit: &AuditRecord) -> Result<()>;
 
     /// Reads one connection.
     async fn connection(&self, tenant: &str, name: &str) -> Result<Option<ConnectionRecord>>;
@@ -86,11 +82,7 @@ pub trait Store: Send + Sync {
 
     /// Records issued certificates and their audit entries in one transaction:
     /// all of the batch is durable when this returns `Ok`, none of it on `Err`.
-    async fn insert_certificates(
-        &self,
-        certificates: &[CertificateRecord],
-        audit: &[AuditRecord],
-    ) -> Result<()>;
+    async fn insert_certificates(&self, certificates: &[CertificateRecord], audit: &[AuditRecord]) -> Result<()>;
 
     /// Reads one certificate by lowercase hex serial.
     async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>>;
@@ -102,12 +94,7 @@ pub trait Store: Send + Sync {
     /// to the revocation feed, and writes `audit`, all in one transaction.
     /// A serial that is unknown ([`StoreError::NotFound`]) or not valid
     /// ([`StoreError::Conflict`]) rolls the whole call back.
-    async fn revoke(
-        &self,
-        serials: &[String],
-        revocation: &Revocation,
-        audit: &[AuditRecord],
-    ) -> Result<()>;
+    async fn revoke(&self, serials: &[String], revocation: &Revocation, audit: &[AuditRecord]) -> Result<()>;
 
     /// The revoked certificates of one issuer, for its CRL.
     async fn revoked(&self, issuer: &str) -> Result<Vec<RevokedRow>>;
@@ -123,12 +110,7 @@ pub trait Store: Send + Sync {
     async fn next_crl_number(&self, issuer: &str, audit: &AuditRecord) -> Result<i64>;
 
     /// Records a new OCSP responder key and certificate with their audit entries, atomically.
-    async fn add_responder(
-        &self,
-        key: &KeyRecord,
-        responder: &ResponderRecord,
-        audit: &[AuditRecord],
-    ) -> Result<()>;
+    async fn add_responder(&self, key: &KeyRecord, responder: &ResponderRecord, audit: &[AuditRecord]) -> Result<()>;
 
     /// The newest responder of an issuer.
     async fn responder(&self, issuer: &str) -> Result<Option<ResponderRecord>>;

@@ -7,9 +7,8 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
 
 use crate::{
-    AuditRecord, CertificateFilter, CertificateRecord, ConnectionRecord, Genesis, IssuerRecord,
-    KeyRecord, ResponderRecord, Result, Revocation, RevocationEvent, RevokedRow, StatusFilter,
-    Store, StoreError, TenantRecord,
+    AuditRecord, CertificateFilter, CertificateRecord, ConnectionRecord, Genesis, IssuerRecord, KeyRecord,
+    ResponderRecord, Result, Revocation, RevocationEvent, RevokedRow, StatusFilter, Store, StoreError, TenantRecord,
 };
 
 /// Versioned migrations per backend, applied in order, each in its own transaction.
@@ -46,42 +45,30 @@ impl SqlStore {
         DRIVERS.call_once(sqlx::any::install_default_drivers);
         let location = path.display().to_string();
         let url = format!("sqlite://{location}?mode=rwc");
-        let open = |source| StoreError::Open {
-            location: location.clone(),
-            source,
-        };
+        let open = |source| StoreError::Open { location: location.clone(), source };
         let options = |max| {
-            AnyPoolOptions::new()
-                .max_connections(max)
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        conn.execute("PRAGMA foreign_keys = ON").await?;
-                        conn.execute("PRAGMA busy_timeout = 10000").await?;
-                        conn.execute("PRAGMA synchronous = FULL").await?;
-                        // Serials and SPKI hashes are random keys, so their index
-                        // pages are touched at random: the default 2 MiB cache made
-                        // issuance slow down by half past 70k certificates. 64 MiB
-                        // holds the hot indexes of a few million certificates.
-                        conn.execute("PRAGMA cache_size = -65536").await?;
-                        // Checkpoint every 64 MiB of WAL instead of 4 MiB: each
-                        // checkpoint rewrites the random index pages it touched, so
-                        // fewer, larger ones cost less per certificate.
-                        conn.execute("PRAGMA wal_autocheckpoint = 16384").await?;
-                        Ok(())
-                    })
+            AnyPoolOptions::new().max_connections(max).after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    conn.execute("PRAGMA synchronous = FULL").await?;
+                    // Serials and SPKI hashes are random keys, so their index
+                    // pages are touched at random: the default 2 MiB cache made
+                    // issuance slow down by half past 70k certificates. 64 MiB
+                    // holds the hot indexes of a few million certificates.
+                    conn.execute("PRAGMA cache_size = -65536").await?;
+                    // Checkpoint every 64 MiB of WAL instead of 4 MiB: each
+                    // checkpoint rewrites the random index pages it touched, so
+                    // fewer, larger ones cost less per certificate.
+                    conn.execute("PRAGMA wal_autocheckpoint = 16384").await?;
+                    Ok(())
                 })
+            })
         };
         let writer = options(1).connect(&url).await.map_err(open)?;
-        writer
-            .execute("PRAGMA journal_mode = WAL")
-            .await
-            .map_err(open)?;
+        writer.execute("PRAGMA journal_mode = WAL").await.map_err(open)?;
         let pool = options(4).connect(&url).await.map_err(open)?;
-        let store = SqlStore {
-            pool,
-            writer,
-            engine: Engine::Sqlite,
-        };
+        let store = SqlStore { pool, writer, engine: Engine::Sqlite };
         store.migrate(SQLITE_MIGRATIONS).await?;
         Ok(store)
     }
@@ -94,24 +81,23 @@ impl SqlStore {
 
     async fn migrate(&self, migrations: &[(i64, &str)]) -> Result<()> {
         self.writer
-            .execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+            .execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+            )
             .await
             .map_err(StoreError::db("create the migrations table"))?;
         for (version, script) in migrations {
             let mut tx = self.write().await?;
-            let done: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
-                    .bind(*version)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(StoreError::db("read the schema version"))?;
+            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(*version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::db("read the schema version"))?;
             if done.is_some() {
                 continue;
             }
             for statement in statements(script) {
-                tx.execute(AssertSqlSafe(statement))
-                    .await
-                    .map_err(StoreError::db("apply a migration"))?;
+                tx.execute(AssertSqlSafe(statement)).await.map_err(StoreError::db("apply a migration"))?;
             }
             sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
                 .bind(*version)
@@ -119,9 +105,7 @@ impl SqlStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(StoreError::db("record a migration"))?;
-            tx.commit()
-                .await
-                .map_err(StoreError::db("commit a migration"))?;
+            tx.commit().await.map_err(StoreError::db("commit a migration"))?;
         }
         Ok(())
     }
@@ -139,24 +123,13 @@ impl SqlStore {
 
 /// Splits a migration script into statements; our scripts keep `;` out of literals.
 fn statements(script: &str) -> Vec<String> {
-    let without_comments: String = script
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    without_comments
-        .split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
+    let without_comments: String =
+        script.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+    without_comments.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
 }
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -168,17 +141,15 @@ fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
 }
 
 async fn insert_audit(tx: &mut Transaction<'static, Any>, audit: &AuditRecord) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO audit_log (time, actor, action, object, details) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(audit.time)
-    .bind(&audit.actor)
-    .bind(&audit.action)
-    .bind(&audit.object)
-    .bind(&audit.details)
-    .execute(&mut **tx)
-    .await
-    .map_err(StoreError::db("write an audit entry"))?;
+    sqlx::query("INSERT INTO audit_log (time, actor, action, object, details) VALUES ($1, $2, $3, $4, $5)")
+        .bind(audit.time)
+        .bind(&audit.actor)
+        .bind(&audit.action)
+        .bind(&audit.object)
+        .bind(&audit.details)
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::db("write an audit entry"))?;
     Ok(())
 }
 
@@ -191,8 +162,7 @@ fn parse_list(text: &str) -> Result<Vec<String>> {
 }
 
 fn col<'r, T: sqlx::Decode<'r, Any> + sqlx::Type<Any>>(row: &'r AnyRow, name: &str) -> Result<T> {
-    row.try_get(name)
-        .map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
+    row.try_get(name).map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
 }
 
 fn connection_from(row: &AnyRow) -> Result<ConnectionRecord> {
@@ -267,24 +237,16 @@ const REVOKED_PER_ROW: i64 = 10_000;
 fn unpack_revoked(entry: &str) -> Result<RevokedRow> {
     let bad = || StoreError::Corrupt(format!("revoked entry {entry:?}"));
     let mut parts = entry.split(' ');
-    let (Some(serial), Some(at), Some(reason), Some(invalidity), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
+    let (Some(serial), Some(at), Some(reason), Some(invalidity), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(bad());
     };
     Ok(RevokedRow {
         serial: serial.to_string(),
         revoked_at: at.parse().map_err(|_| bad())?,
         reason: (reason != "-").then(|| reason.to_string()),
-        invalidity_date: if invalidity == "-" {
-            None
-        } else {
-            Some(invalidity.parse().map_err(|_| bad())?)
-        },
+        invalidity_date: if invalidity == "-" { None } else { Some(invalidity.parse().map_err(|_| bad())?) },
     })
 }
 
@@ -318,11 +280,7 @@ fn values_clause(engine: Engine, rows: usize, columns: usize) -> String {
     out
 }
 
-async fn insert_audit_many(
-    engine: Engine,
-    tx: &mut Transaction<'static, Any>,
-    audit: &[AuditRecord],
-) -> Result<()> {
+async fn insert_audit_many(engine: Engine, tx: &mut Transaction<'static, Any>, audit: &[AuditRecord]) -> Result<()> {
     for rows in audit.chunks(ROWS_PER_INSERT) {
         let sql = format!(
             "INSERT INTO audit_log (time, actor, action, object, details) VALUES {}",
@@ -330,17 +288,9 @@ async fn insert_audit_many(
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for a in rows {
-            query = query
-                .bind(a.time)
-                .bind(&a.actor)
-                .bind(&a.action)
-                .bind(&a.object)
-                .bind(&a.details);
+            query = query.bind(a.time).bind(&a.actor).bind(&a.action).bind(&a.object).bind(&a.details);
         }
-        query
-            .execute(&mut **tx)
-            .await
-            .map_err(StoreError::db("write audit entries"))?;
+        query.execute(&mut **tx).await.map_err(StoreError::db("write audit entries"))?;
     }
     Ok(())
 }
@@ -362,10 +312,7 @@ impl Store for SqlStore {
                 if is_unique_violation(&e) {
                     StoreError::AlreadyInitialized
                 } else {
-                    StoreError::Database {
-                        operation: "mark the store initialized",
-                        source: e,
-                    }
+                    StoreError::Database { operation: "mark the store initialized", source: e }
                 }
             })?;
         for (key, value) in &genesis.meta {
@@ -414,9 +361,7 @@ impl Store for SqlStore {
             .map_err(StoreError::db("store an issuer"))?;
         }
         insert_audit_many(self.engine, &mut tx, &genesis.audit).await?;
-        tx.commit()
-            .await
-            .map_err(StoreError::db("commit the genesis"))
+        tx.commit().await.map_err(StoreError::db("commit the genesis"))
     }
 
     async fn meta(&self, key: &str) -> Result<Option<String>> {
@@ -436,14 +381,9 @@ impl Store for SqlStore {
             .await
             .map_err(|e| {
                 if is_unique_violation(&e) {
-                    StoreError::Duplicate {
-                        what: format!("tenant {:?}", tenant.name),
-                    }
+                    StoreError::Duplicate { what: format!("tenant {:?}", tenant.name) }
                 } else {
-                    StoreError::Database {
-                        operation: "add a tenant",
-                        source: e,
-                    }
+                    StoreError::Database { operation: "add a tenant", source: e }
                 }
             })?;
         insert_audit(&mut tx, audit).await?;
@@ -456,13 +396,7 @@ impl Store for SqlStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(StoreError::db("read a tenant"))?;
-        row.map(|r| {
-            Ok(TenantRecord {
-                name: col(&r, "name")?,
-                created_at: col(&r, "created_at")?,
-            })
-        })
-        .transpose()
+        row.map(|r| Ok(TenantRecord { name: col(&r, "name")?, created_at: col(&r, "created_at")? })).transpose()
     }
 
     async fn tenants(&self) -> Result<Vec<TenantRecord>> {
@@ -470,14 +404,7 @@ impl Store for SqlStore {
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::db("list tenants"))?;
-        rows.iter()
-            .map(|r| {
-                Ok(TenantRecord {
-                    name: col(r, "name")?,
-                    created_at: col(r, "created_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(|r| Ok(TenantRecord { name: col(r, "name")?, created_at: col(r, "created_at")? })).collect()
     }
 
     async fn add_connection(&self, c: &ConnectionRecord, audit: &AuditRecord) -> Result<()> {
@@ -505,9 +432,7 @@ impl Store for SqlStore {
             }
         })?;
         insert_audit(&mut tx, audit).await?;
-        tx.commit()
-            .await
-            .map_err(StoreError::db("commit a connection"))
+        tx.commit().await.map_err(StoreError::db("commit a connection"))
     }
 
     async fn connection(&self, tenant: &str, name: &str) -> Result<Option<ConnectionRecord>> {
@@ -528,11 +453,7 @@ impl Store for SqlStore {
                     .fetch_all(&self.pool)
                     .await
             }
-            None => {
-                sqlx::query("SELECT * FROM connections ORDER BY tenant, name")
-                    .fetch_all(&self.pool)
-                    .await
-            }
+            None => sqlx::query("SELECT * FROM connections ORDER BY tenant, name").fetch_all(&self.pool).await,
         }
         .map_err(StoreError::db("list connections"))?;
         rows.iter().map(connection_from).collect()
@@ -572,11 +493,7 @@ impl Store for SqlStore {
         rows.iter().map(issuer_from).collect()
     }
 
-    async fn insert_certificates(
-        &self,
-        certificates: &[CertificateRecord],
-        audit: &[AuditRecord],
-    ) -> Result<()> {
+    async fn insert_certificates(&self, certificates: &[CertificateRecord], audit: &[AuditRecord]) -> Result<()> {
         let mut tx = self.write().await?;
         for rows in certificates.chunks(ROWS_PER_INSERT) {
             let sql = format!(
@@ -608,25 +525,16 @@ impl Store for SqlStore {
             }
             query.execute(&mut *tx).await.map_err(|e| {
                 if is_unique_violation(&e) {
-                    StoreError::Duplicate {
-                        what: "certificate serial".into(),
-                    }
+                    StoreError::Duplicate { what: "certificate serial".into() }
                 } else if is_foreign_key_violation(&e) {
-                    StoreError::NotFound {
-                        what: "connection or issuer of a certificate".into(),
-                    }
+                    StoreError::NotFound { what: "connection or issuer of a certificate".into() }
                 } else {
-                    StoreError::Database {
-                        operation: "record certificates",
-                        source: e,
-                    }
+                    StoreError::Database { operation: "record certificates", source: e }
                 }
             })?;
         }
         insert_audit_many(self.engine, &mut tx, audit).await?;
-        tx.commit()
-            .await
-            .map_err(StoreError::db("commit certificates"))
+        tx.commit().await.map_err(StoreError::db("commit certificates"))
     }
 
     async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>> {
@@ -689,19 +597,11 @@ impl Store for SqlStore {
         for v in numbers {
             query = query.bind(v);
         }
-        let rows = query
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::db("list certificates"))?;
+        let rows = query.fetch_all(&self.pool).await.map_err(StoreError::db("list certificates"))?;
         rows.iter().map(certificate_from).collect()
     }
 
-    async fn revoke(
-        &self,
-        serials: &[String],
-        revocation: &Revocation,
-        audit: &[AuditRecord],
-    ) -> Result<()> {
+    async fn revoke(&self, serials: &[String], revocation: &Revocation, audit: &[AuditRecord]) -> Result<()> {
         let mut tx = self.write().await?;
         for serial in serials {
             let updated = sqlx::query(
@@ -716,19 +616,14 @@ impl Store for SqlStore {
             .await
             .map_err(StoreError::db("revoke a certificate"))?;
             if updated.rows_affected() != 1 {
-                let status: Option<String> =
-                    sqlx::query_scalar("SELECT status FROM certificates WHERE serial = $1")
-                        .bind(serial)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(StoreError::db("read a certificate"))?;
+                let status: Option<String> = sqlx::query_scalar("SELECT status FROM certificates WHERE serial = $1")
+                    .bind(serial)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(StoreError::db("read a certificate"))?;
                 return Err(match status {
-                    None => StoreError::NotFound {
-                        what: format!("certificate {serial}"),
-                    },
-                    Some(s) => StoreError::Conflict {
-                        what: format!("certificate {serial} is already {s}"),
-                    },
+                    None => StoreError::NotFound { what: format!("certificate {serial}") },
+                    Some(s) => StoreError::Conflict { what: format!("certificate {serial} is already {s}") },
                 });
             }
             sqlx::query(
@@ -742,9 +637,7 @@ impl Store for SqlStore {
             .map_err(StoreError::db("record a revocation"))?;
         }
         insert_audit_many(self.engine, &mut tx, audit).await?;
-        tx.commit()
-            .await
-            .map_err(StoreError::db("commit a revocation"))
+        tx.commit().await.map_err(StoreError::db("commit a revocation"))
     }
 
     async fn revoked(&self, issuer: &str) -> Result<Vec<RevokedRow>> {
@@ -766,15 +659,9 @@ impl Store for SqlStore {
             .fetch_one(&self.pool)
             .await
             .map_err(StoreError::db("list revoked certificates"))?;
-            let packed: Option<String> = row
-                .try_get(0)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let last: Option<String> = row
-                .try_get(1)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let count: i64 = row
-                .try_get(2)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let packed: Option<String> = row.try_get(0).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let last: Option<String> = row.try_get(1).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let count: i64 = row.try_get(2).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let (Some(packed), Some(last)) = (packed, last) else {
                 break;
             };
@@ -790,22 +677,14 @@ impl Store for SqlStore {
     }
 
     async fn revocations_since(&self, seq: i64, limit: i64) -> Result<Vec<RevocationEvent>> {
-        let rows = sqlx::query(
-            "SELECT seq, serial, issuer FROM revocations WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(seq)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(StoreError::db("read the revocation feed"))?;
+        let rows = sqlx::query("SELECT seq, serial, issuer FROM revocations WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(seq)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db("read the revocation feed"))?;
         rows.iter()
-            .map(|r| {
-                Ok(RevocationEvent {
-                    seq: col(r, "seq")?,
-                    serial: col(r, "serial")?,
-                    issuer: col(r, "issuer")?,
-                })
-            })
+            .map(|r| Ok(RevocationEvent { seq: col(r, "seq")?, serial: col(r, "serial")?, issuer: col(r, "issuer")? }))
             .collect()
     }
 
@@ -825,9 +704,7 @@ impl Store for SqlStore {
             .await
             .map_err(StoreError::db("advance the CRL number"))?;
         if updated.rows_affected() != 1 {
-            return Err(StoreError::NotFound {
-                what: format!("issuer {issuer}"),
-            });
+            return Err(StoreError::NotFound { what: format!("issuer {issuer}") });
         }
         let number: i64 = sqlx::query_scalar("SELECT crl_number FROM issuers WHERE id = $1")
             .bind(issuer)
@@ -835,18 +712,11 @@ impl Store for SqlStore {
             .await
             .map_err(StoreError::db("read the CRL number"))?;
         insert_audit_many(self.engine, &mut tx, std::slice::from_ref(audit)).await?;
-        tx.commit()
-            .await
-            .map_err(StoreError::db("commit the CRL number"))?;
+        tx.commit().await.map_err(StoreError::db("commit the CRL number"))?;
         Ok(number)
     }
 
-    async fn add_responder(
-        &self,
-        key: &KeyRecord,
-        responder: &ResponderRecord,
-        audit: &[AuditRecord],
-    ) -> Result<()> {
+    async fn add_responder(&self, key: &KeyRecord, responder: &ResponderRecord, audit: &[AuditRecord]) -> Result<()> {
         let mut tx = self.write().await?;
         sqlx::query(
             "INSERT INTO keys (id, backend, algorithm, label, public_key, reference, status, created_at) \
@@ -863,27 +733,28 @@ impl Store for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(StoreError::db("store a responder key"))?;
-        sqlx::query("INSERT INTO responders (issuer, key_id, cert_der, not_after, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&responder.issuer)
-            .bind(&responder.key_id)
-            .bind(&responder.cert_der)
-            .bind(responder.not_after)
-            .bind(responder.created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::db("store a responder"))?;
+        sqlx::query(
+            "INSERT INTO responders (issuer, key_id, cert_der, not_after, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&responder.issuer)
+        .bind(&responder.key_id)
+        .bind(&responder.cert_der)
+        .bind(responder.not_after)
+        .bind(responder.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db("store a responder"))?;
         insert_audit_many(self.engine, &mut tx, audit).await?;
-        tx.commit()
-            .await
-            .map_err(StoreError::db("commit a responder"))
+        tx.commit().await.map_err(StoreError::db("commit a responder"))
     }
 
     async fn responder(&self, issuer: &str) -> Result<Option<ResponderRecord>> {
-        let row = sqlx::query("SELECT * FROM responders WHERE issuer = $1 ORDER BY not_after DESC, created_at DESC LIMIT 1")
-            .bind(issuer)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::db("read a responder"))?;
+        let row =
+            sqlx::query("SELECT * FROM responders WHERE issuer = $1 ORDER BY not_after DESC, created_at DESC LIMIT 1")
+                .bind(issuer)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::db("read a responder"))?;
         row.map(|r| {
             Ok(ResponderRecord {
                 issuer: col(&r, "issuer")?,

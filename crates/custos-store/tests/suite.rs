@@ -2,18 +2,12 @@
 //! (SQLite here; PostgreSQL instantiates the same suite when it lands).
 
 use custos_store::{
-    AuditRecord, CertificateFilter, CertificateRecord, ConnectionRecord, Genesis, IssuerRecord,
-    KeyRecord, SqlStore, StatusFilter, Store, StoreError, TenantRecord,
+    AuditRecord, CertificateFilter, CertificateRecord, ConnectionRecord, Genesis, IssuerRecord, KeyRecord, Revocation,
+    SqlStore, StatusFilter, Store, StoreError, TenantRecord,
 };
 
 fn audit(action: &str) -> AuditRecord {
-    AuditRecord {
-        time: 1,
-        actor: "test".into(),
-        action: action.into(),
-        object: "x".into(),
-        details: "{}".into(),
-    }
+    AuditRecord { time: 1, actor: "test".into(), action: action.into(), object: "x".into(), details: "{}".into() }
 }
 
 fn genesis() -> Genesis {
@@ -83,208 +77,109 @@ fn connection(name: &str) -> ConnectionRecord {
 }
 
 async fn audit_count(store: &dyn Store) -> usize {
-    store
-        .audit_entries(0, 1_000_000)
-        .await
-        .expect("audit")
-        .len()
+    store.audit_entries(0, 1_000_000).await.expect("audit").len()
 }
 
 /// The whole contract against one store.
 async fn contract(store: &dyn Store) {
     // Genesis is atomic and happens once.
     store.initialize(genesis()).await.expect("genesis");
-    assert!(matches!(
-        store.initialize(genesis()).await,
-        Err(StoreError::AlreadyInitialized)
-    ));
+    assert!(matches!(store.initialize(genesis()).await, Err(StoreError::AlreadyInitialized)));
     assert_eq!(store.issuers().await.expect("issuers").len(), 1);
     assert_eq!(audit_count(store).await, 1);
-    assert_eq!(
-        store.meta("base_url").await.expect("meta").as_deref(),
-        Some("http://127.0.0.1:8080")
-    );
+    assert_eq!(store.meta("base_url").await.expect("meta").as_deref(), Some("http://127.0.0.1:8080"));
 
     // Tenants and connections, each with its audit entry; duplicates and
     // dangling references are refused and leave no audit entry behind.
-    store
-        .add_tenant(
-            &TenantRecord {
-                name: "acme".into(),
-                created_at: 1,
-            },
-            &audit("tenant.add"),
-        )
-        .await
-        .expect("tenant");
+    store.add_tenant(&TenantRecord { name: "acme".into(), created_at: 1 }, &audit("tenant.add")).await.expect("tenant");
     assert!(matches!(
-        store
-            .add_tenant(
-                &TenantRecord {
-                    name: "acme".into(),
-                    created_at: 2
-                },
-                &audit("tenant.add")
-            )
-            .await,
+        store.add_tenant(&TenantRecord { name: "acme".into(), created_at: 2 }, &audit("tenant.add")).await,
         Err(StoreError::Duplicate { .. })
     ));
-    store
-        .add_connection(&connection("mail"), &audit("connection.add"))
-        .await
-        .expect("connection");
-    store
-        .add_connection(&connection("web"), &audit("connection.add"))
-        .await
-        .expect("connection");
+    store.add_connection(&connection("mail"), &audit("connection.add")).await.expect("connection");
+    store.add_connection(&connection("web"), &audit("connection.add")).await.expect("connection");
     let mut orphan = connection("x");
     orphan.tenant = "nobody".into();
-    assert!(matches!(
-        store
-            .add_connection(&orphan, &audit("connection.add"))
-            .await,
-        Err(StoreError::NotFound { .. })
-    ));
-    assert!(matches!(
-        store.add_connection(&connection("mail"), &audit("c")).await,
-        Err(StoreError::Duplicate { .. })
-    ));
-    assert_eq!(
-        audit_count(store).await,
-        4,
-        "only successful changes are audited"
-    );
-    let c = store
-        .connection("acme", "mail")
-        .await
-        .expect("read")
-        .expect("exists");
+    assert!(matches!(store.add_connection(&orphan, &audit("connection.add")).await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(store.add_connection(&connection("mail"), &audit("c")).await, Err(StoreError::Duplicate { .. })));
+    assert_eq!(audit_count(store).await, 4, "only successful changes are audited");
+    let c = store.connection("acme", "mail").await.expect("read").expect("exists");
     assert_eq!(c, connection("mail"));
-    assert_eq!(
-        store.connections(Some("acme")).await.expect("list").len(),
-        2
-    );
+    assert_eq!(store.connections(Some("acme")).await.expect("list").len(), 2);
 
     // A batch of certificates commits whole, with its audit entries...
-    let batch: Vec<CertificateRecord> = (0..250)
-        .map(|i| cert(&format!("{i:04x}"), "mail", 1_000 + i))
-        .collect();
+    let batch: Vec<CertificateRecord> = (0..250).map(|i| cert(&format!("{i:04x}"), "mail", 1_000 + i)).collect();
     let audits: Vec<AuditRecord> = (0..250).map(|_| audit("certificate.issue")).collect();
-    store
-        .insert_certificates(&batch, &audits)
-        .await
-        .expect("batch");
+    store.insert_certificates(&batch, &audits).await.expect("batch");
     assert_eq!(audit_count(store).await, 254);
-    assert_eq!(
-        store
-            .certificate("0007")
-            .await
-            .expect("read")
-            .expect("exists"),
-        batch[7]
-    );
+    assert_eq!(store.certificate("0007").await.expect("read").expect("exists"), batch[7]);
     // ...or not at all: a duplicate serial at the end of the next batch rolls back all of it.
-    let mut bad: Vec<CertificateRecord> = (0..150)
-        .map(|i| cert(&format!("b{i:04x}"), "web", 5_000))
-        .collect();
+    let mut bad: Vec<CertificateRecord> = (0..150).map(|i| cert(&format!("b{i:04x}"), "web", 5_000)).collect();
     bad.push(cert("0001", "web", 5_000));
-    assert!(matches!(
-        store.insert_certificates(&bad, &audits[..151]).await,
-        Err(StoreError::Duplicate { .. })
-    ));
-    assert!(
-        store.certificate("b0000").await.expect("read").is_none(),
-        "no partial batch"
-    );
-    assert_eq!(
-        audit_count(store).await,
-        254,
-        "no audit entries from the failed batch"
-    );
+    assert!(matches!(store.insert_certificates(&bad, &audits[..151]).await, Err(StoreError::Duplicate { .. })));
+    assert!(store.certificate("b0000").await.expect("read").is_none(), "no partial batch");
+    assert_eq!(audit_count(store).await, 254, "no audit entries from the failed batch");
     let mut dangling = cert("ffff", "nope", 5_000);
     dangling.connection = "nope".into();
-    assert!(matches!(
-        store.insert_certificates(&[dangling], &[audit("x")]).await,
-        Err(StoreError::NotFound { .. })
-    ));
+    assert!(matches!(store.insert_certificates(&[dangling], &[audit("x")]).await, Err(StoreError::NotFound { .. })));
 
     // Filters.
-    store
-        .insert_certificates(&[cert("aaaa", "web", 9_000)], &[audit("certificate.issue")])
-        .await
-        .expect("one");
+    store.insert_certificates(&[cert("aaaa", "web", 9_000)], &[audit("certificate.issue")]).await.expect("one");
     let all = |f: CertificateFilter| async move { store.certificates(&f).await.expect("list") };
     assert_eq!(all(CertificateFilter::default()).await.len(), 251);
-    assert_eq!(
-        all(CertificateFilter {
-            connection: Some("web".into()),
-            ..Default::default()
-        })
-        .await
-        .len(),
-        1
-    );
-    assert_eq!(
-        all(CertificateFilter {
-            expiring_before: Some(1_010),
-            ..Default::default()
-        })
-        .await
-        .len(),
-        10
-    );
-    let expired = CertificateFilter {
-        status: Some(StatusFilter::Expired),
-        now: 1_100,
-        ..Default::default()
-    };
+    assert_eq!(all(CertificateFilter { connection: Some("web".into()), ..Default::default() }).await.len(), 1);
+    assert_eq!(all(CertificateFilter { expiring_before: Some(1_010), ..Default::default() }).await.len(), 10);
+    let expired = CertificateFilter { status: Some(StatusFilter::Expired), now: 1_100, ..Default::default() };
     assert_eq!(all(expired).await.len(), 100);
-    let valid = CertificateFilter {
-        status: Some(StatusFilter::Valid),
-        now: 1_100,
-        ..Default::default()
-    };
+    let valid = CertificateFilter { status: Some(StatusFilter::Valid), now: 1_100, ..Default::default() };
     assert_eq!(all(valid).await.len(), 151);
-    assert_eq!(
-        all(CertificateFilter {
-            limit: Some(5),
-            ..Default::default()
-        })
-        .await
-        .len(),
-        5
-    );
-    assert_eq!(
-        all(CertificateFilter {
-            tenant: Some("nobody".into()),
-            ..Default::default()
-        })
-        .await
-        .len(),
-        0
-    );
+    assert_eq!(all(CertificateFilter { limit: Some(5), ..Default::default() }).await.len(), 5);
+    assert_eq!(all(CertificateFilter { tenant: Some("nobody".into()), ..Default::default() }).await.len(), 0);
+
+    // Revocation: atomic over its serials, fed to every process, audited.
+    let audits_before = audit_count(store).await;
+    assert_eq!(store.last_revocation().await.expect("feed"), 0);
+    let revocation = Revocation { revoked_at: 2_000, reason: "key-compromise".into(), invalidity_date: Some(1_500) };
+    store.revoke(&["0001".into(), "0002".into()], &revocation, &[audit("r"), audit("r")]).await.expect("revoke");
+    // A batch with an unknown serial, or an already revoked one, changes nothing.
+    assert!(matches!(
+        store.revoke(&["0003".into(), "nope".into()], &revocation, &[audit("r")]).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.revoke(&["0004".into(), "0001".into()], &revocation, &[audit("r")]).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(store.certificate("0003").await.expect("r").expect("e").status, "valid");
+    assert_eq!(store.certificate("0004").await.expect("r").expect("e").status, "valid");
+    assert_eq!(audit_count(store).await, audits_before + 2);
+    let revoked = store.revoked("issuing-1").await.expect("revoked");
+    assert_eq!(revoked.len(), 2);
+    assert_eq!(revoked[0].reason.as_deref(), Some("key-compromise"));
+    assert_eq!((revoked[0].revoked_at, revoked[0].invalidity_date), (2_000, Some(1_500)));
+    let feed = store.revocations_since(0, 100).await.expect("feed");
+    assert_eq!(feed.iter().map(|e| e.serial.as_str()).collect::<Vec<_>>(), ["0001", "0002"]);
+    assert!(store.revocations_since(feed[1].seq, 100).await.expect("feed").is_empty());
+    assert_eq!(store.last_revocation().await.expect("feed"), feed[1].seq);
+    let many: Vec<String> = (0..10).map(|i| format!("{i:04x}")).filter(|s| s != "0001" && s != "0002").collect();
+    store.revoke(&many, &revocation, &[]).await.expect("revoke many");
+    assert_eq!(store.revoked("issuing-1").await.expect("revoked").len(), 10);
+    // CRL numbers only go up.
+    let a = store.next_crl_number("issuing-1", &audit("crl.sign")).await.expect("n");
+    let b = store.next_crl_number("issuing-1", &audit("crl.sign")).await.expect("n");
+    assert!(b > a);
+    assert!(matches!(store.next_crl_number("nope", &audit("x")).await, Err(StoreError::NotFound { .. })));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_honours_the_store_contract() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqlStore::open_sqlite(&dir.path().join("custos.db"))
-        .await
-        .expect("open");
+    let store = SqlStore::open_sqlite(&dir.path().join("custos.db")).await.expect("open");
     contract(&store).await;
     store.close().await;
     // Reopening finds everything committed, and migrations are idempotent.
-    let again = SqlStore::open_sqlite(&dir.path().join("custos.db"))
-        .await
-        .expect("reopen");
-    assert_eq!(
-        again
-            .certificates(&CertificateFilter::default())
-            .await
-            .expect("list")
-            .len(),
-        251
-    );
+    let again = SqlStore::open_sqlite(&dir.path().join("custos.db")).await.expect("reopen");
+    assert_eq!(again.certificates(&CertificateFilter::default()).await.expect("list").len(), 251);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -294,40 +189,21 @@ async fn sqlite_serialises_concurrent_writers_without_losing_any() {
     let a = SqlStore::open_sqlite(&path).await.expect("open a");
     let b = SqlStore::open_sqlite(&path).await.expect("open b");
     a.initialize(genesis()).await.expect("genesis");
-    a.add_tenant(
-        &TenantRecord {
-            name: "acme".into(),
-            created_at: 1,
-        },
-        &audit("t"),
-    )
-    .await
-    .expect("tenant");
-    a.add_connection(&connection("mail"), &audit("c"))
-        .await
-        .expect("conn");
+    a.add_tenant(&TenantRecord { name: "acme".into(), created_at: 1 }, &audit("t")).await.expect("tenant");
+    a.add_connection(&connection("mail"), &audit("c")).await.expect("conn");
     let write = |s: SqlStore, prefix: &'static str| {
         tokio::spawn(async move {
             for i in 0..20 {
-                let batch: Vec<CertificateRecord> = (0..50)
-                    .map(|j| cert(&format!("{prefix}{i:02}{j:02}"), "mail", 1))
-                    .collect();
+                let batch: Vec<CertificateRecord> =
+                    (0..50).map(|j| cert(&format!("{prefix}{i:02}{j:02}"), "mail", 1)).collect();
                 let audits: Vec<AuditRecord> = (0..50).map(|_| audit("i")).collect();
-                s.insert_certificates(&batch, &audits)
-                    .await
-                    .expect("insert");
+                s.insert_certificates(&batch, &audits).await.expect("insert");
             }
         })
     };
     let (x, y) = (write(a.clone(), "a"), write(b.clone(), "b"));
     x.await.expect("a");
     y.await.expect("b");
-    assert_eq!(
-        a.certificates(&CertificateFilter::default())
-            .await
-            .expect("list")
-            .len(),
-        2_000
-    );
+    assert_eq!(a.certificates(&CertificateFilter::default()).await.expect("list").len(), 2_000);
     assert_eq!(audit_count(&a).await, 1 + 2 + 2_000);
 }

@@ -14,10 +14,7 @@ pub struct Env {
 impl Env {
     /// A fresh, uninitialized environment.
     pub fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().expect("tempdir"),
-            passphrase: "correct horse battery staple".into(),
-        }
+        Env { dir: tempfile::tempdir().expect("tempdir"), passphrase: "correct horse battery staple".into() }
     }
 
     /// An initialized environment with tenant `acme-corp`.
@@ -85,11 +82,7 @@ impl Env {
     /// Serials currently listed.
     pub fn serials(&self) -> Vec<String> {
         let v = self.json(&["list"]);
-        v.as_array()
-            .expect("array")
-            .iter()
-            .map(|c| c["serial"].as_str().expect("serial").to_string())
-            .collect()
+        v.as_array().expect("array").iter().map(|c| c["serial"].as_str().expect("serial").to_string()).collect()
     }
 
     /// Writes root.pem and issuing.pem from a chain.pem (issuing first, then root).
@@ -111,10 +104,7 @@ impl Env {
 
 /// Runs a command and asserts success; returns stdout.
 pub fn sh(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} not runnable: {e}"));
+    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program} not runnable: {e}"));
     assert!(
         out.status.success(),
         "{program} {args:?} failed:\n{}\n{}",
@@ -146,68 +136,42 @@ fn pkilint_bin(tool: &str) -> Option<PathBuf> {
         std::env::var_os("CUSTOS_TOOLS_BIN").map(PathBuf::from),
         Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tools-venv/bin")),
     ];
-    dirs.into_iter()
-        .flatten()
-        .map(|d| d.join(tool))
-        .find(|p| p.exists())
+    dirs.into_iter().flatten().map(|d| d.join(tool)).find(|p| p.exists())
 }
 
 /// Whether a missing outside tool fails the test (scripts/test sets this) or skips the check.
 fn tools_required() -> bool {
-    std::env::var("CUSTOS_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
-        || std::env::var("CI").is_ok_and(|v| v == "true")
+    std::env::var("CUSTOS_REQUIRE_TOOLS").is_ok_and(|v| v == "1") || std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
 /// Lints with a pkilint tool and fails on any ERROR or FATAL finding.
 /// pkilint's exit code counts every finding, so it is not used.
 pub fn pkilint(tool: &str, args: &[&str]) {
     let Some(bin) = pkilint_bin(tool) else {
-        assert!(
-            !tools_required(),
-            "pkilint's {tool} is required but not installed (run scripts/test)"
-        );
+        assert!(!tools_required(), "pkilint's {tool} is required but not installed (run scripts/test)");
         eprintln!("SKIPPED pkilint {tool}: not installed (run scripts/test)");
         return;
     };
     let mut full = vec!["lint", "-f", "JSON"];
     full.extend_from_slice(args);
-    let out = Command::new(&bin)
-        .args(&full)
-        .output()
-        .expect("run pkilint");
+    let out = Command::new(&bin).args(&full).output().expect("run pkilint");
     let text = String::from_utf8_lossy(&out.stdout);
     let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
-        panic!(
-            "pkilint output is not JSON ({e}): {text}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
+        panic!("pkilint output is not JSON ({e}): {text}\n{}", String::from_utf8_lossy(&out.stderr))
     });
     let bad: Vec<String> = v["results"]
         .as_array()
         .expect("results")
         .iter()
         .flat_map(|r| {
-            r["finding_descriptions"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(move |f| {
-                    let sev = f["severity"].as_str().unwrap_or("");
-                    (sev == "ERROR" || sev == "FATAL").then(|| {
-                        format!(
-                            "{} @ {}: {} {}",
-                            r["validator"], r["node_path"], f["code"], f["message"]
-                        )
-                    })
-                })
+            r["finding_descriptions"].as_array().cloned().unwrap_or_default().into_iter().filter_map(move |f| {
+                let sev = f["severity"].as_str().unwrap_or("");
+                (sev == "ERROR" || sev == "FATAL")
+                    .then(|| format!("{} @ {}: {} {}", r["validator"], r["node_path"], f["code"], f["message"]))
+            })
         })
         .collect();
-    assert!(
-        bad.is_empty(),
-        "pkilint {tool} {args:?} found errors:\n{}",
-        bad.join("\n")
-    );
+    assert!(bad.is_empty(), "pkilint {tool} {args:?} found errors:\n{}", bad.join("\n"));
 }
 
 /// A running `custos serve` on a loopback port, killed on drop.
@@ -228,9 +192,7 @@ impl Server {
             .spawn()
             .expect("spawn serve");
         let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read");
+        std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
         let addr = line
             .trim()
             .strip_prefix("custos listening on http://")
@@ -252,21 +214,12 @@ impl Drop for Server {
 }
 
 /// One HTTP/1.1 request on a fresh loopback connection: (status, head, body).
-pub fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    content_type: Option<&str>,
-    body: &[u8],
-) -> (u16, String, Vec<u8>) {
+pub fn http(addr: &str, method: &str, path: &str, content_type: Option<&str>, body: &[u8]) -> (u16, String, Vec<u8>) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .expect("timeout");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     if let Some(ct) = content_type {
         req += &format!("Content-Type: {ct}\r\n");
     }
@@ -275,16 +228,8 @@ pub fn http(
     s.write_all(body).expect("write body");
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("header end");
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("header end");
     let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .expect("status")
-        .parse()
-        .expect("code");
+    let status: u16 = head.split_whitespace().nth(1).expect("status").parse().expect("code");
     (status, head, buf[split + 4..].to_vec())
 }
