@@ -124,14 +124,12 @@ fn run(addr: SocketAddr, requests: &[Vec<u8>], worker: usize, deadline: Instant)
     let mut latencies = Vec::with_capacity(100_000);
     let mut errors = 0u64;
     let mut conn: Option<BufReader<TcpStream>> = None;
-    let mut i = worker;
     // Bounded twice: by the deadline and by a request count no run reaches.
-    for _ in 0..10_000_000u64 {
+    for i in worker..worker + 10_000_000 {
         if Instant::now() >= deadline {
             break;
         }
         let request = &requests[i % requests.len()];
-        i += 1;
         let started = Instant::now();
         let reader = match conn.take() {
             Some(c) => c,
