@@ -69,6 +69,8 @@ pub(crate) struct ActiveIssuer {
 /// A request that passed policy, waiting to be signed.
 struct Planned {
     spec: CertificateSpec,
+    /// The CRL partition, from the issuance position.
+    partition: i64,
     tenant: String,
     connection: String,
     key: PlannedKey,
@@ -129,6 +131,14 @@ impl Ca {
         let mut ok = Vec::with_capacity(total);
         for (i, p) in planned.into_iter().enumerate() {
             ok.push(p.map_err(|e| at_line(total, i, e))?);
+        }
+        // Positions are reserved only once every request passed policy.
+        let first = self.store.reserve_issuance(&active.record.id, total as i64).await?;
+        for (k, p) in ok.iter_mut().enumerate() {
+            p.partition = (first + k as i64) / self.crl_partition_size;
+            if let Some(urls) = p.spec.urls.as_mut() {
+                urls.crl = crate::crl_url(&self.base_url, &active.record.id, p.partition);
+            }
         }
 
         tracing::debug!(requests = total, elapsed_ms = started.elapsed().as_millis() as u64, "planned");
@@ -301,7 +311,7 @@ fn plan(r: &IssueRequest, conn: &ConnectionRecord, active: &ActiveIssuer, now: O
     };
     // Build the template now so a bad request fails in this pass, not mid-way.
     CertificateTemplate::new(spec.clone())?;
-    Ok(Planned { spec, tenant: conn.tenant.clone(), connection: conn.name.clone(), key })
+    Ok(Planned { spec, partition: 0, tenant: conn.tenant.clone(), connection: conn.name.clone(), key })
 }
 
 /// Signs one planned certificate.
@@ -337,6 +347,7 @@ fn sign(p: Planned, active: &ActiveIssuer) -> Result<Issued> {
             revocation_reason: None,
             invalidity_date: None,
             replaced_by: None,
+            crl_partition: p.partition,
             created_at: now,
         },
         chain: active.chain.clone(),

@@ -41,6 +41,9 @@ pub const DATABASE_FILE: &str = "custos.db";
 const META_BASE_URL: &str = "base_url";
 const META_SEAL: &str = "soft_seal";
 const META_KEY_STORE: &str = "key_store";
+const META_CRL_PARTITION_SIZE: &str = "crl_partition_size";
+/// Certificates per CRL partition when `init` is given no size.
+pub const DEFAULT_CRL_PARTITION_SIZE: i64 = 250_000;
 
 /// What `custos init` sets up.
 #[derive(Clone, Debug)]
@@ -51,6 +54,10 @@ pub struct InitOptions {
     pub organization: String,
     /// Algorithm of the root and issuing CA keys.
     pub ca_algorithm: KeyAlgorithm,
+    /// Certificates per CRL partition: the first this many of an issuer are
+    /// listed on `{issuer}.crl`, the next on `{issuer}/1.crl`, and so on, so
+    /// that no CRL grows without bound.
+    pub crl_partition_size: i64,
 }
 
 impl Default for InitOptions {
@@ -59,6 +66,7 @@ impl Default for InitOptions {
             base_url: DEFAULT_BASE_URL.to_string(),
             organization: "custos".to_string(),
             ca_algorithm: KeyAlgorithm::EcdsaP256,
+            crl_partition_size: DEFAULT_CRL_PARTITION_SIZE,
         }
     }
 }
@@ -68,6 +76,7 @@ pub struct Ca {
     dir: PathBuf,
     store: Arc<dyn Store>,
     base_url: String,
+    crl_partition_size: i64,
     actor: String,
     keys: Option<Arc<dyn KeyStore>>,
     active: Mutex<Option<Arc<issuance::ActiveIssuer>>>,
@@ -78,6 +87,9 @@ impl Ca {
     /// root CA and an issuing CA, all committed in one transaction.
     pub async fn init(dir: &Path, options: &InitOptions, passphrase: &[u8], actor: &str) -> Result<Ca> {
         let base_url = normalize_base_url(&options.base_url)?;
+        if options.crl_partition_size < 1 {
+            return Err(CaError::Policy("the CRL partition size must be at least 1".into()));
+        }
         let db = dir.join(DATABASE_FILE);
         if db.exists() {
             let store = SqlStore::open_sqlite(&db).await?;
@@ -94,6 +106,7 @@ impl Ca {
             meta: vec![
                 (META_BASE_URL.into(), base_url.clone()),
                 (META_KEY_STORE.into(), keys.backend().into()),
+                (META_CRL_PARTITION_SIZE.into(), options.crl_partition_size.to_string()),
                 (META_SEAL.into(), serde_json::to_string(&seal).map_err(|e| CaError::Inconsistent(e.to_string()))?),
             ],
             ..Genesis::default()
@@ -200,6 +213,7 @@ impl Ca {
             dir: dir.to_path_buf(),
             store: Arc::new(store),
             base_url,
+            crl_partition_size: options.crl_partition_size,
             actor: actor.to_string(),
             keys: Some(keys),
             active: Mutex::new(None),
@@ -218,10 +232,19 @@ impl Ca {
         }
         let base_url =
             store.meta(META_BASE_URL).await?.ok_or_else(|| CaError::Inconsistent("no base URL recorded".into()))?;
+        let crl_partition_size = store
+            .meta(META_CRL_PARTITION_SIZE)
+            .await?
+            .map(|v| v.parse::<i64>())
+            .transpose()
+            .map_err(|_| CaError::Inconsistent("the recorded CRL partition size is not a number".into()))?
+            .unwrap_or(DEFAULT_CRL_PARTITION_SIZE)
+            .max(1);
         Ok(Ca {
             dir: dir.to_path_buf(),
             store: Arc::new(store),
             base_url,
+            crl_partition_size,
             actor: actor.to_string(),
             keys: None,
             active: Mutex::new(None),
@@ -303,6 +326,16 @@ impl Ca {
     async fn ca_issuer(&self, record: &IssuerRecord) -> Result<CaIssuer> {
         let signer = self.signer(&record.key_id).await?;
         Ok(CaIssuer::new(&record.cert_der, signer)?)
+    }
+}
+
+/// Where a CRL partition is published: partition 0 at `{issuer}.crl`, the
+/// others at `{issuer}/{n}.crl` (issuer ids contain dashes, so no suffix).
+pub fn crl_url(base_url: &str, issuer_id: &str, partition: i64) -> String {
+    if partition == 0 {
+        format!("{base_url}/crl/{issuer_id}.crl")
+    } else {
+        format!("{base_url}/crl/{issuer_id}/{partition}.crl")
     }
 }
 

@@ -111,8 +111,8 @@ pub struct StatusPublisher {
     unknown_budget: Mutex<Budget>,
     fresh_budget: Mutex<Budget>,
     last_seq: AtomicI64,
-    crls: RwLock<HashMap<String, Arc<Crl>>>,
-    dirty_crls: Mutex<HashSet<String>>,
+    crls: RwLock<HashMap<(String, i64), Arc<Crl>>>,
+    dirty_crls: Mutex<HashSet<(String, i64)>>,
 }
 
 impl StatusPublisher {
@@ -133,7 +133,9 @@ impl StatusPublisher {
         publisher.reload_issuers().await?;
         let ids: Vec<String> = publisher.issuer_entries().iter().map(|i| i.id.clone()).collect();
         for id in ids {
-            publisher.regenerate_crl(&id).await?;
+            for partition in 0..publisher.ca.crl_partitions(&id).await? {
+                publisher.regenerate_crl(&id, partition).await?;
+            }
         }
         Ok(publisher)
     }
@@ -337,7 +339,7 @@ impl StatusPublisher {
                     }
                 }
             }
-            changed.insert(e.issuer.clone());
+            changed.insert((e.issuer.clone(), e.crl_partition));
         }
         self.last_seq.store(last, Ordering::Release);
         if let Ok(mut dirty) = self.dirty_crls.lock() {
@@ -352,13 +354,27 @@ impl StatusPublisher {
     /// CRL per call. Returns how many CRLs were signed.
     pub async fn publish_crls(&self) -> Result<usize> {
         let now = OffsetDateTime::now_utc();
-        let mut due: HashSet<String> = self.dirty_crls.lock().map(|mut d| std::mem::take(&mut *d)).unwrap_or_default();
+        let mut due: HashSet<(String, i64)> =
+            self.dirty_crls.lock().map(|mut d| std::mem::take(&mut *d)).unwrap_or_default();
         if let Ok(c) = self.crls.read() {
-            due.extend(c.values().filter(|c| now - c.this_update > CRL_REFRESH_AFTER).map(|c| c.issuer.clone()));
+            due.extend(
+                c.values().filter(|c| now - c.this_update > CRL_REFRESH_AFTER).map(|c| (c.issuer.clone(), c.partition)),
+            );
+        }
+        // A partition opened by issuance since the last call gets its first CRL.
+        for issuer in self.issuer_entries() {
+            let partitions = self.ca.crl_partitions(&issuer.id).await?;
+            if let Ok(c) = self.crls.read() {
+                due.extend(
+                    (0..partitions)
+                        .filter(|p| !c.contains_key(&(issuer.id.clone(), *p)))
+                        .map(|p| (issuer.id.clone(), p)),
+                );
+            }
         }
         let count = due.len();
         for id in due {
-            if let Err(e) = self.regenerate_crl(&id).await {
+            if let Err(e) = self.regenerate_crl(&id.0, id.1).await {
                 // Try again on the next call rather than lose the change.
                 if let Ok(mut d) = self.dirty_crls.lock() {
                     d.insert(id);
@@ -369,17 +385,17 @@ impl StatusPublisher {
         Ok(count)
     }
 
-    async fn regenerate_crl(&self, issuer: &str) -> Result<()> {
-        let crl = Arc::new(self.ca.crl(issuer).await?);
+    async fn regenerate_crl(&self, issuer: &str, partition: i64) -> Result<()> {
+        let crl = Arc::new(self.ca.crl(issuer, partition).await?);
         tracing::debug!(issuer, entries = crl.entries, number = crl.number, "CRL signed");
         if let Ok(mut w) = self.crls.write() {
-            w.insert(issuer.to_string(), crl);
+            w.insert((issuer.to_string(), partition), crl);
         }
         Ok(())
     }
 
-    /// The current CRL of an issuer.
-    pub fn crl(&self, issuer: &str) -> Option<Arc<Crl>> {
-        self.crls.read().ok()?.get(issuer).cloned()
+    /// The current CRL of one partition of an issuer.
+    pub fn crl(&self, issuer: &str, partition: i64) -> Option<Arc<Crl>> {
+        self.crls.read().ok()?.get(&(issuer.to_string(), partition)).cloned()
     }
 }

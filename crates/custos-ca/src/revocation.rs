@@ -22,6 +22,8 @@ const RESPONDER_RENEW_BEFORE: time::Duration = time::Duration::days(7);
 pub struct Crl {
     /// Issuer id.
     pub issuer: String,
+    /// Which of the issuer's CRLs this is.
+    pub partition: i64,
     /// DER.
     pub der: Vec<u8>,
     /// Its CRL number.
@@ -132,11 +134,20 @@ impl Ca {
         })
     }
 
-    /// Signs a fresh CRL for `issuer` with the next CRL number.
-    pub async fn crl(&self, issuer_id: &str) -> Result<Crl> {
+    /// How many CRL partitions an issuer publishes.
+    pub async fn crl_partitions(&self, issuer_id: &str) -> Result<i64> {
+        let issued = self.store.issued(issuer_id).await?;
+        Ok(((issued + self.crl_partition_size - 1) / self.crl_partition_size).max(1))
+    }
+
+    /// Signs a fresh CRL for one partition of `issuer` with the next CRL number.
+    pub async fn crl(&self, issuer_id: &str, partition: i64) -> Result<Crl> {
         let record = self.issuer(issuer_id).await?;
+        if partition < 0 || partition >= self.crl_partitions(issuer_id).await? {
+            return Err(CaError::Policy(format!("issuer {issuer_id} has no CRL partition {partition}")));
+        }
         let ca = self.ca_issuer(&record).await?;
-        let rows = self.store.revoked(issuer_id).await?;
+        let rows = self.store.revoked(issuer_id, partition).await?;
         let mut revoked = Vec::with_capacity(rows.len());
         for r in rows {
             revoked.push(RevokedEntry {
@@ -147,7 +158,7 @@ impl Ca {
             });
         }
         // The root's CRL covers CA certificates, so it names no user-only scope.
-        let user_certs_at = (record.role != "root").then(|| self.urls_for(issuer_id).crl);
+        let user_certs_at = (record.role != "root").then(|| crate::crl_url(&self.base_url, issuer_id, partition));
         let entries = revoked.len();
         let number = self
             .store
@@ -156,7 +167,7 @@ impl Ca {
                 &self.audit(
                     "crl.sign",
                     format!("issuer:{issuer_id}"),
-                    json!({"issuer": issuer_id, "key": record.key_id, "entries": entries}),
+                    json!({"issuer": issuer_id, "partition": partition, "key": record.key_id, "entries": entries}),
                 ),
             )
             .await?;
@@ -166,7 +177,7 @@ impl Ca {
         let der = tokio::task::spawn_blocking(move || ca.sign_crl(&spec))
             .await
             .map_err(|e| CaError::Inconsistent(format!("CRL task failed: {e}")))??;
-        Ok(Crl { issuer: issuer_id.to_string(), der, number, this_update, next_update, entries })
+        Ok(Crl { issuer: issuer_id.to_string(), partition, der, number, this_update, next_update, entries })
     }
 
     /// The issuer's OCSP responder, created or renewed when missing or close to expiry.

@@ -39,6 +39,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 base_url: args.base_url.clone(),
                 organization: args.organization.clone(),
                 ca_algorithm: algorithm,
+                crl_partition_size: args.crl_partition_size,
             };
             let ca = Ca::init(&cli.data_dir, &options, &pw, &actor()).await?;
             print_init(&cli, &ca).await
@@ -509,7 +510,7 @@ async fn crl(cli: &Cli, args: &CrlArgs) -> Result<(), CliError> {
             .map(|i| i.id)
             .ok_or_else(|| CliError::Usage("no active issuing CA; name one with --issuer".into()))?,
     };
-    let crl = ca.crl(&issuer).await?;
+    let crl = ca.crl(&issuer, args.partition).await?;
     let bytes = if args.pem { pem_encode("X509 CRL", &crl.der).into_bytes() } else { crl.der.clone() };
     match &args.out {
         Some(path) => {

@@ -71,6 +71,9 @@ pub struct InitArgs {
     /// CA key algorithm: p256, p384, rsa2048, rsa3072, rsa4096, ed25519.
     #[arg(long, default_value = "p256")]
     pub ca_algorithm: String,
+    /// Certificates per CRL partition (each partition has its own CRL and CDP).
+    #[arg(long, default_value_t = custos_ca::DEFAULT_CRL_PARTITION_SIZE)]
+    pub crl_partition_size: i64,
 }
 
 /// `custos tenant ...`.
@@ -207,6 +210,9 @@ pub struct CrlArgs {
     /// Issuer id (default: the active issuing CA).
     #[arg(long)]
     pub issuer: Option<String>,
+    /// CRL partition (0 is `{issuer}.crl`).
+    #[arg(long, default_value_t = 0)]
+    pub partition: i64,
     /// Write to this file instead of stdout.
     #[arg(long)]
     pub out: Option<PathBuf>,

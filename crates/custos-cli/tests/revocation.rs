@@ -376,3 +376,78 @@ fn a_flood_of_random_serials_is_not_a_signing_oracle() {
     assert!((signed as f64) <= bound, "{signed} signatures for unknown serials exceed the bound {bound}");
     assert!(try_later > 0 || started.elapsed() > Duration::from_secs(2), "the flood met no limit: {signed} signed");
 }
+
+#[test]
+fn crl_partitions_have_matching_cdp_and_idp_and_openssl_honours_the_scope() {
+    let env = Env::new();
+    env.ok(&["init", "--crl-partition-size", "2"]);
+    env.ok(&["tenant", "add", "t"]);
+    env.ok(&["connection", "add", "t", "c"]);
+    let mut certs = Vec::new();
+    for i in 0..5 {
+        let out = env.path(&format!("c{i}"));
+        env.ok(&["issue", "t", "c", "--out", out.to_str().expect("p")]);
+        certs.push(out.join("cert.pem"));
+    }
+    let cdp = |cert: &std::path::Path| {
+        sh("openssl", &["x509", "-in", cert.to_str().expect("p"), "-noout", "-ext", "crlDistributionPoints"])
+    };
+    assert!(cdp(&certs[0]).contains("/crl/issuing-1.crl") && cdp(&certs[1]).contains("/crl/issuing-1.crl"));
+    assert!(cdp(&certs[2]).contains("/crl/issuing-1/1.crl") && cdp(&certs[3]).contains("/crl/issuing-1/1.crl"));
+    assert!(cdp(&certs[4]).contains("/crl/issuing-1/2.crl"), "{}", cdp(&certs[4]));
+    env.ok(&["revoke", &serial_of(&certs[4]), "--reason", "key-compromise"]);
+    let (root, issuing) = env.split_chain(&env.path("c0/chain.pem"));
+    let bundle = env.path("bundle.pem");
+    std::fs::write(&bundle, [std::fs::read(&root).expect("r"), std::fs::read(&issuing).expect("r")].concat())
+        .expect("w");
+
+    let server = Server::start(&env);
+    let fetch = |path: &str, name: &str| {
+        let (status, _, body) = http(&server.addr, "GET", path, None, b"");
+        assert_eq!(status, 200, "{path}");
+        let der = env.path(&format!("{name}.der"));
+        std::fs::write(&der, body).expect("w");
+        let pem = env.path(&format!("{name}.pem"));
+        sh("openssl", &["crl", "-inform", "DER", "-in", der.to_str().expect("p"), "-out", pem.to_str().expect("p")]);
+        pkilint("lint_crl", &["-t", "CRL", "-p", "PKIX", der.to_str().expect("p")]);
+        (pem.clone(), sh("openssl", &["crl", "-in", pem.to_str().expect("p"), "-noout", "-text"]))
+    };
+    let (p0, t0) = fetch("/crl/issuing-1.crl", "p0");
+    let (p2, t2) = fetch("/crl/issuing-1/2.crl", "p2");
+    assert!(
+        t0.contains("URI:http://127.0.0.1:8080/crl/issuing-1.crl") && t0.contains("No Revoked Certificates"),
+        "{t0}"
+    );
+    assert!(t2.contains("URI:http://127.0.0.1:8080/crl/issuing-1/2.crl") && t2.contains(&serial_of(&certs[4])), "{t2}");
+    assert_eq!(http(&server.addr, "GET", "/crl/issuing-1/9.crl", None, b"").0, 404);
+    assert_eq!(http(&server.addr, "GET", "/crl/issuing-1/0.crl", None, b"").0, 404);
+
+    let verify = |cert: &std::path::Path, crl: &std::path::Path| {
+        let out = std::process::Command::new("openssl")
+            .args([
+                "verify",
+                "-crl_check",
+                "-CRLfile",
+                crl.to_str().expect("p"),
+                "-CAfile",
+                bundle.to_str().expect("p"),
+                cert.to_str().expect("p"),
+            ])
+            .output()
+            .expect("openssl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, said) = verify(&certs[4], &p2);
+    assert!(!ok && said.contains("certificate revoked"), "{said}");
+    assert!(verify(&certs[0], &p0).0, "partition 0 certificate against its own CRL");
+    // A CRL whose IDP does not match the certificate's CDP is out of scope for it.
+    let (ok, said) = verify(&certs[0], &p2);
+    assert!(!ok && said.contains("different CRL scope"), "{said}");
+    assert!(
+        env.fails(&["crl", "--partition", "7", "--out", env.path("x.crl").to_str().expect("p")])
+            .contains("no CRL partition 7")
+    );
+}

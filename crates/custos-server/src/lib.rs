@@ -39,6 +39,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/ca/{file}", get(ca_certificate))
         .route("/crl/{file}", get(crl))
+        .route("/crl/{issuer}/{file}", get(crl_partition))
         .route("/ocsp", post(ocsp_post))
         .route("/ocsp/{*request}", get(ocsp_get))
         .fallback(not_found)
@@ -210,15 +211,33 @@ async fn crl(State(state): State<Arc<AppState>>, file: Result<Path<String>, Path
     let Some(id) = file.strip_suffix(".crl") else {
         return problem(StatusCode::NOT_FOUND, "not found", "CRLs are served as {issuer}.crl");
     };
-    let Some(crl) = state.publisher.crl(id) else {
-        return problem(StatusCode::NOT_FOUND, "unknown issuer", &format!("no CRL for issuer {id:?}"));
+    crl_response(&state, id, 0)
+}
+
+/// `GET /crl/{issuer}/{n}.crl`: CRL partition `n` of an issuer.
+async fn crl_partition(
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Response {
+    let Ok(Path((issuer, file))) = path else {
+        return problem(StatusCode::BAD_REQUEST, "bad path", "the path is not valid UTF-8");
+    };
+    match file.strip_suffix(".crl").and_then(|n| n.parse::<i64>().ok()) {
+        Some(partition) if partition > 0 => crl_response(&state, &issuer, partition),
+        _ => problem(StatusCode::NOT_FOUND, "not found", "CRL partitions are served as {issuer}/{n}.crl, n >= 1"),
+    }
+}
+
+fn crl_response(state: &AppState, id: &str, partition: i64) -> Response {
+    let Some(crl) = state.publisher.crl(id, partition) else {
+        return problem(StatusCode::NOT_FOUND, "unknown CRL", &format!("no CRL {partition} for issuer {id:?}"));
     };
     let headers = [
         (header::CONTENT_TYPE, "application/pkix-crl".to_string()),
         // Regenerated within a second of every revocation: let caches hold it no longer.
         (header::CACHE_CONTROL, "public, max-age=1, no-transform".to_string()),
         (header::LAST_MODIFIED, http_date(crl.this_update)),
-        (header::ETAG, format!("\"{}-{}\"", crl.issuer, crl.number)),
+        (header::ETAG, format!("\"{}-{}-{}\"", crl.issuer, crl.partition, crl.number)),
     ];
     let mut response = (StatusCode::OK, crl.der.clone()).into_response();
     for (name, value) in headers {

@@ -96,8 +96,16 @@ pub trait Store: Send + Sync {
     /// ([`StoreError::Conflict`]) rolls the whole call back.
     async fn revoke(&self, serials: &[String], revocation: &Revocation, audit: &[AuditRecord]) -> Result<()>;
 
-    /// The revoked certificates of one issuer, for its CRL.
-    async fn revoked(&self, issuer: &str) -> Result<Vec<RevokedRow>>;
+    /// The revoked certificates in one CRL partition of an issuer.
+    async fn revoked(&self, issuer: &str, partition: i64) -> Result<Vec<RevokedRow>>;
+
+    /// Reserves `count` consecutive issuance positions of an issuer and
+    /// returns the first; positions pick CRL partitions. Durable when it
+    /// returns; a crash after it leaves a gap, never a reuse.
+    async fn reserve_issuance(&self, issuer: &str, count: i64) -> Result<i64>;
+
+    /// How many issuance positions of an issuer have been reserved.
+    async fn issued(&self, issuer: &str) -> Result<i64>;
 
     /// Revocations committed after feed position `seq`, oldest first, at most `limit`.
     async fn revocations_since(&self, seq: i64, limit: i64) -> Result<Vec<RevocationEvent>>;

@@ -117,6 +117,8 @@ pub struct CertificateRecord {
     pub invalidity_date: Option<i64>,
     /// Serial of the certificate that replaced this one.
     pub replaced_by: Option<String>,
+    /// The CRL partition that lists it once revoked (0 for the issuer's main CRL).
+    pub crl_partition: i64,
     /// Unix seconds.
     pub created_at: i64,
 }
@@ -199,6 +201,8 @@ pub struct RevocationEvent {
     pub serial: String,
     /// Issuer id.
     pub issuer: String,
+    /// The CRL partition that lists it.
+    pub crl_partition: i64,
 }
 
 /// A delegated OCSP responder of an issuer.

@@ -226,6 +226,7 @@ fn certificate_from(row: &AnyRow) -> Result<CertificateRecord> {
         revocation_reason: col(row, "revocation_reason")?,
         invalidity_date: col(row, "invalidity_date")?,
         replaced_by: col(row, "replaced_by")?,
+        crl_partition: col(row, "crl_partition")?,
         created_at: col(row, "created_at")?,
     })
 }
@@ -253,7 +254,7 @@ fn unpack_revoked(entry: &str) -> Result<RevokedRow> {
 /// Rows per multi-row INSERT: one statement instead of a hundred round trips
 /// to the driver, well under SQLite's 32766 bound parameters.
 const ROWS_PER_INSERT: usize = 100;
-const CERTIFICATE_COLUMN_COUNT: usize = 19;
+const CERTIFICATE_COLUMN_COUNT: usize = 20;
 
 /// `(?, ?, ...), (?, ...)` for `rows` rows of `columns` values.
 ///
@@ -296,7 +297,7 @@ async fn insert_audit_many(engine: Engine, tx: &mut Transaction<'static, Any>, a
 }
 
 const CERTIFICATE_COLUMNS: &str = "serial, issuer, tenant, connection, profile, subject, sans, key_algorithm, key_origin, \
-     spki_sha256, not_before, not_after, der, status, revoked_at, revocation_reason, invalidity_date, replaced_by, created_at";
+     spki_sha256, not_before, not_after, der, status, revoked_at, revocation_reason, invalidity_date, replaced_by, crl_partition, created_at";
 
 #[async_trait]
 impl Store for SqlStore {
@@ -521,6 +522,7 @@ impl Store for SqlStore {
                     .bind(&c.revocation_reason)
                     .bind(c.invalidity_date)
                     .bind(&c.replaced_by)
+                    .bind(c.crl_partition)
                     .bind(c.created_at);
             }
             query.execute(&mut *tx).await.map_err(|e| {
@@ -627,8 +629,8 @@ impl Store for SqlStore {
                 });
             }
             sqlx::query(
-                "INSERT INTO revocations (serial, issuer, time) \
-                 SELECT serial, issuer, $1 FROM certificates WHERE serial = $2",
+                "INSERT INTO revocations (serial, issuer, crl_partition, time) \
+                 SELECT serial, issuer, crl_partition, $1 FROM certificates WHERE serial = $2",
             )
             .bind(revocation.revoked_at)
             .bind(serial)
@@ -640,7 +642,7 @@ impl Store for SqlStore {
         tx.commit().await.map_err(StoreError::db("commit a revocation"))
     }
 
-    async fn revoked(&self, issuer: &str) -> Result<Vec<RevokedRow>> {
+    async fn revoked(&self, issuer: &str, partition: i64) -> Result<Vec<RevokedRow>> {
         // sqlx hands each row from SQLite's thread to ours with a wake-up;
         // at a million rows that was most of the CRL's time. SQLite packs
         // REVOKED_PER_ROW entries into one text row instead, and pages by serial.
@@ -651,9 +653,11 @@ impl Store for SqlStore {
                 "SELECT group_concat(serial || ' ' || revoked_at || ' ' || coalesce(revocation_reason, '-') \
                  || ' ' || coalesce(invalidity_date, '-'), ';'), max(serial), count(*) FROM \
                  (SELECT serial, revoked_at, revocation_reason, invalidity_date FROM certificates \
-                  WHERE issuer = $1 AND status = 'revoked' AND serial > $2 ORDER BY serial LIMIT $3)",
+                  WHERE issuer = $1 AND crl_partition = $2 AND status = 'revoked' AND serial > $3 \
+                  ORDER BY serial LIMIT $4)",
             )
             .bind(issuer)
+            .bind(partition)
             .bind(&after)
             .bind(REVOKED_PER_ROW)
             .fetch_one(&self.pool)
@@ -676,15 +680,53 @@ impl Store for SqlStore {
         Ok(out)
     }
 
-    async fn revocations_since(&self, seq: i64, limit: i64) -> Result<Vec<RevocationEvent>> {
-        let rows = sqlx::query("SELECT seq, serial, issuer FROM revocations WHERE seq > $1 ORDER BY seq LIMIT $2")
-            .bind(seq)
-            .bind(limit)
-            .fetch_all(&self.pool)
+    async fn reserve_issuance(&self, issuer: &str, count: i64) -> Result<i64> {
+        let mut tx = self.write().await?;
+        let updated = sqlx::query("UPDATE issuers SET issued = issued + $1 WHERE id = $2")
+            .bind(count)
+            .bind(issuer)
+            .execute(&mut *tx)
             .await
-            .map_err(StoreError::db("read the revocation feed"))?;
+            .map_err(StoreError::db("reserve issuance positions"))?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::NotFound { what: format!("issuer {issuer}") });
+        }
+        let end: i64 = sqlx::query_scalar("SELECT issued FROM issuers WHERE id = $1")
+            .bind(issuer)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::db("read issuance positions"))?;
+        tx.commit().await.map_err(StoreError::db("commit issuance positions"))?;
+        Ok(end - count)
+    }
+
+    async fn issued(&self, issuer: &str) -> Result<i64> {
+        let issued: Option<i64> = sqlx::query_scalar("SELECT issued FROM issuers WHERE id = $1")
+            .bind(issuer)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("read issuance positions"))?;
+        issued.ok_or_else(|| StoreError::NotFound { what: format!("issuer {issuer}") })
+    }
+
+    async fn revocations_since(&self, seq: i64, limit: i64) -> Result<Vec<RevocationEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, serial, issuer, crl_partition FROM revocations WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::db("read the revocation feed"))?;
         rows.iter()
-            .map(|r| Ok(RevocationEvent { seq: col(r, "seq")?, serial: col(r, "serial")?, issuer: col(r, "issuer")? }))
+            .map(|r| {
+                Ok(RevocationEvent {
+                    seq: col(r, "seq")?,
+                    serial: col(r, "serial")?,
+                    issuer: col(r, "issuer")?,
+                    crl_partition: col(r, "crl_partition")?,
+                })
+            })
             .collect()
     }
 

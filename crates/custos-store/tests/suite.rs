@@ -60,6 +60,7 @@ fn cert(serial: &str, connection: &str, not_after: i64) -> CertificateRecord {
         revocation_reason: None,
         invalidity_date: None,
         replaced_by: None,
+        crl_partition: 0,
         created_at: 10,
     }
 }
@@ -153,7 +154,7 @@ async fn contract(store: &dyn Store) {
     assert_eq!(store.certificate("0003").await.expect("r").expect("e").status, "valid");
     assert_eq!(store.certificate("0004").await.expect("r").expect("e").status, "valid");
     assert_eq!(audit_count(store).await, audits_before + 2);
-    let revoked = store.revoked("issuing-1").await.expect("revoked");
+    let revoked = store.revoked("issuing-1", 0).await.expect("revoked");
     assert_eq!(revoked.len(), 2);
     assert_eq!(revoked[0].reason.as_deref(), Some("key-compromise"));
     assert_eq!((revoked[0].revoked_at, revoked[0].invalidity_date), (2_000, Some(1_500)));
@@ -163,7 +164,11 @@ async fn contract(store: &dyn Store) {
     assert_eq!(store.last_revocation().await.expect("feed"), feed[1].seq);
     let many: Vec<String> = (0..10).map(|i| format!("{i:04x}")).filter(|s| s != "0001" && s != "0002").collect();
     store.revoke(&many, &revocation, &[]).await.expect("revoke many");
-    assert_eq!(store.revoked("issuing-1").await.expect("revoked").len(), 10);
+    assert_eq!(store.revoked("issuing-1", 0).await.expect("revoked").len(), 10);
+    assert_eq!(store.revoked("issuing-1", 1).await.expect("revoked").len(), 0, "partitions are apart");
+    assert_eq!(store.reserve_issuance("issuing-1", 5).await.expect("reserve"), 0);
+    assert_eq!(store.reserve_issuance("issuing-1", 3).await.expect("reserve"), 5);
+    assert_eq!(store.issued("issuing-1").await.expect("issued"), 8);
     // CRL numbers only go up.
     let a = store.next_crl_number("issuing-1", &audit("crl.sign")).await.expect("n");
     let b = store.next_crl_number("issuing-1", &audit("crl.sign")).await.expect("n");

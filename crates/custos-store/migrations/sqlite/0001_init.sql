@@ -38,6 +38,8 @@ CREATE TABLE issuers (
     not_after BIGINT NOT NULL,
     status TEXT NOT NULL,
     crl_number BIGINT NOT NULL,
+    -- Certificates issued so far: the position that picks a CRL partition.
+    issued BIGINT NOT NULL DEFAULT 0,
     created_at BIGINT NOT NULL
 );
 CREATE TABLE certificates (
@@ -59,6 +61,8 @@ CREATE TABLE certificates (
     revocation_reason TEXT,
     invalidity_date BIGINT,
     replaced_by TEXT,
+    -- Which of the issuer's CRLs lists this certificate once revoked.
+    crl_partition BIGINT NOT NULL DEFAULT 0,
     created_at BIGINT NOT NULL,
     FOREIGN KEY (tenant, connection) REFERENCES connections(tenant, name)
 );
