@@ -33,9 +33,12 @@ struct Args {
     /// How long to run, in seconds (at most 60).
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
-    /// Request path for POST; GET appends the base64 request to it.
+    /// Request path for POST; GET appends `/` and the base64 request to it.
     #[arg(long, default_value = "/ocsp")]
     path: String,
+    /// Open a new connection for every request, as openssl's responder forces.
+    #[arg(long)]
+    close: bool,
 }
 
 fn main() {
@@ -103,13 +106,14 @@ fn fail(msg: &str) -> ! {
 fn http_request(args: &Args, body: &[u8], get: bool) -> Vec<u8> {
     use base64::Engine;
     let host = args.addr;
+    let connection = if args.close { "close" } else { "keep-alive" };
     if get {
         let b64 = base64::engine::general_purpose::STANDARD.encode(body);
         let escaped = b64.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D");
-        format!("GET {}/{escaped} HTTP/1.1\r\nHost: {host}\r\nConnection: keep-alive\r\n\r\n", args.path).into_bytes()
+        format!("GET {}/{escaped} HTTP/1.1\r\nHost: {host}\r\nConnection: {connection}\r\n\r\n", args.path).into_bytes()
     } else {
         let mut r = format!(
-            "POST {} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/ocsp-request\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n",
+            "POST {} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/ocsp-request\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n",
             args.path,
             body.len()
         )
