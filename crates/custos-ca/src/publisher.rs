@@ -68,10 +68,22 @@ struct IssuerEntry {
 }
 
 struct Cached {
+    issuer: String,
     cert_id: Vec<u8>,
     answer: OcspAnswer,
     this_update: OffsetDateTime,
     known: bool,
+}
+
+/// Signed responses by serial, and every serial seen revoked since start.
+///
+/// Both live under one lock: a request that read `good` just before a revoke
+/// committed must not cache that `good` after the poll invalidated the serial.
+/// Revocation is final, so a serial in `revoked` never gets a `good` cached.
+#[derive(Default)]
+struct CacheState {
+    entries: HashMap<Serial, Vec<Arc<Cached>>>,
+    revoked: HashSet<Serial>,
 }
 
 /// A token bucket.
@@ -106,7 +118,7 @@ fn take(budget: &Mutex<Budget>) -> bool {
 pub struct StatusPublisher {
     ca: Arc<Ca>,
     issuers: RwLock<Vec<Arc<IssuerEntry>>>,
-    cache: RwLock<HashMap<Serial, Vec<Arc<Cached>>>>,
+    cache: RwLock<CacheState>,
     cached_unknown: AtomicUsize,
     unknown_budget: Mutex<Budget>,
     fresh_budget: Mutex<Budget>,
@@ -122,7 +134,7 @@ impl StatusPublisher {
         let publisher = StatusPublisher {
             ca,
             issuers: RwLock::new(Vec::new()),
-            cache: RwLock::new(HashMap::new()),
+            cache: RwLock::new(CacheState::default()),
             cached_unknown: AtomicUsize::new(0),
             unknown_budget: Budget::new(UNKNOWN_PER_SECOND),
             fresh_budget: Budget::new(FRESH_PER_SECOND),
@@ -253,31 +265,121 @@ impl StatusPublisher {
         let single =
             SingleResponse { cert_id: &id.der, status, this_update: now, next_update: now + RESPONSE_LIFETIME };
         let answer = self.sign(issuer, &[single], None, now)?;
-        self.store_cached(id, answer.clone(), now, known);
+        self.store_cached(&issuer.id, id, answer.clone(), now, status);
         Ok(answer)
     }
 
     fn lookup(&self, id: &CertId, now: OffsetDateTime) -> Option<OcspAnswer> {
         let cache = self.cache.read().ok()?;
-        let hit = cache.get(&id.serial)?.iter().find(|c| c.cert_id == id.der)?;
+        let hit = cache.entries.get(&id.serial)?.iter().find(|c| c.cert_id == id.der)?;
         (now - hit.this_update < RESPONSE_REFRESH_AFTER).then(|| hit.answer.clone())
     }
 
-    fn store_cached(&self, id: &CertId, answer: OcspAnswer, this_update: OffsetDateTime, known: bool) {
+    fn store_cached(
+        &self,
+        issuer: &str,
+        id: &CertId,
+        answer: OcspAnswer,
+        this_update: OffsetDateTime,
+        status: CertStatus,
+    ) {
         let Ok(mut cache) = self.cache.write() else {
             return;
         };
+        if status == CertStatus::Good && cache.revoked.contains(&id.serial) {
+            // Read before the revoke committed; the poll has moved on.
+            return;
+        }
+        let known = status != CertStatus::Unknown;
         if !known && self.cached_unknown.fetch_add(1, Ordering::Relaxed) >= MAX_CACHED_UNKNOWN {
             // Cheap and bounded: forget every cached unknown and start over.
-            cache.retain(|_, v| {
+            cache.entries.retain(|_, v| {
                 v.retain(|c| c.known);
                 !v.is_empty()
             });
             self.cached_unknown.store(1, Ordering::Relaxed);
         }
-        let entries = cache.entry(id.serial.clone()).or_default();
+        let entries = cache.entries.entry(id.serial.clone()).or_default();
         entries.retain(|c| c.cert_id != id.der);
-        entries.push(Arc::new(Cached { cert_id: id.der.clone(), answer, this_update, known }));
+        entries.push(Arc::new(Cached {
+            issuer: issuer.to_string(),
+            cert_id: id.der.clone(),
+            answer,
+            this_update,
+            known,
+        }));
+    }
+
+    /// Signs responses ahead of demand for the newest `limit` certificates of
+    /// every issuer (SHA-1 CertIDs, what most clients send), so that they are
+    /// answered from memory from the first request. Returns how many.
+    pub async fn presign(&self, limit: i64) -> Result<usize> {
+        let mut count = 0;
+        for issuer in self.issuer_entries() {
+            let filter = custos_store::CertificateFilter {
+                issuer: Some(issuer.id.clone()),
+                limit: Some(limit),
+                ..Default::default()
+            };
+            for record in self.ca.store.certificates(&filter).await? {
+                let serial: Serial = record.serial.parse()?;
+                let id = issuer.hashes.cert_id(HashAlgorithm::Sha1, &serial);
+                let now = OffsetDateTime::now_utc();
+                if self.lookup(&id, now).is_some() {
+                    continue;
+                }
+                let status = status_of(&record)?;
+                let single =
+                    SingleResponse { cert_id: &id.der, status, this_update: now, next_update: now + RESPONSE_LIFETIME };
+                let Ok(answer) = self.sign(&issuer, &[single], None, now) else { continue };
+                self.store_cached(&issuer.id, &id, answer, now, status);
+                count += 1;
+                if count % 1024 == 0 {
+                    // Pre-signing is background work: let requests through.
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+        Ok(count)
+    }
+
+    /// Re-signs cached answers for issued certificates before they age out,
+    /// so that requests for them never wait on a signature. Returns how many.
+    pub async fn refresh(&self) -> Result<usize> {
+        let now = OffsetDateTime::now_utc();
+        let horizon = RESPONSE_REFRESH_AFTER - time::Duration::minutes(5);
+        let due: Vec<(String, Serial, Vec<u8>)> = self
+            .cache
+            .read()
+            .map(|c| {
+                c.entries
+                    .iter()
+                    .flat_map(|(serial, v)| v.iter().map(move |e| (serial, e)))
+                    .filter(|(_, e)| e.known && now - e.this_update > horizon)
+                    .map(|(serial, e)| (e.issuer.clone(), serial.clone(), e.cert_id.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let issuers = self.issuer_entries();
+        let mut count = 0;
+        for (issuer_id, serial, cert_id) in due {
+            let Some(issuer) = issuers.iter().find(|i| i.id == issuer_id) else { continue };
+            let Some(id) = [HashAlgorithm::Sha1, HashAlgorithm::Sha256, HashAlgorithm::Sha384, HashAlgorithm::Sha512]
+                .into_iter()
+                .map(|h| issuer.hashes.cert_id(h, &serial))
+                .find(|c| c.der == cert_id)
+            else {
+                continue;
+            };
+            let status = self.status(issuer, &serial).await?;
+            let single =
+                SingleResponse { cert_id: &id.der, status, this_update: now, next_update: now + RESPONSE_LIFETIME };
+            if let Ok(answer) = self.sign(issuer, &[single], None, now) {
+                self.store_cached(&issuer.id, &id, answer, now, status);
+                count += 1;
+            }
+        }
+        Ok(count)
     }
 
     async fn status(&self, issuer: &IssuerEntry, serial: &Serial) -> Result<CertStatus> {
@@ -290,14 +392,7 @@ impl StatusPublisher {
         if record.issuer != issuer.id {
             return Ok(CertStatus::Unknown);
         }
-        if record.status != "revoked" {
-            return Ok(CertStatus::Good);
-        }
-        let reason: Option<Reason> = record.revocation_reason.as_deref().map(str::parse).transpose()?;
-        Ok(CertStatus::Revoked {
-            time: from_unix(record.revoked_at.unwrap_or(0))?,
-            reason: reason.filter(|r| *r != Reason::Unspecified),
-        })
+        status_of(&record)
     }
 
     /// Applies revocations committed since the last poll: their cached
@@ -316,7 +411,8 @@ impl StatusPublisher {
             let serial: Serial = e.serial.parse()?;
             let cached_ids: Vec<Vec<u8>> = {
                 let mut cache = self.cache.write().map_err(|_| CaError::Inconsistent("OCSP cache poisoned".into()))?;
-                cache.remove(&serial).unwrap_or_default().iter().map(|c| c.cert_id.clone()).collect()
+                cache.revoked.insert(serial.clone());
+                cache.entries.remove(&serial).unwrap_or_default().iter().map(|c| c.cert_id.clone()).collect()
             };
             if let Some(issuer) = issuers.iter().find(|i| i.id == e.issuer) {
                 // Re-sign what clients were being served, and the SHA-1 CertID
@@ -398,4 +494,16 @@ impl StatusPublisher {
     pub fn crl(&self, issuer: &str, partition: i64) -> Option<Arc<Crl>> {
         self.crls.read().ok()?.get(&(issuer.to_string(), partition)).cloned()
     }
+}
+
+/// What OCSP says about a recorded certificate.
+fn status_of(record: &custos_store::CertificateRecord) -> Result<CertStatus> {
+    if record.status != "revoked" {
+        return Ok(CertStatus::Good);
+    }
+    let reason: Option<Reason> = record.revocation_reason.as_deref().map(str::parse).transpose()?;
+    Ok(CertStatus::Revoked {
+        time: from_unix(record.revoked_at.unwrap_or(0))?,
+        reason: reason.filter(|r| *r != Reason::Unspecified),
+    })
 }

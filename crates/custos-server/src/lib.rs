@@ -22,6 +22,8 @@ use time::OffsetDateTime;
 /// Request bodies larger than this are refused with 413 before a handler runs.
 /// A real OCSP request is under 200 bytes; 16 certificates with a nonce fit in 2 KiB.
 pub const MAX_BODY_BYTES: usize = 8 * 1024;
+/// Certificates per issuer whose OCSP responses are signed at start-up.
+pub const PRESIGN: i64 = 50_000;
 /// How often the revocation feed is polled: the bound on cross-process staleness.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -52,10 +54,28 @@ pub fn router(state: Arc<AppState>) -> Router {
 pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> std::io::Result<()> {
     let poller = tokio::spawn(poll_forever(state.publisher.clone()));
     let crls = tokio::spawn(publish_crls_forever(state.publisher.clone()));
+    let refresh = tokio::spawn(refresh_forever(state.publisher.clone()));
     let result = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await;
     poller.abort();
     crls.abort();
+    refresh.abort();
     result
+}
+
+/// Pre-signs at start, then keeps cached answers fresh ahead of demand.
+async fn refresh_forever(publisher: Arc<StatusPublisher>) {
+    match publisher.presign(PRESIGN).await {
+        Ok(n) => tracing::info!(responses = n, "OCSP responses pre-signed"),
+        Err(e) => tracing::error!(error = %e, "pre-signing OCSP responses failed"),
+    }
+    let mut interval = tokio::time::interval(Duration::from_secs(60));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if let Err(e) = publisher.refresh().await {
+            tracing::error!(error = %e, "refreshing OCSP responses failed; retrying");
+        }
+    }
 }
 
 async fn publish_crls_forever(publisher: Arc<StatusPublisher>) {
