@@ -15,7 +15,12 @@ use custos_ca::{Ca, ConnectionOptions, InitOptions, IssueRequest, KeySource};
 use custos_keys::KeyAlgorithm;
 use custos_pki::Profile;
 
-const BATCH: usize = 4096;
+/// Certificates per iteration; `CUSTOS_BENCH_BATCH` overrides it (a bulk
+/// file's size: the first batch's signing and the last one's commit cannot
+/// overlap anything, so small files pay them in full).
+fn batch() -> usize {
+    std::env::var("CUSTOS_BENCH_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(4096)
+}
 
 fn threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
@@ -71,7 +76,8 @@ fn bench(c: &mut Criterion) {
         .expect("connection");
         ca
     });
-    let csrs = csrs(BATCH);
+    let batch = batch();
+    let csrs = csrs(batch);
     let request = |i: usize, key: KeySource| IssueRequest {
         tenant: "bench".into(),
         connection: "api".into(),
@@ -83,8 +89,8 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("issuance");
     group.sample_size(10);
-    group.throughput(Throughput::Elements(BATCH as u64));
-    group.bench_function("raw_p256_sign_verify", |b| b.iter(|| raw_sign_verify(black_box(BATCH))));
+    group.throughput(Throughput::Elements(batch as u64));
+    group.bench_function("raw_p256_sign_verify", |b| b.iter(|| raw_sign_verify(black_box(batch))));
     group.bench_function("csr_p256_sqlite", |b| {
         b.iter(|| {
             let reqs: Vec<IssueRequest> =
@@ -94,7 +100,7 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("server_key_p256_sqlite", |b| {
         b.iter(|| {
-            let reqs: Vec<IssueRequest> = (0..BATCH).map(|i| request(i, KeySource::Generate(None))).collect();
+            let reqs: Vec<IssueRequest> = (0..batch).map(|i| request(i, KeySource::Generate(None))).collect();
             rt.block_on(ca.issue_many(reqs, |batch| drop(black_box(batch)))).expect("issue")
         })
     });
