@@ -122,13 +122,15 @@ impl Ca {
         let root_id = "root-1".to_string();
         let issuing_id = "issuing-1".to_string();
         let org = options.organization.clone();
+        let root_name = format!("{org} Root CA 1");
+        let issuing_name = format!("{org} Issuing CA 1");
 
         let root_key = keys.generate(options.ca_algorithm, &root_id)?;
         let root_key_id = root_key.signer.public_key().key_id().to_string();
         let root_template = CertificateTemplate::new(CertificateSpec {
             serial: Serial::random()?,
             profile: Profile::RootCa,
-            common_name: format!("{org} Root CA 1"),
+            common_name: root_name.clone(),
             organization: Some(org.clone()),
             sans: vec![],
             not_before: now - time::Duration::minutes(1),
@@ -142,7 +144,7 @@ impl Ca {
         let issuing_template = CertificateTemplate::new(CertificateSpec {
             serial: Serial::random()?,
             profile: Profile::IssuingCa,
-            common_name: format!("{org} Issuing CA 1"),
+            common_name: issuing_name.clone(),
             organization: Some(org.clone()),
             sans: vec![],
             not_before: now - time::Duration::minutes(1),
@@ -169,8 +171,6 @@ impl Ca {
                 json!({"key": id, "algorithm": key.signer.algorithm().as_str(), "backend": key.reference.backend, "label": label}),
             ));
         }
-        let root_name = format!("{org} Root CA 1");
-        let issuing_name = format!("{org} Issuing CA 1");
         for (id, name, role, parent, cert, key_id, signer_key) in [
             (&root_id, &root_name, "root", None, &root_cert, &root_key_id, &root_key_id),
             (

@@ -140,6 +140,42 @@ fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_foreign_key_violation())
 }
 
+async fn insert_key(tx: &mut Transaction<'static, Any>, key: &KeyRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO keys (id, backend, algorithm, label, public_key, reference, status, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&key.id)
+    .bind(&key.backend)
+    .bind(&key.algorithm)
+    .bind(&key.label)
+    .bind(&key.public_key)
+    .bind(&key.reference)
+    .bind(&key.status)
+    .bind(key.created_at)
+    .execute(&mut **tx)
+    .await
+    .map_err(StoreError::db("store a key"))?;
+    Ok(())
+}
+
+/// Runs a query keyed by one text value and decodes at most one row.
+async fn fetch_one_by<T>(
+    pool: &AnyPool,
+    sql: &'static str,
+    key: &str,
+    operation: &'static str,
+    decode: fn(&AnyRow) -> Result<T>,
+) -> Result<Option<T>> {
+    let row = sqlx::query(sql).bind(key).fetch_optional(pool).await.map_err(StoreError::db(operation))?;
+    row.as_ref().map(decode).transpose()
+}
+
+/// Runs a query without parameters and decodes every row.
+async fn fetch_all(pool: &AnyPool, sql: &'static str, operation: &'static str) -> Result<Vec<AnyRow>> {
+    sqlx::query(sql).fetch_all(pool).await.map_err(StoreError::db(operation))
+}
+
 async fn insert_audit(tx: &mut Transaction<'static, Any>, audit: &AuditRecord) -> Result<()> {
     sqlx::query("INSERT INTO audit_log (time, actor, action, object, details) VALUES ($1, $2, $3, $4, $5)")
         .bind(audit.time)
@@ -325,21 +361,7 @@ impl Store for SqlStore {
                 .map_err(StoreError::db("write a setting"))?;
         }
         for key in &genesis.keys {
-            sqlx::query(
-                "INSERT INTO keys (id, backend, algorithm, label, public_key, reference, status, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(&key.id)
-            .bind(&key.backend)
-            .bind(&key.algorithm)
-            .bind(&key.label)
-            .bind(&key.public_key)
-            .bind(&key.reference)
-            .bind(&key.status)
-            .bind(key.created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::db("store a key"))?;
+            insert_key(&mut tx, key).await?;
         }
         for issuer in &genesis.issuers {
             sqlx::query(
@@ -461,36 +483,21 @@ impl Store for SqlStore {
     }
 
     async fn key(&self, id: &str) -> Result<Option<KeyRecord>> {
-        let row = sqlx::query("SELECT * FROM keys WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::db("read a key"))?;
-        row.as_ref().map(key_from).transpose()
+        fetch_one_by(&self.pool, "SELECT * FROM keys WHERE id = $1", id, "read a key", key_from).await
     }
 
     async fn keys(&self) -> Result<Vec<KeyRecord>> {
-        let rows = sqlx::query("SELECT * FROM keys ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::db("list keys"))?;
+        let rows = fetch_all(&self.pool, "SELECT * FROM keys ORDER BY created_at, id", "list keys").await?;
         rows.iter().map(key_from).collect()
     }
 
     async fn issuer(&self, id: &str) -> Result<Option<IssuerRecord>> {
-        let row = sqlx::query("SELECT * FROM issuers WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::db("read an issuer"))?;
-        row.as_ref().map(issuer_from).transpose()
+        fetch_one_by(&self.pool, "SELECT * FROM issuers WHERE id = $1", id, "read an issuer", issuer_from).await
     }
 
     async fn issuers(&self) -> Result<Vec<IssuerRecord>> {
-        let rows = sqlx::query("SELECT * FROM issuers ORDER BY created_at, role DESC, id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::db("list issuers"))?;
+        let sql = "SELECT * FROM issuers ORDER BY created_at, role DESC, id";
+        let rows = fetch_all(&self.pool, sql, "list issuers").await?;
         rows.iter().map(issuer_from).collect()
     }
 
@@ -540,12 +547,8 @@ impl Store for SqlStore {
     }
 
     async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>> {
-        let row = sqlx::query("SELECT * FROM certificates WHERE serial = $1")
-            .bind(serial)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::db("read a certificate"))?;
-        row.as_ref().map(certificate_from).transpose()
+        let sql = "SELECT * FROM certificates WHERE serial = $1";
+        fetch_one_by(&self.pool, sql, serial, "read a certificate", certificate_from).await
     }
 
     async fn certificates(&self, filter: &CertificateFilter) -> Result<Vec<CertificateRecord>> {
@@ -760,21 +763,7 @@ impl Store for SqlStore {
 
     async fn add_responder(&self, key: &KeyRecord, responder: &ResponderRecord, audit: &[AuditRecord]) -> Result<()> {
         let mut tx = self.write().await?;
-        sqlx::query(
-            "INSERT INTO keys (id, backend, algorithm, label, public_key, reference, status, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&key.id)
-        .bind(&key.backend)
-        .bind(&key.algorithm)
-        .bind(&key.label)
-        .bind(&key.public_key)
-        .bind(&key.reference)
-        .bind(&key.status)
-        .bind(key.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::db("store a responder key"))?;
+        insert_key(&mut tx, key).await?;
         sqlx::query(
             "INSERT INTO responders (issuer, key_id, cert_der, not_after, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
