@@ -452,10 +452,23 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::Serve(format!("cannot listen on {}: {e}", args.listen)))?;
     let addr = listener.local_addr().map_err(|e| CliError::Serve(e.to_string()))?;
+    let tls = match (&args.tls_listen, &args.tls_cert, &args.tls_key) {
+        (Some(listen), Some(cert), Some(key)) => {
+            let config = custos_server::tls::server_config(cert, key).map_err(|e| CliError::Serve(e.to_string()))?;
+            let tcp = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| CliError::Serve(format!("cannot listen on {listen}: {e}")))?;
+            Some(custos_server::tls::TlsListener::new(tcp, config).map_err(|e| CliError::Serve(e.to_string()))?)
+        }
+        _ => None,
+    };
     println!("custos listening on http://{addr}");
+    if let Some(l) = &tls {
+        println!("custos listening on https://{}", l.address());
+    }
     std::io::stdout().flush().map_err(|e| CliError::Output(e.to_string()))?;
     let state = Arc::new(custos_server::AppState { ca, publisher });
-    custos_server::serve(listener, state).await.map_err(|e| CliError::Serve(e.to_string()))
+    custos_server::serve(listener, tls, state).await.map_err(|e| CliError::Serve(e.to_string()))
 }
 
 async fn revoke(cli: &Cli, args: &RevokeArgs) -> Result<(), CliError> {

@@ -234,6 +234,15 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: String,
+    /// Also serve HTTPS here: TLS 1.3, and TLS 1.2 with ECDHE only (needs --tls-cert and --tls-key).
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    pub tls_listen: Option<String>,
+    /// PEM certificate chain for the TLS listener, leaf first.
+    #[arg(long, requires = "tls_listen")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8) for the TLS listener.
+    #[arg(long, requires = "tls_listen")]
+    pub tls_key: Option<PathBuf>,
     /// Development mode: initialize the data directory on first start, keeping a
     /// generated passphrase in DATA/dev-passphrase. Never for production.
     #[arg(long)]

@@ -6,6 +6,8 @@
 //! OCSP errors are OCSP error statuses, as clients expect. Not here: any rule
 //! about what may be issued (custos-ca) or any key material (custos-keys).
 
+pub mod tls;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,9 +51,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until ctrl-c or SIGTERM, polling the
-/// revocation feed and renewing responders in the background.
-pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> std::io::Result<()> {
+/// Serves `router` on `listener` (and on `tls`, if given) until ctrl-c or
+/// SIGTERM, polling the revocation feed and renewing responders in the background.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Option<tls::TlsListener>,
+    state: Arc<AppState>,
+) -> std::io::Result<()> {
+    let secure = tls.map(|l| {
+        let app = router(state.clone());
+        tokio::spawn(async move { axum::serve(l, app).with_graceful_shutdown(shutdown_signal()).await })
+    });
     let poller = tokio::spawn(poll_forever(state.publisher.clone()));
     let crls = tokio::spawn(publish_crls_forever(state.publisher.clone()));
     let refresh = tokio::spawn(refresh_forever(state.publisher.clone()));
@@ -59,6 +69,9 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>) -> s
     poller.abort();
     crls.abort();
     refresh.abort();
+    if let Some(task) = secure {
+        task.abort();
+    }
     result
 }
 
