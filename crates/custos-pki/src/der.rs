@@ -33,6 +33,53 @@ pub(crate) fn authority_info_access(ocsp: &str, ca_issuers: &str) -> Vec<u8> {
     tlv(0x30, &seq)
 }
 
+/// The DER AlgorithmIdentifier of the signatures a key makes.
+pub(crate) fn signature_algorithm(alg: custos_keys::KeyAlgorithm) -> &'static [u8] {
+    match alg {
+        custos_keys::KeyAlgorithm::EcdsaP256 => {
+            &[0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]
+        }
+        custos_keys::KeyAlgorithm::EcdsaP384 => {
+            &[0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03]
+        }
+        custos_keys::KeyAlgorithm::Rsa2048
+        | custos_keys::KeyAlgorithm::Rsa3072
+        | custos_keys::KeyAlgorithm::Rsa4096 => {
+            &[0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b, 0x05, 0x00]
+        }
+        custos_keys::KeyAlgorithm::Ed25519 => &[0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70],
+    }
+}
+
+/// X.509 Time (RFC 5280 4.1.2.5): UTCTime through 2049, GeneralizedTime after.
+pub(crate) fn x509_time(t: time::OffsetDateTime) -> Vec<u8> {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    if t.year() < 2050 {
+        let text = format!(
+            "{:02}{:02}{:02}{:02}{:02}{:02}Z",
+            t.year() % 100,
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        );
+        tlv(0x17, text.as_bytes())
+    } else {
+        generalized_time(t)
+    }
+}
+
+/// A DER INTEGER from unsigned big-endian octets.
+pub(crate) fn unsigned_integer(unsigned: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(unsigned.len() + 1);
+    if unsigned.first().is_some_and(|b| b & 0x80 != 0) {
+        v.push(0);
+    }
+    v.extend_from_slice(unsigned);
+    tlv(0x02, &v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

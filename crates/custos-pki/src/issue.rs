@@ -200,6 +200,8 @@ impl CertificateTemplate {
 /// A CA certificate with the key that signs for it.
 pub struct CaIssuer {
     inner: rcgen::Issuer<'static, CaKey>,
+    signer: Arc<dyn Signer>,
+    subject_der: Vec<u8>,
     not_after: OffsetDateTime,
     key_identifier: Vec<u8>,
 }
@@ -229,9 +231,10 @@ impl CaIssuer {
                 _ => None,
             })
             .unwrap_or_else(|| key_identifier(signer.public_key()));
-        let inner = rcgen::Issuer::from_ca_cert_der(&cert_der.into(), CaKey(signer))
+        let subject_der = cert.tbs_certificate.subject.as_raw().to_vec();
+        let inner = rcgen::Issuer::from_ca_cert_der(&cert_der.into(), CaKey(signer.clone()))
             .map_err(|e| PkiError::MalformedCertificate(e.to_string()))?;
-        Ok(CaIssuer { inner, not_after, key_identifier })
+        Ok(CaIssuer { inner, signer, subject_der, not_after, key_identifier })
     }
 
     /// The CA's subject key identifier, which its CRLs name as their AKI.
@@ -239,8 +242,14 @@ impl CaIssuer {
         &self.key_identifier
     }
 
-    pub(crate) fn rcgen(&self) -> &rcgen::Issuer<'static, CaKey> {
-        &self.inner
+    /// The CA's key.
+    pub(crate) fn signer(&self) -> &dyn Signer {
+        self.signer.as_ref()
+    }
+
+    /// The DER of the CA's subject name, byte for byte as in its certificate.
+    pub(crate) fn subject_der(&self) -> &[u8] {
+        &self.subject_der
     }
 
     /// End of the CA certificate's validity: nothing it signs may outlive it.

@@ -3,11 +3,11 @@
 //! everything an untrusted client sends goes through ~100 bounds-checked lines.
 
 use aws_lc_rs::digest;
-use custos_keys::{KeyAlgorithm, Signer};
+use custos_keys::Signer;
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::der::{DerError, Reader, generalized_time, seq, tlv};
+use crate::der::{DerError, Reader, generalized_time, seq, signature_algorithm, tlv, unsigned_integer};
 use crate::{PkiError, Reason, Serial};
 
 /// More certificates than this in one request is refused as malformed: RFC
@@ -246,7 +246,7 @@ impl IssuerHashes {
             &seq(&[&tlv(0x06, alg_oid), &[0x05, 0x00]]),
             &tlv(0x04, &name),
             &tlv(0x04, &key),
-            &integer(serial.as_bytes()),
+            &unsigned_integer(serial.as_bytes()),
         ]);
         CertId { hash, issuer_name_hash: name, issuer_key_hash: key, serial: serial.clone(), der }
     }
@@ -261,15 +261,6 @@ pub fn encode_request(ids: &[CertId], nonce: Option<&[u8]>) -> Vec<u8> {
         tbs.extend(tlv(0xa2, &seq(&[&ext])));
     }
     seq(&[&seq(&[&tbs])])
-}
-
-fn integer(unsigned: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(unsigned.len() + 1);
-    if unsigned.first().is_some_and(|b| b & 0x80 != 0) {
-        v.push(0);
-    }
-    v.extend_from_slice(unsigned);
-    tlv(0x02, &v)
 }
 
 /// A certificate's status as OCSP states it.
@@ -377,18 +368,6 @@ pub fn sign_response(
     Ok(seq(&[&[0x0a, 0x01, 0x00], &tlv(0xa0, &bytes)]))
 }
 
-/// The DER AlgorithmIdentifier of the signatures a key makes.
-fn signature_algorithm(alg: KeyAlgorithm) -> &'static [u8] {
-    match alg {
-        KeyAlgorithm::EcdsaP256 => &[0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02],
-        KeyAlgorithm::EcdsaP384 => &[0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03],
-        KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096 => {
-            &[0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b, 0x05, 0x00]
-        }
-        KeyAlgorithm::Ed25519 => &[0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70],
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,7 +378,7 @@ mod tests {
             &seq(&[&tlv(0x06, OID_SHA1), &[0x05, 0x00]]),
             &tlv(0x04, &[1; 20]),
             &tlv(0x04, &[2; 20]),
-            &integer(serial.as_bytes()),
+            &unsigned_integer(serial.as_bytes()),
         ]);
         CertId { hash: HashAlgorithm::Sha1, issuer_name_hash: vec![1; 20], issuer_key_hash: vec![2; 20], serial, der }
     }
@@ -439,7 +418,7 @@ mod tests {
             &seq(&[&tlv(0x06, &[0x2a, 0x03]), &[0x05, 0x00]]),
             &tlv(0x04, &[1; 20]),
             &tlv(0x04, &[2; 20]),
-            &integer(&[0x4a, 0x1f]),
+            &unsigned_integer(&[0x4a, 0x1f]),
         ]);
         assert_eq!(OcspRequest::parse(&encode_request(&[cid], None)), Err(OcspRequestError::UnsupportedHash));
     }

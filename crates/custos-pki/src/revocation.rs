@@ -62,19 +62,6 @@ impl Reason {
             Reason::PrivilegeWithdrawn => "privilege-withdrawn",
         }
     }
-
-    pub(crate) fn rcgen(self) -> rcgen::RevocationReason {
-        use rcgen::RevocationReason as R;
-        match self {
-            Reason::Unspecified => R::Unspecified,
-            Reason::KeyCompromise => R::KeyCompromise,
-            Reason::CaCompromise => R::CaCompromise,
-            Reason::AffiliationChanged => R::AffiliationChanged,
-            Reason::Superseded => R::Superseded,
-            Reason::CessationOfOperation => R::CessationOfOperation,
-            Reason::PrivilegeWithdrawn => R::PrivilegeWithdrawn,
-        }
-    }
 }
 
 impl fmt::Display for Reason {
