@@ -54,6 +54,11 @@ fn crls_parse_and_verify_for_every_ca_key_type() {
         assert!(rest.is_empty());
         crl.verify_signature(cert.public_key()).unwrap_or_else(|e| panic!("{algorithm}: signature: {e:?}"));
         assert_eq!(crl.iter_revoked_certificates().count(), 1000);
+        let with_reason = crl.iter_revoked_certificates().filter(|e| e.reason_code().is_some()).count();
+        let with_invalidity = crl.iter_revoked_certificates().filter(|e| e.invalidity_date().is_some()).count();
+        // i % 3 == 1 is keyCompromise; unspecified is written as no reason (RFC 5280 5.3.1).
+        assert_eq!((with_reason, with_invalidity), (334, 500), "{algorithm}");
+        assert!(crl.iter_revoked_certificates().filter_map(|e| e.reason_code()).all(|(_, r)| r.0 == 1));
         assert_eq!(crl.crl_number().map(|n| n.to_string()), Some("300".to_string()));
         let first = crl.iter_revoked_certificates().next().expect("entry");
         assert_eq!(first.raw_serial(), &[0x00, 0x80, 0x00, 0x00, 0x01], "positive INTEGER with a sign octet");
