@@ -30,6 +30,7 @@ use time::OffsetDateTime;
 
 use crate::revocation::{Crl, ResponderKey, from_unix};
 use crate::{Ca, CaError, Result};
+use custos_pki::crl::RevokedEntry;
 
 /// How long a signed OCSP response says it is good for.
 pub const RESPONSE_LIFETIME: time::Duration = time::Duration::hours(1);
@@ -125,6 +126,30 @@ pub struct StatusPublisher {
     last_seq: AtomicI64,
     crls: RwLock<HashMap<(String, i64), Arc<Crl>>>,
     dirty_crls: Mutex<HashSet<(String, i64)>>,
+    /// Each partition's revoked certificates, read from the store once and
+    /// then kept current from the feed, so a CRL after a revocation costs an
+    /// encoding and a signature, not a re-read of every revoked row.
+    revoked_lists: Mutex<HashMap<(String, i64), RevokedList>>,
+}
+
+/// The revoked certificates of one CRL partition.
+#[derive(Default)]
+struct RevokedList {
+    entries: Vec<RevokedEntry>,
+    serials: HashSet<Serial>,
+    /// Whether the store's rows were merged in. Until then the list holds
+    /// only what the feed brought, and the next CRL reads the store first.
+    loaded: bool,
+}
+
+impl RevokedList {
+    /// Adds an entry unless its serial is already listed (a revocation can
+    /// reach both the start-up read and the feed).
+    fn add(&mut self, entry: RevokedEntry) {
+        if self.serials.insert(entry.serial.clone()) {
+            self.entries.push(entry);
+        }
+    }
 }
 
 impl StatusPublisher {
@@ -141,6 +166,7 @@ impl StatusPublisher {
             last_seq: AtomicI64::new(last_seq),
             crls: RwLock::new(HashMap::new()),
             dirty_crls: Mutex::new(HashSet::new()),
+            revoked_lists: Mutex::new(HashMap::new()),
         };
         publisher.reload_issuers().await?;
         let ids: Vec<String> = publisher.issuer_entries().iter().map(|i| i.id.clone()).collect();
@@ -435,7 +461,21 @@ impl StatusPublisher {
                     }
                 }
             }
-            changed.insert((e.issuer.clone(), e.crl_partition));
+            let key = (e.issuer.clone(), e.crl_partition);
+            // Always recorded, loaded or not: a revocation that commits while a
+            // partition's first read runs must land in one or the other.
+            if let Some(record) = self.ca.store.certificate(&e.serial).await? {
+                let entry = RevokedEntry {
+                    serial: serial.clone(),
+                    revoked_at: from_unix(record.revoked_at.unwrap_or(0))?,
+                    reason: record.revocation_reason.as_deref().map(str::parse).transpose()?,
+                    invalidity_date: record.invalidity_date.map(from_unix).transpose()?,
+                };
+                if let Ok(mut lists) = self.revoked_lists.lock() {
+                    lists.entry(key.clone()).or_default().add(entry);
+                }
+            }
+            changed.insert(key);
         }
         self.last_seq.store(last, Ordering::Release);
         if let Ok(mut dirty) = self.dirty_crls.lock() {
@@ -482,7 +522,26 @@ impl StatusPublisher {
     }
 
     async fn regenerate_crl(&self, issuer: &str, partition: i64) -> Result<()> {
-        let crl = Arc::new(self.ca.crl(issuer, partition).await?);
+        let key = (issuer.to_string(), partition);
+        let loaded = self.revoked_lists.lock().is_ok_and(|l| l.get(&key).is_some_and(|l| l.loaded));
+        if !loaded {
+            let from_store = self.ca.revoked_entries(issuer, partition).await?;
+            let mut lists =
+                self.revoked_lists.lock().map_err(|_| CaError::Inconsistent("revoked lists poisoned".into()))?;
+            let list = lists.entry(key.clone()).or_default();
+            for e in from_store {
+                list.add(e);
+            }
+            list.loaded = true;
+        }
+        let entries = self
+            .revoked_lists
+            .lock()
+            .map_err(|_| CaError::Inconsistent("revoked lists poisoned".into()))?
+            .get(&key)
+            .map(|l| l.entries.clone())
+            .unwrap_or_default();
+        let crl = Arc::new(self.ca.sign_crl(issuer, partition, entries).await?);
         tracing::debug!(issuer, entries = crl.entries, number = crl.number, "CRL signed");
         if let Ok(mut w) = self.crls.write() {
             w.insert((issuer.to_string(), partition), crl);

@@ -142,11 +142,15 @@ impl Ca {
 
     /// Signs a fresh CRL for one partition of `issuer` with the next CRL number.
     pub async fn crl(&self, issuer_id: &str, partition: i64) -> Result<Crl> {
-        let record = self.issuer(issuer_id).await?;
+        let revoked = self.revoked_entries(issuer_id, partition).await?;
+        self.sign_crl(issuer_id, partition, revoked).await
+    }
+
+    /// The revoked certificates of one CRL partition, read from the store.
+    pub async fn revoked_entries(&self, issuer_id: &str, partition: i64) -> Result<Vec<RevokedEntry>> {
         if partition < 0 || partition >= self.crl_partitions(issuer_id).await? {
             return Err(CaError::Policy(format!("issuer {issuer_id} has no CRL partition {partition}")));
         }
-        let ca = self.ca_issuer(&record).await?;
         let rows = self.store.revoked(issuer_id, partition).await?;
         let mut revoked = Vec::with_capacity(rows.len());
         for r in rows {
@@ -157,6 +161,14 @@ impl Ca {
                 invalidity_date: r.invalidity_date.map(from_unix).transpose()?,
             });
         }
+        Ok(revoked)
+    }
+
+    /// Signs a CRL of `revoked` for one partition of `issuer`, with the next
+    /// CRL number (advanced in the store together with its audit entry).
+    pub async fn sign_crl(&self, issuer_id: &str, partition: i64, revoked: Vec<RevokedEntry>) -> Result<Crl> {
+        let record = self.issuer(issuer_id).await?;
+        let ca = self.ca_issuer(&record).await?;
         // The root's CRL covers CA certificates, so it names no user-only scope.
         let user_certs_at = (record.role != "root").then(|| crate::crl_url(&self.base_url, issuer_id, partition));
         let entries = revoked.len();
