@@ -65,6 +65,10 @@ pub async fn serve(
     let poller = tokio::spawn(poll_forever(state.publisher.clone()));
     let crls = tokio::spawn(publish_crls_forever(state.publisher.clone()));
     let refresh = tokio::spawn(refresh_forever(state.publisher.clone()));
+    // OCSP answers are small and latency-bound: never let Nagle hold one back.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let result = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await;
     poller.abort();
     crls.abort();
