@@ -52,11 +52,14 @@ pub struct OcspAnswer {
     pub der: Arc<Vec<u8>>,
     /// thisUpdate and nextUpdate of a signed answer, for HTTP caching headers.
     pub validity: Option<(OffsetDateTime, OffsetDateTime)>,
+    /// A short tag naming this exact response (hex of its SHA-256's first 16
+    /// bytes), computed once when it is signed rather than per request.
+    pub tag: Option<Arc<str>>,
 }
 
 impl OcspAnswer {
     fn error(status: ResponseStatus) -> OcspAnswer {
-        OcspAnswer { der: Arc::new(error_response(status)), validity: None }
+        OcspAnswer { der: Arc::new(error_response(status)), validity: None, tag: None }
     }
 }
 
@@ -270,7 +273,9 @@ impl StatusPublisher {
             tracing::error!(error = %e, issuer = %issuer.id, "signing an OCSP response failed");
             ResponseStatus::InternalError
         })?;
-        Ok(OcspAnswer { der: Arc::new(der), validity: Some((now, now + RESPONSE_LIFETIME)) })
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
+        let tag: String = digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
+        Ok(OcspAnswer { der: Arc::new(der), validity: Some((now, now + RESPONSE_LIFETIME)), tag: Some(tag.into()) })
     }
 
     /// The cached response for one CertID, signed (and cached) if missing or old.

@@ -214,7 +214,8 @@ async fn ocsp_get(State(state): State<Arc<AppState>>, request: Result<Path<Strin
 }
 
 fn ocsp_response(answer: OcspAnswer) -> Response {
-    let mut response = (StatusCode::OK, answer.der.as_ref().clone()).into_response();
+    // The cached DER is shared with the response body, not copied.
+    let mut response = (StatusCode::OK, Bytes::from_owner(SharedDer(answer.der.clone()))).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/ocsp-response"));
     match answer.validity {
@@ -225,7 +226,7 @@ fn ocsp_response(answer: OcspAnswer) -> Response {
                 (header::CACHE_CONTROL, format!("public, max-age={max_age}, no-transform, must-revalidate")),
                 (header::LAST_MODIFIED, http_date(this_update)),
                 (header::EXPIRES, http_date(next_update)),
-                (header::ETAG, format!("\"{}\"", &hex_sha256(&answer.der)[..32])),
+                (header::ETAG, format!("\"{}\"", answer.tag.as_deref().unwrap_or("-"))),
             ];
             for (name, value) in values {
                 if let Ok(v) = header::HeaderValue::from_str(&value) {
@@ -285,15 +286,20 @@ fn crl_response(state: &AppState, id: &str, partition: i64) -> Response {
     response
 }
 
+/// A cached response body shared with the cache that holds it.
+struct SharedDer(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for SharedDer {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
 fn http_date(t: OffsetDateTime) -> String {
     let format = time::macros::format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
     );
     t.to_offset(time::UtcOffset::UTC).format(&format).unwrap_or_default()
-}
-
-fn hex_sha256(data: &[u8]) -> String {
-    custos_pki::fingerprint(data).replace(':', "").to_ascii_lowercase()
 }
 
 async fn not_found() -> Response {
