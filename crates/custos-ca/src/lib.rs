@@ -1,5 +1,6 @@
 //! The custos domain: the CA ceremony, tenants and connections, issuance under
-//! policy, and the inventory.
+//! policy, the inventory, revocation, CRLs, and the status publisher that
+//! answers OCSP from memory and keeps CRLs current.
 //!
 //! Every state change goes to the store together with its audit entry, in one
 //! transaction. This crate owns the rules; the CLI and the HTTP server only

@@ -1,5 +1,6 @@
 //! Pure X.509 for custos: serials, CSR parsing and checks, certificate
-//! profiles, the two-step "build, check, then sign" issuance, and inspection.
+//! profiles, the two-step "build, check, then sign" issuance, CRL encoding,
+//! OCSP request parsing and response encoding, and inspection.
 //!
 //! No I/O and no key material: signing goes through a
 //! [`custos_keys::Signer`] handed in by the caller. Everything here takes bytes

@@ -1,7 +1,7 @@
 //! The custos HTTP surface: thin axum handlers over custos-ca.
 //!
 //! Serves OCSP (`POST /ocsp`, `GET /ocsp/{base64}`, RFC 6960 and RFC 5019),
-//! CRLs (`/crl/{issuer}.crl`), the CA certificates (`/ca/{issuer}.der`, AIA
+//! CRLs (`/crl/{issuer}.crl`, `/crl/{issuer}/{n}.crl`), the CA certificates (`/ca/{issuer}.der`, AIA
 //! caIssuers) and `/healthz`. Errors outside OCSP are RFC 9457 problem+json;
 //! OCSP errors are OCSP error statuses, as clients expect. Not here: any rule
 //! about what may be issued (custos-ca) or any key material (custos-keys).
