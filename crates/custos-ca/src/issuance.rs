@@ -121,6 +121,7 @@ impl Ca {
             let active = active.clone();
             tokio::task::spawn_blocking(move || {
                 par_map(&requests, |r| {
+                    // Every request's connection was looked up above, or we returned.
                     let conn = &connections[&(r.tenant.clone(), r.connection.clone())];
                     plan(r, conn, &active, now)
                 })
