@@ -73,10 +73,16 @@ struct IssuerEntry {
 
 struct Cached {
     issuer: String,
-    cert_id: Vec<u8>,
+    id: CertId,
     answer: OcspAnswer,
-    this_update: OffsetDateTime,
     known: bool,
+}
+
+impl Cached {
+    /// When the cached answer was signed.
+    fn signed_at(&self) -> Option<OffsetDateTime> {
+        self.answer.validity.map(|(this_update, _)| this_update)
+    }
 }
 
 /// Signed responses by serial, and every serial seen revoked since start.
@@ -289,31 +295,34 @@ impl StatusPublisher {
             return Ok(hit);
         }
         let status = self.status(issuer, &id.serial).await.map_err(|_| ResponseStatus::InternalError)?;
-        let known = status != CertStatus::Unknown;
-        if !known && !take(&self.unknown_budget) {
+        if status == CertStatus::Unknown && !take(&self.unknown_budget) {
             return Err(ResponseStatus::TryLater);
         }
+        self.sign_and_cache(issuer, id, status, now)
+    }
+
+    /// Signs the answer for one CertID and caches it.
+    fn sign_and_cache(
+        &self,
+        issuer: &IssuerEntry,
+        id: &CertId,
+        status: CertStatus,
+        now: OffsetDateTime,
+    ) -> std::result::Result<OcspAnswer, ResponseStatus> {
         let single =
             SingleResponse { cert_id: &id.der, status, this_update: now, next_update: now + RESPONSE_LIFETIME };
         let answer = self.sign(issuer, &[single], None, now)?;
-        self.store_cached(&issuer.id, id, answer.clone(), now, status);
+        self.store_cached(&issuer.id, id, answer.clone(), status);
         Ok(answer)
     }
 
     fn lookup(&self, id: &CertId, now: OffsetDateTime) -> Option<OcspAnswer> {
         let cache = self.cache.read().ok()?;
-        let hit = cache.entries.get(&id.serial)?.iter().find(|c| c.cert_id == id.der)?;
-        (now - hit.this_update < RESPONSE_REFRESH_AFTER).then(|| hit.answer.clone())
+        let hit = cache.entries.get(&id.serial)?.iter().find(|c| c.id.der == id.der)?;
+        (now - hit.signed_at()? < RESPONSE_REFRESH_AFTER).then(|| hit.answer.clone())
     }
 
-    fn store_cached(
-        &self,
-        issuer: &str,
-        id: &CertId,
-        answer: OcspAnswer,
-        this_update: OffsetDateTime,
-        status: CertStatus,
-    ) {
+    fn store_cached(&self, issuer: &str, id: &CertId, answer: OcspAnswer, status: CertStatus) {
         let Ok(mut cache) = self.cache.write() else {
             return;
         };
@@ -331,14 +340,8 @@ impl StatusPublisher {
             self.cached_unknown.store(1, Ordering::Relaxed);
         }
         let entries = cache.entries.entry(id.serial.clone()).or_default();
-        entries.retain(|c| c.cert_id != id.der);
-        entries.push(Arc::new(Cached {
-            issuer: issuer.to_string(),
-            cert_id: id.der.clone(),
-            answer,
-            this_update,
-            known,
-        }));
+        entries.retain(|c| c.id.der != id.der);
+        entries.push(Arc::new(Cached { issuer: issuer.to_string(), id: id.clone(), answer, known }));
     }
 
     /// Signs responses ahead of demand for the newest `limit` certificates of
@@ -359,11 +362,9 @@ impl StatusPublisher {
                 if self.lookup(&id, now).is_some() {
                     continue;
                 }
-                let status = status_of(&record)?;
-                let single =
-                    SingleResponse { cert_id: &id.der, status, this_update: now, next_update: now + RESPONSE_LIFETIME };
-                let Ok(answer) = self.sign(&issuer, &[single], None, now) else { continue };
-                self.store_cached(&issuer.id, &id, answer, now, status);
+                if self.sign_and_cache(&issuer, &id, status_of(&record)?, now).is_err() {
+                    continue;
+                }
                 count += 1;
                 if count % 1024 == 0 {
                     // Pre-signing is background work: let requests through.
@@ -379,34 +380,24 @@ impl StatusPublisher {
     pub async fn refresh(&self) -> Result<usize> {
         let now = OffsetDateTime::now_utc();
         let horizon = RESPONSE_REFRESH_AFTER - time::Duration::minutes(5);
-        let due: Vec<(String, Serial, Vec<u8>)> = self
+        let due: Vec<Arc<Cached>> = self
             .cache
             .read()
             .map(|c| {
                 c.entries
-                    .iter()
-                    .flat_map(|(serial, v)| v.iter().map(move |e| (serial, e)))
-                    .filter(|(_, e)| e.known && now - e.this_update > horizon)
-                    .map(|(serial, e)| (e.issuer.clone(), serial.clone(), e.cert_id.clone()))
+                    .values()
+                    .flatten()
+                    .filter(|e| e.known && e.signed_at().is_some_and(|t| now - t > horizon))
+                    .cloned()
                     .collect()
             })
             .unwrap_or_default();
         let issuers = self.issuer_entries();
         let mut count = 0;
-        for (issuer_id, serial, cert_id) in due {
-            let Some(issuer) = issuers.iter().find(|i| i.id == issuer_id) else { continue };
-            let Some(id) = [HashAlgorithm::Sha1, HashAlgorithm::Sha256, HashAlgorithm::Sha384, HashAlgorithm::Sha512]
-                .into_iter()
-                .map(|h| issuer.hashes.cert_id(h, &serial))
-                .find(|c| c.der == cert_id)
-            else {
-                continue;
-            };
-            let status = self.status(issuer, &serial).await?;
-            let single =
-                SingleResponse { cert_id: &id.der, status, this_update: now, next_update: now + RESPONSE_LIFETIME };
-            if let Ok(answer) = self.sign(issuer, &[single], None, now) {
-                self.store_cached(&issuer.id, &id, answer, now, status);
+        for entry in due {
+            let Some(issuer) = issuers.iter().find(|i| i.id == entry.issuer) else { continue };
+            let status = self.status(issuer, &entry.id.serial).await?;
+            if self.sign_and_cache(issuer, &entry.id, status, now).is_ok() {
                 count += 1;
             }
         }
@@ -440,47 +431,36 @@ impl StatusPublisher {
         let mut changed = HashSet::new();
         for e in &events {
             let serial: Serial = e.serial.parse()?;
-            let cached_ids: Vec<Vec<u8>> = {
+            let cached_ids: Vec<CertId> = {
                 let mut cache = self.cache.write().map_err(|_| CaError::Inconsistent("OCSP cache poisoned".into()))?;
                 cache.revoked.insert(serial.clone());
-                cache.entries.remove(&serial).unwrap_or_default().iter().map(|c| c.cert_id.clone()).collect()
+                cache.entries.remove(&serial).unwrap_or_default().iter().map(|c| c.id.clone()).collect()
             };
+            let key = (e.issuer.clone(), e.crl_partition);
+            changed.insert(key.clone());
+            // One read of the row gives both the OCSP status and the CRL entry.
+            let Some(record) = self.ca.store.certificate(&e.serial).await? else { continue };
+            let entry = revoked_entry(serial.clone(), &record)?;
+            let status = status_of(&record)?;
+            // Always recorded, loaded or not: a revocation that commits while a
+            // partition's first read runs must land in one or the other.
+            if let Ok(mut lists) = self.revoked_lists.lock() {
+                lists.entry(key).or_default().add(entry);
+            }
             if let Some(issuer) = issuers.iter().find(|i| i.id == e.issuer) {
-                // Re-sign what clients were being served, and the SHA-1 CertID
-                // most clients send, so the next request is a cache hit.
-                let mut ids: Vec<CertId> = cached_ids
-                    .iter()
-                    .filter_map(|der| {
-                        [HashAlgorithm::Sha1, HashAlgorithm::Sha256, HashAlgorithm::Sha384, HashAlgorithm::Sha512]
-                            .into_iter()
-                            .map(|h| issuer.hashes.cert_id(h, &serial))
-                            .find(|c| c.der == *der)
-                    })
-                    .collect();
-                if ids.is_empty() {
-                    ids.push(issuer.hashes.cert_id(HashAlgorithm::Sha1, &serial));
-                }
+                // Re-sign what clients were being served, or else the SHA-1
+                // CertID most clients send, so the next request is a cache hit.
+                let ids = if cached_ids.is_empty() {
+                    vec![issuer.hashes.cert_id(HashAlgorithm::Sha1, &serial)]
+                } else {
+                    cached_ids
+                };
                 for id in ids {
-                    if let Err(status) = self.cached(issuer, &id, now).await {
+                    if let Err(status) = self.sign_and_cache(issuer, &id, status, now) {
                         tracing::warn!(serial = %serial, ?status, "re-signing a revoked serial failed");
                     }
                 }
             }
-            let key = (e.issuer.clone(), e.crl_partition);
-            // Always recorded, loaded or not: a revocation that commits while a
-            // partition's first read runs must land in one or the other.
-            if let Some(record) = self.ca.store.certificate(&e.serial).await? {
-                let entry = RevokedEntry {
-                    serial: serial.clone(),
-                    revoked_at: from_unix(record.revoked_at.unwrap_or(0))?,
-                    reason: record.revocation_reason.as_deref().map(str::parse).transpose()?,
-                    invalidity_date: record.invalidity_date.map(from_unix).transpose()?,
-                };
-                if let Ok(mut lists) = self.revoked_lists.lock() {
-                    lists.entry(key.clone()).or_default().add(entry);
-                }
-            }
-            changed.insert(key);
         }
         self.last_seq.store(last, Ordering::Release);
         if let Ok(mut dirty) = self.dirty_crls.lock() {
@@ -569,5 +549,15 @@ fn status_of(record: &custos_store::CertificateRecord) -> Result<CertStatus> {
     Ok(CertStatus::Revoked {
         time: from_unix(record.revoked_at.unwrap_or(0))?,
         reason: reason.filter(|r| *r != Reason::Unspecified),
+    })
+}
+
+/// A revoked certificate's CRL entry, from its row.
+fn revoked_entry(serial: Serial, record: &custos_store::CertificateRecord) -> Result<RevokedEntry> {
+    Ok(RevokedEntry {
+        serial,
+        revoked_at: from_unix(record.revoked_at.unwrap_or(0))?,
+        reason: record.revocation_reason.as_deref().map(str::parse).transpose()?,
+        invalidity_date: record.invalidity_date.map(from_unix).transpose()?,
     })
 }
