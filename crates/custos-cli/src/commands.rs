@@ -524,7 +524,7 @@ async fn crl(cli: &Cli, args: &CrlArgs) -> Result<(), CliError> {
             .ok_or_else(|| CliError::Usage("no active issuing CA; name one with --issuer".into()))?,
     };
     let crl = ca.crl(&issuer, args.partition).await?;
-    let bytes = if args.pem { pem_encode("X509 CRL", &crl.der).into_bytes() } else { crl.der.clone() };
+    let bytes = if args.pem { custos_pki::to_pem("X509 CRL", &crl.der).into_bytes() } else { crl.der.clone() };
     match &args.out {
         Some(path) => {
             std::fs::write(path, &bytes).map_err(|e| CliError::Io { path: path.clone(), source: e })?;
@@ -539,15 +539,4 @@ async fn crl(cli: &Cli, args: &CrlArgs) -> Result<(), CliError> {
         None => std::io::stdout().write_all(&bytes).map_err(|e| CliError::Output(e.to_string()))?,
     }
     Ok(())
-}
-
-fn pem_encode(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out + &format!("-----END {label}-----\n")
 }

@@ -33,8 +33,13 @@ pub fn fingerprint(der: &[u8]) -> String {
 
 /// PEM-encodes a DER certificate.
 pub fn certificate_pem(der: &[u8]) -> String {
+    to_pem("CERTIFICATE", der)
+}
+
+/// PEM-encodes DER under `label` (`CERTIFICATE`, `X509 CRL`, ...), LF line endings.
+pub fn to_pem(label: &str, der: &[u8]) -> String {
     pem::encode_config(
-        &pem::Pem::new("CERTIFICATE", der.to_vec()),
+        &pem::Pem::new(label, der.to_vec()),
         pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
     )
 }
