@@ -28,25 +28,7 @@ fn count(rows: &[(String, i64)], table: &str) -> i64 {
 fn server_env() -> (Env, std::path::PathBuf) {
     let env = Env::initialized();
     env.ok(&["connection", "add", "acme-corp", "web", "--profile", "server", "--allow-san", "*.acme.example"]);
-    let csr = env.path("good.csr");
-    sh(
-        "openssl",
-        &[
-            "req",
-            "-new",
-            "-nodes",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-subj",
-            "/CN=x",
-            "-keyout",
-            env.path("good.key").to_str().expect("p"),
-            "-out",
-            csr.to_str().expect("p"),
-        ],
-    );
+    let csr = env.p256_csr("good");
     (env, csr)
 }
 
@@ -137,43 +119,10 @@ fn csr_with_a_bad_signature_is_refused() {
 #[test]
 fn weak_rsa_1024_csr_is_refused() {
     let (env, _) = server_env();
-    let csr = env.path("rsa1024.csr");
-    sh(
-        "openssl",
-        &[
-            "req",
-            "-new",
-            "-nodes",
-            "-newkey",
-            "rsa:1024",
-            "-subj",
-            "/CN=x",
-            "-keyout",
-            env.path("weak.key").to_str().expect("p"),
-            "-out",
-            csr.to_str().expect("p"),
-        ],
-    );
+    let csr = env.openssl_csr("rsa1024", "/CN=x", &["-newkey", "rsa:1024"]);
     let err = issue_csr(&env, &csr);
     assert!(err.contains("weak key refused: RSA-1024"), "{err}");
-    let sha1 = env.path("sha1.csr");
-    sh(
-        "openssl",
-        &[
-            "req",
-            "-new",
-            "-nodes",
-            "-newkey",
-            "rsa:2048",
-            "-sha1",
-            "-subj",
-            "/CN=x",
-            "-keyout",
-            env.path("sha1.key").to_str().expect("p"),
-            "-out",
-            sha1.to_str().expect("p"),
-        ],
-    );
+    let sha1 = env.openssl_csr("sha1", "/CN=x", &["-newkey", "rsa:2048", "-sha1"]);
     assert!(issue_csr(&env, &sha1).contains("signature algorithm"), "SHA-1 signed CSRs are refused");
     assert!(env.serials().is_empty());
 }

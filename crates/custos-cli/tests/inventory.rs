@@ -88,25 +88,7 @@ fn bulk_issue_from_jsonl_is_all_or_nothing() {
     let env = Env::initialized();
     env.ok(&["connection", "add", "acme-corp", "mail-sync"]);
     env.ok(&["connection", "add", "acme-corp", "web", "--profile", "server", "--allow-san", "*.acme.example"]);
-    let csr = env.path("r.csr");
-    sh(
-        "openssl",
-        &[
-            "req",
-            "-new",
-            "-nodes",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-subj",
-            "/CN=x",
-            "-keyout",
-            env.path("r.key").to_str().expect("p"),
-            "-out",
-            csr.to_str().expect("p"),
-        ],
-    );
+    let csr = env.p256_csr("r");
     let csr_pem = std::fs::read_to_string(&csr).expect("csr");
     let mut lines = String::new();
     for i in 0..40 {

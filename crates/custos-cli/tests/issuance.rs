@@ -103,21 +103,8 @@ fn every_csr_key_type_gets_a_server_certificate_that_verifies_and_lints() {
         ("ed25519", &["-newkey", "ed25519"]),
     ];
     for (name, newkey) in keys {
-        let csr = env.path(&format!("{name}.csr"));
+        let csr = env.openssl_csr(name, "/CN=ignored", newkey);
         let key = env.path(&format!("{name}.key"));
-        let mut args = vec![
-            "req",
-            "-new",
-            "-nodes",
-            "-subj",
-            "/CN=ignored",
-            "-keyout",
-            key.to_str().expect("p"),
-            "-out",
-            csr.to_str().expect("p"),
-        ];
-        args.extend_from_slice(newkey);
-        sh("openssl", &args);
         let out = env.path(&format!("csr-{name}"));
         let v = env.json(&[
             "issue",

@@ -85,6 +85,22 @@ impl Env {
         v.as_array().expect("array").iter().map(|c| c["serial"].as_str().expect("serial").to_string()).collect()
     }
 
+    /// Makes `NAME.csr` (and `NAME.key`) with openssl req; `key` picks the key, e.g. `&["-newkey", "rsa:2048"]`.
+    pub fn openssl_csr(&self, name: &str, subject: &str, key: &[&str]) -> PathBuf {
+        let csr = self.path(&format!("{name}.csr"));
+        let key_file = self.path(&format!("{name}.key"));
+        let mut args = vec!["req", "-new", "-nodes", "-subj", subject, "-keyout", key_file.to_str().expect("p")];
+        args.extend(["-out", csr.to_str().expect("p")]);
+        args.extend_from_slice(key);
+        sh("openssl", &args);
+        csr
+    }
+
+    /// A P-256 CSR from openssl, as `NAME.csr`.
+    pub fn p256_csr(&self, name: &str) -> PathBuf {
+        self.openssl_csr(name, "/CN=x", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+    }
+
     /// Writes root.pem and issuing.pem from a chain.pem (issuing first, then root).
     pub fn split_chain(&self, chain: &Path) -> (PathBuf, PathBuf) {
         let text = std::fs::read_to_string(chain).expect("chain.pem");
