@@ -310,8 +310,9 @@ fn plan(r: &IssueRequest, conn: &ConnectionRecord, active: &ActiveIssuer, now: O
         not_after,
         urls: Some(active.urls.clone()),
     };
-    // Build the template now so a bad request fails in this pass, not mid-way.
-    CertificateTemplate::new(spec.clone())?;
+    // Check now so a bad request fails in this pass, not mid-way; the
+    // template itself is built once, when it is signed.
+    spec.check()?;
     Ok(Planned { spec, partition: 0, tenant: conn.tenant.clone(), connection: conn.name.clone(), key })
 }
 

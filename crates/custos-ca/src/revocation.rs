@@ -81,7 +81,7 @@ impl Ca {
             }
             return Err(CaError::UnknownConnection { tenant: tenant.into(), connection: connection.into() });
         }
-        let now = OffsetDateTime::now_utc().unix_timestamp();
+        // `Valid` means not revoked and not past notAfter.
         let records: Vec<CertificateRecord> = self
             .certificates(&crate::ListFilter {
                 tenant: Some(tenant.into()),
@@ -89,10 +89,7 @@ impl Ca {
                 status: Some(custos_store::StatusFilter::Valid),
                 ..Default::default()
             })
-            .await?
-            .into_iter()
-            .filter(|c| c.not_after >= now)
-            .collect();
+            .await?;
         if !records.is_empty() {
             self.revoke_records(&records, reason, invalidity_date).await?;
         }

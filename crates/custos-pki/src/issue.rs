@@ -55,6 +55,40 @@ pub struct CertificateSpec {
     pub urls: Option<IssuerUrls>,
 }
 
+impl CertificateSpec {
+    /// Checks the spec against its profile and X.509 rules without building
+    /// anything: what [`CertificateTemplate::new`] refuses, this refuses.
+    pub fn check(&self) -> Result<(), PkiError> {
+        if truncate(self.not_after) <= truncate(self.not_before) {
+            return Err(PkiError::Template("notAfter must be later than notBefore".into()));
+        }
+        if self.common_name.is_empty() || self.common_name.chars().count() > MAX_NAME_LEN {
+            return Err(PkiError::Template(format!(
+                "common name {:?} must be 1 to {MAX_NAME_LEN} characters",
+                self.common_name
+            )));
+        }
+        if let Some(o) = &self.organization
+            && (o.is_empty() || o.chars().count() > MAX_NAME_LEN)
+        {
+            return Err(PkiError::Template(format!("organization {o:?} must be 1 to {MAX_NAME_LEN} characters")));
+        }
+        if self.profile == Profile::Server && self.sans.is_empty() {
+            return Err(PkiError::Template("a server certificate needs at least one SAN".into()));
+        }
+        if self.profile.is_ca() && !self.sans.is_empty() {
+            return Err(PkiError::Template("a CA certificate carries no SAN".into()));
+        }
+        if self.profile != Profile::RootCa && self.urls.is_none() {
+            return Err(PkiError::Template("a certificate below the root needs CRL and OCSP URLs".into()));
+        }
+        for s in &self.sans {
+            san(s)?;
+        }
+        Ok(())
+    }
+}
+
 /// A certificate checked against its profile and ready to be signed once.
 #[derive(Debug)]
 pub struct CertificateTemplate {
@@ -82,31 +116,9 @@ pub struct SignedCertificate {
 impl CertificateTemplate {
     /// Checks `spec` against its profile and prepares the encoding.
     pub fn new(mut spec: CertificateSpec) -> Result<CertificateTemplate, PkiError> {
+        spec.check()?;
         spec.not_before = truncate(spec.not_before);
         spec.not_after = truncate(spec.not_after);
-        if spec.not_after <= spec.not_before {
-            return Err(PkiError::Template("notAfter must be later than notBefore".into()));
-        }
-        if spec.common_name.is_empty() || spec.common_name.chars().count() > MAX_NAME_LEN {
-            return Err(PkiError::Template(format!(
-                "common name {:?} must be 1 to {MAX_NAME_LEN} characters",
-                spec.common_name
-            )));
-        }
-        if let Some(o) = &spec.organization
-            && (o.is_empty() || o.chars().count() > MAX_NAME_LEN)
-        {
-            return Err(PkiError::Template(format!("organization {o:?} must be 1 to {MAX_NAME_LEN} characters")));
-        }
-        if spec.profile == Profile::Server && spec.sans.is_empty() {
-            return Err(PkiError::Template("a server certificate needs at least one SAN".into()));
-        }
-        if spec.profile.is_ca() && !spec.sans.is_empty() {
-            return Err(PkiError::Template("a CA certificate carries no SAN".into()));
-        }
-        if spec.profile != Profile::RootCa && spec.urls.is_none() {
-            return Err(PkiError::Template("a certificate below the root needs CRL and OCSP URLs".into()));
-        }
 
         let mut params = CertificateParams::default();
         params.serial_number = Some(SerialNumber::from_slice(spec.serial.as_bytes()));
