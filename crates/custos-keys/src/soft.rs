@@ -50,7 +50,8 @@ impl SoftKeyStore {
     /// Creates a new store for `passphrase`; persist the returned parameters.
     ///
     /// Argon2id with 19 MiB and 2 passes (the OWASP baseline) keeps every
-    /// command that unseals under a tenth of a second.
+    /// command that unseals under a tenth of a second (a whole
+    /// `time custos crl --out /dev/null`, unseal included: 0.06 s here).
     pub fn create(passphrase: &[u8]) -> Result<(SoftKeyStore, SealParams), KeyError> {
         if passphrase.is_empty() {
             return Err(KeyError::WrongPassphrase);

@@ -83,3 +83,12 @@ fn an_empty_crl_omits_the_revoked_list() {
     crl.verify_signature(cert.public_key()).expect("verifies");
     assert_eq!(crl.iter_revoked_certificates().count(), 0);
 }
+
+#[test]
+fn an_issuer_refuses_a_key_that_is_not_its_certificates() {
+    let (cert_der, _) = root(KeyAlgorithm::EcdsaP256);
+    let (store, _) = SoftKeyStore::create(b"pw").expect("store");
+    let other = store.generate(KeyAlgorithm::EcdsaP256, "other").expect("key");
+    let err = custos_pki::CaIssuer::new(&cert_der, other.signer).expect_err("mismatched key");
+    assert!(err.to_string().contains("does not match the CA certificate"), "{err}");
+}
