@@ -26,6 +26,8 @@ use time::OffsetDateTime;
 pub const MAX_BODY_BYTES: usize = 8 * 1024;
 /// Certificates per issuer whose OCSP responses are signed at start-up.
 pub const PRESIGN: i64 = 50_000;
+/// How often responder certificates are checked for renewal.
+pub const RESPONDER_RENEWAL: Duration = Duration::from_secs(3600);
 /// How often the revocation feed is polled: the bound on cross-process staleness.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -62,65 +64,73 @@ pub async fn serve(
         let app = router(state.clone());
         tokio::spawn(async move { axum::serve(l, app).with_graceful_shutdown(shutdown_signal()).await })
     });
-    let poller = tokio::spawn(poll_forever(state.publisher.clone()));
-    let crls = tokio::spawn(publish_crls_forever(state.publisher.clone()));
-    let refresh = tokio::spawn(refresh_forever(state.publisher.clone()));
+    let p = state.publisher.clone();
+    let tasks = [
+        tokio::spawn(every(POLL_INTERVAL, "applying revocations", {
+            let p = p.clone();
+            move || {
+                let p = p.clone();
+                async move { p.poll().await }
+            }
+        })),
+        // Apart from the poll, so that signing a large CRL never delays OCSP.
+        tokio::spawn(every(POLL_INTERVAL, "signing CRLs", {
+            let p = p.clone();
+            move || {
+                let p = p.clone();
+                async move { p.publish_crls().await }
+            }
+        })),
+        tokio::spawn(every(RESPONDER_RENEWAL, "renewing OCSP responders", {
+            let p = p.clone();
+            move || {
+                let p = p.clone();
+                async move { p.reload_issuers().await }
+            }
+        })),
+        tokio::spawn({
+            let p = p.clone();
+            async move {
+                match p.presign(PRESIGN).await {
+                    Ok(n) => tracing::info!(responses = n, "OCSP responses pre-signed"),
+                    Err(e) => tracing::error!(error = %e, "pre-signing OCSP responses failed"),
+                }
+                every(Duration::from_secs(60), "refreshing OCSP responses", move || {
+                    let p = p.clone();
+                    async move { p.refresh().await }
+                })
+                .await
+            }
+        }),
+    ];
     // OCSP answers are small and latency-bound: never let Nagle hold one back.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
     let result = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await;
-    poller.abort();
-    crls.abort();
-    refresh.abort();
+    for task in tasks {
+        task.abort();
+    }
     if let Some(task) = secure {
         task.abort();
     }
     result
 }
 
-/// Pre-signs at start, then keeps cached answers fresh ahead of demand.
-async fn refresh_forever(publisher: Arc<StatusPublisher>) {
-    match publisher.presign(PRESIGN).await {
-        Ok(n) => tracing::info!(responses = n, "OCSP responses pre-signed"),
-        Err(e) => tracing::error!(error = %e, "pre-signing OCSP responses failed"),
-    }
-    let mut interval = tokio::time::interval(Duration::from_secs(60));
+/// Runs `step` every `period` for as long as the server runs; a failed step
+/// is logged and tried again on the next tick.
+async fn every<F, Fut, T, E>(period: Duration, what: &'static str, mut step: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        if let Err(e) = publisher.refresh().await {
-            tracing::error!(error = %e, "refreshing OCSP responses failed; retrying");
-        }
-    }
-}
-
-async fn publish_crls_forever(publisher: Arc<StatusPublisher>) {
-    let mut interval = tokio::time::interval(POLL_INTERVAL);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        interval.tick().await;
-        if let Err(e) = publisher.publish_crls().await {
-            tracing::error!(error = %e, "signing a CRL failed; retrying");
-        }
-    }
-}
-
-async fn poll_forever(publisher: Arc<StatusPublisher>) {
-    let mut ticks: u64 = 0;
-    let mut interval = tokio::time::interval(POLL_INTERVAL);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        interval.tick().await;
-        ticks += 1;
-        if let Err(e) = publisher.poll().await {
-            tracing::error!(error = %e, "applying revocations failed; retrying");
-        }
-        // Hourly: renew responder certificates that are close to expiry.
-        if ticks.is_multiple_of(3600 * 5)
-            && let Err(e) = publisher.reload_issuers().await
-        {
-            tracing::error!(error = %e, "renewing OCSP responders failed; retrying next hour");
+        if let Err(e) = step().await {
+            tracing::error!(error = %e, "{what} failed; trying again");
         }
     }
 }
