@@ -1,0 +1,189 @@
+//! The bytes of one log entry: the leaf that is hashed, and what tiles serve.
+//!
+//! An entry is one line of JSON with a fixed field order; `details` is
+//! embedded byte for byte as stored, so the same columns always give the same
+//! leaf, and a verifier reads the leaf without knowing our schema.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::AuditError;
+
+/// The most an entry may take: entry bundles prefix each entry with a 16-bit length.
+pub const MAX_ENTRY_BYTES: usize = u16::MAX as usize;
+
+/// One entry as its columns hold it, borrowed.
+#[derive(Clone, Copy, Debug)]
+pub struct EntryFields<'a> {
+    /// Position in the log, from 0.
+    pub index: u64,
+    /// Unix seconds.
+    pub time: i64,
+    /// Who did it.
+    pub actor: &'a str,
+    /// What was done (`certificate.issue`, `crl.sign`, ...).
+    pub action: &'a str,
+    /// What it was done to (`cert:SERIAL`, ...).
+    pub object: &'a str,
+    /// The key used or changed, if any.
+    pub key: Option<&'a str>,
+    /// Structured details: a JSON object, kept byte for byte.
+    pub details: &'a str,
+}
+
+impl EntryFields<'_> {
+    /// The canonical bytes of the entry; refuses details that are not JSON
+    /// and entries too large for an entry bundle.
+    pub fn encode(&self) -> Result<Vec<u8>, AuditError> {
+        let raw: &RawValue = serde_json::from_str(self.details)
+            .map_err(|e| AuditError::Entry { index: self.index, reason: format!("details are not JSON: {e}") })?;
+        let mut out = Vec::with_capacity(96 + self.actor.len() + self.object.len() + self.details.len());
+        out.extend_from_slice(b"{\"index\":");
+        out.extend_from_slice(self.index.to_string().as_bytes());
+        out.extend_from_slice(b",\"time\":");
+        out.extend_from_slice(self.time.to_string().as_bytes());
+        for (name, value) in [("actor", Some(self.actor)), ("action", Some(self.action)), ("object", Some(self.object))]
+            .into_iter()
+            .chain([("key", self.key)])
+        {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+            match value {
+                // Serializing a str cannot fail.
+                Some(v) => out.extend_from_slice(serde_json::to_string(v).unwrap_or_default().as_bytes()),
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        out.extend_from_slice(b",\"details\":");
+        out.extend_from_slice(raw.get().as_bytes());
+        out.push(b'}');
+        if out.len() > MAX_ENTRY_BYTES {
+            return Err(AuditError::Entry {
+                index: self.index,
+                reason: format!("{} bytes is more than an entry may hold ({MAX_ENTRY_BYTES})", out.len()),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// An entry read back from its bytes (from an entry bundle, say).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// Position in the log, from 0.
+    pub index: u64,
+    /// Unix seconds.
+    pub time: i64,
+    /// Who did it.
+    pub actor: String,
+    /// What was done.
+    pub action: String,
+    /// What it was done to.
+    pub object: String,
+    /// The key used or changed, if any.
+    pub key: Option<String>,
+    /// Structured details, as logged.
+    pub details: Box<RawValue>,
+}
+
+impl Entry {
+    /// Parses an entry's bytes and checks they are in canonical form.
+    pub fn decode(bytes: &[u8]) -> Result<Entry, AuditError> {
+        let bad = |reason: String| AuditError::Entry { index: u64::MAX, reason };
+        let entry: Entry = serde_json::from_slice(bytes).map_err(|e| bad(format!("not a custos entry: {e}")))?;
+        if entry.fields().encode()? != bytes {
+            return Err(AuditError::Entry { index: entry.index, reason: "not in canonical form".into() });
+        }
+        Ok(entry)
+    }
+
+    /// The entry as borrowed fields.
+    pub fn fields(&self) -> EntryFields<'_> {
+        EntryFields {
+            index: self.index,
+            time: self.time,
+            actor: &self.actor,
+            action: &self.action,
+            object: &self.object,
+            key: self.key.as_deref(),
+            details: self.details.get(),
+        }
+    }
+}
+
+/// Appends one entry to a C2SP entry bundle (16-bit big-endian length, then the bytes).
+pub fn push_bundle(bundle: &mut Vec<u8>, entry: &[u8]) {
+    // encode() bounds entries to u16; a longer one cannot reach here.
+    let len = u16::try_from(entry.len()).unwrap_or(u16::MAX);
+    bundle.extend_from_slice(&len.to_be_bytes());
+    bundle.extend_from_slice(&entry[..usize::from(len)]);
+}
+
+/// Splits an entry bundle into its entries.
+pub fn split_bundle(mut bundle: &[u8]) -> Result<Vec<&[u8]>, AuditError> {
+    let mut out = Vec::new();
+    while !bundle.is_empty() {
+        let [a, b, rest @ ..] = bundle else {
+            return Err(AuditError::Format("entry bundle ends inside a length".into()));
+        };
+        let len = usize::from(u16::from_be_bytes([*a, *b]));
+        if rest.len() < len {
+            return Err(AuditError::Format("entry bundle ends inside an entry".into()));
+        }
+        out.push(&rest[..len]);
+        bundle = &rest[len..];
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(details: &str) -> EntryFields<'_> {
+        EntryFields {
+            index: 7,
+            time: 1_790_000_000,
+            actor: "cli:\"root\"",
+            action: "crl.sign",
+            object: "crl:issuing-1/0",
+            key: Some("abcd"),
+            details,
+        }
+    }
+
+    #[test]
+    fn encoding_is_fixed_and_round_trips() {
+        let bytes = fields(r#"{"b":1,"a":[2]}"#).encode().expect("encode");
+        assert_eq!(
+            String::from_utf8(bytes.clone()).expect("utf8"),
+            r#"{"index":7,"time":1790000000,"actor":"cli:\"root\"","action":"crl.sign","object":"crl:issuing-1/0","key":"abcd","details":{"b":1,"a":[2]}}"#
+        );
+        let back = Entry::decode(&bytes).expect("decode");
+        assert_eq!(back.index, 7);
+        assert_eq!(back.details.get(), r#"{"b":1,"a":[2]}"#);
+        let mut spaced = bytes.clone();
+        spaced.insert(1, b' ');
+        assert!(Entry::decode(&spaced).is_err(), "a re-spaced entry is not canonical");
+    }
+
+    #[test]
+    fn bad_details_and_oversized_entries_are_refused() {
+        assert!(fields("{not json").encode().is_err());
+        let big = format!(r#"{{"x":"{}"}}"#, "a".repeat(MAX_ENTRY_BYTES));
+        assert!(fields(&big).encode().is_err());
+    }
+
+    #[test]
+    fn bundles_split_back_and_reject_truncation() {
+        let mut bundle = Vec::new();
+        push_bundle(&mut bundle, b"one");
+        push_bundle(&mut bundle, b"");
+        push_bundle(&mut bundle, b"three");
+        assert_eq!(split_bundle(&bundle).expect("split"), vec![&b"one"[..], b"", b"three"]);
+        assert!(split_bundle(&bundle[..bundle.len() - 1]).is_err());
+        assert!(split_bundle(&[0]).is_err());
+    }
+}
