@@ -12,11 +12,13 @@ pub mod entry;
 pub mod merkle;
 pub mod note;
 pub mod tiles;
+pub mod verify;
 
 pub use entry::{Entry, EntryFields};
 pub use merkle::{Frontier, Hash, NodeId};
 pub use note::{Checkpoint, VerifierKey};
 pub use tiles::TileRef;
+pub use verify::{Expected, Verified, Verifier, VerifyError};
 
 /// What can be wrong with log data.
 #[derive(Debug, thiserror::Error)]

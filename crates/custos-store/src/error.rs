@@ -26,6 +26,9 @@ pub enum StoreError {
         /// What was missing.
         what: String,
     },
+    /// Input the store refuses before writing anything.
+    #[error("{0}")]
+    Invalid(String),
     /// Stored data that does not decode.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

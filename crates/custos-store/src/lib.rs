@@ -8,15 +8,21 @@
 //! Not here: domain rules (custos-ca) or key material (custos-keys). Values are
 //! plain strings, integers and bytes; custos-ca gives them their types.
 
+mod audit;
 mod error;
 mod records;
 mod sql;
 
+use std::collections::HashMap;
+
+use custos_audit::{Hash, NodeId};
+
 use async_trait::async_trait;
 
 pub use error::StoreError;
+pub use audit::SIGNING_ACTIONS;
 pub use records::{
-    AuditRecord, CertificateFilter, CertificateRecord, ConnectionRecord, IssuerRecord, KeyRecord, ResponderRecord,
+    AuditEntry, AuditFilter, AuditRecord, CheckpointRecord, KeyUsage, CertificateFilter, CertificateRecord, ConnectionRecord, IssuerRecord, KeyRecord, ResponderRecord,
     Revocation, RevocationEvent, RevokedRow, StatusFilter, TenantRecord,
 };
 pub use sql::SqlStore;
@@ -123,6 +129,34 @@ pub trait Store: Send + Sync {
     /// The newest responder of an issuer.
     async fn responder(&self, issuer: &str) -> Result<Option<ResponderRecord>>;
 
+    /// Appends entries that go with no other state change (OCSP signing
+    /// batches, say); returns the index of the first.
+    async fn append_audit(&self, audit: &[AuditRecord]) -> Result<u64>;
+
+    /// Number of entries in the audit log.
+    async fn audit_size(&self) -> Result<u64>;
+
     /// The audit entries, oldest first, from index `from` on, at most `limit`.
-    async fn audit_entries(&self, from: i64, limit: i64) -> Result<Vec<(i64, AuditRecord)>>;
+    async fn audit_entries(&self, from: u64, limit: u64) -> Result<Vec<AuditEntry>>;
+
+    /// Entries that pass `filter`, oldest first.
+    async fn audit_search(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>>;
+
+    /// Stored Merkle nodes; every one asked for must exist.
+    async fn audit_nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>>;
+
+    /// `count` consecutive node hashes of one Merkle level from `start` (a tile).
+    async fn audit_level(&self, level: u8, start: u64, count: u64) -> Result<Vec<Hash>>;
+
+    /// Stores a signed checkpoint; one for the same size already stored is kept.
+    async fn add_checkpoint(&self, checkpoint: &CheckpointRecord) -> Result<()>;
+
+    /// Every stored checkpoint, smallest first.
+    async fn checkpoints(&self) -> Result<Vec<CheckpointRecord>>;
+
+    /// The checkpoint of the largest tree.
+    async fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>>;
+
+    /// Uses of one key, per day, actor and action.
+    async fn key_usage(&self, key: &str) -> Result<Vec<KeyUsage>>;
 }

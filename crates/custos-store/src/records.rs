@@ -134,8 +134,60 @@ pub struct AuditRecord {
     pub action: String,
     /// What it was done to (`cert:SERIAL`, `tenant:NAME`, ...).
     pub object: String,
+    /// The key this entry used or changed, if any; `audit usage` counts by it.
+    pub key: Option<String>,
     /// Structured details, JSON.
     pub details: String,
+}
+
+/// One entry as the log holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Position in the log, from 0.
+    pub index: u64,
+    /// The entry's content.
+    pub record: AuditRecord,
+    /// Its RFC 9162 leaf hash as stored (a verifier recomputes it).
+    pub leaf_hash: Vec<u8>,
+}
+
+/// Which entries `audit tail` wants.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    /// Action, dotted prefix or suffix, or `sign`.
+    pub action: Option<String>,
+    /// Key id.
+    pub key: Option<String>,
+    /// Oldest first from this index; `None` for the newest `limit`.
+    pub from: Option<u64>,
+    /// At most this many entries.
+    pub limit: usize,
+}
+
+/// A signed checkpoint of the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointRecord {
+    /// Tree size it commits to.
+    pub size: u64,
+    /// Unix seconds when it was signed.
+    pub time: i64,
+    /// Root hash at that size.
+    pub root: Vec<u8>,
+    /// The C2SP signed note.
+    pub note: String,
+}
+
+/// How often one actor used a key for one action on one day.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KeyUsage {
+    /// Days since the Unix epoch.
+    pub day: i64,
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// How many entries.
+    pub count: i64,
 }
 
 /// Certificate status as `custos list --status` asks for it.

@@ -1,13 +1,15 @@
 //! The SQL backend over `sqlx::Any`: SQLite now, PostgreSQL through the same queries.
 
+use std::collections::HashMap;
 use std::sync::Once;
 
 use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
 
+use crate::audit;
 use crate::{
-    AuditRecord, CertificateFilter, CertificateRecord, ConnectionRecord, Genesis, IssuerRecord, KeyRecord,
+    AuditEntry, AuditFilter, AuditRecord, CheckpointRecord, Hash, KeyUsage, NodeId, CertificateFilter, CertificateRecord, ConnectionRecord, Genesis, IssuerRecord, KeyRecord,
     ResponderRecord, Result, Revocation, RevocationEvent, RevokedRow, StatusFilter, Store, StoreError, TenantRecord,
 };
 
@@ -15,11 +17,12 @@ use crate::{
 const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_revocation.sql")),
+    (3, include_str!("../migrations/sqlite/0003_merkle_audit.sql")),
 ];
 
 /// Which database engine is behind the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Engine {
+pub(crate) enum Engine {
     Sqlite,
 }
 
@@ -70,6 +73,9 @@ impl SqlStore {
         let pool = options(4).connect(&url).await.map_err(open)?;
         let store = SqlStore { pool, writer, engine: Engine::Sqlite };
         store.migrate(SQLITE_MIGRATIONS).await?;
+        let mut tx = store.write().await?;
+        audit::backfill(store.engine, &mut tx).await?;
+        tx.commit().await.map_err(StoreError::db("commit the audit backfill"))?;
         Ok(store)
     }
 
@@ -174,19 +180,6 @@ async fn fetch_one_by<T>(
 /// Runs a query without parameters and decodes every row.
 async fn fetch_all(pool: &AnyPool, sql: &'static str, operation: &'static str) -> Result<Vec<AnyRow>> {
     sqlx::query(sql).fetch_all(pool).await.map_err(StoreError::db(operation))
-}
-
-async fn insert_audit(tx: &mut Transaction<'static, Any>, audit: &AuditRecord) -> Result<()> {
-    sqlx::query("INSERT INTO audit_log (time, actor, action, object, details) VALUES ($1, $2, $3, $4, $5)")
-        .bind(audit.time)
-        .bind(&audit.actor)
-        .bind(&audit.action)
-        .bind(&audit.object)
-        .bind(&audit.details)
-        .execute(&mut **tx)
-        .await
-        .map_err(StoreError::db("write an audit entry"))?;
-    Ok(())
 }
 
 fn json_list(list: &[String]) -> String {
@@ -297,7 +290,7 @@ const CERTIFICATE_COLUMN_COUNT: usize = 20;
 /// SQLite gets anonymous `?` parameters: sqlx resolves each named `$n` through
 /// `sqlite3_bind_parameter_name`, a linear search, which made a 1900-parameter
 /// insert quadratic (29% of bulk issuance time in perf).
-fn values_clause(engine: Engine, rows: usize, columns: usize) -> String {
+pub(crate) fn values_clause(engine: Engine, rows: usize, columns: usize) -> String {
     let mut out = String::with_capacity(rows * columns * 5);
     for r in 0..rows {
         if r > 0 {
@@ -315,21 +308,6 @@ fn values_clause(engine: Engine, rows: usize, columns: usize) -> String {
         out.push(')');
     }
     out
-}
-
-async fn insert_audit_many(engine: Engine, tx: &mut Transaction<'static, Any>, audit: &[AuditRecord]) -> Result<()> {
-    for rows in audit.chunks(ROWS_PER_INSERT) {
-        let sql = format!(
-            "INSERT INTO audit_log (time, actor, action, object, details) VALUES {}",
-            values_clause(engine, rows.len(), 5)
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for a in rows {
-            query = query.bind(a.time).bind(&a.actor).bind(&a.action).bind(&a.object).bind(&a.details);
-        }
-        query.execute(&mut **tx).await.map_err(StoreError::db("write audit entries"))?;
-    }
-    Ok(())
 }
 
 const CERTIFICATE_COLUMNS: &str = "serial, issuer, tenant, connection, profile, subject, sans, key_algorithm, key_origin, \
@@ -383,7 +361,7 @@ impl Store for SqlStore {
             .await
             .map_err(StoreError::db("store an issuer"))?;
         }
-        insert_audit_many(self.engine, &mut tx, &genesis.audit).await?;
+        audit::append(self.engine, &mut tx, &genesis.audit).await?;
         tx.commit().await.map_err(StoreError::db("commit the genesis"))
     }
 
@@ -409,7 +387,7 @@ impl Store for SqlStore {
                     StoreError::Database { operation: "add a tenant", source: e }
                 }
             })?;
-        insert_audit(&mut tx, audit).await?;
+        audit::append(self.engine, &mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(StoreError::db("commit a tenant"))
     }
 
@@ -454,7 +432,7 @@ impl Store for SqlStore {
                 StoreError::Database { operation: "add a connection", source: e }
             }
         })?;
-        insert_audit(&mut tx, audit).await?;
+        audit::append(self.engine, &mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(StoreError::db("commit a connection"))
     }
 
@@ -542,7 +520,7 @@ impl Store for SqlStore {
                 }
             })?;
         }
-        insert_audit_many(self.engine, &mut tx, audit).await?;
+        audit::append(self.engine, &mut tx, audit).await?;
         tx.commit().await.map_err(StoreError::db("commit certificates"))
     }
 
@@ -641,7 +619,7 @@ impl Store for SqlStore {
             .await
             .map_err(StoreError::db("record a revocation"))?;
         }
-        insert_audit_many(self.engine, &mut tx, audit).await?;
+        audit::append(self.engine, &mut tx, audit).await?;
         tx.commit().await.map_err(StoreError::db("commit a revocation"))
     }
 
@@ -756,7 +734,7 @@ impl Store for SqlStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(StoreError::db("read the CRL number"))?;
-        insert_audit_many(self.engine, &mut tx, std::slice::from_ref(audit)).await?;
+        audit::append(self.engine, &mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(StoreError::db("commit the CRL number"))?;
         Ok(number)
     }
@@ -775,7 +753,7 @@ impl Store for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(StoreError::db("store a responder"))?;
-        insert_audit_many(self.engine, &mut tx, audit).await?;
+        audit::append(self.engine, &mut tx, audit).await?;
         tx.commit().await.map_err(StoreError::db("commit a responder"))
     }
 
@@ -798,26 +776,151 @@ impl Store for SqlStore {
         .transpose()
     }
 
-    async fn audit_entries(&self, from: i64, limit: i64) -> Result<Vec<(i64, AuditRecord)>> {
+    async fn append_audit(&self, records: &[AuditRecord]) -> Result<u64> {
+        let mut tx = self.write().await?;
+        let first = audit::append(self.engine, &mut tx, records).await?;
+        tx.commit().await.map_err(StoreError::db("commit audit entries"))?;
+        Ok(first)
+    }
+
+    async fn audit_size(&self) -> Result<u64> {
+        let mut conn = self.pool.acquire().await.map_err(StoreError::db("read the audit log size"))?;
+        audit::size_in(&mut conn).await
+    }
+
+    async fn audit_entries(&self, from: u64, limit: u64) -> Result<Vec<AuditEntry>> {
         let rows = sqlx::query("SELECT * FROM audit_log WHERE idx >= $1 ORDER BY idx LIMIT $2")
-            .bind(from)
-            .bind(limit)
+            .bind(from as i64)
+            .bind(limit.min(i64::MAX as u64) as i64)
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::db("read the audit log"))?;
+        rows.iter().map(audit::entry).collect()
+    }
+
+    async fn audit_search(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>> {
+        // The key is indexed; the action filter has dotted and grouped forms,
+        // so it is applied here, a page at a time.
+        const PAGE: i64 = 2048;
+        let mut out = Vec::new();
+        let newest = filter.from.is_none();
+        let mut cursor: i64 = match filter.from {
+            Some(from) => from as i64,
+            None => i64::MAX,
+        };
+        loop {
+            let sql = match newest {
+                true => "SELECT * FROM audit_log WHERE ($1 IS NULL OR key_id = $1) AND idx < $2 ORDER BY idx DESC LIMIT $3",
+                false => "SELECT * FROM audit_log WHERE ($1 IS NULL OR key_id = $1) AND idx >= $2 ORDER BY idx LIMIT $3",
+            };
+            let rows = sqlx::query(sql)
+                .bind(&filter.key)
+                .bind(cursor)
+                .bind(PAGE)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::db("search the audit log"))?;
+            let Some(last) = rows.last() else { break };
+            let last = audit::entry(last)?.index as i64;
+            cursor = if newest { last } else { last + 1 };
+            for row in &rows {
+                let entry = audit::entry(row)?;
+                if filter.matches(&entry.record) {
+                    out.push(entry);
+                    if out.len() >= filter.limit {
+                        break;
+                    }
+                }
+            }
+            if out.len() >= filter.limit || (rows.len() as i64) < PAGE {
+                break;
+            }
+        }
+        if newest {
+            out.reverse();
+        }
+        Ok(out)
+    }
+
+    async fn audit_nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>> {
+        let mut conn = self.pool.acquire().await.map_err(StoreError::db("read audit tree nodes"))?;
+        audit::nodes(&mut conn, ids).await
+    }
+
+    async fn audit_level(&self, level: u8, start: u64, count: u64) -> Result<Vec<Hash>> {
+        let sql = if level == 0 {
+            "SELECT idx, leaf_hash AS hash FROM audit_log WHERE $1 = 0 AND idx >= $2 AND idx < $3 ORDER BY idx"
+        } else {
+            "SELECT idx, hash FROM audit_tree WHERE level = $1 AND idx >= $2 AND idx < $3 ORDER BY idx"
+        };
+        let rows = sqlx::query(sql)
+            .bind(i64::from(level))
+            .bind(start as i64)
+            .bind(start.saturating_add(count) as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db("read an audit tile"))?;
+        if rows.len() as u64 != count {
+            return Err(StoreError::NotFound { what: format!("{count} hashes of level {level} from {start}") });
+        }
+        rows.iter().map(|r| audit::hash_of(col(r, "hash")?, col(r, "idx")?)).collect()
+    }
+
+    async fn add_checkpoint(&self, c: &CheckpointRecord) -> Result<()> {
+        let mut tx = self.write().await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT size FROM audit_checkpoints WHERE size = $1")
+            .bind(c.size as i64)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::db("read a checkpoint"))?;
+        if exists.is_none() {
+            sqlx::query("INSERT INTO audit_checkpoints (size, time, root, note) VALUES ($1, $2, $3, $4)")
+                .bind(c.size as i64)
+                .bind(c.time)
+                .bind(&c.root)
+                .bind(&c.note)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db("store a checkpoint"))?;
+        }
+        tx.commit().await.map_err(StoreError::db("commit a checkpoint"))
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<CheckpointRecord>> {
+        let rows = fetch_all(&self.pool, "SELECT * FROM audit_checkpoints ORDER BY size", "read checkpoints").await?;
+        rows.iter().map(checkpoint).collect()
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>> {
+        sqlx::query("SELECT * FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("read the latest checkpoint"))?
+            .as_ref()
+            .map(checkpoint)
+            .transpose()
+    }
+
+    async fn key_usage(&self, key: &str) -> Result<Vec<KeyUsage>> {
+        let rows = sqlx::query(
+            "SELECT time / 86400 AS day, actor, action, COUNT(*) AS n FROM audit_log WHERE key_id = $1 \
+             GROUP BY time / 86400, actor, action ORDER BY day, actor, action",
+        )
+        .bind(key)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::db("count key uses"))?;
         rows.iter()
-            .map(|r| {
-                Ok((
-                    col(r, "idx")?,
-                    AuditRecord {
-                        time: col(r, "time")?,
-                        actor: col(r, "actor")?,
-                        action: col(r, "action")?,
-                        object: col(r, "object")?,
-                        details: col(r, "details")?,
-                    },
-                ))
-            })
+            .map(|r| Ok(KeyUsage { day: col(r, "day")?, actor: col(r, "actor")?, action: col(r, "action")?, count: col(r, "n")? }))
             .collect()
     }
+}
+
+fn checkpoint(r: &AnyRow) -> Result<CheckpointRecord> {
+    Ok(CheckpointRecord {
+        size: col::<i64>(r, "size")? as u64,
+        time: col(r, "time")?,
+        root: col(r, "root")?,
+        note: col(r, "note")?,
+    })
 }

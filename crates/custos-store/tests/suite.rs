@@ -1,13 +1,14 @@
 //! The storage contract, written once and run against every backend
 //! (SQLite here; PostgreSQL instantiates the same suite when it lands).
 
+use custos_audit::merkle::{self, Frontier, NodeId};
 use custos_store::{
-    AuditRecord, CertificateFilter, CertificateRecord, ConnectionRecord, Genesis, IssuerRecord, KeyRecord, Revocation,
+    AuditFilter, AuditRecord, CheckpointRecord, CertificateFilter, CertificateRecord, ConnectionRecord, Genesis, IssuerRecord, KeyRecord, Revocation,
     SqlStore, StatusFilter, Store, StoreError, TenantRecord,
 };
 
 fn audit(action: &str) -> AuditRecord {
-    AuditRecord { time: 1, actor: "test".into(), action: action.into(), object: "x".into(), details: "{}".into() }
+    AuditRecord { time: 1, actor: "test".into(), action: action.into(), object: "x".into(), key: None, details: "{}".into() }
 }
 
 fn genesis() -> Genesis {
@@ -174,6 +175,107 @@ async fn contract(store: &dyn Store) {
     let b = store.next_crl_number("issuing-1", &audit("crl.sign")).await.expect("n");
     assert!(b > a);
     assert!(matches!(store.next_crl_number("nope", &audit("x")).await, Err(StoreError::NotFound { .. })));
+    audit_contract(store).await;
+}
+
+/// Recomputes the tree from the entries' content and checks every stored leaf hash.
+async fn recompute(store: &dyn Store) -> Frontier {
+    let mut frontier = Frontier::default();
+    for (i, e) in store.audit_entries(0, u64::MAX).await.expect("entries").iter().enumerate() {
+        assert_eq!(e.index, i as u64, "indexes are gap-free");
+        let r = &e.record;
+        let fields = custos_audit::EntryFields {
+            index: e.index,
+            time: r.time,
+            actor: &r.actor,
+            action: &r.action,
+            object: &r.object,
+            key: r.key.as_deref(),
+            details: &r.details,
+        };
+        let leaf = merkle::leaf_hash(&fields.encode().expect("encode"));
+        assert_eq!(e.leaf_hash, leaf.to_vec(), "leaf hash of entry {i}");
+        frontier.push(leaf);
+    }
+    frontier
+}
+
+/// The stored tree's root, from stored nodes only.
+async fn stored_root(store: &dyn Store, size: u64) -> merkle::Hash {
+    let ids = merkle::needed_nodes(|read| merkle::tree_hash(size, read));
+    let nodes = store.audit_nodes(&ids).await.expect("nodes");
+    merkle::tree_hash(size, &mut |id| nodes[&id])
+}
+
+/// The Merkle audit log: append, nodes, proofs, tiles, checkpoints, search, usage.
+async fn audit_contract(store: &dyn Store) {
+    let before = store.audit_size().await.expect("size");
+    assert_eq!(recompute(store).await.size(), before);
+    let keyed = |i: usize| AuditRecord {
+        key: Some(if i % 3 == 0 { "k1" } else { "k2" }.into()),
+        time: 86_400 * (1 + i as i64 % 2),
+        details: format!(r#"{{"n":{i}}}"#),
+        ..audit(if i % 2 == 0 { "crl.sign" } else { "certificate.issue" })
+    };
+    let batch: Vec<AuditRecord> = (0..600).map(keyed).collect();
+    assert_eq!(store.append_audit(&batch).await.expect("append"), before);
+    let size = before + 600;
+    assert_eq!(store.audit_size().await.expect("size"), size);
+    let frontier = recompute(store).await;
+    assert_eq!(stored_root(store, size).await, frontier.root(), "stored nodes give the recomputed root");
+
+    // Proofs from stored nodes check out against the root.
+    let entries = store.audit_entries(0, u64::MAX).await.expect("entries");
+    for index in [0, 1, before, size / 2, size - 1] {
+        let ids = merkle::needed_nodes(|read| merkle::inclusion_proof(index, size, read));
+        let nodes = store.audit_nodes(&ids).await.expect("nodes");
+        let proof = merkle::inclusion_proof(index, size, &mut |id| nodes[&id]).expect("proof");
+        let leaf: merkle::Hash = entries[index as usize].leaf_hash.clone().try_into().expect("32");
+        merkle::verify_inclusion(&leaf, index, size, &proof, &frontier.root()).expect("proof verifies");
+    }
+    // Tiles: level 0 is the leaf hashes, level 8 the roots of 256-leaf subtrees.
+    let tile = store.audit_level(0, 256, 256).await.expect("tile");
+    assert_eq!(tile[0].to_vec(), entries[256].leaf_hash);
+    let level8 = store.audit_level(8, 0, 2).await.expect("level 8");
+    let n = store.audit_nodes(&[NodeId { level: 8, index: 1 }]).await.expect("node");
+    assert_eq!(level8[1], n[&NodeId { level: 8, index: 1 }]);
+    assert!(matches!(store.audit_level(0, size - 1, 2).await, Err(StoreError::NotFound { .. })));
+    assert!(store.audit_nodes(&[NodeId { level: 0, index: size }]).await.is_err(), "no node beyond the tree");
+
+    // Bad details change nothing.
+    let bad = AuditRecord { details: "{oops".into(), ..audit("x") };
+    assert!(matches!(store.append_audit(&[audit("ok"), bad]).await, Err(StoreError::Invalid(_))));
+    assert_eq!(store.audit_size().await.expect("size"), size, "a refused batch writes nothing");
+
+    // Checkpoints: stored once per size, newest first.
+    assert_eq!(store.latest_checkpoint().await.expect("none"), None);
+    for (s, note) in [(size - 1, "a"), (size, "b"), (size, "c")] {
+        let cp = CheckpointRecord { size: s, time: 5, root: vec![1; 32], note: note.into() };
+        store.add_checkpoint(&cp).await.expect("checkpoint");
+    }
+    let cps = store.checkpoints().await.expect("checkpoints");
+    assert_eq!(cps.iter().map(|c| (c.size, c.note.as_str())).collect::<Vec<_>>(), [(size - 1, "a"), (size, "b")]);
+    assert_eq!(store.latest_checkpoint().await.expect("latest").map(|c| c.size), Some(size));
+
+    // Search and usage.
+    let filter = |action: Option<&str>, key: Option<&str>, from: Option<u64>, limit| AuditFilter {
+        action: action.map(Into::into),
+        key: key.map(Into::into),
+        from,
+        limit,
+    };
+    let newest = store.audit_search(&filter(None, None, None, 3)).await.expect("tail");
+    assert_eq!(newest.iter().map(|e| e.index).collect::<Vec<_>>(), [size - 3, size - 2, size - 1]);
+    let signs = store.audit_search(&filter(Some("sign"), Some("k1"), Some(before), 10_000)).await.expect("search");
+    assert_eq!(signs.len(), 200, "every third of 600 used k1, and all are signatures");
+    let crl = store.audit_search(&filter(Some("crl"), None, Some(before), 10_000)).await.expect("search");
+    assert_eq!(crl.len(), 300);
+    let issue = store.audit_search(&filter(Some("issue"), Some("k2"), Some(before), 5)).await.expect("search");
+    assert!(issue.iter().all(|e| e.record.action == "certificate.issue" && e.record.key.as_deref() == Some("k2")));
+    assert_eq!(issue.len(), 5);
+    let usage = store.key_usage("k1").await.expect("usage");
+    assert_eq!(usage.iter().map(|u| u.count).sum::<i64>(), 200);
+    assert!(usage.iter().all(|u| u.day == 1 || u.day == 2), "{usage:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -211,4 +313,7 @@ async fn sqlite_serialises_concurrent_writers_without_losing_any() {
     y.await.expect("b");
     assert_eq!(a.certificates(&CertificateFilter::default()).await.expect("list").len(), 2_000);
     assert_eq!(audit_count(&a).await, 1 + 2 + 2_000);
+    // Two processes appending in turn grew one tree.
+    let size = a.audit_size().await.expect("size");
+    assert_eq!(stored_root(&b, size).await, recompute(&b).await.root());
 }

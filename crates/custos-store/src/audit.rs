@@ -1,0 +1,204 @@
+//! The Merkle audit log in SQL: appending entries with their tree nodes inside
+//! the caller's transaction, and reading entries, nodes and checkpoints.
+//!
+//! The append reads the tree's right edge (at most 64 nodes) in the same
+//! transaction that writes, so two processes appending in turn (the CLI next
+//! to a running server) extend one tree, never fork it.
+
+use std::collections::HashMap;
+
+use custos_audit::merkle::{Frontier, Hash, NodeId, frontier_ids};
+use custos_audit::EntryFields;
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyConnection, AssertSqlSafe, Row, Transaction};
+
+use crate::sql::{Engine, values_clause};
+use crate::{AuditEntry, AuditFilter, AuditRecord, Result, StoreError};
+
+/// Entries per multi-row INSERT; 8 columns stay far below SQLite's bound on parameters.
+const ROWS_PER_INSERT: usize = 100;
+
+/// Actions in which a key made a signature; `audit tail --action sign` selects them.
+pub const SIGNING_ACTIONS: &[&str] = &["certificate.issue", "responder.issue", "issuer.create", "crl.sign", "ocsp.sign"];
+
+/// Appends `records` to the log inside `tx`: assigns the next indexes, hashes
+/// each canonical entry and writes the entries and every node they complete.
+/// Returns the index of the first. Bad details (not JSON, too large) fail
+/// before anything is written.
+pub(crate) async fn append(engine: Engine, tx: &mut Transaction<'static, Any>, records: &[AuditRecord]) -> Result<u64> {
+    let size = size_in(&mut **tx).await?;
+    if records.is_empty() {
+        return Ok(size);
+    }
+    let edge = nodes(&mut **tx, &frontier_ids(size)).await?;
+    let ids = frontier_ids(size);
+    let edge: Vec<Hash> = ids.iter().map(|id| edge[id]).collect();
+    let mut frontier = Frontier::new(size, &edge).map_err(|e| StoreError::Corrupt(format!("audit tree edge: {e}")))?;
+    let mut leaves = Vec::with_capacity(records.len());
+    let mut interior = Vec::with_capacity(records.len());
+    for (i, r) in records.iter().enumerate() {
+        let index = size + i as u64;
+        let bytes = fields(index, r).encode().map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let leaf = custos_audit::merkle::leaf_hash(&bytes);
+        frontier.push_into(leaf, &mut interior);
+        leaves.push(leaf);
+    }
+    for (chunk_no, rows) in records.chunks(ROWS_PER_INSERT).enumerate() {
+        let first = chunk_no * ROWS_PER_INSERT;
+        let sql = format!(
+            "INSERT INTO audit_log (idx, time, actor, action, object, key_id, details, leaf_hash) VALUES {}",
+            values_clause(engine, rows.len(), 8)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (j, r) in rows.iter().enumerate() {
+            let n = first + j;
+            query = query
+                .bind((size + n as u64) as i64)
+                .bind(r.time)
+                .bind(&r.actor)
+                .bind(&r.action)
+                .bind(&r.object)
+                .bind(&r.key)
+                .bind(&r.details)
+                .bind(leaves[n].to_vec());
+        }
+        query.execute(&mut **tx).await.map_err(StoreError::db("write audit entries"))?;
+    }
+    for rows in interior.chunks(ROWS_PER_INSERT * 2) {
+        let sql = format!("INSERT INTO audit_tree (level, idx, hash) VALUES {}", values_clause(engine, rows.len(), 3));
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (id, hash) in rows {
+            query = query.bind(i64::from(id.level)).bind(id.index as i64).bind(hash.to_vec());
+        }
+        query.execute(&mut **tx).await.map_err(StoreError::db("write audit tree nodes"))?;
+    }
+    Ok(size)
+}
+
+/// The canonical fields of a record at `index`.
+pub(crate) fn fields(index: u64, r: &AuditRecord) -> EntryFields<'_> {
+    EntryFields {
+        index,
+        time: r.time,
+        actor: &r.actor,
+        action: &r.action,
+        object: &r.object,
+        key: r.key.as_deref(),
+        details: &r.details,
+    }
+}
+
+/// Number of entries, as seen by `conn`.
+pub(crate) async fn size_in(conn: &mut AnyConnection) -> Result<u64> {
+    let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_log")
+        .fetch_one(conn)
+        .await
+        .map_err(StoreError::db("read the audit log size"))?;
+    Ok(next as u64)
+}
+
+/// Reads the given nodes; every one must exist.
+pub(crate) async fn nodes(conn: &mut AnyConnection, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>> {
+    let mut out = HashMap::with_capacity(ids.len());
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let leaves: Vec<&NodeId> = ids.iter().filter(|id| id.level == 0).collect();
+    let inner: Vec<&NodeId> = ids.iter().filter(|id| id.level > 0).collect();
+    let mut parts = Vec::new();
+    if !leaves.is_empty() {
+        parts.push(format!(
+            "SELECT 0 AS level, idx, leaf_hash AS hash FROM audit_log WHERE idx IN ({})",
+            vec!["?"; leaves.len()].join(", ")
+        ));
+    }
+    if !inner.is_empty() {
+        parts.push(format!(
+            "SELECT level, idx, hash FROM audit_tree WHERE {}",
+            vec!["(level = ? AND idx = ?)"; inner.len()].join(" OR ")
+        ));
+    }
+    let mut query = sqlx::query(AssertSqlSafe(parts.join(" UNION ALL ")));
+    for id in &leaves {
+        query = query.bind(id.index as i64);
+    }
+    for id in &inner {
+        query = query.bind(i64::from(id.level)).bind(id.index as i64);
+    }
+    let rows = query.fetch_all(conn).await.map_err(StoreError::db("read audit tree nodes"))?;
+    for row in &rows {
+        let level: i64 = get(row, "level")?;
+        let index: i64 = get(row, "idx")?;
+        let hash = hash_of(get(row, "hash")?, index)?;
+        out.insert(NodeId { level: level as u8, index: index as u64 }, hash);
+    }
+    if let Some(missing) = ids.iter().find(|id| !out.contains_key(id)) {
+        return Err(StoreError::Corrupt(format!(
+            "audit tree node (level {}, index {}) is missing",
+            missing.level, missing.index
+        )));
+    }
+    Ok(out)
+}
+
+/// A stored hash, which must be 32 bytes.
+pub(crate) fn hash_of(bytes: Vec<u8>, index: i64) -> Result<Hash> {
+    bytes.try_into().map_err(|_| StoreError::Corrupt(format!("audit hash at index {index} is not 32 bytes")))
+}
+
+fn get<'r, T: sqlx::Decode<'r, Any> + sqlx::Type<Any>>(row: &'r AnyRow, name: &str) -> Result<T> {
+    row.try_get(name).map_err(|e| StoreError::Corrupt(format!("audit column {name}: {e}")))
+}
+
+/// Decodes an `audit_log` row.
+pub(crate) fn entry(row: &AnyRow) -> Result<AuditEntry> {
+    Ok(AuditEntry {
+        index: get::<i64>(row, "idx")? as u64,
+        record: AuditRecord {
+            time: get(row, "time")?,
+            actor: get(row, "actor")?,
+            action: get(row, "action")?,
+            object: get(row, "object")?,
+            key: get(row, "key_id")?,
+            details: get(row, "details")?,
+        },
+        leaf_hash: get(row, "leaf_hash")?,
+    })
+}
+
+/// Fills in leaf hashes and tree nodes for entries written before the log
+/// was a Merkle log (marked by an empty `leaf_hash`); runs once, at open.
+pub(crate) async fn backfill(engine: Engine, tx: &mut Transaction<'static, Any>) -> Result<()> {
+    let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE length(leaf_hash) = 0")
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(StoreError::db("look for unhashed audit entries"))?;
+    if pending == 0 {
+        return Ok(());
+    }
+    let rows = sqlx::query("SELECT * FROM audit_log ORDER BY idx")
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(StoreError::db("read the audit log"))?;
+    let entries: Vec<AuditEntry> = rows.iter().map(entry).collect::<Result<_>>()?;
+    sqlx::query("DELETE FROM audit_log").execute(&mut **tx).await.map_err(StoreError::db("rewrite the audit log"))?;
+    sqlx::query("DELETE FROM audit_tree").execute(&mut **tx).await.map_err(StoreError::db("rewrite the audit log"))?;
+    let records: Vec<AuditRecord> = entries.into_iter().map(|e| e.record).collect();
+    append(engine, tx, &records).await?;
+    Ok(())
+}
+
+impl AuditFilter {
+    /// Whether an entry passes the filter. An action matches when equal, as
+    /// a dotted prefix (`certificate`) or suffix (`revoke`), and `sign`
+    /// matches every entry in which a key signed.
+    pub fn matches(&self, record: &AuditRecord) -> bool {
+        let action_ok = self.action.as_deref().is_none_or(|action| {
+            record.action == action
+                || (action == "sign" && SIGNING_ACTIONS.contains(&record.action.as_str()))
+                || record.action.strip_prefix(action).is_some_and(|r| r.starts_with('.'))
+                || record.action.strip_suffix(action).is_some_and(|r| r.ends_with('.'))
+        });
+        action_ok && self.key.as_deref().is_none_or(|k| record.key.as_deref() == Some(k))
+    }
+}
