@@ -77,7 +77,13 @@ pub enum CaError {
         #[source]
         source: std::io::Error,
     },
-    /// Stored state that contradicts itself.
+    /// The audit log does not verify; names the first bad index.
+    #[error(transparent)]
+    AuditLog(#[from] custos_audit::VerifyError),
+    /// Audit log data (a checkpoint, key or tile) is malformed or does not verify.
+    #[error(transparent)]
+    AuditFormat(#[from] custos_audit::AuditError),
+    /// Something stored contradicts something else.
     #[error("inconsistent state: {0}")]
     Inconsistent(String),
 }

@@ -7,6 +7,7 @@
 //! parse, call it and render. It does no X.509 encoding itself (custos-pki)
 //! and never sees key bytes (custos-keys).
 
+pub mod audit;
 mod error;
 mod inventory;
 mod issuance;
@@ -112,12 +113,8 @@ impl Ca {
             ],
             ..Genesis::default()
         };
-        let audit = |action: &str, object: String, details: serde_json::Value| AuditRecord {
-            time: now.unix_timestamp(),
-            actor: actor.to_string(),
-            action: action.to_string(),
-            object,
-            details: details.to_string(),
+        let audit = |action: &str, object: String, details: serde_json::Value| {
+            audit_record(now.unix_timestamp(), actor, action, object, details)
         };
 
         let root_id = "root-1".to_string();
@@ -205,6 +202,11 @@ impl Ca {
                        "parent": parent, "fingerprint": fingerprint}),
             ));
         }
+        let (log_key, log_settings, log_audit) =
+            audit::new_log_key(&keys, &base_url, actor, now.unix_timestamp())?;
+        genesis.keys.push(log_key);
+        genesis.meta.extend(log_settings);
+        genesis.audit.push(log_audit);
         store.initialize(genesis).await.map_err(|e| match e {
             custos_store::StoreError::AlreadyInitialized => CaError::AlreadyInitialized { dir: dir.to_path_buf() },
             other => other.into(),
@@ -309,13 +311,7 @@ impl Ca {
     }
 
     fn audit(&self, action: &str, object: String, details: serde_json::Value) -> AuditRecord {
-        AuditRecord {
-            time: OffsetDateTime::now_utc().unix_timestamp(),
-            actor: self.actor.clone(),
-            action: action.to_string(),
-            object,
-            details: details.to_string(),
-        }
+        audit_record(OffsetDateTime::now_utc().unix_timestamp(), &self.actor, action, object, details)
     }
 
     /// Builds the CDP and AIA URLs for certificates signed by `issuer_id`.
@@ -327,6 +323,18 @@ impl Ca {
     async fn ca_issuer(&self, record: &IssuerRecord) -> Result<CaIssuer> {
         let signer = self.signer(&record.key_id).await?;
         Ok(CaIssuer::new(&record.cert_der, signer)?)
+    }
+}
+
+/// An audit record; the key it names in `details.key` becomes its indexed key.
+fn audit_record(time: i64, actor: &str, action: &str, object: String, details: serde_json::Value) -> AuditRecord {
+    AuditRecord {
+        time,
+        actor: actor.to_string(),
+        action: action.to_string(),
+        object,
+        key: details.get("key").and_then(|k| k.as_str()).map(str::to_string),
+        details: details.to_string(),
     }
 }
 

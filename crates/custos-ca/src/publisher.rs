@@ -15,6 +15,13 @@
 //! fresh bucket is empty a single-certificate request gets the cached response
 //! without its nonce (RFC 8954 allows a responder to omit it). Cached unknown
 //! responses are capped at [`MAX_CACHED_UNKNOWN`] entries.
+//!
+//! Every response signature reaches the audit log as an `ocsp.sign` batch
+//! entry naming the serials and a hash of the responses: presigning,
+//! refreshing and polling write theirs before they return, on-demand
+//! signatures within one poll. If the log cannot be written, at most
+//! [`MAX_UNLOGGED_SIGNATURES`] signatures wait; past that the responder signs
+//! nothing new (answers `tryLater`) until the log accepts them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -42,6 +49,10 @@ pub const MAX_CACHED_UNKNOWN: usize = 50_000;
 const UNKNOWN_PER_SECOND: f64 = 500.0;
 /// Fresh signatures per second for nonces and multi-certificate requests.
 const FRESH_PER_SECOND: f64 = 5_000.0;
+/// Signatures allowed to wait for the audit log before signing stops.
+pub const MAX_UNLOGGED_SIGNATURES: usize = 100_000;
+/// Serials named per `ocsp.sign` entry, which keeps entries well below the 64 KiB bound.
+const SERIALS_PER_ENTRY: usize = 500;
 /// A CRL is re-signed once it is older than this, even without changes.
 const CRL_REFRESH_AFTER: time::Duration = time::Duration::minutes(30);
 
@@ -67,6 +78,8 @@ struct IssuerEntry {
     id: String,
     hashes: IssuerHashes,
     responder: ResponderKey,
+    /// The responder key's id, as the audit log names it.
+    responder_key: String,
     /// Serials of the CA certificates this issuer signed (for a root).
     children: HashSet<Serial>,
 }
@@ -139,6 +152,15 @@ pub struct StatusPublisher {
     /// then kept current from the feed, so a CRL after a revocation costs an
     /// encoding and a signature, not a re-read of every revoked row.
     revoked_lists: Mutex<HashMap<(String, i64), RevokedList>>,
+    /// Signatures made but not yet in the audit log.
+    journal: Mutex<Journal>,
+}
+
+/// OCSP signatures waiting for their `ocsp.sign` audit entry, per issuer and responder key.
+#[derive(Default)]
+struct Journal {
+    batches: HashMap<(String, String), Vec<(String, [u8; 32])>>,
+    pending: usize,
 }
 
 /// The revoked certificates of one CRL partition.
@@ -176,6 +198,7 @@ impl StatusPublisher {
             crls: RwLock::new(HashMap::new()),
             dirty_crls: Mutex::new(HashSet::new()),
             revoked_lists: Mutex::new(HashMap::new()),
+            journal: Mutex::new(Journal::default()),
         };
         publisher.reload_issuers().await?;
         let ids: Vec<String> = publisher.issuer_entries().iter().map(|i| i.id.clone()).collect();
@@ -200,10 +223,12 @@ impl StatusPublisher {
             for child in records.iter().filter(|c| c.parent.as_deref() == Some(&r.id)) {
                 children.insert(custos_pki::inspect::certificate_facts(&child.cert_der)?.serial);
             }
+            let responder = self.ca.responder(&r.id).await?;
             entries.push(Arc::new(IssuerEntry {
                 id: r.id.clone(),
                 hashes: IssuerHashes::from_certificate(&r.cert_der)?,
-                responder: self.ca.responder(&r.id).await?,
+                responder_key: responder.signer.public_key().key_id().to_string(),
+                responder,
                 children,
             }));
         }
@@ -263,16 +288,23 @@ impl StatusPublisher {
                 next_update: now + RESPONSE_LIFETIME,
             })
             .collect();
-        self.sign(&issuer, &singles, req.nonce.as_deref(), now)
+        let serials: Vec<&Serial> = req.certs.iter().map(|c| &c.serial).collect();
+        self.sign(&issuer, &singles, &serials, req.nonce.as_deref(), now)
     }
 
     fn sign(
         &self,
         issuer: &IssuerEntry,
         singles: &[SingleResponse<'_>],
+        serials: &[&Serial],
         nonce: Option<&[u8]>,
         now: OffsetDateTime,
     ) -> std::result::Result<OcspAnswer, ResponseStatus> {
+        let mut journal = self.journal.lock().map_err(|_| ResponseStatus::InternalError)?;
+        if journal.pending >= MAX_UNLOGGED_SIGNATURES {
+            tracing::error!("the audit log is not accepting OCSP signing entries; not signing more");
+            return Err(ResponseStatus::TryLater);
+        }
         let responder =
             Responder { signer: issuer.responder.signer.as_ref(), certificate_der: &issuer.responder.certificate_der };
         let der = sign_response(&responder, singles, nonce, now).map_err(|e| {
@@ -280,6 +312,12 @@ impl StatusPublisher {
             ResponseStatus::InternalError
         })?;
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(digest.as_ref());
+        let batch = journal.batches.entry((issuer.id.clone(), issuer.responder_key.clone())).or_default();
+        batch.extend(serials.iter().map(|s| (s.to_hex(), hash)));
+        journal.pending += serials.len();
+        drop(journal);
         let tag: String = digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
         Ok(OcspAnswer { der: Arc::new(der), validity: Some((now, now + RESPONSE_LIFETIME)), tag: Some(tag.into()) })
     }
@@ -311,7 +349,7 @@ impl StatusPublisher {
     ) -> std::result::Result<OcspAnswer, ResponseStatus> {
         let single =
             SingleResponse { cert_id: &id.der, status, this_update: now, next_update: now + RESPONSE_LIFETIME };
-        let answer = self.sign(issuer, &[single], None, now)?;
+        let answer = self.sign(issuer, &[single], &[&id.serial], None, now)?;
         self.store_cached(&issuer.id, id, answer.clone(), status);
         Ok(answer)
     }
@@ -344,6 +382,46 @@ impl StatusPublisher {
         entries.push(Arc::new(Cached { issuer: issuer.to_string(), id: id.clone(), answer, known }));
     }
 
+    /// Writes the signatures made since the last call to the audit log as
+    /// `ocsp.sign` entries; on failure they stay queued. Returns how many signatures were logged.
+    pub async fn flush_signing_log(&self) -> Result<usize> {
+        let taken = match self.journal.lock() {
+            Ok(mut j) => std::mem::take(&mut *j),
+            Err(_) => return Err(CaError::Inconsistent("OCSP signing journal poisoned".into())),
+        };
+        if taken.pending == 0 {
+            return Ok(0);
+        }
+        let mut records = Vec::new();
+        for ((issuer, key), signed) in &taken.batches {
+            for chunk in signed.chunks(SERIALS_PER_ENTRY) {
+                let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+                chunk.iter().for_each(|(_, h)| ctx.update(h));
+                let serials: Vec<&str> = chunk.iter().map(|(s, _)| s.as_str()).collect();
+                records.push(self.ca.audit(
+                    "ocsp.sign",
+                    format!("responder:{issuer}"),
+                    serde_json::json!({
+                        "issuer": issuer, "key": key, "serials": serials, "responses": chunk.len(),
+                        "responses_sha256": hex::encode(ctx.finish()),
+                    }),
+                ));
+            }
+        }
+        match self.ca.store.append_audit(&records).await {
+            Ok(_) => Ok(taken.pending),
+            Err(e) => {
+                if let Ok(mut j) = self.journal.lock() {
+                    for (k, mut v) in taken.batches {
+                        j.batches.entry(k).or_default().append(&mut v);
+                    }
+                    j.pending += taken.pending;
+                }
+                Err(e.into())
+            }
+        }
+    }
+
     /// Signs responses ahead of demand for the newest `limit` certificates of
     /// every issuer (SHA-1 CertIDs, what most clients send), so that they are
     /// answered from memory from the first request. Returns how many.
@@ -372,6 +450,7 @@ impl StatusPublisher {
                 }
             }
         }
+        self.flush_signing_log().await?;
         Ok(count)
     }
 
@@ -401,6 +480,7 @@ impl StatusPublisher {
                 count += 1;
             }
         }
+        self.flush_signing_log().await?;
         Ok(count)
     }
 
@@ -419,8 +499,18 @@ impl StatusPublisher {
 
     /// Applies revocations committed since the last poll: their cached
     /// responses are re-signed now and their issuers' CRLs regenerated.
-    /// Returns how many revocations were applied.
+    /// Then logs the OCSP signatures made since the last poll; a log that
+    /// cannot be written does not hold revocations back (signing stops at
+    /// [`MAX_UNLOGGED_SIGNATURES`] instead). Returns how many revocations were applied.
     pub async fn poll(&self) -> Result<usize> {
+        let applied = self.apply_revocations().await;
+        if let Err(e) = self.flush_signing_log().await {
+            tracing::error!(error = %e, "writing OCSP signatures to the audit log failed; they stay queued");
+        }
+        applied
+    }
+
+    async fn apply_revocations(&self) -> Result<usize> {
         let from = self.last_seq.load(Ordering::Acquire);
         let events = self.ca.store.revocations_since(from, 100_000).await?;
         let Some(last) = events.last().map(|e| e.seq) else {

@@ -75,8 +75,15 @@ pub(crate) async fn append(engine: Engine, tx: &mut Transaction<'static, Any>, r
     Ok(size)
 }
 
+impl AuditEntry {
+    /// The entry's canonical fields, as hashed and served.
+    pub fn fields(&self) -> EntryFields<'_> {
+        fields(self.index, &self.record)
+    }
+}
+
 /// The canonical fields of a record at `index`.
-pub(crate) fn fields(index: u64, r: &AuditRecord) -> EntryFields<'_> {
+fn fields(index: u64, r: &AuditRecord) -> EntryFields<'_> {
     EntryFields {
         index,
         time: r.time,

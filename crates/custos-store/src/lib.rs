@@ -126,6 +126,9 @@ pub trait Store: Send + Sync {
     /// Records a new OCSP responder key and certificate with their audit entries, atomically.
     async fn add_responder(&self, key: &KeyRecord, responder: &ResponderRecord, audit: &[AuditRecord]) -> Result<()>;
 
+    /// Records a key with settings that name it and its audit entries, atomically.
+    async fn add_key(&self, key: &KeyRecord, settings: &[(String, String)], audit: &[AuditRecord]) -> Result<()>;
+
     /// The newest responder of an issuer.
     async fn responder(&self, issuer: &str) -> Result<Option<ResponderRecord>>;
 

@@ -757,6 +757,24 @@ impl Store for SqlStore {
         tx.commit().await.map_err(StoreError::db("commit a responder"))
     }
 
+    async fn add_key(&self, key: &KeyRecord, settings: &[(String, String)], audit: &[AuditRecord]) -> Result<()> {
+        let mut tx = self.write().await?;
+        insert_key(&mut tx, key).await?;
+        for (name, value) in settings {
+            sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2)")
+                .bind(name)
+                .bind(value)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| match is_unique_violation(&e) {
+                    true => StoreError::Duplicate { what: format!("setting {name:?}") },
+                    false => StoreError::Database { operation: "write a setting", source: e },
+                })?;
+        }
+        audit::append(self.engine, &mut tx, audit).await?;
+        tx.commit().await.map_err(StoreError::db("commit a key"))
+    }
+
     async fn responder(&self, issuer: &str) -> Result<Option<ResponderRecord>> {
         let row =
             sqlx::query("SELECT * FROM responders WHERE issuer = $1 ORDER BY not_after DESC, created_at DESC LIMIT 1")

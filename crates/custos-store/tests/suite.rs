@@ -183,17 +183,7 @@ async fn recompute(store: &dyn Store) -> Frontier {
     let mut frontier = Frontier::default();
     for (i, e) in store.audit_entries(0, u64::MAX).await.expect("entries").iter().enumerate() {
         assert_eq!(e.index, i as u64, "indexes are gap-free");
-        let r = &e.record;
-        let fields = custos_audit::EntryFields {
-            index: e.index,
-            time: r.time,
-            actor: &r.actor,
-            action: &r.action,
-            object: &r.object,
-            key: r.key.as_deref(),
-            details: &r.details,
-        };
-        let leaf = merkle::leaf_hash(&fields.encode().expect("encode"));
+        let leaf = merkle::leaf_hash(&e.fields().encode().expect("encode"));
         assert_eq!(e.leaf_hash, leaf.to_vec(), "leaf hash of entry {i}");
         frontier.push(leaf);
     }

@@ -1,0 +1,317 @@
+//! The audit log as custos runs it: the log's Ed25519 key, signed
+//! checkpoints, inclusion proofs, tiles, local verification and key usage.
+//!
+//! Entries themselves are written by the store inside each state change's
+//! transaction; this module signs what the store has hashed.
+
+use custos_audit::merkle::{self, Hash, NodeId};
+use custos_audit::tiles::{TILE_WIDTH, TileRef};
+use custos_audit::{Checkpoint, Expected, Verified, Verifier, VerifierKey};
+use custos_keys::{KeyAlgorithm, KeyStore};
+use custos_store::{AuditEntry, AuditFilter, AuditRecord, CheckpointRecord, KeyRecord, KeyUsage};
+use serde::Serialize;
+use serde_json::json;
+use time::OffsetDateTime;
+
+use crate::{Ca, CaError, Result};
+
+/// Setting naming the log key.
+const META_AUDIT_KEY: &str = "audit_key";
+/// Setting holding the log origin (the checkpoint's first line and key name).
+const META_AUDIT_ORIGIN: &str = "audit_origin";
+/// Label of the log key in the key store.
+pub const LOG_KEY_LABEL: &str = "audit-log";
+/// The fixed DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410).
+const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+/// Entries read per page while verifying.
+const VERIFY_PAGE: u64 = 50_000;
+
+/// The log origin for a base URL: host and path without the scheme, then `/audit`.
+pub fn origin_for(base_url: &str) -> String {
+    let rest = base_url.split_once("://").map_or(base_url, |(_, r)| r);
+    format!("{}/audit", rest.trim_end_matches('/'))
+}
+
+/// A new log key: the key store generates it, and this returns its record,
+/// the settings that name it and its audit entry.
+pub(crate) fn new_log_key(
+    keys: &dyn KeyStore,
+    base_url: &str,
+    actor: &str,
+    now: i64,
+) -> Result<(KeyRecord, Vec<(String, String)>, AuditRecord)> {
+    let key = keys.generate(KeyAlgorithm::Ed25519, LOG_KEY_LABEL)?;
+    let id = key.signer.public_key().key_id().to_string();
+    let origin = origin_for(base_url);
+    let record = KeyRecord {
+        id: id.clone(),
+        backend: key.reference.backend.clone(),
+        algorithm: key.signer.algorithm().to_string(),
+        label: LOG_KEY_LABEL.into(),
+        public_key: key.signer.public_key().spki_der().to_vec(),
+        reference: key.reference.data.clone(),
+        status: "active".into(),
+        created_at: now,
+    };
+    let settings = vec![(META_AUDIT_KEY.into(), id.clone()), (META_AUDIT_ORIGIN.into(), origin.clone())];
+    let audit = AuditRecord {
+        time: now,
+        actor: actor.into(),
+        action: "key.generate".into(),
+        object: format!("key:{id}"),
+        key: Some(id.clone()),
+        details: json!({"key": id, "algorithm": "ed25519", "backend": record.backend, "label": LOG_KEY_LABEL,
+                        "purpose": "audit log checkpoints", "origin": origin})
+        .to_string(),
+    };
+    Ok((record, settings, audit))
+}
+
+/// An inclusion proof of one entry against a signed checkpoint.
+#[derive(Clone, Debug, Serialize)]
+pub struct InclusionProof {
+    /// The entry's index.
+    pub index: u64,
+    /// The tree size the proof is for.
+    pub size: u64,
+    /// The entry's leaf hash, hex.
+    pub leaf_hash: String,
+    /// The audit path, hex, leaf to root.
+    pub path: Vec<String>,
+    /// The root hash, hex.
+    pub root: String,
+    /// The signed checkpoint of that size.
+    pub checkpoint: String,
+    /// The entry as the log holds it.
+    pub entry: serde_json::Value,
+}
+
+/// What `audit verify` checked.
+#[derive(Clone, Debug, Serialize)]
+pub struct LogReport {
+    /// Entries recomputed.
+    pub entries: u64,
+    /// Root of all entries, hex.
+    pub root: String,
+    /// Stored checkpoints whose signature and root matched.
+    pub checkpoints: usize,
+    /// The key the checkpoints were checked with.
+    pub key: String,
+}
+
+impl Ca {
+    /// The log's verifier key (`origin+hash+key`) as relying parties pin it.
+    pub async fn log_verifier_key(&self) -> Result<VerifierKey> {
+        let id = self.store.meta(META_AUDIT_KEY).await?.ok_or_else(|| {
+            CaError::Inconsistent("this custos has no audit log key yet (run any command that unseals it)".into())
+        })?;
+        let origin = self
+            .store
+            .meta(META_AUDIT_ORIGIN)
+            .await?
+            .ok_or_else(|| CaError::Inconsistent("no audit log origin recorded".into()))?;
+        let record =
+            self.store.key(&id).await?.ok_or_else(|| CaError::Inconsistent(format!("log key {id} is not recorded")))?;
+        let raw = record
+            .public_key
+            .strip_prefix(&ED25519_SPKI_PREFIX[..])
+            .ok_or_else(|| CaError::Inconsistent(format!("log key {id} is not an Ed25519 key")))?;
+        Ok(VerifierKey::new(&origin, raw)?)
+    }
+
+    /// Creates the log key if this custos predates it; needs the key store unsealed.
+    async fn ensure_log_key(&self) -> Result<String> {
+        if let Some(id) = self.store.meta(META_AUDIT_KEY).await? {
+            return Ok(id);
+        }
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let (record, settings, audit) = new_log_key(self.key_store()?.as_ref(), &self.base_url, &self.actor, now)?;
+        match self.store.add_key(&record, &settings, &[audit]).await {
+            Ok(()) => Ok(record.id),
+            // Another process made one first: use theirs.
+            Err(custos_store::StoreError::Duplicate { .. }) => {
+                self.store.meta(META_AUDIT_KEY).await?.ok_or_else(|| CaError::Inconsistent("log key vanished".into()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The root of the first `size` entries, from stored nodes.
+    async fn stored_root(&self, size: u64) -> Result<Hash> {
+        let ids = merkle::needed_nodes(|read| merkle::tree_hash(size, read));
+        let nodes = self.store.audit_nodes(&ids).await?;
+        Ok(merkle::tree_hash(size, &mut |id| nodes.get(&id).copied().unwrap_or_default()))
+    }
+
+    /// Signs a checkpoint of the whole log if it grew since the last one;
+    /// returns the new checkpoint, or `None` when the latest is current.
+    pub async fn sign_checkpoint(&self) -> Result<Option<CheckpointRecord>> {
+        let key_id = self.ensure_log_key().await?;
+        let size = self.store.audit_size().await?;
+        if self.store.latest_checkpoint().await?.is_some_and(|c| c.size >= size) {
+            return Ok(None);
+        }
+        let vkey = self.log_verifier_key().await?;
+        let root = self.stored_root(size).await?;
+        let signer = self.signer(&key_id).await?;
+        let checkpoint = Checkpoint { origin: vkey.name.clone(), size, root };
+        let note = checkpoint.sign(&vkey, |body| signer.sign(body))?;
+        let record =
+            CheckpointRecord { size, time: OffsetDateTime::now_utc().unix_timestamp(), root: root.to_vec(), note };
+        self.store.add_checkpoint(&record).await?;
+        Ok(Some(record))
+    }
+
+    /// The newest signed checkpoint.
+    pub async fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>> {
+        Ok(self.store.latest_checkpoint().await?)
+    }
+
+    /// Entries for `audit tail`.
+    pub async fn audit_tail(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>> {
+        Ok(self.store.audit_search(filter).await?)
+    }
+
+    /// Every use of one key, per day, actor and action.
+    pub async fn key_usage(&self, key: &str) -> Result<Vec<KeyUsage>> {
+        if self.store.key(key).await?.is_none() {
+            return Err(CaError::Policy(format!("no key {key:?} (see `custos keys list`)")));
+        }
+        Ok(self.store.key_usage(key).await?)
+    }
+
+    /// The inclusion proof of entry `index` against the latest checkpoint,
+    /// checked before it is returned.
+    pub async fn inclusion_proof(&self, index: u64) -> Result<InclusionProof> {
+        let cp = self
+            .store
+            .latest_checkpoint()
+            .await?
+            .ok_or_else(|| CaError::Policy("the log has no checkpoint yet".into()))?;
+        if index >= cp.size {
+            return Err(CaError::Policy(format!(
+                "entry {index} is not covered by the latest checkpoint (size {}); try again in a second",
+                cp.size
+            )));
+        }
+        let vkey = self.log_verifier_key().await?;
+        let checkpoint = Checkpoint::open(&cp.note, &vkey)?;
+        let ids = merkle::needed_nodes(|read| merkle::inclusion_proof(index, cp.size, read));
+        let mut wanted = ids.clone();
+        wanted.push(NodeId { level: 0, index });
+        let nodes = self.store.audit_nodes(&wanted).await?;
+        let path = merkle::inclusion_proof(index, cp.size, &mut |id| nodes.get(&id).copied().unwrap_or_default())
+            .map_err(custos_audit::AuditError::from)?;
+        let leaf = nodes[&NodeId { level: 0, index }];
+        merkle::verify_inclusion(&leaf, index, cp.size, &path, &checkpoint.root)
+            .map_err(custos_audit::AuditError::from)?;
+        let entry = self.store.audit_entries(index, 1).await?.pop().ok_or_else(|| {
+            CaError::Inconsistent(format!("entry {index} is covered by a checkpoint but missing"))
+        })?;
+        Ok(InclusionProof {
+            index,
+            size: cp.size,
+            leaf_hash: hex::encode(leaf),
+            path: path.iter().map(hex::encode).collect(),
+            root: hex::encode(checkpoint.root),
+            checkpoint: cp.note,
+            entry: serde_json::from_slice(&entry_bytes(&entry)?)
+                .map_err(|e| CaError::Inconsistent(format!("entry {index}: {e}")))?,
+        })
+    }
+
+    /// Recomputes the whole log from its entries and checks every stored
+    /// checkpoint's signature and root, and `trusted` (a checkpoint saved
+    /// earlier) if given. `key` pins the log key; without it the recorded one is used.
+    pub async fn verify_log(&self, key: Option<&VerifierKey>, trusted: Option<&str>) -> Result<LogReport> {
+        let vkey = match key {
+            Some(k) => k.clone(),
+            None => self.log_verifier_key().await?,
+        };
+        let mut expected = Vec::new();
+        for cp in self.store.checkpoints().await? {
+            let opened = Checkpoint::open(&cp.note, &vkey).map_err(|e| custos_audit::VerifyError {
+                index: cp.size,
+                reason: format!("checkpoint of size {}: {e}", cp.size),
+            })?;
+            if opened.size != cp.size || opened.root.as_slice() != cp.root.as_slice() {
+                return Err(custos_audit::VerifyError {
+                    index: cp.size,
+                    reason: format!("checkpoint of size {}: its columns disagree with its signed note", cp.size),
+                }
+                .into());
+            }
+            expected.push((cp.size, Expected { root: opened.root, source: format!("checkpoint {}", cp.size) }));
+        }
+        if let Some(note) = trusted {
+            let cp = Checkpoint::open(note, &vkey).map_err(|e| custos_audit::VerifyError {
+                index: 0,
+                reason: format!("the saved checkpoint does not verify: {e}"),
+            })?;
+            expected.push((cp.size, Expected { root: cp.root, source: format!("the saved checkpoint ({})", cp.size) }));
+        }
+        let mut verifier = Verifier::new(expected);
+        let mut from = 0;
+        loop {
+            let page = self.store.audit_entries(from, VERIFY_PAGE).await?;
+            for entry in &page {
+                let bytes = entry_bytes(entry).map_err(|e| custos_audit::VerifyError {
+                    index: entry.index,
+                    reason: format!("malformed entry: {e}"),
+                })?;
+                verifier.push(entry.index, &bytes, Some(&entry.leaf_hash))?;
+            }
+            match page.last() {
+                Some(last) if page.len() as u64 == VERIFY_PAGE => from = last.index + 1,
+                _ => break,
+            }
+        }
+        let Verified { size, root, checkpoints } = verifier.finish()?;
+        // Tiles and proofs are served from stored nodes: they must agree too.
+        if size > 0 && self.stored_root(size).await.ok() != Some(root) {
+            return Err(custos_audit::VerifyError {
+                index: 0,
+                reason: "the stored tree nodes (served as tiles and proofs) disagree with the entries".into(),
+            }
+            .into());
+        }
+        Ok(LogReport { entries: size, root: hex::encode(root), checkpoints, key: vkey.to_string() })
+    }
+
+    /// One tile or entry bundle, as C2SP tlog-tiles serves it.
+    pub async fn audit_tile(&self, tile: &TileRef) -> Result<Vec<u8>> {
+        let start = tile.start();
+        match tile.level {
+            None => {
+                let entries = self.store.audit_entries(start, tile.width).await?;
+                if entries.len() as u64 != tile.width {
+                    return Err(CaError::Policy(format!("entry bundle {} is beyond the log", tile.path())));
+                }
+                let mut bundle = Vec::with_capacity(entries.len() * 256);
+                for e in &entries {
+                    custos_audit::entry::push_bundle(&mut bundle, &entry_bytes(e)?);
+                }
+                Ok(bundle)
+            }
+            Some(_) => {
+                let hashes = self.store.audit_level(tile.merkle_level(), start, tile.width).await.map_err(|e| match e {
+                    custos_store::StoreError::NotFound { .. } => {
+                        CaError::Policy(format!("tile {} is beyond the log", tile.path()))
+                    }
+                    other => other.into(),
+                })?;
+                Ok(hashes.concat())
+            }
+        }
+    }
+}
+
+/// The canonical bytes of a stored entry.
+fn entry_bytes(e: &AuditEntry) -> Result<Vec<u8>> {
+    Ok(e.fields().encode()?)
+}
+
+/// Full tiles never change; partial ones and checkpoints do.
+pub fn tile_is_immutable(tile: &TileRef) -> bool {
+    tile.width == TILE_WIDTH
+}
