@@ -77,11 +77,17 @@ impl Verifier {
         }
         let next = self.frontier.size();
         if index != next {
-            return Err(VerifyError { index: next, reason: format!("entry {next} is missing (next entry found is {index})") });
+            return Err(VerifyError {
+                index: next,
+                reason: format!("entry {next} is missing (next entry found is {index})"),
+            });
         }
         let entry = Entry::decode(bytes).map_err(|e| VerifyError { index, reason: format!("malformed entry: {e}") })?;
         if entry.index != index {
-            return Err(VerifyError { index, reason: format!("entry at position {index} says it is entry {}", entry.index) });
+            return Err(VerifyError {
+                index,
+                reason: format!("entry at position {index} says it is entry {}", entry.index),
+            });
         }
         let leaf = leaf_hash(bytes);
         if let Some(stored) = stored_leaf
@@ -156,7 +162,9 @@ mod tests {
     }
 
     fn run(entries: &[Vec<u8>], expected: Vec<(u64, Hash)>) -> Result<Verified, VerifyError> {
-        let mut v = Verifier::new(expected.into_iter().map(|(s, root)| (s, Expected { root, source: format!("checkpoint {s}") })));
+        let mut v = Verifier::new(
+            expected.into_iter().map(|(s, root)| (s, Expected { root, source: format!("checkpoint {s}") })),
+        );
         for (i, e) in entries.iter().enumerate() {
             let index = Entry::decode(e).map(|d| d.index).unwrap_or(i as u64);
             v.push(index, e, None)?;

@@ -205,9 +205,10 @@ impl Ca {
         let leaf = nodes[&NodeId { level: 0, index }];
         merkle::verify_inclusion(&leaf, index, cp.size, &path, &checkpoint.root)
             .map_err(custos_audit::AuditError::from)?;
-        let entry = self.store.audit_entries(index, 1).await?.pop().ok_or_else(|| {
-            CaError::Inconsistent(format!("entry {index} is covered by a checkpoint but missing"))
-        })?;
+        let entry =
+            self.store.audit_entries(index, 1).await?.pop().ok_or_else(|| {
+                CaError::Inconsistent(format!("entry {index} is covered by a checkpoint but missing"))
+            })?;
         Ok(InclusionProof {
             index,
             size: cp.size,
@@ -294,12 +295,13 @@ impl Ca {
                 Ok(bundle)
             }
             Some(_) => {
-                let hashes = self.store.audit_level(tile.merkle_level(), start, tile.width).await.map_err(|e| match e {
-                    custos_store::StoreError::NotFound { .. } => {
-                        CaError::Policy(format!("tile {} is beyond the log", tile.path()))
-                    }
-                    other => other.into(),
-                })?;
+                let hashes =
+                    self.store.audit_level(tile.merkle_level(), start, tile.width).await.map_err(|e| match e {
+                        custos_store::StoreError::NotFound { .. } => {
+                            CaError::Policy(format!("tile {} is beyond the log", tile.path()))
+                        }
+                        other => other.into(),
+                    })?;
                 Ok(hashes.concat())
             }
         }

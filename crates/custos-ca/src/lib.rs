@@ -202,8 +202,7 @@ impl Ca {
                        "parent": parent, "fingerprint": fingerprint}),
             ));
         }
-        let (log_key, log_settings, log_audit) =
-            audit::new_log_key(&keys, &base_url, actor, now.unix_timestamp())?;
+        let (log_key, log_settings, log_audit) = audit::new_log_key(&keys, &base_url, actor, now.unix_timestamp())?;
         genesis.keys.push(log_key);
         genesis.meta.extend(log_settings);
         genesis.audit.push(log_audit);

@@ -75,4 +75,31 @@ async fn revocations_reach_cached_answers_and_crls_through_the_feed() {
     assert!(openssl_text(dir.path(), &publisher.ocsp(&sha256).await.der).contains("Cert Status: revoked"));
     let other = encode_request(&[hashes.cert_id(HashAlgorithm::Sha1, &serials[1])], None);
     assert!(openssl_text(dir.path(), &publisher.ocsp(&other).await.der).contains("Cert Status: good"));
+
+    // Every response signature is in the audit log, named by serial, under the responder's key.
+    publisher.poll().await.expect("poll flushes the signing journal");
+    let filter = custos_store::AuditFilter {
+        action: Some("ocsp.sign".into()),
+        from: Some(0),
+        limit: 1000,
+        ..Default::default()
+    };
+    let logged = ca.audit_tail(&filter).await.expect("tail");
+    let named: Vec<String> = logged
+        .iter()
+        .flat_map(|e| {
+            let d: serde_json::Value = serde_json::from_str(&e.record.details).expect("json");
+            d["serials"]
+                .as_array()
+                .expect("serials")
+                .iter()
+                .map(|s| s.as_str().expect("str").to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for serial in &serials {
+        assert!(named.contains(&serial.to_hex()), "{serial:?} signed but not logged: {named:?}");
+    }
+    assert!(logged.iter().all(|e| e.record.key.is_some()), "each batch names the responder key");
+    assert_eq!(named.len(), 3 + 1 + 1, "presigned 3, re-signed 1 after the revoke, 1 SHA-256 CertID on demand");
 }

@@ -7,8 +7,8 @@
 
 use std::collections::HashMap;
 
-use custos_audit::merkle::{Frontier, Hash, NodeId, frontier_ids};
 use custos_audit::EntryFields;
+use custos_audit::merkle::{Frontier, Hash, NodeId, frontier_ids};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, AssertSqlSafe, Row, Transaction};
 
@@ -19,7 +19,8 @@ use crate::{AuditEntry, AuditFilter, AuditRecord, Result, StoreError};
 const ROWS_PER_INSERT: usize = 100;
 
 /// Actions in which a key made a signature; `audit tail --action sign` selects them.
-pub const SIGNING_ACTIONS: &[&str] = &["certificate.issue", "responder.issue", "issuer.create", "crl.sign", "ocsp.sign"];
+pub const SIGNING_ACTIONS: &[&str] =
+    &["certificate.issue", "responder.issue", "issuer.create", "crl.sign", "ocsp.sign"];
 
 /// Appends `records` to the log inside `tx`: assigns the next indexes, hashes
 /// each canonical entry and writes the entries and every node they complete.

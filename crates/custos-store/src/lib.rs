@@ -19,11 +19,12 @@ use custos_audit::{Hash, NodeId};
 
 use async_trait::async_trait;
 
-pub use error::StoreError;
 pub use audit::SIGNING_ACTIONS;
+pub use error::StoreError;
 pub use records::{
-    AuditEntry, AuditFilter, AuditRecord, CheckpointRecord, KeyUsage, CertificateFilter, CertificateRecord, ConnectionRecord, IssuerRecord, KeyRecord, ResponderRecord,
-    Revocation, RevocationEvent, RevokedRow, StatusFilter, TenantRecord,
+    AuditEntry, AuditFilter, AuditRecord, CertificateFilter, CertificateRecord, CheckpointRecord, ConnectionRecord,
+    IssuerRecord, KeyRecord, KeyUsage, ResponderRecord, Revocation, RevocationEvent, RevokedRow, StatusFilter,
+    TenantRecord,
 };
 pub use sql::SqlStore;
 

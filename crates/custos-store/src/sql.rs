@@ -9,8 +9,9 @@ use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
 
 use crate::audit;
 use crate::{
-    AuditEntry, AuditFilter, AuditRecord, CheckpointRecord, Hash, KeyUsage, NodeId, CertificateFilter, CertificateRecord, ConnectionRecord, Genesis, IssuerRecord, KeyRecord,
-    ResponderRecord, Result, Revocation, RevocationEvent, RevokedRow, StatusFilter, Store, StoreError, TenantRecord,
+    AuditEntry, AuditFilter, AuditRecord, CertificateFilter, CertificateRecord, CheckpointRecord, ConnectionRecord,
+    Genesis, Hash, IssuerRecord, KeyRecord, KeyUsage, NodeId, ResponderRecord, Result, Revocation, RevocationEvent,
+    RevokedRow, StatusFilter, Store, StoreError, TenantRecord,
 };
 
 /// Versioned migrations per backend, applied in order, each in its own transaction.
@@ -828,8 +829,12 @@ impl Store for SqlStore {
         };
         loop {
             let sql = match newest {
-                true => "SELECT * FROM audit_log WHERE ($1 IS NULL OR key_id = $1) AND idx < $2 ORDER BY idx DESC LIMIT $3",
-                false => "SELECT * FROM audit_log WHERE ($1 IS NULL OR key_id = $1) AND idx >= $2 ORDER BY idx LIMIT $3",
+                true => {
+                    "SELECT * FROM audit_log WHERE ($1 IS NULL OR key_id = $1) AND idx < $2 ORDER BY idx DESC LIMIT $3"
+                }
+                false => {
+                    "SELECT * FROM audit_log WHERE ($1 IS NULL OR key_id = $1) AND idx >= $2 ORDER BY idx LIMIT $3"
+                }
             };
             let rows = sqlx::query(sql)
                 .bind(&filter.key)
@@ -929,7 +934,14 @@ impl Store for SqlStore {
         .await
         .map_err(StoreError::db("count key uses"))?;
         rows.iter()
-            .map(|r| Ok(KeyUsage { day: col(r, "day")?, actor: col(r, "actor")?, action: col(r, "action")?, count: col(r, "n")? }))
+            .map(|r| {
+                Ok(KeyUsage {
+                    day: col(r, "day")?,
+                    actor: col(r, "actor")?,
+                    action: col(r, "action")?,
+                    count: col(r, "n")?,
+                })
+            })
             .collect()
     }
 }

@@ -3,12 +3,19 @@
 
 use custos_audit::merkle::{self, Frontier, NodeId};
 use custos_store::{
-    AuditFilter, AuditRecord, CheckpointRecord, CertificateFilter, CertificateRecord, ConnectionRecord, Genesis, IssuerRecord, KeyRecord, Revocation,
-    SqlStore, StatusFilter, Store, StoreError, TenantRecord,
+    AuditFilter, AuditRecord, CertificateFilter, CertificateRecord, CheckpointRecord, ConnectionRecord, Genesis,
+    IssuerRecord, KeyRecord, Revocation, SqlStore, StatusFilter, Store, StoreError, TenantRecord,
 };
 
 fn audit(action: &str) -> AuditRecord {
-    AuditRecord { time: 1, actor: "test".into(), action: action.into(), object: "x".into(), key: None, details: "{}".into() }
+    AuditRecord {
+        time: 1,
+        actor: "test".into(),
+        action: action.into(),
+        object: "x".into(),
+        key: None,
+        details: "{}".into(),
+    }
 }
 
 fn genesis() -> Genesis {
