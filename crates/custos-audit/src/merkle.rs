@@ -159,7 +159,7 @@ pub fn needed_nodes<T>(compute: impl FnOnce(&mut NodeReader<'_>) -> T) -> Vec<No
 /// The hash of leaves `[start, end)` built from complete stored subtrees.
 fn range_hash(start: u64, end: u64, read: &mut NodeReader<'_>) -> Hash {
     let n = end - start;
-    if n.is_power_of_two() && start % n == 0 {
+    if n.is_power_of_two() && start.is_multiple_of(n) {
         let level = n.trailing_zeros() as u8;
         return read(NodeId { level, index: start >> level });
     }

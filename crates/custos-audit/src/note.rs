@@ -147,8 +147,9 @@ impl VerifierKey {
     /// Parses `name+hash+base64key`, checking the hash.
     pub fn parse(text: &str) -> Result<VerifierKey, AuditError> {
         let bad = |what: &str| AuditError::Format(format!("verifier key: {what}"));
-        let mut parts = text.trim().split('+');
-        let (Some(name), Some(hash), Some(b64), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        // Base64 uses '+' too: only the first two separate fields.
+        let mut parts = text.trim().splitn(3, '+');
+        let (Some(name), Some(hash), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(bad("expected name+hash+key"));
         };
         let raw = STANDARD.decode(b64).map_err(|_| bad("key is not base64"))?;
@@ -204,6 +205,15 @@ mod tests {
             .verify(body.as_bytes(), &blob[4..])
             .expect("Go's note verifies");
         assert_eq!(VerifierKey::parse(&k.to_string()).expect("round trip"), k);
+    }
+
+    #[test]
+    fn verifier_keys_whose_base64_holds_a_plus_round_trip() {
+        let k = (0u8..=255)
+            .map(|b| VerifierKey::new("o/audit", &[b; 32]).expect("key"))
+            .find(|k| k.to_string().matches('+').count() > 2)
+            .expect("some key's base64 has a '+'");
+        assert_eq!(VerifierKey::parse(&k.to_string()).expect("parses"), k);
     }
 
     #[test]

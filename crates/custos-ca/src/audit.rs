@@ -32,14 +32,18 @@ pub fn origin_for(base_url: &str) -> String {
     format!("{}/audit", rest.trim_end_matches('/'))
 }
 
-/// A new log key: the key store generates it, and this returns its record,
-/// the settings that name it and its audit entry.
-pub(crate) fn new_log_key(
-    keys: &dyn KeyStore,
-    base_url: &str,
-    actor: &str,
-    now: i64,
-) -> Result<(KeyRecord, Vec<(String, String)>, AuditRecord)> {
+/// A log key just generated, with what must be stored with it in one transaction.
+pub(crate) struct NewLogKey {
+    /// The key's record.
+    pub record: KeyRecord,
+    /// The settings that name it (key id, origin).
+    pub settings: Vec<(String, String)>,
+    /// Its `key.generate` entry.
+    pub audit: AuditRecord,
+}
+
+/// A new log key: the key store generates it; the caller stores it.
+pub(crate) fn new_log_key(keys: &dyn KeyStore, base_url: &str, actor: &str, now: i64) -> Result<NewLogKey> {
     let key = keys.generate(KeyAlgorithm::Ed25519, LOG_KEY_LABEL)?;
     let id = key.signer.public_key().key_id().to_string();
     let origin = origin_for(base_url);
@@ -64,7 +68,7 @@ pub(crate) fn new_log_key(
                         "purpose": "audit log checkpoints", "origin": origin})
         .to_string(),
     };
-    Ok((record, settings, audit))
+    Ok(NewLogKey { record, settings, audit })
 }
 
 /// An inclusion proof of one entry against a signed checkpoint.
@@ -125,9 +129,9 @@ impl Ca {
             return Ok(id);
         }
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        let (record, settings, audit) = new_log_key(self.key_store()?.as_ref(), &self.base_url, &self.actor, now)?;
-        match self.store.add_key(&record, &settings, &[audit]).await {
-            Ok(()) => Ok(record.id),
+        let key = new_log_key(self.key_store()?.as_ref(), &self.base_url, &self.actor, now)?;
+        match self.store.add_key(&key.record, &key.settings, &[key.audit]).await {
+            Ok(()) => Ok(key.record.id),
             // Another process made one first: use theirs.
             Err(custos_store::StoreError::Duplicate { .. }) => {
                 self.store.meta(META_AUDIT_KEY).await?.ok_or_else(|| CaError::Inconsistent("log key vanished".into()))

@@ -25,6 +25,7 @@ use custos_store::{AuditRecord, Genesis, KeyRecord, SqlStore, Store};
 use serde_json::json;
 use time::OffsetDateTime;
 
+pub use custos_store::{AuditEntry, AuditFilter, CheckpointRecord, KeyUsage};
 pub use custos_store::{CertificateRecord, ConnectionRecord, IssuerRecord, StatusFilter, TenantRecord};
 pub use error::CaError;
 pub use inventory::{CertificateView, ConnectionOptions, IssuerView, ListFilter, rfc3339};
@@ -202,10 +203,10 @@ impl Ca {
                        "parent": parent, "fingerprint": fingerprint}),
             ));
         }
-        let (log_key, log_settings, log_audit) = audit::new_log_key(&keys, &base_url, actor, now.unix_timestamp())?;
-        genesis.keys.push(log_key);
-        genesis.meta.extend(log_settings);
-        genesis.audit.push(log_audit);
+        let log_key = audit::new_log_key(&keys, &base_url, actor, now.unix_timestamp())?;
+        genesis.keys.push(log_key.record);
+        genesis.meta.extend(log_key.settings);
+        genesis.audit.push(log_key.audit);
         store.initialize(genesis).await.map_err(|e| match e {
             custos_store::StoreError::AlreadyInitialized => CaError::AlreadyInitialized { dir: dir.to_path_buf() },
             other => other.into(),

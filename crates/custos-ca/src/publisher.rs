@@ -156,10 +156,15 @@ pub struct StatusPublisher {
     journal: Mutex<Journal>,
 }
 
+/// (issuer id, responder key id): whose signatures a batch holds.
+type BatchSigner = (String, String);
+/// (serial hex, SHA-256 of the response that answered it).
+type Signed = (String, [u8; 32]);
+
 /// OCSP signatures waiting for their `ocsp.sign` audit entry, per issuer and responder key.
 #[derive(Default)]
 struct Journal {
-    batches: HashMap<(String, String), Vec<(String, [u8; 32])>>,
+    batches: HashMap<BatchSigner, Vec<Signed>>,
     pending: usize,
 }
 

@@ -42,6 +42,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 crl_partition_size: args.crl_partition_size,
             };
             let ca = Ca::init(&cli.data_dir, &options, &pw, &actor()).await?;
+            checkpoint(&ca).await;
             print_init(&cli, &ca).await
         }
         Command::Tenant(TenantCommand::Add { name }) => {
@@ -117,14 +118,26 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Serve(args) => serve(&cli, args).await,
         Command::Revoke(args) => revoke(&cli, args).await,
         Command::Crl(args) => crl(&cli, args).await,
+        Command::Audit(command) => crate::audit::run(&cli, command).await,
     }
 }
 
-async fn open(cli: &Cli) -> Result<Ca, CliError> {
+/// Signs a checkpoint covering what this command logged. The command itself
+/// already succeeded and its entries are durable; a failure here only means
+/// the next signer (a running `serve`, or the next command) covers them.
+pub async fn checkpoint(ca: &Ca) {
+    if let Err(e) = ca.sign_checkpoint().await {
+        tracing::warn!(error = %e, "signing an audit checkpoint failed; the next one will cover these entries");
+    }
+}
+
+/// Opens the custos in the data directory, keys sealed.
+pub async fn open(cli: &Cli) -> Result<Ca, CliError> {
     Ok(Ca::open(&cli.data_dir, &actor()).await?)
 }
 
-async fn open_unsealed(cli: &Cli) -> Result<Ca, CliError> {
+/// Opens the custos and unseals its key store.
+pub async fn open_unsealed(cli: &Cli) -> Result<Ca, CliError> {
     let mut ca = open(cli).await?;
     let pw = passphrase::resolve(cli.passphrase_file.as_deref(), &cli.data_dir, false)?;
     ca.unseal(&pw).await?;
@@ -236,6 +249,7 @@ async fn issue(cli: &Cli, args: &IssueArgs) -> Result<(), CliError> {
     }
     let ca = open_unsealed(cli).await?;
     let issued = ca.issue(req).await?;
+    checkpoint(&ca).await;
     let files = write_issued(&issued, &out)?;
     let view = CertificateView::new(&issued.record, time::OffsetDateTime::now_utc().unix_timestamp());
     if cli.json {
@@ -338,6 +352,7 @@ async fn issue_bulk(cli: &Cli, args: &IssueArgs, from: &Path) -> Result<(), CliE
             }
         })
         .await?;
+    checkpoint(&ca).await;
     sink.flush().map_err(|e| CliError::Output(e.to_string()))?;
     if let Some(e) = write_error {
         return Err(CliError::Output(format!("writing results: {e}")));
@@ -524,6 +539,7 @@ async fn crl(cli: &Cli, args: &CrlArgs) -> Result<(), CliError> {
             .ok_or_else(|| CliError::Usage("no active issuing CA; name one with --issuer".into()))?,
     };
     let crl = ca.crl(&issuer, args.partition).await?;
+    checkpoint(&ca).await;
     let bytes = if args.pem { custos_pki::to_pem("X509 CRL", &crl.der).into_bytes() } else { crl.der.clone() };
     match &args.out {
         Some(path) => {

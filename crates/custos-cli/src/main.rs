@@ -4,7 +4,9 @@
 //! table for people or JSON (`--json`) for scripts. Errors go to stderr with
 //! their cause chain and exit status 1.
 
+mod audit;
 mod commands;
+mod fetch;
 mod output;
 mod passphrase;
 
@@ -57,6 +59,9 @@ pub enum Command {
     Ca(CaCommand),
     /// Serve the HTTP endpoints.
     Serve(ServeArgs),
+    /// Read, prove and verify the Merkle audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 /// `custos init`.
@@ -221,6 +226,64 @@ pub struct CrlArgs {
     pub pem: bool,
 }
 
+/// `custos audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print the newest entries, oldest first; with --follow, keep printing new ones.
+    Tail(TailArgs),
+    /// Recompute the log and check every checkpoint (locally, or from a remote custos's tiles with --url).
+    Verify(VerifyArgs),
+    /// Inclusion proof of one entry against the latest checkpoint.
+    Proof {
+        /// Entry index (from 0).
+        index: u64,
+    },
+    /// Print the latest signed checkpoint (to hand to a witness, or to check against later).
+    Checkpoint {
+        /// Sign a fresh checkpoint first if the log grew (unseals the key store).
+        #[arg(long)]
+        sign: bool,
+    },
+    /// Every use of one key, counted per day, actor and action.
+    Usage {
+        /// Key id (see `custos audit tail` or `ca list`).
+        key: String,
+    },
+    /// Print the log's verifier key (origin+hash+key), to pin for `audit verify --key`.
+    Key,
+}
+
+/// `custos audit tail`.
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Keep printing new entries as they arrive (until interrupted).
+    #[arg(long)]
+    pub follow: bool,
+    /// Only this action: exact (`crl.sign`), a prefix (`certificate`), a suffix (`revoke`), or `sign` for every signature.
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Only entries that used or changed this key.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// How many of the newest entries to print first.
+    #[arg(long, short = 'n', default_value_t = 20)]
+    pub lines: usize,
+}
+
+/// `custos audit verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A checkpoint saved earlier (`audit checkpoint > cp.txt`): the log must extend it.
+    #[arg(long)]
+    pub since_checkpoint: Option<PathBuf>,
+    /// The log's verifier key to trust (origin+hash+key); required with --url.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Verify a remote custos from its HTTP tiles only (http://host:port), no database needed.
+    #[arg(long)]
+    pub url: Option<String>,
+}
+
 /// `custos ca ...`.
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
@@ -276,6 +339,12 @@ pub enum CliError {
     /// The server failed.
     #[error("server: {0}")]
     Serve(String),
+    /// The audit log does not verify.
+    #[error(transparent)]
+    Verify(#[from] custos_audit::VerifyError),
+    /// A remote custos could not be read.
+    #[error("remote: {0}")]
+    Remote(String),
 }
 
 #[tokio::main(flavor = "multi_thread")]

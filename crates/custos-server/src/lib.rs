@@ -2,7 +2,8 @@
 //!
 //! Serves OCSP (`POST /ocsp`, `GET /ocsp/{base64}`, RFC 6960 and RFC 5019),
 //! CRLs (`/crl/{issuer}.crl`, `/crl/{issuer}/{n}.crl`), the CA certificates (`/ca/{issuer}.der`, AIA
-//! caIssuers) and `/healthz`. Errors outside OCSP are RFC 9457 problem+json;
+//! caIssuers), the audit log as C2SP tlog-tiles (`/audit/checkpoint`,
+//! `/audit/tile/...`, and `/audit/key` for convenience) and `/healthz`. Errors outside OCSP are RFC 9457 problem+json;
 //! OCSP errors are OCSP error statuses, as clients expect. Not here: any rule
 //! about what may be issued (custos-ca) or any key material (custos-keys).
 
@@ -28,6 +29,8 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024;
 pub const PRESIGN: i64 = 50_000;
 /// How often responder certificates are checked for renewal.
 pub const RESPONDER_RENEWAL: Duration = Duration::from_secs(3600);
+/// How often the audit log gets a new signed checkpoint while entries arrive.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the revocation feed is polled: the bound on cross-process staleness.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -48,6 +51,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/crl/{issuer}/{file}", get(crl_partition))
         .route("/ocsp", post(ocsp_post))
         .route("/ocsp/{*request}", get(ocsp_get))
+        .route("/audit/checkpoint", get(audit_checkpoint))
+        .route("/audit/key", get(audit_key))
+        .route("/audit/tile/{*path}", get(audit_tile))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -79,6 +85,13 @@ pub async fn serve(
             move || {
                 let p = p.clone();
                 async move { p.publish_crls().await }
+            }
+        })),
+        tokio::spawn(every(CHECKPOINT_INTERVAL, "signing an audit checkpoint", {
+            let ca = state.ca.clone();
+            move || {
+                let ca = ca.clone();
+                async move { ca.sign_checkpoint().await }
             }
         })),
         tokio::spawn(every(RESPONDER_RENEWAL, "renewing OCSP responders", {
@@ -199,6 +212,57 @@ async fn ca_certificate(State(state): State<Arc<AppState>>, file: Result<Path<St
             problem(StatusCode::INTERNAL_SERVER_ERROR, "internal error", "the issuer could not be read")
         }
     }
+}
+
+/// `GET /audit/checkpoint`: the latest signed checkpoint (C2SP tlog-checkpoint in a signed note).
+async fn audit_checkpoint(State(state): State<Arc<AppState>>) -> Response {
+    match state.ca.latest_checkpoint().await {
+        Ok(Some(cp)) => {
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], cp.note)
+                .into_response()
+        }
+        Ok(None) => problem(StatusCode::NOT_FOUND, "no checkpoint", "the audit log has no signed checkpoint yet"),
+        Err(e) => internal(&e, "reading the checkpoint"),
+    }
+}
+
+/// `GET /audit/key`: the log's verifier key. A relying party should pin it
+/// from a channel other than this server; it is here to make that easy.
+async fn audit_key(State(state): State<Arc<AppState>>) -> Response {
+    match state.ca.log_verifier_key().await {
+        Ok(key) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{key}\n")).into_response(),
+        Err(e) => internal(&e, "reading the log key"),
+    }
+}
+
+/// `GET /audit/tile/{L}/{N}[.p/{W}]` and `/audit/tile/entries/...` (C2SP tlog-tiles).
+/// Every tile path names fixed content, so all are cacheable forever.
+async fn audit_tile(State(state): State<Arc<AppState>>, path: Result<Path<String>, PathRejection>) -> Response {
+    let Ok(Path(path)) = path else {
+        return problem(StatusCode::BAD_REQUEST, "bad path", "the tile path is not valid UTF-8");
+    };
+    let tile = match custos_audit::TileRef::parse(&path) {
+        Ok(t) => t,
+        Err(e) => return problem(StatusCode::NOT_FOUND, "not a tile", &e.to_string()),
+    };
+    match state.ca.audit_tile(&tile).await {
+        Ok(body) => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(CaError::Policy(detail)) => problem(StatusCode::NOT_FOUND, "no such tile", &detail),
+        Err(e) => internal(&e, "reading a tile"),
+    }
+}
+
+/// Logs an unexpected failure and answers 500 without internals.
+fn internal(e: &CaError, doing: &str) -> Response {
+    tracing::error!(error = %e, "{doing} failed");
+    problem(StatusCode::INTERNAL_SERVER_ERROR, "internal error", &format!("{doing} failed"))
 }
 
 /// `POST /ocsp` with a DER request body (RFC 6960 appendix A.1).

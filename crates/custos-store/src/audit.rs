@@ -27,13 +27,13 @@ pub const SIGNING_ACTIONS: &[&str] =
 /// Returns the index of the first. Bad details (not JSON, too large) fail
 /// before anything is written.
 pub(crate) async fn append(engine: Engine, tx: &mut Transaction<'static, Any>, records: &[AuditRecord]) -> Result<u64> {
-    let size = size_in(&mut **tx).await?;
+    let size = size_in(tx).await?;
     if records.is_empty() {
         return Ok(size);
     }
-    let edge = nodes(&mut **tx, &frontier_ids(size)).await?;
     let ids = frontier_ids(size);
-    let edge: Vec<Hash> = ids.iter().map(|id| edge[id]).collect();
+    let found = nodes(tx, &ids).await?;
+    let edge: Vec<Hash> = ids.iter().map(|id| found[id]).collect();
     let mut frontier = Frontier::new(size, &edge).map_err(|e| StoreError::Corrupt(format!("audit tree edge: {e}")))?;
     let mut leaves = Vec::with_capacity(records.len());
     let mut interior = Vec::with_capacity(records.len());

@@ -209,10 +209,10 @@ async fn audit_contract(store: &dyn Store) {
     let before = store.audit_size().await.expect("size");
     assert_eq!(recompute(store).await.size(), before);
     let keyed = |i: usize| AuditRecord {
-        key: Some(if i % 3 == 0 { "k1" } else { "k2" }.into()),
+        key: Some(if i.is_multiple_of(3) { "k1" } else { "k2" }.into()),
         time: 86_400 * (1 + i as i64 % 2),
         details: format!(r#"{{"n":{i}}}"#),
-        ..audit(if i % 2 == 0 { "crl.sign" } else { "certificate.issue" })
+        ..audit(if i.is_multiple_of(2) { "crl.sign" } else { "certificate.issue" })
     };
     let batch: Vec<AuditRecord> = (0..600).map(keyed).collect();
     assert_eq!(store.append_audit(&batch).await.expect("append"), before);

@@ -1,0 +1,223 @@
+//! `custos audit ...`: tail, verify (local or remote), proof, checkpoint, usage, key.
+
+use std::path::Path;
+
+use custos_audit::tiles::tiles_for;
+use custos_audit::{Checkpoint, Expected, TileRef, Verifier, VerifierKey};
+use custos_ca::{AuditEntry, AuditFilter, Ca};
+use serde_json::json;
+
+use crate::commands::{open, open_unsealed};
+use crate::output::{json, table};
+use crate::{AuditCommand, Cli, CliError, TailArgs, VerifyArgs};
+
+/// How often `tail --follow` looks for new entries.
+const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Runs one `audit` subcommand.
+pub async fn run(cli: &Cli, command: &AuditCommand) -> Result<(), CliError> {
+    match command {
+        AuditCommand::Tail(args) => tail(cli, args).await,
+        AuditCommand::Verify(args) => verify(cli, args).await,
+        AuditCommand::Proof { index } => {
+            let proof = open(cli).await?.inclusion_proof(*index).await?;
+            if cli.json {
+                return json(&proof);
+            }
+            println!("entry {} is in the log of {} entries (root {})", proof.index, proof.size, proof.root);
+            println!("leaf hash {}", proof.leaf_hash);
+            for (i, h) in proof.path.iter().enumerate() {
+                println!("path[{i}] {h}");
+            }
+            println!("entry {}", proof.entry);
+            print!("\n{}", proof.checkpoint);
+            Ok(())
+        }
+        AuditCommand::Checkpoint { sign } => {
+            let ca = if *sign { open_unsealed(cli).await? } else { open(cli).await? };
+            if *sign {
+                ca.sign_checkpoint().await?;
+            }
+            let cp = ca
+                .latest_checkpoint()
+                .await?
+                .ok_or_else(|| CliError::Usage("the log has no checkpoint yet; run with --sign".into()))?;
+            let size = ca.store().audit_size().await.map_err(custos_ca::CaError::from)?;
+            if size > cp.size {
+                eprintln!(
+                    "note: {} newer entries are not covered yet (a running `custos serve` signs within a second; or use --sign)",
+                    size - cp.size
+                );
+            }
+            if cli.json {
+                return json(&json!({"size": cp.size, "root": hex::encode(&cp.root), "note": cp.note}));
+            }
+            print!("{}", cp.note);
+            Ok(())
+        }
+        AuditCommand::Usage { key } => usage(cli, key).await,
+        AuditCommand::Key => {
+            let key = open(cli).await?.log_verifier_key().await?;
+            if cli.json {
+                return json(&json!({"verifier_key": key.to_string(), "origin": key.name}));
+            }
+            println!("{key}");
+            Ok(())
+        }
+    }
+}
+
+fn entry_json(e: &AuditEntry) -> serde_json::Value {
+    let details: serde_json::Value = serde_json::from_str(&e.record.details).unwrap_or(serde_json::Value::Null);
+    json!({
+        "index": e.index, "time": custos_ca::rfc3339(e.record.time), "actor": e.record.actor,
+        "action": e.record.action, "object": e.record.object, "key": e.record.key, "details": details,
+    })
+}
+
+fn print_entries(cli: &Cli, entries: &[AuditEntry], header: bool) {
+    if cli.json {
+        for e in entries {
+            println!("{}", entry_json(e));
+        }
+        return;
+    }
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.index.to_string(),
+                custos_ca::rfc3339(e.record.time),
+                e.record.actor.clone(),
+                e.record.action.clone(),
+                e.record.object.clone(),
+                e.record.key.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let text = table(&["INDEX", "TIME", "ACTOR", "ACTION", "OBJECT", "KEY"], &rows);
+    // Followed entries continue the first table without repeating its header.
+    print!("{}", if header { &text[..] } else { text.split_once('\n').map_or("", |(_, rest)| rest) });
+}
+
+async fn tail(cli: &Cli, args: &TailArgs) -> Result<(), CliError> {
+    let ca = open(cli).await?;
+    let mut filter = AuditFilter { action: args.action.clone(), key: args.key.clone(), from: None, limit: args.lines };
+    let first = ca.audit_tail(&filter).await?;
+    print_entries(cli, &first, true);
+    if !args.follow {
+        return Ok(());
+    }
+    let mut next = match first.last() {
+        Some(e) => e.index + 1,
+        None => ca.store().audit_size().await.map_err(custos_ca::CaError::from)?,
+    };
+    filter.limit = 10_000;
+    loop {
+        tokio::time::sleep(FOLLOW_INTERVAL).await;
+        filter.from = Some(next);
+        let new = ca.audit_tail(&filter).await?;
+        if let Some(last) = new.last() {
+            next = last.index + 1;
+            print_entries(cli, &new, false);
+        } else {
+            // Nothing matched, but skip what was scanned.
+            next = next.max(ca.store().audit_size().await.map_err(custos_ca::CaError::from)?);
+        }
+    }
+}
+
+async fn usage(cli: &Cli, key: &str) -> Result<(), CliError> {
+    let ca = open(cli).await?;
+    let usage = ca.key_usage(key).await?;
+    if cli.json {
+        let rows: Vec<serde_json::Value> = usage
+            .iter()
+            .map(|u| json!({"day": day(u.day), "actor": u.actor, "action": u.action, "count": u.count}))
+            .collect();
+        let total: i64 = usage.iter().map(|u| u.count).sum();
+        return json(&json!({"key": key, "total": total, "usage": rows}));
+    }
+    let rows: Vec<Vec<String>> =
+        usage.iter().map(|u| vec![day(u.day), u.actor.clone(), u.action.clone(), u.count.to_string()]).collect();
+    print!("{}", table(&["DAY", "ACTOR", "ACTION", "COUNT"], &rows));
+    println!("total: {}", usage.iter().map(|u| u.count).sum::<i64>());
+    Ok(())
+}
+
+fn day(day: i64) -> String {
+    custos_ca::rfc3339(day * 86_400).get(..10).map(str::to_string).unwrap_or_default()
+}
+
+fn read_text(path: &Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path).map_err(|e| CliError::Io { path: path.to_path_buf(), source: e })
+}
+
+async fn verify(cli: &Cli, args: &VerifyArgs) -> Result<(), CliError> {
+    let trusted = args.since_checkpoint.as_deref().map(read_text).transpose()?;
+    let key = args.key.as_deref().map(VerifierKey::parse).transpose().map_err(custos_ca::CaError::from)?;
+    let (entries, root, checkpoints, key_text) = match &args.url {
+        Some(url) => {
+            let key = key.ok_or_else(|| CliError::Usage("--url needs --key: the verifier key you trust".into()))?;
+            let (size, root) = verify_remote(url, &key, trusted.as_deref()).await?;
+            (size, root, 1 + usize::from(trusted.is_some()), key.to_string())
+        }
+        None => {
+            let ca: Ca = open(cli).await?;
+            let report = ca.verify_log(key.as_ref(), trusted.as_deref()).await?;
+            (report.entries, report.root, report.checkpoints, report.key)
+        }
+    };
+    if cli.json {
+        return json(
+            &json!({"verified": true, "entries": entries, "root": root, "checkpoints": checkpoints, "key": key_text}),
+        );
+    }
+    println!(
+        "audit log verified: {entries} entries, root {root}, {checkpoints} checkpoint signatures and roots matched"
+    );
+    println!("key {key_text}");
+    Ok(())
+}
+
+/// Verifies a remote log from its checkpoint and entry bundles only.
+async fn verify_remote(url: &str, key: &VerifierKey, trusted: Option<&str>) -> Result<(u64, String), CliError> {
+    let mut remote = crate::fetch::Remote::connect(url).await?;
+    let note = String::from_utf8(remote.get("/audit/checkpoint").await?)
+        .map_err(|_| CliError::Remote("the checkpoint is not UTF-8".into()))?;
+    let latest = Checkpoint::open(&note, key).map_err(custos_ca::CaError::from)?;
+    let mut expected =
+        vec![(latest.size, Expected { root: latest.root, source: format!("checkpoint {}", latest.size) })];
+    if let Some(t) = trusted {
+        let cp = Checkpoint::open(t, key).map_err(|e| custos_audit::VerifyError {
+            index: 0,
+            reason: format!("the saved checkpoint does not verify: {e}"),
+        })?;
+        expected.push((cp.size, Expected { root: cp.root, source: format!("the saved checkpoint ({})", cp.size) }));
+    }
+    let mut verifier = Verifier::new(expected);
+    for tile in tiles_for(latest.size, None) {
+        let bundle = remote.get(&format!("/audit/{}", tile.path())).await?;
+        // The level-0 tile holds the leaf hashes the server's tree is built
+        // on: comparing each entry with its own leaf pins a changed entry
+        // exactly, where the checkpoint root alone bounds it to a range.
+        let hash_tile = TileRef { level: Some(0), ..tile };
+        let leaves = remote.get(&format!("/audit/{}", hash_tile.path())).await?;
+        if leaves.len() as u64 != 32 * tile.width {
+            return Err(CliError::Remote(format!("tile {} is not {} hashes", hash_tile.path(), tile.width)));
+        }
+        let entries = custos_audit::entry::split_bundle(&bundle).map_err(custos_ca::CaError::from)?;
+        if entries.len() as u64 != tile.width {
+            return Err(custos_audit::VerifyError {
+                index: tile.start() + (entries.len() as u64).min(tile.width),
+                reason: format!("entry bundle {} holds {} entries, not {}", tile.path(), entries.len(), tile.width),
+            }
+            .into());
+        }
+        for (i, bytes) in entries.iter().enumerate() {
+            verifier.push(tile.start() + i as u64, bytes, Some(&leaves[32 * i..32 * (i + 1)]))?;
+        }
+    }
+    let done = verifier.finish()?;
+    Ok((done.size, hex::encode(done.root)))
+}

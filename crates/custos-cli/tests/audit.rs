@@ -1,0 +1,250 @@
+//! The Merkle audit log end to end: what the CLI logs, checkpoints, proofs,
+//! tiles over HTTP, and verification failing at the first bad index for each
+//! kind of tampering done directly in the SQLite file (with Python's sqlite3).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Env, Server, http, sh};
+use custos_audit::merkle::{self, Hash};
+use custos_audit::{Checkpoint, VerifierKey};
+
+/// A custos with a few of every kind of entry and at least two checkpoints.
+fn populated() -> Env {
+    let env = Env::initialized();
+    env.ok(&["connection", "add", "acme-corp", "mail-sync"]);
+    for i in 0..3 {
+        let out = env.path(&format!("leaf{i}"));
+        env.ok(&["issue", "acme-corp", "mail-sync", "--out", out.to_str().expect("p")]);
+    }
+    let serial = env.serials()[0].clone();
+    env.ok(&["revoke", &serial, "--reason", "key-compromise"]);
+    env.ok(&["crl", "--out", env.path("c.crl").to_str().expect("p")]);
+    env
+}
+
+/// Runs SQL against the database file with Python's sqlite3 (not our code).
+fn sql(env: &Env, script: &str) {
+    let db = env.data_dir().join("custos.db");
+    sh(
+        "python3",
+        &[
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit(); c.close()",
+            db.to_str().expect("p"),
+            script,
+        ],
+    );
+}
+
+/// A copy of `env`'s data directory to tamper with.
+fn copy(env: &Env) -> Env {
+    let twin = Env::new();
+    sh("cp", &["-a", env.data_dir().to_str().expect("p"), twin.data_dir().to_str().expect("p")]);
+    twin
+}
+
+/// `audit verify` must fail and name `index` as the first bad one.
+fn fails_at(env: &Env, args: &[&str], index: u64) -> String {
+    let mut all = vec!["audit", "verify"];
+    all.extend_from_slice(args);
+    let said = env.fails(&all);
+    assert!(said.contains(&format!("fails verification at index {index}:")), "expected index {index}: {said}");
+    said
+}
+
+fn size(env: &Env) -> u64 {
+    env.json(&["audit", "checkpoint"])["size"].as_u64().expect("size")
+}
+
+#[test]
+fn every_use_of_a_key_is_logged_and_the_log_verifies() {
+    let env = populated();
+    let said = env.ok(&["audit", "verify"]);
+    assert!(said.contains("audit log verified"), "{said}");
+
+    let entries: Vec<serde_json::Value> = env
+        .ok(&["audit", "tail", "-n", "1000", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let actions: Vec<&str> = entries.iter().map(|e| e["action"].as_str().expect("action")).collect();
+    for wanted in [
+        "key.generate",
+        "issuer.create",
+        "tenant.add",
+        "connection.add",
+        "certificate.issue",
+        "certificate.revoke",
+        "crl.sign",
+    ] {
+        assert!(actions.contains(&wanted), "{wanted} missing from {actions:?}");
+    }
+    assert_eq!(actions.iter().filter(|a| **a == "key.generate").count(), 3, "root, issuing and log keys");
+    assert!(entries.windows(2).all(|w| w[1]["index"].as_u64() == w[0]["index"].as_u64().map(|i| i + 1)));
+
+    // Filters: every signature by the issuing CA key, and that key's usage.
+    let issuing_key = entries.iter().find(|e| e["action"] == "certificate.issue").expect("issue")["key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    let signs: Vec<serde_json::Value> = env
+        .ok(&["audit", "tail", "-n", "100", "--action", "sign", "--key", &issuing_key, "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(signs.len(), 3 + 1, "three certificates and one CRL: {signs:?}");
+    let usage = env.json(&["audit", "usage", &issuing_key]);
+    assert_eq!(usage["total"], 1 + 3 + 1, "its generation, three certificates, one CRL");
+    assert!(env.fails(&["audit", "usage", "nope"]).contains("no key"));
+
+    // An inclusion proof, checked here against the checkpoint signed by the pinned key.
+    let vkey = VerifierKey::parse(env.ok(&["audit", "key"]).trim()).expect("verifier key");
+    let proof = env.json(&["audit", "proof", "5"]);
+    let cp = Checkpoint::open(proof["checkpoint"].as_str().expect("note"), &vkey).expect("checkpoint opens");
+    let hex32 =
+        |v: &serde_json::Value| -> Hash { hex::decode(v.as_str().expect("hex")).expect("hex").try_into().expect("32") };
+    let path: Vec<Hash> = proof["path"].as_array().expect("path").iter().map(hex32).collect();
+    merkle::verify_inclusion(&hex32(&proof["leaf_hash"]), 5, cp.size, &path, &cp.root).expect("proof verifies");
+    assert!(env.fails(&["audit", "proof", "100000"]).contains("not covered"));
+}
+
+#[test]
+fn tampering_in_the_database_is_caught_at_the_first_bad_index() {
+    let env = populated();
+    let cp_path = env.path("cp.txt");
+    std::fs::write(&cp_path, env.ok(&["audit", "checkpoint"])).expect("save checkpoint");
+    let n = size(&env);
+    assert!(n >= 12, "{n}");
+    env.ok(&["audit", "verify", "--since-checkpoint", cp_path.to_str().expect("p")]);
+
+    // One entry changed.
+    let t = copy(&env);
+    sql(&t, "UPDATE audit_log SET details = '{\"tenant\":\"evil\"}' WHERE idx = 7");
+    fails_at(&t, &[], 7);
+
+    // One entry deleted.
+    let t = copy(&env);
+    sql(&t, "DELETE FROM audit_log WHERE idx = 9");
+    fails_at(&t, &[], 9);
+
+    // The newest entries deleted (truncation), checkpoints left in place.
+    let t = copy(&env);
+    sql(&t, &format!("DELETE FROM audit_log WHERE idx >= {}", n - 3));
+    assert!(fails_at(&t, &[], n - 3).contains("truncated"));
+
+    // Truncation that also removes the checkpoints: the saved one still catches it.
+    let t = copy(&env);
+    sql(
+        &t,
+        &format!("DELETE FROM audit_log WHERE idx >= {}; DELETE FROM audit_checkpoints WHERE size > {}", n - 3, n - 3),
+    );
+    fails_at(&t, &["--since-checkpoint", cp_path.to_str().expect("p")], n - 3);
+
+    // Two entries reordered.
+    let t = copy(&env);
+    sql(
+        &t,
+        "UPDATE audit_log SET idx = -1 WHERE idx = 4; UPDATE audit_log SET idx = 4 WHERE idx = 6; UPDATE audit_log SET idx = 6 WHERE idx = -1",
+    );
+    fails_at(&t, &[], 4);
+
+    // Two checkpoints' signatures swapped.
+    let t = copy(&env);
+    let db = t.data_dir().join("custos.db");
+    sh(
+        "python3",
+        &[
+            "-c",
+            r#"
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+(s1, n1), (s2, n2) = c.execute("SELECT size, note FROM audit_checkpoints ORDER BY size LIMIT 2").fetchall()
+b1, g1 = n1.rsplit("\n\n", 1)
+b2, g2 = n2.rsplit("\n\n", 1)
+c.execute("UPDATE audit_checkpoints SET note = ? WHERE size = ?", (b1 + "\n\n" + g2, s1))
+c.execute("UPDATE audit_checkpoints SET note = ? WHERE size = ?", (b2 + "\n\n" + g1, s2))
+c.commit()
+print(s1)
+"#,
+            db.to_str().expect("p"),
+        ],
+    );
+    let first: u64 = t.json(&["audit", "checkpoint"])["size"].as_u64().expect("size");
+    let said = t.fails(&["audit", "verify"]);
+    assert!(said.contains("does not verify") && said.contains("fails verification at index"), "{said}");
+    assert!(first >= 1);
+
+    // A different key pinned: nothing verifies.
+    let other = Env::initialized();
+    let other_key = other.ok(&["audit", "key"]);
+    let said = env.fails(&["audit", "verify", "--key", other_key.trim()]);
+    assert!(said.contains("no signature by key") || said.contains("does not verify"), "{said}");
+
+    // And the untouched log still verifies.
+    env.ok(&["audit", "verify", "--since-checkpoint", cp_path.to_str().expect("p")]);
+}
+
+#[test]
+fn a_relying_party_verifies_a_remote_log_from_tiles_alone() {
+    let env = populated();
+    let cp_path = env.path("cp.txt");
+    std::fs::write(&cp_path, env.ok(&["audit", "checkpoint"])).expect("save");
+    let before = size(&env);
+    let vkey = env.ok(&["audit", "key"]).trim().to_string();
+    let server = Server::start(&env);
+
+    // A revoke through the CLI (which does not sign checkpoints) is covered by the server within a second or two.
+    let serial = env.serials()[1].clone();
+    env.ok(&["revoke", &serial, "--reason", "superseded"]);
+    let started = Instant::now();
+    let note = loop {
+        let (status, head, body) = http(&server.addr, "GET", "/audit/checkpoint", None, b"");
+        assert_eq!(status, 200);
+        assert!(head.to_ascii_lowercase().contains("cache-control: no-cache"), "{head}");
+        let note = String::from_utf8(body).expect("utf8");
+        let cp = Checkpoint::open(&note, &VerifierKey::parse(&vkey).expect("key")).expect("opens");
+        if cp.size > before {
+            break note;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "no new checkpoint after 5 s");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(started.elapsed() < Duration::from_secs(3), "checkpoint took {:?}", started.elapsed());
+
+    // Verify over HTTP from an empty directory: no database, only tiles and the pinned key.
+    let stranger = Env::new();
+    let url = format!("http://{}", server.addr);
+    let said = stranger.ok(&[
+        "audit",
+        "verify",
+        "--url",
+        &url,
+        "--key",
+        &vkey,
+        "--since-checkpoint",
+        cp_path.to_str().expect("p"),
+    ]);
+    assert!(said.contains("audit log verified"), "{said}");
+    assert!(stranger.fails(&["audit", "verify", "--url", &url]).contains("--key"));
+
+    // Tiles: a level-0 hash tile holds 32-byte hashes, bad paths are refused.
+    let size = Checkpoint::parse(note.split("\n\n").next().map(|b| format!("{b}\n")).as_deref().expect("body"))
+        .expect("cp")
+        .size;
+    let (status, head, body) = http(&server.addr, "GET", &format!("/audit/tile/0/000.p/{}", size.min(255)), None, b"");
+    assert_eq!(status, 200);
+    assert_eq!(body.len() as u64, 32 * size.min(255));
+    assert!(head.contains("immutable"), "{head}");
+    for bad in ["/audit/tile/0/5", "/audit/tile/0/x999/000", "/audit/tile/9/000", "/audit/tile/entries/000.p/0"] {
+        let (status, head, _) = http(&server.addr, "GET", bad, None, b"");
+        assert_eq!(status, 404, "{bad}");
+        assert!(head.contains("application/problem+json"), "{head}");
+    }
+
+    // Tampering behind the server's back is caught by the remote verifier.
+    sql(&env, "UPDATE audit_log SET actor = 'someone-else' WHERE idx = 2");
+    let said = stranger.fails(&["audit", "verify", "--url", &url, "--key", &vkey]);
+    assert!(said.contains("fails verification at index 2:"), "{said}");
+}
