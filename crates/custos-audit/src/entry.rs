@@ -35,9 +35,24 @@ impl EntryFields<'_> {
     /// The canonical bytes of the entry; refuses details that are not JSON
     /// and entries too large for an entry bundle.
     pub fn encode(&self) -> Result<Vec<u8>, AuditError> {
-        let raw: &RawValue = serde_json::from_str(self.details)
+        let _: &RawValue = serde_json::from_str(self.details)
             .map_err(|e| AuditError::Entry { index: self.index, reason: format!("details are not JSON: {e}") })?;
         let mut out = Vec::with_capacity(96 + self.actor.len() + self.object.len() + self.details.len());
+        self.write_unchecked(&mut out);
+        if out.len() > MAX_ENTRY_BYTES {
+            return Err(AuditError::Entry {
+                index: self.index,
+                reason: format!("{} bytes is more than an entry may hold ({MAX_ENTRY_BYTES})", out.len()),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Appends the canonical bytes to `out` without checking the details or
+    /// the size: for re-hashing entries that [`encode`](Self::encode) checked
+    /// when they were written (a verifier compares hashes, so a damaged
+    /// entry still fails there).
+    pub fn write_unchecked(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"index\":");
         out.extend_from_slice(self.index.to_string().as_bytes());
         out.extend_from_slice(b",\"time\":");
@@ -50,21 +65,16 @@ impl EntryFields<'_> {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b"\":");
             match value {
-                // Serializing a str cannot fail.
-                Some(v) => out.extend_from_slice(serde_json::to_string(v).unwrap_or_default().as_bytes()),
+                // Writing a str into a Vec cannot fail.
+                Some(v) => {
+                    let _ = serde_json::to_writer(&mut *out, v);
+                }
                 None => out.extend_from_slice(b"null"),
             }
         }
         out.extend_from_slice(b",\"details\":");
-        out.extend_from_slice(raw.get().as_bytes());
+        out.extend_from_slice(self.details.as_bytes());
         out.push(b'}');
-        if out.len() > MAX_ENTRY_BYTES {
-            return Err(AuditError::Entry {
-                index: self.index,
-                reason: format!("{} bytes is more than an entry may hold ({MAX_ENTRY_BYTES})", out.len()),
-            });
-        }
-        Ok(out)
     }
 }
 
@@ -111,6 +121,16 @@ impl Entry {
             details: self.details.get(),
         }
     }
+}
+
+/// The index an entry's bytes start with (`{"index":N,`), read without parsing the rest.
+pub fn leading_index(bytes: &[u8]) -> Option<u64> {
+    let rest = bytes.strip_prefix(b"{\"index\":")?;
+    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+    if end == 0 || rest[end] != b',' || (end > 1 && rest[0] == b'0') {
+        return None;
+    }
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
 /// Appends one entry to a C2SP entry bundle (16-bit big-endian length, then the bytes).
@@ -161,6 +181,9 @@ mod tests {
             String::from_utf8(bytes.clone()).expect("utf8"),
             r#"{"index":7,"time":1790000000,"actor":"cli:\"root\"","action":"crl.sign","object":"crl:issuing-1/0","key":"abcd","details":{"b":1,"a":[2]}}"#
         );
+        assert_eq!(leading_index(&bytes), Some(7));
+        assert_eq!(leading_index(b"{\"index\":07,"), None);
+        assert_eq!(leading_index(b"{\"index\":7}"), None);
         let back = Entry::decode(&bytes).expect("decode");
         assert_eq!(back.index, 7);
         assert_eq!(back.details.get(), r#"{"b":1,"a":[2]}"#);

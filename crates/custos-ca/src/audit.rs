@@ -256,21 +256,37 @@ impl Ca {
             expected.push((cp.size, Expected { root: cp.root, source: format!("the saved checkpoint ({})", cp.size) }));
         }
         let mut verifier = Verifier::new(expected);
-        let mut from = 0;
-        loop {
-            let page = self.store.audit_entries(from, VERIFY_PAGE).await?;
-            for entry in &page {
-                let bytes = entry_bytes(entry).map_err(|e| custos_audit::VerifyError {
-                    index: entry.index,
-                    reason: format!("malformed entry: {e}"),
-                })?;
+        // Read the next page while this one is hashed: on two cores the
+        // database decode and the hashing take about as long as each other.
+        let (pages, mut incoming) = tokio::sync::mpsc::channel(2);
+        let store = self.store.clone();
+        let reader = tokio::spawn(async move {
+            let mut from = 0;
+            loop {
+                let page = store.audit_entries(from, VERIFY_PAGE).await;
+                let next = match &page {
+                    Ok(p) if p.len() as u64 == VERIFY_PAGE => p.last().map(|e| e.index + 1),
+                    _ => None,
+                };
+                if pages.send(page).await.is_err() {
+                    return;
+                }
+                match next {
+                    Some(n) => from = n,
+                    None => return,
+                }
+            }
+        });
+        let mut bytes = Vec::with_capacity(1024);
+        while let Some(page) = incoming.recv().await {
+            for entry in &page? {
+                bytes.clear();
+                // Unchecked: damaged details give a different hash, which push reports.
+                entry.fields().write_unchecked(&mut bytes);
                 verifier.push(entry.index, &bytes, Some(&entry.leaf_hash))?;
             }
-            match page.last() {
-                Some(last) if page.len() as u64 == VERIFY_PAGE => from = last.index + 1,
-                _ => break,
-            }
         }
+        reader.await.map_err(|e| CaError::Inconsistent(format!("audit reader: {e}")))?;
         let Verified { size, root, checkpoints } = verifier.finish()?;
         // Tiles and proofs are served from stored nodes: they must agree too.
         if size > 0 && self.stored_root(size).await.ok() != Some(root) {

@@ -174,6 +174,85 @@ pub(crate) fn entry(row: &AnyRow) -> Result<AuditEntry> {
     })
 }
 
+/// Entries packed into one text row by [`read_entries`].
+const ENTRIES_PER_ROW: u64 = 1000;
+
+/// Reads entries `[from, from + limit)` in index order. SQLite packs a
+/// thousand entries into one text row (each field length-prefixed, so any
+/// content unpacks exactly): decoding a row per entry through `sqlx::Any`
+/// cost 7 µs each, which alone made verifying a million entries take 7 s.
+pub(crate) async fn read_entries(pool: &sqlx::AnyPool, from: u64, limit: u64) -> Result<Vec<AuditEntry>> {
+    let mut out = Vec::with_capacity(limit.min(1 << 20) as usize);
+    let mut next = from;
+    while (out.len() as u64) < limit {
+        let want = (limit - out.len() as u64).min(ENTRIES_PER_ROW);
+        let row = sqlx::query(
+            "SELECT group_concat(packed, '') AS packed, count(*) AS n FROM (SELECT \
+               idx || ' ' || time || ' ' \
+               || length(CAST(actor AS BLOB)) || ' ' || actor \
+               || length(CAST(action AS BLOB)) || ' ' || action \
+               || length(CAST(object AS BLOB)) || ' ' || object \
+               || coalesce(length(CAST(key_id AS BLOB)), -1) || ' ' || coalesce(key_id, '') \
+               || length(CAST(details AS BLOB)) || ' ' || details \
+               || length(hex(leaf_hash)) || ' ' || hex(leaf_hash) AS packed \
+             FROM audit_log WHERE idx >= $1 ORDER BY idx LIMIT $2)",
+        )
+        .bind(next as i64)
+        .bind(want as i64)
+        .fetch_one(pool)
+        .await
+        .map_err(StoreError::db("read the audit log"))?;
+        let count: i64 = get(&row, "n")?;
+        let Some(packed) = get::<Option<String>>(&row, "packed")? else { break };
+        let before = out.len();
+        unpack(&packed, &mut out)?;
+        if out.len() - before != count as usize {
+            return Err(StoreError::Corrupt(format!("audit entries from {next} do not unpack")));
+        }
+        match out.last() {
+            Some(last) => next = last.index + 1,
+            None => break,
+        }
+        if (count as u64) < want {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Splits rows packed by [`read_entries`] into entries.
+fn unpack(mut text: &str, out: &mut Vec<AuditEntry>) -> Result<()> {
+    let bad = |what: &str| StoreError::Corrupt(format!("packed audit entry: {what}"));
+    fn number<'a>(text: &mut &'a str) -> Option<&'a str> {
+        let (n, rest) = text.split_once(' ')?;
+        *text = rest;
+        Some(n)
+    }
+    fn field<'a>(text: &mut &'a str) -> Option<Option<&'a str>> {
+        let len: i64 = number(text)?.parse().ok()?;
+        if len < 0 {
+            return Some(None);
+        }
+        let value = text.get(..len as usize)?;
+        *text = &text[len as usize..];
+        Some(Some(value))
+    }
+    while !text.is_empty() {
+        let index: u64 = number(&mut text).and_then(|n| n.parse().ok()).ok_or_else(|| bad("index"))?;
+        let time: i64 = number(&mut text).and_then(|n| n.parse().ok()).ok_or_else(|| bad("time"))?;
+        let mut next = || field(&mut text).ok_or_else(|| bad("field"));
+        let actor = next()?.unwrap_or_default().to_string();
+        let action = next()?.unwrap_or_default().to_string();
+        let object = next()?.unwrap_or_default().to_string();
+        let key = next()?.map(str::to_string);
+        let details = next()?.unwrap_or_default().to_string();
+        let leaf = next()?.unwrap_or_default();
+        let leaf_hash = hex::decode(leaf).map_err(|_| bad("leaf hash"))?;
+        out.push(AuditEntry { index, record: AuditRecord { time, actor, action, object, key, details }, leaf_hash });
+    }
+    Ok(())
+}
+
 /// Fills in leaf hashes and tree nodes for entries written before the log
 /// was a Merkle log (marked by an empty `leaf_hash`); runs once, at open.
 pub(crate) async fn backfill(engine: Engine, tx: &mut Transaction<'static, Any>) -> Result<()> {

@@ -808,13 +808,7 @@ impl Store for SqlStore {
     }
 
     async fn audit_entries(&self, from: u64, limit: u64) -> Result<Vec<AuditEntry>> {
-        let rows = sqlx::query("SELECT * FROM audit_log WHERE idx >= $1 ORDER BY idx LIMIT $2")
-            .bind(from as i64)
-            .bind(limit.min(i64::MAX as u64) as i64)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::db("read the audit log"))?;
-        rows.iter().map(audit::entry).collect()
+        audit::read_entries(&self.pool, from, limit).await
     }
 
     async fn audit_search(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>> {

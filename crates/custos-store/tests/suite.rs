@@ -239,6 +239,20 @@ async fn audit_contract(store: &dyn Store) {
     assert!(matches!(store.audit_level(0, size - 1, 2).await, Err(StoreError::NotFound { .. })));
     assert!(store.audit_nodes(&[NodeId { level: 0, index: size }]).await.is_err(), "no node beyond the tree");
 
+    // Any text reads back exactly: spaces, digits, newlines, multi-byte characters, no key.
+    let odd = AuditRecord {
+        actor: "cli:a b 12 3\nnext ✓".into(),
+        object: "".into(),
+        key: None,
+        details: r#"{"x":"é \" 1 2 ","y":[1,2]}"#.into(),
+        ..audit("odd 1 2")
+    };
+    let at = store.append_audit(std::slice::from_ref(&odd)).await.expect("append odd");
+    assert_eq!(store.audit_entries(at, 1).await.expect("read")[0].record, odd);
+    let size = size + 1;
+    let entries = store.audit_entries(0, u64::MAX).await.expect("entries");
+    assert_eq!(recompute(store).await.size(), size);
+
     // Bad details change nothing.
     let bad = AuditRecord { details: "{oops".into(), ..audit("x") };
     assert!(matches!(store.append_audit(&[audit("ok"), bad]).await, Err(StoreError::Invalid(_))));
