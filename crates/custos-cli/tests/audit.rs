@@ -248,3 +248,62 @@ fn a_relying_party_verifies_a_remote_log_from_tiles_alone() {
     let said = stranger.fails(&["audit", "verify", "--url", &url, "--key", &vkey]);
     assert!(said.contains("fails verification at index 2:"), "{said}");
 }
+
+/// Go's reference `note` and `tlog` packages (vendored in GOROOT), copied
+/// into a throwaway module: they verify our signed checkpoint, authenticate
+/// every hash tile against it and prove every entry. `go` comes from Debian's
+/// golang-go (scripts/test installs it).
+#[test]
+fn go_reference_tlog_verifies_checkpoint_tiles_and_every_entry() {
+    let Some(goroot) = go_root() else {
+        assert!(!common::tools_required(), "go is required (install golang-go)");
+        eprintln!("skipping: go not installed");
+        return;
+    };
+    let env = populated();
+    // Past one full tile of entries, so full and partial tiles are both read.
+    let lines: String = (0..300).map(|_| "{\"tenant\":\"acme-corp\",\"connection\":\"mail-sync\"}\n").collect();
+    let requests = env.path("bulk.jsonl");
+    std::fs::write(&requests, lines).expect("write requests");
+    env.ok(&["issue", "--from", requests.to_str().expect("p"), "--out", env.path("bulk.out").to_str().expect("p")]);
+    let vkey = env.ok(&["audit", "key"]).trim().to_string();
+    let server = Server::start(&env);
+
+    let module = env.path("gocheck");
+    let vendored = goroot.join("src/cmd/vendor/golang.org/x/mod/sumdb");
+    for pkg in ["note", "tlog"] {
+        std::fs::create_dir_all(module.join(pkg)).expect("mkdir");
+        for f in std::fs::read_dir(vendored.join(pkg)).expect("vendored package") {
+            let f = f.expect("entry").path();
+            let name = f.file_name().expect("name").to_string_lossy().to_string();
+            if !name.ends_with(".go") || name.ends_with("_test.go") {
+                continue;
+            }
+            // The std library has the same ed25519 API as x/crypto's.
+            let text = std::fs::read_to_string(&f)
+                .expect("read")
+                .replace("\"golang.org/x/crypto/ed25519\"", "\"crypto/ed25519\"");
+            std::fs::write(module.join(pkg).join(name), text).expect("write");
+        }
+    }
+    std::fs::write(module.join("go.mod"), "module custostlogcheck\n\ngo 1.19\n").expect("go.mod");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/go-tlog/main.go"), module.join("main.go"))
+        .expect("main.go");
+    let out = std::process::Command::new("go")
+        .args(["run", ".", &format!("http://{}", server.addr), &vkey])
+        .current_dir(&module)
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOPROXY", "off")
+        .env("GOCACHE", env.path("gocache"))
+        .output()
+        .expect("run go");
+    let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "Go's tlog refused our log: {said}");
+    let checked: u64 = said.trim().strip_prefix("ok ").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{said}"));
+    assert!(checked >= 300 + 12, "{said}");
+}
+
+fn go_root() -> Option<std::path::PathBuf> {
+    let out = std::process::Command::new("go").args(["env", "GOROOT"]).output().ok()?;
+    out.status.success().then(|| std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}

@@ -156,7 +156,7 @@ fn pkilint_bin(tool: &str) -> Option<PathBuf> {
 }
 
 /// Whether a missing outside tool fails the test (scripts/test sets this) or skips the check.
-fn tools_required() -> bool {
+pub fn tools_required() -> bool {
     std::env::var("CUSTOS_REQUIRE_TOOLS").is_ok_and(|v| v == "1") || std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
