@@ -25,6 +25,23 @@ pub enum KeyError {
         /// Which operation failed.
         operation: &'static str,
     },
+    /// The key store configuration (a PKCS#11 URI, its PIN source) is unusable.
+    #[error("key store configuration: {0}")]
+    Config(String),
+    /// A PKCS#11 token operation failed.
+    #[error("PKCS#11 token: cannot {operation}: {detail}")]
+    Token {
+        /// What we were doing.
+        operation: &'static str,
+        /// What the token said.
+        detail: String,
+    },
+    /// A token key that could be exported; custos refuses to use it.
+    #[error("key {key} can leave the token (CKA_SENSITIVE false, CKA_EXTRACTABLE true or not a token object); custos refuses it")]
+    Exportable {
+        /// The key's URI.
+        key: String,
+    },
     /// Building a PKCS#12 bundle failed.
     #[error("cannot build PKCS#12 bundle: {0}")]
     Pkcs12(String),

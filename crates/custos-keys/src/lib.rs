@@ -11,6 +11,7 @@
 //! it is the sealed (AES-256-GCM) key, useless without the passphrase.
 
 pub mod leaf;
+pub mod pkcs11;
 pub mod soft;
 
 mod algorithm;
