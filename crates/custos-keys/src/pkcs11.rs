@@ -173,12 +173,19 @@ impl TokenConfig {
     }
 }
 
-/// One live connection to the token: the initialized library, its slot, and a generation
-/// number that changes each time the library is re-initialized.
+/// One live connection to the token: the library epoch it was made in, its
+/// slot, and a generation number that changes with every reconnection.
 struct Connection {
-    ctx: Pkcs11,
+    library: Arc<Library>,
+    epoch: u64,
     slot: Slot,
     generation: u64,
+}
+
+impl Connection {
+    fn ctx(&self) -> &Pkcs11 {
+        &self.library.ctx
+    }
 }
 
 /// The token connection and session pool shared by the store and its signers.
@@ -219,33 +226,69 @@ fn token_error(operation: &'static str, e: CkError) -> KeyError {
     KeyError::Token { operation, detail: e.to_string() }
 }
 
-/// Every process loads a module once: a second `C_Initialize` in the same
-/// process fails, so contexts are shared per module path.
-static CONTEXTS: Mutex<Vec<(PathBuf, Pkcs11)>> = Mutex::new(Vec::new());
+/// A loaded PKCS#11 module. A process initializes a module once (a second
+/// `C_Initialize` fails, and two at once crash some modules), so every store
+/// using the same module shares this, and re-initialization after an outage
+/// happens here, once, under one lock.
+struct Library {
+    ctx: Pkcs11,
+    /// (initialized, epoch): the epoch grows with every finalize.
+    state: Mutex<(bool, u64)>,
+}
 
-fn context(module: &std::path::Path) -> Result<Pkcs11, KeyError> {
-    let mut all = CONTEXTS.lock().map_err(|_| config("PKCS#11 context table poisoned".into()))?;
-    if let Some((_, ctx)) = all.iter().find(|(p, _)| p == module) {
-        return Ok(ctx.clone());
+impl Library {
+    /// The module at `path`, loaded once per process.
+    fn get(path: &std::path::Path) -> Result<Arc<Library>, KeyError> {
+        static LOADED: Mutex<Vec<(PathBuf, Arc<Library>)>> = Mutex::new(Vec::new());
+        let mut all = LOADED.lock().map_err(|_| config("PKCS#11 module table poisoned".into()))?;
+        if let Some((_, lib)) = all.iter().find(|(p, _)| p == path) {
+            return Ok(lib.clone());
+        }
+        let ctx =
+            Pkcs11::new(path).map_err(|e| config(format!("cannot load PKCS#11 module {}: {e}", path.display())))?;
+        let lib = Arc::new(Library { ctx, state: Mutex::new((false, 0)) });
+        all.push((path.to_path_buf(), lib.clone()));
+        Ok(lib)
     }
-    let ctx = Pkcs11::new(module)
-        .map_err(|e| config(format!("cannot load PKCS#11 module {}: {e}", module.display())))?;
-    all.push((module.to_path_buf(), ctx.clone()));
-    Ok(ctx)
+
+    /// Initializes the module if needed; returns the current epoch.
+    fn ensure(&self) -> Result<u64, KeyError> {
+        let mut state = self.state.lock().map_err(|_| config("PKCS#11 module state poisoned".into()))?;
+        if !state.0 {
+            match self.ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+                Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+                Err(e) => return Err(token_error("initialize the PKCS#11 library", e)),
+            }
+            state.0 = true;
+        }
+        Ok(state.1)
+    }
+
+    /// Finalizes the module after an outage seen in `epoch` (once, however many saw it).
+    fn reset(&self, epoch: u64) {
+        let Ok(mut state) = self.state.lock() else { return };
+        if state.1 != epoch {
+            return;
+        }
+        // It may already be finalized (by the outage itself); either way the next use initializes.
+        let _ = self.ctx.clone().finalize();
+        *state = (false, epoch + 1);
+    }
 }
 
 impl Token {
-    /// The live connection, connecting (initialize, find the token, log in) if there is none.
+    /// The live connection, connecting (initialize, find the token, log in) if
+    /// there is none or the library was re-initialized since.
     fn connection(&self) -> Result<Arc<Connection>, KeyError> {
+        let library = Library::get(&self.config.module_path)?;
         let mut guard = self.connection.lock().map_err(|_| config("PKCS#11 connection poisoned".into()))?;
-        if let Some(c) = guard.as_ref() {
+        let epoch = library.ensure()?;
+        if let Some(c) = guard.as_ref()
+            && c.epoch == epoch
+        {
             return Ok(c.clone());
         }
-        let ctx = context(&self.config.module_path)?;
-        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => return Err(token_error("initialize the PKCS#11 library", e)),
-        }
+        let ctx = &library.ctx;
         let mut slot = None;
         for s in ctx.get_slots_with_token().map_err(|e| token_error("list slots", e))? {
             if let Ok(info) = ctx.get_token_info(s)
@@ -264,7 +307,7 @@ impl Token {
             *g += 1;
             *g
         };
-        let connection = Arc::new(Connection { ctx, slot, generation });
+        let connection = Arc::new(Connection { library: library.clone(), epoch, slot, generation });
         // Login belongs to the token: one session logs in for all.
         let session = self.open_session(&connection)?;
         self.put_session(generation, session);
@@ -273,7 +316,7 @@ impl Token {
     }
 
     fn open_session(&self, c: &Connection) -> Result<Session, KeyError> {
-        let session = c.ctx.open_rw_session(c.slot).map_err(|e| token_error("open a session", e))?;
+        let session = c.ctx().open_rw_session(c.slot).map_err(|e| token_error("open a session", e))?;
         let pin = AuthPin::from(self.pin.as_str());
         match session.login(UserType::User, Some(&pin)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
@@ -302,7 +345,7 @@ impl Token {
     }
 
     /// Drops connection `generation` after an outage: its sessions are
-    /// discarded and the library finalized, so the next use starts afresh.
+    /// discarded and the library re-initialized, so the next use starts afresh.
     fn reset(&self, generation: u64) {
         let Ok(mut guard) = self.connection.lock() else { return };
         if guard.as_ref().is_none_or(|c| c.generation != generation) {
@@ -312,9 +355,7 @@ impl Token {
             if let Ok(mut pool) = self.sessions.lock() {
                 pool.clear();
             }
-            // Another holder may have finalized already; either way the next
-            // connection initializes again.
-            let _ = c.ctx.clone().finalize();
+            c.library.reset(c.epoch);
         }
     }
 

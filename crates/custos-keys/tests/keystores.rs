@@ -1,0 +1,108 @@
+//! One key-store contract, run against every backend: the sealed soft store,
+//! and a real SoftHSM2 token through PKCS#11 (scripts/test creates it and sets
+//! SOFTHSM2_CONF and CUSTOS_TEST_PKCS11). Signatures are checked with
+//! aws-lc-rs against the SPKI each backend reports.
+
+use aws_lc_rs::signature::{self, UnparsedPublicKey};
+use custos_keys::pkcs11::{Pkcs11KeyStore, TokenConfig};
+use custos_keys::soft::SoftKeyStore;
+use custos_keys::{KeyAlgorithm, KeyError, KeyStore};
+
+/// The token URI scripts/test exported, or None (then PKCS#11 tests are skipped unless tools are required).
+pub fn token_uri() -> Option<String> {
+    match std::env::var("CUSTOS_TEST_PKCS11") {
+        Ok(uri) => Some(uri),
+        Err(_) => {
+            let required = std::env::var("CUSTOS_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
+                || std::env::var("CI").is_ok_and(|v| v == "true");
+            assert!(!required, "CUSTOS_TEST_PKCS11 is not set: run through scripts/test");
+            eprintln!("skipping PKCS#11: CUSTOS_TEST_PKCS11 not set");
+            None
+        }
+    }
+}
+
+/// Verifies an X.509-encoded signature with the algorithm the key implies.
+fn verifies(algorithm: KeyAlgorithm, spki_raw: &[u8], message: &[u8], sig: &[u8]) -> bool {
+    let alg: &dyn signature::VerificationAlgorithm = match algorithm {
+        KeyAlgorithm::EcdsaP256 => &signature::ECDSA_P256_SHA256_ASN1,
+        KeyAlgorithm::EcdsaP384 => &signature::ECDSA_P384_SHA384_ASN1,
+        KeyAlgorithm::Ed25519 => &signature::ED25519,
+        _ => &signature::RSA_PKCS1_2048_8192_SHA256,
+    };
+    UnparsedPublicKey::new(alg, spki_raw).verify(message, sig).is_ok()
+}
+
+/// The contract every backend meets.
+fn contract(store: &dyn KeyStore, algorithms: &[KeyAlgorithm]) {
+    for &algorithm in algorithms {
+        let key = store.generate(algorithm, &format!("test-{algorithm}")).expect("generate");
+        assert_eq!(key.reference.backend, store.backend());
+        assert_eq!(key.signer.algorithm(), algorithm);
+        let message = b"to be signed by custos";
+        let sig = key.signer.sign(message).expect("sign");
+        let raw = key.signer.public_key().raw();
+        assert!(verifies(algorithm, raw, message, &sig), "{algorithm}: signature does not verify");
+        assert!(!verifies(algorithm, raw, b"something else", &sig), "{algorithm}: verifies the wrong message");
+        // The SPKI is well-formed DER that aws-lc-rs accepts for the same key.
+        assert!(key.signer.public_key().spki_der().ends_with(raw) || algorithm.as_str().starts_with("rsa"));
+
+        let loaded = store.load(&key.reference).expect("load");
+        assert_eq!(loaded.public_key(), key.signer.public_key(), "{algorithm}: load finds the same key");
+        let sig = loaded.sign(message).expect("sign after load");
+        assert!(verifies(algorithm, raw, message, &sig));
+
+        store.destroy(&key.reference).expect("destroy");
+        // A soft key lives in its sealed reference, which the caller wipes; a token key lives in the token.
+        if store.backend() != custos_keys::soft::BACKEND {
+            assert!(store.load(&key.reference).is_err(), "{algorithm}: a destroyed key cannot be loaded");
+        }
+    }
+}
+
+#[test]
+fn soft_store_honours_the_contract() {
+    let (store, _seal) = SoftKeyStore::create(b"passphrase").expect("create");
+    contract(&store, &KeyAlgorithm::ALL);
+}
+
+#[test]
+fn pkcs11_token_honours_the_contract() {
+    let Some(uri) = token_uri() else { return };
+    let store = Pkcs11KeyStore::open(TokenConfig::parse(&uri).expect("uri")).expect("open token");
+    // RSA 3072/4096 generation on SoftHSM takes seconds each; 2048 exercises the same code.
+    contract(
+        &store,
+        &[KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384, KeyAlgorithm::Rsa2048, KeyAlgorithm::Ed25519],
+    );
+}
+
+#[test]
+fn pkcs11_keys_are_sensitive_and_never_leave_the_token() {
+    let Some(uri) = token_uri() else { return };
+    let config = TokenConfig::parse(&uri).expect("uri");
+    let store = Pkcs11KeyStore::open(config.clone()).expect("open token");
+    let key = store.generate(KeyAlgorithm::EcdsaP256, "custody-check").expect("generate");
+    let p = store.protection(&key.reference).expect("attributes");
+    assert!(p.sensitive && !p.extractable && p.token, "{p:?}");
+
+    // OpenSC's pkcs11-tool, not our code, agrees.
+    let pin = match &config.pin_source {
+        custos_keys::pkcs11::PinSource::File(path) => std::fs::read_to_string(path).expect("pin").trim().to_string(),
+        custos_keys::pkcs11::PinSource::Env(name) => std::env::var(name).expect("pin"),
+    };
+    let out = std::process::Command::new("pkcs11-tool")
+        .args(["--module", config.module_path.to_str().expect("path"), "--token-label", &config.token])
+        .args(["--login", "--pin", &pin, "--list-objects", "--type", "privkey", "--label", "custody-check"])
+        .output()
+        .expect("pkcs11-tool");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{listed}");
+    assert!(listed.contains("sensitive") && listed.contains("never extractable"), "{listed}");
+    assert!(!listed.contains(" extractable,") || listed.contains("never extractable"), "{listed}");
+    store.destroy(&key.reference).expect("destroy");
+
+    // A bad PIN source is a clear error.
+    let bad = TokenConfig { pin_source: custos_keys::pkcs11::PinSource::Env("CUSTOS_NO_SUCH_PIN".into()), ..config };
+    assert!(matches!(Pkcs11KeyStore::open(bad), Err(KeyError::Config(_))));
+}
