@@ -223,7 +223,16 @@ fn is_outage(e: &CkError) -> bool {
 }
 
 fn token_error(operation: &'static str, e: CkError) -> KeyError {
-    KeyError::Token { operation, detail: e.to_string() }
+    KeyError::Token { operation, detail: describe(&e) }
+}
+
+/// A PKCS#11 error in a line: the function and return value names
+/// (the library's own texts run to paragraphs).
+fn describe(e: &CkError) -> String {
+    match e {
+        CkError::Pkcs11(rv, function) => format!("{function:?} returned {rv:?}"),
+        other => other.to_string(),
+    }
 }
 
 /// A loaded PKCS#11 module. A process initializes a module once (a second
@@ -367,7 +376,10 @@ impl Token {
     ) -> Result<T, KeyError> {
         let mut last = None;
         for _ in 0..2 {
-            let (c, session) = self.take_session()?;
+            let (c, session) = self.take_session().map_err(|e| KeyError::Token {
+                operation,
+                detail: format!("the token {:?} is unavailable ({e}); signing resumes by itself once it is back", self.config.token),
+            })?;
             match f(&c, &session) {
                 Ok(v) => {
                     self.put_session(c.generation, session);
@@ -387,8 +399,9 @@ impl Token {
         Err(KeyError::Token {
             operation,
             detail: format!(
-                "the token is unavailable ({}); signing resumes by itself once it is back",
-                last.map_or_else(String::new, |e| e.to_string())
+                "the token {:?} is unavailable ({}); signing resumes by itself once it is back",
+                self.config.token,
+                last.map_or_else(String::new, |e| describe(&e))
             ),
         })
     }
