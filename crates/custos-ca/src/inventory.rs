@@ -260,3 +260,53 @@ impl Ca {
         self.store.issuer(id).await?.ok_or_else(|| CaError::UnknownIssuer(id.to_string()))
     }
 }
+
+/// A key as `keys list` prints it.
+#[derive(Clone, Debug, Serialize)]
+pub struct KeyView {
+    /// Key id (hash of the public key).
+    pub id: String,
+    /// `soft` or `pkcs11`.
+    pub backend: String,
+    /// Algorithm name.
+    pub algorithm: String,
+    /// Operator label (`root-1`, `audit-log`, ...).
+    pub label: String,
+    /// SHA-256 of the SubjectPublicKeyInfo, hex.
+    pub public_key_sha256: String,
+    /// `active`, `destroyed` or `compromised`.
+    pub status: String,
+    /// Audit log entries that used or changed the key.
+    pub uses: i64,
+    /// Where it lives: the PKCS#11 URI of a token key; `sealed` for the soft store.
+    pub location: String,
+    /// RFC 3339.
+    pub created: String,
+}
+
+impl Ca {
+    /// Every key custos holds, with how often the audit log saw it used.
+    pub async fn key_views(&self) -> Result<Vec<KeyView>> {
+        let mut out = Vec::new();
+        for k in self.store.keys().await? {
+            let uses = self.store.key_usage(&k.id).await?.iter().map(|u| u.count).sum();
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &k.public_key);
+            out.push(KeyView {
+                location: if k.backend == custos_keys::pkcs11::BACKEND {
+                    String::from_utf8_lossy(&k.reference).into_owned()
+                } else {
+                    "sealed".into()
+                },
+                id: k.id,
+                backend: k.backend,
+                algorithm: k.algorithm,
+                label: k.label,
+                public_key_sha256: hex::encode(digest.as_ref()),
+                status: k.status,
+                uses,
+                created: rfc3339(k.created_at),
+            });
+        }
+        Ok(out)
+    }
+}

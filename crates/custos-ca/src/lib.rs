@@ -28,7 +28,7 @@ use time::OffsetDateTime;
 pub use custos_store::{AuditEntry, AuditFilter, CheckpointRecord, KeyUsage};
 pub use custos_store::{CertificateRecord, ConnectionRecord, IssuerRecord, StatusFilter, TenantRecord};
 pub use error::CaError;
-pub use inventory::{CertificateView, ConnectionOptions, IssuerView, ListFilter, rfc3339};
+pub use inventory::{CertificateView, ConnectionOptions, IssuerView, KeyView, ListFilter, rfc3339};
 pub use issuance::{IssueRequest, Issued, KeySource};
 pub use publisher::{OcspAnswer, StatusPublisher};
 pub use revocation::{CRL_LIFETIME, Crl, ResponderKey};
@@ -57,6 +57,9 @@ pub struct InitOptions {
     pub organization: String,
     /// Algorithm of the root and issuing CA keys.
     pub ca_algorithm: KeyAlgorithm,
+    /// Where CA keys live: `None` for the sealed soft store, or a PKCS#11
+    /// token URI (`pkcs11:token=…?module-path=…&pin-source=…`).
+    pub key_store: Option<String>,
     /// Certificates per CRL partition: the first this many of an issuer are
     /// listed on `{issuer}.crl`, the next on `{issuer}/1.crl`, and so on, so
     /// that no CRL grows without bound.
@@ -70,6 +73,7 @@ impl Default for InitOptions {
             organization: "custos".to_string(),
             ca_algorithm: KeyAlgorithm::EcdsaP256,
             crl_partition_size: DEFAULT_CRL_PARTITION_SIZE,
+            key_store: None,
         }
     }
 }
@@ -103,17 +107,16 @@ impl Ca {
         }
         create_private_dir(dir)?;
         let store = SqlStore::open_sqlite(&db).await?;
-        let (keys, seal) = SoftKeyStore::create(passphrase)?;
+        let (keys, key_store_meta) = create_key_store(options.key_store.as_deref(), passphrase)?;
         let now = OffsetDateTime::now_utc();
         let mut genesis = Genesis {
             meta: vec![
                 (META_BASE_URL.into(), base_url.clone()),
-                (META_KEY_STORE.into(), keys.backend().into()),
                 (META_CRL_PARTITION_SIZE.into(), options.crl_partition_size.to_string()),
-                (META_SEAL.into(), serde_json::to_string(&seal).map_err(|e| CaError::Inconsistent(e.to_string()))?),
             ],
             ..Genesis::default()
         };
+        genesis.meta.extend(key_store_meta);
         let audit = |action: &str, object: String, details: serde_json::Value| {
             audit_record(now.unix_timestamp(), actor, action, object, details)
         };
@@ -203,7 +206,7 @@ impl Ca {
                        "parent": parent, "fingerprint": fingerprint}),
             ));
         }
-        let log_key = audit::new_log_key(&keys, &base_url, actor, now.unix_timestamp())?;
+        let log_key = audit::new_log_key(keys.as_ref(), &base_url, actor, now.unix_timestamp())?;
         genesis.keys.push(log_key.record);
         genesis.meta.extend(log_key.settings);
         genesis.audit.push(log_key.audit);
@@ -211,7 +214,6 @@ impl Ca {
             custos_store::StoreError::AlreadyInitialized => CaError::AlreadyInitialized { dir: dir.to_path_buf() },
             other => other.into(),
         })?;
-        let keys: Arc<dyn KeyStore> = Arc::new(keys);
         Ok(Ca {
             dir: dir.to_path_buf(),
             store: Arc::new(store),
@@ -254,9 +256,21 @@ impl Ca {
         })
     }
 
-    /// Unseals the key store with `passphrase`; a wrong one changes nothing.
+    /// Whether unsealing needs the passphrase (the soft store) or not (a
+    /// token, whose PIN comes from its configured source).
+    pub async fn needs_passphrase(&self) -> Result<bool> {
+        Ok(self.store.meta(META_KEY_STORE).await?.as_deref() == Some(custos_keys::soft::BACKEND))
+    }
+
+    /// Opens the key store: unseals the soft store with `passphrase` (a wrong
+    /// one changes nothing), or logs in to the PKCS#11 token.
     pub async fn unseal(&mut self, passphrase: &[u8]) -> Result<()> {
         let backend = self.store.meta(META_KEY_STORE).await?.unwrap_or_default();
+        if backend.starts_with("pkcs11:") {
+            let config = custos_keys::pkcs11::TokenConfig::parse(&backend)?;
+            self.keys = Some(Arc::new(custos_keys::pkcs11::Pkcs11KeyStore::open(config)?));
+            return Ok(());
+        }
         if backend != custos_keys::soft::BACKEND {
             return Err(CaError::Inconsistent(format!("unsupported key store backend {backend:?}")));
         }
@@ -323,6 +337,29 @@ impl Ca {
     async fn ca_issuer(&self, record: &IssuerRecord) -> Result<CaIssuer> {
         let signer = self.signer(&record.key_id).await?;
         Ok(CaIssuer::new(&record.cert_der, signer)?)
+    }
+}
+
+/// Settings as (name, value) pairs for the `meta` table.
+type Settings = Vec<(String, String)>;
+
+/// Creates the key store `init` asked for, with the settings that reopen it.
+fn create_key_store(uri: Option<&str>, passphrase: &[u8]) -> Result<(Arc<dyn KeyStore>, Settings)> {
+    match uri {
+        None => {
+            let (keys, seal) = SoftKeyStore::create(passphrase)?;
+            let seal = serde_json::to_string(&seal).map_err(|e| CaError::Inconsistent(e.to_string()))?;
+            Ok((
+                Arc::new(keys),
+                vec![(META_KEY_STORE.into(), custos_keys::soft::BACKEND.into()), (META_SEAL.into(), seal)],
+            ))
+        }
+        Some(uri) => {
+            let config = custos_keys::pkcs11::TokenConfig::parse(uri)?;
+            let canonical = config.uri();
+            let keys = custos_keys::pkcs11::Pkcs11KeyStore::open(config)?;
+            Ok((Arc::new(keys), vec![(META_KEY_STORE.into(), canonical)]))
+        }
     }
 }
 

@@ -15,8 +15,8 @@ use serde_json::json;
 
 use crate::output::{json, table, write_private, write_public};
 use crate::{
-    CaCommand, Cli, CliError, Command, ConnectionCommand, CrlArgs, IssueArgs, ListArgs, RevokeArgs, ServeArgs,
-    ShowArgs, TenantCommand, passphrase,
+    CaCommand, Cli, CliError, Command, ConnectionCommand, CrlArgs, IssueArgs, KeysCommand, ListArgs, RevokeArgs,
+    ServeArgs, ShowArgs, TenantCommand, passphrase,
 };
 
 fn actor() -> String {
@@ -34,12 +34,17 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     return Err(custos_ca::CaError::AlreadyInitialized { dir: cli.data_dir.clone() }.into());
                 }
             }
-            let pw = passphrase::resolve(cli.passphrase_file.as_deref(), &cli.data_dir, true)?;
+            // A token's PIN comes from its pin-source; only the soft store needs a passphrase.
+            let pw = match args.key_store {
+                None => passphrase::resolve(cli.passphrase_file.as_deref(), &cli.data_dir, true)?,
+                Some(_) => zeroize::Zeroizing::new(Vec::new()),
+            };
             let options = InitOptions {
                 base_url: args.base_url.clone(),
                 organization: args.organization.clone(),
                 ca_algorithm: algorithm,
                 crl_partition_size: args.crl_partition_size,
+                key_store: args.key_store.clone(),
             };
             let ca = Ca::init(&cli.data_dir, &options, &pw, &actor()).await?;
             checkpoint(&ca).await;
@@ -119,6 +124,28 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Revoke(args) => revoke(&cli, args).await,
         Command::Crl(args) => crl(&cli, args).await,
         Command::Audit(command) => crate::audit::run(&cli, command).await,
+        Command::Keys(KeysCommand::List) => {
+            let keys = open(&cli).await?.key_views().await?;
+            if cli.json {
+                return json(&keys);
+            }
+            let rows: Vec<Vec<String>> = keys
+                .iter()
+                .map(|k| {
+                    vec![
+                        k.id.clone(),
+                        k.backend.clone(),
+                        k.algorithm.clone(),
+                        k.label.clone(),
+                        k.public_key_sha256[..16].to_string(),
+                        k.status.clone(),
+                        k.uses.to_string(),
+                    ]
+                })
+                .collect();
+            print!("{}", table(&["KEY", "BACKEND", "ALGORITHM", "LABEL", "SPKI SHA-256", "STATUS", "USES"], &rows));
+            Ok(())
+        }
     }
 }
 
@@ -139,9 +166,19 @@ pub async fn open(cli: &Cli) -> Result<Ca, CliError> {
 /// Opens the custos and unseals its key store.
 pub async fn open_unsealed(cli: &Cli) -> Result<Ca, CliError> {
     let mut ca = open(cli).await?;
-    let pw = passphrase::resolve(cli.passphrase_file.as_deref(), &cli.data_dir, false)?;
-    ca.unseal(&pw).await?;
+    unseal(cli, &mut ca).await?;
     Ok(ca)
+}
+
+/// Opens the key store: the soft store with the passphrase, a token with its own PIN source.
+async fn unseal(cli: &Cli, ca: &mut Ca) -> Result<(), CliError> {
+    if ca.needs_passphrase().await? {
+        let pw = passphrase::resolve(cli.passphrase_file.as_deref(), &cli.data_dir, false)?;
+        ca.unseal(&pw).await?;
+    } else {
+        ca.unseal(b"").await?;
+    }
+    Ok(())
 }
 
 fn days(text: &str) -> Result<i64, CliError> {
@@ -458,9 +495,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
         Err(e) => return Err(e.into()),
     };
     // OCSP responses and CRLs are signed here, so serving needs the keys.
-    let pw = passphrase::resolve(cli.passphrase_file.as_deref(), &cli.data_dir, false)?;
-    ca.unseal(&pw).await?;
-    drop(pw);
+    unseal(cli, &mut ca).await?;
     let ca = Arc::new(ca);
     let publisher = Arc::new(custos_ca::StatusPublisher::start(ca.clone()).await?);
     let listener = tokio::net::TcpListener::bind(&args.listen)

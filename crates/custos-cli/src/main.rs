@@ -59,6 +59,9 @@ pub enum Command {
     Ca(CaCommand),
     /// Serve the HTTP endpoints.
     Serve(ServeArgs),
+    /// The keys custos holds.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Read, prove and verify the Merkle audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -79,6 +82,10 @@ pub struct InitArgs {
     /// Certificates per CRL partition (each partition has its own CRL and CDP).
     #[arg(long, default_value_t = custos_ca::DEFAULT_CRL_PARTITION_SIZE)]
     pub crl_partition_size: i64,
+    /// Keep CA keys on a PKCS#11 token instead of the sealed soft store, e.g.
+    /// 'pkcs11:token=custos-ca?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/custos/pin'.
+    #[arg(long, env = "CUSTOS_KEY_STORE")]
+    pub key_store: Option<String>,
 }
 
 /// `custos tenant ...`.
@@ -224,6 +231,13 @@ pub struct CrlArgs {
     /// PEM instead of DER.
     #[arg(long)]
     pub pem: bool,
+}
+
+/// `custos keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Every key: id, backend, algorithm, label, public key hash, status, uses.
+    List,
 }
 
 /// `custos audit ...`.

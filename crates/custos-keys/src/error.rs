@@ -37,7 +37,9 @@ pub enum KeyError {
         detail: String,
     },
     /// A token key that could be exported; custos refuses to use it.
-    #[error("key {key} can leave the token (CKA_SENSITIVE false, CKA_EXTRACTABLE true or not a token object); custos refuses it")]
+    #[error(
+        "key {key} can leave the token (CKA_SENSITIVE false, CKA_EXTRACTABLE true or not a token object); custos refuses it"
+    )]
     Exportable {
         /// The key's URI.
         key: String,

@@ -81,11 +81,14 @@ fn config(reason: String) -> KeyError {
     KeyError::Config(reason)
 }
 
+/// Attribute name and percent-decoded value.
+type UriAttributes = Vec<(String, Vec<u8>)>;
+
 /// The path and query attributes of a `pkcs11:` URI.
-fn uri_parts(uri: &str) -> Result<(Vec<(String, Vec<u8>)>, Vec<(String, Vec<u8>)>), KeyError> {
+fn uri_parts(uri: &str) -> Result<(UriAttributes, UriAttributes), KeyError> {
     let rest = uri.strip_prefix("pkcs11:").ok_or_else(|| config(format!("{uri:?} is not a pkcs11: URI")))?;
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let split = |text: &str, sep: char| -> Result<Vec<(String, Vec<u8>)>, KeyError> {
+    let split = |text: &str, sep: char| -> Result<UriAttributes, KeyError> {
         text.split(sep)
             .filter(|p| !p.is_empty())
             .map(|p| {
@@ -157,9 +160,10 @@ impl TokenConfig {
     fn pin(&self) -> Result<Zeroizing<String>, KeyError> {
         let pin = match &self.pin_source {
             PinSource::File(path) => {
-                let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-                    config(format!("cannot read the token PIN from {}: {e}", path.display()))
-                })?);
+                let text = Zeroizing::new(
+                    std::fs::read_to_string(path)
+                        .map_err(|e| config(format!("cannot read the token PIN from {}: {e}", path.display())))?,
+                );
                 Zeroizing::new(text.lines().next().unwrap_or("").to_string())
             }
             PinSource::Env(name) => Zeroizing::new(
@@ -214,12 +218,24 @@ fn is_outage(e: &CkError) -> bool {
                 | RvError::SessionClosed
                 | RvError::SlotIdInvalid
                 | RvError::UserNotLoggedIn
-                | RvError::ObjectHandleInvalid
-                | RvError::KeyHandleInvalid
                 | RvError::GeneralError,
             _
         ) | CkError::LibraryLoading(_)
     )
+}
+
+/// Why a token operation failed: the token said so, or the object is not there.
+enum Fail {
+    /// A PKCS#11 error.
+    Ck(CkError),
+    /// No object with the key's CKA_ID.
+    Missing,
+}
+
+impl From<CkError> for Fail {
+    fn from(e: CkError) -> Fail {
+        Fail::Ck(e)
+    }
 }
 
 fn token_error(operation: &'static str, e: CkError) -> KeyError {
@@ -243,6 +259,8 @@ struct Library {
     ctx: Pkcs11,
     /// (initialized, epoch): the epoch grows with every finalize.
     state: Mutex<(bool, u64)>,
+    /// Held (shared) by every call into the module, and exclusively by finalize.
+    calls: std::sync::RwLock<()>,
 }
 
 impl Library {
@@ -255,7 +273,7 @@ impl Library {
         }
         let ctx =
             Pkcs11::new(path).map_err(|e| config(format!("cannot load PKCS#11 module {}: {e}", path.display())))?;
-        let lib = Arc::new(Library { ctx, state: Mutex::new((false, 0)) });
+        let lib = Arc::new(Library { ctx, state: Mutex::new((false, 0)), calls: std::sync::RwLock::new(()) });
         all.push((path.to_path_buf(), lib.clone()));
         Ok(lib)
     }
@@ -280,6 +298,7 @@ impl Library {
             return;
         }
         // It may already be finalized (by the outage itself); either way the next use initializes.
+        let _exclusive = self.calls.write();
         let _ = self.ctx.clone().finalize();
         *state = (false, epoch + 1);
     }
@@ -361,38 +380,54 @@ impl Token {
             return;
         }
         if let Some(c) = guard.take() {
-            if let Ok(mut pool) = self.sessions.lock() {
-                pool.clear();
+            {
+                // Closing sessions is a call into the module too.
+                let _calls = c.library.calls.read();
+                if let Ok(mut pool) = self.sessions.lock() {
+                    pool.clear();
+                }
             }
             c.library.reset(c.epoch);
         }
     }
 
     /// Runs `f` on a pooled session; on an outage, reconnects once and retries.
+    /// Calls hold the library's read lock, so a re-initialization (which
+    /// takes the write lock) never runs under a call in flight.
     fn with_session<T>(
         &self,
         operation: &'static str,
-        f: impl Fn(&Connection, &Session) -> Result<T, CkError>,
+        f: impl Fn(&Connection, &Session) -> Result<T, Fail>,
     ) -> Result<T, KeyError> {
         let mut last = None;
         for _ in 0..2 {
             let (c, session) = self.take_session().map_err(|e| KeyError::Token {
                 operation,
-                detail: format!("the token {:?} is unavailable ({e}); signing resumes by itself once it is back", self.config.token),
+                detail: format!(
+                    "the token {:?} is unavailable ({e}); signing resumes by itself once it is back",
+                    self.config.token
+                ),
             })?;
+            let calls = c.library.calls.read().map_err(|_| config("PKCS#11 call lock poisoned".into()))?;
             match f(&c, &session) {
                 Ok(v) => {
+                    drop(calls);
                     self.put_session(c.generation, session);
                     return Ok(v);
                 }
-                Err(e) if is_outage(&e) => {
+                Err(Fail::Ck(e)) if is_outage(&e) => {
                     drop(session);
+                    drop(calls);
                     self.reset(c.generation);
                     last = Some(e);
                 }
-                Err(e) => {
+                Err(other) => {
+                    drop(calls);
                     self.put_session(c.generation, session);
-                    return Err(token_error(operation, e));
+                    return Err(match other {
+                        Fail::Ck(e) => token_error(operation, e),
+                        Fail::Missing => KeyError::Token { operation, detail: "no such key on the token".into() },
+                    });
                 }
             }
         }
@@ -485,9 +520,8 @@ fn ec_point(value: &[u8], len: usize) -> Result<Vec<u8>, KeyError> {
 
 /// Builds the SPKI of a public key read from the token.
 fn public_key(algorithm: KeyAlgorithm, session: &Session, key: ObjectHandle) -> Result<PublicKey, KeyError> {
-    let read = |types: &[AttributeType]| {
-        session.get_attributes(key, types).map_err(|e| token_error("read the public key", e))
-    };
+    let read =
+        |types: &[AttributeType]| session.get_attributes(key, types).map_err(|e| token_error("read the public key", e));
     let alg_id = |oids: &[u8]| tlv(0x30, oids);
     match algorithm {
         KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 | KeyAlgorithm::Ed25519 => {
@@ -496,8 +530,18 @@ fn public_key(algorithm: KeyAlgorithm, session: &Session, key: ObjectHandle) -> 
                 return Err(KeyError::Token { operation: "read the public key", detail: "no CKA_EC_POINT".into() });
             };
             let (len, algorithm_id) = match algorithm {
-                KeyAlgorithm::EcdsaP256 => (65, alg_id(&[&[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01][..], &ec_params(algorithm)].concat())),
-                KeyAlgorithm::EcdsaP384 => (97, alg_id(&[&[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01][..], &ec_params(algorithm)].concat())),
+                KeyAlgorithm::EcdsaP256 => (
+                    65,
+                    alg_id(
+                        &[&[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01][..], &ec_params(algorithm)].concat(),
+                    ),
+                ),
+                KeyAlgorithm::EcdsaP384 => (
+                    97,
+                    alg_id(
+                        &[&[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01][..], &ec_params(algorithm)].concat(),
+                    ),
+                ),
                 _ => (32, alg_id(&ec_params(algorithm))),
             };
             let point = ec_point(&value, len)?;
@@ -517,7 +561,10 @@ fn public_key(algorithm: KeyAlgorithm, session: &Session, key: ObjectHandle) -> 
                 }
             }
             let (Some(n), Some(e)) = (n, e) else {
-                return Err(KeyError::Token { operation: "read the public key", detail: "no modulus or exponent".into() });
+                return Err(KeyError::Token {
+                    operation: "read the public key",
+                    detail: "no modulus or exponent".into(),
+                });
             };
             let rsa_public = tlv(0x30, &[der_uint(&n), der_uint(&e)].concat());
             let rsa_alg = alg_id(&[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00]);
@@ -564,15 +611,14 @@ struct Pkcs11Signer {
 }
 
 impl Pkcs11Signer {
-    fn handle(&self, c: &Connection, session: &Session) -> Result<ObjectHandle, CkError> {
+    fn handle(&self, c: &Connection, session: &Session) -> Result<ObjectHandle, Fail> {
         if let Ok(h) = self.handle.lock()
             && let Some((g, handle)) = *h
             && g == c.generation
         {
             return Ok(handle);
         }
-        let handle = find(session, ObjectClass::PRIVATE_KEY, &self.id)?
-            .ok_or(CkError::Pkcs11(RvError::KeyHandleInvalid, cryptoki::context::Function::FindObjects))?;
+        let handle = find(session, ObjectClass::PRIVATE_KEY, &self.id)?.ok_or(Fail::Missing)?;
         if let Ok(mut h) = self.handle.lock() {
             *h = Some((c.generation, handle));
         }
@@ -599,7 +645,7 @@ impl Signer for Pkcs11Signer {
         };
         let raw = self.token.with_session("sign", |c, session| {
             let key = self.handle(c, session)?;
-            session.sign(&mechanism, key, &input)
+            Ok(session.sign(&mechanism, key, &input)?)
         })?;
         match self.algorithm {
             KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => ecdsa_der(&raw),
@@ -610,7 +656,7 @@ impl Signer for Pkcs11Signer {
 
 /// r || s (as C_Sign gives it) to the DER `Ecdsa-Sig-Value` X.509 uses.
 fn ecdsa_der(raw: &[u8]) -> Result<Vec<u8>, KeyError> {
-    if raw.is_empty() || raw.len() % 2 != 0 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) {
         return Err(KeyError::Token { operation: "sign", detail: format!("{}-byte ECDSA signature", raw.len()) });
     }
     let (r, s) = raw.split_at(raw.len() / 2);
@@ -633,13 +679,11 @@ impl Pkcs11KeyStore {
     pub fn protection(&self, reference: &KeyReference) -> Result<KeyProtection, KeyError> {
         let id = key_id_of(&String::from_utf8_lossy(&reference.data))?;
         self.token.with_session("read key attributes", |_, session| {
-            let key = find(session, ObjectClass::PRIVATE_KEY, &id)?
-                .ok_or(CkError::Pkcs11(RvError::KeyHandleInvalid, cryptoki::context::Function::FindObjects))?;
+            let key = find(session, ObjectClass::PRIVATE_KEY, &id)?.ok_or(Fail::Missing)?;
             let mut p = KeyProtection { sensitive: false, extractable: true, token: false };
-            for a in session.get_attributes(
-                key,
-                &[AttributeType::Sensitive, AttributeType::Extractable, AttributeType::Token],
-            )? {
+            for a in session
+                .get_attributes(key, &[AttributeType::Sensitive, AttributeType::Extractable, AttributeType::Token])?
+            {
                 match a {
                     Attribute::Sensitive(v) => p.sensitive = v,
                     Attribute::Extractable(v) => p.extractable = v,
@@ -696,10 +740,13 @@ impl KeyStore for Pkcs11KeyStore {
             let (public_handle, _) = session.generate_key_pair(&mechanism, &public_template, &private_template)?;
             Ok(public_handle)
         })?;
-        let public =
-            self.token.with_session("read the public key", |_, session| Ok(public_key(algorithm, session, public)))??;
-        let reference = KeyReference { backend: BACKEND.into(), data: key_uri(&self.token.config, &id, label).into_bytes() };
-        let signer = Arc::new(Pkcs11Signer { token: self.token.clone(), algorithm, public, id, handle: Mutex::new(None) });
+        let public = self
+            .token
+            .with_session("read the public key", |_, session| Ok(public_key(algorithm, session, public)))??;
+        let reference =
+            KeyReference { backend: BACKEND.into(), data: key_uri(&self.token.config, &id, label).into_bytes() };
+        let signer =
+            Arc::new(Pkcs11Signer { token: self.token.clone(), algorithm, public, id, handle: Mutex::new(None) });
         Ok(GeneratedKey { reference, signer })
     }
 
@@ -713,34 +760,49 @@ impl KeyStore for Pkcs11KeyStore {
             return Err(KeyError::Exportable { key: uri });
         }
         let id = key_id_of(&uri)?;
-        let (algorithm, public) = self.token.with_session("load a key", |_, session| {
-            let handle = find(session, ObjectClass::PUBLIC_KEY, &id)?
-                .ok_or(CkError::Pkcs11(RvError::KeyHandleInvalid, cryptoki::context::Function::FindObjects))?;
-            let attrs = session.get_attributes(handle, &[AttributeType::KeyType, AttributeType::EcParams, AttributeType::ModulusBits])?;
-            Ok((handle, attrs))
-        }).and_then(|(handle, attrs)| {
-            let mut key_type = None;
-            let mut params = None;
-            let mut bits = None;
-            for a in attrs {
-                match a {
-                    Attribute::KeyType(t) => key_type = Some(t),
-                    Attribute::EcParams(p) => params = Some(p),
-                    Attribute::ModulusBits(b) => bits = Some(u64::from(b)),
-                    _ => {}
+        let (algorithm, public) = self
+            .token
+            .with_session("load a key", |_, session| {
+                let handle = find(session, ObjectClass::PUBLIC_KEY, &id)?.ok_or(Fail::Missing)?;
+                let attrs = session.get_attributes(
+                    handle,
+                    &[AttributeType::KeyType, AttributeType::EcParams, AttributeType::ModulusBits],
+                )?;
+                Ok((handle, attrs))
+            })
+            .and_then(|(handle, attrs)| {
+                let mut key_type = None;
+                let mut params = None;
+                let mut bits = None;
+                for a in attrs {
+                    match a {
+                        Attribute::KeyType(t) => key_type = Some(t),
+                        Attribute::EcParams(p) => params = Some(p),
+                        Attribute::ModulusBits(b) => bits = Some(u64::from(b)),
+                        _ => {}
+                    }
                 }
-            }
-            let algorithm = match key_type {
-                Some(KeyType::EC) if params.as_deref() == Some(&ec_params(KeyAlgorithm::EcdsaP384)[..]) => KeyAlgorithm::EcdsaP384,
-                Some(KeyType::EC) => KeyAlgorithm::EcdsaP256,
-                Some(KeyType::EC_EDWARDS) => KeyAlgorithm::Ed25519,
-                Some(KeyType::RSA) => KeyAlgorithm::rsa_of_bits(bits.unwrap_or(0) as usize)
-                    .ok_or_else(|| KeyError::Token { operation: "load a key", detail: format!("RSA key of {bits:?} bits") })?,
-                other => return Err(KeyError::Token { operation: "load a key", detail: format!("unsupported key type {other:?}") }),
-            };
-            let public = self.token.with_session("read the public key", |_, session| Ok(public_key(algorithm, session, handle)))??;
-            Ok((algorithm, public))
-        })?;
+                let algorithm = match key_type {
+                    Some(KeyType::EC) if params.as_deref() == Some(&ec_params(KeyAlgorithm::EcdsaP384)[..]) => {
+                        KeyAlgorithm::EcdsaP384
+                    }
+                    Some(KeyType::EC) => KeyAlgorithm::EcdsaP256,
+                    Some(KeyType::EC_EDWARDS) => KeyAlgorithm::Ed25519,
+                    Some(KeyType::RSA) => KeyAlgorithm::rsa_of_bits(bits.unwrap_or(0) as usize).ok_or_else(|| {
+                        KeyError::Token { operation: "load a key", detail: format!("RSA key of {bits:?} bits") }
+                    })?,
+                    other => {
+                        return Err(KeyError::Token {
+                            operation: "load a key",
+                            detail: format!("unsupported key type {other:?}"),
+                        });
+                    }
+                };
+                let public = self
+                    .token
+                    .with_session("read the public key", |_, session| Ok(public_key(algorithm, session, handle)))??;
+                Ok((algorithm, public))
+            })?;
         Ok(Arc::new(Pkcs11Signer { token: self.token.clone(), algorithm, public, id, handle: Mutex::new(None) }))
     }
 
@@ -763,8 +825,10 @@ mod tests {
 
     #[test]
     fn token_uris_parse_and_refuse_stored_pins() {
-        let c = TokenConfig::parse("pkcs11:token=custos%20ca?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/custos/pin")
-            .expect("parse");
+        let c = TokenConfig::parse(
+            "pkcs11:token=custos%20ca?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/custos/pin",
+        )
+        .expect("parse");
         assert_eq!(c.token, "custos ca");
         assert_eq!(c.pin_source, PinSource::File("/etc/custos/pin".into()));
         assert_eq!(TokenConfig::parse(&c.uri()).expect("round trip"), c);

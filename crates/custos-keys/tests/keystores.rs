@@ -71,10 +71,7 @@ fn pkcs11_token_honours_the_contract() {
     let Some(uri) = token_uri() else { return };
     let store = Pkcs11KeyStore::open(TokenConfig::parse(&uri).expect("uri")).expect("open token");
     // RSA 3072/4096 generation on SoftHSM takes seconds each; 2048 exercises the same code.
-    contract(
-        &store,
-        &[KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384, KeyAlgorithm::Rsa2048, KeyAlgorithm::Ed25519],
-    );
+    contract(&store, &[KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384, KeyAlgorithm::Rsa2048, KeyAlgorithm::Ed25519]);
 }
 
 #[test]
@@ -101,6 +98,32 @@ fn pkcs11_keys_are_sensitive_and_never_leave_the_token() {
     assert!(listed.contains("sensitive") && listed.contains("never extractable"), "{listed}");
     assert!(!listed.contains(" extractable,") || listed.contains("never extractable"), "{listed}");
     store.destroy(&key.reference).expect("destroy");
+
+    // A key made extractable by someone else (OpenSC here) is refused at load.
+    let made = std::process::Command::new("pkcs11-tool")
+        .args(["--module", config.module_path.to_str().expect("path"), "--token-label", &config.token])
+        .args(["--login", "--pin", &pin, "--keypairgen", "--key-type", "EC:prime256v1"])
+        .args(["--id", "c0ffee01", "--label", "exportable", "--extractable"])
+        .output()
+        .expect("pkcs11-tool keypairgen");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let exportable = custos_keys::KeyReference {
+        backend: "pkcs11".into(),
+        data: format!("pkcs11:token={};id=%C0%FF%EE%01;object=exportable;type=private", config.token).into_bytes(),
+    };
+    // SoftHSM notices objects another process wrote when it next rescans its
+    // token directory, which can take a moment: wait for the key to be seen.
+    let mut refused = store.load(&exportable).err().expect("an extractable key is refused");
+    for _ in 0..40 {
+        if !refused.to_string().contains("no such key") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        refused = store.load(&exportable).err().expect("an extractable key is refused");
+    }
+    assert!(matches!(refused, KeyError::Exportable { .. }), "{refused:?}");
+    assert!(refused.to_string().contains("refuses"), "{refused}");
+    store.destroy(&exportable).expect("clean up");
 
     // A bad PIN source is a clear error.
     let bad = TokenConfig { pin_source: custos_keys::pkcs11::PinSource::Env("CUSTOS_NO_SUCH_PIN".into()), ..config };
