@@ -105,9 +105,10 @@ impl Ca {
             }
             store.close().await;
         }
+        // The key store first: a token that cannot be reached leaves nothing behind.
+        let (keys, key_store_meta) = create_key_store(options.key_store.as_deref(), passphrase)?;
         create_private_dir(dir)?;
         let store = SqlStore::open_sqlite(&db).await?;
-        let (keys, key_store_meta) = create_key_store(options.key_store.as_deref(), passphrase)?;
         let now = OffsetDateTime::now_utc();
         let mut genesis = Genesis {
             meta: vec![
