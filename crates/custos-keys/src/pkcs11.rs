@@ -586,8 +586,8 @@ fn key_uri(config: &TokenConfig, id: &[u8], label: &str) -> String {
     )
 }
 
-/// The CKA_ID a key URI names.
-fn key_id_of(uri: &str) -> Result<Vec<u8>, KeyError> {
+/// The CKA_ID a key URI names (for tools that address the object directly).
+pub fn key_id_of(uri: &str) -> Result<Vec<u8>, KeyError> {
     let (path, _) = uri_parts(uri)?;
     path.into_iter()
         .find(|(k, _)| k == "id")
