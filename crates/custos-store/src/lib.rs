@@ -10,6 +10,7 @@
 
 mod audit;
 mod error;
+mod incident;
 mod records;
 mod sql;
 
@@ -20,6 +21,7 @@ use custos_audit::{Hash, NodeId};
 use async_trait::async_trait;
 
 pub use audit::SIGNING_ACTIONS;
+pub use incident::{IncidentCertificate, IncidentConnection, IncidentRecord, OutboxMessage, Replacement, WebhookRecord};
 pub use error::StoreError;
 pub use records::{
     AuditEntry, AuditFilter, AuditRecord, CertificateFilter, CertificateRecord, CheckpointRecord, ConnectionRecord,
@@ -163,4 +165,105 @@ pub trait Store: Send + Sync {
 
     /// Uses of one key, per day, actor and action.
     async fn key_usage(&self, key: &str) -> Result<Vec<KeyUsage>>;
+
+    /// Declares an incident with its blast radius; an existing id is [`StoreError::Duplicate`].
+    async fn add_incident(
+        &self,
+        incident: &IncidentRecord,
+        certificates: &[IncidentCertificate],
+        audit: &[AuditRecord],
+    ) -> Result<()>;
+
+    /// Adds certificates found later to an incident's blast radius (already known ones are skipped).
+    async fn add_incident_certificates(
+        &self,
+        id: &str,
+        certificates: &[IncidentCertificate],
+        audit: &[AuditRecord],
+    ) -> Result<()>;
+
+    /// One incident.
+    async fn incident(&self, id: &str) -> Result<Option<IncidentRecord>>;
+
+    /// Every incident, oldest first.
+    async fn incidents(&self) -> Result<Vec<IncidentRecord>>;
+
+    /// An incident's blast radius.
+    async fn incident_certificates(&self, id: &str) -> Result<Vec<IncidentCertificate>>;
+
+    /// Where each affected connection stands.
+    async fn incident_connections(&self, id: &str) -> Result<Vec<IncidentConnection>>;
+
+    /// Takes an incident's execution lock for `owner` until `until` if it is
+    /// free, expired, or held by `stale` (a holder known to be dead); returns
+    /// the current holder when refused.
+    async fn lock_incident(&self, id: &str, owner: &str, now: i64, until: i64, stale: Option<&str>)
+    -> Result<Option<String>>;
+
+    /// Releases the lock if `owner` holds it.
+    async fn unlock_incident(&self, id: &str, owner: &str) -> Result<()>;
+
+    /// Writes an incident's state and timestamps with audit entries.
+    async fn update_incident(&self, incident: &IncidentRecord, audit: &[AuditRecord]) -> Result<()>;
+
+    /// Replaces compromised CAs in one transaction: new keys and issuers, new
+    /// statuses for old issuers and keys (`(id, status)`), the incident's
+    /// record, and the audit entries.
+    async fn rekey(
+        &self,
+        incident: &IncidentRecord,
+        keys: &[KeyRecord],
+        issuers: &[IssuerRecord],
+        issuer_status: &[(String, String)],
+        key_status: &[(String, String)],
+        audit: &[AuditRecord],
+    ) -> Result<()>;
+
+    /// Marks a key destroyed and wipes its stored reference, with its audit entry.
+    async fn destroy_key(&self, id: &str, audit: &[AuditRecord]) -> Result<()>;
+
+    /// Records replacement certificates, moves their connections from
+    /// `pending` to `replacement-issued` and queues notifications, atomically.
+    async fn record_replacements(
+        &self,
+        incident: &str,
+        certificates: &[CertificateRecord],
+        replacements: &[Replacement],
+        messages: &[OutboxMessage],
+        audit: &[AuditRecord],
+    ) -> Result<()>;
+
+    /// Moves connections whose state is in `from` to `to`; returns how many moved.
+    async fn move_connections(
+        &self,
+        incident: &str,
+        connections: &[(String, String)],
+        from: &[&str],
+        to: &str,
+        audit: &[AuditRecord],
+    ) -> Result<u64>;
+
+    /// Sets (or replaces) a tenant's webhook.
+    async fn set_webhook(&self, webhook: &WebhookRecord, audit: &[AuditRecord]) -> Result<()>;
+
+    /// Every tenant's webhook.
+    async fn webhooks(&self) -> Result<Vec<WebhookRecord>>;
+
+    /// Notifications due for delivery at `now`, oldest first.
+    async fn outbox_due(&self, now: i64, limit: i64) -> Result<Vec<OutboxMessage>>;
+
+    /// Every notification of an incident.
+    async fn outbox(&self, incident: &str) -> Result<Vec<OutboxMessage>>;
+
+    /// Records a delivery attempt: delivered (its connections move to
+    /// `notified`), or failed with the time of the next attempt.
+    async fn outbox_attempt(
+        &self,
+        id: i64,
+        delivered: bool,
+        now: i64,
+        next_attempt_at: i64,
+        error: Option<&str>,
+        audit: &[AuditRecord],
+    ) -> Result<()>;
 }

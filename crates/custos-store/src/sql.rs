@@ -8,6 +8,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
 
 use crate::audit;
+use crate::incident::{self, IncidentCertificate, IncidentConnection, IncidentRecord, OutboxMessage, Replacement, WebhookRecord};
 use crate::{
     AuditEntry, AuditFilter, AuditRecord, CertificateFilter, CertificateRecord, CheckpointRecord, ConnectionRecord,
     Genesis, Hash, IssuerRecord, KeyRecord, KeyUsage, NodeId, ResponderRecord, Result, Revocation, RevocationEvent,
@@ -19,6 +20,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_revocation.sql")),
     (3, include_str!("../migrations/sqlite/0003_merkle_audit.sql")),
+    (4, include_str!("../migrations/sqlite/0004_incidents.sql")),
 ];
 
 /// Which database engine is behind the pool.
@@ -163,6 +165,29 @@ async fn insert_key(tx: &mut Transaction<'static, Any>, key: &KeyRecord) -> Resu
     .execute(&mut **tx)
     .await
     .map_err(StoreError::db("store a key"))?;
+    Ok(())
+}
+
+/// Inserts one issuer inside `tx`.
+async fn insert_issuer(tx: &mut Transaction<'static, Any>, issuer: &IssuerRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO issuers (id, name, role, parent, key_id, cert_der, fingerprint, not_after, status, crl_number, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(&issuer.id)
+    .bind(&issuer.name)
+    .bind(&issuer.role)
+    .bind(&issuer.parent)
+    .bind(&issuer.key_id)
+    .bind(&issuer.cert_der)
+    .bind(&issuer.fingerprint)
+    .bind(issuer.not_after)
+    .bind(&issuer.status)
+    .bind(issuer.crl_number)
+    .bind(issuer.created_at)
+    .execute(&mut **tx)
+    .await
+    .map_err(StoreError::db("store an issuer"))?;
     Ok(())
 }
 
@@ -311,6 +336,54 @@ pub(crate) fn values_clause(engine: Engine, rows: usize, columns: usize) -> Stri
     out
 }
 
+/// Inserts certificate rows inside `tx`, a hundred per statement.
+pub(crate) async fn insert_certificate_rows(
+    engine: Engine,
+    tx: &mut Transaction<'static, Any>,
+    certificates: &[CertificateRecord],
+) -> Result<()> {
+    for rows in certificates.chunks(ROWS_PER_INSERT) {
+            let sql = format!(
+                "INSERT INTO certificates ({CERTIFICATE_COLUMNS}) VALUES {}",
+                values_clause(engine, rows.len(), CERTIFICATE_COLUMN_COUNT)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for c in rows {
+                query = query
+                    .bind(&c.serial)
+                    .bind(&c.issuer)
+                    .bind(&c.tenant)
+                    .bind(&c.connection)
+                    .bind(&c.profile)
+                    .bind(&c.subject)
+                    .bind(json_list(&c.sans))
+                    .bind(&c.key_algorithm)
+                    .bind(&c.key_origin)
+                    .bind(&c.spki_sha256)
+                    .bind(c.not_before)
+                    .bind(c.not_after)
+                    .bind(&c.der)
+                    .bind(&c.status)
+                    .bind(c.revoked_at)
+                    .bind(&c.revocation_reason)
+                    .bind(c.invalidity_date)
+                    .bind(&c.replaced_by)
+                    .bind(c.crl_partition)
+                    .bind(c.created_at);
+            }
+            query.execute(&mut **tx).await.map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Duplicate { what: "certificate serial".into() }
+                } else if is_foreign_key_violation(&e) {
+                    StoreError::NotFound { what: "connection or issuer of a certificate".into() }
+                } else {
+                    StoreError::Database { operation: "record certificates", source: e }
+                }
+            })?;
+        }
+    Ok(())
+}
+
 const CERTIFICATE_COLUMNS: &str = "serial, issuer, tenant, connection, profile, subject, sans, key_algorithm, key_origin, \
      spki_sha256, not_before, not_after, der, status, revoked_at, revocation_reason, invalidity_date, replaced_by, crl_partition, created_at";
 
@@ -343,24 +416,7 @@ impl Store for SqlStore {
             insert_key(&mut tx, key).await?;
         }
         for issuer in &genesis.issuers {
-            sqlx::query(
-                "INSERT INTO issuers (id, name, role, parent, key_id, cert_der, fingerprint, not_after, status, crl_number, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .bind(&issuer.id)
-            .bind(&issuer.name)
-            .bind(&issuer.role)
-            .bind(&issuer.parent)
-            .bind(&issuer.key_id)
-            .bind(&issuer.cert_der)
-            .bind(&issuer.fingerprint)
-            .bind(issuer.not_after)
-            .bind(&issuer.status)
-            .bind(issuer.crl_number)
-            .bind(issuer.created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::db("store an issuer"))?;
+            insert_issuer(&mut tx, issuer).await?;
         }
         audit::append(self.engine, &mut tx, &genesis.audit).await?;
         tx.commit().await.map_err(StoreError::db("commit the genesis"))
@@ -482,45 +538,7 @@ impl Store for SqlStore {
 
     async fn insert_certificates(&self, certificates: &[CertificateRecord], audit: &[AuditRecord]) -> Result<()> {
         let mut tx = self.write().await?;
-        for rows in certificates.chunks(ROWS_PER_INSERT) {
-            let sql = format!(
-                "INSERT INTO certificates ({CERTIFICATE_COLUMNS}) VALUES {}",
-                values_clause(self.engine, rows.len(), CERTIFICATE_COLUMN_COUNT)
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for c in rows {
-                query = query
-                    .bind(&c.serial)
-                    .bind(&c.issuer)
-                    .bind(&c.tenant)
-                    .bind(&c.connection)
-                    .bind(&c.profile)
-                    .bind(&c.subject)
-                    .bind(json_list(&c.sans))
-                    .bind(&c.key_algorithm)
-                    .bind(&c.key_origin)
-                    .bind(&c.spki_sha256)
-                    .bind(c.not_before)
-                    .bind(c.not_after)
-                    .bind(&c.der)
-                    .bind(&c.status)
-                    .bind(c.revoked_at)
-                    .bind(&c.revocation_reason)
-                    .bind(c.invalidity_date)
-                    .bind(&c.replaced_by)
-                    .bind(c.crl_partition)
-                    .bind(c.created_at);
-            }
-            query.execute(&mut *tx).await.map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::Duplicate { what: "certificate serial".into() }
-                } else if is_foreign_key_violation(&e) {
-                    StoreError::NotFound { what: "connection or issuer of a certificate".into() }
-                } else {
-                    StoreError::Database { operation: "record certificates", source: e }
-                }
-            })?;
-        }
+        insert_certificate_rows(self.engine, &mut tx, certificates).await?;
         audit::append(self.engine, &mut tx, audit).await?;
         tx.commit().await.map_err(StoreError::db("commit certificates"))
     }
@@ -938,6 +956,301 @@ impl Store for SqlStore {
             })
             .collect()
     }
+    async fn add_incident(
+        &self,
+        r: &IncidentRecord,
+        certificates: &[IncidentCertificate],
+        audit_records: &[AuditRecord],
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO incidents (id, scope_kind, scope_value, reason, since, note, state, new_issuers, declared_at, declared_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, '[]', $8, $9)",
+        )
+        .bind(&r.id)
+        .bind(&r.scope_kind)
+        .bind(&r.scope_value)
+        .bind(&r.reason)
+        .bind(r.since)
+        .bind(&r.note)
+        .bind(&r.state)
+        .bind(r.declared_at)
+        .bind(&r.declared_by)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match is_unique_violation(&e) {
+            true => StoreError::Duplicate { what: format!("incident {}", r.id) },
+            false => StoreError::Database { operation: "declare an incident", source: e },
+        })?;
+        incident::add_certificates(self.engine, &mut tx, &r.id, certificates, r.declared_at).await?;
+        audit::append(self.engine, &mut tx, audit_records).await?;
+        tx.commit().await.map_err(StoreError::db("commit an incident"))
+    }
+
+    async fn add_incident_certificates(
+        &self,
+        id: &str,
+        certificates: &[IncidentCertificate],
+        audit_records: &[AuditRecord],
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        incident::add_certificates(self.engine, &mut tx, id, certificates, unix_now()).await?;
+        audit::append(self.engine, &mut tx, audit_records).await?;
+        tx.commit().await.map_err(StoreError::db("commit the blast radius"))
+    }
+
+    async fn incident(&self, id: &str) -> Result<Option<IncidentRecord>> {
+        fetch_one_by(&self.pool, "SELECT * FROM incidents WHERE id = $1", id, "read an incident", incident::incident).await
+    }
+
+    async fn incidents(&self) -> Result<Vec<IncidentRecord>> {
+        let rows = fetch_all(&self.pool, "SELECT * FROM incidents ORDER BY declared_at, id", "read incidents").await?;
+        rows.iter().map(incident::incident).collect()
+    }
+
+    async fn incident_certificates(&self, id: &str) -> Result<Vec<IncidentCertificate>> {
+        let rows = sqlx::query("SELECT serial, tenant, connection FROM incident_certificates WHERE incident = $1 ORDER BY tenant, connection, serial")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db("read a blast radius"))?;
+        rows.iter()
+            .map(|r| Ok(IncidentCertificate { serial: col(r, "serial")?, tenant: col(r, "tenant")?, connection: col(r, "connection")? }))
+            .collect()
+    }
+
+    async fn incident_connections(&self, id: &str) -> Result<Vec<IncidentConnection>> {
+        let rows = sqlx::query("SELECT * FROM incident_connections WHERE incident = $1 ORDER BY tenant, connection")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db("read affected connections"))?;
+        rows.iter().map(incident::connection).collect()
+    }
+
+    async fn lock_incident(&self, id: &str, owner: &str, now: i64, until: i64, stale: Option<&str>) -> Result<Option<String>> {
+        let mut tx = self.write().await?;
+        let updated = sqlx::query(
+            "UPDATE incidents SET lock_owner = $1, lock_until = $2 WHERE id = $3 AND \
+             (lock_owner IS NULL OR lock_owner = $1 OR lock_until < $4 OR lock_owner = $5)",
+        )
+        .bind(owner)
+        .bind(until)
+        .bind(id)
+        .bind(now)
+        .bind(stale.unwrap_or(""))
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db("lock an incident"))?;
+        let holder = if updated.rows_affected() == 1 {
+            None
+        } else {
+            let holder: Option<Option<String>> = sqlx::query_scalar("SELECT lock_owner FROM incidents WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::db("read an incident lock"))?;
+            match holder {
+                None => return Err(StoreError::NotFound { what: format!("incident {id}") }),
+                Some(h) => Some(h.unwrap_or_default()),
+            }
+        };
+        tx.commit().await.map_err(StoreError::db("commit an incident lock"))?;
+        Ok(holder)
+    }
+
+    async fn unlock_incident(&self, id: &str, owner: &str) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query("UPDATE incidents SET lock_owner = NULL, lock_until = NULL WHERE id = $1 AND lock_owner = $2")
+            .bind(id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("unlock an incident"))?;
+        tx.commit().await.map_err(StoreError::db("commit an incident unlock"))
+    }
+
+    async fn update_incident(&self, r: &IncidentRecord, audit_records: &[AuditRecord]) -> Result<()> {
+        let mut tx = self.write().await?;
+        incident::update(&mut tx, r).await?;
+        audit::append(self.engine, &mut tx, audit_records).await?;
+        tx.commit().await.map_err(StoreError::db("commit an incident"))
+    }
+
+    async fn rekey(
+        &self,
+        r: &IncidentRecord,
+        keys: &[KeyRecord],
+        issuers: &[IssuerRecord],
+        issuer_status: &[(String, String)],
+        key_status: &[(String, String)],
+        audit_records: &[AuditRecord],
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        for key in keys {
+            insert_key(&mut tx, key).await?;
+        }
+        for issuer in issuers {
+            insert_issuer(&mut tx, issuer).await?;
+        }
+        for (id, status) in issuer_status {
+            sqlx::query("UPDATE issuers SET status = $1 WHERE id = $2")
+                .bind(status)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db("change an issuer's status"))?;
+        }
+        for (id, status) in key_status {
+            sqlx::query("UPDATE keys SET status = $1 WHERE id = $2")
+                .bind(status)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db("change a key's status"))?;
+        }
+        incident::update(&mut tx, r).await?;
+        audit::append(self.engine, &mut tx, audit_records).await?;
+        tx.commit().await.map_err(StoreError::db("commit the new CAs"))
+    }
+
+    async fn destroy_key(&self, id: &str, audit_records: &[AuditRecord]) -> Result<()> {
+        let mut tx = self.write().await?;
+        let updated = sqlx::query("UPDATE keys SET status = 'destroyed', reference = $1 WHERE id = $2")
+            .bind(Vec::<u8>::new())
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("destroy a key"))?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::NotFound { what: format!("key {id}") });
+        }
+        audit::append(self.engine, &mut tx, audit_records).await?;
+        tx.commit().await.map_err(StoreError::db("commit a key destruction"))
+    }
+
+    async fn record_replacements(
+        &self,
+        id: &str,
+        certificates: &[CertificateRecord],
+        replacements: &[Replacement],
+        messages: &[OutboxMessage],
+        audit_records: &[AuditRecord],
+    ) -> Result<()> {
+        let tx = self.write().await?;
+        incident::record_replacements(self.engine, tx, id, certificates, replacements, messages, audit_records, unix_now())
+            .await
+    }
+
+    async fn move_connections(
+        &self,
+        id: &str,
+        connections: &[(String, String)],
+        from: &[&str],
+        to: &str,
+        audit_records: &[AuditRecord],
+    ) -> Result<u64> {
+        let mut tx = self.write().await?;
+        let moved = incident::move_connections(&mut tx, id, connections, from, to, unix_now()).await?;
+        audit::append(self.engine, &mut tx, audit_records).await?;
+        tx.commit().await.map_err(StoreError::db("commit a connection state"))?;
+        Ok(moved)
+    }
+
+    async fn set_webhook(&self, w: &WebhookRecord, audit_records: &[AuditRecord]) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO webhooks (tenant, url, secret, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant) DO UPDATE SET url = excluded.url, secret = excluded.secret, created_at = excluded.created_at",
+        )
+        .bind(&w.tenant)
+        .bind(&w.url)
+        .bind(&w.secret)
+        .bind(w.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match is_foreign_key_violation(&e) {
+            true => StoreError::NotFound { what: format!("tenant {}", w.tenant) },
+            false => StoreError::Database { operation: "set a webhook", source: e },
+        })?;
+        audit::append(self.engine, &mut tx, audit_records).await?;
+        tx.commit().await.map_err(StoreError::db("commit a webhook"))
+    }
+
+    async fn webhooks(&self) -> Result<Vec<WebhookRecord>> {
+        let rows = fetch_all(&self.pool, "SELECT * FROM webhooks ORDER BY tenant", "read webhooks").await?;
+        rows.iter()
+            .map(|r| {
+                Ok(WebhookRecord {
+                    tenant: col(r, "tenant")?,
+                    url: col(r, "url")?,
+                    secret: col(r, "secret")?,
+                    created_at: col(r, "created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn outbox_due(&self, now: i64, limit: i64) -> Result<Vec<OutboxMessage>> {
+        let rows = sqlx::query("SELECT * FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $2")
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db("read the outbox"))?;
+        rows.iter().map(incident::outbox).collect()
+    }
+
+    async fn outbox(&self, id: &str) -> Result<Vec<OutboxMessage>> {
+        let rows = sqlx::query("SELECT * FROM outbox WHERE incident = $1 ORDER BY id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db("read the outbox"))?;
+        rows.iter().map(incident::outbox).collect()
+    }
+
+    async fn outbox_attempt(
+        &self,
+        id: i64,
+        delivered: bool,
+        now: i64,
+        next_attempt_at: i64,
+        error: Option<&str>,
+        audit_records: &[AuditRecord],
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        let row = sqlx::query("SELECT * FROM outbox WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::db("read a notification"))?
+            .ok_or_else(|| StoreError::NotFound { what: format!("notification {id}") })?;
+        let message = incident::outbox(&row)?;
+        if message.state != "pending" {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE outbox SET state = $1, attempts = attempts + 1, next_attempt_at = $2, last_error = $3, delivered_at = $4 WHERE id = $5",
+        )
+        .bind(if delivered { "delivered" } else { "pending" })
+        .bind(next_attempt_at)
+        .bind(error)
+        .bind(delivered.then_some(now))
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db("record a delivery attempt"))?;
+        if delivered {
+            let connections: Vec<(String, String)> =
+                message.connections.iter().map(|c| (message.tenant.clone(), c.clone())).collect();
+            incident::move_connections(&mut tx, &message.incident, &connections, &["replacement-issued"], "notified", now)
+                .await?;
+        }
+        audit::append(self.engine, &mut tx, audit_records).await?;
+        tx.commit().await.map_err(StoreError::db("commit a delivery attempt"))
+    }
+
 }
 
 fn checkpoint(r: &AnyRow) -> Result<CheckpointRecord> {
