@@ -81,6 +81,25 @@ enum PlannedKey {
     Generate(KeyAlgorithm),
 }
 
+/// Makes a signed batch of certificates durable with its audit entries, in
+/// one transaction: either all of it happened or none of it did.
+#[async_trait::async_trait]
+pub(crate) trait IssueSink: Sync {
+    /// Commits `batch` and `audit`.
+    async fn commit(&self, ca: &Ca, batch: &[Issued], audit: Vec<AuditRecord>) -> Result<()>;
+}
+
+/// The plain sink: the certificates and their audit entries.
+struct Recorded;
+
+#[async_trait::async_trait]
+impl IssueSink for Recorded {
+    async fn commit(&self, ca: &Ca, batch: &[Issued], audit: Vec<AuditRecord>) -> Result<()> {
+        let records: Vec<CertificateRecord> = batch.iter().map(|s| s.record.clone()).collect();
+        Ok(ca.store.insert_certificates(&records, &audit).await?)
+    }
+}
+
 /// Certificates per commit in bulk issuance: large enough that the fsync is
 /// amortised, small enough that a batch's memory stays in the megabytes.
 const BATCH: usize = 1024;
@@ -97,9 +116,15 @@ impl Ca {
     ///
     /// Nothing is issued unless every request passes policy; a failing request
     /// is reported as [`CaError::BulkLine`] with its 1-based position.
-    pub async fn issue_many(
+    pub async fn issue_many(&self, requests: Vec<IssueRequest>, on_batch: impl FnMut(Vec<Issued>)) -> Result<usize> {
+        self.issue_into(requests, &Recorded, on_batch).await
+    }
+
+    /// Issues many certificates, each batch made durable by `sink`.
+    pub(crate) async fn issue_into(
         &self,
         requests: Vec<IssueRequest>,
+        sink: &dyn IssueSink,
         mut on_batch: impl FnMut(Vec<Issued>),
     ) -> Result<usize> {
         let active = self.active_issuer().await?;
@@ -155,9 +180,8 @@ impl Ca {
             signing = batches.next().map(sign);
             let signed: Vec<Issued> = signed.into_iter().collect::<Result<_>>()?;
             let commit_started = std::time::Instant::now();
-            let records: Vec<CertificateRecord> = signed.iter().map(|s| s.record.clone()).collect();
             let audit: Vec<AuditRecord> = signed.iter().map(|s| self.issue_audit(&s.record, &active.record)).collect();
-            self.store.insert_certificates(&records, &audit).await?;
+            sink.commit(self, &signed, audit).await?;
             tracing::debug!(
                 certificates = signed.len(),
                 commit_ms = commit_started.elapsed().as_millis() as u64,

@@ -9,6 +9,7 @@
 
 pub mod audit;
 mod error;
+pub mod incident;
 mod inventory;
 mod issuance;
 pub mod policy;
@@ -199,6 +200,7 @@ impl Ca {
                 status: "active".into(),
                 crl_number: 0,
                 created_at: now.unix_timestamp(),
+                revoked_at: None,
             });
             genesis.audit.push(audit(
                 "issuer.create",
@@ -314,7 +316,9 @@ impl Ca {
             .key(key_id)
             .await?
             .ok_or_else(|| CaError::Inconsistent(format!("key {key_id} is not recorded")))?;
-        if record.status != "active" {
+        // A compromised key still signs its CA's final CRL before it is destroyed;
+        // compromised CAs never issue (only active ones are chosen for issuance).
+        if record.status != "active" && record.status != "compromised" {
             return Err(CaError::Policy(format!("key {key_id} is {}, not active", record.status)));
         }
         let reference = custos_keys::KeyReference { backend: record.backend, data: record.reference };
@@ -327,6 +331,13 @@ impl Ca {
 
     fn audit(&self, action: &str, object: String, details: serde_json::Value) -> AuditRecord {
         audit_record(OffsetDateTime::now_utc().unix_timestamp(), &self.actor, action, object, details)
+    }
+
+    /// Drops the cached active issuer, after the CAs changed.
+    pub(crate) fn forget_active_issuer(&self) {
+        if let Ok(mut a) = self.active.lock() {
+            *a = None;
+        }
     }
 
     /// Builds the CDP and AIA URLs for certificates signed by `issuer_id`.

@@ -139,8 +139,30 @@ impl Ca {
 
     /// Signs a fresh CRL for one partition of `issuer` with the next CRL number.
     pub async fn crl(&self, issuer_id: &str, partition: i64) -> Result<Crl> {
+        if let Some(last) = self.final_crl(issuer_id, partition).await? {
+            return Ok(last);
+        }
         let revoked = self.revoked_entries(issuer_id, partition).await?;
         self.sign_crl(issuer_id, partition, revoked).await
+    }
+
+    /// The last CRL of a compromised CA, signed before its key was destroyed.
+    pub async fn final_crl(&self, issuer_id: &str, partition: i64) -> Result<Option<Crl>> {
+        use base64::Engine;
+        let Some(text) = self.store.meta(&final_crl_key(issuer_id, partition)).await? else { return Ok(None) };
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|_| CaError::Inconsistent(format!("final CRL of {issuer_id} is not base64")))?;
+        let facts = custos_pki::inspect::crl_facts(&der)?;
+        Ok(Some(Crl {
+            issuer: issuer_id.to_string(),
+            partition,
+            number: facts.number,
+            this_update: from_unix(facts.this_update)?,
+            next_update: from_unix(facts.next_update)?,
+            entries: facts.entries,
+            der,
+        }))
     }
 
     /// The revoked certificates of one CRL partition, read from the store.
@@ -150,6 +172,19 @@ impl Ca {
         }
         let rows = self.store.revoked(issuer_id, partition).await?;
         let mut revoked = Vec::with_capacity(rows.len());
+        // A parent's main CRL also lists its compromised child CAs.
+        if partition == 0 {
+            for child in self.store.issuers().await?.iter().filter(|c| c.parent.as_deref() == Some(issuer_id)) {
+                if let Some(at) = child.revoked_at {
+                    revoked.push(RevokedEntry {
+                        serial: custos_pki::inspect::certificate_facts(&child.cert_der)?.serial,
+                        revoked_at: from_unix(at)?,
+                        reason: Some(custos_pki::Reason::KeyCompromise),
+                        invalidity_date: None,
+                    });
+                }
+            }
+        }
         for r in rows {
             revoked.push(RevokedEntry {
                 serial: r.serial.parse()?,
@@ -164,6 +199,18 @@ impl Ca {
     /// Signs a CRL of `revoked` for one partition of `issuer`, with the next
     /// CRL number (advanced in the store together with its audit entry).
     pub async fn sign_crl(&self, issuer_id: &str, partition: i64, revoked: Vec<RevokedEntry>) -> Result<Crl> {
+        self.sign_crl_until(issuer_id, partition, revoked, OffsetDateTime::now_utc() + CRL_LIFETIME).await
+    }
+
+    /// Signs a CRL whose nextUpdate is `next_update` (the end of a compromised
+    /// CA's life for its final CRL, since no key will sign another).
+    pub(crate) async fn sign_crl_until(
+        &self,
+        issuer_id: &str,
+        partition: i64,
+        revoked: Vec<RevokedEntry>,
+        next_update: OffsetDateTime,
+    ) -> Result<Crl> {
         let record = self.issuer(issuer_id).await?;
         let ca = self.ca_issuer(&record).await?;
         // The root's CRL covers CA certificates, so it names no user-only scope.
@@ -181,7 +228,6 @@ impl Ca {
             )
             .await?;
         let this_update = OffsetDateTime::now_utc();
-        let next_update = this_update + CRL_LIFETIME;
         let spec = CrlSpec { number: number as u64, this_update, next_update, user_certs_at, revoked };
         let der = tokio::task::spawn_blocking(move || ca.sign_crl(&spec))
             .await
@@ -199,6 +245,16 @@ impl Ca {
             return Ok(ResponderKey { certificate_der: r.cert_der, signer, not_after: from_unix(r.not_after)? });
         }
         let record = self.issuer(issuer_id).await?;
+        if record.status != "active" {
+            // A compromised CA's key is gone: its last responder serves until it expires.
+            return match self.store.responder(issuer_id).await? {
+                Some(r) if from_unix(r.not_after)? > now => {
+                    let signer = self.signer(&r.key_id).await?;
+                    Ok(ResponderKey { certificate_der: r.cert_der, signer, not_after: from_unix(r.not_after)? })
+                }
+                _ => Err(CaError::Policy(format!("{issuer_id} is {} and has no valid OCSP responder", record.status))),
+            };
+        }
         let ca = self.ca_issuer(&record).await?;
         let key = self.key_store()?.generate(custos_keys::KeyAlgorithm::EcdsaP256, &format!("ocsp-{issuer_id}"))?;
         let key_id = key.signer.public_key().key_id().to_string();
@@ -248,6 +304,11 @@ impl Ca {
         self.store.add_responder(&key_record, &responder, &audit).await?;
         Ok(ResponderKey { certificate_der: cert.der, signer: key.signer, not_after: cert.not_after })
     }
+}
+
+/// The setting holding a compromised CA's final CRL (base64 DER).
+pub(crate) fn final_crl_key(issuer_id: &str, partition: i64) -> String {
+    format!("final_crl:{issuer_id}:{partition}")
 }
 
 pub(crate) fn from_unix(t: i64) -> Result<OffsetDateTime> {

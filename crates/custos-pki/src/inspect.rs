@@ -54,3 +54,30 @@ pub fn certificate_facts(der: &[u8]) -> Result<CertificateFacts, PkiError> {
         spki_sha256: hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert.public_key().raw)),
     })
 }
+
+/// What a CRL says, in plain values.
+#[derive(Clone, Debug)]
+pub struct CrlFacts {
+    /// The CRL number.
+    pub number: i64,
+    /// thisUpdate, Unix seconds.
+    pub this_update: i64,
+    /// nextUpdate, Unix seconds.
+    pub next_update: i64,
+    /// How many certificates it lists.
+    pub entries: usize,
+}
+
+/// Parses a DER CRL into [`CrlFacts`].
+pub fn crl_facts(der: &[u8]) -> Result<CrlFacts, PkiError> {
+    use x509_parser::revocation_list::CertificateRevocationList;
+    let (_, crl) =
+        CertificateRevocationList::from_der(der).map_err(|e| PkiError::MalformedCertificate(format!("CRL: {e}")))?;
+    let number = crl.crl_number().and_then(|n| i64::try_from(n.clone()).ok()).unwrap_or(0);
+    Ok(CrlFacts {
+        number,
+        this_update: crl.last_update().timestamp(),
+        next_update: crl.next_update().map(|t| t.timestamp()).unwrap_or(0),
+        entries: crl.iter_revoked_certificates().count(),
+    })
+}

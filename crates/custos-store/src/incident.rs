@@ -260,8 +260,8 @@ pub(crate) async fn record_replacements(
     replacements: &[Replacement],
     messages: &[OutboxMessage],
     audit_records: &[AuditRecord],
-    now: i64,
 ) -> Result<()> {
+    let now = crate::sql::unix_now();
     insert_certificate_rows(engine, &mut tx, certificates).await?;
     for r in replacements {
         let updated = sqlx::query(

@@ -21,8 +21,10 @@ use custos_audit::{Hash, NodeId};
 use async_trait::async_trait;
 
 pub use audit::SIGNING_ACTIONS;
-pub use incident::{IncidentCertificate, IncidentConnection, IncidentRecord, OutboxMessage, Replacement, WebhookRecord};
 pub use error::StoreError;
+pub use incident::{
+    IncidentCertificate, IncidentConnection, IncidentRecord, OutboxMessage, Replacement, WebhookRecord,
+};
 pub use records::{
     AuditEntry, AuditFilter, AuditRecord, CertificateFilter, CertificateRecord, CheckpointRecord, ConnectionRecord,
     IssuerRecord, KeyRecord, KeyUsage, ResponderRecord, Revocation, RevocationEvent, RevokedRow, StatusFilter,
@@ -56,6 +58,9 @@ pub trait Store: Send + Sync {
 
     /// Reads one setting.
     async fn meta(&self, key: &str) -> Result<Option<String>>;
+
+    /// Writes (or replaces) one setting with its audit entries.
+    async fn set_meta(&self, key: &str, value: &str, audit: &[AuditRecord]) -> Result<()>;
 
     /// Adds a tenant with its audit entry, atomically; a duplicate name is
     /// [`StoreError::Duplicate`].
@@ -166,6 +171,15 @@ pub trait Store: Send + Sync {
     /// Uses of one key, per day, actor and action.
     async fn key_usage(&self, key: &str) -> Result<Vec<KeyUsage>>;
 
+    /// Certificates whose SPKI SHA-256 starts with `prefix` (hex), any status.
+    async fn certificates_by_spki(&self, prefix: &str) -> Result<Vec<CertificateRecord>>;
+
+    /// The certificates with these serials that exist.
+    async fn certificates_by_serials(&self, serials: &[String]) -> Result<Vec<CertificateRecord>>;
+
+    /// Which of these serials are not revoked (expiry aside).
+    async fn valid_serials(&self, serials: &[String]) -> Result<Vec<String>>;
+
     /// Declares an incident with its blast radius; an existing id is [`StoreError::Duplicate`].
     async fn add_incident(
         &self,
@@ -197,8 +211,14 @@ pub trait Store: Send + Sync {
     /// Takes an incident's execution lock for `owner` until `until` if it is
     /// free, expired, or held by `stale` (a holder known to be dead); returns
     /// the current holder when refused.
-    async fn lock_incident(&self, id: &str, owner: &str, now: i64, until: i64, stale: Option<&str>)
-    -> Result<Option<String>>;
+    async fn lock_incident(
+        &self,
+        id: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+        stale: Option<&str>,
+    ) -> Result<Option<String>>;
 
     /// Releases the lock if `owner` holds it.
     async fn unlock_incident(&self, id: &str, owner: &str) -> Result<()>;

@@ -76,6 +76,8 @@ pub struct IssuerRecord {
     pub crl_number: i64,
     /// Unix seconds.
     pub created_at: i64,
+    /// Unix seconds when its certificate was revoked (a compromised CA), if it was.
+    pub revoked_at: Option<i64>,
 }
 
 /// An issued end-entity certificate.

@@ -8,7 +8,9 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
 
 use crate::audit;
-use crate::incident::{self, IncidentCertificate, IncidentConnection, IncidentRecord, OutboxMessage, Replacement, WebhookRecord};
+use crate::incident::{
+    self, IncidentCertificate, IncidentConnection, IncidentRecord, OutboxMessage, Replacement, WebhookRecord,
+};
 use crate::{
     AuditEntry, AuditFilter, AuditRecord, CertificateFilter, CertificateRecord, CheckpointRecord, ConnectionRecord,
     Genesis, Hash, IssuerRecord, KeyRecord, KeyUsage, NodeId, ResponderRecord, Result, Revocation, RevocationEvent,
@@ -137,7 +139,8 @@ fn statements(script: &str) -> Vec<String> {
     without_comments.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
 }
 
-fn unix_now() -> i64 {
+/// The time now, Unix seconds.
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
@@ -171,8 +174,8 @@ async fn insert_key(tx: &mut Transaction<'static, Any>, key: &KeyRecord) -> Resu
 /// Inserts one issuer inside `tx`.
 async fn insert_issuer(tx: &mut Transaction<'static, Any>, issuer: &IssuerRecord) -> Result<()> {
     sqlx::query(
-        "INSERT INTO issuers (id, name, role, parent, key_id, cert_der, fingerprint, not_after, status, crl_number, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        "INSERT INTO issuers (id, name, role, parent, key_id, cert_der, fingerprint, not_after, status, crl_number, created_at, revoked_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(&issuer.id)
     .bind(&issuer.name)
@@ -185,6 +188,7 @@ async fn insert_issuer(tx: &mut Transaction<'static, Any>, issuer: &IssuerRecord
     .bind(&issuer.status)
     .bind(issuer.crl_number)
     .bind(issuer.created_at)
+    .bind(issuer.revoked_at)
     .execute(&mut **tx)
     .await
     .map_err(StoreError::db("store an issuer"))?;
@@ -258,6 +262,7 @@ fn issuer_from(row: &AnyRow) -> Result<IssuerRecord> {
         status: col(row, "status")?,
         crl_number: col(row, "crl_number")?,
         created_at: col(row, "created_at")?,
+        revoked_at: col(row, "revoked_at")?,
     })
 }
 
@@ -343,44 +348,44 @@ pub(crate) async fn insert_certificate_rows(
     certificates: &[CertificateRecord],
 ) -> Result<()> {
     for rows in certificates.chunks(ROWS_PER_INSERT) {
-            let sql = format!(
-                "INSERT INTO certificates ({CERTIFICATE_COLUMNS}) VALUES {}",
-                values_clause(engine, rows.len(), CERTIFICATE_COLUMN_COUNT)
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for c in rows {
-                query = query
-                    .bind(&c.serial)
-                    .bind(&c.issuer)
-                    .bind(&c.tenant)
-                    .bind(&c.connection)
-                    .bind(&c.profile)
-                    .bind(&c.subject)
-                    .bind(json_list(&c.sans))
-                    .bind(&c.key_algorithm)
-                    .bind(&c.key_origin)
-                    .bind(&c.spki_sha256)
-                    .bind(c.not_before)
-                    .bind(c.not_after)
-                    .bind(&c.der)
-                    .bind(&c.status)
-                    .bind(c.revoked_at)
-                    .bind(&c.revocation_reason)
-                    .bind(c.invalidity_date)
-                    .bind(&c.replaced_by)
-                    .bind(c.crl_partition)
-                    .bind(c.created_at);
-            }
-            query.execute(&mut **tx).await.map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::Duplicate { what: "certificate serial".into() }
-                } else if is_foreign_key_violation(&e) {
-                    StoreError::NotFound { what: "connection or issuer of a certificate".into() }
-                } else {
-                    StoreError::Database { operation: "record certificates", source: e }
-                }
-            })?;
+        let sql = format!(
+            "INSERT INTO certificates ({CERTIFICATE_COLUMNS}) VALUES {}",
+            values_clause(engine, rows.len(), CERTIFICATE_COLUMN_COUNT)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for c in rows {
+            query = query
+                .bind(&c.serial)
+                .bind(&c.issuer)
+                .bind(&c.tenant)
+                .bind(&c.connection)
+                .bind(&c.profile)
+                .bind(&c.subject)
+                .bind(json_list(&c.sans))
+                .bind(&c.key_algorithm)
+                .bind(&c.key_origin)
+                .bind(&c.spki_sha256)
+                .bind(c.not_before)
+                .bind(c.not_after)
+                .bind(&c.der)
+                .bind(&c.status)
+                .bind(c.revoked_at)
+                .bind(&c.revocation_reason)
+                .bind(c.invalidity_date)
+                .bind(&c.replaced_by)
+                .bind(c.crl_partition)
+                .bind(c.created_at);
         }
+        query.execute(&mut **tx).await.map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Duplicate { what: "certificate serial".into() }
+            } else if is_foreign_key_violation(&e) {
+                StoreError::NotFound { what: "connection or issuer of a certificate".into() }
+            } else {
+                StoreError::Database { operation: "record certificates", source: e }
+            }
+        })?;
+    }
     Ok(())
 }
 
@@ -428,6 +433,20 @@ impl Store for SqlStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(StoreError::db("read a setting"))
+    }
+
+    async fn set_meta(&self, key: &str, value: &str, audit_records: &[AuditRecord]) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db("write a setting"))?;
+        audit::append(self.engine, &mut tx, audit_records).await?;
+        tx.commit().await.map_err(StoreError::db("commit a setting"))
     }
 
     async fn add_tenant(&self, tenant: &TenantRecord, audit: &AuditRecord) -> Result<()> {
@@ -956,6 +975,61 @@ impl Store for SqlStore {
             })
             .collect()
     }
+    async fn certificates_by_spki(&self, prefix: &str) -> Result<Vec<CertificateRecord>> {
+        let prefix = prefix.to_ascii_lowercase();
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::Invalid(format!("{prefix:?} is not a hex SPKI hash")));
+        }
+        // A range on the index: every hex string starting with the prefix sorts below prefix + 'g'.
+        let sql =
+            format!("SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE spki_sha256 >= $1 AND spki_sha256 < $2");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(&prefix)
+            .bind(format!("{prefix}g"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db("find certificates by key"))?;
+        rows.iter().map(certificate_from).collect()
+    }
+
+    async fn certificates_by_serials(&self, serials: &[String]) -> Result<Vec<CertificateRecord>> {
+        let mut out = Vec::with_capacity(serials.len());
+        for chunk in serials.chunks(500) {
+            let sql = format!(
+                "SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE serial IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for s in chunk {
+                q = q.bind(s);
+            }
+            let rows = q.fetch_all(&self.pool).await.map_err(StoreError::db("read certificates"))?;
+            for r in &rows {
+                out.push(certificate_from(r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn valid_serials(&self, serials: &[String]) -> Result<Vec<String>> {
+        let mut out = Vec::with_capacity(serials.len());
+        for chunk in serials.chunks(500) {
+            let sql = format!(
+                "SELECT serial FROM certificates WHERE status = 'valid' AND serial IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for s in chunk {
+                q = q.bind(s);
+            }
+            let rows = q.fetch_all(&self.pool).await.map_err(StoreError::db("read certificate statuses"))?;
+            for r in &rows {
+                out.push(col(r, "serial")?);
+            }
+        }
+        Ok(out)
+    }
+
     async fn add_incident(
         &self,
         r: &IncidentRecord,
@@ -1000,7 +1074,8 @@ impl Store for SqlStore {
     }
 
     async fn incident(&self, id: &str) -> Result<Option<IncidentRecord>> {
-        fetch_one_by(&self.pool, "SELECT * FROM incidents WHERE id = $1", id, "read an incident", incident::incident).await
+        fetch_one_by(&self.pool, "SELECT * FROM incidents WHERE id = $1", id, "read an incident", incident::incident)
+            .await
     }
 
     async fn incidents(&self) -> Result<Vec<IncidentRecord>> {
@@ -1015,7 +1090,13 @@ impl Store for SqlStore {
             .await
             .map_err(StoreError::db("read a blast radius"))?;
         rows.iter()
-            .map(|r| Ok(IncidentCertificate { serial: col(r, "serial")?, tenant: col(r, "tenant")?, connection: col(r, "connection")? }))
+            .map(|r| {
+                Ok(IncidentCertificate {
+                    serial: col(r, "serial")?,
+                    tenant: col(r, "tenant")?,
+                    connection: col(r, "connection")?,
+                })
+            })
             .collect()
     }
 
@@ -1028,7 +1109,14 @@ impl Store for SqlStore {
         rows.iter().map(incident::connection).collect()
     }
 
-    async fn lock_incident(&self, id: &str, owner: &str, now: i64, until: i64, stale: Option<&str>) -> Result<Option<String>> {
+    async fn lock_incident(
+        &self,
+        id: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+        stale: Option<&str>,
+    ) -> Result<Option<String>> {
         let mut tx = self.write().await?;
         let updated = sqlx::query(
             "UPDATE incidents SET lock_owner = $1, lock_until = $2 WHERE id = $3 AND \
@@ -1087,6 +1175,20 @@ impl Store for SqlStore {
         audit_records: &[AuditRecord],
     ) -> Result<()> {
         let mut tx = self.write().await?;
+        // Revoked CA certificates enter the revocation feed under their
+        // parent, so serving nodes re-sign the parent's CRL and drop cached answers.
+        for (id, status) in issuer_status.iter().filter(|(_, s)| s == "compromised") {
+            sqlx::query(
+                "INSERT INTO revocations (serial, issuer, crl_partition, time) \
+                 SELECT $1, parent, 0, $2 FROM issuers WHERE id = $1 AND parent IS NOT NULL",
+            )
+            .bind(id)
+            .bind(unix_now())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("record a CA revocation"))?;
+            let _ = status;
+        }
         for key in keys {
             insert_key(&mut tx, key).await?;
         }
@@ -1094,12 +1196,17 @@ impl Store for SqlStore {
             insert_issuer(&mut tx, issuer).await?;
         }
         for (id, status) in issuer_status {
-            sqlx::query("UPDATE issuers SET status = $1 WHERE id = $2")
-                .bind(status)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::db("change an issuer's status"))?;
+            // A compromised CA's certificate counts as revoked now: its parent's CRL and OCSP say so.
+            sqlx::query(
+                "UPDATE issuers SET status = $1, revoked_at = CASE WHEN $1 = 'compromised' THEN $3 ELSE revoked_at END \
+                 WHERE id = $2",
+            )
+            .bind(status)
+            .bind(id)
+            .bind(unix_now())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("change an issuer's status"))?;
         }
         for (id, status) in key_status {
             sqlx::query("UPDATE keys SET status = $1 WHERE id = $2")
@@ -1138,8 +1245,7 @@ impl Store for SqlStore {
         audit_records: &[AuditRecord],
     ) -> Result<()> {
         let tx = self.write().await?;
-        incident::record_replacements(self.engine, tx, id, certificates, replacements, messages, audit_records, unix_now())
-            .await
+        incident::record_replacements(self.engine, tx, id, certificates, replacements, messages, audit_records).await
     }
 
     async fn move_connections(
@@ -1192,12 +1298,13 @@ impl Store for SqlStore {
     }
 
     async fn outbox_due(&self, now: i64, limit: i64) -> Result<Vec<OutboxMessage>> {
-        let rows = sqlx::query("SELECT * FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $2")
-            .bind(now)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::db("read the outbox"))?;
+        let rows =
+            sqlx::query("SELECT * FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $2")
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::db("read the outbox"))?;
         rows.iter().map(incident::outbox).collect()
     }
 
@@ -1244,13 +1351,19 @@ impl Store for SqlStore {
         if delivered {
             let connections: Vec<(String, String)> =
                 message.connections.iter().map(|c| (message.tenant.clone(), c.clone())).collect();
-            incident::move_connections(&mut tx, &message.incident, &connections, &["replacement-issued"], "notified", now)
-                .await?;
+            incident::move_connections(
+                &mut tx,
+                &message.incident,
+                &connections,
+                &["replacement-issued"],
+                "notified",
+                now,
+            )
+            .await?;
         }
         audit::append(self.engine, &mut tx, audit_records).await?;
         tx.commit().await.map_err(StoreError::db("commit a delivery attempt"))
     }
-
 }
 
 fn checkpoint(r: &AnyRow) -> Result<CheckpointRecord> {

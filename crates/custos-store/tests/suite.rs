@@ -43,6 +43,7 @@ fn genesis() -> Genesis {
             status: "active".into(),
             crl_number: 0,
             created_at: 1,
+            revoked_at: None,
         }],
         audit: vec![audit("genesis")],
     }

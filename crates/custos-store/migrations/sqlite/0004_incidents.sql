@@ -62,3 +62,5 @@ CREATE TABLE outbox (
     delivered_at BIGINT
 );
 CREATE INDEX outbox_due ON outbox(state, next_attempt_at);
+-- A compromised CA's certificate is revoked by its parent at this time.
+ALTER TABLE issuers ADD COLUMN revoked_at BIGINT;
