@@ -497,8 +497,8 @@ impl Ca {
         result
     }
 
-    async fn execute_locked<'a, F, Fut>(
-        &'a self,
+    async fn execute_locked<F, Fut>(
+        &self,
         record: &mut IncidentRecord,
         keys_file: &Path,
         progress: &(dyn Fn(Progress) + Sync),
@@ -608,10 +608,9 @@ impl Ca {
             let key = keys.generate(algorithm, &new_id)?;
             let key_id = key.signer.public_key().key_id().to_string();
             let profile = if old.role == "root" { Profile::RootCa } else { Profile::IssuingCa };
-            let parent_id = match &old.parent {
-                None => None,
-                Some(p) => Some(replaced.get(p).map(|(id, _)| id.clone()).unwrap_or_else(|| p.clone())),
-            };
+            // Under the parent's replacement if the parent was replaced too.
+            let parent_id =
+                old.parent.as_ref().map(|p| replaced.get(p).map(|(id, _)| id.clone()).unwrap_or_else(|| p.clone()));
             let template = CertificateTemplate::new(CertificateSpec {
                 serial: Serial::random()?,
                 profile,
