@@ -333,6 +333,11 @@ impl Ca {
         audit_record(OffsetDateTime::now_utc().unix_timestamp(), &self.actor, action, object, details)
     }
 
+    /// An audit record by this custos's actor, for entries written outside this crate.
+    pub fn audit_record(&self, action: &str, object: String, details: serde_json::Value) -> AuditRecord {
+        self.audit(action, object, details)
+    }
+
     /// Drops the cached active issuer, after the CAs changed.
     pub(crate) fn forget_active_issuer(&self) {
         if let Ok(mut a) = self.active.lock() {

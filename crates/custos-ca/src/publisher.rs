@@ -80,8 +80,9 @@ struct IssuerEntry {
     responder: ResponderKey,
     /// The responder key's id, as the audit log names it.
     responder_key: String,
-    /// Serials of the CA certificates this issuer signed (for a root).
-    children: HashSet<Serial>,
+    /// The CA certificates this issuer signed (for a root): serial, and when
+    /// it was revoked if that CA was compromised.
+    children: HashMap<Serial, Option<i64>>,
 }
 
 struct Cached {
@@ -223,12 +224,21 @@ impl StatusPublisher {
     pub async fn reload_issuers(&self) -> Result<()> {
         let records = self.ca.issuers().await?;
         let mut entries = Vec::new();
-        for r in records.iter().filter(|r| r.status == "active") {
-            let mut children = HashSet::new();
+        // Compromised CAs stay served: their last responder answers `revoked`
+        // for what they issued, and their final CRL is published as signed.
+        for r in records.iter().filter(|r| r.status == "active" || r.status == "compromised") {
+            let mut children = HashMap::new();
             for child in records.iter().filter(|c| c.parent.as_deref() == Some(&r.id)) {
-                children.insert(custos_pki::inspect::certificate_facts(&child.cert_der)?.serial);
+                children.insert(custos_pki::inspect::certificate_facts(&child.cert_der)?.serial, child.revoked_at);
             }
-            let responder = self.ca.responder(&r.id).await?;
+            let responder = match self.ca.responder(&r.id).await {
+                Ok(responder) => responder,
+                Err(e) if r.status != "active" => {
+                    tracing::warn!(issuer = %r.id, error = %e, "not answering OCSP for a compromised CA");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             entries.push(Arc::new(IssuerEntry {
                 id: r.id.clone(),
                 hashes: IssuerHashes::from_certificate(&r.cert_der)?,
@@ -490,8 +500,11 @@ impl StatusPublisher {
     }
 
     async fn status(&self, issuer: &IssuerEntry, serial: &Serial) -> Result<CertStatus> {
-        if issuer.children.contains(serial) {
-            return Ok(CertStatus::Good);
+        if let Some(revoked_at) = issuer.children.get(serial) {
+            return Ok(match revoked_at {
+                None => CertStatus::Good,
+                Some(t) => CertStatus::Revoked { time: from_unix(*t)?, reason: Some(Reason::KeyCompromise) },
+            });
         }
         let Some(record) = self.ca.store.certificate(&serial.to_hex()).await? else {
             return Ok(CertStatus::Unknown);
@@ -524,6 +537,7 @@ impl StatusPublisher {
         let issuers = self.issuer_entries();
         let now = OffsetDateTime::now_utc();
         let mut changed = HashSet::new();
+        let mut reload = false;
         for e in &events {
             let serial: Serial = e.serial.parse()?;
             let cached_ids: Vec<CertId> = {
@@ -534,7 +548,18 @@ impl StatusPublisher {
             let key = (e.issuer.clone(), e.crl_partition);
             changed.insert(key.clone());
             // One read of the row gives both the OCSP status and the CRL entry.
-            let Some(record) = self.ca.store.certificate(&e.serial).await? else { continue };
+            let Some(record) = self.ca.store.certificate(&e.serial).await? else {
+                // Not a subscriber certificate: a CA its parent revoked. Its
+                // parent's list is re-read (it lists compromised CAs) and the
+                // issuers reloaded so OCSP answers `revoked` for it.
+                if let Ok(mut lists) = self.revoked_lists.lock()
+                    && let Some(list) = lists.get_mut(&key)
+                {
+                    list.loaded = false;
+                }
+                reload = true;
+                continue;
+            };
             let entry = revoked_entry(serial.clone(), &record)?;
             let status = status_of(&record)?;
             // Always recorded, loaded or not: a revocation that commits while a
@@ -558,6 +583,9 @@ impl StatusPublisher {
             }
         }
         self.last_seq.store(last, Ordering::Release);
+        if reload {
+            self.reload_issuers().await?;
+        }
         if let Ok(mut dirty) = self.dirty_crls.lock() {
             dirty.extend(changed);
         }
@@ -603,6 +631,12 @@ impl StatusPublisher {
 
     async fn regenerate_crl(&self, issuer: &str, partition: i64) -> Result<()> {
         let key = (issuer.to_string(), partition);
+        if let Some(last) = self.ca.final_crl(issuer, partition).await? {
+            if let Ok(mut w) = self.crls.write() {
+                w.insert(key, Arc::new(last));
+            }
+            return Ok(());
+        }
         let loaded = self.revoked_lists.lock().is_ok_and(|l| l.get(&key).is_some_and(|l| l.loaded));
         if !loaded {
             let from_store = self.ca.revoked_entries(issuer, partition).await?;

@@ -19,7 +19,8 @@ use crate::{
     ServeArgs, ShowArgs, TenantCommand, passphrase,
 };
 
-fn actor() -> String {
+/// Who this CLI invocation acts as, for the audit log.
+pub fn actor() -> String {
     format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
 }
 
@@ -124,6 +125,16 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Revoke(args) => revoke(&cli, args).await,
         Command::Crl(args) => crl(&cli, args).await,
         Command::Audit(command) => crate::audit::run(&cli, command).await,
+        Command::Incident(command) => crate::incident::run(&cli, command).await,
+        Command::Tenant(TenantCommand::Webhook { tenant, url }) => {
+            let secret = open(&cli).await?.set_webhook(tenant, url).await?;
+            if cli.json {
+                return json(&json!({"tenant": tenant, "url": url, "secret": secret}));
+            }
+            println!("webhook of {tenant}: {url}");
+            println!("HMAC-SHA256 secret (shown once; the tenant verifies x-custos-signature with it): {secret}");
+            Ok(())
+        }
         Command::Keys(KeysCommand::List) => {
             let keys = open(&cli).await?.key_views().await?;
             if cli.json {

@@ -7,6 +7,7 @@
 mod audit;
 mod commands;
 mod fetch;
+mod incident;
 mod output;
 mod passphrase;
 
@@ -62,6 +63,9 @@ pub enum Command {
     /// The keys custos holds.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Declare, execute and track a key or CA compromise.
+    #[command(subcommand)]
+    Incident(IncidentCommand),
     /// Read, prove and verify the Merkle audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -98,6 +102,13 @@ pub enum TenantCommand {
     },
     /// List tenants.
     List,
+    /// Set the tenant's webhook for incident notifications; prints its HMAC secret once.
+    Webhook {
+        /// Tenant name.
+        tenant: String,
+        /// Where notifications are POSTed (http://...).
+        url: String,
+    },
 }
 
 /// `custos connection ...`.
@@ -231,6 +242,74 @@ pub struct CrlArgs {
     /// PEM instead of DER.
     #[arg(long)]
     pub pem: bool,
+}
+
+/// `custos incident ...`.
+#[derive(Debug, Subcommand)]
+pub enum IncidentCommand {
+    /// Record a compromise and print its blast radius; nothing else changes until execute.
+    Declare(DeclareArgs),
+    /// Carry an incident out: new CAs, revocation, replacements, notifications (resumable).
+    Execute {
+        /// Incident id (INC-0001).
+        id: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// Append the replacements' certificates and private keys here (JSONL, created 0600).
+        #[arg(long)]
+        keys_out: Option<PathBuf>,
+    },
+    /// Per tenant and connection: where each stands, and notification delivery.
+    Status {
+        /// Incident id.
+        id: String,
+    },
+    /// A tenant confirms a connection's new certificate is in place.
+    Ack {
+        /// Incident id.
+        id: String,
+        /// TENANT/CONNECTION.
+        #[arg(long)]
+        connection: String,
+    },
+    /// Close the incident (refused while any connection still depends on a compromised certificate).
+    Close {
+        /// Incident id.
+        id: String,
+    },
+    /// Timeline, counts, durations and notifications.
+    Report {
+        /// Incident id.
+        id: String,
+        /// Markdown instead of a plain summary.
+        #[arg(long)]
+        markdown: bool,
+    },
+    /// Deliver pending notifications now (serve does this every second).
+    Notify {
+        /// Incident id.
+        id: String,
+    },
+    /// Every incident.
+    List,
+}
+
+/// `custos incident declare`.
+#[derive(Debug, Args)]
+pub struct DeclareArgs {
+    /// What was compromised: issuer:ID, key:KEYID, cert:SERIAL or tenant:NAME.
+    #[arg(long)]
+    pub compromised: String,
+    /// The revocation reason (key-compromise, ca-compromise, superseded, ...).
+    #[arg(long, default_value = "key-compromise")]
+    pub reason: String,
+    /// Since when the compromise is assumed (RFC 3339); the revocations' invalidity date.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// What is known, for the record.
+    #[arg(long, default_value = "")]
+    pub note: String,
 }
 
 /// `custos keys ...`.

@@ -8,6 +8,7 @@
 //! about what may be issued (custos-ca) or any key material (custos-keys).
 
 pub mod tls;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +55,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/audit/checkpoint", get(audit_checkpoint))
         .route("/audit/key", get(audit_key))
         .route("/audit/tile/{*path}", get(audit_tile))
+        .route("/incident/{id}/ack", post(incident_ack))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -92,6 +94,13 @@ pub async fn serve(
             move || {
                 let ca = ca.clone();
                 async move { ca.sign_checkpoint().await }
+            }
+        })),
+        tokio::spawn(every(Duration::from_secs(1), "delivering webhook notifications", {
+            let ca = state.ca.clone();
+            move || {
+                let ca = ca.clone();
+                async move { webhooks::deliver_due(&ca).await }
             }
         })),
         tokio::spawn(every(RESPONDER_RENEWAL, "renewing OCSP responders", {
@@ -256,6 +265,55 @@ async fn audit_tile(State(state): State<Arc<AppState>>, path: Result<Path<String
             .into_response(),
         Err(CaError::Policy(detail)) => problem(StatusCode::NOT_FOUND, "no such tile", &detail),
         Err(e) => internal(&e, "reading a tile"),
+    }
+}
+
+/// `POST /incident/{id}/ack`: a tenant confirms a connection's new
+/// certificate is in place. The body is `{"tenant": T, "connection": C}`,
+/// signed like the notification with the tenant's webhook secret
+/// (`x-custos-signature: t=UNIX,v1=HEX`, within five minutes).
+async fn incident_ack(
+    State(state): State<Arc<AppState>>,
+    id: Result<Path<String>, PathRejection>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Ok(Path(id)) = id else {
+        return problem(StatusCode::BAD_REQUEST, "bad path", "the incident id is not valid UTF-8");
+    };
+    #[derive(serde::Deserialize)]
+    struct Ack {
+        tenant: String,
+        connection: String,
+    }
+    let ack: Ack = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "bad body",
+                &format!("expected {{\"tenant\", \"connection\"}}: {e}"),
+            );
+        }
+    };
+    let signature = headers.get("x-custos-signature").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let secret = match state.ca.webhook_secret(&ack.tenant).await {
+        Ok(s) => s,
+        Err(e) => return internal(&e, "reading a webhook secret"),
+    };
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    if !secret.is_some_and(|s| custos_ca::incident::verify_webhook(&s, signature, &body, now, 300)) {
+        return problem(
+            StatusCode::UNAUTHORIZED,
+            "bad signature",
+            "sign the body with the tenant's webhook secret: x-custos-signature: t=UNIX,v1=HEX(HMAC-SHA256(secret, \"UNIX.BODY\"))",
+        );
+    }
+    match state.ca.ack_incident(&id, &ack.tenant, &ack.connection).await {
+        Ok(c) => ([(header::CONTENT_TYPE, "application/json")], serde_json::to_string(&c).unwrap_or_default())
+            .into_response(),
+        Err(CaError::Policy(detail)) => problem(StatusCode::CONFLICT, "cannot acknowledge", &detail),
+        Err(e) => internal(&e, "acknowledging"),
     }
 }
 

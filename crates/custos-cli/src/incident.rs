@@ -1,0 +1,327 @@
+//! `custos incident ...`: declare, execute (with a progress bar), status, ack, close, report, notify.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use custos_ca::incident::{Declaration, IncidentReport, IncidentStatus, IncidentView, Progress};
+use serde_json::json;
+
+use crate::commands::{open, open_unsealed};
+use crate::output::{json, table};
+use crate::{Cli, CliError, DeclareArgs, IncidentCommand};
+
+/// How long `execute` and `notify` keep delivering notifications before leaving the rest to `serve`.
+const DELIVERY_BUDGET: Duration = Duration::from_secs(15);
+
+/// Runs one `incident` subcommand.
+pub async fn run(cli: &Cli, command: &IncidentCommand) -> Result<(), CliError> {
+    match command {
+        IncidentCommand::Declare(args) => declare(cli, args).await,
+        IncidentCommand::Execute { id, yes, keys_out } => execute(cli, id, *yes, keys_out.clone()).await,
+        IncidentCommand::Status { id } => {
+            let status = open(cli).await?.incident_status(id).await?;
+            if cli.json {
+                return json(&status);
+            }
+            print_status(&status);
+            Ok(())
+        }
+        IncidentCommand::Ack { id, connection } => {
+            let (tenant, name) = connection
+                .split_once('/')
+                .ok_or_else(|| CliError::Usage(format!("--connection {connection:?}: expected TENANT/CONNECTION")))?;
+            let c = open(cli).await?.ack_incident(id, tenant, name).await?;
+            if cli.json {
+                return json(&c);
+            }
+            println!("{tenant}/{name}: {}", c.state);
+            Ok(())
+        }
+        IncidentCommand::Close { id } => {
+            let r = open(cli).await?.close_incident(id).await?;
+            if cli.json {
+                return json(&r);
+            }
+            println!("closed {id}");
+            Ok(())
+        }
+        IncidentCommand::Report { id, markdown } => {
+            let report = open(cli).await?.incident_report(id).await?;
+            if cli.json {
+                return json(&report);
+            }
+            print!("{}", render_report(&report, *markdown));
+            Ok(())
+        }
+        IncidentCommand::Notify { id } => {
+            let ca = open(cli).await?;
+            ca.incident(id).await?;
+            let delivered = deliver(&ca).await?;
+            let status = ca.incident_status(id).await?;
+            if cli.json {
+                return json(&json!({"delivered_now": delivered, "delivered": status.notifications.delivered,
+                                    "pending": status.notifications.pending}));
+            }
+            println!(
+                "delivered {delivered} now; {} delivered in all, {} pending",
+                status.notifications.delivered, status.notifications.pending
+            );
+            Ok(())
+        }
+        IncidentCommand::List => {
+            let list = open(cli).await?.incidents().await?;
+            if cli.json {
+                return json(&list);
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|i| {
+                    vec![
+                        i.id.clone(),
+                        i.state.clone(),
+                        format!("{}:{}", i.scope_kind, i.scope_value),
+                        i.reason.clone(),
+                        custos_ca::rfc3339(i.declared_at),
+                    ]
+                })
+                .collect();
+            print!("{}", table(&["INCIDENT", "STATE", "COMPROMISED", "REASON", "DECLARED"], &rows));
+            Ok(())
+        }
+    }
+}
+
+async fn declare(cli: &Cli, args: &DeclareArgs) -> Result<(), CliError> {
+    let since = args
+        .since
+        .as_deref()
+        .map(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| CliError::Usage(format!("--since {t:?} is not RFC 3339 ({e})")))
+        })
+        .transpose()?;
+    let declaration = Declaration {
+        scope: args.compromised.parse()?,
+        reason: args.reason.parse().map_err(custos_ca::CaError::from)?,
+        since,
+        note: args.note.clone(),
+    };
+    let view = open(cli).await?.declare_incident(&declaration).await?;
+    if cli.json {
+        return json(&view);
+    }
+    print_view(&view);
+    println!("\nnothing has changed yet: run `custos incident execute {}` to carry it out", view.id);
+    Ok(())
+}
+
+fn print_view(v: &IncidentView) {
+    println!("incident {}: {} compromised ({})", v.id, v.compromised, v.reason);
+    if !v.note.is_empty() {
+        println!("note: {}", v.note);
+    }
+    println!(
+        "blast radius: {} certificates on {} connections of {} tenants",
+        v.affected_certificates, v.affected_connections, v.affected_tenants
+    );
+    if !v.compromised_issuers.is_empty() {
+        println!("CAs to replace: {}", v.compromised_issuers.join(", "));
+    }
+    if v.root_compromised {
+        println!("A ROOT CA IS COMPROMISED: every relying party will have to trust a new root.");
+    }
+    const SHOWN: usize = 50;
+    let rows: Vec<Vec<String>> = v
+        .tenants
+        .iter()
+        .take(SHOWN)
+        .map(|t| {
+            let names: Vec<&str> = t.connections.iter().map(|c| c.connection.as_str()).collect();
+            vec![t.tenant.clone(), t.connections.len().to_string(), t.certificates.to_string(), names.join(", ")]
+        })
+        .collect();
+    print!("{}", table(&["TENANT", "CONNECTIONS", "CERTIFICATES", "NAMES"], &rows));
+    if v.tenants.len() > SHOWN {
+        println!("... and {} more tenants (--json lists them all)", v.tenants.len() - SHOWN);
+    }
+}
+
+async fn execute(cli: &Cli, id: &str, yes: bool, keys_out: Option<PathBuf>) -> Result<(), CliError> {
+    let ca = open_unsealed(cli).await?;
+    let view = ca.incident_view(id).await?;
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(CliError::Usage(format!(
+                "execute {id} changes {} certificates: pass --yes",
+                view.affected_certificates
+            )));
+        }
+        eprint!(
+            "execute {id}: revoke and replace {} certificates on {} connections{}? [y/N] ",
+            view.affected_certificates,
+            view.affected_connections,
+            if view.compromised_issuers.is_empty() {
+                String::new()
+            } else {
+                format!(", replace CAs {}", view.compromised_issuers.join(", "))
+            }
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).map_err(|e| CliError::Output(e.to_string()))?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err(CliError::Usage("not executed".into()));
+        }
+    }
+    let keys_file = keys_out.unwrap_or_else(|| PathBuf::from(format!("{id}-replacements.jsonl")));
+    let bar = if cli.json || !std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(0)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let progress = |p: Progress| {
+        let (msg, done, total) = match p {
+            Progress::Revoked(d, t) => ("revoked", d, t),
+            Progress::Replaced(d, t) => ("replaced", d, t),
+        };
+        bar.set_message(msg);
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    };
+    let summary = ca.execute_incident(id, &keys_file, &progress).await?;
+    bar.finish_and_clear();
+    crate::commands::checkpoint(&ca).await;
+    let delivered = deliver(&ca).await?;
+    let status = ca.incident_status(id).await?;
+    if cli.json {
+        return json(&json!({"summary": summary, "notifications_delivered_now": delivered, "status": status.states}));
+    }
+    if !summary.new_issuers.is_empty() {
+        println!("new CAs: {}", summary.new_issuers.join(", "));
+    }
+    println!(
+        "revoked {} certificates in {:.2}s, issued {} replacements in {:.2}s",
+        summary.revoked, summary.seconds_to_revoked, summary.replaced, summary.seconds_to_replaced
+    );
+    if let Some(f) = &summary.keys_file {
+        println!(
+            "replacement certificates and private keys appended to {} (0600): hand them over, then delete",
+            f.display()
+        );
+    }
+    println!(
+        "notifications: {} delivered, {} pending (custos serve keeps retrying), {} tenants without a webhook",
+        status.notifications.delivered,
+        status.notifications.pending,
+        status.notifications.tenants_without_webhook.len()
+    );
+    Ok(())
+}
+
+/// Delivers due notifications until none is due or the budget is spent.
+async fn deliver(ca: &custos_ca::Ca) -> Result<usize, CliError> {
+    let started = Instant::now();
+    let mut total = 0;
+    while started.elapsed() < DELIVERY_BUDGET {
+        let n = custos_server::webhooks::deliver_due(ca).await?;
+        total += n;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        if ca.store().outbox_due(now, 1).await.map_err(custos_ca::CaError::from)?.is_empty() {
+            break;
+        }
+        if n == 0 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    Ok(total)
+}
+
+fn print_status(s: &IncidentStatus) {
+    let i = &s.incident;
+    println!("incident {} ({}): {}:{} compromised, {}", i.id, i.state, i.scope_kind, i.scope_value, i.reason);
+    let rows: Vec<Vec<String>> = s
+        .states
+        .iter()
+        .map(|c| vec![c.state.clone(), c.connections.to_string(), format!("{}s", c.oldest_seconds)])
+        .collect();
+    print!("{}", table(&["STATE", "CONNECTIONS", "LONGEST WAIT"], &rows));
+    let n = &s.notifications;
+    println!(
+        "notifications: {} delivered, {} pending, {} tenants without a webhook",
+        n.delivered,
+        n.pending,
+        n.tenants_without_webhook.len()
+    );
+    for m in n.messages.iter().filter(|m| m.state == "pending").take(10) {
+        println!(
+            "  pending to {} ({}): {} attempts, last error: {}",
+            m.tenant,
+            m.url,
+            m.attempts,
+            m.last_error.as_deref().unwrap_or("-")
+        );
+    }
+}
+
+/// The report as text, or as Markdown.
+fn render_report(r: &IncidentReport, markdown: bool) -> String {
+    let i = &r.incident;
+    let mut out = String::new();
+    let h = |level: usize, text: &str| {
+        if markdown { format!("{} {text}\n\n", "#".repeat(level)) } else { format!("{text}\n") }
+    };
+    out += &h(1, &format!("Incident {}: {}:{} compromised", i.id, i.scope_kind, i.scope_value));
+    out += &format!(
+        "{}state: {}, reason: {}, declared by {}\n",
+        if markdown { "- " } else { "" },
+        i.state,
+        i.reason,
+        i.declared_by
+    );
+    if !i.note.is_empty() {
+        out += &format!("{}note: {}\n", if markdown { "- " } else { "" }, i.note);
+    }
+    out += "\n";
+    if !r.warnings.is_empty() {
+        out += &h(2, "Warnings");
+        for w in &r.warnings {
+            out += &format!("- {w}\n");
+        }
+        out += "\n";
+    }
+    out += &h(2, "Timeline");
+    for e in &r.timeline {
+        out += &format!("- {}  {}\n", e.time, e.event);
+    }
+    out += "\n";
+    out += &h(2, "Counts");
+    for (k, v) in &r.counts {
+        out += &format!("- {k}: {v}\n");
+    }
+    out += "\n";
+    out += &h(2, "Durations (seconds)");
+    for (k, v) in &r.durations {
+        out += &format!("- {k}: {v}\n");
+    }
+    out += "\n";
+    out += &h(2, "Notifications");
+    if r.notifications.is_empty() {
+        out += "- none sent\n";
+    }
+    for m in &r.notifications {
+        out += &format!(
+            "- {} to {} ({} connections): {}, {} attempts{}\n",
+            custos_ca::rfc3339(m.created_at),
+            m.tenant,
+            m.connections.len(),
+            m.state,
+            m.attempts,
+            m.delivered_at.map(|t| format!(", delivered {}", custos_ca::rfc3339(t))).unwrap_or_default()
+        );
+    }
+    out
+}
