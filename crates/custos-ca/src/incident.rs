@@ -696,11 +696,11 @@ impl Ca {
             new_issuers.push(issuer);
         }
         record.new_issuers = new_issuers.iter().map(|i| i.id.clone()).collect();
-        let issuer_status: Vec<(String, String)> =
-            compromised.iter().map(|c| (c.id.clone(), "compromised".to_string())).collect();
-        let key_status: Vec<(String, String)> =
-            compromised.iter().map(|c| (c.key_id.clone(), "compromised".to_string())).collect();
-        self.store.rekey(record, &new_keys, &new_issuers, &issuer_status, &key_status, &audit).await?;
+        let mut revoked = Vec::with_capacity(compromised.len());
+        for c in compromised {
+            revoked.push((c.id.clone(), custos_pki::inspect::certificate_facts(&c.cert_der)?.serial.to_hex()));
+        }
+        self.store.rekey(record, &new_keys, &new_issuers, &revoked, &audit).await?;
         self.forget_active_issuer();
         Ok(())
     }

@@ -226,16 +226,16 @@ pub trait Store: Send + Sync {
     /// Writes an incident's state and timestamps with audit entries.
     async fn update_incident(&self, incident: &IncidentRecord, audit: &[AuditRecord]) -> Result<()>;
 
-    /// Replaces compromised CAs in one transaction: new keys and issuers, new
-    /// statuses for old issuers and keys (`(id, status)`), the incident's
-    /// record, and the audit entries.
+    /// Replaces compromised CAs in one transaction: new keys and issuers,
+    /// the compromised CAs (`compromised`: id and certificate serial) marked
+    /// revoked and fed to the revocation feed under their parents, their keys
+    /// marked compromised, the incident's record, and the audit entries.
     async fn rekey(
         &self,
         incident: &IncidentRecord,
         keys: &[KeyRecord],
         issuers: &[IssuerRecord],
-        issuer_status: &[(String, String)],
-        key_status: &[(String, String)],
+        compromised: &[(String, String)],
         audit: &[AuditRecord],
     ) -> Result<()>;
 

@@ -1170,51 +1170,41 @@ impl Store for SqlStore {
         r: &IncidentRecord,
         keys: &[KeyRecord],
         issuers: &[IssuerRecord],
-        issuer_status: &[(String, String)],
-        key_status: &[(String, String)],
+        compromised: &[(String, String)],
         audit_records: &[AuditRecord],
     ) -> Result<()> {
         let mut tx = self.write().await?;
-        // Revoked CA certificates enter the revocation feed under their
-        // parent, so serving nodes re-sign the parent's CRL and drop cached answers.
-        for (id, status) in issuer_status.iter().filter(|(_, s)| s == "compromised") {
-            sqlx::query(
-                "INSERT INTO revocations (serial, issuer, crl_partition, time) \
-                 SELECT $1, parent, 0, $2 FROM issuers WHERE id = $1 AND parent IS NOT NULL",
-            )
-            .bind(id)
-            .bind(unix_now())
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::db("record a CA revocation"))?;
-            let _ = status;
-        }
+        let now = unix_now();
         for key in keys {
             insert_key(&mut tx, key).await?;
         }
         for issuer in issuers {
             insert_issuer(&mut tx, issuer).await?;
         }
-        for (id, status) in issuer_status {
-            // A compromised CA's certificate counts as revoked now: its parent's CRL and OCSP say so.
-            sqlx::query(
-                "UPDATE issuers SET status = $1, revoked_at = CASE WHEN $1 = 'compromised' THEN $3 ELSE revoked_at END \
-                 WHERE id = $2",
-            )
-            .bind(status)
-            .bind(id)
-            .bind(unix_now())
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::db("change an issuer's status"))?;
-        }
-        for (id, status) in key_status {
-            sqlx::query("UPDATE keys SET status = $1 WHERE id = $2")
-                .bind(status)
+        for (id, serial) in compromised {
+            // A compromised CA's certificate counts as revoked now: its
+            // parent's CRL and OCSP say so, and serving nodes learn it from the feed.
+            sqlx::query("UPDATE issuers SET status = 'compromised', revoked_at = $1 WHERE id = $2")
+                .bind(now)
                 .bind(id)
                 .execute(&mut *tx)
                 .await
-                .map_err(StoreError::db("change a key's status"))?;
+                .map_err(StoreError::db("mark a CA compromised"))?;
+            sqlx::query("UPDATE keys SET status = 'compromised' WHERE id = (SELECT key_id FROM issuers WHERE id = $1)")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db("mark a CA key compromised"))?;
+            sqlx::query(
+                "INSERT INTO revocations (serial, issuer, crl_partition, time) \
+                 SELECT $1, parent, 0, $2 FROM issuers WHERE id = $3 AND parent IS NOT NULL",
+            )
+            .bind(serial)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("record a CA revocation"))?;
         }
         incident::update(&mut tx, r).await?;
         audit::append(self.engine, &mut tx, audit_records).await?;

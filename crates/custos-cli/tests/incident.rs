@@ -1,0 +1,500 @@
+//! The incident workflow end to end against real parts: the `custos` binary,
+//! a running server, openssl's OCSP client and verifier, a webhook receiver
+//! on loopback that checks the HMAC itself, SIGKILL mid-execute, and the
+//! database read back with Python's sqlite3.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Env, Server, http, openssl_verify, pkilint, sh};
+
+/// Each POST a receiver saw: its head and body.
+type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A webhook receiver on loopback: records each POST (headers, body) and answers with `status`.
+struct Receiver {
+    url: String,
+    seen: Seen,
+    status: Arc<Mutex<u16>>,
+}
+
+impl Receiver {
+    fn start(status: u16) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/hooks/custos", listener.local_addr().expect("addr"));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let status = Arc::new(Mutex::new(status));
+        let (s, st) = (seen.clone(), status.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(200) {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut head = String::new();
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    head.push_str(&line);
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                s.lock().expect("lock").push((head, body));
+                let code = *st.lock().expect("lock");
+                let _ = write!(stream, "HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            }
+        });
+        Receiver { url, seen, status }
+    }
+}
+
+/// HMAC-SHA256 as the receiver computes it, with aws-lc-rs directly.
+fn hmac_hex(secret: &str, message: &[u8]) -> String {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes());
+    hex::encode(aws_lc_rs::hmac::sign(&key, message).as_ref())
+}
+
+fn header<'a>(head: &'a str, name: &str) -> &'a str {
+    head.lines()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()))
+        .unwrap_or("")
+}
+
+/// SQL answered by Python's sqlite3 on the data dir's database.
+fn sql(env: &Env, query: &str) -> String {
+    let db = env.data_dir().join("custos.db");
+    sh(
+        "python3",
+        &[
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); r=list(c.execute(sys.argv[2])); c.commit(); print('\\n'.join('|'.join(map(str,x)) for x in r))",
+            db.to_str().expect("p"),
+            query,
+        ],
+    )
+    .trim()
+    .to_string()
+}
+
+/// `tenants` tenants with `per` connections each, every connection with one certificate.
+fn populated(tenants: usize, per: usize) -> Env {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let mut lines = String::new();
+    for t in 0..tenants {
+        let tenant = format!("t{t:04}");
+        env.ok(&["tenant", "add", &tenant]);
+        for c in 0..per {
+            env.ok(&["connection", "add", &tenant, &format!("c{c}")]);
+            lines += &format!("{{\"tenant\":\"{tenant}\",\"connection\":\"c{c}\"}}\n");
+        }
+    }
+    std::fs::write(env.path("bulk.jsonl"), lines).expect("write");
+    env.ok(&[
+        "issue",
+        "--from",
+        env.path("bulk.jsonl").to_str().expect("p"),
+        "--out",
+        env.path("bulk.out").to_str().expect("p"),
+    ]);
+    env
+}
+
+#[test]
+fn an_issuing_ca_compromise_from_declaration_to_close() {
+    let env = populated(3, 2);
+    let old_cert = env.path("old.pem");
+    let first: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(env.path("bulk.out")).expect("out").lines().next().expect("line"))
+            .expect("json");
+    std::fs::write(&old_cert, first["certificate"].as_str().expect("pem")).expect("write");
+    let (root_pem, old_issuing_pem) = (env.path("root.pem"), env.path("issuing-1.pem"));
+    let receiver = Receiver::start(200);
+    let hooked = env.json(&["tenant", "webhook", "t0000", &receiver.url]);
+    let secret = hooked["secret"].as_str().expect("secret").to_string();
+    let server = Server::start(&env);
+    for (id, path) in [("root-1", &root_pem), ("issuing-1", &old_issuing_pem)] {
+        let (status, _, pem) = http(&server.addr, "GET", &format!("/ca/{id}.pem"), None, b"");
+        assert_eq!(status, 200);
+        std::fs::write(path, pem).expect("write CA");
+    }
+
+    // Declare: the blast radius, grouped; nothing changes yet.
+    let view = env.json(&[
+        "incident",
+        "declare",
+        "--compromised",
+        "issuer:issuing-1",
+        "--since",
+        "2026-11-01T00:00:00Z",
+        "--note",
+        "notice from the mail provider",
+    ]);
+    let id = view["id"].as_str().expect("id").to_string();
+    assert_eq!(view["affected_certificates"], 6);
+    assert_eq!(view["affected_connections"], 6);
+    assert_eq!(view["tenants"].as_array().expect("tenants").len(), 3);
+    assert_eq!(view["compromised_issuers"], serde_json::json!(["issuing-1"]));
+    assert_eq!(
+        env.json(&["list", "--status", "revoked"]).as_array().expect("list").len(),
+        0,
+        "declare changes nothing"
+    );
+
+    // Execute.
+    let keys = env.path("replacements.jsonl");
+    let done = env.json(&["incident", "execute", &id, "--yes", "--keys-out", keys.to_str().expect("p")]);
+    assert_eq!(done["summary"]["revoked"], 6);
+    assert_eq!(done["summary"]["replaced"], 6);
+    assert_eq!(done["summary"]["new_issuers"], serde_json::json!(["issuing-2"]));
+
+    // openssl: the old certificate is revoked (keyCompromise, with the invalidity date) by OCSP within a second.
+    let url = server.url("/ocsp");
+    let mut said = String::new();
+    for _ in 0..20 {
+        said = sh(
+            "openssl",
+            &[
+                "ocsp",
+                "-issuer",
+                old_issuing_pem.to_str().expect("p"),
+                "-cert",
+                old_cert.to_str().expect("p"),
+                "-url",
+                &url,
+                "-CAfile",
+                root_pem.to_str().expect("p"),
+            ],
+        );
+        if said.contains(": revoked") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        said.contains(": revoked") && said.contains("keyCompromise") && said.contains("Response verify OK"),
+        "{said}"
+    );
+    // The root revokes the compromised issuing CA: OCSP and the root's CRL say so.
+    let mut said = String::new();
+    for _ in 0..20 {
+        said = sh(
+            "openssl",
+            &[
+                "ocsp",
+                "-issuer",
+                root_pem.to_str().expect("p"),
+                "-cert",
+                old_issuing_pem.to_str().expect("p"),
+                "-url",
+                &url,
+                "-CAfile",
+                root_pem.to_str().expect("p"),
+            ],
+        );
+        if said.contains(": revoked") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(said.contains(": revoked"), "{said}");
+    // ...and the root's CRL lists it within a second.
+    let mut text = String::new();
+    for _ in 0..20 {
+        let (status, _, crl) = http(&server.addr, "GET", "/crl/root-1.crl", None, b"");
+        assert_eq!(status, 200);
+        std::fs::write(env.path("root.crl"), crl).expect("write");
+        text = sh(
+            "openssl",
+            &[
+                "crl",
+                "-inform",
+                "DER",
+                "-in",
+                env.path("root.crl").to_str().expect("p"),
+                "-noout",
+                "-text",
+                "-CAfile",
+                root_pem.to_str().expect("p"),
+            ],
+        );
+        if text.contains("Key Compromise") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(text.contains("Key Compromise") && text.contains("verify OK"), "{text}");
+
+    // Each replacement: its key matches, it chains to the root through the new CA, and lints clean.
+    let lines = std::fs::read_to_string(&keys).expect("keys file");
+    assert_eq!(lines.lines().count(), 6);
+    let line: serde_json::Value = serde_json::from_str(lines.lines().next().expect("line")).expect("json");
+    std::fs::write(env.path("new.pem"), line["certificate"].as_str().expect("cert")).expect("write");
+    std::fs::write(env.path("new.key"), line["private_key"].as_str().expect("key")).expect("write");
+    std::fs::write(env.path("chain.pem"), line["chain"].as_str().expect("chain")).expect("write");
+    let (_, new_issuing) = env.split_chain(&env.path("chain.pem"));
+    openssl_verify(&root_pem, &new_issuing, &env.path("new.pem"));
+    pkilint("lint_pkix_cert", &[new_issuing.to_str().expect("p")]);
+    pkilint("lint_pkix_signer_signee_cert_chain", &[root_pem.to_str().expect("p"), new_issuing.to_str().expect("p")]);
+    pkilint(
+        "lint_pkix_signer_signee_cert_chain",
+        &[new_issuing.to_str().expect("p"), env.path("new.pem").to_str().expect("p")],
+    );
+    let a = sh("openssl", &["x509", "-in", env.path("new.pem").to_str().expect("p"), "-noout", "-pubkey"]);
+    let b = sh("openssl", &["pkey", "-in", env.path("new.key").to_str().expect("p"), "-pubout"]);
+    assert_eq!(a, b, "the private key belongs to the replacement");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&keys).expect("meta").permissions().mode() & 0o777, 0o600);
+    }
+
+    // The webhook: one signed message for t0000's two connections.
+    let seen = receiver.seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 1, "one message per tenant and batch");
+    let (head, body) = &seen[0];
+    let sig = header(head, "x-custos-signature");
+    let (t, v1) = sig.split_once(",v1=").expect("t=..,v1=..");
+    let t = t.strip_prefix("t=").expect("t=");
+    let mut signed = format!("{t}.").into_bytes();
+    signed.extend_from_slice(body);
+    assert_eq!(v1, hmac_hex(&secret, &signed), "HMAC over timestamp.body with the tenant's secret");
+    let payload: serde_json::Value = serde_json::from_slice(body).expect("json body");
+    assert_eq!(payload["tenant"], "t0000");
+    assert_eq!(payload["connections"].as_array().expect("connections").len(), 2);
+
+    let status = env.json(&["incident", "status", &id]);
+    let count = |state: &str| {
+        status["states"].as_array().expect("states").iter().find(|s| s["state"] == state).expect("state")["connections"]
+            .as_u64()
+            .expect("n")
+    };
+    assert_eq!((count("notified"), count("replacement-issued")), (2, 4));
+    assert_eq!(status["notifications"]["tenants_without_webhook"].as_array().expect("list").len(), 2);
+
+    // Close is refused until every connection has acknowledged.
+    assert!(env.fails(&["incident", "close", &id]).contains("still depend on a compromised certificate"));
+    // Ack over HTTP, signed with the tenant's secret; a bad signature is refused.
+    let ack = br#"{"tenant":"t0000","connection":"c0"}"#;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut message = format!("{now}.").into_bytes();
+    message.extend_from_slice(ack);
+    let good = format!("t={now},v1={}", hmac_hex(&secret, &message));
+    let (code, _, _) = http_with(&server.addr, &format!("/incident/{id}/ack"), ack, "t=1,v1=00");
+    assert_eq!(code, 401);
+    let (code, _, answer) = http_with(&server.addr, &format!("/incident/{id}/ack"), ack, &good);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&answer));
+    assert!(String::from_utf8_lossy(&answer).contains("old-certificate-retired"));
+    for t in 0..3 {
+        for c in 0..2 {
+            env.ok(&["incident", "ack", &id, "--connection", &format!("t{t:04}/c{c}")]);
+        }
+    }
+    env.ok(&["incident", "close", &id]);
+    let report = env.json(&["incident", "report", &id]);
+    assert!(report["durations"]["execution_to_all_replaced"].as_i64().is_some(), "{report}");
+    assert!(report["timeline"].as_array().expect("timeline").len() >= 6);
+    let md = env.ok(&["incident", "report", &id, "--markdown"]);
+    assert!(md.starts_with("# Incident") && md.contains("## Timeline") && md.contains("## Notifications"), "{md}");
+
+    // The compromised key is destroyed, and everything is in a log that verifies.
+    let keys_list = env.json(&["keys", "list"]);
+    let old = keys_list.as_array().expect("keys").iter().find(|k| k["label"] == "issuing-1").expect("old key");
+    assert_eq!(old["status"], "destroyed");
+    let actions = env.ok(&["audit", "tail", "-n", "1000"]);
+    for a in [
+        "incident.declare",
+        "incident.execute",
+        "issuer.compromise",
+        "key.destroy",
+        "notification.deliver",
+        "incident.ack",
+        "incident.close",
+    ] {
+        assert!(actions.contains(a), "{a} not logged");
+    }
+    env.ok(&["audit", "verify"]);
+}
+
+/// POST with a signature header.
+fn http_with(addr: &str, path: &str, body: &[u8], signature: &str) -> (u16, String, Vec<u8>) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nx-custos-signature: {signature}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("write");
+    s.write_all(body).expect("write");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("head");
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let status = head.split_whitespace().nth(1).expect("status").parse().expect("code");
+    (status, head, buf[split + 4..].to_vec())
+}
+
+#[test]
+fn bad_declarations_are_refused_and_write_nothing() {
+    let env = populated(1, 1);
+    let entries = env.ok(&["audit", "tail", "-n", "100000"]).lines().count();
+    for (scope, expected) in [
+        ("issuer:issuing-9", "unknown issuer"),
+        ("key:0123456789abcdef0123", "no CA key and no valid certificate"),
+        ("key:zz", "no key"),
+        ("cert:0a0b0c", "no certificate"),
+        ("tenant:nobody", "unknown tenant"),
+        ("nonsense", "expected issuer:ID"),
+        ("planet:earth", "expected issuer:ID"),
+    ] {
+        let said = env.fails(&["incident", "declare", "--compromised", scope]);
+        assert!(said.to_lowercase().contains(&expected.to_lowercase()), "{scope}: {said}");
+    }
+    let said = env.fails(&["incident", "declare", "--compromised", "tenant:t0000", "--since", "2999-01-01T00:00:00Z"]);
+    assert!(said.contains("in the future"), "{said}");
+    let said = env.fails(&["incident", "declare", "--compromised", "tenant:t0000", "--reason", "stolen"]);
+    assert!(said.contains("stolen"), "{said}");
+    assert!(env.fails(&["incident", "execute", "INC-0042", "--yes"]).contains("no incident"));
+    assert_eq!(env.json(&["incident", "list"]).as_array().expect("list").len(), 0);
+    assert_eq!(env.ok(&["audit", "tail", "-n", "100000"]).lines().count(), entries, "nothing was logged");
+}
+
+#[test]
+fn execute_killed_at_random_points_resumes_and_does_everything_exactly_once() {
+    let env = populated(80, 3);
+    let view = env.json(&["incident", "declare", "--compromised", "issuer:issuing-1"]);
+    let id = view["id"].as_str().expect("id").to_string();
+    assert_eq!(view["affected_certificates"], 240);
+    let keys = env.path("keys.jsonl");
+    // Kill it at several points; each run picks up where the last stopped.
+    for delay_ms in [40u64, 120, 250, 400, 700] {
+        let mut child = env
+            .command()
+            .args(["incident", "execute", &id, "--yes", "--keys-out", keys.to_str().expect("p")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+    }
+    env.ok(&["incident", "execute", &id, "--yes", "--keys-out", keys.to_str().expect("p")]);
+
+    // Every affected certificate revoked exactly once.
+    assert_eq!(sql(&env, "SELECT count(*) FROM certificates WHERE issuer = 'issuing-1' AND status = 'revoked'"), "240");
+    assert_eq!(
+        sql(&env, "SELECT count(*) FROM (SELECT serial FROM revocations GROUP BY serial HAVING count(*) > 1)"),
+        "0"
+    );
+    // Every connection exactly one replacement, under the new CA, and none skipped.
+    assert_eq!(
+        sql(
+            &env,
+            "SELECT count(*) FROM (SELECT tenant, connection FROM certificates WHERE issuer = 'issuing-2' GROUP BY tenant, connection HAVING count(*) = 1)"
+        ),
+        "240"
+    );
+    assert_eq!(sql(&env, "SELECT count(*) FROM certificates WHERE issuer = 'issuing-2'"), "240");
+    assert_eq!(sql(&env, "SELECT count(*) FROM incident_connections WHERE state = 'replacement-issued'"), "240");
+    assert_eq!(sql(&env, "SELECT count(*) FROM issuers"), "3", "one new CA however many runs");
+    // Every committed replacement has its key in the file.
+    let in_db: std::collections::HashSet<String> =
+        sql(&env, "SELECT replacement FROM incident_connections").lines().map(str::to_string).collect();
+    let in_file: std::collections::HashSet<String> = std::fs::read_to_string(&keys)
+        .expect("keys")
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["serial"].as_str().expect("serial").to_string()
+        })
+        .collect();
+    assert!(in_db.is_subset(&in_file), "a replacement without its key");
+    env.ok(&["audit", "verify"]);
+}
+
+#[test]
+fn a_second_execute_is_refused_while_one_holds_the_lock() {
+    let env = populated(2, 1);
+    let id =
+        env.json(&["incident", "declare", "--compromised", "tenant:t0000"])["id"].as_str().expect("id").to_string();
+    // Another host is executing it (lock held, fresh).
+    let far = time::OffsetDateTime::now_utc().unix_timestamp() + 600;
+    sql(&env, &format!("UPDATE incidents SET lock_owner = 'other-host:4242', lock_until = {far} WHERE id = '{id}'"));
+    let said =
+        env.fails(&["incident", "execute", &id, "--yes", "--keys-out", env.path("k.jsonl").to_str().expect("p")]);
+    assert!(said.contains("being executed by other-host:4242"), "{said}");
+    assert_eq!(
+        sql(&env, "SELECT count(*) FROM certificates WHERE status = 'revoked'"),
+        "0",
+        "the refused run changed nothing"
+    );
+    // Its lock lapses: the next run proceeds.
+    sql(&env, &format!("UPDATE incidents SET lock_until = 0 WHERE id = '{id}'"));
+    env.ok(&["incident", "execute", &id, "--yes", "--keys-out", env.path("k.jsonl").to_str().expect("p")]);
+    // Two at once: whatever the interleaving, each connection gets exactly one replacement.
+    let id2 =
+        env.json(&["incident", "declare", "--compromised", "tenant:t0001"])["id"].as_str().expect("id").to_string();
+    let spawn = || {
+        env.command()
+            .args(["incident", "execute", &id2, "--yes", "--keys-out", env.path("k2.jsonl").to_str().expect("p")])
+            .output()
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(spawn);
+        let b = s.spawn(spawn);
+        (a.join().expect("a").expect("run a"), b.join().expect("b").expect("run b"))
+    });
+    assert!(a.status.success() || b.status.success(), "one of them proceeds");
+    for out in [&a, &b] {
+        if !out.status.success() {
+            let said = String::from_utf8_lossy(&out.stderr);
+            assert!(said.contains("being executed by"), "{said}");
+        }
+    }
+    assert_eq!(sql(&env, "SELECT count(*) FROM certificates WHERE tenant = 't0001' AND status = 'valid'"), "1");
+}
+
+#[test]
+fn a_failing_webhook_is_retried_and_never_blocks_revocation() {
+    let env = populated(1, 2);
+    let receiver = Receiver::start(500);
+    env.ok(&["tenant", "webhook", "t0000", &receiver.url]);
+    let id =
+        env.json(&["incident", "declare", "--compromised", "tenant:t0000"])["id"].as_str().expect("id").to_string();
+    let done = env.json(&["incident", "execute", &id, "--yes", "--keys-out", env.path("k.jsonl").to_str().expect("p")]);
+    assert_eq!((done["summary"]["revoked"].as_u64(), done["summary"]["replaced"].as_u64()), (Some(2), Some(2)));
+    let status = env.json(&["incident", "status", &id]);
+    let message = &status["notifications"]["messages"][0];
+    assert_eq!(message["state"], "pending");
+    assert!(message["attempts"].as_i64().expect("attempts") >= 1);
+    assert!(message["last_error"].as_str().expect("error").contains("500"), "{message}");
+    // The receiver recovers; the retry (after its backoff) delivers.
+    *receiver.status.lock().expect("lock") = 200;
+    let mut delivered = false;
+    for _ in 0..40 {
+        env.ok(&["incident", "notify", &id]);
+        if env.json(&["incident", "status", &id])["notifications"]["delivered"] == 1 {
+            delivered = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(delivered, "retried delivery succeeded");
+    // A receiver that is down altogether: still nothing blocks.
+    let env2 = populated(1, 1);
+    env2.ok(&["tenant", "webhook", "t0000", "http://127.0.0.1:9/nothing-listens"]);
+    let id =
+        env2.json(&["incident", "declare", "--compromised", "tenant:t0000"])["id"].as_str().expect("id").to_string();
+    let done =
+        env2.json(&["incident", "execute", &id, "--yes", "--keys-out", env2.path("k.jsonl").to_str().expect("p")]);
+    assert_eq!(done["summary"]["revoked"], 1);
+    let pending = &env2.json(&["incident", "status", &id])["notifications"]["messages"][0];
+    assert!(pending["last_error"].as_str().expect("error").contains("connect"), "{pending}");
+}
