@@ -302,6 +302,7 @@ impl Ca {
         };
         let mut compromised: Vec<IssuerRecord> = Vec::new();
         let mut certificates: Vec<CertificateRecord> = Vec::new();
+        let mut owners: Vec<IncidentCertificate> = Vec::new();
         match scope {
             Scope::Issuer(id) => {
                 let record = issuers.iter().find(|i| &i.id == id).ok_or_else(|| CaError::UnknownIssuer(id.clone()))?;
@@ -332,7 +333,7 @@ impl Ca {
                 if self.store.tenant(t).await?.is_none() {
                     return Err(CaError::UnknownTenant(t.clone()));
                 }
-                certificates = self.store.certificates(&valid(None, Some(t.clone()))).await?;
+                owners = self.store.certificate_owners(&valid(None, Some(t.clone()))).await?;
             }
         }
         // A compromised CA takes its descendants with it: they are replaced
@@ -348,14 +349,15 @@ impl Ca {
             i += 1;
         }
         for ca in &compromised {
-            certificates.extend(self.store.certificates(&valid(Some(ca.id.clone()), None)).await?);
+            owners.extend(self.store.certificate_owners(&valid(Some(ca.id.clone()), None)).await?);
         }
+        owners.extend(certificates.into_iter().map(|c| IncidentCertificate {
+            serial: c.serial,
+            tenant: c.tenant,
+            connection: c.connection,
+        }));
         let mut seen = std::collections::HashSet::new();
-        let certificates = certificates
-            .into_iter()
-            .filter(|c| seen.insert(c.serial.clone()))
-            .map(|c| IncidentCertificate { serial: c.serial, tenant: c.tenant, connection: c.connection })
-            .collect();
+        let certificates = owners.into_iter().filter(|c| seen.insert(c.serial.clone())).collect();
         Ok(Radius { certificates, issuers: compromised })
     }
 

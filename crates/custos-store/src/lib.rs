@@ -171,6 +171,10 @@ pub trait Store: Send + Sync {
     /// Uses of one key, per day, actor and action.
     async fn key_usage(&self, key: &str) -> Result<Vec<KeyUsage>>;
 
+    /// Serial, tenant and connection of the certificates `filter` selects
+    /// (what a blast radius needs, without reading whole rows).
+    async fn certificate_owners(&self, filter: &CertificateFilter) -> Result<Vec<IncidentCertificate>>;
+
     /// Certificates whose SPKI SHA-256 starts with `prefix` (hex), any status.
     async fn certificates_by_spki(&self, prefix: &str) -> Result<Vec<CertificateRecord>>;
 

@@ -121,6 +121,61 @@ impl SqlStore {
         Ok(())
     }
 
+    /// Runs a certificate query with `filter` applied, selecting `columns`.
+    async fn filtered(&self, filter: &CertificateFilter, columns: &str) -> Result<Vec<AnyRow>> {
+        // The text is built from fixed fragments only; every value is bound.
+        let mut sql = format!("SELECT {columns} FROM certificates WHERE 1 = 1");
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            format!("${n}")
+        };
+        let mut texts: Vec<&str> = Vec::new();
+        let mut numbers: Vec<i64> = Vec::new();
+        if let Some(t) = &filter.tenant {
+            sql += &format!(" AND tenant = {}", next());
+            texts.push(t);
+        }
+        if let Some(c) = &filter.connection {
+            sql += &format!(" AND connection = {}", next());
+            texts.push(c);
+        }
+        if let Some(i) = &filter.issuer {
+            sql += &format!(" AND issuer = {}", next());
+            texts.push(i);
+        }
+        let text_count = texts.len();
+        match filter.status {
+            Some(StatusFilter::Valid) => {
+                sql += &format!(" AND status = 'valid' AND not_after >= {}", next());
+                numbers.push(filter.now);
+            }
+            Some(StatusFilter::Expired) => {
+                sql += &format!(" AND status = 'valid' AND not_after < {}", next());
+                numbers.push(filter.now);
+            }
+            Some(StatusFilter::Revoked) => sql += " AND status = 'revoked'",
+            None => {}
+        }
+        if let Some(before) = filter.expiring_before {
+            sql += &format!(" AND not_after < {}", next());
+            numbers.push(before);
+        }
+        sql += " ORDER BY created_at DESC, serial";
+        if let Some(limit) = filter.limit {
+            sql += &format!(" LIMIT {}", next());
+            numbers.push(limit);
+        }
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for t in &texts[..text_count] {
+            query = query.bind(*t);
+        }
+        for v in numbers {
+            query = query.bind(v);
+        }
+        query.fetch_all(&self.pool).await.map_err(StoreError::db("list certificates"))
+    }
+
     /// Begins a write transaction. On SQLite it takes the write lock at once
     /// (`BEGIN IMMEDIATE`), so two writers queue on the busy timeout instead of
     /// failing when a read lock cannot be upgraded.
@@ -568,94 +623,76 @@ impl Store for SqlStore {
     }
 
     async fn certificates(&self, filter: &CertificateFilter) -> Result<Vec<CertificateRecord>> {
-        // The text is built from fixed fragments only; every value is bound.
-        let mut sql = format!("SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE 1 = 1");
-        let mut n = 0;
-        let mut next = || {
-            n += 1;
-            format!("${n}")
-        };
-        let mut texts: Vec<&str> = Vec::new();
-        let mut numbers: Vec<i64> = Vec::new();
-        if let Some(t) = &filter.tenant {
-            sql += &format!(" AND tenant = {}", next());
-            texts.push(t);
-        }
-        if let Some(c) = &filter.connection {
-            sql += &format!(" AND connection = {}", next());
-            texts.push(c);
-        }
-        if let Some(i) = &filter.issuer {
-            sql += &format!(" AND issuer = {}", next());
-            texts.push(i);
-        }
-        let text_count = texts.len();
-        match filter.status {
-            Some(StatusFilter::Valid) => {
-                sql += &format!(" AND status = 'valid' AND not_after >= {}", next());
-                numbers.push(filter.now);
-            }
-            Some(StatusFilter::Expired) => {
-                sql += &format!(" AND status = 'valid' AND not_after < {}", next());
-                numbers.push(filter.now);
-            }
-            Some(StatusFilter::Revoked) => sql += " AND status = 'revoked'",
-            None => {}
-        }
-        if let Some(before) = filter.expiring_before {
-            sql += &format!(" AND not_after < {}", next());
-            numbers.push(before);
-        }
-        sql += " ORDER BY created_at DESC, serial";
-        if let Some(limit) = filter.limit {
-            sql += &format!(" LIMIT {}", next());
-            numbers.push(limit);
-        }
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for t in &texts[..text_count] {
-            query = query.bind(*t);
-        }
-        for v in numbers {
-            query = query.bind(v);
-        }
-        let rows = query.fetch_all(&self.pool).await.map_err(StoreError::db("list certificates"))?;
+        let rows = self.filtered(filter, CERTIFICATE_COLUMNS).await?;
         rows.iter().map(certificate_from).collect()
+    }
+
+    async fn certificate_owners(&self, filter: &CertificateFilter) -> Result<Vec<IncidentCertificate>> {
+        let rows = self.filtered(filter, "serial, tenant, connection").await?;
+        rows.iter()
+            .map(|r| {
+                Ok(IncidentCertificate {
+                    serial: col(r, "serial")?,
+                    tenant: col(r, "tenant")?,
+                    connection: col(r, "connection")?,
+                })
+            })
+            .collect()
     }
 
     async fn revoke(&self, serials: &[String], revocation: &Revocation, audit: &[AuditRecord]) -> Result<()> {
         let mut tx = self.write().await?;
-        for serial in serials {
-            let updated = sqlx::query(
-                "UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2, invalidity_date = $3 \
-                 WHERE serial = $4 AND status = 'valid'",
-            )
-            .bind(revocation.revoked_at)
-            .bind(&revocation.reason)
-            .bind(revocation.invalidity_date)
-            .bind(serial)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::db("revoke a certificate"))?;
-            if updated.rows_affected() != 1 {
-                let status: Option<String> = sqlx::query_scalar("SELECT status FROM certificates WHERE serial = $1")
-                    .bind(serial)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(StoreError::db("read a certificate"))?;
-                return Err(match status {
-                    None => StoreError::NotFound { what: format!("certificate {serial}") },
-                    Some(s) => StoreError::Conflict { what: format!("certificate {serial} is already {s}") },
+        // Five hundred per statement: an incident revokes a hundred thousand at once.
+        for chunk in serials.chunks(500) {
+            let list = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ?, invalidity_date = ? \
+                 WHERE status = 'valid' AND serial IN ({list})"
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql))
+                .bind(revocation.revoked_at)
+                .bind(&revocation.reason)
+                .bind(revocation.invalidity_date);
+            for serial in chunk {
+                q = q.bind(serial);
+            }
+            let updated = q.execute(&mut *tx).await.map_err(StoreError::db("revoke certificates"))?;
+            if updated.rows_affected() != chunk.len() as u64 {
+                // Name the first serial that was missing or not valid; the transaction rolls back.
+                for serial in chunk {
+                    let status: Option<String> =
+                        sqlx::query_scalar("SELECT status FROM certificates WHERE serial = $1")
+                            .bind(serial)
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(StoreError::db("read a certificate"))?;
+                    match status {
+                        None => return Err(StoreError::NotFound { what: format!("certificate {serial}") }),
+                        Some(s) if s != "revoked" || chunk.iter().filter(|x| *x == serial).count() > 1 => {
+                            return Err(StoreError::Conflict {
+                                what: format!("certificate {serial} is listed twice or {s}"),
+                            });
+                        }
+                        _ => {}
+                    }
+                }
+                return Err(StoreError::Conflict {
+                    what: format!(
+                        "{} of {} certificates were already revoked",
+                        chunk.len() as u64 - updated.rows_affected(),
+                        chunk.len()
+                    ),
                 });
             }
-            sqlx::query(
+            let sql = format!(
                 "INSERT INTO revocations (serial, issuer, crl_partition, time) \
-                 SELECT serial, issuer, crl_partition, $1 FROM certificates WHERE serial = $2",
-            )
-            .bind(revocation.revoked_at)
-            .bind(serial)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::db("record a revocation"))?;
+                 SELECT serial, issuer, crl_partition, ? FROM certificates WHERE serial IN ({list})"
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(revocation.revoked_at);
+            for serial in chunk {
+                q = q.bind(serial);
+            }
+            q.execute(&mut *tx).await.map_err(StoreError::db("record revocations"))?;
         }
         audit::append(self.engine, &mut tx, audit).await?;
         tx.commit().await.map_err(StoreError::db("commit a revocation"))
