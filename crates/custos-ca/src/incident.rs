@@ -764,6 +764,9 @@ impl Ca {
             if key.status == "destroyed" {
                 continue;
             }
+            // Its OCSP responder, made (or renewed) now while the key exists,
+            // keeps answering `revoked` for its certificates until it expires.
+            self.responder(&ca.id).await?;
             for partition in 0..self.crl_partitions(&ca.id).await? {
                 let entries = self.revoked_entries(&ca.id, partition).await?;
                 let until = crate::revocation::from_unix(ca.not_after)?;

@@ -245,7 +245,8 @@ impl Ca {
             return Ok(ResponderKey { certificate_der: r.cert_der, signer, not_after: from_unix(r.not_after)? });
         }
         let record = self.issuer(issuer_id).await?;
-        if record.status != "active" {
+        let key_gone = self.store.key(&record.key_id).await?.is_none_or(|k| k.status == "destroyed");
+        if record.status != "active" && key_gone {
             // A compromised CA's key is gone: its last responder serves until it expires.
             return match self.store.responder(issuer_id).await? {
                 Some(r) if from_unix(r.not_after)? > now => {

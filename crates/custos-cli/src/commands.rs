@@ -126,6 +126,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Crl(args) => crl(&cli, args).await,
         Command::Audit(command) => crate::audit::run(&cli, command).await,
         Command::Incident(command) => crate::incident::run(&cli, command).await,
+        Command::Demo(crate::DemoCommand::Incident { tenants, keep_dir }) => {
+            crate::demo::incident(*tenants, keep_dir.clone()).await
+        }
         Command::Tenant(TenantCommand::Webhook { tenant, url }) => {
             let secret = open(&cli).await?.set_webhook(tenant, url).await?;
             if cli.json {

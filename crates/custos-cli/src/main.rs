@@ -6,6 +6,7 @@
 
 mod audit;
 mod commands;
+mod demo;
 mod fetch;
 mod incident;
 mod output;
@@ -66,6 +67,9 @@ pub enum Command {
     /// Declare, execute and track a key or CA compromise.
     #[command(subcommand)]
     Incident(IncidentCommand),
+    /// Runnable stories for newcomers, in a throwaway data directory.
+    #[command(subcommand)]
+    Demo(DemoCommand),
     /// Read, prove and verify the Merkle audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -242,6 +246,20 @@ pub struct CrlArgs {
     /// PEM instead of DER.
     #[arg(long)]
     pub pem: bool,
+}
+
+/// `custos demo ...`.
+#[derive(Debug, Subcommand)]
+pub enum DemoCommand {
+    /// A stolen issuing-CA key, from declaration to OCSP saying `revoked`, in one command.
+    Incident {
+        /// How many customer tenants (two connections each).
+        #[arg(long, default_value_t = 200)]
+        tenants: usize,
+        /// Keep the demo's data here instead of a temporary directory.
+        #[arg(long)]
+        keep_dir: Option<PathBuf>,
+    },
 }
 
 /// `custos incident ...`.

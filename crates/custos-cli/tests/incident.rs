@@ -498,3 +498,13 @@ fn a_failing_webhook_is_retried_and_never_blocks_revocation() {
     let pending = &env2.json(&["incident", "status", &id])["notifications"]["messages"][0];
     assert!(pending["last_error"].as_str().expect("error").contains("connect"), "{pending}");
 }
+
+#[test]
+fn the_demo_tells_the_whole_story() {
+    let env = Env::new();
+    let said = env.ok(&["demo", "incident", "--tenants", "20"]);
+    assert!(said.contains("40 certificates on 40 connections of 20 tenants affected"), "{said}");
+    assert!(said.contains("old.pem: revoked"), "openssl saw the old certificate revoked: {said}");
+    assert!(said.contains("new.pem: good"), "openssl saw the replacement good: {said}");
+    assert!(said.contains("all 40 affected certificates revoked"), "{said}");
+}

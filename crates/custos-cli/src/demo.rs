@@ -1,0 +1,182 @@
+//! `custos demo incident`: the whole story in one command, in a throwaway
+//! data directory: tenants and connections, a stolen issuing-CA key,
+//! declare, execute, OCSP (asked with openssl) answering `revoked` for an old
+//! certificate and `good` for its replacement, and the report.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use custos_ca::incident::{Declaration, Scope};
+use custos_ca::{Ca, ConnectionOptions, InitOptions, IssueRequest, KeySource};
+use custos_keys::KeyAlgorithm;
+use custos_pki::{Profile, Reason};
+
+use crate::CliError;
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
+    move |source| CliError::Io { path: path.to_path_buf(), source }
+}
+
+/// A `custos serve` child on a loopback port, killed on drop.
+struct ServeChild(std::process::Child);
+
+impl Drop for ServeChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs the demo with `tenants` tenants of two connections each; keeps the directory if `keep` is given.
+pub async fn incident(tenants: usize, keep: Option<PathBuf>) -> Result<(), CliError> {
+    let temp = tempfile::tempdir().map_err(|e| CliError::Output(format!("temporary directory: {e}")))?;
+    let dir = keep.unwrap_or_else(|| temp.path().to_path_buf());
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let data = dir.join("data");
+    let passphrase = custos_keys::leaf::random_password().map_err(custos_ca::CaError::from)?;
+    println!("== a throwaway custos in {}", data.display());
+    let ca = Ca::init(&data, &InitOptions::default(), passphrase.as_bytes(), "demo").await?;
+    let options = ConnectionOptions {
+        profile: Profile::Client,
+        allowed_sans: vec![],
+        key_algorithm: KeyAlgorithm::EcdsaP256,
+        validity_days: None,
+    };
+    let mut requests = Vec::new();
+    for t in 0..tenants {
+        let tenant = format!("customer-{t:03}");
+        ca.add_tenant(&tenant).await?;
+        for connection in ["mail-sync", "calendar-sync"] {
+            ca.add_connection(&tenant, connection, &options).await?;
+            requests.push(IssueRequest {
+                tenant: tenant.clone(),
+                connection: connection.into(),
+                profile: None,
+                sans: vec![],
+                validity_secs: None,
+                key: KeySource::Generate(None),
+            });
+        }
+    }
+    let mut first = None;
+    let issued = ca
+        .issue_many(requests, |batch| {
+            if first.is_none() {
+                first = batch.into_iter().next().map(|i| i.record);
+            }
+        })
+        .await?;
+    let old = first.ok_or_else(|| CliError::Usage("the demo needs at least one tenant".into()))?;
+    println!("== {tenants} customer tenants, {issued} connections, each with a client certificate from issuing-1");
+    println!("   the vendor's issuing CA key is stolen. One command finds everyone affected:\n");
+
+    let view = ca
+        .declare_incident(&Declaration {
+            scope: Scope::Issuer("issuing-1".into()),
+            reason: Reason::KeyCompromise,
+            since: Some(time::OffsetDateTime::now_utc() - time::Duration::hours(1)),
+            note: "demo: issuing CA key found on a paste site".into(),
+        })
+        .await?;
+    println!(
+        "$ custos incident declare --compromised issuer:issuing-1\n   {}: {} certificates on {} connections of {} tenants affected",
+        view.id, view.affected_certificates, view.affected_connections, view.affected_tenants
+    );
+    let summary = ca.execute_incident(&view.id, &dir.join("replacements.jsonl"), &|_| {}).await?;
+    println!(
+        "$ custos incident execute {} --yes\n   new CA {}; {} revoked in {:.2}s; {} replacements issued in {:.2}s",
+        view.id,
+        summary.new_issuers.join(", "),
+        summary.revoked,
+        summary.seconds_to_revoked,
+        summary.replaced,
+        summary.seconds_to_replaced
+    );
+
+    // Ask a running server, with openssl, about the old certificate and its replacement.
+    let connections = ca.store().incident_connections(&view.id).await.map_err(custos_ca::CaError::from)?;
+    let replacement = connections
+        .iter()
+        .find(|c| c.tenant == old.tenant && c.connection == old.connection)
+        .and_then(|c| c.replacement.clone())
+        .ok_or_else(|| CliError::Output("no replacement recorded".into()))?;
+    let new = ca
+        .store()
+        .certificate(&replacement)
+        .await
+        .map_err(custos_ca::CaError::from)?
+        .ok_or_else(|| CliError::Output("replacement missing".into()))?;
+    let issuers = ca.issuers().await?;
+    let pem = |name: &str, der: &[u8]| -> Result<PathBuf, CliError> {
+        let path = dir.join(name);
+        std::fs::write(&path, custos_pki::certificate_pem(der)).map_err(io(&path))?;
+        Ok(path)
+    };
+    let find = |id: &str| issuers.iter().find(|i| i.id == id).map(|i| i.cert_der.clone()).unwrap_or_default();
+    let root = pem("root.pem", &find("root-1"))?;
+    let old_ca = pem("issuing-1.pem", &find("issuing-1"))?;
+    let new_ca = pem(&format!("{}.pem", new.issuer), &find(&new.issuer))?;
+    let old_pem = pem("old.pem", &old.der)?;
+    let new_pem = pem("new.pem", &new.der)?;
+    drop(ca);
+
+    let exe = std::env::current_exe().map_err(|e| CliError::Output(e.to_string()))?;
+    let mut child = Command::new(exe)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("CUSTOS_DATA", &data)
+        .env("CUSTOS_PASSPHRASE", passphrase.as_str())
+        .env("CUSTOS_LOG", "error")
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| CliError::Serve(e.to_string()))?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        std::io::BufReader::new(out).read_line(&mut line).map_err(|e| CliError::Serve(e.to_string()))?;
+    }
+    let _server = ServeChild(child);
+    let url = format!("{}/ocsp", line.trim().strip_prefix("custos listening on ").unwrap_or("http://127.0.0.1:8080"));
+    println!("\n== relying parties ask OCSP ({url}) with openssl:");
+    for (what, cert, issuer) in [("old certificate", &old_pem, &old_ca), ("its replacement", &new_pem, &new_ca)] {
+        let out = Command::new("openssl")
+            .args(["ocsp", "-issuer"])
+            .arg(issuer)
+            .arg("-cert")
+            .arg(cert)
+            .args(["-url", &url, "-CAfile"])
+            .arg(&root)
+            .output();
+        match out {
+            Ok(o) => {
+                let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+                let status = text.lines().find(|l| l.contains(".pem:")).unwrap_or("(no answer)").trim().to_string();
+                println!("   {what} of {}/{}: {status}", old.tenant, old.connection);
+            }
+            Err(e) => println!("   (openssl not available: {e})"),
+        }
+    }
+    drop(_server);
+
+    let mut ca = Ca::open(&data, "demo").await?;
+    ca.unseal(passphrase.as_bytes()).await?;
+    // The first customer confirms its new certificate is in place.
+    ca.ack_incident(&view.id, &old.tenant, &old.connection).await?;
+    let report = ca.incident_report(&view.id).await?;
+    println!("\n== the report (custos incident report {})", view.id);
+    for e in &report.timeline {
+        println!("   {}  {}", e.time, e.event);
+    }
+    for (k, v) in &report.counts {
+        println!("   {k}: {v}");
+    }
+    for w in &report.warnings {
+        println!("   note: {w}");
+    }
+    println!(
+        "\nreplacement keys: {} (0600). Try `CUSTOS_DATA={} custos incident status {}` with --keep-dir to look around.",
+        dir.join("replacements.jsonl").display(),
+        data.display(),
+        view.id
+    );
+    Ok(())
+}
