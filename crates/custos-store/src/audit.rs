@@ -12,7 +12,7 @@ use custos_audit::merkle::{Frontier, Hash, NodeId, frontier_ids};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, AssertSqlSafe, Row, Transaction};
 
-use crate::sql::{Engine, values_clause};
+use crate::sql::{Engine, params, values_clause};
 use crate::{AuditEntry, AuditFilter, AuditRecord, Result, StoreError};
 
 /// Entries per multi-row INSERT; 8 columns stay far below SQLite's bound on parameters.
@@ -32,7 +32,7 @@ pub(crate) async fn append(engine: Engine, tx: &mut Transaction<'static, Any>, r
         return Ok(size);
     }
     let ids = frontier_ids(size);
-    let found = nodes(tx, &ids).await?;
+    let found = nodes(tx, engine, &ids).await?;
     let edge: Vec<Hash> = ids.iter().map(|id| found[id]).collect();
     let mut frontier = Frontier::new(size, &edge).map_err(|e| StoreError::Corrupt(format!("audit tree edge: {e}")))?;
     let mut leaves = Vec::with_capacity(records.len());
@@ -106,7 +106,7 @@ pub(crate) async fn size_in(conn: &mut AnyConnection) -> Result<u64> {
 }
 
 /// Reads the given nodes; every one must exist.
-pub(crate) async fn nodes(conn: &mut AnyConnection, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>> {
+pub(crate) async fn nodes(conn: &mut AnyConnection, engine: Engine, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>> {
     let mut out = HashMap::with_capacity(ids.len());
     if ids.is_empty() {
         return Ok(out);
@@ -116,15 +116,18 @@ pub(crate) async fn nodes(conn: &mut AnyConnection, ids: &[NodeId]) -> Result<Ha
     let mut parts = Vec::new();
     if !leaves.is_empty() {
         parts.push(format!(
-            "SELECT 0 AS level, idx, leaf_hash AS hash FROM audit_log WHERE idx IN ({})",
-            vec!["?"; leaves.len()].join(", ")
+            "SELECT CAST(0 AS BIGINT) AS level, idx, leaf_hash AS hash FROM audit_log WHERE idx IN ({})",
+            params(engine, 1, leaves.len())
         ));
     }
     if !inner.is_empty() {
-        parts.push(format!(
-            "SELECT level, idx, hash FROM audit_tree WHERE {}",
-            vec!["(level = ? AND idx = ?)"; inner.len()].join(" OR ")
-        ));
+        let pairs: Vec<String> = (0..inner.len())
+            .map(|k| {
+                let n = leaves.len() + 2 * k + 1;
+                format!("(level = {} AND idx = {})", params(engine, n, 1), params(engine, n + 1, 1))
+            })
+            .collect();
+        parts.push(format!("SELECT level, idx, hash FROM audit_tree WHERE {}", pairs.join(" OR ")));
     }
     let mut query = sqlx::query(AssertSqlSafe(parts.join(" UNION ALL ")));
     for id in &leaves {
@@ -181,27 +184,46 @@ const ENTRIES_PER_ROW: u64 = 1000;
 /// thousand entries into one text row (each field length-prefixed, so any
 /// content unpacks exactly): decoding a row per entry through `sqlx::Any`
 /// cost 7 µs each, which alone made verifying a million entries take 7 s.
-pub(crate) async fn read_entries(pool: &sqlx::AnyPool, from: u64, limit: u64) -> Result<Vec<AuditEntry>> {
+pub(crate) async fn read_entries(
+    pool: &sqlx::AnyPool,
+    engine: Engine,
+    from: u64,
+    limit: u64,
+) -> Result<Vec<AuditEntry>> {
     let mut out = Vec::with_capacity(limit.min(1 << 20) as usize);
     let mut next = from;
     while (out.len() as u64) < limit {
         let want = (limit - out.len() as u64).min(ENTRIES_PER_ROW);
-        let row = sqlx::query(
-            "SELECT group_concat(packed, '') AS packed, count(*) AS n FROM (SELECT \
-               idx || ' ' || time || ' ' \
-               || length(CAST(actor AS BLOB)) || ' ' || actor \
-               || length(CAST(action AS BLOB)) || ' ' || action \
-               || length(CAST(object AS BLOB)) || ' ' || object \
-               || coalesce(length(CAST(key_id AS BLOB)), -1) || ' ' || coalesce(key_id, '') \
-               || length(CAST(details AS BLOB)) || ' ' || details \
-               || length(hex(leaf_hash)) || ' ' || hex(leaf_hash) AS packed \
-             FROM audit_log WHERE idx >= $1 ORDER BY idx LIMIT $2)",
-        )
-        .bind(next as i64)
-        .bind(want as i64)
-        .fetch_one(pool)
-        .await
-        .map_err(StoreError::db("read the audit log"))?;
+        let sql = match engine {
+            Engine::Sqlite => {
+                "SELECT group_concat(packed, '') AS packed, count(*) AS n FROM (SELECT \
+                   idx || ' ' || time || ' ' \
+                   || length(CAST(actor AS BLOB)) || ' ' || actor \
+                   || length(CAST(action AS BLOB)) || ' ' || action \
+                   || length(CAST(object AS BLOB)) || ' ' || object \
+                   || coalesce(length(CAST(key_id AS BLOB)), -1) || ' ' || coalesce(key_id, '') \
+                   || length(CAST(details AS BLOB)) || ' ' || details \
+                   || length(hex(leaf_hash)) || ' ' || hex(leaf_hash) AS packed \
+                 FROM audit_log WHERE idx >= $1 ORDER BY idx LIMIT $2)"
+            }
+            Engine::Postgres => {
+                "SELECT string_agg(packed, '' ORDER BY idx) AS packed, count(*) AS n FROM (SELECT idx, \
+                   idx || ' ' || time || ' ' \
+                   || octet_length(actor) || ' ' || actor \
+                   || octet_length(action) || ' ' || action \
+                   || octet_length(object) || ' ' || object \
+                   || coalesce(octet_length(key_id), -1) || ' ' || coalesce(key_id, '') \
+                   || octet_length(details) || ' ' || details \
+                   || octet_length(encode(leaf_hash, 'hex')) || ' ' || encode(leaf_hash, 'hex') AS packed \
+                 FROM audit_log WHERE idx >= $1 ORDER BY idx LIMIT $2) AS page"
+            }
+        };
+        let row = sqlx::query(sql)
+            .bind(next as i64)
+            .bind(want as i64)
+            .fetch_one(pool)
+            .await
+            .map_err(StoreError::db("read the audit log"))?;
         let count: i64 = get(&row, "n")?;
         let Some(packed) = get::<Option<String>>(&row, "packed")? else { break };
         let before = out.len();

@@ -25,10 +25,18 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/sqlite/0004_incidents.sql")),
 ];
 
+/// The PostgreSQL migrations: the same schema in its types.
+const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../migrations/postgres/0002_merkle_audit.sql")),
+    (3, include_str!("../migrations/postgres/0003_incidents.sql")),
+];
+
 /// Which database engine is behind the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Engine {
     Sqlite,
+    Postgres,
 }
 
 /// A [`Store`] on a SQL database.
@@ -82,6 +90,41 @@ impl SqlStore {
         audit::backfill(store.engine, &mut tx).await?;
         tx.commit().await.map_err(StoreError::db("commit the audit backfill"))?;
         Ok(store)
+    }
+
+    /// Opens a PostgreSQL database by URL (`postgres://user@host/db`, or
+    /// `postgres:///db?host=/socket/dir`) and migrates it. Several custos
+    /// nodes share one; writes from all of them are serialized by an
+    /// advisory lock, reads run in parallel.
+    pub async fn open_postgres(url: &str) -> Result<SqlStore> {
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let location = redact(url);
+        let open = |source| StoreError::Open { location: location.clone(), source };
+        let options =
+            |max| AnyPoolOptions::new().max_connections(max).acquire_timeout(std::time::Duration::from_secs(5));
+        let writer = options(2).connect(url).await.map_err(open)?;
+        let pool = options(8).connect(url).await.map_err(open)?;
+        let store = SqlStore { pool, writer, engine: Engine::Postgres };
+        // Two nodes starting together must not both migrate.
+        let mut tx = store.write().await?;
+        tx.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .await
+        .map_err(StoreError::db("create the migrations table"))?;
+        tx.commit().await.map_err(StoreError::db("commit the migrations table"))?;
+        store.migrate(POSTGRES_MIGRATIONS).await?;
+        Ok(store)
+    }
+
+    /// Opens the database a location names: a `postgres://` or
+    /// `postgresql://` URL, or else the path of a SQLite file.
+    pub async fn open(location: &str) -> Result<SqlStore> {
+        if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+            SqlStore::open_postgres(location).await
+        } else {
+            SqlStore::open_sqlite(std::path::Path::new(location)).await
+        }
     }
 
     /// Closes the pools, waiting for connections to finish.
@@ -181,9 +224,35 @@ impl SqlStore {
     /// failing when a read lock cannot be upgraded.
     async fn write(&self) -> Result<Transaction<'static, Any>> {
         match self.engine {
-            Engine::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
+            Engine::Sqlite => {
+                self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::db("begin a transaction"))
+            }
+            Engine::Postgres => {
+                let mut tx = self.writer.begin().await.map_err(StoreError::db("begin a transaction"))?;
+                // One writer at a time across every node, as SQLite has: the
+                // revocation feed's sequence then commits in order (a poller
+                // never skips a row a slower transaction commits later), and
+                // audit indexes and the Merkle tree's right edge stay gap-free.
+                tx.execute("SELECT pg_advisory_xact_lock(7242)")
+                    .await
+                    .map_err(StoreError::db("take the write lock"))?;
+                Ok(tx)
+            }
         }
-        .map_err(StoreError::db("begin a transaction"))
+    }
+}
+
+/// A database URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
     }
 }
 
@@ -383,17 +452,20 @@ pub(crate) fn values_clause(engine: Engine, rows: usize, columns: usize) -> Stri
             out.push_str(", ");
         }
         out.push('(');
-        for c in 0..columns {
-            if c > 0 {
-                out.push_str(", ");
-            }
-            match engine {
-                Engine::Sqlite => out.push('?'),
-            }
-        }
+        out.push_str(&params(engine, r * columns + 1, columns));
         out.push(')');
     }
     out
+}
+
+/// `count` comma-separated placeholders, numbered from `first` where the
+/// engine needs numbers (PostgreSQL); SQLite gets `?` (numbered ones made
+/// large multi-row statements quadratic there).
+pub(crate) fn params(engine: Engine, first: usize, count: usize) -> String {
+    match engine {
+        Engine::Sqlite => vec!["?"; count].join(", "),
+        Engine::Postgres => (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", "),
+    }
 }
 
 /// Inserts certificate rows inside `tx`, a hundred per statement.
@@ -644,9 +716,10 @@ impl Store for SqlStore {
         let mut tx = self.write().await?;
         // Five hundred per statement: an incident revokes a hundred thousand at once.
         for chunk in serials.chunks(500) {
-            let list = vec!["?"; chunk.len()].join(", ");
+            let [a, b, c] = [1, 2, 3].map(|n| params(self.engine, n, 1));
+            let list = params(self.engine, 4, chunk.len());
             let sql = format!(
-                "UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ?, invalidity_date = ? \
+                "UPDATE certificates SET status = 'revoked', revoked_at = {a}, revocation_reason = {b}, invalidity_date = {c} \
                  WHERE status = 'valid' AND serial IN ({list})"
             );
             let mut q = sqlx::query(AssertSqlSafe(sql))
@@ -684,9 +757,11 @@ impl Store for SqlStore {
                     ),
                 });
             }
+            let time = params(self.engine, 1, 1);
+            let list = params(self.engine, 2, chunk.len());
             let sql = format!(
                 "INSERT INTO revocations (serial, issuer, crl_partition, time) \
-                 SELECT serial, issuer, crl_partition, ? FROM certificates WHERE serial IN ({list})"
+                 SELECT serial, issuer, crl_partition, {time} FROM certificates WHERE serial IN ({list}) ORDER BY serial"
             );
             let mut q = sqlx::query(AssertSqlSafe(sql)).bind(revocation.revoked_at);
             for serial in chunk {
@@ -705,20 +780,30 @@ impl Store for SqlStore {
         let mut out = Vec::new();
         let mut after = String::new();
         loop {
-            let row = sqlx::query(
-                "SELECT group_concat(serial || ' ' || revoked_at || ' ' || coalesce(revocation_reason, '-') \
-                 || ' ' || coalesce(invalidity_date, '-'), ';'), max(serial), count(*) FROM \
-                 (SELECT serial, revoked_at, revocation_reason, invalidity_date FROM certificates \
-                  WHERE issuer = $1 AND crl_partition = $2 AND status = 'revoked' AND serial > $3 \
-                  ORDER BY serial LIMIT $4)",
-            )
-            .bind(issuer)
-            .bind(partition)
-            .bind(&after)
-            .bind(REVOKED_PER_ROW)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(StoreError::db("list revoked certificates"))?;
+            let sql = match self.engine {
+                Engine::Sqlite => {
+                    "SELECT group_concat(serial || ' ' || revoked_at || ' ' || coalesce(revocation_reason, '-') \
+                     || ' ' || coalesce(invalidity_date, '-'), ';'), max(serial), count(*) FROM \
+                     (SELECT serial, revoked_at, revocation_reason, invalidity_date FROM certificates \
+                      WHERE issuer = $1 AND crl_partition = $2 AND status = 'revoked' AND serial > $3 \
+                      ORDER BY serial LIMIT $4)"
+                }
+                Engine::Postgres => {
+                    "SELECT string_agg(serial || ' ' || revoked_at || ' ' || coalesce(revocation_reason, '-') \
+                     || ' ' || coalesce(invalidity_date::TEXT, '-'), ';' ORDER BY serial), max(serial), count(*) FROM \
+                     (SELECT serial, revoked_at, revocation_reason, invalidity_date FROM certificates \
+                      WHERE issuer = $1 AND crl_partition = $2 AND status = 'revoked' AND serial > $3 \
+                      ORDER BY serial LIMIT $4) AS page"
+                }
+            };
+            let row = sqlx::query(sql)
+                .bind(issuer)
+                .bind(partition)
+                .bind(&after)
+                .bind(REVOKED_PER_ROW)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(StoreError::db("list revoked certificates"))?;
             let packed: Option<String> = row.try_get(0).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let last: Option<String> = row.try_get(1).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let count: i64 = row.try_get(2).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -882,7 +967,7 @@ impl Store for SqlStore {
     }
 
     async fn audit_entries(&self, from: u64, limit: u64) -> Result<Vec<AuditEntry>> {
-        audit::read_entries(&self.pool, from, limit).await
+        audit::read_entries(&self.pool, self.engine, from, limit).await
     }
 
     async fn audit_search(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>> {
@@ -935,7 +1020,7 @@ impl Store for SqlStore {
 
     async fn audit_nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>> {
         let mut conn = self.pool.acquire().await.map_err(StoreError::db("read audit tree nodes"))?;
-        audit::nodes(&mut conn, ids).await
+        audit::nodes(&mut conn, self.engine, ids).await
     }
 
     async fn audit_level(&self, level: u8, start: u64, count: u64) -> Result<Vec<Hash>> {
@@ -1018,8 +1103,15 @@ impl Store for SqlStore {
             return Err(StoreError::Invalid(format!("{prefix:?} is not a hex SPKI hash")));
         }
         // A range on the index: every hex string starting with the prefix sorts below prefix + 'g'.
-        let sql =
-            format!("SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE spki_sha256 >= $1 AND spki_sha256 < $2");
+        // PostgreSQL compares text by collation; hex sorts as here only in "C".
+        let sql = match self.engine {
+            Engine::Sqlite => {
+                format!("SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE spki_sha256 >= $1 AND spki_sha256 < $2")
+            }
+            Engine::Postgres => format!(
+                "SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE spki_sha256 >= $1 COLLATE \"C\" AND spki_sha256 < $2 COLLATE \"C\""
+            ),
+        };
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(&prefix)
             .bind(format!("{prefix}g"))
@@ -1034,7 +1126,7 @@ impl Store for SqlStore {
         for chunk in serials.chunks(500) {
             let sql = format!(
                 "SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE serial IN ({})",
-                vec!["?"; chunk.len()].join(", ")
+                params(self.engine, 1, chunk.len())
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for s in chunk {
@@ -1053,7 +1145,7 @@ impl Store for SqlStore {
         for chunk in serials.chunks(500) {
             let sql = format!(
                 "SELECT serial FROM certificates WHERE status = 'valid' AND serial IN ({})",
-                vec!["?"; chunk.len()].join(", ")
+                params(self.engine, 1, chunk.len())
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for s in chunk {

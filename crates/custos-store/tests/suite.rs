@@ -289,23 +289,64 @@ async fn audit_contract(store: &dyn Store) {
     assert!(usage.iter().all(|u| u.day == 1 || u.day == 2), "{usage:?}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sqlite_honours_the_store_contract() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqlStore::open_sqlite(&dir.path().join("custos.db")).await.expect("open");
+/// A fresh, empty PostgreSQL database on the throwaway cluster scripts/test
+/// starts (`CUSTOS_TEST_POSTGRES`), or `None` to skip where it is not required.
+async fn fresh_postgres() -> Option<String> {
+    let Ok(base) = std::env::var("CUSTOS_TEST_POSTGRES") else {
+        let required = std::env::var("CUSTOS_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
+            || std::env::var("CI").is_ok_and(|v| v == "true");
+        assert!(!required, "CUSTOS_TEST_POSTGRES is not set: run through scripts/test");
+        eprintln!("skipping PostgreSQL: CUSTOS_TEST_POSTGRES not set");
+        return None;
+    };
+    sqlx::any::install_default_drivers();
+    let name = format!("suite_{}_{}", std::process::id(), NEXT_DB.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&base).await.expect("connect to the cluster");
+    sqlx::Executor::execute(&mut admin, sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .expect("create db");
+    let (prefix, _) = base.rsplit_once('/').expect("database in URL");
+    Some(format!("{prefix}/{name}"))
+}
+
+static NEXT_DB: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Where each backend keeps a store for one test.
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    Postgres(String),
+}
+
+impl Backend {
+    async fn sqlite() -> Option<Backend> {
+        Some(Backend::Sqlite(tempfile::tempdir().expect("tempdir")))
+    }
+
+    async fn postgres() -> Option<Backend> {
+        fresh_postgres().await.map(Backend::Postgres)
+    }
+
+    async fn open(&self) -> SqlStore {
+        match self {
+            Backend::Sqlite(dir) => SqlStore::open_sqlite(&dir.path().join("custos.db")).await.expect("open sqlite"),
+            Backend::Postgres(url) => SqlStore::open_postgres(url).await.expect("open postgres"),
+        }
+    }
+}
+
+/// The contract, then a reopen that finds everything and migrates idempotently.
+async fn honours_the_contract(backend: Backend) {
+    let store = backend.open().await;
     contract(&store).await;
     store.close().await;
-    // Reopening finds everything committed, and migrations are idempotent.
-    let again = SqlStore::open_sqlite(&dir.path().join("custos.db")).await.expect("reopen");
+    let again = backend.open().await;
     assert_eq!(again.certificates(&CertificateFilter::default()).await.expect("list").len(), 251);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sqlite_serialises_concurrent_writers_without_losing_any() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("custos.db");
-    let a = SqlStore::open_sqlite(&path).await.expect("open a");
-    let b = SqlStore::open_sqlite(&path).await.expect("open b");
+/// Two handles on one database (two processes, or two nodes) writing at once lose nothing and grow one tree.
+async fn serialises_concurrent_writers(backend: Backend) {
+    let a = backend.open().await;
+    let b = backend.open().await;
     a.initialize(genesis()).await.expect("genesis");
     a.add_tenant(&TenantRecord { name: "acme".into(), created_at: 1 }, &audit("t")).await.expect("tenant");
     a.add_connection(&connection("mail"), &audit("c")).await.expect("conn");
@@ -324,7 +365,28 @@ async fn sqlite_serialises_concurrent_writers_without_losing_any() {
     y.await.expect("b");
     assert_eq!(a.certificates(&CertificateFilter::default()).await.expect("list").len(), 2_000);
     assert_eq!(audit_count(&a).await, 1 + 2 + 2_000);
-    // Two processes appending in turn grew one tree.
     let size = a.audit_size().await.expect("size");
     assert_eq!(stored_root(&b, size).await, recompute(&b).await.root());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_honours_the_store_contract() {
+    honours_the_contract(Backend::sqlite().await.expect("sqlite")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_honours_the_store_contract() {
+    let Some(backend) = Backend::postgres().await else { return };
+    honours_the_contract(backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_serialises_concurrent_writers_without_losing_any() {
+    serialises_concurrent_writers(Backend::sqlite().await.expect("sqlite")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_serialises_concurrent_writers_without_losing_any() {
+    let Some(backend) = Backend::postgres().await else { return };
+    serialises_concurrent_writers(backend).await;
 }
