@@ -58,6 +58,9 @@ pub struct InitOptions {
     pub organization: String,
     /// Algorithm of the root and issuing CA keys.
     pub ca_algorithm: KeyAlgorithm,
+    /// The database: `None` for the SQLite file in the data directory, or a
+    /// `postgres://` URL shared by several nodes.
+    pub database: Option<String>,
     /// Where CA keys live: `None` for the sealed soft store, or a PKCS#11
     /// token URI (`pkcs11:token=…?module-path=…&pin-source=…`).
     pub key_store: Option<String>,
@@ -75,6 +78,7 @@ impl Default for InitOptions {
             ca_algorithm: KeyAlgorithm::EcdsaP256,
             crl_partition_size: DEFAULT_CRL_PARTITION_SIZE,
             key_store: None,
+            database: None,
         }
     }
 }
@@ -99,17 +103,34 @@ impl Ca {
             return Err(CaError::Policy("the CRL partition size must be at least 1".into()));
         }
         let db = dir.join(DATABASE_FILE);
-        if db.exists() {
-            let store = SqlStore::open_sqlite(&db).await?;
-            if store.meta("initialized").await?.is_some() {
-                return Err(CaError::AlreadyInitialized { dir: dir.to_path_buf() });
+        let store = match &options.database {
+            Some(url) => {
+                let store = SqlStore::open(url).await?;
+                if store.meta("initialized").await?.is_some() {
+                    return Err(CaError::AlreadyInitialized { dir: dir.to_path_buf() });
+                }
+                Some(store)
             }
-            store.close().await;
-        }
+            None => {
+                if db.exists() {
+                    let store = SqlStore::open_sqlite(&db).await?;
+                    if store.meta("initialized").await?.is_some() {
+                        return Err(CaError::AlreadyInitialized { dir: dir.to_path_buf() });
+                    }
+                    store.close().await;
+                }
+                None
+            }
+        };
         // The key store first: a token that cannot be reached leaves nothing behind.
         let (keys, key_store_meta) = create_key_store(options.key_store.as_deref(), passphrase)?;
-        create_private_dir(dir)?;
-        let store = SqlStore::open_sqlite(&db).await?;
+        let store = match store {
+            Some(store) => store,
+            None => {
+                create_private_dir(dir)?;
+                SqlStore::open_sqlite(&db).await?
+            }
+        };
         let now = OffsetDateTime::now_utc();
         let mut genesis = Genesis {
             meta: vec![
@@ -230,11 +251,22 @@ impl Ca {
 
     /// Opens an existing custos in `dir` without unsealing its keys.
     pub async fn open(dir: &Path, actor: &str) -> Result<Ca> {
-        let db = dir.join(DATABASE_FILE);
-        if !db.exists() {
-            return Err(CaError::NotInitialized { dir: dir.to_path_buf() });
-        }
-        let store = SqlStore::open_sqlite(&db).await?;
+        Ca::open_with(dir, None, actor).await
+    }
+
+    /// Opens an existing custos: in `database` (a `postgres://` URL) if
+    /// given, else in the SQLite file of `dir`; keys stay sealed.
+    pub async fn open_with(dir: &Path, database: Option<&str>, actor: &str) -> Result<Ca> {
+        let store = match database {
+            Some(url) => SqlStore::open(url).await?,
+            None => {
+                let db = dir.join(DATABASE_FILE);
+                if !db.exists() {
+                    return Err(CaError::NotInitialized { dir: dir.to_path_buf() });
+                }
+                SqlStore::open_sqlite(&db).await?
+            }
+        };
         if store.meta("initialized").await?.is_none() {
             return Err(CaError::NotInitialized { dir: dir.to_path_buf() });
         }

@@ -29,9 +29,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match &cli.command {
         Command::Init(args) => {
             let algorithm: KeyAlgorithm = args.ca_algorithm.parse().map_err(custos_ca::CaError::from)?;
-            if cli.data_dir.join(custos_ca::DATABASE_FILE).exists() {
+            if cli.database.is_some() || cli.data_dir.join(custos_ca::DATABASE_FILE).exists() {
                 // Refuse before asking for a passphrase; Ca::init checks again atomically.
-                if Ca::open(&cli.data_dir, &actor()).await.is_ok() {
+                if Ca::open_with(&cli.data_dir, cli.database.as_deref(), &actor()).await.is_ok() {
                     return Err(custos_ca::CaError::AlreadyInitialized { dir: cli.data_dir.clone() }.into());
                 }
             }
@@ -46,6 +46,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 ca_algorithm: algorithm,
                 crl_partition_size: args.crl_partition_size,
                 key_store: args.key_store.clone(),
+                database: cli.database.clone(),
             };
             let ca = Ca::init(&cli.data_dir, &options, &pw, &actor()).await?;
             checkpoint(&ca).await;
@@ -174,7 +175,7 @@ pub async fn checkpoint(ca: &Ca) {
 
 /// Opens the custos in the data directory, keys sealed.
 pub async fn open(cli: &Cli) -> Result<Ca, CliError> {
-    Ok(Ca::open(&cli.data_dir, &actor()).await?)
+    Ok(Ca::open_with(&cli.data_dir, cli.database.as_deref(), &actor()).await?)
 }
 
 /// Opens the custos and unseals its key store.
@@ -494,11 +495,12 @@ async fn show(cli: &Cli, args: &ShowArgs) -> Result<(), CliError> {
 }
 
 async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
-    let mut ca = match Ca::open(&cli.data_dir, &actor()).await {
+    let mut ca = match Ca::open_with(&cli.data_dir, cli.database.as_deref(), &actor()).await {
         Ok(ca) => ca,
         Err(custos_ca::CaError::NotInitialized { .. }) if args.dev => {
             let (pw, path) = passphrase::write_dev(&cli.data_dir)?;
-            let ca = Ca::init(&cli.data_dir, &InitOptions::default(), &pw, &actor()).await?;
+            let options = InitOptions { database: cli.database.clone(), ..InitOptions::default() };
+            let ca = Ca::init(&cli.data_dir, &options, &pw, &actor()).await?;
             eprintln!(
                 "DEV MODE: initialized {} with a generated passphrase kept in {} (never do this in production)",
                 cli.data_dir.display(),

@@ -24,6 +24,9 @@ pub struct Cli {
     /// Data directory holding the database and sealed keys.
     #[arg(long, global = true, env = "CUSTOS_DATA", default_value = "custos-data")]
     pub data_dir: PathBuf,
+    /// The database: a postgres:// URL shared by several nodes (default: the SQLite file in the data directory).
+    #[arg(long, global = true, env = "CUSTOS_DATABASE")]
+    pub database: Option<String>,
     /// File holding the key store passphrase (else CUSTOS_PASSPHRASE, else a prompt).
     #[arg(long, global = true)]
     pub passphrase_file: Option<PathBuf>,
