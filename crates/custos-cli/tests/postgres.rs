@@ -186,3 +186,71 @@ fn two_nodes_issuing_revoking_and_signing_at_once_stay_sound() {
     let said = run(&env, &db, &["audit", "verify"]);
     assert!(said.contains("audit log verified"), "{said}");
 }
+
+#[test]
+fn a_serving_node_with_the_least_privilege_role_serves_but_cannot_issue_or_rewrite() {
+    let Some(db) = fresh_database("roles") else { return };
+    let env = env_on(&db);
+    let roles = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/postgres-roles.sql");
+    sh("psql", &[&db, "-q", "-v", "ON_ERROR_STOP=1", "-f", roles]);
+    let as_role = |role: &str| db.replacen("://custos@", &format!("://{role}@"), 1);
+    let (issuer, serving) = (as_role("custos_issuer"), as_role("custos_serve"));
+    run(&env, &issuer, &["tenant", "add", "acme-corp"]);
+    run(&env, &issuer, &["connection", "add", "acme-corp", "mail-sync"]);
+    let out = env.path("leaf");
+    run(&env, &issuer, &["issue", "acme-corp", "mail-sync", "--out", out.to_str().expect("p")]);
+    let (root, issuing) = env.split_chain(&out.join("chain.pem"));
+    let cert = out.join("cert.pem");
+
+    let node = serve(&env, &serving);
+    let ask = || {
+        sh(
+            "openssl",
+            &[
+                "ocsp",
+                "-issuer",
+                issuing.to_str().expect("p"),
+                "-cert",
+                cert.to_str().expect("p"),
+                "-url",
+                &node.url("/ocsp"),
+                "-CAfile",
+                root.to_str().expect("p"),
+            ],
+        )
+    };
+    assert!(ask().contains("cert.pem: good"));
+    let (status, _, _) = http(&node.addr, "GET", "/crl/issuing-1.crl", None, b"");
+    assert_eq!(status, 200, "the serving role signs CRLs (advances CRL numbers)");
+    let serial = sh("openssl", &["x509", "-in", cert.to_str().expect("p"), "-noout", "-serial"]);
+    run(&env, &issuer, &["revoke", serial.trim().trim_start_matches("serial="), "--reason", "key-compromise"]);
+    let started = Instant::now();
+    while !ask().contains("cert.pem: revoked") {
+        assert!(started.elapsed() < Duration::from_secs(3), "the serving node never saw the revocation");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The serving role cannot issue, nor touch the audit log's history.
+    let said = env.fails(&[
+        "--database",
+        &serving,
+        "issue",
+        "acme-corp",
+        "mail-sync",
+        "--out",
+        env.path("x").to_str().expect("p"),
+    ]);
+    assert!(said.contains("permission denied"), "{said}");
+    for (role, sql) in [
+        (&serving, "UPDATE audit_log SET actor = 'someone-else'"),
+        (&serving, "INSERT INTO certificates (serial) VALUES ('00')"),
+        (&issuer, "DELETE FROM audit_log"),
+        (&issuer, "UPDATE audit_log SET actor = 'someone-else'"),
+    ] {
+        let out = std::process::Command::new("psql").args([role.as_str(), "-qc", sql]).output().expect("psql");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("permission denied"), "{sql}: {err}");
+    }
+    let said = run(&env, &issuer, &["audit", "verify"]);
+    assert!(said.contains("audit log verified"), "{said}");
+}

@@ -105,6 +105,17 @@ impl SqlStore {
         let writer = options(2).connect(url).await.map_err(open)?;
         let pool = options(8).connect(url).await.map_err(open)?;
         let store = SqlStore { pool, writer, engine: Engine::Postgres };
+        // A database already at the latest version is not touched: a node
+        // with a least-privilege role has no right to run DDL, even a no-op.
+        let latest = POSTGRES_MIGRATIONS.last().map_or(0, |(v, _)| *v);
+        let current: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM schema_migrations")
+            .fetch_one(&store.pool)
+            .await
+            .ok()
+            .flatten();
+        if current == Some(latest) {
+            return Ok(store);
+        }
         // Two nodes starting together must not both migrate.
         let mut tx = store.write().await?;
         tx.execute(
