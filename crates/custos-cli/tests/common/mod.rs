@@ -9,12 +9,35 @@ use std::process::{Command, Output};
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub passphrase: String,
+    /// A PostgreSQL database of its own, when the suite runs on PostgreSQL
+    /// (`CUSTOS_TEST_SUITE_ON_POSTGRES=1`, with `CUSTOS_TEST_POSTGRES`).
+    pub database: Option<String>,
+}
+
+static NEXT_DATABASE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A fresh database on the test cluster for one environment, if the suite runs on PostgreSQL.
+fn suite_database() -> Option<String> {
+    if std::env::var("CUSTOS_TEST_SUITE_ON_POSTGRES").ok().as_deref() != Some("1") {
+        return None;
+    }
+    let base = std::env::var("CUSTOS_TEST_POSTGRES").expect("CUSTOS_TEST_POSTGRES with CUSTOS_TEST_SUITE_ON_POSTGRES");
+    let n = NEXT_DATABASE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("suite_{}_{n}", std::process::id());
+    let out =
+        Command::new("psql").args([base.as_str(), "-qc", &format!("CREATE DATABASE {name}")]).output().expect("psql");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Some(format!("{}/{name}", base.rsplit_once('/').expect("database in URL").0))
 }
 
 impl Env {
     /// A fresh, uninitialized environment.
     pub fn new() -> Env {
-        Env { dir: tempfile::tempdir().expect("tempdir"), passphrase: "correct horse battery staple".into() }
+        Env {
+            dir: tempfile::tempdir().expect("tempdir"),
+            passphrase: "correct horse battery staple".into(),
+            database: suite_database(),
+        }
     }
 
     /// An initialized environment with tenant `acme-corp`.
@@ -39,6 +62,9 @@ impl Env {
             .env("CUSTOS_DATA", self.data_dir())
             .env("CUSTOS_PASSPHRASE", &self.passphrase)
             .env("CUSTOS_LOG", "warn");
+        if let Some(db) = &self.database {
+            c.env("CUSTOS_DATABASE", db);
+        }
         c
     }
 
