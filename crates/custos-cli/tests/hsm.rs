@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Env, Server, openssl_verify, pkilint, sh, tools_required};
+use common::{Env, Server, ocsp, openssl_verify, pkilint, sh, tools_required};
 
 fn token_uri() -> Option<String> {
     let uri = std::env::var("CUSTOS_TEST_PKCS11").ok();
@@ -102,21 +102,7 @@ fn a_ca_on_a_token_issues_serves_ocsp_and_logs() {
 
     // OCSP answered by a responder whose key the server generated on the token.
     let server = Server::start(&env);
-    let url = server.url("/ocsp");
-    let said = sh(
-        "openssl",
-        &[
-            "ocsp",
-            "-issuer",
-            issuing_pem.to_str().expect("p"),
-            "-cert",
-            cert.to_str().expect("p"),
-            "-url",
-            &url,
-            "-CAfile",
-            root_pem.to_str().expect("p"),
-        ],
-    );
+    let said = ocsp(&server.url("/ocsp"), &issuing_pem, &cert, &root_pem);
     assert!(said.contains("Response verify OK") && said.contains(": good"), "{said}");
     drop(server);
     let keys = env.json(&["keys", "list"]);

@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Env, Server, http, openssl_verify, pkilint, sh};
+use common::{Env, Server, http, ocsp, openssl_verify, pkilint, sh, wait_for_ocsp};
 
 /// Each POST a receiver saw: its head and body.
 type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
@@ -158,54 +158,11 @@ fn an_issuing_ca_compromise_from_declaration_to_close() {
 
     // openssl: the old certificate is revoked (keyCompromise, with the invalidity date) by OCSP within a second.
     let url = server.url("/ocsp");
-    let mut said = String::new();
-    for _ in 0..20 {
-        said = sh(
-            "openssl",
-            &[
-                "ocsp",
-                "-issuer",
-                old_issuing_pem.to_str().expect("p"),
-                "-cert",
-                old_cert.to_str().expect("p"),
-                "-url",
-                &url,
-                "-CAfile",
-                root_pem.to_str().expect("p"),
-            ],
-        );
-        if said.contains(": revoked") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(
-        said.contains(": revoked") && said.contains("keyCompromise") && said.contains("Response verify OK"),
-        "{said}"
-    );
-    // The root revokes the compromised issuing CA: OCSP and the root's CRL say so.
-    let mut said = String::new();
-    for _ in 0..20 {
-        said = sh(
-            "openssl",
-            &[
-                "ocsp",
-                "-issuer",
-                root_pem.to_str().expect("p"),
-                "-cert",
-                old_issuing_pem.to_str().expect("p"),
-                "-url",
-                &url,
-                "-CAfile",
-                root_pem.to_str().expect("p"),
-            ],
-        );
-        if said.contains(": revoked") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(said.contains(": revoked"), "{said}");
+    wait_for_ocsp(&url, &old_issuing_pem, &old_cert, &root_pem, "revoked", Duration::from_secs(2));
+    let said = ocsp(&url, &old_issuing_pem, &old_cert, &root_pem);
+    assert!(said.contains("keyCompromise") && said.contains("Response verify OK"), "{said}");
+    // The root revokes the compromised issuing CA: OCSP says so...
+    wait_for_ocsp(&url, &root_pem, &old_issuing_pem, &root_pem, "revoked", Duration::from_secs(2));
     // ...and the root's CRL lists it within a second.
     let mut text = String::new();
     for _ in 0..20 {

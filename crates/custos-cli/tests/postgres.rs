@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Env, Server, http, sh, tools_required};
+use common::{Env, Server, http, ocsp, sh, tools_required, wait_for_ocsp};
 
 /// A fresh database on the test cluster, or None where PostgreSQL is not required.
 pub fn fresh_database(name: &str) -> Option<String> {
@@ -36,19 +36,7 @@ fn run(env: &Env, database: &str, args: &[&str]) -> String {
 }
 
 fn serve(env: &Env, database: &str) -> Server {
-    use std::io::BufRead;
-    let mut child = env
-        .command()
-        .args(["--database", database, "serve", "--listen", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .expect("spawn serve");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
-    let addr =
-        line.trim().strip_prefix("custos listening on http://").unwrap_or_else(|| panic!("{line:?}")).to_string();
-    Server { child, addr }
+    Server::start_with(env, &["--database", database])
 }
 
 #[test]
@@ -62,22 +50,7 @@ fn a_revocation_on_one_node_is_seen_by_every_node_within_a_second() {
     let (root, issuing) = env.split_chain(&out.join("chain.pem"));
     let cert = out.join("cert.pem");
     let (a, b) = (serve(&env, &db), serve(&env, &db));
-    let ask = |node: &Server| {
-        sh(
-            "openssl",
-            &[
-                "ocsp",
-                "-issuer",
-                issuing.to_str().expect("p"),
-                "-cert",
-                cert.to_str().expect("p"),
-                "-url",
-                &node.url("/ocsp"),
-                "-CAfile",
-                root.to_str().expect("p"),
-            ],
-        )
-    };
+    let ask = |node: &Server| ocsp(&node.url("/ocsp"), &issuing, &cert, &root);
     for node in [&a, &b] {
         assert!(ask(node).contains("cert.pem: good"), "both nodes answer good first");
     }
@@ -86,14 +59,7 @@ fn a_revocation_on_one_node_is_seen_by_every_node_within_a_second() {
     run(&env, &db, &["revoke", &serial, "--reason", "key-compromise"]);
     let revoked_at = Instant::now();
     for node in [&a, &b] {
-        loop {
-            let said = ask(node);
-            if said.contains("cert.pem: revoked") {
-                break;
-            }
-            assert!(revoked_at.elapsed() < Duration::from_secs(3), "node {} still says: {said}", node.addr);
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_ocsp(&node.url("/ocsp"), &issuing, &cert, &root, "revoked", Duration::from_secs(3));
     }
     let seen_by_both = revoked_at.elapsed();
     assert!(seen_by_both < Duration::from_millis(1500), "both nodes answered revoked after {seen_by_both:?}");
@@ -203,32 +169,13 @@ fn a_serving_node_with_the_least_privilege_role_serves_but_cannot_issue_or_rewri
     let cert = out.join("cert.pem");
 
     let node = serve(&env, &serving);
-    let ask = || {
-        sh(
-            "openssl",
-            &[
-                "ocsp",
-                "-issuer",
-                issuing.to_str().expect("p"),
-                "-cert",
-                cert.to_str().expect("p"),
-                "-url",
-                &node.url("/ocsp"),
-                "-CAfile",
-                root.to_str().expect("p"),
-            ],
-        )
-    };
+    let ask = || ocsp(&node.url("/ocsp"), &issuing, &cert, &root);
     assert!(ask().contains("cert.pem: good"));
     let (status, _, _) = http(&node.addr, "GET", "/crl/issuing-1.crl", None, b"");
     assert_eq!(status, 200, "the serving role signs CRLs (advances CRL numbers)");
     let serial = sh("openssl", &["x509", "-in", cert.to_str().expect("p"), "-noout", "-serial"]);
     run(&env, &issuer, &["revoke", serial.trim().trim_start_matches("serial="), "--reason", "key-compromise"]);
-    let started = Instant::now();
-    while !ask().contains("cert.pem: revoked") {
-        assert!(started.elapsed() < Duration::from_secs(3), "the serving node never saw the revocation");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_ocsp(&node.url("/ocsp"), &issuing, &cert, &root, "revoked", Duration::from_secs(3));
 
     // The serving role cannot issue, nor touch the audit log's history.
     let said = env.fails(&[

@@ -230,6 +230,20 @@ impl SqlStore {
         query.fetch_all(&self.pool).await.map_err(StoreError::db("list certificates"))
     }
 
+    /// Runs `select` (ending in `WHERE` or `AND`) with `serial IN (...)`, five hundred serials at a time.
+    async fn rows_for_serials(&self, serials: &[String], select: &str) -> Result<Vec<AnyRow>> {
+        let mut out = Vec::with_capacity(serials.len());
+        for chunk in serials.chunks(500) {
+            let sql = format!("{select} serial IN ({})", params(self.engine, 1, chunk.len()));
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for s in chunk {
+                q = q.bind(s);
+            }
+            out.extend(q.fetch_all(&self.pool).await.map_err(StoreError::db("read certificates"))?);
+        }
+        Ok(out)
+    }
+
     /// Begins a write transaction. On SQLite it takes the write lock at once
     /// (`BEGIN IMMEDIATE`), so two writers queue on the busy timeout instead of
     /// failing when a read lock cannot be upgraded.
@@ -1108,6 +1122,7 @@ impl Store for SqlStore {
             })
             .collect()
     }
+
     async fn certificates_by_spki(&self, prefix: &str) -> Result<Vec<CertificateRecord>> {
         let prefix = prefix.to_ascii_lowercase();
         if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -1133,41 +1148,14 @@ impl Store for SqlStore {
     }
 
     async fn certificates_by_serials(&self, serials: &[String]) -> Result<Vec<CertificateRecord>> {
-        let mut out = Vec::with_capacity(serials.len());
-        for chunk in serials.chunks(500) {
-            let sql = format!(
-                "SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE serial IN ({})",
-                params(self.engine, 1, chunk.len())
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for s in chunk {
-                q = q.bind(s);
-            }
-            let rows = q.fetch_all(&self.pool).await.map_err(StoreError::db("read certificates"))?;
-            for r in &rows {
-                out.push(certificate_from(r)?);
-            }
-        }
-        Ok(out)
+        let rows =
+            self.rows_for_serials(serials, &format!("SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE")).await?;
+        rows.iter().map(certificate_from).collect()
     }
 
     async fn valid_serials(&self, serials: &[String]) -> Result<Vec<String>> {
-        let mut out = Vec::with_capacity(serials.len());
-        for chunk in serials.chunks(500) {
-            let sql = format!(
-                "SELECT serial FROM certificates WHERE status = 'valid' AND serial IN ({})",
-                params(self.engine, 1, chunk.len())
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for s in chunk {
-                q = q.bind(s);
-            }
-            let rows = q.fetch_all(&self.pool).await.map_err(StoreError::db("read certificate statuses"))?;
-            for r in &rows {
-                out.push(col(r, "serial")?);
-            }
-        }
-        Ok(out)
+        let rows = self.rows_for_serials(serials, "SELECT serial FROM certificates WHERE status = 'valid' AND").await?;
+        rows.iter().map(|r| col(r, "serial")).collect()
     }
 
     async fn add_incident(

@@ -225,9 +225,15 @@ pub struct Server {
 impl Server {
     /// Starts `custos serve --listen 127.0.0.1:0` and waits for its address.
     pub fn start(env: &Env) -> Server {
+        Server::start_with(env, &[])
+    }
+
+    /// Starts `custos GLOBAL_ARGS serve --listen 127.0.0.1:0` (e.g. `--database URL`).
+    pub fn start_with(env: &Env, global: &[&str]) -> Server {
         use std::io::BufRead;
         let mut child = env
             .command()
+            .args(global)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
@@ -274,4 +280,31 @@ pub fn http(addr: &str, method: &str, path: &str, content_type: Option<&str>, bo
     let head = String::from_utf8_lossy(&buf[..split]).into_owned();
     let status: u16 = head.split_whitespace().nth(1).expect("status").parse().expect("code");
     (status, head, buf[split + 4..].to_vec())
+}
+
+/// Asks an OCSP responder about one certificate with openssl; returns what openssl printed.
+pub fn ocsp(url: &str, issuer: &Path, cert: &Path, root: &Path) -> String {
+    let p = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+    sh("openssl", &["ocsp", "-issuer", &p(issuer), "-cert", &p(cert), "-url", url, "-CAfile", &p(root)])
+}
+
+/// Polls the responder with openssl until it says `status` (`good`, `revoked`)
+/// for `cert`; fails after `limit`. Returns how long it took.
+pub fn wait_for_ocsp(
+    url: &str,
+    issuer: &Path,
+    cert: &Path,
+    root: &Path,
+    status: &str,
+    limit: std::time::Duration,
+) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    loop {
+        let said = ocsp(url, issuer, cert, root);
+        if said.contains(&format!(": {status}")) {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "no `{status}` from {url} after {limit:?}: {said}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
