@@ -10,12 +10,23 @@ use crate::PkiError;
 pub struct Serial(Vec<u8>);
 
 impl Serial {
-    /// A fresh random serial: 20 octets whose first is 0x40..=0x7f, so the
-    /// number is positive, always 20 octets long, and carries 158 random bits.
+    /// A fresh serial: 20 octets, positive, led by the issuance time.
+    ///
+    /// Octet 0 is 0x40 (so every serial has 20 octets and is positive), octets
+    /// 1-6 the Unix time in milliseconds, and octets 7-19 104 bits from the
+    /// CSPRNG: unpredictable and non-sequential as the Baseline Requirements
+    /// ask (at least 64 random bits), yet ordered by time, so the serial index
+    /// grows at its end instead of dirtying a random page per certificate
+    /// (that was most of each issuance commit's write-ahead log).
     pub fn random() -> Result<Serial, PkiError> {
         let mut bytes = [0u8; 20];
-        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| PkiError::Signing("random serial".into()))?;
-        bytes[0] = (bytes[0] & 0x3f) | 0x40;
+        aws_lc_rs::rand::fill(&mut bytes[7..]).map_err(|_| PkiError::Signing("random serial".into()))?;
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        bytes[0] = 0x40;
+        bytes[1..7].copy_from_slice(&millis.to_be_bytes()[2..]);
         Ok(Serial(bytes.to_vec()))
     }
 
@@ -82,6 +93,34 @@ impl fmt::Debug for Serial {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serials_lead_with_the_time_and_carry_104_random_bits() {
+        let before =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_millis() as u64;
+        let serials: Vec<Serial> = (0..64).map(|_| Serial::random().expect("random")).collect();
+        let after =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_millis() as u64;
+        for s in &serials {
+            let b = s.as_bytes();
+            assert_eq!((b.len(), b[0]), (20, 0x40));
+            let mut millis = [0u8; 8];
+            millis[2..].copy_from_slice(&b[1..7]);
+            let t = u64::from_be_bytes(millis);
+            assert!(before <= t && t <= after, "{t} not in [{before}, {after}]");
+        }
+        // The random tails differ (a repeat of 104 CSPRNG bits would be a broken RNG).
+        let mut tails: Vec<&[u8]> = serials.iter().map(|s| &s.as_bytes()[7..]).collect();
+        tails.sort_unstable();
+        tails.dedup();
+        assert_eq!(tails.len(), 64);
+        // Later serials sort after earlier ones by their time prefix.
+        let later = {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            Serial::random().expect("random")
+        };
+        assert!(serials.iter().all(|s| s < &later));
+    }
 
     #[test]
     fn random_serials_are_positive_twenty_octets_and_distinct() {

@@ -23,6 +23,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/sqlite/0002_revocation.sql")),
     (3, include_str!("../migrations/sqlite/0003_merkle_audit.sql")),
     (4, include_str!("../migrations/sqlite/0004_incidents.sql")),
+    (5, include_str!("../migrations/sqlite/0005_drop_spki_index.sql")),
 ];
 
 /// The PostgreSQL migrations: the same schema in its types.
@@ -30,6 +31,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_merkle_audit.sql")),
     (3, include_str!("../migrations/postgres/0003_incidents.sql")),
+    (4, include_str!("../migrations/postgres/0004_drop_spki_index.sql")),
 ];
 
 /// Which database engine is behind the pool.
