@@ -316,6 +316,15 @@ fn bad_declarations_are_refused_and_write_nothing() {
     }
     let said = env.fails(&["incident", "declare", "--compromised", "tenant:t0000", "--since", "2999-01-01T00:00:00Z"]);
     assert!(said.contains("in the future"), "{said}");
+    for (url, expected) in
+        [("https://hooks.example/x", "not built yet"), ("ftp://x", "must be an http"), ("http://", "must be an http")]
+    {
+        let said = env.fails(&["tenant", "webhook", "t0000", url]);
+        assert!(said.contains(expected), "{url}: {said}");
+    }
+    assert!(
+        env.fails(&["tenant", "webhook", "nobody", "http://127.0.0.1:9/x"]).to_lowercase().contains("unknown tenant")
+    );
     let said = env.fails(&["incident", "declare", "--compromised", "tenant:t0000", "--reason", "stolen"]);
     assert!(said.contains("stolen"), "{said}");
     assert!(env.fails(&["incident", "execute", "INC-0042", "--yes"]).contains("no incident"));
