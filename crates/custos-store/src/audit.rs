@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use custos_audit::EntryFields;
 use custos_audit::merkle::{Frontier, Hash, NodeId, frontier_ids};
 use sqlx::any::AnyRow;
-use sqlx::{Any, AnyConnection, AssertSqlSafe, Row, Transaction};
+use sqlx::{Any, AnyConnection, AssertSqlSafe, Transaction};
 
-use crate::sql::{Engine, params, values_clause};
+use crate::sql::{Engine, col, params, values_clause};
 use crate::{AuditEntry, AuditFilter, AuditRecord, Result, StoreError};
 
 /// Entries per multi-row INSERT; 8 columns stay far below SQLite's bound on parameters.
@@ -138,9 +138,9 @@ pub(crate) async fn nodes(conn: &mut AnyConnection, engine: Engine, ids: &[NodeI
     }
     let rows = query.fetch_all(conn).await.map_err(StoreError::db("read audit tree nodes"))?;
     for row in &rows {
-        let level: i64 = get(row, "level")?;
-        let index: i64 = get(row, "idx")?;
-        let hash = hash_of(get(row, "hash")?, index)?;
+        let level: i64 = col(row, "level")?;
+        let index: i64 = col(row, "idx")?;
+        let hash = hash_of(col(row, "hash")?, index)?;
         out.insert(NodeId { level: level as u8, index: index as u64 }, hash);
     }
     if let Some(missing) = ids.iter().find(|id| !out.contains_key(id)) {
@@ -157,23 +157,19 @@ pub(crate) fn hash_of(bytes: Vec<u8>, index: i64) -> Result<Hash> {
     bytes.try_into().map_err(|_| StoreError::Corrupt(format!("audit hash at index {index} is not 32 bytes")))
 }
 
-fn get<'r, T: sqlx::Decode<'r, Any> + sqlx::Type<Any>>(row: &'r AnyRow, name: &str) -> Result<T> {
-    row.try_get(name).map_err(|e| StoreError::Corrupt(format!("audit column {name}: {e}")))
-}
-
 /// Decodes an `audit_log` row.
 pub(crate) fn entry(row: &AnyRow) -> Result<AuditEntry> {
     Ok(AuditEntry {
-        index: get::<i64>(row, "idx")? as u64,
+        index: col::<i64>(row, "idx")? as u64,
         record: AuditRecord {
-            time: get(row, "time")?,
-            actor: get(row, "actor")?,
-            action: get(row, "action")?,
-            object: get(row, "object")?,
-            key: get(row, "key_id")?,
-            details: get(row, "details")?,
+            time: col(row, "time")?,
+            actor: col(row, "actor")?,
+            action: col(row, "action")?,
+            object: col(row, "object")?,
+            key: col(row, "key_id")?,
+            details: col(row, "details")?,
         },
-        leaf_hash: get(row, "leaf_hash")?,
+        leaf_hash: col(row, "leaf_hash")?,
     })
 }
 
@@ -224,8 +220,8 @@ pub(crate) async fn read_entries(
             .fetch_one(pool)
             .await
             .map_err(StoreError::db("read the audit log"))?;
-        let count: i64 = get(&row, "n")?;
-        let Some(packed) = get::<Option<String>>(&row, "packed")? else { break };
+        let count: i64 = col(&row, "n")?;
+        let Some(packed) = col::<Option<String>>(&row, "packed")? else { break };
         let before = out.len();
         unpack(&packed, &mut out)?;
         if out.len() - before != count as usize {

@@ -7,9 +7,9 @@
 
 use serde::Serialize;
 use sqlx::any::AnyRow;
-use sqlx::{Any, AssertSqlSafe, Row, Transaction};
+use sqlx::{Any, AssertSqlSafe, Transaction};
 
-use crate::sql::{Engine, insert_certificate_rows, values_clause};
+use crate::sql::{Engine, col, insert_certificate_rows, json_list, parse_list, values_clause};
 use crate::{AuditRecord, CertificateRecord, Result, StoreError, audit};
 
 /// An incident as declared, and how far its execution got.
@@ -133,65 +133,58 @@ pub struct OutboxMessage {
     pub delivered_at: Option<i64>,
 }
 
-fn get<'r, T: sqlx::Decode<'r, Any> + sqlx::Type<Any>>(row: &'r AnyRow, name: &str) -> Result<T> {
-    row.try_get(name).map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
-}
-
-fn list(text: &str) -> Result<Vec<String>> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("list column: {e}")))
-}
-
-fn json_list(list: &[String]) -> String {
-    serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
+/// Serial, tenant and connection of a certificate row.
+pub(crate) fn owner(r: &AnyRow) -> Result<IncidentCertificate> {
+    Ok(IncidentCertificate { serial: col(r, "serial")?, tenant: col(r, "tenant")?, connection: col(r, "connection")? })
 }
 
 pub(crate) fn incident(r: &AnyRow) -> Result<IncidentRecord> {
     Ok(IncidentRecord {
-        id: get(r, "id")?,
-        scope_kind: get(r, "scope_kind")?,
-        scope_value: get(r, "scope_value")?,
-        reason: get(r, "reason")?,
-        since: get(r, "since")?,
-        note: get(r, "note")?,
-        state: get(r, "state")?,
-        new_issuers: list(&get::<String>(r, "new_issuers")?)?,
-        declared_at: get(r, "declared_at")?,
-        declared_by: get(r, "declared_by")?,
-        executed_at: get(r, "executed_at")?,
-        revoked_at: get(r, "revoked_at")?,
-        replaced_at: get(r, "replaced_at")?,
-        closed_at: get(r, "closed_at")?,
+        id: col(r, "id")?,
+        scope_kind: col(r, "scope_kind")?,
+        scope_value: col(r, "scope_value")?,
+        reason: col(r, "reason")?,
+        since: col(r, "since")?,
+        note: col(r, "note")?,
+        state: col(r, "state")?,
+        new_issuers: parse_list(&col::<String>(r, "new_issuers")?)?,
+        declared_at: col(r, "declared_at")?,
+        declared_by: col(r, "declared_by")?,
+        executed_at: col(r, "executed_at")?,
+        revoked_at: col(r, "revoked_at")?,
+        replaced_at: col(r, "replaced_at")?,
+        closed_at: col(r, "closed_at")?,
     })
 }
 
 pub(crate) fn connection(r: &AnyRow) -> Result<IncidentConnection> {
     Ok(IncidentConnection {
-        tenant: get(r, "tenant")?,
-        connection: get(r, "connection")?,
-        state: get(r, "state")?,
-        replacement: get(r, "replacement")?,
-        updated_at: get(r, "updated_at")?,
-        issued_at: get(r, "issued_at")?,
-        notified_at: get(r, "notified_at")?,
-        acknowledged_at: get(r, "acknowledged_at")?,
-        retired_at: get(r, "retired_at")?,
+        tenant: col(r, "tenant")?,
+        connection: col(r, "connection")?,
+        state: col(r, "state")?,
+        replacement: col(r, "replacement")?,
+        updated_at: col(r, "updated_at")?,
+        issued_at: col(r, "issued_at")?,
+        notified_at: col(r, "notified_at")?,
+        acknowledged_at: col(r, "acknowledged_at")?,
+        retired_at: col(r, "retired_at")?,
     })
 }
 
 pub(crate) fn outbox(r: &AnyRow) -> Result<OutboxMessage> {
     Ok(OutboxMessage {
-        id: get(r, "id")?,
-        incident: get(r, "incident")?,
-        tenant: get(r, "tenant")?,
-        connections: list(&get::<String>(r, "connections")?)?,
-        url: get(r, "url")?,
-        body: get(r, "body")?,
-        state: get(r, "state")?,
-        attempts: get(r, "attempts")?,
-        next_attempt_at: get(r, "next_attempt_at")?,
-        last_error: get(r, "last_error")?,
-        created_at: get(r, "created_at")?,
-        delivered_at: get(r, "delivered_at")?,
+        id: col(r, "id")?,
+        incident: col(r, "incident")?,
+        tenant: col(r, "tenant")?,
+        connections: parse_list(&col::<String>(r, "connections")?)?,
+        url: col(r, "url")?,
+        body: col(r, "body")?,
+        state: col(r, "state")?,
+        attempts: col(r, "attempts")?,
+        next_attempt_at: col(r, "next_attempt_at")?,
+        last_error: col(r, "last_error")?,
+        created_at: col(r, "created_at")?,
+        delivered_at: col(r, "delivered_at")?,
     })
 }
 

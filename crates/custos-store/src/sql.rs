@@ -363,15 +363,18 @@ async fn fetch_all(pool: &AnyPool, sql: &'static str, operation: &'static str) -
     sqlx::query(sql).fetch_all(pool).await.map_err(StoreError::db(operation))
 }
 
-fn json_list(list: &[String]) -> String {
+/// A list column's text: a JSON array.
+pub(crate) fn json_list(list: &[String]) -> String {
     serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
 }
 
-fn parse_list(text: &str) -> Result<Vec<String>> {
+/// A list column read back.
+pub(crate) fn parse_list(text: &str) -> Result<Vec<String>> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("list column: {e}")))
 }
 
-fn col<'r, T: sqlx::Decode<'r, Any> + sqlx::Type<Any>>(row: &'r AnyRow, name: &str) -> Result<T> {
+/// One column of a row, or a `Corrupt` error naming it.
+pub(crate) fn col<'r, T: sqlx::Decode<'r, Any> + sqlx::Type<Any>>(row: &'r AnyRow, name: &str) -> Result<T> {
     row.try_get(name).map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
 }
 
@@ -728,15 +731,7 @@ impl Store for SqlStore {
 
     async fn certificate_owners(&self, filter: &CertificateFilter) -> Result<Vec<IncidentCertificate>> {
         let rows = self.filtered(filter, "serial, tenant, connection").await?;
-        rows.iter()
-            .map(|r| {
-                Ok(IncidentCertificate {
-                    serial: col(r, "serial")?,
-                    tenant: col(r, "tenant")?,
-                    connection: col(r, "connection")?,
-                })
-            })
-            .collect()
+        rows.iter().map(incident::owner).collect()
     }
 
     async fn revoke(&self, serials: &[String], revocation: &Revocation, audit: &[AuditRecord]) -> Result<()> {
@@ -1219,15 +1214,7 @@ impl Store for SqlStore {
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::db("read a blast radius"))?;
-        rows.iter()
-            .map(|r| {
-                Ok(IncidentCertificate {
-                    serial: col(r, "serial")?,
-                    tenant: col(r, "tenant")?,
-                    connection: col(r, "connection")?,
-                })
-            })
-            .collect()
+        rows.iter().map(incident::owner).collect()
     }
 
     async fn incident_connections(&self, id: &str) -> Result<Vec<IncidentConnection>> {
