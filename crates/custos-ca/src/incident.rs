@@ -289,6 +289,28 @@ fn organization_of(name: &str) -> Option<String> {
     name.rsplit_once(" Issuing CA").or_else(|| name.rsplit_once(" Root CA")).map(|(o, _)| o.to_string())
 }
 
+/// The CAs a scope compromises: the named CA, or those signing with the
+/// named key, and every CA below them (replaced under the new one). Parents
+/// come before children.
+fn compromised_cas(scope: &Scope, issuers: &[IssuerRecord]) -> Vec<IssuerRecord> {
+    let mut compromised: Vec<IssuerRecord> = match scope {
+        Scope::Issuer(id) => issuers.iter().filter(|i| &i.id == id).cloned().collect(),
+        Scope::Key(key) => issuers.iter().filter(|i| &i.key_id == key).cloned().collect(),
+        Scope::Cert(_) | Scope::Tenant(_) => Vec::new(),
+    };
+    let mut i = 0;
+    while i < compromised.len() {
+        let parent = compromised[i].id.clone();
+        for child in issuers.iter().filter(|c| c.parent.as_deref() == Some(&parent)) {
+            if !compromised.iter().any(|c| c.id == child.id) {
+                compromised.push(child.clone());
+            }
+        }
+        i += 1;
+    }
+    compromised
+}
+
 impl Ca {
     /// Computes what a scope affects, from the store as it is now.
     async fn radius(&self, scope: &Scope) -> Result<Radius> {
@@ -300,19 +322,17 @@ impl Ca {
             now: now(),
             ..Default::default()
         };
-        let mut compromised: Vec<IssuerRecord> = Vec::new();
+        let compromised = compromised_cas(scope, &issuers);
         let mut certificates: Vec<CertificateRecord> = Vec::new();
         let mut owners: Vec<IncidentCertificate> = Vec::new();
         match scope {
             Scope::Issuer(id) => {
-                let record = issuers.iter().find(|i| &i.id == id).ok_or_else(|| CaError::UnknownIssuer(id.clone()))?;
-                compromised.push(record.clone());
+                if compromised.is_empty() {
+                    return Err(CaError::UnknownIssuer(id.clone()));
+                }
             }
-            Scope::Key(key) => {
-                let on_cas: Vec<&IssuerRecord> = issuers.iter().filter(|i| &i.key_id == key).collect();
-                if !on_cas.is_empty() {
-                    compromised.extend(on_cas.into_iter().cloned());
-                } else if key.len() >= 16 && key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Scope::Key(key) if compromised.is_empty() => {
+                if key.len() >= 16 && key.bytes().all(|b| b.is_ascii_hexdigit()) {
                     certificates = self.store.certificates_by_spki(key).await?;
                     certificates.retain(|c| c.status == "valid" && c.not_after >= now());
                     if certificates.is_empty() && self.store.key(key).await?.is_none() {
@@ -324,6 +344,7 @@ impl Ca {
                     return Err(CaError::Policy(format!("no key {key:?} (see `custos keys list`)")));
                 }
             }
+            Scope::Key(_) => {}
             Scope::Cert(serial) => {
                 let record = self.certificate(serial).await?;
                 certificates = self.store.certificates_by_spki(&record.spki_sha256).await?;
@@ -335,18 +356,6 @@ impl Ca {
                 }
                 owners = self.store.certificate_owners(&valid(None, Some(t.clone()))).await?;
             }
-        }
-        // A compromised CA takes its descendants with it: they are replaced
-        // under the new one, and everything they issued is affected.
-        let mut i = 0;
-        while i < compromised.len() {
-            let parent = compromised[i].id.clone();
-            for child in issuers.iter().filter(|c| c.parent.as_deref() == Some(&parent)) {
-                if !compromised.iter().any(|c| c.id == child.id) {
-                    compromised.push(child.clone());
-                }
-            }
-            i += 1;
         }
         for ca in &compromised {
             owners.extend(self.store.certificate_owners(&valid(Some(ca.id.clone()), None)).await?);
@@ -433,12 +442,7 @@ impl Ca {
         }
         let scope = Scope::of(&record)?;
         let issuers = self.store.issuers().await?;
-        let compromised: Vec<String> = match &scope {
-            Scope::Issuer(_) | Scope::Key(_) if record.state == "declared" => {
-                self.radius(&scope).await.map(|r| r.issuers.iter().map(|i| i.id.clone()).collect()).unwrap_or_default()
-            }
-            _ => issuers.iter().filter(|i| i.status == "compromised").map(|i| i.id.clone()).collect(),
-        };
+        let compromised: Vec<String> = compromised_cas(&scope, &issuers).into_iter().map(|i| i.id).collect();
         let root_compromised = compromised.iter().any(|id| issuers.iter().any(|i| &i.id == id && i.role == "root"));
         let tenants: Vec<TenantImpact> = grouped
             .into_iter()
@@ -482,42 +486,45 @@ impl Ca {
             return Err(CaError::Policy(format!("incident {id} is closed")));
         }
         let owner = lock_owner();
-        let lock = |stale: Option<String>| {
-            let owner = owner.clone();
-            async move { self.store.lock_incident(id, &owner, now(), now() + LOCK_SECONDS, stale.as_deref()).await }
-        };
-        if let Some(holder) = lock(None).await? {
-            let taken = if is_dead_here(&holder) { lock(Some(holder.clone())).await? } else { Some(holder.clone()) };
+        if let Some(holder) = self.lock_incident(id, &owner, None).await? {
+            let taken = match is_dead_here(&holder) {
+                true => self.lock_incident(id, &owner, Some(&holder)).await?,
+                false => Some(holder.clone()),
+            };
             if taken.is_some() {
                 return Err(CaError::Policy(format!(
                     "incident {id} is being executed by {holder}; wait for it to finish (its lock lapses after {LOCK_SECONDS}s without progress)"
                 )));
             }
         }
-        let result = self.execute_locked(&mut record, keys_file, progress, started, &lock).await;
+        let result = self.execute_locked(&mut record, &owner, keys_file, progress, started).await;
         let _ = self.store.unlock_incident(id, &owner).await;
         result
     }
 
-    async fn execute_locked<F, Fut>(
+    /// Takes (or renews) the execution lock for `owner`, taking it over from
+    /// `stale`; returns the holder when refused.
+    async fn lock_incident(&self, id: &str, owner: &str, stale: Option<&str>) -> Result<Option<String>> {
+        Ok(self.store.lock_incident(id, owner, now(), now() + LOCK_SECONDS, stale).await?)
+    }
+
+    /// Renews the lock between steps; fails if another run took it.
+    async fn heartbeat(&self, id: &str, owner: &str) -> Result<()> {
+        match self.lock_incident(id, owner, None).await? {
+            None => Ok(()),
+            Some(holder) => Err(CaError::Policy(format!("lost the execution lock of {id} to {holder}"))),
+        }
+    }
+
+    async fn execute_locked(
         &self,
         record: &mut IncidentRecord,
+        owner: &str,
         keys_file: &Path,
         progress: &(dyn Fn(Progress) + Sync),
         started: std::time::Instant,
-        lock: &F,
-    ) -> Result<ExecuteSummary>
-    where
-        F: Fn(Option<String>) -> Fut,
-        Fut: std::future::Future<Output = custos_store::Result<Option<String>>>,
-    {
+    ) -> Result<ExecuteSummary> {
         let id = record.id.clone();
-        let heartbeat = || async {
-            match lock(None).await? {
-                None => Ok(()),
-                Some(holder) => Err(CaError::Policy(format!("lost the execution lock of {id} to {holder}"))),
-            }
-        };
         if record.executed_at.is_none() || record.state == "declared" {
             record.state = "executing".into();
             record.executed_at.get_or_insert(now());
@@ -544,7 +551,7 @@ impl Ca {
         if record.new_issuers.is_empty() && !radius.issuers.is_empty() {
             self.replace_cas(record, &radius.issuers).await?;
         }
-        heartbeat().await?;
+        self.heartbeat(&id, owner).await?;
 
         // 2. Revoke (a key compromise at once; other reasons when each connection is retired).
         let reason: Reason = record.reason.parse()?;
@@ -560,10 +567,10 @@ impl Ca {
 
         // 3. Final CRLs of compromised CAs, then destroy their keys.
         self.retire_compromised_keys(record).await?;
-        heartbeat().await?;
+        self.heartbeat(&id, owner).await?;
 
         // 4. Replacements, with their notifications, per batch.
-        let (replaced, keys_file) = self.replace_connections(record, keys_file, progress, &heartbeat).await?;
+        let (replaced, keys_file) = self.replace_connections(record, owner, keys_file, progress).await?;
         let seconds_to_replaced = started.elapsed().as_secs_f64();
         let pending = self.store.incident_connections(&id).await?.iter().filter(|c| c.state == "pending").count();
         if pending == 0 && record.state == "executing" {
@@ -776,12 +783,8 @@ impl Ca {
                 self.store.set_meta(&crate::revocation::final_crl_key(&ca.id, partition), &value, &[]).await?;
             }
             let reference = custos_keys::KeyReference { backend: key.backend.clone(), data: key.reference.clone() };
-            match self.key_store()?.destroy(&reference) {
-                Ok(()) => {}
-                // Already gone from the token (a run killed after destroying it): record it.
-                Err(e) if key.backend == custos_keys::pkcs11::BACKEND && e.to_string().contains("no such key") => {}
-                Err(e) => return Err(e.into()),
-            }
+            // Destroying a key already gone (a run killed after destroying it) succeeds.
+            self.key_store()?.destroy(&reference)?;
             let audit = self.audit(
                 "key.destroy",
                 format!("key:{}", key.id),
@@ -794,17 +797,13 @@ impl Ca {
     }
 
     /// Issues a replacement for every `pending` connection; returns how many and the keys file.
-    async fn replace_connections<H, HF>(
+    async fn replace_connections(
         &self,
         record: &IncidentRecord,
+        owner: &str,
         keys_file: &Path,
         progress: &(dyn Fn(Progress) + Sync),
-        heartbeat: &H,
-    ) -> Result<(usize, Option<PathBuf>)>
-    where
-        H: Fn() -> HF,
-        HF: std::future::Future<Output = Result<()>>,
-    {
+    ) -> Result<(usize, Option<PathBuf>)> {
         let connections = self.store.incident_connections(&record.id).await?;
         let total = connections.len();
         let pending: Vec<IncidentConnection> = connections.into_iter().filter(|c| c.state == "pending").collect();
@@ -864,7 +863,7 @@ impl Ca {
                 })
                 .await?;
             replaced += n;
-            heartbeat().await?;
+            self.heartbeat(&record.id, owner).await?;
         }
         Ok((replaced, Some(keys_file.to_path_buf())))
     }
