@@ -29,6 +29,15 @@ pub struct Expected {
     pub source: String,
 }
 
+impl Expected {
+    /// The root a checkpoint saved earlier commits to, once its signature by `key` checks out.
+    pub fn saved(note: &str, key: &crate::VerifierKey) -> Result<(u64, Expected), VerifyError> {
+        let cp = crate::Checkpoint::open(note, key)
+            .map_err(|e| VerifyError { index: 0, reason: format!("the saved checkpoint does not verify: {e}") })?;
+        Ok((cp.size, Expected { root: cp.root, source: format!("the saved checkpoint ({})", cp.size) }))
+    }
+}
+
 /// What a successful verification covered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verified {

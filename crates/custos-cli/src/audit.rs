@@ -189,11 +189,7 @@ async fn verify_remote(url: &str, key: &VerifierKey, trusted: Option<&str>) -> R
     let mut expected =
         vec![(latest.size, Expected { root: latest.root, source: format!("checkpoint {}", latest.size) })];
     if let Some(t) = trusted {
-        let cp = Checkpoint::open(t, key).map_err(|e| custos_audit::VerifyError {
-            index: 0,
-            reason: format!("the saved checkpoint does not verify: {e}"),
-        })?;
-        expected.push((cp.size, Expected { root: cp.root, source: format!("the saved checkpoint ({})", cp.size) }));
+        expected.push(Expected::saved(t, key)?);
     }
     let mut verifier = Verifier::new(expected);
     for tile in tiles_for(latest.size, None) {

@@ -92,7 +92,10 @@ pub async fn deliver_due(ca: &Ca) -> custos_ca::Result<usize> {
     }
     let secrets: std::collections::HashMap<String, String> =
         ca.store().webhooks().await?.into_iter().map(|w| (w.tenant, w.secret)).collect();
-    let results = futures_join(due.iter().map(|m| deliver(ca, m, secrets.get(&m.tenant).map(String::as_str)))).await;
+    // Concurrently on this task: a slow receiver does not hold up the others.
+    let results =
+        futures_util::future::join_all(due.iter().map(|m| deliver(ca, m, secrets.get(&m.tenant).map(String::as_str))))
+            .await;
     let mut delivered = 0;
     for r in results {
         if r? {
@@ -100,25 +103,6 @@ pub async fn deliver_due(ca: &Ca) -> custos_ca::Result<usize> {
         }
     }
     Ok(delivered)
-}
-
-/// Runs futures concurrently on this task and collects their outputs in
-/// order, so a slow receiver does not hold up the others.
-async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut pending: Vec<(usize, std::pin::Pin<Box<F>>)> = futures.map(Box::pin).enumerate().collect();
-    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        pending.retain_mut(|(i, f)| match f.as_mut().poll(cx) {
-            std::task::Poll::Ready(v) => {
-                results[*i] = Some(v);
-                false
-            }
-            std::task::Poll::Pending => true,
-        });
-        if pending.is_empty() { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
-    })
-    .await;
-    results.into_iter().flatten().collect()
 }
 
 #[cfg(test)]
