@@ -7,6 +7,7 @@
 //! OCSP errors are OCSP error statuses, as clients expect. Not here: any rule
 //! about what may be issued (custos-ca) or any key material (custos-keys).
 
+pub mod client;
 pub mod tls;
 pub mod webhooks;
 

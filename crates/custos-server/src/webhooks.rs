@@ -9,9 +9,9 @@ use std::time::Duration;
 use custos_ca::Ca;
 use custos_ca::incident::sign_webhook;
 use custos_store::OutboxMessage;
-use http_body_util::{BodyExt, Full, Limited};
+
+use crate::client::HttpConnection;
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 
 /// How long one delivery may take before it counts as failed.
@@ -28,32 +28,13 @@ pub fn backoff(attempts: i64) -> i64 {
 
 /// POSTs one body; Ok when the receiver answered 2xx.
 async fn post(url: &str, body: &str, signature: &str, timestamp: i64) -> Result<(), String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        "only http:// webhooks are delivered so far (https needs a root store custos does not ship yet)".to_string()
-    })?;
-    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let addr = if host.contains(':') { host.to_string() } else { format!("{host}:80") };
-    let attempt = async {
-        let tcp = tokio::net::TcpStream::connect(&addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| format!("handshake: {e}"))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let request = hyper::Request::post(&path)
-            .header(hyper::header::HOST, host)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header("x-custos-timestamp", timestamp.to_string())
-            .header("x-custos-signature", signature)
-            .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|e| e.to_string())?;
-        let response = sender.send_request(request).await.map_err(|e| format!("request: {e}"))?;
-        let status = response.status();
-        // Read (a bounded part of) the answer so the connection closes cleanly.
-        let _ = Limited::new(response.into_body(), 64 * 1024).collect().await;
-        if status.is_success() { Ok(()) } else { Err(format!("HTTP {status}")) }
-    };
-    tokio::time::timeout(DELIVERY_TIMEOUT, attempt).await.map_err(|_| "timed out".to_string())?
+    let mut connection = HttpConnection::connect(url, DELIVERY_TIMEOUT).await?;
+    let request = hyper::Request::post("/")
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header("x-custos-timestamp", timestamp.to_string())
+        .header("x-custos-signature", signature);
+    // The answer is read (up to 64 KiB) only so the connection ends cleanly.
+    connection.send(request, "", Bytes::from(body.to_string()), 64 * 1024).await.map(|_| ())
 }
 
 /// Tries one message and records the outcome (with its audit entry).

@@ -1,0 +1,100 @@
+//! A small HTTP/1.1 client for plain `http://` URLs: the CLI reads a remote
+//! custos's audit tiles with it, and webhook delivery POSTs notifications.
+//! One keep-alive connection per [`HttpConnection`]; every request is bounded
+//! in time and in the size of its answer.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+/// One keep-alive connection to an `http://host:port[/prefix]` URL.
+pub struct HttpConnection {
+    prefix: String,
+    host: String,
+    sender: SendRequest<Full<Bytes>>,
+    timeout: Duration,
+}
+
+/// A URL's host (with port) and path, for plain `http://` only.
+pub fn split_url(url: &str) -> Result<(String, String), String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url:?}: only http:// URLs are supported"))?;
+    let (host, path) = rest.split_once('/').map_or((rest, String::new()), |(h, p)| (h, format!("/{p}")));
+    if host.is_empty() {
+        return Err(format!("{url:?} names no host"));
+    }
+    Ok((host.to_string(), path))
+}
+
+impl HttpConnection {
+    /// Connects to the URL's host; requests are made below its path.
+    pub async fn connect(url: &str, timeout: Duration) -> Result<HttpConnection, String> {
+        let (host, prefix) = split_url(url.trim_end_matches('/'))?;
+        let addr = if host.contains(':') { host.clone() } else { format!("{host}:80") };
+        let tcp = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addr))
+            .await
+            .map_err(|_| format!("connecting to {addr} timed out"))?
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| format!("HTTP handshake with {addr}: {e}"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(HttpConnection { prefix, host, sender, timeout })
+    }
+
+    /// Sends one request to `path` (below the URL's path) and returns the
+    /// body of a 2xx answer, at most `max_body` bytes; anything else is an error.
+    pub async fn send(
+        &mut self,
+        request: hyper::http::request::Builder,
+        path: &str,
+        body: Bytes,
+        max_body: usize,
+    ) -> Result<Bytes, String> {
+        let uri = match format!("{}{path}", self.prefix) {
+            u if u.is_empty() => "/".to_string(),
+            u => u,
+        };
+        let request = request
+            .uri(&uri)
+            .header(hyper::header::HOST, &self.host)
+            .body(Full::new(body))
+            .map_err(|e| format!("{uri}: {e}"))?;
+        let fail = |what: String| format!("{uri}: {what}");
+        let exchange = async {
+            self.sender.ready().await.map_err(|e| fail(e.to_string()))?;
+            let response = self.sender.send_request(request).await.map_err(|e| fail(e.to_string()))?;
+            let status = response.status();
+            let body = Limited::new(response.into_body(), max_body)
+                .collect()
+                .await
+                .map_err(|e| fail(format!("reading the body: {e}")))?
+                .to_bytes();
+            match status.is_success() {
+                true => Ok(body),
+                false => Err(fail(format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)])))),
+            }
+        };
+        tokio::time::timeout(self.timeout, exchange).await.map_err(|_| fail("timed out".into()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_host_and_path() {
+        assert_eq!(
+            split_url("http://127.0.0.1:8080/hooks/x").expect("url"),
+            ("127.0.0.1:8080".into(), "/hooks/x".into())
+        );
+        assert_eq!(split_url("http://ca.example").expect("url"), ("ca.example".into(), String::new()));
+        assert!(split_url("https://ca.example").is_err());
+        assert!(split_url("http:///x").is_err());
+    }
+}
