@@ -3,24 +3,13 @@
 //! SOFTHSM2_CONF and CUSTOS_TEST_PKCS11). Signatures are checked with
 //! aws-lc-rs against the SPKI each backend reports.
 
+mod common;
+
 use aws_lc_rs::signature::{self, UnparsedPublicKey};
+use common::token_uri;
 use custos_keys::pkcs11::{Pkcs11KeyStore, TokenConfig};
 use custos_keys::soft::SoftKeyStore;
 use custos_keys::{KeyAlgorithm, KeyError, KeyStore};
-
-/// The token URI scripts/test exported, or None (then PKCS#11 tests are skipped unless tools are required).
-pub fn token_uri() -> Option<String> {
-    match std::env::var("CUSTOS_TEST_PKCS11") {
-        Ok(uri) => Some(uri),
-        Err(_) => {
-            let required = std::env::var("CUSTOS_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
-                || std::env::var("CI").is_ok_and(|v| v == "true");
-            assert!(!required, "CUSTOS_TEST_PKCS11 is not set: run through scripts/test");
-            eprintln!("skipping PKCS#11: CUSTOS_TEST_PKCS11 not set");
-            None
-        }
-    }
-}
 
 /// Verifies an X.509-encoded signature with the algorithm the key implies.
 fn verifies(algorithm: KeyAlgorithm, spki_raw: &[u8], message: &[u8], sig: &[u8]) -> bool {

@@ -2,6 +2,8 @@
 //! while it is gone and resumes by itself, without reopening the key store.
 //! Alone in its test binary because it takes the shared SoftHSM2 token away.
 
+mod common;
+
 use custos_keys::pkcs11::{Pkcs11KeyStore, TokenConfig};
 use custos_keys::{KeyAlgorithm, KeyError, KeyStore};
 
@@ -37,12 +39,7 @@ fn pull_the_library(config: &TokenConfig) {
 
 #[test]
 fn signing_resumes_after_the_token_goes_away_and_comes_back() {
-    let Ok(uri) = std::env::var("CUSTOS_TEST_PKCS11") else {
-        let required = std::env::var("CUSTOS_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
-            || std::env::var("CI").is_ok_and(|v| v == "true");
-        assert!(!required, "CUSTOS_TEST_PKCS11 is not set: run through scripts/test");
-        return;
-    };
+    let Some(uri) = common::token_uri() else { return };
     let config = TokenConfig::parse(&uri).expect("uri");
     let store = Pkcs11KeyStore::open(config.clone()).expect("open");
     let key = store.generate(KeyAlgorithm::EcdsaP256, "outage").expect("generate");
