@@ -1117,7 +1117,11 @@ struct ReplacementSink {
 
 #[async_trait::async_trait]
 impl IssueSink for ReplacementSink {
-    async fn commit(&self, ca: &Ca, batch: &[Issued], mut audit: Vec<AuditRecord>) -> Result<()> {
+    fn incident(&self) -> Option<&str> {
+        Some(&self.incident)
+    }
+
+    async fn commit(&self, ca: &Ca, batch: &[Issued], audit: Vec<AuditRecord>) -> Result<()> {
         let io = |source| CaError::Io { path: self.path.clone(), source };
         {
             let mut lines = Vec::with_capacity(batch.len() * 1200);
@@ -1186,9 +1190,6 @@ impl IssueSink for ReplacementSink {
                 })
             })
             .collect();
-        for a in &mut audit {
-            a.details = a.details.replacen('{', &format!("{{\"incident\":\"{}\",", self.incident), 1);
-        }
         let records: Vec<CertificateRecord> = batch.iter().map(|s| s.record.clone()).collect();
         ca.store.record_replacements(&self.incident, &records, &replacements, &messages, &audit).await.map_err(|e| {
             match e {

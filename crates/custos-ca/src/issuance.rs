@@ -87,6 +87,11 @@ enum PlannedKey {
 pub(crate) trait IssueSink: Sync {
     /// Commits `batch` and `audit`.
     async fn commit(&self, ca: &Ca, batch: &[Issued], audit: Vec<AuditRecord>) -> Result<()>;
+
+    /// The incident these certificates replace for, named in their audit entries.
+    fn incident(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// The plain sink: the certificates and their audit entries.
@@ -180,7 +185,8 @@ impl Ca {
             signing = batches.next().map(sign);
             let signed: Vec<Issued> = signed.into_iter().collect::<Result<_>>()?;
             let commit_started = std::time::Instant::now();
-            let audit: Vec<AuditRecord> = signed.iter().map(|s| self.issue_audit(&s.record, &active.record)).collect();
+            let audit: Vec<AuditRecord> =
+                signed.iter().map(|s| self.issue_audit(&s.record, &active.record, sink.incident())).collect();
             sink.commit(self, &signed, audit).await?;
             tracing::debug!(
                 certificates = signed.len(),
@@ -236,16 +242,16 @@ impl Ca {
         Ok(active)
     }
 
-    fn issue_audit(&self, c: &CertificateRecord, issuer: &IssuerRecord) -> AuditRecord {
-        self.audit(
-            "certificate.issue",
-            format!("cert:{}", c.serial),
-            json!({
-                "serial": c.serial, "issuer": c.issuer, "key": issuer.key_id, "tenant": c.tenant,
-                "connection": c.connection, "profile": c.profile, "sans": c.sans, "spki_sha256": c.spki_sha256,
-                "key_origin": c.key_origin, "not_after": c.not_after,
-            }),
-        )
+    fn issue_audit(&self, c: &CertificateRecord, issuer: &IssuerRecord, incident: Option<&str>) -> AuditRecord {
+        let mut details = json!({
+            "serial": c.serial, "issuer": c.issuer, "key": issuer.key_id, "tenant": c.tenant,
+            "connection": c.connection, "profile": c.profile, "sans": c.sans, "spki_sha256": c.spki_sha256,
+            "key_origin": c.key_origin, "not_after": c.not_after,
+        });
+        if let Some(incident) = incident {
+            details["incident"] = json!(incident);
+        }
+        self.audit("certificate.issue", format!("cert:{}", c.serial), details)
     }
 }
 

@@ -266,6 +266,12 @@ fn an_issuing_ca_compromise_from_declaration_to_close() {
     let keys_list = env.json(&["keys", "list"]);
     let old = keys_list.as_array().expect("keys").iter().find(|k| k["label"] == "issuing-1").expect("old key");
     assert_eq!(old["status"], "destroyed");
+    let replacements = env
+        .ok(&["audit", "tail", "-n", "1000", "--action", "certificate.issue", "--json"])
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["details"]["incident"] == id.as_str())
+        .count();
+    assert_eq!(replacements, 6, "each replacement's issuance entry names the incident");
     let actions = env.ok(&["audit", "tail", "-n", "1000"]);
     for a in [
         "incident.declare",
