@@ -14,7 +14,7 @@ pub mod note;
 pub mod tiles;
 pub mod verify;
 
-pub use entry::{Entry, EntryFields};
+pub use entry::EntryFields;
 pub use merkle::{Frontier, Hash, NodeId};
 pub use note::{Checkpoint, VerifierKey};
 pub use tiles::TileRef;

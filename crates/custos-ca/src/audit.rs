@@ -5,7 +5,7 @@
 //! transaction; this module signs what the store has hashed.
 
 use custos_audit::merkle::{self, Hash, NodeId};
-use custos_audit::tiles::{TILE_WIDTH, TileRef};
+use custos_audit::tiles::TileRef;
 use custos_audit::{Checkpoint, Expected, Verified, Verifier, VerifierKey};
 use custos_keys::{KeyAlgorithm, KeyStore};
 use custos_store::{AuditEntry, AuditFilter, AuditRecord, CheckpointRecord, KeyRecord, KeyUsage};
@@ -327,9 +327,4 @@ impl Ca {
 /// The canonical bytes of a stored entry.
 fn entry_bytes(e: &AuditEntry) -> Result<Vec<u8>> {
     Ok(e.fields().encode()?)
-}
-
-/// Full tiles never change; partial ones and checkpoints do.
-pub fn tile_is_immutable(tile: &TileRef) -> bool {
-    tile.width == TILE_WIDTH
 }
