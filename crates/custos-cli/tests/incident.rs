@@ -256,6 +256,7 @@ fn an_issuing_ca_compromise_from_declaration_to_close() {
         }
     }
     env.ok(&["incident", "close", &id]);
+    assert!(env.fails(&["incident", "execute", &id, "--yes"]).contains("is closed"), "a closed incident stays closed");
     let report = env.json(&["incident", "report", &id]);
     assert!(report["durations"]["execution_to_all_replaced"].as_i64().is_some(), "{report}");
     assert!(report["timeline"].as_array().expect("timeline").len() >= 6);
