@@ -321,8 +321,10 @@ impl StatusPublisher {
         nonce: Option<&[u8]>,
         now: OffsetDateTime,
     ) -> std::result::Result<OcspAnswer, ResponseStatus> {
-        let mut journal = self.journal.lock().map_err(|_| ResponseStatus::InternalError)?;
-        if journal.pending >= MAX_UNLOGGED_SIGNATURES {
+        // The journal is locked to check and to record, never across the
+        // signature itself: signing runs on every core at once.
+        let full = self.journal.lock().map_err(|_| ResponseStatus::InternalError)?.pending >= MAX_UNLOGGED_SIGNATURES;
+        if full {
             tracing::error!("the audit log is not accepting OCSP signing entries; not signing more");
             return Err(ResponseStatus::TryLater);
         }
@@ -335,6 +337,7 @@ impl StatusPublisher {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
         let mut hash = [0u8; 32];
         hash.copy_from_slice(digest.as_ref());
+        let mut journal = self.journal.lock().map_err(|_| ResponseStatus::InternalError)?;
         let batch = journal.batches.entry((issuer.id.clone(), issuer.responder_key.clone())).or_default();
         batch.extend(serials.iter().map(|s| (s.to_hex(), hash)));
         journal.pending += serials.len();
