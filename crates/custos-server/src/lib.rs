@@ -8,6 +8,7 @@
 //! about what may be issued (custos-ca) or any key material (custos-keys).
 
 pub mod client;
+pub mod http;
 pub mod tls;
 pub mod webhooks;
 
@@ -71,7 +72,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let secure = tls.map(|l| {
         let app = router(state.clone());
-        tokio::spawn(async move { axum::serve(l, app).with_graceful_shutdown(shutdown_signal()).await })
+        tokio::spawn(http::serve(l, app, shutdown_signal()))
     });
     let p = state.publisher.clone();
     let tasks = [
@@ -130,7 +131,7 @@ pub async fn serve(
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let result = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await;
+    let result = http::serve(listener, router(state), shutdown_signal()).await;
     for task in tasks {
         task.abort();
     }

@@ -1,0 +1,131 @@
+//! The HTTP/1.1 connection loop on a real loopback listener: keep-alive
+//! requests with and without bodies, pipelining, and graceful shutdown that
+//! finishes the request in flight and closes idle connections.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::routing::{get, post};
+
+type Running = (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>);
+
+/// Starts the loop on 127.0.0.1:0: its address, the shutdown trigger, the task.
+async fn start() -> Running {
+    let router = Router::new()
+        .route("/echo", post(|body: Bytes| async move { body }))
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                "slow done"
+            }),
+        )
+        .route("/hello", get(|| async { "hello" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(custos_server::http::serve(listener, router, async {
+        let _ = stop_rx.await;
+    }));
+    (addr, stop_tx, task)
+}
+
+/// Reads one response with a Content-Length body: (status line, body).
+fn read_response(r: &mut BufReader<TcpStream>) -> (String, Vec<u8>) {
+    let mut status = String::new();
+    r.read_line(&mut status).expect("status line");
+    let mut length = 0;
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).expect("header");
+        if h.trim().is_empty() {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().expect("content-length");
+        }
+    }
+    let mut body = vec![0; length];
+    r.read_exact(&mut body).expect("body");
+    (status.trim().to_string(), body)
+}
+
+fn connect(addr: std::net::SocketAddr) -> BufReader<TcpStream> {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    BufReader::new(s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_bodies_and_pipelining() {
+    let (addr, stop, task) = start().await;
+    tokio::task::spawn_blocking(move || {
+        let mut c = connect(addr);
+        // Many POSTs with bodies on one connection: each body comes back whole.
+        for i in 0..200 {
+            let body = format!("request number {i} {}", "x".repeat(i));
+            let req = format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            c.get_mut().write_all(req.as_bytes()).expect("send");
+            let (status, got) = read_response(&mut c);
+            assert_eq!(status, "HTTP/1.1 200 OK");
+            assert_eq!(got, body.as_bytes());
+        }
+        // Three requests in one write are answered in order.
+        let pipelined = "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n\
+                         POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc\
+                         GET /nope HTTP/1.1\r\nHost: t\r\n\r\n";
+        c.get_mut().write_all(pipelined.as_bytes()).expect("send");
+        assert_eq!(read_response(&mut c), ("HTTP/1.1 200 OK".into(), b"hello".to_vec()));
+        assert_eq!(read_response(&mut c), ("HTTP/1.1 200 OK".into(), b"abc".to_vec()));
+        assert_eq!(read_response(&mut c).0, "HTTP/1.1 404 Not Found");
+    })
+    .await
+    .expect("client thread");
+    stop.send(()).expect("server running");
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("shut down in time")
+        .expect("task")
+        .expect("serve");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_the_request_in_flight_and_closes_idle_connections() {
+    let (addr, stop, task) = start().await;
+    let (idle, slow) = tokio::task::spawn_blocking(move || {
+        let mut idle = connect(addr);
+        idle.get_mut().write_all(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n").expect("send");
+        assert_eq!(read_response(&mut idle).1, b"hello");
+        let mut slow = connect(addr);
+        slow.get_mut().write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n").expect("send");
+        (idle, slow)
+    })
+    .await
+    .expect("client thread");
+    tokio::time::sleep(Duration::from_millis(100)).await; // the slow request is in its handler
+    stop.send(()).expect("server running");
+    let mut slow = tokio::task::spawn_blocking(move || {
+        let mut idle = idle;
+        let mut rest = Vec::new();
+        // The idle keep-alive connection is closed: end of stream, no bytes.
+        assert_eq!(idle.read_to_end(&mut rest).expect("read"), 0);
+        let mut slow = slow;
+        let (status, body) = read_response(&mut slow);
+        assert_eq!((status.as_str(), body.as_slice()), ("HTTP/1.1 200 OK", b"slow done".as_slice()));
+        slow
+    })
+    .await
+    .expect("client thread");
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("shut down in time")
+        .expect("task")
+        .expect("serve");
+    // Nothing listens any more, and the finished connection is closed too.
+    assert!(TcpStream::connect(addr).is_err());
+    let mut rest = Vec::new();
+    assert_eq!(slow.read_to_end(&mut rest).expect("read"), 0);
+}
