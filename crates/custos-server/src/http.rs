@@ -14,11 +14,12 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tower::ServiceExt as _;
 
@@ -28,7 +29,14 @@ const MAX_IMMEDIATE_REPOLLS: u32 = 4;
 
 /// Serves `router` on every connection `listener` accepts until `shutdown`
 /// completes, then lets open connections finish their request and close.
-pub async fn serve<L>(mut listener: L, router: Router, shutdown: impl Future<Output = ()>) -> std::io::Result<()>
+/// A connection whose next request head has not arrived `idle_timeout` after
+/// it opened (or after its last response) is closed.
+pub async fn serve<L>(
+    mut listener: L,
+    router: Router,
+    idle_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()>
 where
     L: axum::serve::Listener,
 {
@@ -44,7 +52,10 @@ where
         );
         let mut stop = stop_rx.clone();
         tokio::spawn(AbsorbSelfWake::new(async move {
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(idle_timeout)
+                .serve_connection(TokioIo::new(io), service);
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
                 result = conn.as_mut() => log_end(result),

@@ -34,6 +34,10 @@ pub const PRESIGN: i64 = 50_000;
 pub const RESPONDER_RENEWAL: Duration = Duration::from_secs(3600);
 /// How often the audit log gets a new signed checkpoint while entries arrive.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// A connection is closed when a request's head has not arrived this long
+/// after the connection opened or its previous response was sent: idle or
+/// trickling clients cannot hold connections (and their memory) forever.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the revocation feed is polled: the bound on cross-process staleness.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -72,7 +76,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let secure = tls.map(|l| {
         let app = router(state.clone());
-        tokio::spawn(http::serve(l, app, shutdown_signal()))
+        tokio::spawn(http::serve(l, app, IDLE_TIMEOUT, shutdown_signal()))
     });
     let p = state.publisher.clone();
     let tasks = [
@@ -131,7 +135,7 @@ pub async fn serve(
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let result = http::serve(listener, router(state), shutdown_signal()).await;
+    let result = http::serve(listener, router(state), IDLE_TIMEOUT, shutdown_signal()).await;
     for task in tasks {
         task.abort();
     }

@@ -10,6 +10,9 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::routing::{get, post};
 
+/// The idle timeout the tests run with.
+const IDLE: Duration = Duration::from_millis(700);
+
 type Running = (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>);
 
 /// Starts the loop on 127.0.0.1:0: its address, the shutdown trigger, the task.
@@ -27,7 +30,7 @@ async fn start() -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(custos_server::http::serve(listener, router, async {
+    let task = tokio::spawn(custos_server::http::serve(listener, router, IDLE, async {
         let _ = stop_rx.await;
     }));
     (addr, stop_tx, task)
@@ -128,4 +131,45 @@ async fn shutdown_finishes_the_request_in_flight_and_closes_idle_connections() {
     assert!(TcpStream::connect(addr).is_err());
     let mut rest = Vec::new();
     assert_eq!(slow.read_to_end(&mut rest).expect("read"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_trickling_connections_are_closed_after_the_idle_timeout() {
+    let (addr, stop, task) = start().await;
+    tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        // Never sends anything.
+        let mut silent = connect(addr);
+        // Sends half a request head and stops.
+        let mut trickle = connect(addr);
+        trickle.get_mut().write_all(b"GET /hello HTTP/1.1\r\nHo").expect("send");
+        // Is answered once, then stays idle.
+        let mut idle = connect(addr);
+        idle.get_mut().write_all(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n").expect("send");
+        assert_eq!(read_response(&mut idle).1, b"hello");
+        for (name, c) in [("silent", &mut silent), ("trickling", &mut trickle), ("idle", &mut idle)] {
+            let mut rest = Vec::new();
+            // Closed by the server (not by our 10 s read timeout), with nothing more sent.
+            let _ = c.read_to_end(&mut rest);
+            assert!(rest.is_empty() || String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 408"), "{name}: {rest:?}");
+        }
+        let waited = started.elapsed();
+        assert!(waited >= IDLE && waited < Duration::from_secs(8), "closed after {waited:?}");
+        // A busy connection is not cut: requests keep coming for longer than the timeout.
+        let mut busy = connect(addr);
+        let until = std::time::Instant::now() + IDLE * 2;
+        while std::time::Instant::now() < until {
+            busy.get_mut().write_all(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n").expect("send");
+            assert_eq!(read_response(&mut busy).1, b"hello");
+            std::thread::sleep(IDLE / 4);
+        }
+    })
+    .await
+    .expect("client thread");
+    stop.send(()).expect("server running");
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("shut down in time")
+        .expect("task")
+        .expect("serve");
 }
