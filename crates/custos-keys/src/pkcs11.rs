@@ -11,6 +11,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aws_lc_rs::digest;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -27,6 +28,10 @@ use crate::{GeneratedKey, KeyAlgorithm, KeyError, KeyReference, KeyStore, Public
 
 /// The backend name in [`KeyReference::backend`].
 pub const BACKEND: &str = "pkcs11";
+
+/// How many times the module's token list is read (re-initializing between
+/// reads) before a token is reported missing.
+const TOKEN_LOOKUPS: u32 = 3;
 
 /// Where the PIN comes from; never the PIN itself, so the URI can be stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -316,20 +321,31 @@ impl Token {
         {
             return Ok(c.clone());
         }
-        let ctx = &library.ctx;
-        let mut slot = None;
-        for s in ctx.get_slots_with_token().map_err(|e| token_error("list slots", e))? {
-            if let Ok(info) = ctx.get_token_info(s)
-                && info.label().trim_end() == self.config.token
-            {
-                slot = Some(s);
-                break;
+        // A module lists tokens as it found them at C_Initialize, and may miss
+        // one that was busy then (SoftHSM2 while another process rewrites the
+        // token's files; a network HSM reconnecting): look again after
+        // re-initializing, twice, before saying it is not there.
+        let mut epoch = epoch;
+        let mut attempt = 0;
+        let slot = loop {
+            if let Some(slot) = self.find_slot(&library.ctx)? {
+                break slot;
             }
-        }
-        let slot = slot.ok_or_else(|| KeyError::Token {
-            operation: "find the token",
-            detail: format!("no token labelled {:?} in {}", self.config.token, self.config.module_path.display()),
-        })?;
+            if attempt == TOKEN_LOOKUPS - 1 {
+                return Err(KeyError::Token {
+                    operation: "find the token",
+                    detail: format!(
+                        "no token labelled {:?} in {}",
+                        self.config.token,
+                        self.config.module_path.display()
+                    ),
+                });
+            }
+            library.reset(epoch);
+            std::thread::sleep(Duration::from_millis(100 << attempt));
+            epoch = library.ensure()?;
+            attempt += 1;
+        };
         let generation = {
             let mut g = self.next_generation.lock().map_err(|_| config("generation poisoned".into()))?;
             *g += 1;
@@ -341,6 +357,18 @@ impl Token {
         self.put_session(generation, session);
         *guard = Some(connection.clone());
         Ok(connection)
+    }
+
+    /// The slot holding the token with our label, if the module lists it.
+    fn find_slot(&self, ctx: &Pkcs11) -> Result<Option<Slot>, KeyError> {
+        for s in ctx.get_slots_with_token().map_err(|e| token_error("list slots", e))? {
+            if let Ok(info) = ctx.get_token_info(s)
+                && info.label().trim_end() == self.config.token
+            {
+                return Ok(Some(s));
+            }
+        }
+        Ok(None)
     }
 
     fn open_session(&self, c: &Connection) -> Result<Session, KeyError> {
