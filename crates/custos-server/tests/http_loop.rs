@@ -36,6 +36,21 @@ async fn start() -> Running {
     (addr, stop_tx, task)
 }
 
+/// Triggers the shutdown and waits for the loop to end.
+async fn shut_down(stop: tokio::sync::oneshot::Sender<()>, task: tokio::task::JoinHandle<std::io::Result<()>>) {
+    stop.send(()).expect("server running");
+    finished(task).await;
+}
+
+/// Waits (bounded) for the loop to end without an error.
+async fn finished(task: tokio::task::JoinHandle<std::io::Result<()>>) {
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("shut down in time")
+        .expect("task")
+        .expect("serve");
+}
+
 /// Reads one response with a Content-Length body: (status line, body).
 fn read_response(r: &mut BufReader<TcpStream>) -> (String, Vec<u8>) {
     let mut status = String::new();
@@ -87,12 +102,7 @@ async fn keep_alive_bodies_and_pipelining() {
     })
     .await
     .expect("client thread");
-    stop.send(()).expect("server running");
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("shut down in time")
-        .expect("task")
-        .expect("serve");
+    shut_down(stop, task).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,11 +132,7 @@ async fn shutdown_finishes_the_request_in_flight_and_closes_idle_connections() {
     })
     .await
     .expect("client thread");
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("shut down in time")
-        .expect("task")
-        .expect("serve");
+    finished(task).await;
     // Nothing listens any more, and the finished connection is closed too.
     assert!(TcpStream::connect(addr).is_err());
     let mut rest = Vec::new();
@@ -166,10 +172,5 @@ async fn idle_and_trickling_connections_are_closed_after_the_idle_timeout() {
     })
     .await
     .expect("client thread");
-    stop.send(()).expect("server running");
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("shut down in time")
-        .expect("task")
-        .expect("serve");
+    shut_down(stop, task).await;
 }
