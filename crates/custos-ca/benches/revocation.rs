@@ -55,7 +55,7 @@ async fn run(max: usize) {
     println!("| --- | --- | --- | --- | --- | --- |");
     let mut population = 0usize;
     let mut next_serial: u64 = 1 << 60; // 16 hex digits, no leading zero: stored as parsed
-    for target in [1_000usize, 10_000, 100_000, 1_000_000].into_iter().filter(|t| *t <= max) {
+    for target in [1_000usize, 10_000, 100_000, 250_000, 1_000_000].into_iter().filter(|t| *t <= max) {
         // Grow the revoked population to `target` in batches.
         let started = Instant::now();
         let grow = target - population;
