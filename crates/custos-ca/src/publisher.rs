@@ -21,7 +21,8 @@
 //! refreshing and polling write theirs before they return, on-demand
 //! signatures within one poll. If the log cannot be written, at most
 //! [`MAX_UNLOGGED_SIGNATURES`] signatures wait; past that the responder signs
-//! nothing new (answers `tryLater`) until the log accepts them.
+//! nothing new until the log accepts them: a single-certificate request gets
+//! its pre-signed response (without its nonce), anything else `tryLater`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -155,6 +156,8 @@ pub struct StatusPublisher {
     revoked_lists: Mutex<HashMap<(String, i64), RevokedList>>,
     /// Signatures made but not yet in the audit log.
     journal: Mutex<Journal>,
+    /// How many signatures may wait for the audit log before signing stops.
+    max_unlogged: AtomicUsize,
 }
 
 /// (issuer id, responder key id): whose signatures a batch holds.
@@ -205,6 +208,7 @@ impl StatusPublisher {
             dirty_crls: Mutex::new(HashSet::new()),
             revoked_lists: Mutex::new(HashMap::new()),
             journal: Mutex::new(Journal::default()),
+            max_unlogged: AtomicUsize::new(MAX_UNLOGGED_SIGNATURES),
         };
         publisher.reload_issuers().await?;
         let ids: Vec<String> = publisher.issuer_entries().iter().map(|i| i.id.clone()).collect();
@@ -310,7 +314,13 @@ impl StatusPublisher {
             })
             .collect();
         let serials: Vec<&Serial> = req.certs.iter().map(|c| &c.serial).collect();
-        self.sign(&issuer, &singles, &serials, req.nonce.as_deref(), now)
+        match self.sign(&issuer, &singles, &serials, req.nonce.as_deref(), now) {
+            // Signing has stopped (the audit log is not accepting entries): a
+            // single certificate is still answered from the pre-signed set,
+            // without the nonce, as when the fresh budget is spent.
+            Err(ResponseStatus::TryLater) if req.certs.len() == 1 => self.cached(&issuer, &req.certs[0], now).await,
+            other => other,
+        }
     }
 
     fn sign(
@@ -323,7 +333,8 @@ impl StatusPublisher {
     ) -> std::result::Result<OcspAnswer, ResponseStatus> {
         // The journal is locked to check and to record, never across the
         // signature itself: signing runs on every core at once.
-        let full = self.journal.lock().map_err(|_| ResponseStatus::InternalError)?.pending >= MAX_UNLOGGED_SIGNATURES;
+        let full = self.journal.lock().map_err(|_| ResponseStatus::InternalError)?.pending
+            >= self.max_unlogged.load(Ordering::Relaxed);
         if full {
             tracing::error!("the audit log is not accepting OCSP signing entries; not signing more");
             return Err(ResponseStatus::TryLater);
@@ -404,6 +415,18 @@ impl StatusPublisher {
         let entries = cache.entries.entry(id.serial.clone()).or_default();
         entries.retain(|c| c.id.der != id.der);
         entries.push(Arc::new(Cached { issuer: issuer.to_string(), id: id.clone(), answer, known }));
+    }
+
+    /// Sets how many signatures may wait for an audit log that cannot be
+    /// written before the responder stops signing (default
+    /// [`MAX_UNLOGGED_SIGNATURES`]; with 0 nothing new is signed).
+    pub fn set_max_unlogged_signatures(&self, max: usize) {
+        self.max_unlogged.store(max, Ordering::Relaxed);
+    }
+
+    /// Signatures made and not yet written to the audit log.
+    pub fn unlogged_signatures(&self) -> usize {
+        self.journal.lock().map(|j| j.pending).unwrap_or(usize::MAX)
     }
 
     /// Writes the signatures made since the last call to the audit log as

@@ -103,3 +103,107 @@ async fn revocations_reach_cached_answers_and_crls_through_the_feed() {
     assert!(logged.iter().all(|e| e.record.key.is_some()), "each batch names the responder key");
     assert_eq!(named.len(), 3 + 1 + 1, "presigned 3, re-signed 1 after the revoke, 1 SHA-256 CertID on demand");
 }
+
+/// Runs one SQL statement on the database file from outside custos.
+async fn sql(db: &std::path::Path, statement: &str) {
+    use sqlx::Executor;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("open");
+    pool.execute(sqlx::AssertSqlSafe(statement.to_string())).await.expect("statement");
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signing_stops_while_the_audit_log_refuses_writes_and_nothing_is_lost() {
+    use custos_pki::ocsp::{ResponseStatus, error_response};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let ca = Ca::init(&data, &InitOptions::default(), b"pw", "test").await.expect("init");
+    ca.add_tenant("t").await.expect("tenant");
+    let options = ConnectionOptions {
+        profile: Profile::Client,
+        allowed_sans: vec![],
+        key_algorithm: KeyAlgorithm::EcdsaP256,
+        validity_days: None,
+    };
+    ca.add_connection("t", "c", &options).await.expect("connection");
+    let mut serials = Vec::new();
+    for _ in 0..2 {
+        let issued = ca
+            .issue(IssueRequest {
+                tenant: "t".into(),
+                connection: "c".into(),
+                profile: None,
+                sans: vec![],
+                validity_secs: None,
+                key: KeySource::Generate(None),
+            })
+            .await
+            .expect("issue");
+        serials.push(issued.record.serial.parse::<Serial>().expect("serial"));
+    }
+    let ca = Arc::new(ca);
+    let publisher = StatusPublisher::start(ca.clone()).await.expect("start");
+    publisher.presign(1_000).await.expect("presign");
+    publisher.set_max_unlogged_signatures(20);
+    let issuing = ca.issuer("issuing-1").await.expect("issuer");
+    let hashes = IssuerHashes::from_certificate(&issuing.cert_der).expect("hashes");
+    let id = hashes.cert_id(HashAlgorithm::Sha1, &serials[0]);
+    let presigned = publisher.ocsp(&encode_request(std::slice::from_ref(&id), None)).await;
+    let count_signed = |ca: Arc<Ca>| async move {
+        let filter = custos_store::AuditFilter {
+            action: Some("ocsp.sign".into()),
+            from: Some(0),
+            limit: 10_000,
+            ..Default::default()
+        };
+        ca.audit_tail(&filter)
+            .await
+            .expect("tail")
+            .iter()
+            .map(|e| {
+                let d: serde_json::Value = serde_json::from_str(&e.record.details).expect("json");
+                d["responses"].as_u64().expect("responses")
+            })
+            .sum::<u64>()
+    };
+    let logged_before = count_signed(ca.clone()).await;
+
+    // The audit log now refuses every write, as a full disk or a lost database would.
+    let db = data.join(custos_ca::DATABASE_FILE);
+    sql(&db, "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'refused'); END").await;
+    for n in 0..20u8 {
+        let nonce = [n; 16];
+        let fresh = publisher.ocsp(&encode_request(std::slice::from_ref(&id), Some(&nonce))).await;
+        assert!(fresh.der.windows(16).any(|w| w == nonce), "signature {n} is fresh and echoes its nonce");
+        // Each poll fails to write the journal and keeps it.
+        assert!(publisher.poll().await.is_ok(), "a refused log does not stop revocations being applied");
+    }
+    assert_eq!(publisher.unlogged_signatures(), 20);
+    // The 21st signature is not made: one certificate gets its pre-signed answer, nonce left out...
+    let nonce = [0xee; 16];
+    let held = publisher.ocsp(&encode_request(std::slice::from_ref(&id), Some(&nonce))).await;
+    assert_eq!(held.der, presigned.der);
+    // ...and a request for two certificates, which needs a new signature, is told to try later.
+    let both: Vec<_> = serials.iter().map(|s| hashes.cert_id(HashAlgorithm::Sha1, s)).collect();
+    let refused = publisher.ocsp(&encode_request(&both, None)).await;
+    assert_eq!(*refused.der, error_response(ResponseStatus::TryLater));
+    assert_eq!(publisher.unlogged_signatures(), 20, "nothing was signed past the bound");
+    assert_eq!(count_signed(ca.clone()).await, logged_before, "nothing reached the refused log");
+
+    // The log accepts writes again: the next poll writes all 20, and signing resumes.
+    sql(&db, "DROP TRIGGER refuse_audit").await;
+    publisher.poll().await.expect("poll");
+    assert_eq!(publisher.unlogged_signatures(), 0);
+    assert_eq!(count_signed(ca.clone()).await, logged_before + 20, "every signature made while refused is logged");
+    let again = publisher.ocsp(&encode_request(&both, None)).await;
+    assert!(again.der.len() > 100, "signed again: {} bytes", again.der.len());
+    publisher.poll().await.expect("poll");
+    assert_eq!(count_signed(ca.clone()).await, logged_before + 22, "the two-certificate response is logged too");
+    let report = ca.verify_log(None, None).await.expect("the log verifies");
+    assert!(report.entries > 0);
+}
