@@ -9,6 +9,7 @@
 //! context switches per request against 1.0 for GET, measured with
 //! `perf stat`). [`AbsorbSelfWake`] polls such a task again at once instead.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -18,9 +19,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tower::ServiceExt as _;
 
 /// How many times in a row a task that woke itself is polled again before
@@ -30,7 +32,9 @@ const MAX_IMMEDIATE_REPOLLS: u32 = 4;
 /// Serves `router` on every connection `listener` accepts until `shutdown`
 /// completes, then lets open connections finish their request and close.
 /// A connection whose next request head has not arrived `idle_timeout` after
-/// it opened (or after its last response) is closed.
+/// it opened (or after its last response) is closed, and a request whose
+/// body and answer are not done `idle_timeout` after its head arrived gets
+/// 408 and its connection closed: trickling clients cannot hold one forever.
 pub async fn serve<L>(
     mut listener: L,
     router: Router,
@@ -47,9 +51,17 @@ where
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(
-            router.clone().map_request(|req: Request<Incoming>| req.map(axum::body::Body::new)),
-        );
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let answer = router.clone().oneshot(req.map(axum::body::Body::new));
+            async move {
+                Ok::<_, Infallible>(match tokio::time::timeout(idle_timeout, answer).await {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(never)) => match never {},
+                    Err(_) => too_slow(idle_timeout),
+                })
+            }
+        });
         let mut stop = stop_rx.clone();
         tokio::spawn(AbsorbSelfWake::new(async move {
             let conn = hyper::server::conn::http1::Builder::new()
@@ -71,6 +83,17 @@ where
     let _ = stop_tx.send(());
     stop_tx.closed().await;
     Ok(())
+}
+
+/// The answer to a request that did not complete in time.
+fn too_slow(limit: Duration) -> Response {
+    let mut response = crate::problem(
+        StatusCode::REQUEST_TIMEOUT,
+        "request timeout",
+        &format!("the request was not completed within {} s", limit.as_secs()),
+    );
+    response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    response
 }
 
 fn log_end(result: hyper::Result<()>) {

@@ -174,3 +174,30 @@ async fn idle_and_trickling_connections_are_closed_after_the_idle_timeout() {
     .expect("client thread");
     shut_down(stop, task).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_body_gets_408_and_the_connection_is_closed() {
+    let (addr, stop, task) = start().await;
+    tokio::task::spawn_blocking(move || {
+        let mut c = connect(addr);
+        // The head promises 100 bytes of body; 10 arrive, then nothing.
+        c.get_mut()
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789")
+            .expect("send");
+        let started = std::time::Instant::now();
+        let (status, body) = read_response(&mut c);
+        let waited = started.elapsed();
+        assert_eq!(status, "HTTP/1.1 408 Request Timeout");
+        assert!(String::from_utf8_lossy(&body).contains("not completed within"), "{body:?}");
+        assert!(waited >= IDLE - Duration::from_millis(50) && waited < Duration::from_secs(8), "{waited:?}");
+        let mut rest = Vec::new();
+        assert_eq!(c.read_to_end(&mut rest).expect("read"), 0, "closed after the 408");
+        // A new connection is served as usual.
+        let mut fresh = connect(addr);
+        fresh.get_mut().write_all(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n").expect("send");
+        assert_eq!(read_response(&mut fresh).1, b"hello");
+    })
+    .await
+    .expect("client thread");
+    shut_down(stop, task).await;
+}
