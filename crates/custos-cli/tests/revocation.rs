@@ -145,6 +145,25 @@ fn several_certificates_in_one_request_and_the_get_form() {
         ],
     );
     assert!(out.contains("Response verify OK") && out.contains(": good"), "{out}");
+    // The HTTP cache headers state the response's own thisUpdate and nextUpdate.
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| l.to_lowercase().starts_with(name).then(|| l[name.len()..].trim().to_string()))
+            .unwrap_or_else(|| panic!("no {name} in {head}"))
+    };
+    let openssl_time = |label: &str| {
+        let line = out.lines().find_map(|l| l.trim().strip_prefix(label)).unwrap_or_else(|| panic!("{label}: {out}"));
+        // "Nov 24 08:05:39 2026 GMT" -> (year, month, day, time)
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f[3].to_string(), f[0].to_string(), format!("{:0>2}", f[1]), f[2].to_string())
+    };
+    let http_time = |value: String| {
+        // "Tue, 24 Nov 2026 08:05:39 GMT" -> (year, month, day, time)
+        let f: Vec<String> = value.split_whitespace().map(str::to_string).collect();
+        (f[3].clone(), f[2].clone(), f[1].clone(), f[4].clone())
+    };
+    assert_eq!(http_time(header("last-modified:")), openssl_time("This Update:"), "{head}\n{out}");
+    assert_eq!(http_time(header("expires:")), openssl_time("Next Update:"), "{head}\n{out}");
     // The same request, URL-safe base64 without padding, unescaped.
     let url_safe = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(std::fs::read(&req).expect("r"));
     let (status, _, body2) = http(&server.addr, "GET", &format!("/ocsp/{url_safe}"), None, b"");

@@ -434,10 +434,8 @@ impl AsRef<[u8]> for SharedDer {
 }
 
 fn http_date(t: OffsetDateTime) -> String {
-    let format = time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
-    t.to_offset(time::UtcOffset::UTC).format(&format).unwrap_or_default()
+    // httpdate (already hyper's) formats IMF-fixdate without a format-description interpreter.
+    httpdate::fmt_http_date(t.into())
 }
 
 async fn not_found() -> Response {
