@@ -35,8 +35,9 @@ pub const RESPONDER_RENEWAL: Duration = Duration::from_secs(3600);
 /// How often the audit log gets a new signed checkpoint while entries arrive.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// A connection is closed when a request's head has not arrived this long
-/// after the connection opened or its previous response was sent: idle or
-/// trickling clients cannot hold connections (and their memory) forever.
+/// after the connection opened or its previous response was sent, and a
+/// request not completed this long after its head gets 408: idle or trickling
+/// clients cannot hold connections (and their memory) forever.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the revocation feed is polled: the bound on cross-process staleness.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
