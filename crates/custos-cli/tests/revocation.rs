@@ -324,8 +324,10 @@ fn bad_ocsp_requests_get_the_right_error_and_never_a_panic() {
     let good = std::fs::read(&req).expect("r");
     assert_eq!(error_status(&post(&good[..good.len() - 3]).2), Some(1), "truncated request");
     assert_eq!(error_status(&post(b"").2), Some(1), "empty body");
-    let (status, _, _) = post(&vec![0x30; 64 * 1024]);
+    let (status, head, body) = post(&vec![0x30; 64 * 1024]);
     assert_eq!(status, 413, "oversized body");
+    assert!(head.to_lowercase().contains("content-type: application/problem+json"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("8192 bytes"), "says the limit");
     for path in ["/ocsp/%%%", "/ocsp/!!!!", "/ocsp/AAAA", "/ocsp/%ff%fe"] {
         let (status, _, body) = http(&server.addr, "GET", path, None, b"");
         assert_eq!((status, error_status(&body)), (200, Some(1)), "{path}");

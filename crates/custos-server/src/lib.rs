@@ -50,15 +50,14 @@ pub struct AppState {
     pub publisher: Arc<StatusPublisher>,
 }
 
-/// Builds the router with every public route.
+/// Builds the router with every public route but OCSP, which [`serve`]
+/// answers ahead of it ([`OcspHotPath`]).
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/ca/{file}", get(ca_certificate))
         .route("/crl/{file}", get(crl))
         .route("/crl/{issuer}/{file}", get(crl_partition))
-        .route("/ocsp", post(ocsp_post))
-        .route("/ocsp/{*request}", get(ocsp_get))
         .route("/audit/checkpoint", get(audit_checkpoint))
         .route("/audit/key", get(audit_key))
         .route("/audit/tile/{*path}", get(audit_tile))
@@ -77,7 +76,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let secure = tls.map(|l| {
         let app = router(state.clone());
-        tokio::spawn(http::serve(l, app, IDLE_TIMEOUT, shutdown_signal()))
+        let hot: Arc<dyn http::HotPath> = Arc::new(OcspHotPath(state.clone()));
+        tokio::spawn(http::serve(l, app, Some(hot), IDLE_TIMEOUT, shutdown_signal()))
     });
     let p = state.publisher.clone();
     let tasks = [
@@ -136,7 +136,8 @@ pub async fn serve(
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let result = http::serve(listener, router(state), IDLE_TIMEOUT, shutdown_signal()).await;
+    let hot: Arc<dyn http::HotPath> = Arc::new(OcspHotPath(state.clone()));
+    let result = http::serve(listener, router(state), Some(hot), IDLE_TIMEOUT, shutdown_signal()).await;
     for task in tasks {
         task.abort();
     }
@@ -330,26 +331,62 @@ fn internal(e: &CaError, doing: &str) -> Response {
     problem(StatusCode::INTERNAL_SERVER_ERROR, "internal error", &format!("{doing} failed"))
 }
 
-/// `POST /ocsp` with a DER request body (RFC 6960 appendix A.1).
-async fn ocsp_post(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    ocsp_response(state.publisher.ocsp(&body).await)
+/// The DER request in the (percent-decoded) path of an OCSP GET; empty, and
+/// so answered `malformedRequest`, when it is not base64 of any flavour.
+fn request_from_get_path(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let trimmed = text.trim_end_matches('=');
+    STANDARD
+        .decode(text)
+        .or_else(|_| URL_SAFE_NO_PAD.decode(trimmed))
+        .or_else(|_| STANDARD_NO_PAD.decode(trimmed))
+        .unwrap_or_default()
 }
 
-/// `GET /ocsp/{base64 of the DER request}` (RFC 5019 section 5). Accepts
-/// standard and URL-safe base64, padded or not, percent-encoded or not.
-async fn ocsp_get(State(state): State<Arc<AppState>>, request: Result<Path<String>, PathRejection>) -> Response {
-    use base64::Engine;
-    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-    let Ok(Path(text)) = request else {
-        return ocsp_response(state.publisher.ocsp(&[]).await);
-    };
-    let trimmed = text.trim_end_matches('=');
-    let der = STANDARD
-        .decode(&text)
-        .or_else(|_| URL_SAFE_NO_PAD.decode(trimmed))
-        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(trimmed));
-    // Undecodable base64 is a malformed request, answered as OCSP says.
-    ocsp_response(state.publisher.ocsp(&der.unwrap_or_default()).await)
+/// `POST /ocsp` (a DER request body, RFC 6960 appendix A.1) and
+/// `GET /ocsp/{base64 of the DER request}` (RFC 5019 section 5; standard or
+/// URL-safe base64, padded or not, percent-encoded or not), answered ahead of
+/// the router: they are nearly all of a responder's traffic, and going
+/// through the router cost 2-3 of ~30 µs of server CPU per request
+/// (`perf stat`, one connection, five alternating runs each).
+pub struct OcspHotPath(pub Arc<AppState>);
+
+impl http::HotPath for OcspHotPath {
+    fn answer(
+        &self,
+        req: axum::extract::Request<hyper::body::Incoming>,
+    ) -> Result<futures_util::future::BoxFuture<'static, Response>, axum::extract::Request<hyper::body::Incoming>> {
+        use http_body_util::BodyExt;
+        let state = self.0.clone();
+        let method = req.method().clone();
+        let path = req.uri().path();
+        if method == axum::http::Method::POST && path == "/ocsp" {
+            return Ok(Box::pin(async move {
+                match http_body_util::Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
+                    Ok(body) => ocsp_response(state.publisher.ocsp(&body.to_bytes()).await),
+                    Err(e) if e.is::<http_body_util::LengthLimitError>() => problem(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "request too large",
+                        &format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+                    ),
+                    Err(_) => problem(StatusCode::BAD_REQUEST, "bad request", "the request body could not be read"),
+                }
+            }));
+        }
+        if method == axum::http::Method::GET
+            && let Some(tail) = path.strip_prefix("/ocsp/")
+            && !tail.is_empty()
+        {
+            // As the route's path extractor: percent-decoded, and malformed if not UTF-8.
+            let der = percent_encoding::percent_decode_str(tail)
+                .decode_utf8()
+                .map(|text| request_from_get_path(&text))
+                .unwrap_or_default();
+            return Ok(Box::pin(async move { ocsp_response(state.publisher.ocsp(&der).await) }));
+        }
+        Err(req)
+    }
 }
 
 fn ocsp_response(answer: OcspAnswer) -> Response {

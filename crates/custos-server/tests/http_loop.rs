@@ -30,7 +30,7 @@ async fn start() -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(custos_server::http::serve(listener, router, IDLE, async {
+    let task = tokio::spawn(custos_server::http::serve(listener, router, None, IDLE, async {
         let _ = stop_rx.await;
     }));
     (addr, stop_tx, task)
@@ -196,6 +196,51 @@ async fn a_trickled_body_gets_408_and_the_connection_is_closed() {
         let mut fresh = connect(addr);
         fresh.get_mut().write_all(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n").expect("send");
         assert_eq!(read_response(&mut fresh).1, b"hello");
+    })
+    .await
+    .expect("client thread");
+    shut_down(stop, task).await;
+}
+
+/// Answers `GET /hot` itself and hands everything else to the router.
+struct Hot;
+
+impl custos_server::http::HotPath for Hot {
+    fn answer(
+        &self,
+        req: axum::extract::Request<hyper::body::Incoming>,
+    ) -> Result<
+        futures_util::future::BoxFuture<'static, axum::response::Response>,
+        axum::extract::Request<hyper::body::Incoming>,
+    > {
+        use axum::response::IntoResponse;
+        if req.method() == axum::http::Method::GET && req.uri().path() == "/hot" {
+            return Ok(Box::pin(async { "from the hot path".into_response() }));
+        }
+        Err(req)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_path_answers_its_requests_and_hands_the_rest_to_the_router() {
+    let router = Router::new().route("/hello", get(|| async { "hello" })).route("/hot", post(|| async { "routed" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let hot: std::sync::Arc<dyn custos_server::http::HotPath> = std::sync::Arc::new(Hot);
+    let task = tokio::spawn(custos_server::http::serve(listener, router, Some(hot), IDLE, async {
+        let _ = stop_rx.await;
+    }));
+    tokio::task::spawn_blocking(move || {
+        let mut c = connect(addr);
+        for (request, answer) in [
+            ("GET /hot HTTP/1.1\r\nHost: t\r\n\r\n", "from the hot path"),
+            ("GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", "hello"),
+            ("POST /hot HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", "routed"),
+        ] {
+            c.get_mut().write_all(request.as_bytes()).expect("send");
+            assert_eq!(read_response(&mut c), ("HTTP/1.1 200 OK".into(), answer.as_bytes().to_vec()), "{request}");
+        }
     })
     .await
     .expect("client thread");
