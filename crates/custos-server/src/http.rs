@@ -1,13 +1,16 @@
 //! The HTTP/1.1 connection loop: accepts on any axum listener and serves the
 //! router on each connection until shutdown, draining connections gracefully.
 //!
-//! It replaces `axum::serve` for one reason: hyper's request-body channel
+//! It replaces `axum::serve` for three reasons. Hyper's request-body channel
 //! wakes the connection's own task while that task is polling it (when a
-//! handler takes the body). Tokio treats such a wake as a yield: the task goes
+//! handler takes the body); tokio treats such a wake as a yield: the task goes
 //! to the back of the queue and an idle worker thread is woken to steal it, so
 //! every POST paid a second context switch and a cross-core hand-off (2.1
 //! context switches per request against 1.0 for GET, measured with
 //! `perf stat`). [`AbsorbSelfWake`] polls such a task again at once instead.
+//! `axum::serve` sets no timeouts, so idle and trickling clients could hold
+//! connections forever. And a [`HotPath`] (OCSP) answers its requests without
+//! the router's per-request work.
 
 use std::convert::Infallible;
 use std::future::Future;
