@@ -18,8 +18,9 @@ fn openssl_text(dir: &std::path::Path, der: &[u8]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn revocations_reach_cached_answers_and_crls_through_the_feed() {
+/// A custos in a temporary directory (`data` inside it) with one tenant,
+/// one connection and `n` issued certificates.
+async fn custos_with_certificates(n: usize) -> (tempfile::TempDir, Arc<Ca>, Vec<Serial>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = Ca::init(&dir.path().join("data"), &InitOptions::default(), b"pw", "test").await.expect("init");
     ca.add_tenant("t").await.expect("tenant");
@@ -31,7 +32,7 @@ async fn revocations_reach_cached_answers_and_crls_through_the_feed() {
     };
     ca.add_connection("t", "c", &options).await.expect("connection");
     let mut serials = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..n {
         let issued = ca
             .issue(IssueRequest {
                 tenant: "t".into(),
@@ -45,7 +46,12 @@ async fn revocations_reach_cached_answers_and_crls_through_the_feed() {
             .expect("issue");
         serials.push(issued.record.serial.parse::<Serial>().expect("serial"));
     }
-    let ca = Arc::new(ca);
+    (dir, Arc::new(ca), serials)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revocations_reach_cached_answers_and_crls_through_the_feed() {
+    let (dir, ca, serials) = custos_with_certificates(3).await;
     let publisher = StatusPublisher::start(ca.clone()).await.expect("start");
     assert_eq!(publisher.presign(1_000).await.expect("presign"), 3);
     assert_eq!(publisher.presign(1_000).await.expect("presign"), 0, "already signed");
@@ -120,33 +126,7 @@ async fn sql(db: &std::path::Path, statement: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn signing_stops_while_the_audit_log_refuses_writes_and_nothing_is_lost() {
     use custos_pki::ocsp::{ResponseStatus, error_response};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let ca = Ca::init(&data, &InitOptions::default(), b"pw", "test").await.expect("init");
-    ca.add_tenant("t").await.expect("tenant");
-    let options = ConnectionOptions {
-        profile: Profile::Client,
-        allowed_sans: vec![],
-        key_algorithm: KeyAlgorithm::EcdsaP256,
-        validity_days: None,
-    };
-    ca.add_connection("t", "c", &options).await.expect("connection");
-    let mut serials = Vec::new();
-    for _ in 0..2 {
-        let issued = ca
-            .issue(IssueRequest {
-                tenant: "t".into(),
-                connection: "c".into(),
-                profile: None,
-                sans: vec![],
-                validity_secs: None,
-                key: KeySource::Generate(None),
-            })
-            .await
-            .expect("issue");
-        serials.push(issued.record.serial.parse::<Serial>().expect("serial"));
-    }
-    let ca = Arc::new(ca);
+    let (dir, ca, serials) = custos_with_certificates(2).await;
     let publisher = StatusPublisher::start(ca.clone()).await.expect("start");
     publisher.presign(1_000).await.expect("presign");
     publisher.set_max_unlogged_signatures(20);
@@ -174,7 +154,7 @@ async fn signing_stops_while_the_audit_log_refuses_writes_and_nothing_is_lost() 
     let logged_before = count_signed(ca.clone()).await;
 
     // The audit log now refuses every write, as a full disk or a lost database would.
-    let db = data.join(custos_ca::DATABASE_FILE);
+    let db = dir.path().join("data").join(custos_ca::DATABASE_FILE);
     sql(&db, "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'refused'); END").await;
     for n in 0..20u8 {
         let nonce = [n; 16];
