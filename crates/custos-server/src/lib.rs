@@ -74,10 +74,10 @@ pub async fn serve(
     tls: Option<tls::TlsListener>,
     state: Arc<AppState>,
 ) -> std::io::Result<()> {
+    let hot: Arc<dyn http::HotPath> = Arc::new(OcspHotPath(state.clone()));
     let secure = tls.map(|l| {
         let app = router(state.clone());
-        let hot: Arc<dyn http::HotPath> = Arc::new(OcspHotPath(state.clone()));
-        tokio::spawn(http::serve(l, app, Some(hot), IDLE_TIMEOUT, shutdown_signal()))
+        tokio::spawn(http::serve(l, app, Some(hot.clone()), IDLE_TIMEOUT, shutdown_signal()))
     });
     let p = state.publisher.clone();
     let tasks = [
@@ -136,7 +136,6 @@ pub async fn serve(
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let hot: Arc<dyn http::HotPath> = Arc::new(OcspHotPath(state.clone()));
     let result = http::serve(listener, router(state), Some(hot), IDLE_TIMEOUT, shutdown_signal()).await;
     for task in tasks {
         task.abort();
@@ -358,10 +357,10 @@ impl http::HotPath for OcspHotPath {
         req: axum::extract::Request<hyper::body::Incoming>,
     ) -> Result<futures_util::future::BoxFuture<'static, Response>, axum::extract::Request<hyper::body::Incoming>> {
         use http_body_util::BodyExt;
-        let state = self.0.clone();
         let method = req.method().clone();
         let path = req.uri().path();
         if method == axum::http::Method::POST && path == "/ocsp" {
+            let state = self.0.clone();
             return Ok(Box::pin(async move {
                 match http_body_util::Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
                     Ok(body) => ocsp_response(state.publisher.ocsp(&body.to_bytes()).await),
@@ -383,6 +382,7 @@ impl http::HotPath for OcspHotPath {
                 .decode_utf8()
                 .map(|text| request_from_get_path(&text))
                 .unwrap_or_default();
+            let state = self.0.clone();
             return Ok(Box::pin(async move { ocsp_response(state.publisher.ocsp(&der).await) }));
         }
         Err(req)
