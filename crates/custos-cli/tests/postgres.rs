@@ -35,6 +35,17 @@ fn run(env: &Env, database: &str, args: &[&str]) -> String {
     env.ok(&all)
 }
 
+/// Adds acme-corp/mail-sync and issues one certificate through `database`:
+/// (root CA file, issuing CA file, certificate file).
+fn issue_one(env: &Env, database: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    run(env, database, &["tenant", "add", "acme-corp"]);
+    run(env, database, &["connection", "add", "acme-corp", "mail-sync"]);
+    let out = env.path("leaf");
+    run(env, database, &["issue", "acme-corp", "mail-sync", "--out", out.to_str().expect("p")]);
+    let (root, issuing) = env.split_chain(&out.join("chain.pem"));
+    (root, issuing, out.join("cert.pem"))
+}
+
 fn serve(env: &Env, database: &str) -> Server {
     Server::start_with(env, &["--database", database])
 }
@@ -43,12 +54,7 @@ fn serve(env: &Env, database: &str) -> Server {
 fn a_revocation_on_one_node_is_seen_by_every_node_within_a_second() {
     let Some(db) = fresh_database("two_nodes") else { return };
     let env = env_on(&db);
-    run(&env, &db, &["tenant", "add", "acme-corp"]);
-    run(&env, &db, &["connection", "add", "acme-corp", "mail-sync"]);
-    let out = env.path("leaf");
-    run(&env, &db, &["issue", "acme-corp", "mail-sync", "--out", out.to_str().expect("p")]);
-    let (root, issuing) = env.split_chain(&out.join("chain.pem"));
-    let cert = out.join("cert.pem");
+    let (root, issuing, cert) = issue_one(&env, &db);
     let (a, b) = (serve(&env, &db), serve(&env, &db));
     let ask = |node: &Server| ocsp(&node.url("/ocsp"), &issuing, &cert, &root);
     for node in [&a, &b] {
@@ -161,12 +167,7 @@ fn a_serving_node_with_the_least_privilege_role_serves_but_cannot_issue_or_rewri
     sh("psql", &[&db, "-q", "-v", "ON_ERROR_STOP=1", "-f", roles]);
     let as_role = |role: &str| db.replacen("://custos@", &format!("://{role}@"), 1);
     let (issuer, serving) = (as_role("custos_issuer"), as_role("custos_serve"));
-    run(&env, &issuer, &["tenant", "add", "acme-corp"]);
-    run(&env, &issuer, &["connection", "add", "acme-corp", "mail-sync"]);
-    let out = env.path("leaf");
-    run(&env, &issuer, &["issue", "acme-corp", "mail-sync", "--out", out.to_str().expect("p")]);
-    let (root, issuing) = env.split_chain(&out.join("chain.pem"));
-    let cert = out.join("cert.pem");
+    let (root, issuing, cert) = issue_one(&env, &issuer);
 
     let node = serve(&env, &serving);
     let ask = || ocsp(&node.url("/ocsp"), &issuing, &cert, &root);
