@@ -6,11 +6,14 @@
 //! `cargo bench -p custos-ca --bench audit` (`CUSTOS_BENCH_MAX` sets the final
 //! log size; the default is 1,000,000).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::time::Instant;
 
 use custos_audit::merkle;
-use custos_ca::{Ca, InitOptions};
-use custos_store::AuditRecord;
+use custos_ca::InitOptions;
+use custos_store::{AuditRecord, Store};
 use sqlx::{AssertSqlSafe, Executor};
 
 fn main() {
@@ -78,8 +81,7 @@ async fn baseline(dir: &std::path::Path, per_commit: usize, total: usize) -> f64
 
 async fn run(max: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ca = Ca::init(&dir.path().join("data"), &InitOptions::default(), b"bench", "bench").await.expect("init");
-    let store = ca.store().clone();
+    let (ca, store) = common::init(&dir.path().join("data"), &InitOptions::default(), b"bench").await;
     let mut next = store.audit_size().await.expect("size");
 
     println!("| entries per commit | custos (Merkle) entries/s | plain SQLite table entries/s | ratio |");
@@ -112,7 +114,7 @@ async fn run(max: u64) {
             grown as f64 / started.elapsed().as_secs_f64()
         );
     }
-    ca.sign_checkpoint().await.expect("checkpoint");
+    ca.sign_checkpoint(&common::ME).await.expect("checkpoint");
     let size = store.audit_size().await.expect("size");
 
     // Proofs: the store-level proof (node reads + hashing), and the full
@@ -132,7 +134,7 @@ async fn run(max: u64) {
         raw.push(t.elapsed().as_secs_f64() * 1e6);
         assert!(!proof.is_empty());
         let t = Instant::now();
-        ca.inclusion_proof(index).await.expect("proof");
+        ca.inclusion_proof(&common::ME, index).await.expect("proof");
         full.push(t.elapsed().as_secs_f64() * 1e6);
     }
     raw.sort_by(f64::total_cmp);
@@ -150,11 +152,11 @@ async fn run(max: u64) {
         probe(&store).await;
     }
     let t = Instant::now();
-    let report = ca.verify_log(None, None).await.expect("verify");
+    let report = ca.verify_log(&common::ME, None, None).await.expect("verify");
     println!("\nfull verification of {} entries: {:.2}s", report.entries, t.elapsed().as_secs_f64());
 }
 #[allow(dead_code)]
-async fn probe(store: &std::sync::Arc<dyn custos_store::Store>) {
+async fn probe(store: &custos_store::SqlStore) {
     let t = Instant::now();
     let mut from = 0;
     let mut n = 0;

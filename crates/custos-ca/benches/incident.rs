@@ -8,10 +8,13 @@
 //! `cargo bench -p custos-ca --bench incident` (`CUSTOS_BENCH_MAX` caps the
 //! connection count; default 100,000).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::time::Instant;
 
 use custos_ca::incident::{Declaration, Scope};
-use custos_ca::{Ca, InitOptions, IssueRequest, KeySource};
+use custos_ca::{InitOptions, IssueRequest, KeySource};
 use custos_pki::Reason;
 use sqlx::{AssertSqlSafe, Executor};
 
@@ -63,10 +66,9 @@ async fn populate(db: &std::path::Path, tenants: usize, per: usize) {
 async fn run(tenants: usize, per: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    drop(Ca::init(&data, &InitOptions::default(), b"bench", "bench").await.expect("init"));
-    populate(&data.join(custos_ca::DATABASE_FILE), tenants, per).await;
-    let mut ca = Ca::open(&data, "bench").await.expect("open");
-    ca.unseal(b"bench").await.expect("unseal");
+    drop(common::init(&data, &InitOptions::default(), b"bench").await.0);
+    populate(&data.join("custos.db"), tenants, per).await;
+    let ca = common::reopen(&data, b"bench").await;
     let requests: Vec<IssueRequest> = (0..tenants)
         .flat_map(|t| {
             (0..per).map(move |c| IssueRequest {
@@ -80,25 +82,29 @@ async fn run(tenants: usize, per: usize) {
         })
         .collect();
     let total = requests.len();
-    ca.issue_many(requests, |_| {}).await.expect("issue the population");
+    ca.issue_many(&common::ME, requests, |_| {}).await.expect("issue the population");
     // A tenth of the tenants have a webhook (to a port nobody listens on: queued, not delivered here).
     for t in (0..tenants).step_by(10) {
-        ca.set_webhook(&format!("t{t:06}"), "http://127.0.0.1:9/hook").await.expect("webhook");
+        ca.set_webhook(&common::ME, &format!("t{t:06}"), "http://127.0.0.1:9/hook").await.expect("webhook");
     }
 
     let declared = Instant::now();
     let view = ca
-        .declare_incident(&Declaration {
-            scope: Scope::Issuer("issuing-1".into()),
-            reason: Reason::KeyCompromise,
-            since: None,
-            note: "bench".into(),
-        })
+        .declare_incident(
+            &common::ME,
+            &Declaration {
+                scope: Scope::Issuer("issuing-1".into()),
+                reason: Reason::KeyCompromise,
+                since: None,
+                note: "bench".into(),
+            },
+        )
         .await
         .expect("declare");
     let declare_secs = declared.elapsed().as_secs_f64();
     assert_eq!(view.affected_certificates, total);
-    let summary = ca.execute_incident(&view.id, &dir.path().join("keys.jsonl"), &|_| {}).await.expect("execute");
+    let summary =
+        ca.execute_incident(&common::ME, &view.id, &dir.path().join("keys.jsonl"), &|_| {}).await.expect("execute");
     assert_eq!((summary.revoked, summary.replaced), (total, total));
     println!(
         "| {tenants} × {per} | {total} | {:.2} s | {:.2} s | {declare_secs:.2} s |",

@@ -6,12 +6,15 @@
 //! `Ca::issue_many` on a real SQLite file: policy, CSR verification, signing on
 //! all cores, group-committed inserts with audit entries.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::hint::black_box;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, UnparsedPublicKey};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use custos_ca::{Ca, ConnectionOptions, InitOptions, IssueRequest, KeySource};
+use custos_ca::{ConnectionOptions, InitOptions, IssueRequest, KeySource};
 use custos_keys::KeyAlgorithm;
 use custos_pki::Profile;
 
@@ -60,9 +63,10 @@ fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = rt.block_on(async {
-        let ca = Ca::init(dir.path(), &InitOptions::default(), b"bench passphrase", "bench").await.expect("init");
-        ca.add_tenant("bench").await.expect("tenant");
+        let ca = common::init(dir.path(), &InitOptions::default(), b"bench passphrase").await.0;
+        ca.add_tenant(&common::ME, "bench").await.expect("tenant");
         ca.add_connection(
+            &common::ME,
             "bench",
             "api",
             &ConnectionOptions {
@@ -95,13 +99,13 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let reqs: Vec<IssueRequest> =
                 csrs.iter().enumerate().map(|(i, der)| request(i, KeySource::Csr(der.clone()))).collect();
-            rt.block_on(ca.issue_many(reqs, |batch| drop(black_box(batch)))).expect("issue")
+            rt.block_on(ca.issue_many(&common::ME, reqs, |batch| drop(black_box(batch)))).expect("issue")
         })
     });
     group.bench_function("server_key_p256_sqlite", |b| {
         b.iter(|| {
             let reqs: Vec<IssueRequest> = (0..batch).map(|i| request(i, KeySource::Generate(None))).collect();
-            rt.block_on(ca.issue_many(reqs, |batch| drop(black_box(batch)))).expect("issue")
+            rt.block_on(ca.issue_many(&common::ME, reqs, |batch| drop(black_box(batch)))).expect("issue")
         })
     });
     group.finish();

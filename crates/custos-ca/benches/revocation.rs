@@ -8,14 +8,17 @@
 //! real certificate reused), since issuing a million real certificates would
 //! measure issuance, not revocation.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::time::Instant;
 
-use custos_ca::{Ca, ConnectionOptions, InitOptions, IssueRequest, KeySource, StatusPublisher};
+use custos_ca::{ConnectionOptions, InitOptions, IssueRequest, KeySource, StatusPublisher};
 use custos_keys::KeyAlgorithm;
 use custos_pki::ocsp::{HashAlgorithm, IssuerHashes, encode_request};
 use custos_pki::{Profile, Reason, Serial};
-use custos_store::{CertificateRecord, Revocation};
+use custos_store::{CertificateRecord, Revocation, Store};
 
 fn main() {
     let max: usize = std::env::var("CUSTOS_BENCH_MAX").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
@@ -27,29 +30,31 @@ async fn run(max: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     // One partition for the whole population: the point is one CRL of a million entries.
     let options = InitOptions { crl_partition_size: 10_000_000, ..InitOptions::default() };
-    let ca = Ca::init(dir.path(), &options, b"bench", "bench").await.expect("init");
-    ca.add_tenant("t").await.expect("tenant");
+    let (ca, store) = common::init(dir.path(), &options, b"bench").await;
+    ca.add_tenant(&common::ME, "t").await.expect("tenant");
     let options = ConnectionOptions {
         profile: Profile::Client,
         allowed_sans: vec![],
         key_algorithm: KeyAlgorithm::EcdsaP256,
         validity_days: None,
     };
-    ca.add_connection("t", "c", &options).await.expect("connection");
+    ca.add_connection(&common::ME, "t", "c", &options).await.expect("connection");
     let template = ca
-        .issue(IssueRequest {
-            tenant: "t".into(),
-            connection: "c".into(),
-            profile: None,
-            sans: vec![],
-            validity_secs: None,
-            key: KeySource::Generate(None),
-        })
+        .issue(
+            &common::ME,
+            IssueRequest {
+                tenant: "t".into(),
+                connection: "c".into(),
+                profile: None,
+                sans: vec![],
+                validity_secs: None,
+                key: KeySource::Generate(None),
+            },
+        )
         .await
         .expect("issue")
         .record;
     let ca = Arc::new(ca);
-    let store = ca.store().clone();
 
     println!("| revoked | bulk revoke (per cert) | single revoke p50 | p99 | CRL sign | CRL size |");
     println!("| --- | --- | --- | --- | --- | --- |");
@@ -87,7 +92,7 @@ async fn run(max: usize) {
             store.insert_certificates(std::slice::from_ref(&r), &[]).await.expect("insert");
             let serial: Serial = r.serial.parse().expect("serial");
             let t = Instant::now();
-            ca.revoke(&serial, Reason::KeyCompromise, None).await.expect("revoke");
+            ca.revoke(&common::ME, &serial, Reason::KeyCompromise, None).await.expect("revoke");
             latencies.push(t.elapsed());
             population += 1;
         }
@@ -96,7 +101,7 @@ async fn run(max: usize) {
         let rows = store.revoked("issuing-1", 0).await.expect("read").len();
         let read_time = t.elapsed();
         let t = Instant::now();
-        let crl = ca.crl("issuing-1", 0).await.expect("crl");
+        let crl = ca.crl(&common::ME, "issuing-1", 0).await.expect("crl");
         let crl_time = t.elapsed();
         eprintln!(
             "  ({rows} rows read in {:.3} s of the CRL's {:.3} s)",
@@ -116,7 +121,7 @@ async fn run(max: usize) {
     // Revoke -> OCSP `revoked`, one process: revoke, then poll once (as the
     // server's 200 ms loop does) and answer from the cache.
     let publisher = StatusPublisher::start(ca.clone()).await.expect("publisher");
-    let issuing = ca.issuer("issuing-1").await.expect("issuer");
+    let issuing = ca.issuer(&common::ME, "issuing-1").await.expect("issuer");
     let hashes = IssuerHashes::from_certificate(&issuing.cert_der).expect("hashes");
     let mut latencies = Vec::new();
     for _ in 0..200 {
@@ -128,7 +133,7 @@ async fn run(max: usize) {
         let request = encode_request(&[hashes.cert_id(HashAlgorithm::Sha1, &serial)], None);
         let good = publisher.ocsp(&request).await;
         let t = Instant::now();
-        ca.revoke(&serial, Reason::KeyCompromise, None).await.expect("revoke");
+        ca.revoke(&common::ME, &serial, Reason::KeyCompromise, None).await.expect("revoke");
         publisher.poll().await.expect("poll");
         let revoked = publisher.ocsp(&request).await;
         latencies.push(t.elapsed());
@@ -146,7 +151,7 @@ async fn run(max: usize) {
         let mut r = template.clone();
         r.serial = format!("{next_serial:016x}");
         store.insert_certificates(std::slice::from_ref(&r), &[]).await.expect("insert");
-        ca.revoke(&r.serial.parse().expect("serial"), Reason::KeyCompromise, None).await.expect("revoke");
+        ca.revoke(&common::ME, &r.serial.parse().expect("serial"), Reason::KeyCompromise, None).await.expect("revoke");
         publisher.poll().await.expect("poll");
     }
     let entries = publisher.crl("issuing-1", 0).expect("crl").entries;

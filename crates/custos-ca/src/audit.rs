@@ -13,7 +13,8 @@ use serde::Serialize;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::{Ca, CaError, Result};
+use crate::authorization::{Operation, authorize};
+use crate::{Ca, CaError, Principal, Result};
 
 /// Setting naming the log key.
 const META_AUDIT_KEY: &str = "audit_key";
@@ -124,12 +125,12 @@ impl Ca {
     }
 
     /// Creates the log key if this custos predates it; needs the key store unsealed.
-    async fn ensure_log_key(&self) -> Result<String> {
+    async fn ensure_log_key(&self, principal: &Principal) -> Result<String> {
         if let Some(id) = self.store.meta(META_AUDIT_KEY).await? {
             return Ok(id);
         }
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        let key = new_log_key(self.key_store()?.as_ref(), &self.base_url, &self.actor, now)?;
+        let key = new_log_key(self.key_store()?.as_ref(), &self.base_url, &principal.actor(), now)?;
         match self.store.add_key(&key.record, &key.settings, &[key.audit]).await {
             Ok(()) => Ok(key.record.id),
             // Another process made one first: use theirs.
@@ -149,8 +150,9 @@ impl Ca {
 
     /// Signs a checkpoint of the whole log if it grew since the last one;
     /// returns the new checkpoint, or `None` when the latest is current.
-    pub async fn sign_checkpoint(&self) -> Result<Option<CheckpointRecord>> {
-        let key_id = self.ensure_log_key().await?;
+    pub async fn sign_checkpoint(&self, principal: &Principal) -> Result<Option<CheckpointRecord>> {
+        authorize(principal, Operation::SignCheckpoint)?;
+        let key_id = self.ensure_log_key(principal).await?;
         let size = self.store.audit_size().await?;
         if self.store.latest_checkpoint().await?.is_some_and(|c| c.size >= size) {
             return Ok(None);
@@ -171,13 +173,20 @@ impl Ca {
         Ok(self.store.latest_checkpoint().await?)
     }
 
+    /// Number of entries in the log (public: every checkpoint states it).
+    pub async fn audit_size(&self) -> Result<u64> {
+        Ok(self.store.audit_size().await?)
+    }
+
     /// Entries for `audit tail`.
-    pub async fn audit_tail(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>> {
+    pub async fn audit_tail(&self, principal: &Principal, filter: &AuditFilter) -> Result<Vec<AuditEntry>> {
+        authorize(principal, Operation::ReadAudit)?;
         Ok(self.store.audit_search(filter).await?)
     }
 
     /// Every use of one key, per day, actor and action.
-    pub async fn key_usage(&self, key: &str) -> Result<Vec<KeyUsage>> {
+    pub async fn key_usage(&self, principal: &Principal, key: &str) -> Result<Vec<KeyUsage>> {
+        authorize(principal, Operation::ReadKeys)?;
         if self.store.key(key).await?.is_none() {
             return Err(CaError::Policy(format!("no key {key:?} (see `custos keys list`)")));
         }
@@ -186,7 +195,8 @@ impl Ca {
 
     /// The inclusion proof of entry `index` against the latest checkpoint,
     /// checked before it is returned.
-    pub async fn inclusion_proof(&self, index: u64) -> Result<InclusionProof> {
+    pub async fn inclusion_proof(&self, principal: &Principal, index: u64) -> Result<InclusionProof> {
+        authorize(principal, Operation::ReadAudit)?;
         let cp = self
             .store
             .latest_checkpoint()
@@ -228,7 +238,13 @@ impl Ca {
     /// Recomputes the whole log from its entries and checks every stored
     /// checkpoint's signature and root, and `trusted` (a checkpoint saved
     /// earlier) if given. `key` pins the log key; without it the recorded one is used.
-    pub async fn verify_log(&self, key: Option<&VerifierKey>, trusted: Option<&str>) -> Result<LogReport> {
+    pub async fn verify_log(
+        &self,
+        principal: &Principal,
+        key: Option<&VerifierKey>,
+        trusted: Option<&str>,
+    ) -> Result<LogReport> {
+        authorize(principal, Operation::ReadAudit)?;
         let vkey = match key {
             Some(k) => k.clone(),
             None => self.log_verifier_key().await?,

@@ -8,17 +8,25 @@ use custos_store::StoreError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CaError {
-    /// `init` on a data directory that already holds a custos.
-    #[error("{} already holds an initialized custos; refusing to overwrite it", dir.display())]
-    AlreadyInitialized {
-        /// The data directory.
-        dir: PathBuf,
+    /// `init` on a store that already holds a custos.
+    #[error("the database already holds an initialized custos; refusing to overwrite it")]
+    AlreadyInitialized,
+    /// Any operation but `init` on a store that holds no custos.
+    #[error("the database holds no custos (run `custos init` first)")]
+    NotInitialized,
+    /// The principal's role does not allow the operation.
+    #[error("{actor} may not {operation}")]
+    Forbidden {
+        /// Who asked.
+        actor: String,
+        /// What was refused.
+        operation: String,
     },
-    /// Any command but `init` on an empty data directory.
-    #[error("no custos in {} (run `custos init` first, or set --data-dir / CUSTOS_DATA)", dir.display())]
-    NotInitialized {
-        /// The data directory.
-        dir: PathBuf,
+    /// The object belongs to another tenant; the principal may not learn it exists.
+    #[error("not found")]
+    NotVisible {
+        /// Who asked (for logs, not for the answer).
+        actor: String,
     },
     /// A name that is not a valid tenant or connection name.
     #[error(
@@ -86,4 +94,10 @@ pub enum CaError {
     /// Something stored contradicts something else.
     #[error("inconsistent state: {0}")]
     Inconsistent(String),
+}
+
+impl From<custos_keys::UnsupportedAlgorithm> for CaError {
+    fn from(e: custos_keys::UnsupportedAlgorithm) -> Self {
+        CaError::Keys(e.into())
+    }
 }

@@ -16,7 +16,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use custos_keys::KeyAlgorithm;
-use custos_pki::{CertificateSpec, CertificateTemplate, Profile, Reason, Serial};
+use custos_pki::{Reason, Serial};
 use custos_store::{
     AuditRecord, CertificateFilter, CertificateRecord, IncidentCertificate, IncidentConnection, IncidentRecord,
     IssuerRecord, KeyRecord, OutboxMessage, Replacement, Revocation, StatusFilter, WebhookRecord,
@@ -25,8 +25,9 @@ use serde::Serialize;
 use serde_json::json;
 use time::OffsetDateTime;
 
+use crate::authorization::{Operation, authorize};
 use crate::issuance::{IssueSink, Issued};
-use crate::{Ca, CaError, IssueRequest, KeySource, Result};
+use crate::{Ca, CaError, IssueRequest, KeySource, Principal, Result, audit_record, visible};
 
 /// Connection states, in the order a connection passes them.
 pub const STATES: [&str; 5] = ["pending", "replacement-issued", "notified", "acknowledged", "old-certificate-retired"];
@@ -313,7 +314,7 @@ fn compromised_cas(scope: &Scope, issuers: &[IssuerRecord]) -> Vec<IssuerRecord>
 
 impl Ca {
     /// Computes what a scope affects, from the store as it is now.
-    async fn radius(&self, scope: &Scope) -> Result<Radius> {
+    async fn radius(&self, principal: &Principal, scope: &Scope) -> Result<Radius> {
         let issuers = self.store.issuers().await?;
         let valid = |issuer: Option<String>, tenant: Option<String>| CertificateFilter {
             issuer,
@@ -346,7 +347,7 @@ impl Ca {
             }
             Scope::Key(_) => {}
             Scope::Cert(serial) => {
-                let record = self.certificate(serial).await?;
+                let record = self.certificate(principal, serial).await?;
                 certificates = self.store.certificates_by_spki(&record.spki_sha256).await?;
                 certificates.retain(|c| c.status == "valid" && c.not_after >= now());
             }
@@ -372,13 +373,14 @@ impl Ca {
 
     /// Declares an incident: computes and records its blast radius. Nothing
     /// else changes until `execute`.
-    pub async fn declare_incident(&self, d: &Declaration) -> Result<IncidentView> {
+    pub async fn declare_incident(&self, principal: &Principal, d: &Declaration) -> Result<IncidentView> {
+        authorize(principal, Operation::DeclareIncident)?;
         if let Some(since) = d.since
             && since > OffsetDateTime::now_utc()
         {
             return Err(CaError::Policy(format!("--since {since} is in the future")));
         }
-        let radius = self.radius(&d.scope).await?;
+        let radius = self.radius(principal, &d.scope).await?;
         let (kind, value) = d.scope.parts();
         let existing = self.store.incidents().await?.len();
         for attempt in 1..=5 {
@@ -392,13 +394,14 @@ impl Ca {
                 state: "declared".into(),
                 new_issuers: vec![],
                 declared_at: now(),
-                declared_by: self.actor.clone(),
+                declared_by: principal.actor(),
                 executed_at: None,
                 revoked_at: None,
                 replaced_at: None,
                 closed_at: None,
             };
-            let audit = self.audit(
+            let audit = audit_record(
+                principal,
                 "incident.declare",
                 format!("incident:{}", record.id),
                 json!({"incident": record.id, "compromised": format!("{kind}:{value}"), "reason": record.reason,
@@ -406,7 +409,7 @@ impl Ca {
                        "compromised_issuers": radius.issuers.iter().map(|i| &i.id).collect::<Vec<_>>()}),
             );
             match self.store.add_incident(&record, &radius.certificates, &[audit]).await {
-                Ok(()) => return self.incident_view(&record.id).await,
+                Ok(()) => return self.incident_view(principal, &record.id).await,
                 Err(custos_store::StoreError::Duplicate { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -415,7 +418,13 @@ impl Ca {
     }
 
     /// An incident.
-    pub async fn incident(&self, id: &str) -> Result<IncidentRecord> {
+    pub async fn incident(&self, principal: &Principal, id: &str) -> Result<IncidentRecord> {
+        authorize(principal, Operation::ReadIncidents(None))?;
+        self.incident_record(id).await
+    }
+
+    /// One incident, for operations that were authorized already.
+    async fn incident_record(&self, id: &str) -> Result<IncidentRecord> {
         self.store
             .incident(id)
             .await?
@@ -423,13 +432,14 @@ impl Ca {
     }
 
     /// Every incident.
-    pub async fn incidents(&self) -> Result<Vec<IncidentRecord>> {
+    pub async fn incidents(&self, principal: &Principal) -> Result<Vec<IncidentRecord>> {
+        authorize(principal, Operation::ReadIncidents(None))?;
         Ok(self.store.incidents().await?)
     }
 
     /// An incident with its blast radius grouped by tenant and connection.
-    pub async fn incident_view(&self, id: &str) -> Result<IncidentView> {
-        let record = self.incident(id).await?;
+    pub async fn incident_view(&self, principal: &Principal, id: &str) -> Result<IncidentView> {
+        let record = self.incident(principal, id).await?;
         let certificates = self.store.incident_certificates(id).await?;
         let mut grouped: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
         for c in &certificates {
@@ -476,12 +486,14 @@ impl Ca {
     /// before each batch commits, so no committed replacement lacks its key.
     pub async fn execute_incident(
         &self,
+        principal: &Principal,
         id: &str,
         keys_file: &Path,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<ExecuteSummary> {
+        authorize(principal, Operation::ExecuteIncident)?;
         let started = std::time::Instant::now();
-        let mut record = self.incident(id).await?;
+        let mut record = self.incident_record(id).await?;
         if record.state == "closed" {
             return Err(CaError::Policy(format!("incident {id} is closed")));
         }
@@ -497,7 +509,7 @@ impl Ca {
                 )));
             }
         }
-        let result = self.execute_locked(&mut record, &owner, keys_file, progress, started).await;
+        let result = self.execute_locked(principal, &mut record, &owner, keys_file, progress, started).await;
         let _ = self.store.unlock_incident(id, &owner).await;
         result
     }
@@ -518,6 +530,7 @@ impl Ca {
 
     async fn execute_locked(
         &self,
+        principal: &Principal,
         record: &mut IncidentRecord,
         owner: &str,
         keys_file: &Path,
@@ -528,18 +541,19 @@ impl Ca {
         if record.executed_at.is_none() || record.state == "declared" {
             record.state = "executing".into();
             record.executed_at.get_or_insert(now());
-            let audit = self.audit("incident.execute", format!("incident:{id}"), json!({"incident": id}));
+            let audit = audit_record(principal, "incident.execute", format!("incident:{id}"), json!({"incident": id}));
             self.store.update_incident(record, &[audit]).await?;
         }
         // Certificates issued under a compromised CA since the declaration are affected too.
         let scope = Scope::of(record)?;
-        let radius = self.radius(&scope).await?;
+        let radius = self.radius(principal, &scope).await?;
         let known: std::collections::HashSet<String> =
             self.store.incident_certificates(&id).await?.into_iter().map(|c| c.serial).collect();
         let late: Vec<IncidentCertificate> =
             radius.certificates.iter().filter(|c| !known.contains(&c.serial)).cloned().collect();
         if !late.is_empty() {
-            let audit = self.audit(
+            let audit = audit_record(
+                principal,
                 "incident.extend",
                 format!("incident:{id}"),
                 json!({"incident": id, "added_certificates": late.len()}),
@@ -549,7 +563,7 @@ impl Ca {
 
         // 1. New CAs in place of compromised ones (once).
         if record.new_issuers.is_empty() && !radius.issuers.is_empty() {
-            self.replace_cas(record, &radius.issuers).await?;
+            self.replace_cas(principal, record, &radius.issuers).await?;
         }
         self.heartbeat(&id, owner).await?;
 
@@ -557,7 +571,7 @@ impl Ca {
         let reason: Reason = record.reason.parse()?;
         let mut revoked = 0;
         if reason == Reason::KeyCompromise {
-            revoked = self.revoke_affected(record, None, progress).await?;
+            revoked = self.revoke_affected(principal, record, None, progress).await?;
             if record.revoked_at.is_none() {
                 record.revoked_at = Some(now());
                 self.store.update_incident(record, &[]).await?;
@@ -566,17 +580,18 @@ impl Ca {
         let seconds_to_revoked = started.elapsed().as_secs_f64();
 
         // 3. Final CRLs of compromised CAs, then destroy their keys.
-        self.retire_compromised_keys(record).await?;
+        self.retire_compromised_keys(principal, record).await?;
         self.heartbeat(&id, owner).await?;
 
         // 4. Replacements, with their notifications, per batch.
-        let (replaced, keys_file) = self.replace_connections(record, owner, keys_file, progress).await?;
+        let (replaced, keys_file) = self.replace_connections(principal, record, owner, keys_file, progress).await?;
         let seconds_to_replaced = started.elapsed().as_secs_f64();
         let pending = self.store.incident_connections(&id).await?.iter().filter(|c| c.state == "pending").count();
         if pending == 0 && record.state == "executing" {
             record.state = "executed".into();
             record.replaced_at.get_or_insert(now());
-            let audit = self.audit(
+            let audit = audit_record(
+                principal,
                 "incident.executed",
                 format!("incident:{id}"),
                 json!({"incident": id, "new_issuers": record.new_issuers}),
@@ -596,15 +611,20 @@ impl Ca {
 
     /// Creates a new key and CA for each compromised CA (a new root first if
     /// the root is among them), marks the old ones compromised, all in one transaction.
-    async fn replace_cas(&self, record: &mut IncidentRecord, compromised: &[IssuerRecord]) -> Result<()> {
+    async fn replace_cas(
+        &self,
+        principal: &Principal,
+        record: &mut IncidentRecord,
+        compromised: &[IssuerRecord],
+    ) -> Result<()> {
         let mut issuers = self.store.issuers().await?;
         let keys = self.key_store()?.clone();
         let now_t = OffsetDateTime::now_utc();
         let mut new_keys: Vec<KeyRecord> = Vec::new();
         let mut new_issuers: Vec<IssuerRecord> = Vec::new();
         let mut audit: Vec<AuditRecord> = Vec::new();
-        // Old CA id -> (new CA id, its signer-bearing issuer), parents first.
-        let mut replaced: HashMap<String, (String, std::sync::Arc<custos_pki::CaIssuer>)> = HashMap::new();
+        // Old CA id -> the new CA that replaces it, parents first.
+        let mut replaced: HashMap<String, crate::ceremony::Parent> = HashMap::new();
         for old in compromised {
             let old_key = self
                 .store
@@ -614,95 +634,53 @@ impl Ca {
             let algorithm: KeyAlgorithm = old_key.algorithm.parse()?;
             let prefix = if old.role == "root" { "root" } else { "issuing" };
             let (new_id, n) = next_issuer_id(&issuers, prefix);
-            let key = keys.generate(algorithm, &new_id)?;
-            let key_id = key.signer.public_key().key_id().to_string();
-            let profile = if old.role == "root" { Profile::RootCa } else { Profile::IssuingCa };
             // Under the parent's replacement if the parent was replaced too.
-            let parent_id =
-                old.parent.as_ref().map(|p| replaced.get(p).map(|(id, _)| id.clone()).unwrap_or_else(|| p.clone()));
-            let template = CertificateTemplate::new(CertificateSpec {
-                serial: Serial::random()?,
-                profile,
-                common_name: renumber(&old.name, n),
-                organization: organization_of(&old.name),
-                sans: vec![],
-                not_before: now_t - time::Duration::minutes(1),
-                not_after: now_t + time::Duration::days(i64::from(profile.default_validity_days())),
-                urls: parent_id.as_deref().map(|p| crate::issuer_urls(&self.base_url, p)),
-            })?;
-            let (cert, ca) = match &parent_id {
-                None => {
-                    let (cert, ca) = template.self_sign(key.signer.clone())?;
-                    (cert, std::sync::Arc::new(ca))
-                }
-                Some(p) => {
-                    let parent = match replaced.get(&old.parent.clone().unwrap_or_default()) {
-                        Some((_, ca)) => ca.clone(),
-                        None => {
-                            let parent = issuers.iter().find(|i| &i.id == p).ok_or_else(|| {
-                                CaError::Inconsistent(format!("CA {} names missing parent {p}", old.id))
-                            })?;
-                            std::sync::Arc::new(self.ca_issuer(parent).await?)
+            let parent = match &old.parent {
+                None => None,
+                Some(p) => Some(match replaced.get(p) {
+                    Some(new_parent) => new_parent.clone(),
+                    None => {
+                        let parent = issuers
+                            .iter()
+                            .find(|i| &i.id == p)
+                            .ok_or_else(|| CaError::Inconsistent(format!("CA {} names missing parent {p}", old.id)))?;
+                        crate::ceremony::Parent {
+                            id: parent.id.clone(),
+                            key_id: parent.key_id.clone(),
+                            issuer: std::sync::Arc::new(self.ca_issuer(parent).await?),
                         }
-                    };
-                    let cert = template.sign(key.signer.public_key(), key.signer.algorithm(), &parent)?;
-                    let ca = custos_pki::CaIssuer::new(&cert.der, key.signer.clone())?;
-                    (cert, std::sync::Arc::new(ca))
+                    }
+                }),
+            };
+            let made = crate::ceremony::make_ca(
+                keys.as_ref(),
+                crate::ceremony::CaSpec {
+                    id: new_id.clone(),
+                    name: renumber(&old.name, n),
+                    organization: organization_of(&old.name),
+                    algorithm,
+                    parent: parent.as_ref(),
+                    base_url: &self.base_url,
+                },
+                now_t,
+            )?;
+            for (action, object, mut details) in made.events {
+                details["incident"] = json!(record.id);
+                if action == "issuer.create" {
+                    details["replaces"] = json!(old.id);
                 }
-            };
-            let signer_key = match &parent_id {
-                None => key_id.clone(),
-                Some(p) => issuers
-                    .iter()
-                    .chain(new_issuers.iter())
-                    .find(|i| &i.id == p)
-                    .map(|i| i.key_id.clone())
-                    .unwrap_or_default(),
-            };
-            new_keys.push(KeyRecord {
-                id: key_id.clone(),
-                backend: key.reference.backend.clone(),
-                algorithm: algorithm.to_string(),
-                label: new_id.clone(),
-                public_key: key.signer.public_key().spki_der().to_vec(),
-                reference: key.reference.data.clone(),
-                status: "active".into(),
-                created_at: now_t.unix_timestamp(),
-            });
-            let issuer = IssuerRecord {
-                id: new_id.clone(),
-                name: renumber(&old.name, n),
-                role: old.role.clone(),
-                parent: parent_id.clone(),
-                key_id: key_id.clone(),
-                cert_der: cert.der.clone(),
-                fingerprint: custos_pki::fingerprint(&cert.der),
-                not_after: cert.not_after.unix_timestamp(),
-                status: "active".into(),
-                crl_number: 0,
-                created_at: now_t.unix_timestamp(),
-                revoked_at: None,
-            };
-            audit.push(self.audit(
-                "key.generate",
-                format!("key:{key_id}"),
-                json!({"key": key_id, "algorithm": algorithm.as_str(), "backend": key.reference.backend, "label": new_id,
-                       "incident": record.id}),
-            ));
-            audit.push(self.audit(
-                "issuer.create",
-                format!("issuer:{new_id}"),
-                json!({"key": signer_key, "subject_key": key_id, "serial": cert.serial.to_hex(), "role": old.role,
-                       "parent": parent_id, "fingerprint": issuer.fingerprint, "replaces": old.id, "incident": record.id}),
-            ));
-            audit.push(self.audit(
+                audit.push(audit_record(principal, action, object, details));
+            }
+            audit.push(audit_record(
+                principal,
                 "issuer.compromise",
                 format!("issuer:{}", old.id),
                 json!({"issuer": old.id, "key": old.key_id, "replaced_by": new_id, "incident": record.id}),
             ));
-            replaced.insert(old.id.clone(), (new_id.clone(), ca));
-            issuers.push(issuer.clone());
-            new_issuers.push(issuer);
+            new_keys.push(made.key);
+            replaced.insert(old.id.clone(), made.parent);
+            issuers.push(made.issuer.clone());
+            new_issuers.push(made.issuer);
         }
         record.new_issuers = new_issuers.iter().map(|i| i.id.clone()).collect();
         let mut revoked = Vec::with_capacity(compromised.len());
@@ -718,6 +696,7 @@ impl Ca {
     /// if given) with its reason and invalidity date; returns how many.
     async fn revoke_affected(
         &self,
+        principal: &Principal,
         record: &IncidentRecord,
         only: Option<&[(String, String)]>,
         progress: &(dyn Fn(Progress) + Sync),
@@ -748,7 +727,8 @@ impl Ca {
             let audit: Vec<AuditRecord> = chunk
                 .iter()
                 .map(|serial| {
-                    self.audit(
+                    audit_record(
+                        principal,
                         "certificate.revoke",
                         format!("cert:{serial}"),
                         json!({"serial": serial, "reason": reason.as_str(), "invalidity_date": record.since,
@@ -765,7 +745,7 @@ impl Ca {
 
     /// Signs the final CRLs of compromised CAs (long-lived, since no key will
     /// sign another) and destroys their keys in the key store.
-    async fn retire_compromised_keys(&self, record: &IncidentRecord) -> Result<()> {
+    async fn retire_compromised_keys(&self, principal: &Principal, record: &IncidentRecord) -> Result<()> {
         for ca in self.store.issuers().await?.into_iter().filter(|i| i.status == "compromised") {
             let Some(key) = self.store.key(&ca.key_id).await? else { continue };
             if key.status == "destroyed" {
@@ -773,11 +753,11 @@ impl Ca {
             }
             // Its OCSP responder, made (or renewed) now while the key exists,
             // keeps answering `revoked` for its certificates until it expires.
-            self.responder(&ca.id).await?;
+            self.responder(principal, &ca.id).await?;
             for partition in 0..self.crl_partitions(&ca.id).await? {
                 let entries = self.revoked_entries(&ca.id, partition).await?;
                 let until = crate::revocation::from_unix(ca.not_after)?;
-                let crl = self.sign_crl_until(&ca.id, partition, entries, until).await?;
+                let crl = self.sign_crl_until(principal, &ca.id, partition, entries, until).await?;
                 use base64::Engine;
                 let value = base64::engine::general_purpose::STANDARD.encode(&crl.der);
                 self.store.set_meta(&crate::revocation::final_crl_key(&ca.id, partition), &value, &[]).await?;
@@ -785,7 +765,8 @@ impl Ca {
             let reference = custos_keys::KeyReference { backend: key.backend.clone(), data: key.reference.clone() };
             // Destroying a key already gone (a run killed after destroying it) succeeds.
             self.key_store()?.destroy(&reference)?;
-            let audit = self.audit(
+            let audit = audit_record(
+                principal,
                 "key.destroy",
                 format!("key:{}", key.id),
                 json!({"key": key.id, "backend": key.backend, "label": key.label, "reason": "compromised",
@@ -799,6 +780,7 @@ impl Ca {
     /// Issues a replacement for every `pending` connection; returns how many and the keys file.
     async fn replace_connections(
         &self,
+        principal: &Principal,
         record: &IncidentRecord,
         owner: &str,
         keys_file: &Path,
@@ -857,7 +839,7 @@ impl Ca {
                 });
             }
             let n = self
-                .issue_into(requests, &sink, |batch| {
+                .issue_into(principal, requests, &sink, |batch| {
                     done += batch.len();
                     progress(Progress::Replaced(done, total));
                 })
@@ -869,8 +851,8 @@ impl Ca {
     }
 
     /// Where each connection stands, with ages and notification delivery.
-    pub async fn incident_status(&self, id: &str) -> Result<IncidentStatus> {
-        let incident = self.incident(id).await?;
+    pub async fn incident_status(&self, principal: &Principal, id: &str) -> Result<IncidentStatus> {
+        let incident = self.incident(principal, id).await?;
         let connections = self.store.incident_connections(id).await?;
         let t = now();
         let states = STATES
@@ -905,8 +887,18 @@ impl Ca {
 
     /// A tenant confirms its new certificate is in place; the old one is
     /// then retired (revoked now if the reason did not revoke it at once).
-    pub async fn ack_incident(&self, id: &str, tenant: &str, connection: &str) -> Result<IncidentConnection> {
-        let record = self.incident(id).await?;
+    pub async fn ack_incident(
+        &self,
+        principal: &Principal,
+        id: &str,
+        tenant: &str,
+        connection: &str,
+    ) -> Result<IncidentConnection> {
+        visible(principal, Operation::AcknowledgeIncident { tenant, connection }, || CaError::UnknownConnection {
+            tenant: tenant.into(),
+            connection: connection.into(),
+        })?;
+        let record = self.incident_record(id).await?;
         let connections = self.store.incident_connections(id).await?;
         let current = connections
             .iter()
@@ -922,15 +914,17 @@ impl Ca {
             _ => {}
         }
         let pair = [(tenant.to_string(), connection.to_string())];
-        let audit = self.audit(
+        let audit = audit_record(
+            principal,
             "incident.ack",
             format!("connection:{tenant}/{connection}"),
             json!({"incident": id, "tenant": tenant, "connection": connection, "replacement": current.replacement}),
         );
         self.store.move_connections(id, &pair, &["replacement-issued", "notified"], "acknowledged", &[audit]).await?;
         // Retire: anything of this connection still valid in the blast radius is revoked now.
-        self.revoke_affected(&record, Some(&pair), &|_| {}).await?;
-        let audit = self.audit(
+        self.revoke_affected(principal, &record, Some(&pair), &|_| {}).await?;
+        let audit = audit_record(
+            principal,
             "incident.retire",
             format!("connection:{tenant}/{connection}"),
             json!({"incident": id, "tenant": tenant, "connection": connection}),
@@ -945,8 +939,9 @@ impl Ca {
     }
 
     /// Closes an incident; refused while any connection still depends on a compromised certificate.
-    pub async fn close_incident(&self, id: &str) -> Result<IncidentRecord> {
-        let mut record = self.incident(id).await?;
+    pub async fn close_incident(&self, principal: &Principal, id: &str) -> Result<IncidentRecord> {
+        authorize(principal, Operation::CloseIncident)?;
+        let mut record = self.incident_record(id).await?;
         if record.state == "closed" {
             return Ok(record);
         }
@@ -968,15 +963,15 @@ impl Ca {
         }
         record.state = "closed".into();
         record.closed_at = Some(now());
-        let audit = self.audit("incident.close", format!("incident:{id}"), json!({"incident": id}));
+        let audit = audit_record(principal, "incident.close", format!("incident:{id}"), json!({"incident": id}));
         self.store.update_incident(&record, &[audit]).await?;
         Ok(record)
     }
 
     /// The incident report: timeline, counts, durations, notifications.
-    pub async fn incident_report(&self, id: &str) -> Result<IncidentReport> {
-        let status = self.incident_status(id).await?;
-        let view = self.incident_view(id).await?;
+    pub async fn incident_report(&self, principal: &Principal, id: &str) -> Result<IncidentReport> {
+        let status = self.incident_status(principal, id).await?;
+        let view = self.incident_view(principal, id).await?;
         let r = &status.incident;
         let mut timeline = vec![TimelineEvent {
             time: crate::rfc3339(r.declared_at),
@@ -1061,7 +1056,8 @@ impl Ca {
     }
 
     /// Sets a tenant's webhook with a fresh HMAC secret, returned once.
-    pub async fn set_webhook(&self, tenant: &str, url: &str) -> Result<String> {
+    pub async fn set_webhook(&self, principal: &Principal, tenant: &str, url: &str) -> Result<String> {
+        visible(principal, Operation::ManageConnection { tenant }, || CaError::UnknownTenant(tenant.to_string()))?;
         if self.store.tenant(tenant).await?.is_none() {
             return Err(CaError::UnknownTenant(tenant.into()));
         }
@@ -1080,14 +1076,34 @@ impl Ca {
         let secret = hex::encode(secret);
         let record =
             WebhookRecord { tenant: tenant.into(), url: url.into(), secret: secret.clone(), created_at: now() };
-        let audit = self.audit("tenant.webhook", format!("tenant:{tenant}"), json!({"tenant": tenant, "url": url}));
+        let audit = audit_record(
+            principal,
+            "tenant.webhook",
+            format!("tenant:{tenant}"),
+            json!({"tenant": tenant, "url": url}),
+        );
         self.store.set_webhook(&record, &[audit]).await?;
         Ok(secret)
     }
 
-    /// The tenant's webhook secret, for checking a signed reply.
-    pub async fn webhook_secret(&self, tenant: &str) -> Result<Option<String>> {
-        Ok(self.store.webhooks().await?.into_iter().find(|w| w.tenant == tenant).map(|w| w.secret))
+    /// Authenticates a tenant's signed request (`x-custos-signature: t=UNIX,v1=HEX`
+    /// over `UNIX.BODY` with the tenant's webhook secret, within five minutes):
+    /// the tenant's principal if the signature holds, `None` if not.
+    pub async fn tenant_by_signature(&self, tenant: &str, header: &str, body: &[u8]) -> Result<Option<Principal>> {
+        let Some(secret) = self.store.webhooks().await?.into_iter().find(|w| w.tenant == tenant).map(|w| w.secret)
+        else {
+            return Ok(None);
+        };
+        Ok(verify_webhook(&secret, header, body, now(), 300).then(|| Principal::Tenant {
+            account: "webhook-hmac".into(),
+            tenant: tenant.to_string(),
+            connection: None,
+        }))
+    }
+
+    /// The tenants' webhooks with their secrets, for the notification job.
+    pub(crate) async fn webhook_secrets(&self) -> Result<HashMap<String, String>> {
+        Ok(self.store.webhooks().await?.into_iter().map(|w| (w.tenant, w.secret)).collect())
     }
 }
 

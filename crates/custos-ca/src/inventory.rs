@@ -8,8 +8,9 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::authorization::{Operation, authorize};
 use crate::policy::{check_name, check_san_pattern};
-use crate::{Ca, CaError, Result};
+use crate::{Ca, CaError, Principal, Result, audit_record, visible};
 
 /// How a new connection issues.
 #[derive(Clone, Debug)]
@@ -146,27 +147,34 @@ impl From<&IssuerRecord> for IssuerView {
 
 impl Ca {
     /// Adds a tenant.
-    pub async fn add_tenant(&self, name: &str) -> Result<TenantRecord> {
+    pub async fn add_tenant(&self, principal: &Principal, name: &str) -> Result<TenantRecord> {
+        authorize(principal, Operation::AddTenant)?;
         check_name("tenant", name)?;
         let tenant = TenantRecord { name: name.to_string(), created_at: OffsetDateTime::now_utc().unix_timestamp() };
         self.store
-            .add_tenant(&tenant, &self.audit("tenant.add", format!("tenant:{name}"), json!({"tenant": name})))
+            .add_tenant(
+                &tenant,
+                &audit_record(principal, "tenant.add", format!("tenant:{name}"), json!({"tenant": name})),
+            )
             .await?;
         Ok(tenant)
     }
 
     /// Every tenant.
-    pub async fn tenants(&self) -> Result<Vec<TenantRecord>> {
+    pub async fn tenants(&self, principal: &Principal) -> Result<Vec<TenantRecord>> {
+        authorize(principal, Operation::ReadTenants(None))?;
         Ok(self.store.tenants().await?)
     }
 
     /// Adds a connection to a tenant.
     pub async fn add_connection(
         &self,
+        principal: &Principal,
         tenant: &str,
         name: &str,
         options: &ConnectionOptions,
     ) -> Result<ConnectionRecord> {
+        visible(principal, Operation::ManageConnection { tenant }, || CaError::UnknownTenant(tenant.to_string()))?;
         check_name("connection", name)?;
         if options.profile.is_ca() {
             return Err(CaError::Policy(format!("a connection cannot use the {} profile", options.profile)));
@@ -195,7 +203,8 @@ impl Ca {
             validity_days: options.validity_days,
             created_at: OffsetDateTime::now_utc().unix_timestamp(),
         };
-        let audit = self.audit(
+        let audit = audit_record(
+            principal,
             "connection.add",
             format!("connection:{tenant}/{name}"),
             json!({"tenant": tenant, "connection": name, "profile": record.profile,
@@ -209,7 +218,10 @@ impl Ca {
     }
 
     /// Connections of a tenant, or of all tenants.
-    pub async fn connections(&self, tenant: Option<&str>) -> Result<Vec<ConnectionRecord>> {
+    pub async fn connections(&self, principal: &Principal, tenant: Option<&str>) -> Result<Vec<ConnectionRecord>> {
+        visible(principal, Operation::ReadConnections(tenant), || {
+            CaError::UnknownTenant(tenant.unwrap_or_default().to_string())
+        })?;
         if let Some(t) = tenant
             && self.store.tenant(t).await?.is_none()
         {
@@ -219,7 +231,10 @@ impl Ca {
     }
 
     /// Certificates issued to connections, newest first.
-    pub async fn certificates(&self, filter: &ListFilter) -> Result<Vec<CertificateRecord>> {
+    pub async fn certificates(&self, principal: &Principal, filter: &ListFilter) -> Result<Vec<CertificateRecord>> {
+        let read =
+            Operation::ReadCertificates { tenant: filter.tenant.as_deref(), connection: filter.connection.as_deref() };
+        visible(principal, read, || CaError::UnknownTenant(filter.tenant.clone().unwrap_or_default()))?;
         let now = OffsetDateTime::now_utc().unix_timestamp();
         if let Some(t) = &filter.tenant
             && self.store.tenant(t).await?.is_none()
@@ -246,17 +261,30 @@ impl Ca {
     }
 
     /// One certificate by serial.
-    pub async fn certificate(&self, serial: &Serial) -> Result<CertificateRecord> {
-        self.store.certificate(&serial.to_hex()).await?.ok_or_else(|| CaError::UnknownCertificate(serial.to_hex()))
+    pub async fn certificate(&self, principal: &Principal, serial: &Serial) -> Result<CertificateRecord> {
+        let unknown = || CaError::UnknownCertificate(serial.to_hex());
+        // Whether it may be read depends on whose it is: fetch, then decide, and
+        // answer another tenant exactly as an unknown serial.
+        let record = self.store.certificate(&serial.to_hex()).await?.ok_or_else(unknown)?;
+        let read = Operation::ReadCertificates { tenant: Some(&record.tenant), connection: Some(&record.connection) };
+        visible(principal, read, unknown)?;
+        Ok(record)
     }
 
     /// Every issuer, oldest first.
-    pub async fn issuers(&self) -> Result<Vec<IssuerRecord>> {
+    pub async fn issuers(&self, principal: &Principal) -> Result<Vec<IssuerRecord>> {
+        authorize(principal, Operation::ReadIssuers)?;
         Ok(self.store.issuers().await?)
     }
 
     /// One issuer by id.
-    pub async fn issuer(&self, id: &str) -> Result<IssuerRecord> {
+    pub async fn issuer(&self, principal: &Principal, id: &str) -> Result<IssuerRecord> {
+        authorize(principal, Operation::ReadIssuers)?;
+        self.issuer_record(id).await
+    }
+
+    /// One issuer by id, for operations that were authorized already.
+    pub(crate) async fn issuer_record(&self, id: &str) -> Result<IssuerRecord> {
         self.store.issuer(id).await?.ok_or_else(|| CaError::UnknownIssuer(id.to_string()))
     }
 }
@@ -286,7 +314,8 @@ pub struct KeyView {
 
 impl Ca {
     /// Every key custos holds, with how often the audit log saw it used.
-    pub async fn key_views(&self) -> Result<Vec<KeyView>> {
+    pub async fn key_views(&self, principal: &Principal) -> Result<Vec<KeyView>> {
+        authorize(principal, Operation::ReadKeys)?;
         let mut out = Vec::new();
         for k in self.store.keys().await? {
             let uses = self.store.key_usage(&k.id).await?.iter().map(|u| u.count).sum();

@@ -17,8 +17,14 @@ use custos_store::{AuditRecord, CertificateRecord, ConnectionRecord, IssuerRecor
 use serde_json::json;
 use time::OffsetDateTime;
 
+use crate::authorization::Operation;
 use crate::policy::san_allowed;
-use crate::{Ca, CaError, Result};
+use crate::{Ca, CaError, Principal, Result, audit_record, visible};
+
+/// A random one-time password (for a PKCS#12 bundle or a dev passphrase), from the CSPRNG.
+pub fn random_password() -> Result<zeroize::Zeroizing<String>> {
+    Ok(custos_keys::leaf::random_password()?)
+}
 
 /// Where the subject key of a certificate comes from.
 #[derive(Clone, Debug)]
@@ -111,9 +117,9 @@ const BATCH: usize = 1024;
 
 impl Ca {
     /// Issues one certificate to a connection.
-    pub async fn issue(&self, request: IssueRequest) -> Result<Issued> {
+    pub async fn issue(&self, principal: &Principal, request: IssueRequest) -> Result<Issued> {
         let mut out = Vec::with_capacity(1);
-        self.issue_many(vec![request], |batch| out.extend(batch)).await?;
+        self.issue_many(principal, vec![request], |batch| out.extend(batch)).await?;
         out.pop().ok_or_else(|| CaError::Inconsistent("issuance returned nothing".into()))
     }
 
@@ -121,13 +127,19 @@ impl Ca {
     ///
     /// Nothing is issued unless every request passes policy; a failing request
     /// is reported as [`CaError::BulkLine`] with its 1-based position.
-    pub async fn issue_many(&self, requests: Vec<IssueRequest>, on_batch: impl FnMut(Vec<Issued>)) -> Result<usize> {
-        self.issue_into(requests, &Recorded, on_batch).await
+    pub async fn issue_many(
+        &self,
+        principal: &Principal,
+        requests: Vec<IssueRequest>,
+        on_batch: impl FnMut(Vec<Issued>),
+    ) -> Result<usize> {
+        self.issue_into(principal, requests, &Recorded, on_batch).await
     }
 
     /// Issues many certificates, each batch made durable by `sink`.
     pub(crate) async fn issue_into(
         &self,
+        principal: &Principal,
         requests: Vec<IssueRequest>,
         sink: &dyn IssueSink,
         mut on_batch: impl FnMut(Vec<Issued>),
@@ -136,6 +148,13 @@ impl Ca {
         let now = OffsetDateTime::now_utc();
         let mut connections: HashMap<(String, String), ConnectionRecord> = HashMap::new();
         for (i, r) in requests.iter().enumerate() {
+            let issue = Operation::Issue {
+                tenant: &r.tenant,
+                connection: &r.connection,
+                generated_key: matches!(r.key, KeySource::Generate(_)),
+            };
+            let unknown = || CaError::UnknownConnection { tenant: r.tenant.clone(), connection: r.connection.clone() };
+            visible(principal, issue, unknown).map_err(|e| at_line(requests.len(), i, e))?;
             let key = (r.tenant.clone(), r.connection.clone());
             if connections.contains_key(&key) {
                 continue;
@@ -186,7 +205,7 @@ impl Ca {
             let signed: Vec<Issued> = signed.into_iter().collect::<Result<_>>()?;
             let commit_started = std::time::Instant::now();
             let audit: Vec<AuditRecord> =
-                signed.iter().map(|s| self.issue_audit(&s.record, &active.record, sink.incident())).collect();
+                signed.iter().map(|s| issue_audit(principal, &s.record, &active.record, sink.incident())).collect();
             sink.commit(self, &signed, audit).await?;
             tracing::debug!(
                 certificates = signed.len(),
@@ -240,18 +259,6 @@ impl Ca {
         let active = Arc::new(ActiveIssuer { urls: self.urls_for(&record.id), record, issuer, chain: Arc::new(chain) });
         *self.active.lock().map_err(|_| CaError::Inconsistent("issuer cache poisoned".into()))? = Some(active.clone());
         Ok(active)
-    }
-
-    fn issue_audit(&self, c: &CertificateRecord, issuer: &IssuerRecord, incident: Option<&str>) -> AuditRecord {
-        let mut details = json!({
-            "serial": c.serial, "issuer": c.issuer, "key": issuer.key_id, "tenant": c.tenant,
-            "connection": c.connection, "profile": c.profile, "sans": c.sans, "spki_sha256": c.spki_sha256,
-            "key_origin": c.key_origin, "not_after": c.not_after,
-        });
-        if let Some(incident) = incident {
-            details["incident"] = json!(incident);
-        }
-        self.audit("certificate.issue", format!("cert:{}", c.serial), details)
     }
 }
 
@@ -419,4 +426,21 @@ fn par_map_owned<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> 
             parts.into_iter().map(|c| s.spawn(|| c.into_iter().map(&f).collect::<Vec<R>>())).collect();
         handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
     })
+}
+
+fn issue_audit(
+    principal: &Principal,
+    c: &CertificateRecord,
+    issuer: &IssuerRecord,
+    incident: Option<&str>,
+) -> AuditRecord {
+    let mut details = json!({
+        "serial": c.serial, "issuer": c.issuer, "key": issuer.key_id, "tenant": c.tenant,
+        "connection": c.connection, "profile": c.profile, "sans": c.sans, "spki_sha256": c.spki_sha256,
+        "key_origin": c.key_origin, "not_after": c.not_after,
+    });
+    if let Some(incident) = incident {
+        details["incident"] = json!(incident);
+    }
+    audit_record(principal, "certificate.issue", format!("cert:{}", c.serial), details)
 }

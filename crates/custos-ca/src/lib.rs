@@ -3,34 +3,44 @@
 //! answers OCSP from memory and keeps CRLs current.
 //!
 //! Every state change goes to the store together with its audit entry, in one
-//! transaction. This crate owns the rules; the CLI and the HTTP server only
-//! parse, call it and render. It does no X.509 encoding itself (custos-pki)
-//! and never sees key bytes (custos-keys).
+//! transaction. Every operation that reads tenant data or changes state takes
+//! the [`Principal`] asking, and [`authorization`] decides (deny by default);
+//! the audit entry's actor is that principal. This crate owns the rules; the
+//! CLI and the HTTP server only authenticate, call it and render.
+//!
+//! Not here: choosing backends (custos-node builds the store and the key
+//! store from the configuration and hands them in), X.509 encoding
+//! (custos-pki), key bytes (custos-keys), HTTP (custos-server).
 
 pub mod audit;
+pub mod authorization;
+mod ceremony;
 mod error;
 pub mod incident;
 mod inventory;
 mod issuance;
+pub mod notify;
 pub mod policy;
+mod principal;
 pub mod publisher;
 mod revocation;
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use custos_keys::soft::{SealParams, SoftKeyStore};
-use custos_keys::{KeyAlgorithm, KeyStore, Signer};
-use custos_pki::{CaIssuer, CertificateSpec, CertificateTemplate, IssuerUrls, Profile, Serial};
-use custos_store::{AuditRecord, Genesis, KeyRecord, SqlStore, Store};
-use serde_json::json;
+use custos_keys::{KeyStore, Signer};
+use custos_pki::{CaIssuer, IssuerUrls};
+use custos_store::{AuditRecord, Genesis, Store};
 use time::OffsetDateTime;
 
+use crate::authorization::{Decision, Operation, authorize, decide};
+
+pub use custos_keys::KeyAlgorithm;
 pub use custos_store::{AuditEntry, AuditFilter, CheckpointRecord, KeyUsage};
 pub use custos_store::{CertificateRecord, ConnectionRecord, IssuerRecord, StatusFilter, TenantRecord};
 pub use error::CaError;
 pub use inventory::{CertificateView, ConnectionOptions, IssuerView, KeyView, ListFilter, rfc3339};
-pub use issuance::{IssueRequest, Issued, KeySource};
+pub use issuance::{IssueRequest, Issued, KeySource, random_password};
+pub use principal::{Principal, Role};
 pub use publisher::{OcspAnswer, StatusPublisher};
 pub use revocation::{CRL_LIFETIME, Crl, ResponderKey};
 
@@ -39,8 +49,6 @@ pub type Result<T> = std::result::Result<T, CaError>;
 
 /// The public base URL used when `init` is given none.
 pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:8080";
-/// The database file inside the data directory.
-pub const DATABASE_FILE: &str = "custos.db";
 
 const META_BASE_URL: &str = "base_url";
 const META_SEAL: &str = "soft_seal";
@@ -58,12 +66,6 @@ pub struct InitOptions {
     pub organization: String,
     /// Algorithm of the root and issuing CA keys.
     pub ca_algorithm: KeyAlgorithm,
-    /// The database: `None` for the SQLite file in the data directory, or a
-    /// `postgres://` URL shared by several nodes.
-    pub database: Option<String>,
-    /// Where CA keys live: `None` for the sealed soft store, or a PKCS#11
-    /// token URI (`pkcs11:token=…?module-path=…&pin-source=…`).
-    pub key_store: Option<String>,
     /// Certificates per CRL partition: the first this many of an issuer are
     /// listed on `{issuer}.crl`, the next on `{issuer}/1.crl`, and so on, so
     /// that no CRL grows without bound.
@@ -77,60 +79,57 @@ impl Default for InitOptions {
             organization: "custos".to_string(),
             ca_algorithm: KeyAlgorithm::EcdsaP256,
             crl_partition_size: DEFAULT_CRL_PARTITION_SIZE,
-            key_store: None,
-            database: None,
         }
     }
 }
 
+/// Which key store a custos was created with, as recorded in its database.
+///
+/// It names keys, never code: the PKCS#11 module that opens a token comes
+/// from the configuration, and a start whose configured module differs from
+/// the recorded one is refused by the composition root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordedKeyStore {
+    /// The sealed soft store, with its seal parameters (salt, KDF settings, check value).
+    Soft {
+        /// The seal parameters as JSON.
+        seal: String,
+    },
+    /// A PKCS#11 token: its canonical URI (token label, module path and PIN source as configured at init).
+    Pkcs11 {
+        /// The canonical token URI.
+        uri: String,
+    },
+}
+
 /// An opened custos: its store, settings and (once unsealed) its keys.
 pub struct Ca {
-    dir: PathBuf,
     store: Arc<dyn Store>,
     base_url: String,
     crl_partition_size: i64,
-    actor: String,
     keys: Option<Arc<dyn KeyStore>>,
     active: Mutex<Option<Arc<issuance::ActiveIssuer>>>,
 }
 
 impl Ca {
-    /// Creates a new custos in `dir`: the database, the sealed key store, a
-    /// root CA and an issuing CA, all committed in one transaction.
-    pub async fn init(dir: &Path, options: &InitOptions, passphrase: &[u8], actor: &str) -> Result<Ca> {
+    /// Creates a new custos in `store` with keys in `keys`: a root CA and an
+    /// issuing CA, the audit log key and the settings, all committed in one
+    /// transaction. `recorded` says how to find the key store again.
+    pub async fn init(
+        store: Arc<dyn Store>,
+        keys: Arc<dyn KeyStore>,
+        recorded: &RecordedKeyStore,
+        options: &InitOptions,
+        principal: &Principal,
+    ) -> Result<Ca> {
+        authorize(principal, Operation::Initialize)?;
         let base_url = normalize_base_url(&options.base_url)?;
         if options.crl_partition_size < 1 {
             return Err(CaError::Policy("the CRL partition size must be at least 1".into()));
         }
-        let db = dir.join(DATABASE_FILE);
-        let store = match &options.database {
-            Some(url) => {
-                let store = SqlStore::open(url).await?;
-                if store.meta("initialized").await?.is_some() {
-                    return Err(CaError::AlreadyInitialized { dir: dir.to_path_buf() });
-                }
-                Some(store)
-            }
-            None => {
-                if db.exists() {
-                    let store = SqlStore::open_sqlite(&db).await?;
-                    if store.meta("initialized").await?.is_some() {
-                        return Err(CaError::AlreadyInitialized { dir: dir.to_path_buf() });
-                    }
-                    store.close().await;
-                }
-                None
-            }
-        };
-        // The key store first: a token that cannot be reached leaves nothing behind.
-        let (keys, key_store_meta) = create_key_store(options.key_store.as_deref(), passphrase)?;
-        let store = match store {
-            Some(store) => store,
-            None => {
-                create_private_dir(dir)?;
-                SqlStore::open_sqlite(&db).await?
-            }
-        };
+        if store.meta("initialized").await?.is_some() {
+            return Err(CaError::AlreadyInitialized);
+        }
         let now = OffsetDateTime::now_utc();
         let mut genesis = Genesis {
             meta: vec![
@@ -139,136 +138,40 @@ impl Ca {
             ],
             ..Genesis::default()
         };
-        genesis.meta.extend(key_store_meta);
-        let audit = |action: &str, object: String, details: serde_json::Value| {
-            audit_record(now.unix_timestamp(), actor, action, object, details)
-        };
-
-        let root_id = "root-1".to_string();
-        let issuing_id = "issuing-1".to_string();
-        let org = options.organization.clone();
-        let root_name = format!("{org} Root CA 1");
-        let issuing_name = format!("{org} Issuing CA 1");
-
-        let root_key = keys.generate(options.ca_algorithm, &root_id)?;
-        let root_key_id = root_key.signer.public_key().key_id().to_string();
-        let root_template = CertificateTemplate::new(CertificateSpec {
-            serial: Serial::random()?,
-            profile: Profile::RootCa,
-            common_name: root_name.clone(),
-            organization: Some(org.clone()),
-            sans: vec![],
-            not_before: now - time::Duration::minutes(1),
-            not_after: now + time::Duration::days(i64::from(Profile::RootCa.default_validity_days())),
-            urls: None,
-        })?;
-        let (root_cert, root_issuer) = root_template.self_sign(root_key.signer.clone())?;
-
-        let issuing_key = keys.generate(options.ca_algorithm, &issuing_id)?;
-        let issuing_key_id = issuing_key.signer.public_key().key_id().to_string();
-        let issuing_template = CertificateTemplate::new(CertificateSpec {
-            serial: Serial::random()?,
-            profile: Profile::IssuingCa,
-            common_name: issuing_name.clone(),
-            organization: Some(org.clone()),
-            sans: vec![],
-            not_before: now - time::Duration::minutes(1),
-            not_after: now + time::Duration::days(i64::from(Profile::IssuingCa.default_validity_days())),
-            urls: Some(issuer_urls(&base_url, &root_id)),
-        })?;
-        let issuing_cert =
-            issuing_template.sign(issuing_key.signer.public_key(), issuing_key.signer.algorithm(), &root_issuer)?;
-
-        for (id, key, label) in [(&root_key_id, &root_key, &root_id), (&issuing_key_id, &issuing_key, &issuing_id)] {
-            genesis.keys.push(KeyRecord {
-                id: id.clone(),
-                backend: key.reference.backend.clone(),
-                algorithm: key.signer.algorithm().to_string(),
-                label: label.clone(),
-                public_key: key.signer.public_key().spki_der().to_vec(),
-                reference: key.reference.data.clone(),
-                status: "active".into(),
-                created_at: now.unix_timestamp(),
-            });
-            genesis.audit.push(audit(
-                "key.generate",
-                format!("key:{id}"),
-                json!({"key": id, "algorithm": key.signer.algorithm().as_str(), "backend": key.reference.backend, "label": label}),
-            ));
-        }
-        for (id, name, role, parent, cert, key_id, signer_key) in [
-            (&root_id, &root_name, "root", None, &root_cert, &root_key_id, &root_key_id),
-            (
-                &issuing_id,
-                &issuing_name,
-                "issuing",
-                Some(root_id.clone()),
-                &issuing_cert,
-                &issuing_key_id,
-                &root_key_id,
-            ),
-        ] {
-            let fingerprint = custos_pki::fingerprint(&cert.der);
-            genesis.issuers.push(IssuerRecord {
-                id: id.clone(),
-                name: name.clone(),
-                role: role.into(),
-                parent: parent.clone(),
-                key_id: key_id.clone(),
-                cert_der: cert.der.clone(),
-                fingerprint: fingerprint.clone(),
-                not_after: cert.not_after.unix_timestamp(),
-                status: "active".into(),
-                crl_number: 0,
-                created_at: now.unix_timestamp(),
-                revoked_at: None,
-            });
-            genesis.audit.push(audit(
-                "issuer.create",
-                format!("issuer:{id}"),
-                json!({"key": signer_key, "subject_key": key_id, "serial": cert.serial.to_hex(), "role": role,
-                       "parent": parent, "fingerprint": fingerprint}),
-            ));
-        }
-        let log_key = audit::new_log_key(keys.as_ref(), &base_url, actor, now.unix_timestamp())?;
+        genesis.meta.extend(match recorded {
+            RecordedKeyStore::Soft { seal } => {
+                vec![(META_KEY_STORE.into(), custos_keys::soft::BACKEND.into()), (META_SEAL.into(), seal.clone())]
+            }
+            RecordedKeyStore::Pkcs11 { uri } => vec![(META_KEY_STORE.into(), uri.clone())],
+        });
+        let ceremony = ceremony::root_and_issuing(keys.as_ref(), &base_url, options, now)?;
+        genesis.keys.extend(ceremony.keys);
+        genesis.issuers.extend(ceremony.issuers);
+        genesis.audit.extend(ceremony.events.into_iter().map(|(action, object, details)| {
+            audit_record_at(now.unix_timestamp(), &principal.actor(), action, object, details)
+        }));
+        let log_key = audit::new_log_key(keys.as_ref(), &base_url, &principal.actor(), now.unix_timestamp())?;
         genesis.keys.push(log_key.record);
         genesis.meta.extend(log_key.settings);
         genesis.audit.push(log_key.audit);
         store.initialize(genesis).await.map_err(|e| match e {
-            custos_store::StoreError::AlreadyInitialized => CaError::AlreadyInitialized { dir: dir.to_path_buf() },
+            custos_store::StoreError::AlreadyInitialized => CaError::AlreadyInitialized,
             other => other.into(),
         })?;
         Ok(Ca {
-            dir: dir.to_path_buf(),
-            store: Arc::new(store),
+            store,
             base_url,
             crl_partition_size: options.crl_partition_size,
-            actor: actor.to_string(),
             keys: Some(keys),
             active: Mutex::new(None),
         })
     }
 
-    /// Opens an existing custos in `dir` without unsealing its keys.
-    pub async fn open(dir: &Path, actor: &str) -> Result<Ca> {
-        Ca::open_with(dir, None, actor).await
-    }
-
-    /// Opens an existing custos: in `database` (a `postgres://` URL) if
-    /// given, else in the SQLite file of `dir`; keys stay sealed.
-    pub async fn open_with(dir: &Path, database: Option<&str>, actor: &str) -> Result<Ca> {
-        let store = match database {
-            Some(url) => SqlStore::open(url).await?,
-            None => {
-                let db = dir.join(DATABASE_FILE);
-                if !db.exists() {
-                    return Err(CaError::NotInitialized { dir: dir.to_path_buf() });
-                }
-                SqlStore::open_sqlite(&db).await?
-            }
-        };
+    /// Opens the custos recorded in `store`; its keys stay sealed until
+    /// [`Ca::attach_keys`]. [`CaError::NotInitialized`] when the store holds none.
+    pub async fn open(store: Arc<dyn Store>) -> Result<Ca> {
         if store.meta("initialized").await?.is_none() {
-            return Err(CaError::NotInitialized { dir: dir.to_path_buf() });
+            return Err(CaError::NotInitialized);
         }
         let base_url =
             store.meta(META_BASE_URL).await?.ok_or_else(|| CaError::Inconsistent("no base URL recorded".into()))?;
@@ -280,59 +183,44 @@ impl Ca {
             .map_err(|_| CaError::Inconsistent("the recorded CRL partition size is not a number".into()))?
             .unwrap_or(DEFAULT_CRL_PARTITION_SIZE)
             .max(1);
-        Ok(Ca {
-            dir: dir.to_path_buf(),
-            store: Arc::new(store),
-            base_url,
-            crl_partition_size,
-            actor: actor.to_string(),
-            keys: None,
-            active: Mutex::new(None),
-        })
+        Ok(Ca { store, base_url, crl_partition_size, keys: None, active: Mutex::new(None) })
     }
 
-    /// Whether unsealing needs the passphrase (the soft store) or not (a
-    /// token, whose PIN comes from its configured source).
-    pub async fn needs_passphrase(&self) -> Result<bool> {
-        Ok(self.store.meta(META_KEY_STORE).await?.as_deref() == Some(custos_keys::soft::BACKEND))
-    }
-
-    /// Opens the key store: unseals the soft store with `passphrase` (a wrong
-    /// one changes nothing), or logs in to the PKCS#11 token.
-    pub async fn unseal(&mut self, passphrase: &[u8]) -> Result<()> {
+    /// Which key store this custos was created with.
+    pub async fn recorded_key_store(&self) -> Result<RecordedKeyStore> {
         let backend = self.store.meta(META_KEY_STORE).await?.unwrap_or_default();
         if backend.starts_with("pkcs11:") {
-            let config = custos_keys::pkcs11::TokenConfig::parse(&backend)?;
-            self.keys = Some(Arc::new(custos_keys::pkcs11::Pkcs11KeyStore::open(config)?));
-            return Ok(());
+            return Ok(RecordedKeyStore::Pkcs11 { uri: backend });
         }
         if backend != custos_keys::soft::BACKEND {
-            return Err(CaError::Inconsistent(format!("unsupported key store backend {backend:?}")));
+            return Err(CaError::Inconsistent(format!("unsupported key store backend {backend:?} recorded")));
         }
         let seal = self
             .store
             .meta(META_SEAL)
             .await?
             .ok_or_else(|| CaError::Inconsistent("no seal parameters recorded".into()))?;
-        let params: SealParams =
-            serde_json::from_str(&seal).map_err(|e| CaError::Inconsistent(format!("seal parameters: {e}")))?;
-        self.keys = Some(Arc::new(SoftKeyStore::open(passphrase, &params)?));
-        Ok(())
+        Ok(RecordedKeyStore::Soft { seal })
     }
 
-    /// The data directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// Whether the store answers and still holds this custos (for `/healthz`).
+    pub async fn health(&self) -> Result<()> {
+        match self.store.meta("initialized").await? {
+            Some(_) => Ok(()),
+            None => Err(CaError::NotInitialized),
+        }
+    }
+
+    /// Hands the opened key store to this custos. The caller opened it from
+    /// [`Ca::recorded_key_store`] and its configuration; every key loaded
+    /// later is still checked against its recorded public key.
+    pub fn attach_keys(&mut self, keys: Arc<dyn KeyStore>) {
+        self.keys = Some(keys);
     }
 
     /// The public base URL in every certificate.
     pub fn base_url(&self) -> &str {
         &self.base_url
-    }
-
-    /// The underlying store.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
     }
 
     fn key_store(&self) -> Result<&Arc<dyn KeyStore>> {
@@ -361,15 +249,6 @@ impl Ca {
         Ok(signer)
     }
 
-    fn audit(&self, action: &str, object: String, details: serde_json::Value) -> AuditRecord {
-        audit_record(OffsetDateTime::now_utc().unix_timestamp(), &self.actor, action, object, details)
-    }
-
-    /// An audit record by this custos's actor, for entries written outside this crate.
-    pub fn audit_record(&self, action: &str, object: String, details: serde_json::Value) -> AuditRecord {
-        self.audit(action, object, details)
-    }
-
     /// Drops the cached active issuer, after the CAs changed.
     pub(crate) fn forget_active_issuer(&self) {
         if let Ok(mut a) = self.active.lock() {
@@ -389,31 +268,18 @@ impl Ca {
     }
 }
 
-/// Settings as (name, value) pairs for the `meta` table.
-type Settings = Vec<(String, String)>;
-
-/// Creates the key store `init` asked for, with the settings that reopen it.
-fn create_key_store(uri: Option<&str>, passphrase: &[u8]) -> Result<(Arc<dyn KeyStore>, Settings)> {
-    match uri {
-        None => {
-            let (keys, seal) = SoftKeyStore::create(passphrase)?;
-            let seal = serde_json::to_string(&seal).map_err(|e| CaError::Inconsistent(e.to_string()))?;
-            Ok((
-                Arc::new(keys),
-                vec![(META_KEY_STORE.into(), custos_keys::soft::BACKEND.into()), (META_SEAL.into(), seal)],
-            ))
-        }
-        Some(uri) => {
-            let config = custos_keys::pkcs11::TokenConfig::parse(uri)?;
-            let canonical = config.uri();
-            let keys = custos_keys::pkcs11::Pkcs11KeyStore::open(config)?;
-            Ok((Arc::new(keys), vec![(META_KEY_STORE.into(), canonical)]))
-        }
-    }
+/// An audit record by `principal`, now; the key it names in `details.key` becomes its indexed key.
+pub(crate) fn audit_record(
+    principal: &Principal,
+    action: &str,
+    object: String,
+    details: serde_json::Value,
+) -> AuditRecord {
+    audit_record_at(OffsetDateTime::now_utc().unix_timestamp(), &principal.actor(), action, object, details)
 }
 
-/// An audit record; the key it names in `details.key` becomes its indexed key.
-fn audit_record(time: i64, actor: &str, action: &str, object: String, details: serde_json::Value) -> AuditRecord {
+/// An audit record at `time` by `actor`.
+fn audit_record_at(time: i64, actor: &str, action: &str, object: String, details: serde_json::Value) -> AuditRecord {
     AuditRecord {
         time,
         actor: actor.to_string(),
@@ -421,6 +287,19 @@ fn audit_record(time: i64, actor: &str, action: &str, object: String, details: s
         object,
         key: details.get("key").and_then(|k| k.as_str()).map(str::to_string),
         details: details.to_string(),
+    }
+}
+
+/// Authorizes like [`authorize`], but answers an object the principal may not
+/// see with `not_found`, exactly as if it did not exist.
+pub(crate) fn visible(
+    principal: &Principal,
+    operation: Operation<'_>,
+    not_found: impl FnOnce() -> CaError,
+) -> Result<()> {
+    match decide(principal, &operation) {
+        Decision::Hide => Err(not_found()),
+        _ => authorize(principal, operation),
     }
 }
 
@@ -453,17 +332,6 @@ fn normalize_base_url(url: &str) -> Result<String> {
         return Err(CaError::Policy(format!("base URL {url:?} is not a plain http(s) URL")));
     }
     Ok(trimmed.to_string())
-}
-
-fn create_private_dir(dir: &Path) -> Result<()> {
-    let io = |source| CaError::Io { path: dir.to_path_buf(), source };
-    std::fs::create_dir_all(dir).map_err(io)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

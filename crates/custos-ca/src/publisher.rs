@@ -37,7 +37,7 @@ use custos_pki::{Reason, Serial};
 use time::OffsetDateTime;
 
 use crate::revocation::{Crl, ResponderKey, from_unix};
-use crate::{Ca, CaError, Result};
+use crate::{Ca, CaError, Principal, Result, audit_record};
 use custos_pki::crl::RevokedEntry;
 
 /// How long a signed OCSP response says it is good for.
@@ -226,7 +226,7 @@ impl StatusPublisher {
 
     /// Re-reads the issuers and renews responders that are close to expiry.
     pub async fn reload_issuers(&self) -> Result<()> {
-        let records = self.ca.issuers().await?;
+        let records = self.ca.issuers(&Principal::System).await?;
         let mut entries = Vec::new();
         // Compromised CAs stay served: their last responder answers `revoked`
         // for what they issued, and their final CRL is published as signed.
@@ -235,7 +235,7 @@ impl StatusPublisher {
             for child in records.iter().filter(|c| c.parent.as_deref() == Some(&r.id)) {
                 children.insert(custos_pki::inspect::certificate_facts(&child.cert_der)?.serial, child.revoked_at);
             }
-            let responder = match self.ca.responder(&r.id).await {
+            let responder = match self.ca.responder(&Principal::System, &r.id).await {
                 Ok(responder) => responder,
                 Err(e) if r.status != "active" => {
                     tracing::warn!(issuer = %r.id, error = %e, "not answering OCSP for a compromised CA");
@@ -445,7 +445,8 @@ impl StatusPublisher {
                 let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
                 chunk.iter().for_each(|(_, h)| ctx.update(h));
                 let serials: Vec<&str> = chunk.iter().map(|(s, _)| s.as_str()).collect();
-                records.push(self.ca.audit(
+                records.push(audit_record(
+                    &Principal::System,
                     "ocsp.sign",
                     format!("responder:{issuer}"),
                     serde_json::json!({
@@ -687,7 +688,7 @@ impl StatusPublisher {
             .get(&key)
             .map(|l| l.entries.clone())
             .unwrap_or_default();
-        let crl = Arc::new(self.ca.sign_crl(issuer, partition, entries).await?);
+        let crl = Arc::new(self.ca.sign_crl(&Principal::System, issuer, partition, entries).await?);
         tracing::debug!(issuer, entries = crl.entries, number = crl.number, "CRL signed");
         if let Ok(mut w) = self.crls.write() {
             w.insert((issuer.to_string(), partition), crl);

@@ -9,7 +9,8 @@ use custos_store::{AuditRecord, CertificateRecord, KeyRecord, ResponderRecord, R
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::{Ca, CaError, Result};
+use crate::authorization::{Operation, authorize};
+use crate::{Ca, CaError, Principal, Result, audit_record, visible};
 
 /// How long a CRL says it is good for. custos regenerates it within a second
 /// of any revocation; this bounds how stale a relying party's copy can be.
@@ -51,11 +52,14 @@ impl Ca {
     /// Revokes one certificate; its audit entry commits with it.
     pub async fn revoke(
         &self,
+        principal: &Principal,
         serial: &Serial,
         reason: Reason,
         invalidity_date: Option<OffsetDateTime>,
     ) -> Result<CertificateRecord> {
-        let record = self.certificate(serial).await?;
+        let record = self.certificate(principal, serial).await?;
+        let revoke = Operation::Revoke { tenant: &record.tenant, connection: &record.connection };
+        visible(principal, revoke, || CaError::UnknownCertificate(serial.to_hex()))?;
         if record.status == "revoked" {
             return Err(CaError::Policy(format!(
                 "certificate {} is already revoked ({})",
@@ -63,18 +67,23 @@ impl Ca {
                 record.revocation_reason.as_deref().unwrap_or("unspecified")
             )));
         }
-        self.revoke_records(std::slice::from_ref(&record), reason, invalidity_date).await?;
-        self.certificate(serial).await
+        self.revoke_records(principal, std::slice::from_ref(&record), reason, invalidity_date).await?;
+        self.certificate(principal, serial).await
     }
 
     /// Revokes every unexpired, unrevoked certificate of a connection, in one transaction.
     pub async fn revoke_connection(
         &self,
+        principal: &Principal,
         tenant: &str,
         connection: &str,
         reason: Reason,
         invalidity_date: Option<OffsetDateTime>,
     ) -> Result<Vec<CertificateRecord>> {
+        visible(principal, Operation::Revoke { tenant, connection }, || CaError::UnknownConnection {
+            tenant: tenant.into(),
+            connection: connection.into(),
+        })?;
         if self.store.connection(tenant, connection).await?.is_none() {
             if self.store.tenant(tenant).await?.is_none() {
                 return Err(CaError::UnknownTenant(tenant.to_string()));
@@ -83,21 +92,25 @@ impl Ca {
         }
         // `Valid` means not revoked and not past notAfter.
         let records: Vec<CertificateRecord> = self
-            .certificates(&crate::ListFilter {
-                tenant: Some(tenant.into()),
-                connection: Some(connection.into()),
-                status: Some(custos_store::StatusFilter::Valid),
-                ..Default::default()
-            })
+            .certificates(
+                principal,
+                &crate::ListFilter {
+                    tenant: Some(tenant.into()),
+                    connection: Some(connection.into()),
+                    status: Some(custos_store::StatusFilter::Valid),
+                    ..Default::default()
+                },
+            )
             .await?;
         if !records.is_empty() {
-            self.revoke_records(&records, reason, invalidity_date).await?;
+            self.revoke_records(principal, &records, reason, invalidity_date).await?;
         }
         Ok(records)
     }
 
     async fn revoke_records(
         &self,
+        principal: &Principal,
         records: &[CertificateRecord],
         reason: Reason,
         invalidity_date: Option<OffsetDateTime>,
@@ -116,7 +129,8 @@ impl Ca {
         let audit: Vec<AuditRecord> = records
             .iter()
             .map(|c| {
-                self.audit(
+                audit_record(
+                    principal,
                     "certificate.revoke",
                     format!("cert:{}", c.serial),
                     json!({"serial": c.serial, "issuer": c.issuer, "tenant": c.tenant, "connection": c.connection,
@@ -138,12 +152,13 @@ impl Ca {
     }
 
     /// Signs a fresh CRL for one partition of `issuer` with the next CRL number.
-    pub async fn crl(&self, issuer_id: &str, partition: i64) -> Result<Crl> {
+    pub async fn crl(&self, principal: &Principal, issuer_id: &str, partition: i64) -> Result<Crl> {
+        authorize(principal, Operation::SignCrl)?;
         if let Some(last) = self.final_crl(issuer_id, partition).await? {
             return Ok(last);
         }
         let revoked = self.revoked_entries(issuer_id, partition).await?;
-        self.sign_crl(issuer_id, partition, revoked).await
+        self.sign_crl(principal, issuer_id, partition, revoked).await
     }
 
     /// The last CRL of a compromised CA, signed before its key was destroyed.
@@ -198,20 +213,28 @@ impl Ca {
 
     /// Signs a CRL of `revoked` for one partition of `issuer`, with the next
     /// CRL number (advanced in the store together with its audit entry).
-    pub async fn sign_crl(&self, issuer_id: &str, partition: i64, revoked: Vec<RevokedEntry>) -> Result<Crl> {
-        self.sign_crl_until(issuer_id, partition, revoked, OffsetDateTime::now_utc() + CRL_LIFETIME).await
+    pub async fn sign_crl(
+        &self,
+        principal: &Principal,
+        issuer_id: &str,
+        partition: i64,
+        revoked: Vec<RevokedEntry>,
+    ) -> Result<Crl> {
+        authorize(principal, Operation::SignCrl)?;
+        self.sign_crl_until(principal, issuer_id, partition, revoked, OffsetDateTime::now_utc() + CRL_LIFETIME).await
     }
 
     /// Signs a CRL whose nextUpdate is `next_update` (the end of a compromised
     /// CA's life for its final CRL, since no key will sign another).
     pub(crate) async fn sign_crl_until(
         &self,
+        principal: &Principal,
         issuer_id: &str,
         partition: i64,
         revoked: Vec<RevokedEntry>,
         next_update: OffsetDateTime,
     ) -> Result<Crl> {
-        let record = self.issuer(issuer_id).await?;
+        let record = self.issuer_record(issuer_id).await?;
         let ca = self.ca_issuer(&record).await?;
         // The root's CRL covers CA certificates, so it names no user-only scope.
         let user_certs_at = (record.role != "root").then(|| crate::crl_url(&self.base_url, issuer_id, partition));
@@ -220,7 +243,8 @@ impl Ca {
             .store
             .next_crl_number(
                 issuer_id,
-                &self.audit(
+                &audit_record(
+                    principal,
                     "crl.sign",
                     format!("issuer:{issuer_id}"),
                     json!({"issuer": issuer_id, "partition": partition, "key": record.key_id, "entries": entries}),
@@ -236,7 +260,8 @@ impl Ca {
     }
 
     /// The issuer's OCSP responder, created or renewed when missing or close to expiry.
-    pub async fn responder(&self, issuer_id: &str) -> Result<ResponderKey> {
+    pub async fn responder(&self, principal: &Principal, issuer_id: &str) -> Result<ResponderKey> {
+        authorize(principal, Operation::PublishStatus)?;
         let now = OffsetDateTime::now_utc();
         if let Some(r) = self.store.responder(issuer_id).await?
             && from_unix(r.not_after)? - now > RESPONDER_RENEW_BEFORE
@@ -244,7 +269,7 @@ impl Ca {
             let signer = self.signer(&r.key_id).await?;
             return Ok(ResponderKey { certificate_der: r.cert_der, signer, not_after: from_unix(r.not_after)? });
         }
-        let record = self.issuer(issuer_id).await?;
+        let record = self.issuer_record(issuer_id).await?;
         let key_gone = self.store.key(&record.key_id).await?.is_none_or(|k| k.status == "destroyed");
         if record.status != "active" && key_gone {
             // A compromised CA's key is gone: its last responder serves until it expires.
@@ -290,12 +315,14 @@ impl Ca {
             created_at: now.unix_timestamp(),
         };
         let audit = [
-            self.audit(
+            audit_record(
+                principal,
                 "key.generate",
                 format!("key:{key_id}"),
                 json!({"key": key_id, "algorithm": key_record.algorithm, "backend": key_record.backend, "label": key_record.label}),
             ),
-            self.audit(
+            audit_record(
+                principal,
                 "responder.issue",
                 format!("issuer:{issuer_id}"),
                 json!({"issuer": issuer_id, "key": record.key_id, "subject_key": key_id, "serial": cert.serial.to_hex(),

@@ -1,6 +1,8 @@
 //! The status publisher on a real SQLite store: pre-signing, invalidation by
 //! the revocation feed, CRL publishing. openssl reads what it signs.
 
+mod common;
+
 use std::sync::Arc;
 
 use custos_ca::{Ca, ConnectionOptions, InitOptions, IssueRequest, KeySource, StatusPublisher};
@@ -22,26 +24,29 @@ fn openssl_text(dir: &std::path::Path, der: &[u8]) -> String {
 /// one connection and `n` issued certificates.
 async fn custos_with_certificates(n: usize) -> (tempfile::TempDir, Arc<Ca>, Vec<Serial>) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ca = Ca::init(&dir.path().join("data"), &InitOptions::default(), b"pw", "test").await.expect("init");
-    ca.add_tenant("t").await.expect("tenant");
+    let ca = common::init(&dir.path().join("data"), &InitOptions::default(), b"pw").await.0;
+    ca.add_tenant(&common::ME, "t").await.expect("tenant");
     let options = ConnectionOptions {
         profile: Profile::Client,
         allowed_sans: vec![],
         key_algorithm: KeyAlgorithm::EcdsaP256,
         validity_days: None,
     };
-    ca.add_connection("t", "c", &options).await.expect("connection");
+    ca.add_connection(&common::ME, "t", "c", &options).await.expect("connection");
     let mut serials = Vec::new();
     for _ in 0..n {
         let issued = ca
-            .issue(IssueRequest {
-                tenant: "t".into(),
-                connection: "c".into(),
-                profile: None,
-                sans: vec![],
-                validity_secs: None,
-                key: KeySource::Generate(None),
-            })
+            .issue(
+                &common::ME,
+                IssueRequest {
+                    tenant: "t".into(),
+                    connection: "c".into(),
+                    profile: None,
+                    sans: vec![],
+                    validity_secs: None,
+                    key: KeySource::Generate(None),
+                },
+            )
             .await
             .expect("issue");
         serials.push(issued.record.serial.parse::<Serial>().expect("serial"));
@@ -57,14 +62,14 @@ async fn revocations_reach_cached_answers_and_crls_through_the_feed() {
     assert_eq!(publisher.presign(1_000).await.expect("presign"), 0, "already signed");
     assert_eq!(publisher.refresh().await.expect("refresh"), 0, "nothing is old yet");
 
-    let issuing = ca.issuer("issuing-1").await.expect("issuer");
+    let issuing = ca.issuer(&common::ME, "issuing-1").await.expect("issuer");
     let hashes = IssuerHashes::from_certificate(&issuing.cert_der).expect("hashes");
     let request = encode_request(&[hashes.cert_id(HashAlgorithm::Sha1, &serials[0])], None);
     let before = publisher.ocsp(&request).await;
     assert!(openssl_text(dir.path(), &before.der).contains("Cert Status: good"));
     assert_eq!(publisher.ocsp(&request).await.der, before.der, "answered from the pre-signed cache");
 
-    ca.revoke(&serials[0], Reason::KeyCompromise, None).await.expect("revoke");
+    ca.revoke(&common::ME, &serials[0], Reason::KeyCompromise, None).await.expect("revoke");
     assert_eq!(publisher.ocsp(&request).await.der, before.der, "until the feed is polled, the cache answers");
     assert_eq!(publisher.poll().await.expect("poll"), 1);
     let after = openssl_text(dir.path(), &publisher.ocsp(&request).await.der);
@@ -90,7 +95,7 @@ async fn revocations_reach_cached_answers_and_crls_through_the_feed() {
         limit: 1000,
         ..Default::default()
     };
-    let logged = ca.audit_tail(&filter).await.expect("tail");
+    let logged = ca.audit_tail(&common::ME, &filter).await.expect("tail");
     let named: Vec<String> = logged
         .iter()
         .flat_map(|e| {
@@ -130,7 +135,7 @@ async fn signing_stops_while_the_audit_log_refuses_writes_and_nothing_is_lost() 
     let publisher = StatusPublisher::start(ca.clone()).await.expect("start");
     publisher.presign(1_000).await.expect("presign");
     publisher.set_max_unlogged_signatures(20);
-    let issuing = ca.issuer("issuing-1").await.expect("issuer");
+    let issuing = ca.issuer(&common::ME, "issuing-1").await.expect("issuer");
     let hashes = IssuerHashes::from_certificate(&issuing.cert_der).expect("hashes");
     let id = hashes.cert_id(HashAlgorithm::Sha1, &serials[0]);
     let presigned = publisher.ocsp(&encode_request(std::slice::from_ref(&id), None)).await;
@@ -141,7 +146,7 @@ async fn signing_stops_while_the_audit_log_refuses_writes_and_nothing_is_lost() 
             limit: 10_000,
             ..Default::default()
         };
-        ca.audit_tail(&filter)
+        ca.audit_tail(&common::ME, &filter)
             .await
             .expect("tail")
             .iter()
@@ -154,7 +159,7 @@ async fn signing_stops_while_the_audit_log_refuses_writes_and_nothing_is_lost() 
     let logged_before = count_signed(ca.clone()).await;
 
     // The audit log now refuses every write, as a full disk or a lost database would.
-    let db = dir.path().join("data").join(custos_ca::DATABASE_FILE);
+    let db = dir.path().join("data").join("custos.db");
     sql(&db, "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'refused'); END").await;
     for n in 0..20u8 {
         let nonce = [n; 16];
@@ -184,6 +189,6 @@ async fn signing_stops_while_the_audit_log_refuses_writes_and_nothing_is_lost() 
     assert!(again.der.len() > 100, "signed again: {} bytes", again.der.len());
     publisher.poll().await.expect("poll");
     assert_eq!(count_signed(ca.clone()).await, logged_before + 22, "the two-certificate response is logged too");
-    let report = ca.verify_log(None, None).await.expect("the log verifies");
+    let report = ca.verify_log(&common::ME, None, None).await.expect("the log verifies");
     assert!(report.entries > 0);
 }

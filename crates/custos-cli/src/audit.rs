@@ -4,11 +4,11 @@ use std::path::Path;
 
 use custos_audit::tiles::tiles_for;
 use custos_audit::{Checkpoint, Expected, TileRef, Verifier, VerifierKey};
-use custos_ca::{AuditEntry, AuditFilter, Ca};
+use custos_ca::{AuditEntry, AuditFilter};
 use serde_json::json;
 
-use crate::commands::{open, open_unsealed};
 use crate::output::{json, table};
+use crate::session::{open, open_unsealed};
 use crate::{AuditCommand, Cli, CliError, TailArgs, VerifyArgs};
 
 /// How often `tail --follow` looks for new entries.
@@ -20,7 +20,8 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> Result<(), CliError> {
         AuditCommand::Tail(args) => tail(cli, args).await,
         AuditCommand::Verify(args) => verify(cli, args).await,
         AuditCommand::Proof { index } => {
-            let proof = open(cli).await?.inclusion_proof(*index).await?;
+            let s = open(cli).await?;
+            let proof = s.ca.inclusion_proof(&s.me, *index).await?;
             if cli.json {
                 return json(&proof);
             }
@@ -34,15 +35,15 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> Result<(), CliError> {
             Ok(())
         }
         AuditCommand::Checkpoint { sign } => {
-            let ca = if *sign { open_unsealed(cli).await? } else { open(cli).await? };
+            let s = if *sign { open_unsealed(cli).await? } else { open(cli).await? };
             if *sign {
-                ca.sign_checkpoint().await?;
+                s.ca.sign_checkpoint(&s.me).await?;
             }
-            let cp = ca
-                .latest_checkpoint()
-                .await?
-                .ok_or_else(|| CliError::Usage("the log has no checkpoint yet; run with --sign".into()))?;
-            let size = ca.store().audit_size().await.map_err(custos_ca::CaError::from)?;
+            let cp =
+                s.ca.latest_checkpoint()
+                    .await?
+                    .ok_or_else(|| CliError::Usage("the log has no checkpoint yet; run with --sign".into()))?;
+            let size = s.ca.audit_size().await?;
             if size > cp.size {
                 eprintln!(
                     "note: {} newer entries are not covered yet (a running `custos serve` signs within a second; or use --sign)",
@@ -57,7 +58,7 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> Result<(), CliError> {
         }
         AuditCommand::Usage { key } => usage(cli, key).await,
         AuditCommand::Key => {
-            let key = open(cli).await?.log_verifier_key().await?;
+            let key = open(cli).await?.ca.log_verifier_key().await?;
             if cli.json {
                 return json(&json!({"verifier_key": key.to_string(), "origin": key.name}));
             }
@@ -101,35 +102,35 @@ fn print_entries(cli: &Cli, entries: &[AuditEntry], header: bool) {
 }
 
 async fn tail(cli: &Cli, args: &TailArgs) -> Result<(), CliError> {
-    let ca = open(cli).await?;
+    let s = open(cli).await?;
     let mut filter = AuditFilter { action: args.action.clone(), key: args.key.clone(), from: None, limit: args.lines };
-    let first = ca.audit_tail(&filter).await?;
+    let first = s.ca.audit_tail(&s.me, &filter).await?;
     print_entries(cli, &first, true);
     if !args.follow {
         return Ok(());
     }
     let mut next = match first.last() {
         Some(e) => e.index + 1,
-        None => ca.store().audit_size().await.map_err(custos_ca::CaError::from)?,
+        None => s.ca.audit_size().await?,
     };
     filter.limit = 10_000;
     loop {
         tokio::time::sleep(FOLLOW_INTERVAL).await;
         filter.from = Some(next);
-        let new = ca.audit_tail(&filter).await?;
+        let new = s.ca.audit_tail(&s.me, &filter).await?;
         if let Some(last) = new.last() {
             next = last.index + 1;
             print_entries(cli, &new, false);
         } else {
             // Nothing matched, but skip what was scanned.
-            next = next.max(ca.store().audit_size().await.map_err(custos_ca::CaError::from)?);
+            next = next.max(s.ca.audit_size().await?);
         }
     }
 }
 
 async fn usage(cli: &Cli, key: &str) -> Result<(), CliError> {
-    let ca = open(cli).await?;
-    let usage = ca.key_usage(key).await?;
+    let s = open(cli).await?;
+    let usage = s.ca.key_usage(&s.me, key).await?;
     if cli.json {
         let rows: Vec<serde_json::Value> = usage
             .iter()
@@ -163,8 +164,8 @@ async fn verify(cli: &Cli, args: &VerifyArgs) -> Result<(), CliError> {
             (size, root, 1 + usize::from(trusted.is_some()), key.to_string())
         }
         None => {
-            let ca: Ca = open(cli).await?;
-            let report = ca.verify_log(key.as_ref(), trusted.as_deref()).await?;
+            let s = open(cli).await?;
+            let report = s.ca.verify_log(&s.me, key.as_ref(), trusted.as_deref()).await?;
             (report.entries, report.root, report.checkpoints, report.key)
         }
     };

@@ -2,59 +2,29 @@
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use custos_ca::{
-    Ca, CertificateView, ConnectionOptions, InitOptions, IssueRequest, Issued, IssuerView, KeySource, ListFilter,
+    CertificateView, ConnectionOptions, IssueRequest, Issued, IssuerView, KeyAlgorithm, KeySource, ListFilter,
     StatusFilter, policy::parse_duration,
 };
-use custos_keys::KeyAlgorithm;
 use custos_pki::{Profile, Reason, Serial};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::output::{json, table, write_private, write_public};
+use crate::session::{Session, checkpoint, open, open_unsealed, unseal};
 use crate::{
-    CaCommand, Cli, CliError, Command, ConnectionCommand, CrlArgs, IssueArgs, KeysCommand, ListArgs, RevokeArgs,
-    ServeArgs, ShowArgs, TenantCommand, passphrase,
+    CaCommand, Cli, CliError, Command, ConfigCommand, ConnectionCommand, CrlArgs, IssueArgs, KeysCommand, ListArgs,
+    RevokeArgs, ServeArgs, ShowArgs, TenantCommand, passphrase,
 };
-
-/// Who this CLI invocation acts as, for the audit log.
-pub fn actor() -> String {
-    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
-}
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match &cli.command {
-        Command::Init(args) => {
-            let algorithm: KeyAlgorithm = args.ca_algorithm.parse().map_err(custos_ca::CaError::from)?;
-            if cli.database.is_some() || cli.data_dir.join(custos_ca::DATABASE_FILE).exists() {
-                // Refuse before asking for a passphrase; Ca::init checks again atomically.
-                if Ca::open_with(&cli.data_dir, cli.database.as_deref(), &actor()).await.is_ok() {
-                    return Err(custos_ca::CaError::AlreadyInitialized { dir: cli.data_dir.clone() }.into());
-                }
-            }
-            // A token's PIN comes from its pin-source; only the soft store needs a passphrase.
-            let pw = match args.key_store {
-                None => passphrase::resolve(cli.passphrase_file.as_deref(), &cli.data_dir, true)?,
-                Some(_) => zeroize::Zeroizing::new(Vec::new()),
-            };
-            let options = InitOptions {
-                base_url: args.base_url.clone(),
-                organization: args.organization.clone(),
-                ca_algorithm: algorithm,
-                crl_partition_size: args.crl_partition_size,
-                key_store: args.key_store.clone(),
-                database: cli.database.clone(),
-            };
-            let ca = Ca::init(&cli.data_dir, &options, &pw, &actor()).await?;
-            checkpoint(&ca).await;
-            print_init(&cli, &ca).await
-        }
+        Command::Init(_) => init(&cli).await,
         Command::Tenant(TenantCommand::Add { name }) => {
-            let ca = open(&cli).await?;
-            let t = ca.add_tenant(name).await?;
+            let s = open(&cli).await?;
+            let t = s.ca.add_tenant(&s.me, name).await?;
             if cli.json {
                 json(&t)
             } else {
@@ -63,8 +33,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Tenant(TenantCommand::List) => {
-            let ca = open(&cli).await?;
-            let tenants = ca.tenants().await?;
+            let s = open(&cli).await?;
+            let tenants = s.ca.tenants(&s.me).await?;
             if cli.json {
                 return json(&tenants);
             }
@@ -74,14 +44,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Connection(ConnectionCommand::Add(args)) => {
-            let ca = open(&cli).await?;
+            let s = open(&cli).await?;
             let options = ConnectionOptions {
                 profile: args.profile.parse().map_err(custos_ca::CaError::from)?,
                 allowed_sans: args.allow_san.clone(),
                 key_algorithm: args.key_algorithm.parse().map_err(custos_ca::CaError::from)?,
                 validity_days: args.validity.as_deref().map(days).transpose()?,
             };
-            let c = ca.add_connection(&args.tenant, &args.name, &options).await?;
+            let c = s.ca.add_connection(&s.me, &args.tenant, &args.name, &options).await?;
             if cli.json {
                 json(&c)
             } else {
@@ -90,8 +60,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Connection(ConnectionCommand::List { tenant }) => {
-            let ca = open(&cli).await?;
-            let list = ca.connections(tenant.as_deref()).await?;
+            let s = open(&cli).await?;
+            let list = s.ca.connections(&s.me, tenant.as_deref()).await?;
             if cli.json {
                 return json(&list);
             }
@@ -113,9 +83,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Issue(args) => issue(&cli, args).await,
         Command::List(args) => list(&cli, args).await,
         Command::Show(args) => show(&cli, args).await,
+        Command::Ca(CaCommand::Export { id, pem: _, der, chain, out }) => {
+            ca_export(&cli, id, *der, *chain, out.as_deref()).await
+        }
+        Command::Config(ConfigCommand::Show) => config_show(&cli),
         Command::Ca(CaCommand::List) => {
-            let ca = open(&cli).await?;
-            let views: Vec<IssuerView> = ca.issuers().await?.iter().map(IssuerView::from).collect();
+            let s = open(&cli).await?;
+            let views: Vec<IssuerView> = s.ca.issuers(&s.me).await?.iter().map(IssuerView::from).collect();
             if cli.json {
                 return json(&views);
             }
@@ -131,7 +105,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             crate::demo::incident(*tenants, keep_dir.clone()).await
         }
         Command::Tenant(TenantCommand::Webhook { tenant, url }) => {
-            let secret = open(&cli).await?.set_webhook(tenant, url).await?;
+            let s = open(&cli).await?;
+            let secret = s.ca.set_webhook(&s.me, tenant, url).await?;
             if cli.json {
                 return json(&json!({"tenant": tenant, "url": url, "secret": secret}));
             }
@@ -140,7 +115,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Keys(KeysCommand::List) => {
-            let keys = open(&cli).await?.key_views().await?;
+            let s = open(&cli).await?;
+            let keys = s.ca.key_views(&s.me).await?;
             if cli.json {
                 return json(&keys);
             }
@@ -164,38 +140,6 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-/// Signs a checkpoint covering what this command logged. The command itself
-/// already succeeded and its entries are durable; a failure here only means
-/// the next signer (a running `serve`, or the next command) covers them.
-pub async fn checkpoint(ca: &Ca) {
-    if let Err(e) = ca.sign_checkpoint().await {
-        tracing::warn!(error = %e, "signing an audit checkpoint failed; the next one will cover these entries");
-    }
-}
-
-/// Opens the custos in the data directory, keys sealed.
-pub async fn open(cli: &Cli) -> Result<Ca, CliError> {
-    Ok(Ca::open_with(&cli.data_dir, cli.database.as_deref(), &actor()).await?)
-}
-
-/// Opens the custos and unseals its key store.
-pub async fn open_unsealed(cli: &Cli) -> Result<Ca, CliError> {
-    let mut ca = open(cli).await?;
-    unseal(cli, &mut ca).await?;
-    Ok(ca)
-}
-
-/// Opens the key store: the soft store with the passphrase, a token with its own PIN source.
-async fn unseal(cli: &Cli, ca: &mut Ca) -> Result<(), CliError> {
-    if ca.needs_passphrase().await? {
-        let pw = passphrase::resolve(cli.passphrase_file.as_deref(), &cli.data_dir, false)?;
-        ca.unseal(&pw).await?;
-    } else {
-        ca.unseal(b"").await?;
-    }
-    Ok(())
-}
-
 fn days(text: &str) -> Result<i64, CliError> {
     let secs = parse_duration(text)?;
     if secs % 86_400 != 0 {
@@ -204,13 +148,79 @@ fn days(text: &str) -> Result<i64, CliError> {
     Ok(secs / 86_400)
 }
 
-async fn print_init(cli: &Cli, ca: &Ca) -> Result<(), CliError> {
-    let views: Vec<IssuerView> = ca.issuers().await?.iter().map(IssuerView::from).collect();
-    if cli.json {
-        return json(&json!({"data_dir": ca.dir(), "base_url": ca.base_url(), "issuers": views}));
+async fn init(cli: &Cli) -> Result<(), CliError> {
+    let config = crate::session::config(cli)?.config;
+    // Refuse before asking for a passphrase; the store refuses again atomically.
+    if custos_node::exists(&config).await? {
+        return Err(custos_node::NodeError::AlreadyInitialized { location: custos_node::location(&config) }.into());
     }
-    println!("initialized custos in {} (base URL {})", ca.dir().display(), ca.base_url());
+    // A token's PIN comes from its pin-source; only the soft store needs a passphrase.
+    let pw = match config.key_store.backend {
+        custos_node::config::Backend::Soft => {
+            passphrase::resolve(cli.passphrase_file.as_deref(), &config.data_dir, true)?.0
+        }
+        custos_node::config::Backend::Pkcs11 => zeroize::Zeroizing::new(Vec::new()),
+    };
+    let me = custos_ca::Principal::local();
+    let ca = custos_node::init(&config, &pw, &me).await?;
+    let s = Session { ca, me, config };
+    checkpoint(&s).await;
+    print_init(cli, &s).await
+}
+
+async fn print_init(cli: &Cli, s: &Session) -> Result<(), CliError> {
+    let views: Vec<IssuerView> = s.ca.issuers(&s.me).await?.iter().map(IssuerView::from).collect();
+    let location = custos_node::location(&s.config);
+    if cli.json {
+        return json(
+            &json!({"data_dir": s.config.data_dir, "location": location, "base_url": s.ca.base_url(), "issuers": views}),
+        );
+    }
+    println!("initialized custos in {location} (base URL {})", s.ca.base_url());
     print_issuers(&views);
+    Ok(())
+}
+
+/// `custos ca export`: an issuer's certificate, and with `chain` its parents.
+async fn ca_export(cli: &Cli, id: &str, der: bool, chain: bool, out: Option<&Path>) -> Result<(), CliError> {
+    let s = open(cli).await?;
+    let mut certificates = vec![s.ca.issuer(&s.me, id).await?];
+    // Bounded: a chain is root, issuing CA and at most a few intermediates; a
+    // parent loop in a damaged database must not loop forever.
+    for _ in 0..if chain { 8 } else { 0 } {
+        let Some(parent) = certificates.last().and_then(|c| c.parent.clone()) else { break };
+        certificates.push(s.ca.issuer(&s.me, &parent).await?);
+    }
+    let bytes = if der {
+        certificates[0].cert_der.clone()
+    } else {
+        certificates.iter().map(|c| custos_pki::certificate_pem(&c.cert_der)).collect::<String>().into_bytes()
+    };
+    match out {
+        Some(path) => {
+            write_public(path, &bytes)?;
+            eprintln!("wrote {} certificate(s) of {id} to {}", certificates.len(), path.display());
+            Ok(())
+        }
+        None => std::io::stdout().write_all(&bytes).map_err(|e| CliError::Output(e.to_string())),
+    }
+}
+
+/// `custos config show`: every setting, its value and its origin.
+fn config_show(cli: &Cli) -> Result<(), CliError> {
+    let loaded = crate::session::config(cli)?;
+    let entries = loaded.entries();
+    if cli.json {
+        let list: Vec<serde_json::Value> =
+            entries.iter().map(|(k, v, o)| json!({"key": k, "value": v, "origin": o})).collect();
+        return json(&json!({"file": loaded.file, "settings": list}));
+    }
+    match &loaded.file {
+        Some(f) => println!("configuration file: {}", f.display()),
+        None => println!("configuration file: none (defaults, environment and flags only)"),
+    }
+    let rows: Vec<Vec<String>> = entries.into_iter().map(|(k, v, o)| vec![k, v, o.to_string()]).collect();
+    print!("{}", table(&["SETTING", "VALUE", "FROM"], &rows));
     Ok(())
 }
 
@@ -299,9 +309,9 @@ async fn issue(cli: &Cli, args: &IssueArgs) -> Result<(), CliError> {
             return Err(CliError::Usage(format!("{} exists; choose another --out directory", p.display())));
         }
     }
-    let ca = open_unsealed(cli).await?;
-    let issued = ca.issue(req).await?;
-    checkpoint(&ca).await;
+    let s = open_unsealed(cli).await?;
+    let issued = s.ca.issue(&s.me, req).await?;
+    checkpoint(&s).await;
     let files = write_issued(&issued, &out)?;
     let view = CertificateView::new(&issued.record, time::OffsetDateTime::now_utc().unix_timestamp());
     if cli.json {
@@ -337,7 +347,7 @@ fn write_issued(issued: &Issued, out: &Path) -> Result<Written, CliError> {
     let mut p12_password = None;
     if let Some(key) = &issued.key {
         write_private(&out.join("key.pem"), key.pkcs8_pem().as_bytes())?;
-        let pw = custos_keys::leaf::random_password().map_err(custos_ca::CaError::from)?;
+        let pw = custos_ca::random_password()?;
         let chain: Vec<&[u8]> = issued.chain.iter().map(Vec::as_slice).collect();
         let alias = format!("{}/{}", issued.record.tenant, issued.record.connection);
         let p12 = key.pkcs12(&alias, &issued.record.der, &chain, &pw).map_err(custos_ca::CaError::from)?;
@@ -385,11 +395,12 @@ async fn issue_bulk(cli: &Cli, args: &IssueArgs, from: &Path) -> Result<(), CliE
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
-    let ca = open_unsealed(cli).await?;
+    let s = open_unsealed(cli).await?;
     let started = std::time::Instant::now();
     let mut write_error = None;
-    let count = ca
-        .issue_many(requests, |batch| {
+    let count = s
+        .ca
+        .issue_many(&s.me, requests, |batch| {
             for issued in batch {
                 let line = json!({
                     "serial": issued.record.serial, "tenant": issued.record.tenant, "connection": issued.record.connection,
@@ -404,7 +415,7 @@ async fn issue_bulk(cli: &Cli, args: &IssueArgs, from: &Path) -> Result<(), CliE
             }
         })
         .await?;
-    checkpoint(&ca).await;
+    checkpoint(&s).await;
     sink.flush().map_err(|e| CliError::Output(e.to_string()))?;
     if let Some(e) = write_error {
         return Err(CliError::Output(format!("writing results: {e}")));
@@ -427,7 +438,7 @@ async fn list(cli: &Cli, args: &ListArgs) -> Result<(), CliError> {
     if args.connection.is_some() && args.tenant.is_none() {
         return Err(CliError::Usage("--connection needs --tenant".into()));
     }
-    let ca = open(cli).await?;
+    let s = open(cli).await?;
     let filter = ListFilter {
         tenant: args.tenant.clone(),
         connection: args.connection.clone(),
@@ -438,7 +449,7 @@ async fn list(cli: &Cli, args: &ListArgs) -> Result<(), CliError> {
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let views: Vec<CertificateView> =
-        ca.certificates(&filter).await?.iter().map(|c| CertificateView::new(c, now)).collect();
+        s.ca.certificates(&s.me, &filter).await?.iter().map(|c| CertificateView::new(c, now)).collect();
     if cli.json {
         return json(&views);
     }
@@ -461,8 +472,8 @@ async fn list(cli: &Cli, args: &ListArgs) -> Result<(), CliError> {
 
 async fn show(cli: &Cli, args: &ShowArgs) -> Result<(), CliError> {
     let serial: Serial = args.serial.parse().map_err(custos_ca::CaError::from)?;
-    let ca = open(cli).await?;
-    let record = ca.certificate(&serial).await?;
+    let s = open(cli).await?;
+    let record = s.ca.certificate(&s.me, &serial).await?;
     if args.pem {
         print!("{}", custos_pki::certificate_pem(&record.der));
         return Ok(());
@@ -495,15 +506,16 @@ async fn show(cli: &Cli, args: &ShowArgs) -> Result<(), CliError> {
 }
 
 async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
-    let mut ca = match Ca::open_with(&cli.data_dir, cli.database.as_deref(), &actor()).await {
+    let config = crate::session::config(cli)?.config;
+    let me = custos_ca::Principal::local();
+    let ca = match custos_node::open(&config).await {
         Ok(ca) => ca,
-        Err(custos_ca::CaError::NotInitialized { .. }) if args.dev => {
-            let (pw, path) = passphrase::write_dev(&cli.data_dir)?;
-            let options = InitOptions { database: cli.database.clone(), ..InitOptions::default() };
-            let ca = Ca::init(&cli.data_dir, &options, &pw, &actor()).await?;
+        Err(custos_node::NodeError::NotInitialized { .. }) if args.dev => {
+            let (pw, path) = passphrase::write_dev(&config.data_dir)?;
+            let ca = custos_node::init(&config, &pw, &me).await?;
             eprintln!(
                 "DEV MODE: initialized {} with a generated passphrase kept in {} (never do this in production)",
-                cli.data_dir.display(),
+                config.data_dir.display(),
                 path.display()
             );
             ca
@@ -511,30 +523,15 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
         Err(e) => return Err(e.into()),
     };
     // OCSP responses and CRLs are signed here, so serving needs the keys.
-    unseal(cli, &mut ca).await?;
-    let ca = Arc::new(ca);
-    let publisher = Arc::new(custos_ca::StatusPublisher::start(ca.clone()).await?);
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .map_err(|e| CliError::Serve(format!("cannot listen on {}: {e}", args.listen)))?;
-    let addr = listener.local_addr().map_err(|e| CliError::Serve(e.to_string()))?;
-    let tls = match (&args.tls_listen, &args.tls_cert, &args.tls_key) {
-        (Some(listen), Some(cert), Some(key)) => {
-            let config = custos_server::tls::server_config(cert, key).map_err(|e| CliError::Serve(e.to_string()))?;
-            let tcp = tokio::net::TcpListener::bind(listen)
-                .await
-                .map_err(|e| CliError::Serve(format!("cannot listen on {listen}: {e}")))?;
-            Some(custos_server::tls::TlsListener::new(tcp, config).map_err(|e| CliError::Serve(e.to_string()))?)
-        }
-        _ => None,
-    };
-    println!("custos listening on http://{addr}");
-    if let Some(l) = &tls {
-        println!("custos listening on https://{}", l.address());
+    let mut s = Session { ca, me, config };
+    unseal(cli, &mut s).await?;
+    let listeners = custos_node::Listeners::bind(&s.config).await?;
+    println!("custos listening on http://{}", listeners.plain_address()?);
+    if let Some(addr) = listeners.tls_address() {
+        println!("custos listening on https://{addr}");
     }
     std::io::stdout().flush().map_err(|e| CliError::Output(e.to_string()))?;
-    let state = Arc::new(custos_server::AppState { ca, publisher });
-    custos_server::serve(listener, tls, state).await.map_err(|e| CliError::Serve(e.to_string()))
+    Ok(custos_node::serve(&s.config, s.ca, listeners).await?)
 }
 
 async fn revoke(cli: &Cli, args: &RevokeArgs) -> Result<(), CliError> {
@@ -546,18 +543,18 @@ async fn revoke(cli: &Cli, args: &RevokeArgs) -> Result<(), CliError> {
         ),
         None => None,
     };
-    let ca = open(cli).await?;
+    let s = open(cli).await?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let revoked = match (&args.serial, &args.connection) {
         (Some(serial), _) => {
             let serial: Serial = serial.parse().map_err(custos_ca::CaError::from)?;
-            vec![ca.revoke(&serial, reason, invalidity).await?]
+            vec![s.ca.revoke(&s.me, &serial, reason, invalidity).await?]
         }
         (None, Some(conn)) => {
             let (tenant, name) = conn
                 .split_once('/')
                 .ok_or_else(|| CliError::Usage(format!("--connection {conn:?}: expected TENANT/CONNECTION")))?;
-            ca.revoke_connection(tenant, name, reason, invalidity).await?
+            s.ca.revoke_connection(&s.me, tenant, name, reason, invalidity).await?
         }
         (None, None) => {
             return Err(CliError::Usage("revoke needs a SERIAL or --connection TENANT/CONNECTION".into()));
@@ -577,20 +574,21 @@ async fn revoke(cli: &Cli, args: &RevokeArgs) -> Result<(), CliError> {
 }
 
 async fn crl(cli: &Cli, args: &CrlArgs) -> Result<(), CliError> {
-    let ca = open_unsealed(cli).await?;
+    let s = open_unsealed(cli).await?;
     let issuer = match &args.issuer {
         Some(i) => i.clone(),
-        None => ca
-            .issuers()
-            .await?
-            .into_iter()
-            .rev()
-            .find(|i| i.role == "issuing" && i.status == "active")
-            .map(|i| i.id)
-            .ok_or_else(|| CliError::Usage("no active issuing CA; name one with --issuer".into()))?,
+        None => {
+            s.ca.issuers(&s.me)
+                .await?
+                .into_iter()
+                .rev()
+                .find(|i| i.role == "issuing" && i.status == "active")
+                .map(|i| i.id)
+                .ok_or_else(|| CliError::Usage("no active issuing CA; name one with --issuer".into()))?
+        }
     };
-    let crl = ca.crl(&issuer, args.partition).await?;
-    checkpoint(&ca).await;
+    let crl = s.ca.crl(&s.me, &issuer, args.partition).await?;
+    checkpoint(&s).await;
     let bytes = if args.pem { custos_pki::to_pem("X509 CRL", &crl.der).into_bytes() } else { crl.der.clone() };
     match &args.out {
         Some(path) => {

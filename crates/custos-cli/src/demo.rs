@@ -8,9 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use custos_ca::incident::{Declaration, Scope};
-use custos_ca::{Ca, ConnectionOptions, InitOptions, IssueRequest, KeySource};
-use custos_keys::KeyAlgorithm;
-use custos_pki::{Profile, Reason};
+use custos_ca::{ConnectionOptions, IssueRequest, KeyAlgorithm, KeySource, Principal};
+use custos_pki::{Profile, Reason, Serial};
 
 use crate::CliError;
 
@@ -34,9 +33,11 @@ pub async fn incident(tenants: usize, keep: Option<PathBuf>) -> Result<(), CliEr
     let dir = keep.unwrap_or_else(|| temp.path().to_path_buf());
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let data = dir.join("data");
-    let passphrase = custos_keys::leaf::random_password().map_err(custos_ca::CaError::from)?;
+    let passphrase = custos_ca::random_password()?;
     println!("== a throwaway custos in {}", data.display());
-    let ca = Ca::init(&data, &InitOptions::default(), passphrase.as_bytes(), "demo").await?;
+    let config = custos_node::Config { data_dir: data.clone(), ..custos_node::Config::default() };
+    let me = Principal::local();
+    let ca = custos_node::init(&config, passphrase.as_bytes(), &me).await?;
     let options = ConnectionOptions {
         profile: Profile::Client,
         allowed_sans: vec![],
@@ -46,9 +47,9 @@ pub async fn incident(tenants: usize, keep: Option<PathBuf>) -> Result<(), CliEr
     let mut requests = Vec::new();
     for t in 0..tenants {
         let tenant = format!("customer-{t:03}");
-        ca.add_tenant(&tenant).await?;
+        ca.add_tenant(&me, &tenant).await?;
         for connection in ["mail-sync", "calendar-sync"] {
-            ca.add_connection(&tenant, connection, &options).await?;
+            ca.add_connection(&me, &tenant, connection, &options).await?;
             requests.push(IssueRequest {
                 tenant: tenant.clone(),
                 connection: connection.into(),
@@ -61,7 +62,7 @@ pub async fn incident(tenants: usize, keep: Option<PathBuf>) -> Result<(), CliEr
     }
     let mut first = None;
     let issued = ca
-        .issue_many(requests, |batch| {
+        .issue_many(&me, requests, |batch| {
             if first.is_none() {
                 first = batch.into_iter().next().map(|i| i.record);
             }
@@ -72,18 +73,21 @@ pub async fn incident(tenants: usize, keep: Option<PathBuf>) -> Result<(), CliEr
     println!("   the vendor's issuing CA key is stolen. One command finds everyone affected:\n");
 
     let view = ca
-        .declare_incident(&Declaration {
-            scope: Scope::Issuer("issuing-1".into()),
-            reason: Reason::KeyCompromise,
-            since: Some(time::OffsetDateTime::now_utc() - time::Duration::hours(1)),
-            note: "demo: issuing CA key found on a paste site".into(),
-        })
+        .declare_incident(
+            &me,
+            &Declaration {
+                scope: Scope::Issuer("issuing-1".into()),
+                reason: Reason::KeyCompromise,
+                since: Some(time::OffsetDateTime::now_utc() - time::Duration::hours(1)),
+                note: "demo: issuing CA key found on a paste site".into(),
+            },
+        )
         .await?;
     println!(
         "$ custos incident declare --compromised issuer:issuing-1\n   {}: {} certificates on {} connections of {} tenants affected",
         view.id, view.affected_certificates, view.affected_connections, view.affected_tenants
     );
-    let summary = ca.execute_incident(&view.id, &dir.join("replacements.jsonl"), &|_| {}).await?;
+    let summary = ca.execute_incident(&me, &view.id, &dir.join("replacements.jsonl"), &|_| {}).await?;
     println!(
         "$ custos incident execute {} --yes\n   new CA {}; {} revoked in {:.2}s; {} replacements issued in {:.2}s",
         view.id,
@@ -95,19 +99,15 @@ pub async fn incident(tenants: usize, keep: Option<PathBuf>) -> Result<(), CliEr
     );
 
     // Ask a running server, with openssl, about the old certificate and its replacement.
-    let connections = ca.store().incident_connections(&view.id).await.map_err(custos_ca::CaError::from)?;
+    let connections = ca.incident_status(&me, &view.id).await?.connections;
     let replacement = connections
         .iter()
         .find(|c| c.tenant == old.tenant && c.connection == old.connection)
         .and_then(|c| c.replacement.clone())
         .ok_or_else(|| CliError::Output("no replacement recorded".into()))?;
-    let new = ca
-        .store()
-        .certificate(&replacement)
-        .await
-        .map_err(custos_ca::CaError::from)?
-        .ok_or_else(|| CliError::Output("replacement missing".into()))?;
-    let issuers = ca.issuers().await?;
+    let replacement: Serial = replacement.parse().map_err(custos_ca::CaError::from)?;
+    let new = ca.certificate(&me, &replacement).await?;
+    let issuers = ca.issuers(&me).await?;
     let pem = |name: &str, der: &[u8]| -> Result<PathBuf, CliError> {
         let path = dir.join(name);
         std::fs::write(&path, custos_pki::certificate_pem(der)).map_err(io(&path))?;
@@ -157,11 +157,11 @@ pub async fn incident(tenants: usize, keep: Option<PathBuf>) -> Result<(), CliEr
     }
     drop(_server);
 
-    let mut ca = Ca::open(&data, "demo").await?;
-    ca.unseal(passphrase.as_bytes()).await?;
+    let mut ca = custos_node::open(&config).await?;
+    custos_node::unseal(&config, &mut ca, passphrase.as_bytes()).await?;
     // The first customer confirms its new certificate is in place.
-    ca.ack_incident(&view.id, &old.tenant, &old.connection).await?;
-    let report = ca.incident_report(&view.id).await?;
+    ca.ack_incident(&me, &view.id, &old.tenant, &old.connection).await?;
+    let report = ca.incident_report(&me, &view.id).await?;
     println!("\n== the report (custos incident report {})", view.id);
     for e in &report.timeline {
         println!("   {}  {}", e.time, e.event);

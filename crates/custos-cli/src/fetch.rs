@@ -3,7 +3,7 @@
 //! Plain http only: everything fetched is checked against a signed
 //! checkpoint and a pinned key, so transport security adds no integrity.
 
-use custos_server::client::HttpConnection;
+use custos_node::client::HttpConnection;
 use hyper::body::Bytes;
 
 use crate::CliError;

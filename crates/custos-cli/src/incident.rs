@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use custos_ca::incident::{Declaration, IncidentReport, IncidentStatus, IncidentView, Progress};
 use serde_json::json;
 
-use crate::commands::{open, open_unsealed};
 use crate::output::{json, table};
+use crate::session::{Session, checkpoint, open, open_unsealed};
 use crate::{Cli, CliError, DeclareArgs, IncidentCommand};
 
 /// How long `execute` and `notify` keep delivering notifications before leaving the rest to `serve`.
@@ -20,7 +20,8 @@ pub async fn run(cli: &Cli, command: &IncidentCommand) -> Result<(), CliError> {
         IncidentCommand::Declare(args) => declare(cli, args).await,
         IncidentCommand::Execute { id, yes, keys_out } => execute(cli, id, *yes, keys_out.clone()).await,
         IncidentCommand::Status { id } => {
-            let status = open(cli).await?.incident_status(id).await?;
+            let s = open(cli).await?;
+            let status = s.ca.incident_status(&s.me, id).await?;
             if cli.json {
                 return json(&status);
             }
@@ -31,7 +32,8 @@ pub async fn run(cli: &Cli, command: &IncidentCommand) -> Result<(), CliError> {
             let (tenant, name) = connection
                 .split_once('/')
                 .ok_or_else(|| CliError::Usage(format!("--connection {connection:?}: expected TENANT/CONNECTION")))?;
-            let c = open(cli).await?.ack_incident(id, tenant, name).await?;
+            let s = open(cli).await?;
+            let c = s.ca.ack_incident(&s.me, id, tenant, name).await?;
             if cli.json {
                 return json(&c);
             }
@@ -39,7 +41,8 @@ pub async fn run(cli: &Cli, command: &IncidentCommand) -> Result<(), CliError> {
             Ok(())
         }
         IncidentCommand::Close { id } => {
-            let r = open(cli).await?.close_incident(id).await?;
+            let s = open(cli).await?;
+            let r = s.ca.close_incident(&s.me, id).await?;
             if cli.json {
                 return json(&r);
             }
@@ -47,7 +50,8 @@ pub async fn run(cli: &Cli, command: &IncidentCommand) -> Result<(), CliError> {
             Ok(())
         }
         IncidentCommand::Report { id, markdown } => {
-            let report = open(cli).await?.incident_report(id).await?;
+            let s = open(cli).await?;
+            let report = s.ca.incident_report(&s.me, id).await?;
             if cli.json {
                 return json(&report);
             }
@@ -55,10 +59,10 @@ pub async fn run(cli: &Cli, command: &IncidentCommand) -> Result<(), CliError> {
             Ok(())
         }
         IncidentCommand::Notify { id } => {
-            let ca = open(cli).await?;
-            ca.incident(id).await?;
-            let delivered = deliver(&ca).await?;
-            let status = ca.incident_status(id).await?;
+            let s = open(cli).await?;
+            s.ca.incident(&s.me, id).await?;
+            let delivered = deliver(&s).await?;
+            let status = s.ca.incident_status(&s.me, id).await?;
             if cli.json {
                 return json(&json!({"delivered_now": delivered, "delivered": status.notifications.delivered,
                                     "pending": status.notifications.pending}));
@@ -70,7 +74,8 @@ pub async fn run(cli: &Cli, command: &IncidentCommand) -> Result<(), CliError> {
             Ok(())
         }
         IncidentCommand::List => {
-            let list = open(cli).await?.incidents().await?;
+            let s = open(cli).await?;
+            let list = s.ca.incidents(&s.me).await?;
             if cli.json {
                 return json(&list);
             }
@@ -107,7 +112,8 @@ async fn declare(cli: &Cli, args: &DeclareArgs) -> Result<(), CliError> {
         since,
         note: args.note.clone(),
     };
-    let view = open(cli).await?.declare_incident(&declaration).await?;
+    let s = open(cli).await?;
+    let view = s.ca.declare_incident(&s.me, &declaration).await?;
     if cli.json {
         return json(&view);
     }
@@ -148,8 +154,8 @@ fn print_view(v: &IncidentView) {
 }
 
 async fn execute(cli: &Cli, id: &str, yes: bool, keys_out: Option<PathBuf>) -> Result<(), CliError> {
-    let ca = open_unsealed(cli).await?;
-    let view = ca.incident_view(id).await?;
+    let s = open_unsealed(cli).await?;
+    let view = s.ca.incident_view(&s.me, id).await?;
     if !yes {
         if !std::io::stdin().is_terminal() {
             return Err(CliError::Usage(format!(
@@ -192,11 +198,11 @@ async fn execute(cli: &Cli, id: &str, yes: bool, keys_out: Option<PathBuf>) -> R
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     };
-    let summary = ca.execute_incident(id, &keys_file, &progress).await?;
+    let summary = s.ca.execute_incident(&s.me, id, &keys_file, &progress).await?;
     bar.finish_and_clear();
-    crate::commands::checkpoint(&ca).await;
-    let delivered = deliver(&ca).await?;
-    let status = ca.incident_status(id).await?;
+    checkpoint(&s).await;
+    let delivered = deliver(&s).await?;
+    let status = s.ca.incident_status(&s.me, id).await?;
     if cli.json {
         return json(&json!({"summary": summary, "notifications_delivered_now": delivered, "status": status.states}));
     }
@@ -223,14 +229,13 @@ async fn execute(cli: &Cli, id: &str, yes: bool, keys_out: Option<PathBuf>) -> R
 }
 
 /// Delivers due notifications until none is due or the budget is spent.
-async fn deliver(ca: &custos_ca::Ca) -> Result<usize, CliError> {
+async fn deliver(s: &Session) -> Result<usize, CliError> {
     let started = Instant::now();
     let mut total = 0;
     while started.elapsed() < DELIVERY_BUDGET {
-        let n = custos_server::webhooks::deliver_due(ca).await?;
+        let n = s.ca.deliver_due(&s.me, &custos_node::HttpTransport).await?;
         total += n;
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        if ca.store().outbox_due(now, 1).await.map_err(custos_ca::CaError::from)?.is_empty() {
+        if !s.ca.notifications_due().await? {
             break;
         }
         if n == 0 {

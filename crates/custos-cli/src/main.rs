@@ -11,6 +11,7 @@ mod fetch;
 mod incident;
 mod output;
 mod passphrase;
+mod session;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,13 +22,16 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "custos", version, about)]
 pub struct Cli {
-    /// Data directory holding the database and sealed keys.
-    #[arg(long, global = true, env = "CUSTOS_DATA", default_value = "custos-data")]
-    pub data_dir: PathBuf,
-    /// The database: a postgres:// URL shared by several nodes (default: the SQLite file in the data directory).
-    #[arg(long, global = true, env = "CUSTOS_DATABASE")]
+    /// The configuration file (TOML); default: CUSTOS_CONFIG, else custos.toml in the data directory if it exists.
+    #[arg(long, global = true, env = "CUSTOS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory holding the database and sealed keys [env CUSTOS_DATA; default custos-data].
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// The database: a postgres:// URL shared by several nodes [env CUSTOS_DATABASE; default: the SQLite file in the data directory].
+    #[arg(long, global = true)]
     pub database: Option<String>,
-    /// File holding the key store passphrase (else CUSTOS_PASSPHRASE, else a prompt).
+    /// File holding the key store passphrase (wins over CUSTOS_PASSPHRASE; else the dev passphrase file, else a prompt).
     #[arg(long, global = true)]
     pub passphrase_file: Option<PathBuf>,
     /// Print machine-readable JSON instead of tables.
@@ -76,26 +80,37 @@ pub enum Command {
     /// Read, prove and verify the Merkle audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The effective configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `custos config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print every setting, its value and where it came from (file, environment, flag, default); secrets redacted.
+    Show,
 }
 
 /// `custos init`.
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// Public base URL written into every certificate's CRL and OCSP/caIssuers URLs.
-    #[arg(long, default_value = custos_ca::DEFAULT_BASE_URL)]
-    pub base_url: String,
-    /// Organization name in the CA subjects.
-    #[arg(long, default_value = "custos")]
-    pub organization: String,
-    /// CA key algorithm: p256, p384, rsa2048, rsa3072, rsa4096, ed25519.
-    #[arg(long, default_value = "p256")]
-    pub ca_algorithm: String,
-    /// Certificates per CRL partition (each partition has its own CRL and CDP).
-    #[arg(long, default_value_t = custos_ca::DEFAULT_CRL_PARTITION_SIZE)]
-    pub crl_partition_size: i64,
-    /// Keep CA keys on a PKCS#11 token instead of the sealed soft store, e.g.
+    /// Public base URL written into every certificate's CRL and OCSP/caIssuers URLs [config base_url; default http://127.0.0.1:8080].
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// Organization name in the CA subjects [config init.organization; default custos].
+    #[arg(long)]
+    pub organization: Option<String>,
+    /// CA key algorithm: p256, p384, rsa2048, rsa3072, rsa4096, ed25519 [config init.ca_algorithm; default p256].
+    #[arg(long)]
+    pub ca_algorithm: Option<String>,
+    /// Certificates per CRL partition (each partition has its own CRL and CDP) [config init.crl_partition_size; default 250000].
+    #[arg(long)]
+    pub crl_partition_size: Option<i64>,
+    /// Keep CA keys on a PKCS#11 token instead of the sealed soft store [config key_store; env CUSTOS_KEY_STORE], e.g.
     /// 'pkcs11:token=custos-ca?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/custos/pin'.
-    #[arg(long, env = "CUSTOS_KEY_STORE")]
+    /// init writes it to custos.toml in the data directory, where later commands find it.
+    #[arg(long)]
     pub key_store: Option<String>,
 }
 
@@ -403,21 +418,38 @@ pub struct VerifyArgs {
 pub enum CaCommand {
     /// List the issuers.
     List,
+    /// Print an issuer's certificate (PEM by default), with --chain its parents up to the root.
+    Export {
+        /// Issuer id (see `custos ca list`).
+        id: String,
+        /// PEM (the default).
+        #[arg(long, conflicts_with = "der")]
+        pem: bool,
+        /// DER (one certificate only).
+        #[arg(long, conflicts_with = "chain")]
+        der: bool,
+        /// Append the parents, up to the root.
+        #[arg(long)]
+        chain: bool,
+        /// Write to this file (created new) instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 /// `custos serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: String,
-    /// Also serve HTTPS here: TLS 1.3, and TLS 1.2 with ECDHE only (needs --tls-cert and --tls-key).
+    /// Address to listen on [config serve.listen; default 127.0.0.1:8080].
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Also serve HTTPS here: TLS 1.3, and TLS 1.2 with ECDHE only (needs --tls-cert and --tls-key) [config serve.tls_listen].
     #[arg(long, requires_all = ["tls_cert", "tls_key"])]
     pub tls_listen: Option<String>,
-    /// PEM certificate chain for the TLS listener, leaf first.
+    /// PEM certificate chain for the TLS listener, leaf first [config serve.tls_cert].
     #[arg(long, requires = "tls_listen")]
     pub tls_cert: Option<PathBuf>,
-    /// PEM private key (PKCS#8) for the TLS listener.
+    /// PEM private key (PKCS#8) for the TLS listener [config serve.tls_key].
     #[arg(long, requires = "tls_listen")]
     pub tls_key: Option<PathBuf>,
     /// Development mode: initialize the data directory on first start, keeping a
@@ -432,6 +464,9 @@ pub enum CliError {
     /// custos refused or failed.
     #[error(transparent)]
     Ca(#[from] custos_ca::CaError),
+    /// The configuration, store or key store could not be put together.
+    #[error(transparent)]
+    Node(#[from] custos_node::NodeError),
     /// A file could not be read or written.
     #[error("cannot use {}: {source}", path.display())]
     Io {
@@ -464,8 +499,12 @@ pub enum CliError {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The log filter is part of the configuration; if that cannot be read, the
+    // command reports why below, with logging at its default.
+    let filter = session::config(&cli).map(|c| c.config.log.level).unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CUSTOS_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     match commands::run(cli).await {

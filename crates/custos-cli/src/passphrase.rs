@@ -1,7 +1,8 @@
-//! Where the key store passphrase comes from, in order: `CUSTOS_PASSPHRASE`,
-//! `--passphrase-file`, the dev passphrase file that `serve --dev` writes, a
-//! prompt on a terminal.
+//! Where the key store passphrase comes from, in order: `--passphrase-file`,
+//! `CUSTOS_PASSPHRASE`, the dev passphrase file that `serve --dev` writes, a
+//! prompt on a terminal. Errors about a wrong passphrase name the source.
 
+use std::fmt;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -12,21 +13,45 @@ use crate::CliError;
 /// The file `serve --dev` keeps its generated passphrase in, inside the data directory.
 pub const DEV_PASSPHRASE_FILE: &str = "dev-passphrase";
 
+/// Where a passphrase came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `--passphrase-file`.
+    Flag(PathBuf),
+    /// `CUSTOS_PASSPHRASE`.
+    Env,
+    /// The data directory's dev passphrase file.
+    Dev(PathBuf),
+    /// Typed at the prompt.
+    Prompt,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Flag(p) => write!(f, "--passphrase-file {}", p.display()),
+            Source::Env => f.write_str("the CUSTOS_PASSPHRASE environment variable"),
+            Source::Dev(p) => write!(f, "the dev passphrase file {}", p.display()),
+            Source::Prompt => f.write_str("the prompt"),
+        }
+    }
+}
+
 /// Finds the passphrase; `confirm` asks twice on a prompt (for `init`).
-pub fn resolve(file: Option<&Path>, data_dir: &Path, confirm: bool) -> Result<Zeroizing<Vec<u8>>, CliError> {
+pub fn resolve(file: Option<&Path>, data_dir: &Path, confirm: bool) -> Result<(Zeroizing<Vec<u8>>, Source), CliError> {
+    if let Some(f) = file {
+        return Ok((read_file(f)?, Source::Flag(f.to_path_buf())));
+    }
     if let Some(p) = std::env::var_os("CUSTOS_PASSPHRASE") {
         let p = Zeroizing::new(p.into_encoded_bytes());
         if p.is_empty() {
             return Err(CliError::Passphrase("CUSTOS_PASSPHRASE is set but empty".into()));
         }
-        return Ok(p);
-    }
-    if let Some(f) = file {
-        return read_file(f);
+        return Ok((p, Source::Env));
     }
     let dev = data_dir.join(DEV_PASSPHRASE_FILE);
     if dev.exists() {
-        return read_file(&dev);
+        return Ok((read_file(&dev)?, Source::Dev(dev)));
     }
     if std::io::stdin().is_terminal() {
         let first = Zeroizing::new(
@@ -43,11 +68,26 @@ pub fn resolve(file: Option<&Path>, data_dir: &Path, confirm: bool) -> Result<Ze
         if first.is_empty() {
             return Err(CliError::Passphrase("empty passphrase".into()));
         }
-        return Ok(Zeroizing::new(first.as_bytes().to_vec()));
+        return Ok((Zeroizing::new(first.as_bytes().to_vec()), Source::Prompt));
     }
     Err(CliError::Passphrase(
-        "no passphrase: set CUSTOS_PASSPHRASE, pass --passphrase-file, or run on a terminal to be prompted".into(),
+        "no passphrase: pass --passphrase-file, set CUSTOS_PASSPHRASE, or run on a terminal to be prompted".into(),
     ))
+}
+
+/// Says where a wrong passphrase came from (and that a dev passphrase exists
+/// when the environment's one shadowed it); other errors pass unchanged.
+pub fn explain(e: custos_node::NodeError, source: &Source) -> CliError {
+    if !matches!(e, custos_node::NodeError::WrongPassphrase) {
+        return e.into();
+    }
+    let mut message = format!("wrong passphrase: the one from {source} does not unseal this key store");
+    if let Source::Env = source {
+        message.push_str(&format!(
+            " (if this data directory was made by `serve --dev`, unset CUSTOS_PASSPHRASE: its passphrase is in {DEV_PASSPHRASE_FILE} beside the database)"
+        ));
+    }
+    CliError::Passphrase(message)
 }
 
 fn read_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, CliError> {
@@ -63,7 +103,7 @@ fn read_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, CliError> {
 
 /// Writes a new random dev passphrase, readable only by its owner.
 pub fn write_dev(data_dir: &Path) -> Result<(Zeroizing<Vec<u8>>, PathBuf), CliError> {
-    let pw = custos_keys::leaf::random_password().map_err(|e| CliError::Passphrase(e.to_string()))?;
+    let pw = custos_ca::random_password()?;
     std::fs::create_dir_all(data_dir).map_err(|e| CliError::Io { path: data_dir.to_path_buf(), source: e })?;
     let path = data_dir.join(DEV_PASSPHRASE_FILE);
     crate::output::write_private(&path, pw.as_bytes())?;

@@ -136,3 +136,89 @@ fn bad_token_settings_are_clear_errors_that_create_nothing() {
         assert!(!env.data_dir().join("custos.db").exists(), "a failed init leaves no database");
     }
 }
+
+/// Builds a shared library that, when loaded, creates the file named by
+/// CUSTOS_EVIL_MARKER; checks with Python's ctypes that loading it does.
+fn marker_library(env: &Env) -> std::path::PathBuf {
+    let src = env.path("evil.c");
+    std::fs::write(
+        &src,
+        "#include <stdio.h>\n#include <stdlib.h>\n\
+         __attribute__((constructor)) static void loaded(void) {\n\
+           const char *p = getenv(\"CUSTOS_EVIL_MARKER\");\n\
+           if (p) { FILE *f = fopen(p, \"w\"); if (f) { fputs(\"loaded\\n\", f); fclose(f); } }\n\
+         }\n",
+    )
+    .expect("write evil.c");
+    let lib = env.path("libevil.so");
+    sh("gcc", &["-shared", "-fPIC", "-o", lib.to_str().expect("p"), src.to_str().expect("p")]);
+    let probe = env.path("probe-marker");
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import ctypes,sys; ctypes.CDLL(sys.argv[1])", lib.to_str().expect("p")])
+        .env("CUSTOS_EVIL_MARKER", &probe)
+        .output()
+        .expect("python3");
+    assert!(out.status.success() && probe.exists(), "the marker library leaves its marker when loaded");
+    lib
+}
+
+#[test]
+fn a_module_path_written_into_the_database_is_never_loaded() {
+    let Some(uri) = token_uri() else { return };
+    let env = Env::new();
+    let out = env.command().env_remove("CUSTOS_PASSPHRASE").args(["init", "--key-store", &uri]).output().expect("init");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        env.data_dir().join("custos.toml").exists(),
+        "init keeps the key store's configuration beside the database"
+    );
+
+    // Someone who can write the database names a library of their choosing.
+    let lib = marker_library(&env);
+    let mut evil = custos_keys::pkcs11::TokenConfig::parse(&uri).expect("uri");
+    evil.module_path = lib.clone();
+    let db = env.data_dir().join("custos.db");
+    sh(
+        "python3",
+        &[
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE meta SET value=? WHERE key='key_store'\", (sys.argv[2],)); c.commit()",
+            db.to_str().expect("p"),
+            &evil.uri(),
+        ],
+    );
+
+    // An unsealing command refuses, names both modules, and never loads the library:
+    // with the configured token (custos.toml from init) ...
+    let marker = env.path("marker");
+    let run = |env_key_store: Option<&str>| {
+        let mut c = env.command();
+        c.env_remove("CUSTOS_PASSPHRASE").env("CUSTOS_EVIL_MARKER", &marker).args(["crl"]);
+        match env_key_store {
+            Some(k) => c.env("CUSTOS_KEY_STORE", k),
+            None => c.env_remove("CUSTOS_KEY_STORE"),
+        };
+        c.output().expect("custos crl")
+    };
+    let out = run(None);
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains(lib.to_str().expect("p")), "names the recorded module: {said}");
+    assert!(said.contains("libsofthsm2.so"), "names the configured module: {said}");
+    assert!(said.contains("the module was not loaded"), "{said}");
+    assert!(!marker.exists(), "the library named by the database was loaded");
+
+    // ... and with no key store configured at all: refused, nothing loaded.
+    std::fs::remove_file(env.data_dir().join("custos.toml")).expect("remove custos.toml");
+    let out = run(None);
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("nothing named in the database is loaded"), "{said}");
+    assert!(!marker.exists(), "the library named by the database was loaded");
+
+    // The operator's configuration (here CUSTOS_KEY_STORE) still opens the real token.
+    let out = run(Some(&uri));
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "the database still names another module: {said}");
+    assert!(!marker.exists());
+}

@@ -6,8 +6,11 @@ pub enum KeyError {
     #[error("wrong passphrase: it does not unseal this key store")]
     WrongPassphrase,
     /// An algorithm name we do not know or do not allow.
-    #[error("unsupported key algorithm {0:?} (expected one of p256, p384, rsa2048, rsa3072, rsa4096, ed25519)")]
-    UnsupportedAlgorithm(String),
+    #[error(transparent)]
+    UnsupportedAlgorithm(#[from] custos_types::UnsupportedAlgorithm),
+    /// A backend could not sign.
+    #[error(transparent)]
+    Sign(#[from] custos_types::SignError),
     /// The key belongs to another backend than the one asked to open it.
     #[error("key belongs to backend {found:?}, not {expected:?}")]
     BackendMismatch {

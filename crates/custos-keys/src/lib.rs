@@ -14,25 +14,13 @@ pub mod leaf;
 pub mod pkcs11;
 pub mod soft;
 
-mod algorithm;
 mod error;
 mod signer;
 
 use std::sync::Arc;
 
-pub use algorithm::{KeyAlgorithm, KeyId, PublicKey};
+pub use custos_types::{KeyAlgorithm, KeyId, PublicKey, SignError, Signer, UnsupportedAlgorithm};
 pub use error::KeyError;
-
-/// A key that signs through its backend; key bytes never cross this trait.
-pub trait Signer: Send + Sync {
-    /// The algorithm of the key, which fixes the signature algorithm.
-    fn algorithm(&self) -> KeyAlgorithm;
-    /// The public half of the key.
-    fn public_key(&self) -> &PublicKey;
-    /// Signs `message` and returns the signature as X.509 encodes it
-    /// (DER `Ecdsa-Sig-Value` for ECDSA, raw for RSA PKCS#1 v1.5 and Ed25519).
-    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError>;
-}
 
 /// Where a stored key lives: the backend's name and its opaque address.
 ///

@@ -24,7 +24,7 @@ use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use zeroize::Zeroizing;
 
-use crate::{GeneratedKey, KeyAlgorithm, KeyError, KeyReference, KeyStore, PublicKey, Signer};
+use crate::{GeneratedKey, KeyAlgorithm, KeyError, KeyReference, KeyStore, PublicKey, SignError, Signer};
 
 /// The backend name in [`KeyReference::backend`].
 pub const BACKEND: &str = "pkcs11";
@@ -663,7 +663,13 @@ impl Signer for Pkcs11Signer {
         &self.public
     }
 
-    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
+        self.sign_on_token(message).map_err(|e| SignError { backend: BACKEND, detail: e.to_string() })
+    }
+}
+
+impl Pkcs11Signer {
+    fn sign_on_token(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
         // SoftHSM (and many HSMs) have no CKM_ECDSA_SHA256: hash here, sign the digest.
         let (mechanism, input): (Mechanism<'_>, Vec<u8>) = match self.algorithm {
             KeyAlgorithm::EcdsaP256 => (Mechanism::Ecdsa, digest::digest(&digest::SHA256, message).as_ref().to_vec()),

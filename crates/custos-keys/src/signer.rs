@@ -6,7 +6,7 @@ use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
 use zeroize::Zeroizing;
 
-use crate::{KeyAlgorithm, KeyError, PublicKey, Signer};
+use crate::{KeyAlgorithm, KeyError, PublicKey, SignError, Signer};
 
 /// A private key held by aws-lc-rs; AWS-LC wipes it when it is freed.
 pub(crate) struct MemorySigner {
@@ -107,8 +107,9 @@ impl Signer for MemorySigner {
         &self.public
     }
 
-    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
-        let failed = KeyError::Crypto { operation: "sign" };
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
+        // Only the soft store signs with a MemorySigner (a leaf key is handed out, never used here).
+        let failed = SignError { backend: "soft", detail: "AWS-LC refused to sign".into() };
         match &self.key {
             Inner::Ecdsa(k) => Ok(k.sign(&self.rng, message).map_err(|_| failed)?.as_ref().to_vec()),
             Inner::Rsa(k) => {

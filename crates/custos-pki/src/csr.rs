@@ -4,7 +4,7 @@
 //! subject, SANs and extensions of the certificate come from custos policy,
 //! so nothing a requester asks for in the CSR can widen what it gets.
 
-use custos_keys::{KeyAlgorithm, PublicKey};
+use custos_types::{KeyAlgorithm, PublicKey};
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::oid_registry::{
     OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION, OID_PKCS1_RSASSAPSS,

@@ -34,20 +34,20 @@ pub(crate) fn authority_info_access(ocsp: &str, ca_issuers: &str) -> Vec<u8> {
 }
 
 /// The DER AlgorithmIdentifier of the signatures a key makes.
-pub(crate) fn signature_algorithm(alg: custos_keys::KeyAlgorithm) -> &'static [u8] {
+pub(crate) fn signature_algorithm(alg: custos_types::KeyAlgorithm) -> &'static [u8] {
     match alg {
-        custos_keys::KeyAlgorithm::EcdsaP256 => {
+        custos_types::KeyAlgorithm::EcdsaP256 => {
             &[0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]
         }
-        custos_keys::KeyAlgorithm::EcdsaP384 => {
+        custos_types::KeyAlgorithm::EcdsaP384 => {
             &[0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03]
         }
-        custos_keys::KeyAlgorithm::Rsa2048
-        | custos_keys::KeyAlgorithm::Rsa3072
-        | custos_keys::KeyAlgorithm::Rsa4096 => {
+        custos_types::KeyAlgorithm::Rsa2048
+        | custos_types::KeyAlgorithm::Rsa3072
+        | custos_types::KeyAlgorithm::Rsa4096 => {
             &[0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b, 0x05, 0x00]
         }
-        custos_keys::KeyAlgorithm::Ed25519 => &[0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70],
+        custos_types::KeyAlgorithm::Ed25519 => &[0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70],
     }
 }
 

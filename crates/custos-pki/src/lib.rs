@@ -3,7 +3,7 @@
 //! OCSP request parsing and response encoding, and inspection.
 //!
 //! No I/O and no key material: signing goes through a
-//! [`custos_keys::Signer`] handed in by the caller. Everything here takes bytes
+//! [`custos_types::Signer`] handed in by the caller. Everything here takes bytes
 //! and returns bytes, so it can be tested against vectors and fuzzed.
 
 pub mod crl;

@@ -3,7 +3,7 @@
 //! everything an untrusted client sends goes through ~100 bounds-checked lines.
 
 use aws_lc_rs::digest;
-use custos_keys::Signer;
+use custos_types::Signer;
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 

@@ -5,12 +5,12 @@
 //! caIssuers), the audit log as C2SP tlog-tiles (`/audit/checkpoint`,
 //! `/audit/tile/...`, and `/audit/key` for convenience) and `/healthz`. Errors outside OCSP are RFC 9457 problem+json;
 //! OCSP errors are OCSP error statuses, as clients expect. Not here: any rule
-//! about what may be issued (custos-ca) or any key material (custos-keys).
+//! about what may be issued (custos-ca), any key material (custos-keys), the
+//! database (custos-store), or the background jobs that keep OCSP and CRLs
+//! current (custos-node runs them).
 
-pub mod client;
 pub mod http;
 pub mod tls;
-pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,25 +22,17 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use custos_ca::{Ca, CaError, OcspAnswer, StatusPublisher};
+use custos_ca::{Ca, CaError, OcspAnswer, Principal, StatusPublisher};
 use time::OffsetDateTime;
 
 /// Request bodies larger than this are refused with 413 before a handler runs.
 /// A real OCSP request is under 200 bytes; 16 certificates with a nonce fit in 2 KiB.
 pub const MAX_BODY_BYTES: usize = 8 * 1024;
-/// Certificates per issuer whose OCSP responses are signed at start-up.
-pub const PRESIGN: i64 = 50_000;
-/// How often responder certificates are checked for renewal.
-pub const RESPONDER_RENEWAL: Duration = Duration::from_secs(3600);
-/// How often the audit log gets a new signed checkpoint while entries arrive.
-pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// A connection is closed when a request's head has not arrived this long
 /// after the connection opened or its previous response was sent, and a
 /// request not completed this long after its head gets 408: idle or trickling
 /// clients cannot hold connections (and their memory) forever.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the revocation feed is polled: the bound on cross-process staleness.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Shared state of the handlers.
 pub struct AppState {
@@ -67,125 +59,46 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` (and on `tls`, if given) until ctrl-c or
-/// SIGTERM, polling the revocation feed and renewing responders in the background.
+/// Serves `router` on `listener` (and on `tls`, if given) until `shutdown`
+/// resolves: in-flight requests finish, idle connections close.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<tls::TlsListener>,
     state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let hot: Arc<dyn http::HotPath> = Arc::new(OcspHotPath(state.clone()));
+    // One shutdown for both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let secure = tls.map(|l| {
         let app = router(state.clone());
-        tokio::spawn(http::serve(l, app, Some(hot.clone()), IDLE_TIMEOUT, shutdown_signal()))
+        let mut stopped = stopped.clone();
+        tokio::spawn(http::serve(l, app, Some(hot.clone()), IDLE_TIMEOUT, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }))
     });
-    let p = state.publisher.clone();
-    let tasks = [
-        tokio::spawn(every(POLL_INTERVAL, "applying revocations", {
-            let p = p.clone();
-            move || {
-                let p = p.clone();
-                async move { p.poll().await }
-            }
-        })),
-        // Apart from the poll, so that signing a large CRL never delays OCSP.
-        tokio::spawn(every(POLL_INTERVAL, "signing CRLs", {
-            let p = p.clone();
-            move || {
-                let p = p.clone();
-                async move { p.publish_crls().await }
-            }
-        })),
-        tokio::spawn(every(CHECKPOINT_INTERVAL, "signing an audit checkpoint", {
-            let ca = state.ca.clone();
-            move || {
-                let ca = ca.clone();
-                async move { ca.sign_checkpoint().await }
-            }
-        })),
-        tokio::spawn(every(Duration::from_secs(1), "delivering webhook notifications", {
-            let ca = state.ca.clone();
-            move || {
-                let ca = ca.clone();
-                async move { webhooks::deliver_due(&ca).await }
-            }
-        })),
-        tokio::spawn(every(RESPONDER_RENEWAL, "renewing OCSP responders", {
-            let p = p.clone();
-            move || {
-                let p = p.clone();
-                async move { p.reload_issuers().await }
-            }
-        })),
-        tokio::spawn({
-            let p = p.clone();
-            async move {
-                match p.presign(PRESIGN).await {
-                    Ok(n) => tracing::info!(responses = n, "OCSP responses pre-signed"),
-                    Err(e) => tracing::error!(error = %e, "pre-signing OCSP responses failed"),
-                }
-                every(Duration::from_secs(60), "refreshing OCSP responses", move || {
-                    let p = p.clone();
-                    async move { p.refresh().await }
-                })
-                .await
-            }
-        }),
-    ];
     // OCSP answers are small and latency-bound: never let Nagle hold one back.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let result = http::serve(listener, router(state), Some(hot), IDLE_TIMEOUT, shutdown_signal()).await;
-    for task in tasks {
-        task.abort();
-    }
+    let signal = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    let result = http::serve(listener, router(state), Some(hot), IDLE_TIMEOUT, signal).await;
     if let Some(task) = secure {
-        task.abort();
+        // The TLS listener saw the same signal; give it its own graceful end.
+        let _ = task.await;
     }
     result
 }
 
-/// Runs `step` every `period` for as long as the server runs; a failed step
-/// is logged and tried again on the next tick.
-async fn every<F, Fut, T, E>(period: Duration, what: &'static str, mut step: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
-    E: std::fmt::Display,
-{
-    let mut interval = tokio::time::interval(period);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        interval.tick().await;
-        if let Err(e) = step().await {
-            tracing::error!(error = %e, "{what} failed; trying again");
-        }
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-}
-
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
-    match state.ca.store().meta("initialized").await {
-        Ok(Some(_)) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "ok\n").into_response(),
-        Ok(None) => problem(StatusCode::SERVICE_UNAVAILABLE, "not initialized", "the store holds no custos"),
+    match state.ca.health().await {
+        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "ok\n").into_response(),
+        Err(CaError::NotInitialized) => {
+            problem(StatusCode::SERVICE_UNAVAILABLE, "not initialized", "the store holds no custos")
+        }
         Err(e) => {
             tracing::error!(error = %e, "health check failed");
             problem(StatusCode::SERVICE_UNAVAILABLE, "store unavailable", "the database did not answer")
@@ -209,7 +122,7 @@ async fn ca_certificate(State(state): State<Arc<AppState>>, file: Result<Path<St
             "CA certificates are served as {issuer}.der or {issuer}.pem",
         );
     };
-    match state.ca.issuer(id).await {
+    match state.ca.issuer(&Principal::System, id).await {
         Ok(issuer) if pem => (
             [(header::CONTENT_TYPE, "application/x-pem-file"), (header::CACHE_CONTROL, "public, max-age=3600")],
             custos_pki::certificate_pem(&issuer.cert_der),
@@ -304,22 +217,26 @@ async fn incident_ack(
         }
     };
     let signature = headers.get("x-custos-signature").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let secret = match state.ca.webhook_secret(&ack.tenant).await {
-        Ok(s) => s,
-        Err(e) => return internal(&e, "reading a webhook secret"),
+    // The signature authenticates the tenant; custos-ca then decides what that tenant may acknowledge.
+    let principal = match state.ca.tenant_by_signature(&ack.tenant, signature, &body).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return problem(
+                StatusCode::UNAUTHORIZED,
+                "bad signature",
+                "sign the body with the tenant's webhook secret: x-custos-signature: t=UNIX,v1=HEX(HMAC-SHA256(secret, \"UNIX.BODY\"))",
+            );
+        }
+        Err(e) => return internal(&e, "checking a signature"),
     };
-    let now = OffsetDateTime::now_utc().unix_timestamp();
-    if !secret.is_some_and(|s| custos_ca::incident::verify_webhook(&s, signature, &body, now, 300)) {
-        return problem(
-            StatusCode::UNAUTHORIZED,
-            "bad signature",
-            "sign the body with the tenant's webhook secret: x-custos-signature: t=UNIX,v1=HEX(HMAC-SHA256(secret, \"UNIX.BODY\"))",
-        );
-    }
-    match state.ca.ack_incident(&id, &ack.tenant, &ack.connection).await {
+    match state.ca.ack_incident(&principal, &id, &ack.tenant, &ack.connection).await {
         Ok(c) => ([(header::CONTENT_TYPE, "application/json")], serde_json::to_string(&c).unwrap_or_default())
             .into_response(),
         Err(CaError::Policy(detail)) => problem(StatusCode::CONFLICT, "cannot acknowledge", &detail),
+        Err(e @ (CaError::UnknownConnection { .. } | CaError::UnknownTenant(_) | CaError::NotVisible { .. })) => {
+            problem(StatusCode::NOT_FOUND, "not found", &e.to_string())
+        }
+        Err(e @ CaError::Forbidden { .. }) => problem(StatusCode::FORBIDDEN, "forbidden", &e.to_string()),
         Err(e) => internal(&e, "acknowledging"),
     }
 }

@@ -1,9 +1,14 @@
+//! Key algorithms, public keys and key ids.
+
 use std::fmt;
 use std::str::FromStr;
 
 use aws_lc_rs::digest;
 
-use crate::KeyError;
+/// An algorithm name custos does not know or does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unsupported key algorithm {0:?} (expected one of p256, p384, rsa2048, rsa3072, rsa4096, ed25519)")]
+pub struct UnsupportedAlgorithm(pub String);
 
 /// The key algorithms custos generates and accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -63,7 +68,7 @@ impl fmt::Display for KeyAlgorithm {
 }
 
 impl FromStr for KeyAlgorithm {
-    type Err = KeyError;
+    type Err = UnsupportedAlgorithm;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(match s.to_ascii_lowercase().as_str() {
@@ -73,7 +78,7 @@ impl FromStr for KeyAlgorithm {
             "rsa3072" | "rsa-3072" => KeyAlgorithm::Rsa3072,
             "rsa4096" | "rsa-4096" => KeyAlgorithm::Rsa4096,
             "ed25519" => KeyAlgorithm::Ed25519,
-            _ => return Err(KeyError::UnsupportedAlgorithm(s.to_string())),
+            _ => return Err(UnsupportedAlgorithm(s.to_string())),
         })
     }
 }

@@ -1,0 +1,84 @@
+//! How a CLI command reaches custos: the one place that reads the
+//! configuration (file, environment, flags), opens the store through
+//! custos-node, unseals the key store, and names the caller.
+//!
+//! The caller of every command is the local administrator, identified by the
+//! OS (real uid), never by `$USER`.
+
+use custos_ca::{Ca, Principal};
+use custos_node::{Loaded, Origin, Override};
+
+use crate::{Cli, CliError, Command, passphrase};
+
+/// An opened custos and who is acting on it.
+pub struct Session {
+    /// The opened custos.
+    pub ca: Ca,
+    /// The caller: the local administrator.
+    pub me: Principal,
+    /// The effective configuration.
+    pub config: custos_node::Config,
+}
+
+/// The effective configuration of this invocation: file, then environment, then flags.
+pub fn config(cli: &Cli) -> Result<Loaded, CliError> {
+    let mut overrides = custos_node::config::environment();
+    let mut flag = |key: &'static str, name: &'static str, value: Option<String>| {
+        if let Some(value) = value {
+            overrides.push(Override { key, value, origin: Origin::Flag(name) });
+        }
+    };
+    flag("data_dir", "--data-dir", cli.data_dir.as_ref().map(|p| p.display().to_string()));
+    flag("database", "--database", cli.database.clone());
+    match &cli.command {
+        Command::Init(a) => {
+            flag("base_url", "--base-url", a.base_url.clone());
+            flag("init.organization", "--organization", a.organization.clone());
+            flag("init.ca_algorithm", "--ca-algorithm", a.ca_algorithm.clone());
+            flag("init.crl_partition_size", "--crl-partition-size", a.crl_partition_size.map(|n| n.to_string()));
+            flag("key_store", "--key-store", a.key_store.clone());
+        }
+        Command::Serve(a) => {
+            flag("serve.listen", "--listen", a.listen.clone());
+            flag("serve.tls_listen", "--tls-listen", a.tls_listen.clone());
+            flag("serve.tls_cert", "--tls-cert", a.tls_cert.as_ref().map(|p| p.display().to_string()));
+            flag("serve.tls_key", "--tls-key", a.tls_key.as_ref().map(|p| p.display().to_string()));
+        }
+        _ => {}
+    }
+    Ok(custos_node::config::load(cli.config.as_deref(), &overrides)?)
+}
+
+/// Opens the custos the configuration names, keys sealed.
+pub async fn open(cli: &Cli) -> Result<Session, CliError> {
+    let config = config(cli)?.config;
+    let ca = custos_node::open(&config).await?;
+    Ok(Session { ca, me: Principal::local(), config })
+}
+
+/// Opens the custos and unseals its key store.
+pub async fn open_unsealed(cli: &Cli) -> Result<Session, CliError> {
+    let mut s = open(cli).await?;
+    unseal(cli, &mut s).await?;
+    Ok(s)
+}
+
+/// Opens the key store: the soft store with the passphrase, a token with its own PIN source.
+pub async fn unseal(cli: &Cli, s: &mut Session) -> Result<(), CliError> {
+    if custos_node::needs_passphrase(&s.ca).await? {
+        let (pw, source) = passphrase::resolve(cli.passphrase_file.as_deref(), &s.config.data_dir, false)?;
+        custos_node::unseal(&s.config, &mut s.ca, &pw).await.map_err(|e| passphrase::explain(e, &source))?;
+    } else {
+        custos_node::unseal(&s.config, &mut s.ca, b"").await?;
+    }
+    Ok(())
+}
+
+/// Signs a checkpoint covering what this command logged. The command itself
+/// already succeeded and its entries are durable; a failure here only means
+/// the next signer (a running `serve`, or the next command) covers them.
+pub async fn checkpoint(s: &Session) {
+    if let Err(e) = s.ca.sign_checkpoint(&s.me).await {
+        tracing::warn!(error = %e, "signing an audit checkpoint failed; the next one will cover these entries");
+    }
+}

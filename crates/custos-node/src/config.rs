@@ -1,0 +1,523 @@
+//! The one typed configuration of a custos node.
+//!
+//! Read from a TOML file (`--config FILE`, `CUSTOS_CONFIG`, or `custos.toml`
+//! in the data directory), then environment variables, then command-line
+//! flags, each overriding the one before. Every value remembers where it came
+//! from, so `custos config show` can say. Nothing that decides what code runs
+//! (the PKCS#11 module) is ever read from the database.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::NodeError;
+
+/// The configuration file's name inside the data directory.
+pub const CONFIG_FILE: &str = "custos.toml";
+/// The database file inside the data directory.
+pub const DATABASE_FILE: &str = "custos.db";
+
+/// Everything a custos node is told: where its state and keys are, what it
+/// listens on, and how often its jobs run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Data directory: the SQLite database, the dev passphrase, the default config file.
+    pub data_dir: PathBuf,
+    /// A `postgres://` URL shared by several nodes; unset for the SQLite file in the data directory.
+    pub database: Option<String>,
+    /// Public base URL written into certificates' CRL, OCSP and caIssuers URLs (used by `init`).
+    pub base_url: String,
+    /// Where CA and responder keys live.
+    pub key_store: KeyStoreConfig,
+    /// What `init` creates.
+    pub init: InitConfig,
+    /// The listeners of `custos serve`.
+    pub serve: ServeConfig,
+    /// OCSP and CRL timings.
+    pub ocsp: OcspConfig,
+    /// The audit log's checkpoints.
+    pub audit: AuditConfig,
+    /// Incident notifications.
+    pub webhooks: WebhookConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Which key store holds the keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeyStoreConfig {
+    /// `soft` (sealed in the database under the passphrase) or `pkcs11` (an HSM token).
+    pub backend: Backend,
+    /// The PKCS#11 module (shared library) that reaches the token; `pkcs11` only.
+    pub module: Option<PathBuf>,
+    /// The token's label; `pkcs11` only.
+    pub token: Option<String>,
+    /// Where the token's user PIN comes from: `file:/path` or `env:NAME`; `pkcs11` only.
+    pub pin_source: Option<String>,
+}
+
+/// A key store backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The sealed soft store (the embedded default).
+    #[default]
+    Soft,
+    /// A PKCS#11 token.
+    Pkcs11,
+}
+
+/// What `custos init` creates.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InitConfig {
+    /// Organization in the CA subjects.
+    pub organization: String,
+    /// CA key algorithm: p256, p384, rsa2048, rsa3072, rsa4096, ed25519.
+    pub ca_algorithm: String,
+    /// Certificates per CRL partition (each partition has its own CRL and CDP).
+    pub crl_partition_size: i64,
+}
+
+/// The listeners of `custos serve`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Plain HTTP: OCSP, CRLs, CA certificates, audit tiles, health.
+    pub listen: String,
+    /// HTTPS (TLS 1.3, and TLS 1.2 with ECDHE only); needs `tls_cert` and `tls_key`.
+    pub tls_listen: Option<String>,
+    /// PEM certificate chain for the TLS listener, leaf first.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8) for the TLS listener.
+    pub tls_key: Option<PathBuf>,
+}
+
+/// OCSP and CRL timings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OcspConfig {
+    /// How often the revocation feed is polled (ms): the bound on how stale another node's answers are.
+    pub poll_interval_ms: u64,
+    /// How often cached OCSP responses are checked for re-signing (s).
+    pub refresh_interval_s: u64,
+    /// Certificates per issuer whose OCSP responses are signed at start-up.
+    pub presign: i64,
+    /// How often responder certificates are checked for renewal (s).
+    pub responder_renewal_s: u64,
+}
+
+/// The audit log's checkpoints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// How often `serve` signs a checkpoint while entries arrive (ms).
+    pub checkpoint_interval_ms: u64,
+}
+
+/// Incident notifications.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// How often `serve` delivers due notifications (ms).
+    pub delivery_interval_ms: u64,
+}
+
+/// Logging.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: a level (`info`) or per-module directives (`info,custos_ca=debug`).
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("custos-data"),
+            database: None,
+            base_url: "http://127.0.0.1:8080".into(),
+            key_store: KeyStoreConfig::default(),
+            init: InitConfig::default(),
+            serve: ServeConfig::default(),
+            ocsp: OcspConfig::default(),
+            audit: AuditConfig::default(),
+            webhooks: WebhookConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for KeyStoreConfig {
+    fn default() -> Self {
+        KeyStoreConfig { backend: Backend::Soft, module: None, token: None, pin_source: None }
+    }
+}
+
+impl Default for InitConfig {
+    fn default() -> Self {
+        InitConfig { organization: "custos".into(), ca_algorithm: "p256".into(), crl_partition_size: 250_000 }
+    }
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig { listen: "127.0.0.1:8080".into(), tls_listen: None, tls_cert: None, tls_key: None }
+    }
+}
+
+impl Default for OcspConfig {
+    fn default() -> Self {
+        OcspConfig { poll_interval_ms: 200, refresh_interval_s: 60, presign: 50_000, responder_renewal_s: 3600 }
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { checkpoint_interval_ms: 1000 }
+    }
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig { delivery_interval_ms: 1000 }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into() }
+    }
+}
+
+/// Where a value came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "source", content = "name", rename_all = "lowercase")]
+pub enum Origin {
+    /// Nobody set it.
+    Default,
+    /// The configuration file.
+    File(PathBuf),
+    /// An environment variable.
+    Env(&'static str),
+    /// A command-line flag.
+    Flag(&'static str),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::File(p) => write!(f, "file {}", p.display()),
+            Origin::Env(n) => write!(f, "env {n}"),
+            Origin::Flag(n) => write!(f, "flag {n}"),
+        }
+    }
+}
+
+/// One setting to apply over the file: a dotted key, its text, and where it came from.
+#[derive(Clone, Debug)]
+pub struct Override {
+    /// The dotted key, e.g. `serve.listen`.
+    pub key: &'static str,
+    /// The value as text.
+    pub value: String,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+/// Environment variables that override the file, and the key each sets.
+/// `CUSTOS_KEY_STORE` (a PKCS#11 URI) sets the whole `[key_store]` section.
+pub const ENVIRONMENT: &[(&str, &str)] = &[
+    ("CUSTOS_DATA", "data_dir"),
+    ("CUSTOS_DATABASE", "database"),
+    ("CUSTOS_BASE_URL", "base_url"),
+    ("CUSTOS_KEY_STORE", "key_store"),
+    ("CUSTOS_LISTEN", "serve.listen"),
+    ("CUSTOS_LOG", "log.level"),
+];
+
+/// A configuration with the origin of every value.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The effective configuration.
+    pub config: Config,
+    /// The file read, if any.
+    pub file: Option<PathBuf>,
+    origins: BTreeMap<String, Origin>,
+}
+
+impl Loaded {
+    /// Where `key` (dotted) came from.
+    pub fn origin(&self, key: &str) -> Origin {
+        self.origins.get(key).cloned().unwrap_or(Origin::Default)
+    }
+
+    /// Every value as (dotted key, text, origin), secrets redacted, in file order.
+    pub fn entries(&self) -> Vec<(String, String, Origin)> {
+        let value = toml::Value::try_from(&self.config).unwrap_or(toml::Value::Table(Default::default()));
+        let mut out = Vec::new();
+        flatten("", &value, &mut out);
+        // Unset options are absent from the TOML value: list them too, as "(unset)".
+        for key in ALL_KEYS {
+            if !out.iter().any(|(k, _)| k == key) {
+                out.push((key.to_string(), "(unset)".into()));
+            }
+        }
+        let order = |k: &str| ALL_KEYS.iter().position(|a| *a == k).unwrap_or(usize::MAX);
+        out.sort_by_key(|(k, _)| order(k));
+        out.into_iter()
+            .map(|(k, v)| {
+                let shown = if k == "database" { redact_url(&v) } else { v };
+                let origin = self.origin(&k);
+                (k, shown, origin)
+            })
+            .collect()
+    }
+}
+
+/// Every key, in the order `config show` prints them.
+const ALL_KEYS: &[&str] = &[
+    "data_dir",
+    "database",
+    "base_url",
+    "key_store.backend",
+    "key_store.module",
+    "key_store.token",
+    "key_store.pin_source",
+    "init.organization",
+    "init.ca_algorithm",
+    "init.crl_partition_size",
+    "serve.listen",
+    "serve.tls_listen",
+    "serve.tls_cert",
+    "serve.tls_key",
+    "ocsp.poll_interval_ms",
+    "ocsp.refresh_interval_s",
+    "ocsp.presign",
+    "ocsp.responder_renewal_s",
+    "audit.checkpoint_interval_ms",
+    "webhooks.delivery_interval_ms",
+    "log.level",
+];
+
+fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&key, v, out);
+            }
+        }
+        toml::Value::String(s) => out.push((prefix.to_string(), s.clone())),
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
+/// A URL with its password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_string() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+/// Reads the configuration: the file (`file`, else `custos.toml` in the data
+/// directory the overrides or defaults name, if it exists), then `overrides`
+/// in order (environment first, then flags), then checks it.
+pub fn load(file: Option<&Path>, overrides: &[Override]) -> Result<Loaded, NodeError> {
+    // The data directory decides where the default file is, so find it first.
+    let data_dir = overrides
+        .iter()
+        .rev()
+        .find(|o| o.key == "data_dir")
+        .map(|o| PathBuf::from(&o.value))
+        .unwrap_or_else(|| Config::default().data_dir);
+    let (path, explicit) = match file {
+        Some(p) => (p.to_path_buf(), true),
+        None => (data_dir.join(CONFIG_FILE), false),
+    };
+    let mut loaded = Loaded { config: Config::default(), file: None, origins: BTreeMap::new() };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let parsed: Config = toml::from_str(&text)
+                .map_err(|e| NodeError::Config(format!("{}: {}", path.display(), e.to_string().trim_end())))?;
+            let table: toml::Table = toml::from_str(&text)
+                .map_err(|e| NodeError::Config(format!("{}: {}", path.display(), e.to_string().trim_end())))?;
+            let mut set = Vec::new();
+            flatten("", &toml::Value::Table(table), &mut set);
+            for (k, _) in set {
+                loaded.origins.insert(k, Origin::File(path.clone()));
+            }
+            loaded.config = parsed;
+            loaded.file = Some(path);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {}
+        Err(e) => return Err(NodeError::Io { path, source: e }),
+    }
+    for o in overrides {
+        loaded.apply(o)?;
+    }
+    if loaded.file.is_none() && overrides.iter().all(|o| o.key != "data_dir") {
+        // Keep the default visible as such.
+        loaded.origins.remove("data_dir");
+    }
+    loaded.config.validate()?;
+    Ok(loaded)
+}
+
+/// The overrides the environment gives, in [`ENVIRONMENT`] order.
+pub fn environment() -> Vec<Override> {
+    ENVIRONMENT
+        .iter()
+        .filter_map(|(name, key)| {
+            let value = std::env::var(name).ok().filter(|v| !v.is_empty())?;
+            Some(Override { key, value, origin: Origin::Env(name) })
+        })
+        .collect()
+}
+
+impl Loaded {
+    fn apply(&mut self, o: &Override) -> Result<(), NodeError> {
+        let c = &mut self.config;
+        let bad = |what: &str| NodeError::Config(format!("{} ({}): {what}", o.key, o.origin));
+        let number = || o.value.trim().parse::<u64>().map_err(|_| bad(&format!("{:?} is not a number", o.value)));
+        let mut keys = vec![o.key.to_string()];
+        match o.key {
+            "data_dir" => c.data_dir = PathBuf::from(&o.value),
+            "database" => c.database = Some(o.value.clone()),
+            "base_url" => c.base_url = o.value.clone(),
+            "key_store" => {
+                // A PKCS#11 URI (`pkcs11:token=…?module-path=…&pin-source=…`) sets the whole section.
+                let token = custos_keys::pkcs11::TokenConfig::parse(&o.value).map_err(|e| bad(&e.to_string()))?;
+                c.key_store = KeyStoreConfig {
+                    backend: Backend::Pkcs11,
+                    module: Some(token.module_path.clone()),
+                    token: Some(token.token.clone()),
+                    pin_source: Some(pin_source_text(&token.pin_source)),
+                };
+                keys = ["key_store.backend", "key_store.module", "key_store.token", "key_store.pin_source"]
+                    .map(String::from)
+                    .to_vec();
+            }
+            "log.level" => c.log.level = o.value.clone(),
+            "serve.listen" => c.serve.listen = o.value.clone(),
+            "serve.tls_listen" => c.serve.tls_listen = Some(o.value.clone()),
+            "serve.tls_cert" => c.serve.tls_cert = Some(PathBuf::from(&o.value)),
+            "serve.tls_key" => c.serve.tls_key = Some(PathBuf::from(&o.value)),
+            "init.organization" => c.init.organization = o.value.clone(),
+            "init.ca_algorithm" => c.init.ca_algorithm = o.value.clone(),
+            "init.crl_partition_size" => {
+                c.init.crl_partition_size =
+                    o.value.trim().parse().map_err(|_| bad(&format!("{:?} is not a number", o.value)))?
+            }
+            "ocsp.poll_interval_ms" => c.ocsp.poll_interval_ms = number()?,
+            other => return Err(NodeError::Config(format!("{other} cannot be set from {}", o.origin))),
+        }
+        for k in keys {
+            self.origins.insert(k, o.origin.clone());
+        }
+        Ok(())
+    }
+}
+
+fn pin_source_text(source: &custos_keys::pkcs11::PinSource) -> String {
+    match source {
+        custos_keys::pkcs11::PinSource::File(p) => format!("file:{}", p.display()),
+        custos_keys::pkcs11::PinSource::Env(n) => format!("env:{n}"),
+    }
+}
+
+impl Config {
+    /// Checks what can be checked before anything is opened.
+    pub fn validate(&self) -> Result<(), NodeError> {
+        let bad = |key: &str, what: String| Err(NodeError::Config(format!("{key}: {what}")));
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("data_dir", "is empty".into());
+        }
+        if let Some(url) = &self.database
+            && !url.starts_with("postgres://")
+            && !url.starts_with("postgresql://")
+            && !url.starts_with("sqlite:")
+        {
+            return bad("database", format!("{:?} is not a postgres:// or sqlite: URL", redact_url(url)));
+        }
+        match self.key_store.backend {
+            Backend::Soft => {
+                if self.key_store.module.is_some() || self.key_store.token.is_some() {
+                    return bad("key_store", "module and token belong to backend = \"pkcs11\"".into());
+                }
+            }
+            Backend::Pkcs11 => {
+                self.token_config()?;
+            }
+        }
+        if let Err(e) = self.init.ca_algorithm.parse::<custos_keys::KeyAlgorithm>() {
+            return bad("init.ca_algorithm", e.to_string());
+        }
+        if self.init.crl_partition_size < 1 {
+            return bad("init.crl_partition_size", "must be at least 1".into());
+        }
+        for (key, addr) in
+            [("serve.listen", Some(&self.serve.listen)), ("serve.tls_listen", self.serve.tls_listen.as_ref())]
+        {
+            if let Some(addr) = addr
+                && addr.parse::<SocketAddr>().is_err()
+            {
+                return bad(key, format!("{addr:?} is not an address:port (e.g. 127.0.0.1:8080)"));
+            }
+        }
+        if self.serve.tls_listen.is_some() && (self.serve.tls_cert.is_none() || self.serve.tls_key.is_none()) {
+            return bad("serve.tls_listen", "needs serve.tls_cert and serve.tls_key".into());
+        }
+        for (key, value) in [
+            ("ocsp.poll_interval_ms", self.ocsp.poll_interval_ms),
+            ("ocsp.refresh_interval_s", self.ocsp.refresh_interval_s),
+            ("ocsp.responder_renewal_s", self.ocsp.responder_renewal_s),
+            ("audit.checkpoint_interval_ms", self.audit.checkpoint_interval_ms),
+            ("webhooks.delivery_interval_ms", self.webhooks.delivery_interval_ms),
+        ] {
+            if value == 0 {
+                return bad(key, "must be above 0".into());
+            }
+        }
+        if self.ocsp.presign < 0 {
+            return bad("ocsp.presign", "must not be negative".into());
+        }
+        Ok(())
+    }
+
+    /// The configured PKCS#11 token (backend `pkcs11` only).
+    pub fn token_config(&self) -> Result<custos_keys::pkcs11::TokenConfig, NodeError> {
+        let k = &self.key_store;
+        let missing = |what: &str| NodeError::Config(format!("key_store: backend = \"pkcs11\" needs {what}"));
+        let module = k.module.as_ref().ok_or_else(|| missing("module"))?;
+        let token = k.token.as_ref().ok_or_else(|| missing("token"))?;
+        let pin = k.pin_source.as_ref().ok_or_else(|| missing("pin_source (file:/path or env:NAME)"))?;
+        let pin_source = if let Some(p) = pin.strip_prefix("file:") {
+            custos_keys::pkcs11::PinSource::File(PathBuf::from(p))
+        } else if let Some(n) = pin.strip_prefix("env:") {
+            custos_keys::pkcs11::PinSource::Env(n.to_string())
+        } else {
+            return Err(NodeError::Config(format!("key_store.pin_source {pin:?}: expected file:/path or env:NAME")));
+        };
+        Ok(custos_keys::pkcs11::TokenConfig { token: token.clone(), module_path: module.clone(), pin_source })
+    }
+
+    /// The SQLite file, when no database URL is set.
+    pub fn database_file(&self) -> PathBuf {
+        self.data_dir.join(DATABASE_FILE)
+    }
+
+    /// The file the configuration would be read from by default.
+    pub fn default_file(&self) -> PathBuf {
+        self.data_dir.join(CONFIG_FILE)
+    }
+}

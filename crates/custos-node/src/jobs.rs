@@ -1,0 +1,189 @@
+//! `custos serve`: the listeners and the background jobs beside them.
+//!
+//! Every job runs as custos itself ([`Principal::System`]) on a fixed period
+//! from the configuration; a failed step is logged and tried again on the
+//! next tick, so a database outage delays jobs but never ends the server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use custos_ca::notify::{DELIVERY_TIMEOUT, Transport};
+use custos_ca::{Ca, Principal, StatusPublisher};
+use custos_server::AppState;
+use custos_server::tls::TlsListener;
+use hyper::body::Bytes;
+
+use crate::client::HttpConnection;
+use crate::{Config, NodeError, Result};
+
+/// The bound listeners of a node, before it serves.
+pub struct Listeners {
+    plain: tokio::net::TcpListener,
+    tls: Option<TlsListener>,
+}
+
+impl Listeners {
+    /// Binds the plain listener and, if configured, the TLS one.
+    pub async fn bind(config: &Config) -> Result<Listeners> {
+        let s = &config.serve;
+        let plain = tokio::net::TcpListener::bind(&s.listen)
+            .await
+            .map_err(|e| NodeError::Serve(format!("cannot listen on {}: {e}", s.listen)))?;
+        let tls = match (&s.tls_listen, &s.tls_cert, &s.tls_key) {
+            (Some(listen), Some(cert), Some(key)) => {
+                let tls_config =
+                    custos_server::tls::server_config(cert, key).map_err(|e| NodeError::Serve(e.to_string()))?;
+                let tcp = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .map_err(|e| NodeError::Serve(format!("cannot listen on {listen}: {e}")))?;
+                Some(TlsListener::new(tcp, tls_config).map_err(|e| NodeError::Serve(e.to_string()))?)
+            }
+            _ => None,
+        };
+        Ok(Listeners { plain, tls })
+    }
+
+    /// The plain HTTP address.
+    pub fn plain_address(&self) -> Result<SocketAddr> {
+        self.plain.local_addr().map_err(|e| NodeError::Serve(e.to_string()))
+    }
+
+    /// The HTTPS address, if there is a TLS listener.
+    pub fn tls_address(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(TlsListener::address)
+    }
+}
+
+/// Serves `ca` (unsealed: OCSP responses and CRLs are signed here) on
+/// `listeners` with every background job, until ctrl-c or SIGTERM.
+pub async fn serve(config: &Config, ca: Ca, listeners: Listeners) -> Result<()> {
+    let ca = Arc::new(ca);
+    let publisher = Arc::new(StatusPublisher::start(ca.clone()).await?);
+    let tasks = spawn_jobs(config, &ca, &publisher);
+    let state = Arc::new(AppState { ca, publisher });
+    let result = custos_server::serve(listeners.plain, listeners.tls, state, shutdown_signal()).await;
+    for task in tasks {
+        task.abort();
+    }
+    result.map_err(|e| NodeError::Serve(e.to_string()))
+}
+
+fn spawn_jobs(config: &Config, ca: &Arc<Ca>, p: &Arc<StatusPublisher>) -> Vec<tokio::task::JoinHandle<()>> {
+    let o = &config.ocsp;
+    let poll = Duration::from_millis(o.poll_interval_ms);
+    let presign = o.presign;
+    let refresh = Duration::from_secs(o.refresh_interval_s);
+    vec![
+        tokio::spawn(every(poll, "applying revocations", {
+            let p = p.clone();
+            move || {
+                let p = p.clone();
+                async move { p.poll().await }
+            }
+        })),
+        // Apart from the poll, so that signing a large CRL never delays OCSP.
+        tokio::spawn(every(poll, "signing CRLs", {
+            let p = p.clone();
+            move || {
+                let p = p.clone();
+                async move { p.publish_crls().await }
+            }
+        })),
+        tokio::spawn(every(
+            Duration::from_millis(config.audit.checkpoint_interval_ms),
+            "signing an audit checkpoint",
+            {
+                let ca = ca.clone();
+                move || {
+                    let ca = ca.clone();
+                    async move { ca.sign_checkpoint(&Principal::System).await }
+                }
+            },
+        )),
+        tokio::spawn(every(
+            Duration::from_millis(config.webhooks.delivery_interval_ms),
+            "delivering webhook notifications",
+            {
+                let ca = ca.clone();
+                move || {
+                    let ca = ca.clone();
+                    async move { ca.deliver_due(&Principal::System, &HttpTransport).await }
+                }
+            },
+        )),
+        tokio::spawn(every(Duration::from_secs(o.responder_renewal_s), "renewing OCSP responders", {
+            let p = p.clone();
+            move || {
+                let p = p.clone();
+                async move { p.reload_issuers().await }
+            }
+        })),
+        tokio::spawn({
+            let p = p.clone();
+            async move {
+                match p.presign(presign).await {
+                    Ok(n) => tracing::info!(responses = n, "OCSP responses pre-signed"),
+                    Err(e) => tracing::error!(error = %e, "pre-signing OCSP responses failed"),
+                }
+                every(refresh, "refreshing OCSP responses", move || {
+                    let p = p.clone();
+                    async move { p.refresh().await }
+                })
+                .await
+            }
+        }),
+    ]
+}
+
+/// Delivers incident notifications over plain HTTP.
+pub struct HttpTransport;
+
+#[async_trait::async_trait]
+impl Transport for HttpTransport {
+    async fn post(&self, url: &str, body: &str, signature: &str, timestamp: i64) -> std::result::Result<(), String> {
+        let mut connection = HttpConnection::connect(url, DELIVERY_TIMEOUT).await?;
+        let request = hyper::Request::post("/")
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header("x-custos-timestamp", timestamp.to_string())
+            .header("x-custos-signature", signature);
+        // The answer is read (up to 64 KiB) only so the connection ends cleanly.
+        connection.send(request, "", Bytes::from(body.to_string()), 64 * 1024).await.map(|_| ())
+    }
+}
+
+/// Runs `step` every `period` for as long as the server runs; a failed step
+/// is logged and tried again on the next tick.
+async fn every<F, Fut, T, E>(period: Duration, what: &'static str, mut step: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if let Err(e) = step().await {
+            tracing::error!(error = %e, "{what} failed; trying again");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

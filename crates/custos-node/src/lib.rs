@@ -1,0 +1,277 @@
+//! The composition root of a custos node: reads the one [`Config`], builds
+//! the store and the key store it names, hands them to custos-ca, and runs
+//! the background jobs (OCSP refresh, the revocation feed, CRLs, audit
+//! checkpoints, webhook delivery) beside the HTTP listeners.
+//!
+//! This is the only crate that chooses backends. Nothing that decides what
+//! code runs is read from the database: the PKCS#11 module comes from the
+//! configuration, and a start whose module or token differs from the one
+//! recorded at init is refused before the module is loaded.
+//! Not here: domain rules (custos-ca), HTTP handlers (custos-server),
+//! command-line parsing and output (custos-cli).
+
+pub mod client;
+pub mod config;
+mod jobs;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use custos_ca::{Ca, CaError, InitOptions, Principal, RecordedKeyStore};
+use custos_keys::KeyStore;
+use custos_keys::soft::{SealParams, SoftKeyStore};
+use custos_store::{SqlStore, Store};
+
+pub use config::{Config, Loaded, Origin, Override};
+pub use jobs::{HttpTransport, Listeners, serve};
+
+/// What can go wrong while putting a custos node together.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The configuration is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A file or directory could not be used.
+    #[error("cannot use {}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `init` where a custos already is.
+    #[error("{location} already holds an initialized custos; refusing to overwrite it")]
+    AlreadyInitialized {
+        /// The data directory or database.
+        location: String,
+    },
+    /// Anything but `init` where no custos is.
+    #[error("no custos in {location} (run `custos init` first, or set --data-dir / CUSTOS_DATA)")]
+    NotInitialized {
+        /// The data directory or database.
+        location: String,
+    },
+    /// The configured key store is not the one this custos was created with.
+    #[error(
+        "the configured key store is not this custos's: the database records {recorded}, the configuration names {configured}; {hint}"
+    )]
+    KeyStoreMismatch {
+        /// What the database recorded at init.
+        recorded: String,
+        /// What the configuration names.
+        configured: String,
+        /// What to do.
+        hint: &'static str,
+    },
+    /// The passphrase does not unseal the soft key store; nothing changed.
+    #[error("wrong passphrase: it does not unseal this key store")]
+    WrongPassphrase,
+    /// The domain refused or failed.
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    /// The key store failed to open.
+    #[error(transparent)]
+    Keys(#[from] custos_keys::KeyError),
+    /// The store failed to open.
+    #[error(transparent)]
+    Store(#[from] custos_store::StoreError),
+    /// A listener could not be set up, or the server failed.
+    #[error("server: {0}")]
+    Serve(String),
+}
+
+/// Result of a node operation.
+pub type Result<T> = std::result::Result<T, NodeError>;
+
+/// Where the configuration puts the database, for messages (password redacted).
+pub fn location(config: &Config) -> String {
+    match &config.database {
+        Some(url) => config::redact_url(url),
+        None => config.data_dir.display().to_string(),
+    }
+}
+
+/// Opens the configured store; the SQLite file must exist unless `create`.
+async fn open_store(config: &Config, create: bool) -> Result<SqlStore> {
+    match &config.database {
+        Some(url) => Ok(SqlStore::open(url).await?),
+        None => {
+            let db = config.database_file();
+            if !create && !db.exists() {
+                return Err(NodeError::NotInitialized { location: location(config) });
+            }
+            Ok(SqlStore::open_sqlite(&db).await?)
+        }
+    }
+}
+
+/// Opens the custos the configuration names; its keys stay sealed.
+pub async fn open(config: &Config) -> Result<Ca> {
+    let store: Arc<dyn Store> = Arc::new(open_store(config, false).await?);
+    Ca::open(store).await.map_err(|e| match e {
+        CaError::NotInitialized => NodeError::NotInitialized { location: location(config) },
+        other => other.into(),
+    })
+}
+
+/// Whether a custos is already where the configuration points.
+pub async fn exists(config: &Config) -> Result<bool> {
+    if config.database.is_none() && !config.database_file().exists() {
+        return Ok(false);
+    }
+    match open(config).await {
+        Ok(_) => Ok(true),
+        Err(NodeError::NotInitialized { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether unsealing needs the passphrase: the soft store does, a token
+/// (whose PIN comes from its configured source) does not.
+pub async fn needs_passphrase(ca: &Ca) -> Result<bool> {
+    Ok(matches!(ca.recorded_key_store().await?, RecordedKeyStore::Soft { .. }))
+}
+
+/// Opens the key store the configuration names and hands it to `ca`: the
+/// soft store unsealed with `passphrase` (a wrong one changes nothing), or
+/// the PKCS#11 token, after checking that module and token are the ones
+/// recorded at init.
+pub async fn unseal(config: &Config, ca: &mut Ca, passphrase: &[u8]) -> Result<()> {
+    let keys: Arc<dyn KeyStore> = match (ca.recorded_key_store().await?, config.key_store.backend) {
+        (RecordedKeyStore::Soft { seal }, config::Backend::Soft) => {
+            let params: SealParams = serde_json::from_str(&seal)
+                .map_err(|e| CaError::Inconsistent(format!("recorded seal parameters: {e}")))?;
+            Arc::new(SoftKeyStore::open(passphrase, &params).map_err(|e| match e {
+                custos_keys::KeyError::WrongPassphrase => NodeError::WrongPassphrase,
+                other => other.into(),
+            })?)
+        }
+        (RecordedKeyStore::Pkcs11 { uri }, config::Backend::Pkcs11) => {
+            let configured = config.token_config()?;
+            let recorded = custos_keys::pkcs11::TokenConfig::parse(&uri)?;
+            if recorded.module_path != configured.module_path || recorded.token != configured.token {
+                return Err(NodeError::KeyStoreMismatch {
+                    recorded: format!("token {:?} through module {}", recorded.token, recorded.module_path.display()),
+                    configured: format!(
+                        "token {:?} through module {}",
+                        configured.token,
+                        configured.module_path.display()
+                    ),
+                    hint: "the module was not loaded; fix [key_store] in the configuration, or find out who changed the database",
+                });
+            }
+            Arc::new(custos_keys::pkcs11::Pkcs11KeyStore::open(configured)?)
+        }
+        (RecordedKeyStore::Pkcs11 { uri }, config::Backend::Soft) => {
+            let recorded = custos_keys::pkcs11::TokenConfig::parse(&uri).ok();
+            return Err(NodeError::KeyStoreMismatch {
+                recorded: match recorded {
+                    Some(r) => format!("token {:?} through module {}", r.token, r.module_path.display()),
+                    None => "a PKCS#11 token".into(),
+                },
+                configured: "the sealed soft store".into(),
+                hint: "set [key_store] backend = \"pkcs11\" with module, token and pin_source in the configuration (or CUSTOS_KEY_STORE); nothing named in the database is loaded",
+            });
+        }
+        (RecordedKeyStore::Soft { .. }, config::Backend::Pkcs11) => {
+            return Err(NodeError::KeyStoreMismatch {
+                recorded: "the sealed soft store".into(),
+                configured: "a PKCS#11 token".into(),
+                hint: "remove [key_store] from the configuration (and CUSTOS_KEY_STORE)",
+            });
+        }
+    };
+    ca.attach_keys(keys);
+    Ok(())
+}
+
+/// Creates a new custos where the configuration points: the key store it
+/// names (the soft store sealed under `passphrase`, or the token), a root and
+/// an issuing CA, committed in one transaction. With the SQLite default, the
+/// data directory is created owner-only, and the key store's configuration
+/// is written to `custos.toml` beside the database unless a file exists, so
+/// that later commands find the token without a flag.
+pub async fn init(config: &Config, passphrase: &[u8], principal: &Principal) -> Result<Ca> {
+    let options = InitOptions {
+        base_url: config.base_url.clone(),
+        organization: config.init.organization.clone(),
+        ca_algorithm: config.init.ca_algorithm.parse().map_err(custos_keys::KeyError::from)?,
+        crl_partition_size: config.init.crl_partition_size,
+    };
+    if exists(config).await? {
+        return Err(NodeError::AlreadyInitialized { location: location(config) });
+    }
+    // The key store first: a token that cannot be reached leaves nothing behind.
+    let (keys, recorded): (Arc<dyn KeyStore>, RecordedKeyStore) = match config.key_store.backend {
+        config::Backend::Soft => {
+            let (keys, seal) = SoftKeyStore::create(passphrase)?;
+            let seal = serde_json::to_string(&seal).map_err(|e| CaError::Inconsistent(e.to_string()))?;
+            (Arc::new(keys), RecordedKeyStore::Soft { seal })
+        }
+        config::Backend::Pkcs11 => {
+            let token = config.token_config()?;
+            let uri = token.uri();
+            (Arc::new(custos_keys::pkcs11::Pkcs11KeyStore::open(token)?), RecordedKeyStore::Pkcs11 { uri })
+        }
+    };
+    if config.database.is_none() {
+        create_private_dir(&config.data_dir)?;
+    }
+    let store: Arc<dyn Store> = Arc::new(open_store(config, true).await?);
+    let ca = Ca::init(store, keys, &recorded, &options, principal).await.map_err(|e| match e {
+        CaError::AlreadyInitialized => NodeError::AlreadyInitialized { location: location(config) },
+        other => other.into(),
+    })?;
+    if config.key_store.backend == config::Backend::Pkcs11 {
+        write_key_store_config(config)?;
+    }
+    Ok(ca)
+}
+
+/// Writes `[key_store]` to the data directory's `custos.toml` if there is none.
+fn write_key_store_config(config: &Config) -> Result<()> {
+    let path = config.default_file();
+    if config.database.is_some() || path.exists() {
+        return Ok(());
+    }
+    #[derive(serde::Serialize)]
+    struct KeyStoreOnly<'a> {
+        key_store: &'a config::KeyStoreConfig,
+    }
+    let body = toml::to_string(&KeyStoreOnly { key_store: &config.key_store })
+        .map_err(|e| NodeError::Config(format!("cannot write {}: {e}", path.display())))?;
+    let text = format!(
+        "# Written by `custos init`: where this custos's keys are. The database records which token\n\
+         # and key ids; the module that is loaded comes only from here (or CUSTOS_KEY_STORE).\n{body}"
+    );
+    write_new_private(&path, text.as_bytes())
+}
+
+/// Creates `path` (which must not exist) owner-only and writes `bytes` to it.
+fn write_new_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let io = |source| NodeError::Io { path: path.to_path_buf(), source };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.sync_all().map_err(io)
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    let io = |source| NodeError::Io { path: dir.to_path_buf(), source };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    }
+    Ok(())
+}
