@@ -13,7 +13,8 @@ use std::time::Instant;
 
 use custos_audit::merkle;
 use custos_ca::InitOptions;
-use custos_store::{AuditRecord, Store};
+use custos_store::AuditRecord;
+use custos_store::prelude::*;
 use sqlx::{AssertSqlSafe, Executor};
 
 fn main() {

@@ -18,7 +18,8 @@ use custos_ca::{ConnectionOptions, InitOptions, IssueRequest, KeySource, StatusP
 use custos_keys::KeyAlgorithm;
 use custos_pki::ocsp::{HashAlgorithm, IssuerHashes, encode_request};
 use custos_pki::{Profile, Reason, Serial};
-use custos_store::{CertificateRecord, Revocation, Store};
+use custos_store::prelude::*;
+use custos_store::{CertificateRecord, Revocation};
 
 fn main() {
     let max: usize = std::env::var("CUSTOS_BENCH_MAX").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);

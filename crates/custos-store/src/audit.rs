@@ -1,309 +1,157 @@
-//! The Merkle audit log in SQL: appending entries with their tree nodes inside
-//! the caller's transaction, and reading entries, nodes and checkpoints.
-//!
-//! The append reads the tree's right edge (at most 64 nodes) in the same
-//! transaction that writes, so two processes appending in turn (the CLI next
-//! to a running server) extend one tree, never fork it.
+//! The audit log: appends, reads, Merkle nodes, checkpoints, key usage. The SQL implementation of [`crate::AuditStore`].
 
 use std::collections::HashMap;
 
-use custos_audit::EntryFields;
-use custos_audit::merkle::{Frontier, Hash, NodeId, frontier_ids};
-use sqlx::any::AnyRow;
-use sqlx::{Any, AnyConnection, AssertSqlSafe, Transaction};
+use async_trait::async_trait;
 
-use crate::sql::{Engine, col, params, values_clause};
-use crate::{AuditEntry, AuditFilter, AuditRecord, Result, StoreError};
+use crate::backend::SqlStore;
+use crate::log;
+use crate::rows::*;
+use crate::*;
 
-/// Entries per multi-row INSERT; 8 columns stay far below SQLite's bound on parameters.
-const ROWS_PER_INSERT: usize = 100;
+#[async_trait]
+impl AuditStore for SqlStore {
+    async fn append_audit(&self, records: &[AuditRecord]) -> Result<u64> {
+        let mut tx = self.write().await?;
+        let first = log::append(self.engine, &mut tx, records).await?;
+        tx.commit().await.map_err(StoreError::db("commit audit entries"))?;
+        Ok(first)
+    }
 
-/// Actions in which a key made a signature; `audit tail --action sign` selects them.
-pub const SIGNING_ACTIONS: &[&str] =
-    &["certificate.issue", "responder.issue", "issuer.create", "crl.sign", "ocsp.sign"];
+    async fn audit_size(&self) -> Result<u64> {
+        let mut conn = self.pool.acquire().await.map_err(StoreError::db("read the audit log size"))?;
+        log::size_in(&mut conn).await
+    }
 
-/// Appends `records` to the log inside `tx`: assigns the next indexes, hashes
-/// each canonical entry and writes the entries and every node they complete.
-/// Returns the index of the first. Bad details (not JSON, too large) fail
-/// before anything is written.
-pub(crate) async fn append(engine: Engine, tx: &mut Transaction<'static, Any>, records: &[AuditRecord]) -> Result<u64> {
-    let size = size_in(tx).await?;
-    if records.is_empty() {
-        return Ok(size);
+    async fn audit_entries(&self, from: u64, limit: u64) -> Result<Vec<AuditEntry>> {
+        log::read_entries(&self.pool, self.engine, from, limit).await
     }
-    let ids = frontier_ids(size);
-    let found = nodes(tx, engine, &ids).await?;
-    let edge: Vec<Hash> = ids.iter().map(|id| found[id]).collect();
-    let mut frontier = Frontier::new(size, &edge).map_err(|e| StoreError::Corrupt(format!("audit tree edge: {e}")))?;
-    let mut leaves = Vec::with_capacity(records.len());
-    let mut interior = Vec::with_capacity(records.len());
-    for (i, r) in records.iter().enumerate() {
-        let index = size + i as u64;
-        let bytes = fields(index, r).encode().map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let leaf = custos_audit::merkle::leaf_hash(&bytes);
-        frontier.push_into(leaf, &mut interior);
-        leaves.push(leaf);
-    }
-    for (chunk_no, rows) in records.chunks(ROWS_PER_INSERT).enumerate() {
-        let first = chunk_no * ROWS_PER_INSERT;
-        let sql = format!(
-            "INSERT INTO audit_log (idx, time, actor, action, object, key_id, details, leaf_hash) VALUES {}",
-            values_clause(engine, rows.len(), 8)
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for (j, r) in rows.iter().enumerate() {
-            let n = first + j;
-            query = query
-                .bind((size + n as u64) as i64)
-                .bind(r.time)
-                .bind(&r.actor)
-                .bind(&r.action)
-                .bind(&r.object)
-                .bind(&r.key)
-                .bind(&r.details)
-                .bind(leaves[n].to_vec());
-        }
-        query.execute(&mut **tx).await.map_err(StoreError::db("write audit entries"))?;
-    }
-    for rows in interior.chunks(ROWS_PER_INSERT * 2) {
-        let sql = format!("INSERT INTO audit_tree (level, idx, hash) VALUES {}", values_clause(engine, rows.len(), 3));
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for (id, hash) in rows {
-            query = query.bind(i64::from(id.level)).bind(id.index as i64).bind(hash.to_vec());
-        }
-        query.execute(&mut **tx).await.map_err(StoreError::db("write audit tree nodes"))?;
-    }
-    Ok(size)
-}
 
-impl AuditEntry {
-    /// The entry's canonical fields, as hashed and served.
-    pub fn fields(&self) -> EntryFields<'_> {
-        fields(self.index, &self.record)
-    }
-}
-
-/// The canonical fields of a record at `index`.
-fn fields(index: u64, r: &AuditRecord) -> EntryFields<'_> {
-    EntryFields {
-        index,
-        time: r.time,
-        actor: &r.actor,
-        action: &r.action,
-        object: &r.object,
-        key: r.key.as_deref(),
-        details: &r.details,
-    }
-}
-
-/// Number of entries, as seen by `conn`.
-pub(crate) async fn size_in(conn: &mut AnyConnection) -> Result<u64> {
-    let next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_log")
-        .fetch_one(conn)
-        .await
-        .map_err(StoreError::db("read the audit log size"))?;
-    Ok(next as u64)
-}
-
-/// Reads the given nodes; every one must exist.
-pub(crate) async fn nodes(conn: &mut AnyConnection, engine: Engine, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>> {
-    let mut out = HashMap::with_capacity(ids.len());
-    if ids.is_empty() {
-        return Ok(out);
-    }
-    let leaves: Vec<&NodeId> = ids.iter().filter(|id| id.level == 0).collect();
-    let inner: Vec<&NodeId> = ids.iter().filter(|id| id.level > 0).collect();
-    let mut parts = Vec::new();
-    if !leaves.is_empty() {
-        parts.push(format!(
-            "SELECT CAST(0 AS BIGINT) AS level, idx, leaf_hash AS hash FROM audit_log WHERE idx IN ({})",
-            params(engine, 1, leaves.len())
-        ));
-    }
-    if !inner.is_empty() {
-        let pairs: Vec<String> = (0..inner.len())
-            .map(|k| {
-                let n = leaves.len() + 2 * k + 1;
-                format!("(level = {} AND idx = {})", params(engine, n, 1), params(engine, n + 1, 1))
-            })
-            .collect();
-        parts.push(format!("SELECT level, idx, hash FROM audit_tree WHERE {}", pairs.join(" OR ")));
-    }
-    let mut query = sqlx::query(AssertSqlSafe(parts.join(" UNION ALL ")));
-    for id in &leaves {
-        query = query.bind(id.index as i64);
-    }
-    for id in &inner {
-        query = query.bind(i64::from(id.level)).bind(id.index as i64);
-    }
-    let rows = query.fetch_all(conn).await.map_err(StoreError::db("read audit tree nodes"))?;
-    for row in &rows {
-        let level: i64 = col(row, "level")?;
-        let index: i64 = col(row, "idx")?;
-        let hash = hash_of(col(row, "hash")?, index)?;
-        out.insert(NodeId { level: level as u8, index: index as u64 }, hash);
-    }
-    if let Some(missing) = ids.iter().find(|id| !out.contains_key(id)) {
-        return Err(StoreError::Corrupt(format!(
-            "audit tree node (level {}, index {}) is missing",
-            missing.level, missing.index
-        )));
-    }
-    Ok(out)
-}
-
-/// A stored hash, which must be 32 bytes.
-pub(crate) fn hash_of(bytes: Vec<u8>, index: i64) -> Result<Hash> {
-    bytes.try_into().map_err(|_| StoreError::Corrupt(format!("audit hash at index {index} is not 32 bytes")))
-}
-
-/// Decodes an `audit_log` row.
-pub(crate) fn entry(row: &AnyRow) -> Result<AuditEntry> {
-    Ok(AuditEntry {
-        index: col::<i64>(row, "idx")? as u64,
-        record: AuditRecord {
-            time: col(row, "time")?,
-            actor: col(row, "actor")?,
-            action: col(row, "action")?,
-            object: col(row, "object")?,
-            key: col(row, "key_id")?,
-            details: col(row, "details")?,
-        },
-        leaf_hash: col(row, "leaf_hash")?,
-    })
-}
-
-/// Entries packed into one text row by [`read_entries`].
-const ENTRIES_PER_ROW: u64 = 1000;
-
-/// Reads entries `[from, from + limit)` in index order. SQLite packs a
-/// thousand entries into one text row (each field length-prefixed, so any
-/// content unpacks exactly): decoding a row per entry through `sqlx::Any`
-/// cost 7 µs each, which alone made verifying a million entries take 7 s.
-pub(crate) async fn read_entries(
-    pool: &sqlx::AnyPool,
-    engine: Engine,
-    from: u64,
-    limit: u64,
-) -> Result<Vec<AuditEntry>> {
-    let mut out = Vec::with_capacity(limit.min(1 << 20) as usize);
-    let mut next = from;
-    while (out.len() as u64) < limit {
-        let want = (limit - out.len() as u64).min(ENTRIES_PER_ROW);
-        let sql = match engine {
-            Engine::Sqlite => {
-                "SELECT group_concat(packed, '') AS packed, count(*) AS n FROM (SELECT \
-                   idx || ' ' || time || ' ' \
-                   || length(CAST(actor AS BLOB)) || ' ' || actor \
-                   || length(CAST(action AS BLOB)) || ' ' || action \
-                   || length(CAST(object AS BLOB)) || ' ' || object \
-                   || coalesce(length(CAST(key_id AS BLOB)), -1) || ' ' || coalesce(key_id, '') \
-                   || length(CAST(details AS BLOB)) || ' ' || details \
-                   || length(hex(leaf_hash)) || ' ' || hex(leaf_hash) AS packed \
-                 FROM audit_log WHERE idx >= $1 ORDER BY idx LIMIT $2)"
-            }
-            Engine::Postgres => {
-                "SELECT string_agg(packed, '' ORDER BY idx) AS packed, count(*) AS n FROM (SELECT idx, \
-                   idx || ' ' || time || ' ' \
-                   || octet_length(actor) || ' ' || actor \
-                   || octet_length(action) || ' ' || action \
-                   || octet_length(object) || ' ' || object \
-                   || coalesce(octet_length(key_id), -1) || ' ' || coalesce(key_id, '') \
-                   || octet_length(details) || ' ' || details \
-                   || octet_length(encode(leaf_hash, 'hex')) || ' ' || encode(leaf_hash, 'hex') AS packed \
-                 FROM audit_log WHERE idx >= $1 ORDER BY idx LIMIT $2) AS page"
-            }
+    async fn audit_search(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>> {
+        // The key is indexed; the action filter has dotted and grouped forms,
+        // so it is applied here, a page at a time.
+        const PAGE: i64 = 2048;
+        let mut out = Vec::new();
+        let newest = filter.from.is_none();
+        let mut cursor: i64 = match filter.from {
+            Some(from) => from as i64,
+            None => i64::MAX,
         };
-        let row = sqlx::query(sql)
-            .bind(next as i64)
-            .bind(want as i64)
-            .fetch_one(pool)
+        loop {
+            let sql = match newest {
+                true => {
+                    "SELECT * FROM audit_log WHERE ($1 IS NULL OR key_id = $1) AND idx < $2 ORDER BY idx DESC LIMIT $3"
+                }
+                false => {
+                    "SELECT * FROM audit_log WHERE ($1 IS NULL OR key_id = $1) AND idx >= $2 ORDER BY idx LIMIT $3"
+                }
+            };
+            let rows = sqlx::query(sql)
+                .bind(&filter.key)
+                .bind(cursor)
+                .bind(PAGE)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::db("search the audit log"))?;
+            let Some(last) = rows.last() else { break };
+            let last = log::entry(last)?.index as i64;
+            cursor = if newest { last } else { last + 1 };
+            for row in &rows {
+                let entry = log::entry(row)?;
+                if filter.matches(&entry.record) {
+                    out.push(entry);
+                    if out.len() >= filter.limit {
+                        break;
+                    }
+                }
+            }
+            if out.len() >= filter.limit || (rows.len() as i64) < PAGE {
+                break;
+            }
+        }
+        if newest {
+            out.reverse();
+        }
+        Ok(out)
+    }
+
+    async fn audit_nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>> {
+        let mut conn = self.pool.acquire().await.map_err(StoreError::db("read audit tree nodes"))?;
+        log::nodes(&mut conn, self.engine, ids).await
+    }
+
+    async fn audit_level(&self, level: u8, start: u64, count: u64) -> Result<Vec<Hash>> {
+        let sql = if level == 0 {
+            "SELECT idx, leaf_hash AS hash FROM audit_log WHERE $1 = 0 AND idx >= $2 AND idx < $3 ORDER BY idx"
+        } else {
+            "SELECT idx, hash FROM audit_tree WHERE level = $1 AND idx >= $2 AND idx < $3 ORDER BY idx"
+        };
+        let rows = sqlx::query(sql)
+            .bind(i64::from(level))
+            .bind(start as i64)
+            .bind(start.saturating_add(count) as i64)
+            .fetch_all(&self.pool)
             .await
-            .map_err(StoreError::db("read the audit log"))?;
-        let count: i64 = col(&row, "n")?;
-        let Some(packed) = col::<Option<String>>(&row, "packed")? else { break };
-        let before = out.len();
-        unpack(&packed, &mut out)?;
-        if out.len() - before != count as usize {
-            return Err(StoreError::Corrupt(format!("audit entries from {next} do not unpack")));
+            .map_err(StoreError::db("read an audit tile"))?;
+        if rows.len() as u64 != count {
+            return Err(StoreError::NotFound { what: format!("{count} hashes of level {level} from {start}") });
         }
-        match out.last() {
-            Some(last) => next = last.index + 1,
-            None => break,
-        }
-        if (count as u64) < want {
-            break;
-        }
+        rows.iter().map(|r| log::hash_of(col(r, "hash")?, col(r, "idx")?)).collect()
     }
-    Ok(out)
-}
 
-/// Splits rows packed by [`read_entries`] into entries.
-fn unpack(mut text: &str, out: &mut Vec<AuditEntry>) -> Result<()> {
-    let bad = |what: &str| StoreError::Corrupt(format!("packed audit entry: {what}"));
-    fn number<'a>(text: &mut &'a str) -> Option<&'a str> {
-        let (n, rest) = text.split_once(' ')?;
-        *text = rest;
-        Some(n)
-    }
-    fn field<'a>(text: &mut &'a str) -> Option<Option<&'a str>> {
-        let len: i64 = number(text)?.parse().ok()?;
-        if len < 0 {
-            return Some(None);
+    async fn add_checkpoint(&self, c: &CheckpointRecord) -> Result<()> {
+        let mut tx = self.write().await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT size FROM audit_checkpoints WHERE size = $1")
+            .bind(c.size as i64)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::db("read a checkpoint"))?;
+        if exists.is_none() {
+            sqlx::query("INSERT INTO audit_checkpoints (size, time, root, note) VALUES ($1, $2, $3, $4)")
+                .bind(c.size as i64)
+                .bind(c.time)
+                .bind(&c.root)
+                .bind(&c.note)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db("store a checkpoint"))?;
         }
-        let value = text.get(..len as usize)?;
-        *text = &text[len as usize..];
-        Some(Some(value))
+        tx.commit().await.map_err(StoreError::db("commit a checkpoint"))
     }
-    while !text.is_empty() {
-        let index: u64 = number(&mut text).and_then(|n| n.parse().ok()).ok_or_else(|| bad("index"))?;
-        let time: i64 = number(&mut text).and_then(|n| n.parse().ok()).ok_or_else(|| bad("time"))?;
-        let mut next = || field(&mut text).ok_or_else(|| bad("field"));
-        let actor = next()?.unwrap_or_default().to_string();
-        let action = next()?.unwrap_or_default().to_string();
-        let object = next()?.unwrap_or_default().to_string();
-        let key = next()?.map(str::to_string);
-        let details = next()?.unwrap_or_default().to_string();
-        let leaf = next()?.unwrap_or_default();
-        let leaf_hash = hex::decode(leaf).map_err(|_| bad("leaf hash"))?;
-        out.push(AuditEntry { index, record: AuditRecord { time, actor, action, object, key, details }, leaf_hash });
-    }
-    Ok(())
-}
 
-/// Fills in leaf hashes and tree nodes for entries written before the log
-/// was a Merkle log (marked by an empty `leaf_hash`); runs once, at open.
-pub(crate) async fn backfill(engine: Engine, tx: &mut Transaction<'static, Any>) -> Result<()> {
-    let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE length(leaf_hash) = 0")
-        .fetch_one(&mut **tx)
+    async fn checkpoints(&self) -> Result<Vec<CheckpointRecord>> {
+        let rows = fetch_all(&self.pool, "SELECT * FROM audit_checkpoints ORDER BY size", "read checkpoints").await?;
+        rows.iter().map(checkpoint).collect()
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>> {
+        sqlx::query("SELECT * FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("read the latest checkpoint"))?
+            .as_ref()
+            .map(checkpoint)
+            .transpose()
+    }
+
+    async fn key_usage(&self, key: &str) -> Result<Vec<KeyUsage>> {
+        let rows = sqlx::query(
+            "SELECT time / 86400 AS day, actor, action, COUNT(*) AS n FROM audit_log WHERE key_id = $1 \
+             GROUP BY time / 86400, actor, action ORDER BY day, actor, action",
+        )
+        .bind(key)
+        .fetch_all(&self.pool)
         .await
-        .map_err(StoreError::db("look for unhashed audit entries"))?;
-    if pending == 0 {
-        return Ok(());
-    }
-    let rows = sqlx::query("SELECT * FROM audit_log ORDER BY idx")
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(StoreError::db("read the audit log"))?;
-    let entries: Vec<AuditEntry> = rows.iter().map(entry).collect::<Result<_>>()?;
-    sqlx::query("DELETE FROM audit_log").execute(&mut **tx).await.map_err(StoreError::db("rewrite the audit log"))?;
-    sqlx::query("DELETE FROM audit_tree").execute(&mut **tx).await.map_err(StoreError::db("rewrite the audit log"))?;
-    let records: Vec<AuditRecord> = entries.into_iter().map(|e| e.record).collect();
-    append(engine, tx, &records).await?;
-    Ok(())
-}
-
-impl AuditFilter {
-    /// Whether an entry passes the filter. An action matches when equal, as
-    /// a dotted prefix (`certificate`) or suffix (`revoke`), and `sign`
-    /// matches every entry in which a key signed.
-    pub fn matches(&self, record: &AuditRecord) -> bool {
-        let action_ok = self.action.as_deref().is_none_or(|action| {
-            record.action == action
-                || (action == "sign" && SIGNING_ACTIONS.contains(&record.action.as_str()))
-                || record.action.strip_prefix(action).is_some_and(|r| r.starts_with('.'))
-                || record.action.strip_suffix(action).is_some_and(|r| r.ends_with('.'))
-        });
-        action_ok && self.key.as_deref().is_none_or(|k| record.key.as_deref() == Some(k))
+        .map_err(StoreError::db("count key uses"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(KeyUsage {
+                    day: col(r, "day")?,
+                    actor: col(r, "actor")?,
+                    action: col(r, "action")?,
+                    count: col(r, "n")?,
+                })
+            })
+            .collect()
     }
 }

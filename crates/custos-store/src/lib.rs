@@ -9,10 +9,19 @@
 //! plain strings, integers and bytes; custos-ca gives them their types.
 
 mod audit;
+mod backend;
+mod certificates;
+mod dialect;
 mod error;
-mod incident;
+mod incidents;
+mod issuers;
+mod log;
+mod meta;
+mod outbox;
 mod records;
-mod sql;
+mod revocations;
+mod rows;
+mod tenants;
 
 use std::collections::HashMap;
 
@@ -20,17 +29,23 @@ use custos_audit::{Hash, NodeId};
 
 use async_trait::async_trait;
 
-pub use audit::SIGNING_ACTIONS;
+pub use backend::SqlStore;
 pub use error::StoreError;
-pub use incident::{
-    IncidentCertificate, IncidentConnection, IncidentRecord, OutboxMessage, Replacement, WebhookRecord,
-};
+pub use log::SIGNING_ACTIONS;
 pub use records::{
     AuditEntry, AuditFilter, AuditRecord, CertificateFilter, CertificateRecord, CheckpointRecord, ConnectionRecord,
     IssuerRecord, KeyRecord, KeyUsage, ResponderRecord, Revocation, RevocationEvent, RevokedRow, StatusFilter,
     TenantRecord,
 };
-pub use sql::SqlStore;
+pub use records::{IncidentCertificate, IncidentConnection, IncidentRecord, OutboxMessage, Replacement, WebhookRecord};
+
+/// The store traits, to call their methods on an `Arc<dyn Store>`.
+pub mod prelude {
+    pub use crate::{
+        AuditStore, CertificateStore, IncidentStore, IssuerStore, MetaStore, OutboxStore, RevocationStore, Store,
+        TenantStore,
+    };
+}
 
 /// Result of a store operation.
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -48,9 +63,31 @@ pub struct Genesis {
     pub audit: Vec<AuditRecord>,
 }
 
-/// Where custos keeps its state.
+/// Where custos keeps its state: every aggregate's store, as one object.
+///
+/// Implemented for every type that implements all of them; custos-ca holds an
+/// `Arc<dyn Store>` and brings the aggregate traits into scope with
+/// `use custos_store::prelude::*`.
+pub trait Store:
+    MetaStore + TenantStore + IssuerStore + CertificateStore + RevocationStore + AuditStore + IncidentStore + OutboxStore
+{
+}
+
+impl<T> Store for T where
+    T: MetaStore
+        + TenantStore
+        + IssuerStore
+        + CertificateStore
+        + RevocationStore
+        + AuditStore
+        + IncidentStore
+        + OutboxStore
+{
+}
+
+/// Settings and the first state of a custos.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait MetaStore: Send + Sync {
     /// Writes the first state. Atomic: either everything in `genesis` is
     /// committed, or nothing is and [`StoreError::AlreadyInitialized`] says an
     /// earlier genesis exists.
@@ -61,7 +98,11 @@ pub trait Store: Send + Sync {
 
     /// Writes (or replaces) one setting with its audit entries.
     async fn set_meta(&self, key: &str, value: &str, audit: &[AuditRecord]) -> Result<()>;
+}
 
+/// Tenants and their connections (with their issuance policy).
+#[async_trait]
+pub trait TenantStore: Send + Sync {
     /// Adds a tenant with its audit entry, atomically; a duplicate name is
     /// [`StoreError::Duplicate`].
     async fn add_tenant(&self, tenant: &TenantRecord, audit: &AuditRecord) -> Result<()>;
@@ -81,7 +122,11 @@ pub trait Store: Send + Sync {
 
     /// Connections, of one tenant or of all, by tenant and name.
     async fn connections(&self, tenant: Option<&str>) -> Result<Vec<ConnectionRecord>>;
+}
 
+/// Keys, issuers (CAs), OCSP responders, CRL numbers and issuance positions.
+#[async_trait]
+pub trait IssuerStore: Send + Sync {
     /// Reads one key record.
     async fn key(&self, id: &str) -> Result<Option<KeyRecord>>;
 
@@ -94,6 +139,34 @@ pub trait Store: Send + Sync {
     /// Every issuer, oldest first.
     async fn issuers(&self) -> Result<Vec<IssuerRecord>>;
 
+    /// Records a key with settings that name it and its audit entries, atomically.
+    async fn add_key(&self, key: &KeyRecord, settings: &[(String, String)], audit: &[AuditRecord]) -> Result<()>;
+
+    /// Records a new OCSP responder key and certificate with their audit entries, atomically.
+    async fn add_responder(&self, key: &KeyRecord, responder: &ResponderRecord, audit: &[AuditRecord]) -> Result<()>;
+
+    /// The newest responder of an issuer.
+    async fn responder(&self, issuer: &str) -> Result<Option<ResponderRecord>>;
+
+    /// Advances and returns the issuer's CRL number, with its audit entry, atomically;
+    /// numbers never repeat, even across processes.
+    async fn next_crl_number(&self, issuer: &str, audit: &AuditRecord) -> Result<i64>;
+
+    /// Marks a key destroyed and wipes its stored reference, with its audit entry.
+    async fn destroy_key(&self, id: &str, audit: &[AuditRecord]) -> Result<()>;
+
+    /// Reserves `count` consecutive issuance positions of an issuer and
+    /// returns the first; positions pick CRL partitions. Durable when it
+    /// returns; a crash after it leaves a gap, never a reuse.
+    async fn reserve_issuance(&self, issuer: &str, count: i64) -> Result<i64>;
+
+    /// How many issuance positions of an issuer have been reserved.
+    async fn issued(&self, issuer: &str) -> Result<i64>;
+}
+
+/// Issued certificates and the queries over them.
+#[async_trait]
+pub trait CertificateStore: Send + Sync {
     /// Records issued certificates and their audit entries in one transaction:
     /// all of the batch is durable when this returns `Ok`, none of it on `Err`.
     async fn insert_certificates(&self, certificates: &[CertificateRecord], audit: &[AuditRecord]) -> Result<()>;
@@ -104,6 +177,23 @@ pub trait Store: Send + Sync {
     /// Certificates matching `filter`, newest first.
     async fn certificates(&self, filter: &CertificateFilter) -> Result<Vec<CertificateRecord>>;
 
+    /// Serial, tenant and connection of the certificates `filter` selects
+    /// (what a blast radius needs, without reading whole rows).
+    async fn certificate_owners(&self, filter: &CertificateFilter) -> Result<Vec<IncidentCertificate>>;
+
+    /// Certificates whose SPKI SHA-256 starts with `prefix` (hex), any status.
+    async fn certificates_by_spki(&self, prefix: &str) -> Result<Vec<CertificateRecord>>;
+
+    /// The certificates with these serials that exist.
+    async fn certificates_by_serials(&self, serials: &[String]) -> Result<Vec<CertificateRecord>>;
+
+    /// Which of these serials are not revoked (expiry aside).
+    async fn valid_serials(&self, serials: &[String]) -> Result<Vec<String>>;
+}
+
+/// Revocations, the revocation feed, and what CRLs list.
+#[async_trait]
+pub trait RevocationStore: Send + Sync {
     /// Revokes every certificate in `serials` with `revocation`, appends each
     /// to the revocation feed, and writes `audit`, all in one transaction.
     /// A serial that is unknown ([`StoreError::NotFound`]) or not valid
@@ -113,33 +203,16 @@ pub trait Store: Send + Sync {
     /// The revoked certificates in one CRL partition of an issuer.
     async fn revoked(&self, issuer: &str, partition: i64) -> Result<Vec<RevokedRow>>;
 
-    /// Reserves `count` consecutive issuance positions of an issuer and
-    /// returns the first; positions pick CRL partitions. Durable when it
-    /// returns; a crash after it leaves a gap, never a reuse.
-    async fn reserve_issuance(&self, issuer: &str, count: i64) -> Result<i64>;
-
-    /// How many issuance positions of an issuer have been reserved.
-    async fn issued(&self, issuer: &str) -> Result<i64>;
-
     /// Revocations committed after feed position `seq`, oldest first, at most `limit`.
     async fn revocations_since(&self, seq: i64, limit: i64) -> Result<Vec<RevocationEvent>>;
 
     /// The feed position of the newest revocation (0 if none).
     async fn last_revocation(&self) -> Result<i64>;
+}
 
-    /// Advances and returns the issuer's CRL number, with its audit entry, atomically;
-    /// numbers never repeat, even across processes.
-    async fn next_crl_number(&self, issuer: &str, audit: &AuditRecord) -> Result<i64>;
-
-    /// Records a new OCSP responder key and certificate with their audit entries, atomically.
-    async fn add_responder(&self, key: &KeyRecord, responder: &ResponderRecord, audit: &[AuditRecord]) -> Result<()>;
-
-    /// Records a key with settings that name it and its audit entries, atomically.
-    async fn add_key(&self, key: &KeyRecord, settings: &[(String, String)], audit: &[AuditRecord]) -> Result<()>;
-
-    /// The newest responder of an issuer.
-    async fn responder(&self, issuer: &str) -> Result<Option<ResponderRecord>>;
-
+/// The append-only audit log, its Merkle nodes and checkpoints.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
     /// Appends entries that go with no other state change (OCSP signing
     /// batches, say); returns the index of the first.
     async fn append_audit(&self, audit: &[AuditRecord]) -> Result<u64>;
@@ -170,20 +243,11 @@ pub trait Store: Send + Sync {
 
     /// Uses of one key, per day, actor and action.
     async fn key_usage(&self, key: &str) -> Result<Vec<KeyUsage>>;
+}
 
-    /// Serial, tenant and connection of the certificates `filter` selects
-    /// (what a blast radius needs, without reading whole rows).
-    async fn certificate_owners(&self, filter: &CertificateFilter) -> Result<Vec<IncidentCertificate>>;
-
-    /// Certificates whose SPKI SHA-256 starts with `prefix` (hex), any status.
-    async fn certificates_by_spki(&self, prefix: &str) -> Result<Vec<CertificateRecord>>;
-
-    /// The certificates with these serials that exist.
-    async fn certificates_by_serials(&self, serials: &[String]) -> Result<Vec<CertificateRecord>>;
-
-    /// Which of these serials are not revoked (expiry aside).
-    async fn valid_serials(&self, serials: &[String]) -> Result<Vec<String>>;
-
+/// Incidents: blast radius, execution lock, re-keying, replacements, per-connection state.
+#[async_trait]
+pub trait IncidentStore: Send + Sync {
     /// Declares an incident with its blast radius; an existing id is [`StoreError::Duplicate`].
     async fn add_incident(
         &self,
@@ -243,9 +307,6 @@ pub trait Store: Send + Sync {
         audit: &[AuditRecord],
     ) -> Result<()>;
 
-    /// Marks a key destroyed and wipes its stored reference, with its audit entry.
-    async fn destroy_key(&self, id: &str, audit: &[AuditRecord]) -> Result<()>;
-
     /// Records replacement certificates, moves their connections from
     /// `pending` to `replacement-issued` and queues notifications, atomically.
     async fn record_replacements(
@@ -266,7 +327,11 @@ pub trait Store: Send + Sync {
         to: &str,
         audit: &[AuditRecord],
     ) -> Result<u64>;
+}
 
+/// Tenant webhooks and the durable notification outbox.
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
     /// Sets (or replaces) a tenant's webhook.
     async fn set_webhook(&self, webhook: &WebhookRecord, audit: &[AuditRecord]) -> Result<()>;
 

@@ -273,3 +273,124 @@ pub struct ResponderRecord {
     /// Unix seconds.
     pub created_at: i64,
 }
+
+/// An incident as declared, and how far its execution got.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IncidentRecord {
+    /// `INC-0001`, ...
+    pub id: String,
+    /// `issuer`, `key`, `cert` or `tenant`.
+    pub scope_kind: String,
+    /// The issuer id, key id, serial or tenant name.
+    pub scope_value: String,
+    /// RFC 5280 reason name for the revocations.
+    pub reason: String,
+    /// Unix seconds: since when the compromise is assumed (the invalidity date).
+    pub since: Option<i64>,
+    /// Free text from the declaration.
+    pub note: String,
+    /// `declared`, `executing`, `executed` or `closed`.
+    pub state: String,
+    /// Issuers execute created in place of compromised ones.
+    pub new_issuers: Vec<String>,
+    /// Unix seconds.
+    pub declared_at: i64,
+    /// Who declared it.
+    pub declared_by: String,
+    /// When execution started (first run).
+    pub executed_at: Option<i64>,
+    /// When the last affected certificate was revoked.
+    pub revoked_at: Option<i64>,
+    /// When the last replacement was issued.
+    pub replaced_at: Option<i64>,
+    /// When it was closed.
+    pub closed_at: Option<i64>,
+}
+
+/// One certificate in an incident's blast radius.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IncidentCertificate {
+    /// Serial, hex.
+    pub serial: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// Its connection.
+    pub connection: String,
+}
+
+/// Where one affected connection stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IncidentConnection {
+    /// Tenant.
+    pub tenant: String,
+    /// Connection.
+    pub connection: String,
+    /// `pending`, `replacement-issued`, `notified`, `acknowledged`, `old-certificate-retired`.
+    pub state: String,
+    /// Serial of the replacement, once issued.
+    pub replacement: Option<String>,
+    /// Unix seconds of the last change.
+    pub updated_at: i64,
+    /// When the replacement was issued.
+    pub issued_at: Option<i64>,
+    /// When the tenant's webhook took the notification.
+    pub notified_at: Option<i64>,
+    /// When the tenant acknowledged.
+    pub acknowledged_at: Option<i64>,
+    /// When the old certificate was retired.
+    pub retired_at: Option<i64>,
+}
+
+/// A replacement issued for a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replacement {
+    /// Tenant.
+    pub tenant: String,
+    /// Connection.
+    pub connection: String,
+    /// The new certificate's serial.
+    pub serial: String,
+}
+
+/// A tenant's webhook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookRecord {
+    /// Tenant.
+    pub tenant: String,
+    /// Where notifications are POSTed.
+    pub url: String,
+    /// HMAC-SHA256 key, hex.
+    pub secret: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// A notification waiting for, or past, delivery.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OutboxMessage {
+    /// Sequence number.
+    pub id: i64,
+    /// The incident it reports on.
+    pub incident: String,
+    /// The tenant it goes to.
+    pub tenant: String,
+    /// The connections it covers.
+    pub connections: Vec<String>,
+    /// Where it goes.
+    pub url: String,
+    /// The JSON body.
+    #[serde(skip)]
+    pub body: String,
+    /// `pending` or `delivered`.
+    pub state: String,
+    /// Delivery attempts so far.
+    pub attempts: i64,
+    /// Unix seconds of the next attempt.
+    pub next_attempt_at: i64,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub delivered_at: Option<i64>,
+}

@@ -2,6 +2,7 @@
 //! (SQLite here; PostgreSQL instantiates the same suite when it lands).
 
 use custos_audit::merkle::{self, Frontier, NodeId};
+use custos_store::prelude::*;
 use custos_store::{
     AuditFilter, AuditRecord, CertificateFilter, CertificateRecord, CheckpointRecord, ConnectionRecord, Genesis,
     IssuerRecord, KeyRecord, Revocation, SqlStore, StatusFilter, Store, StoreError, TenantRecord,

@@ -1,0 +1,187 @@
+//! The SQL backend over `sqlx::Any`: opening SQLite and PostgreSQL,
+//! migrations, and the one writer. The aggregates (tenants.rs, audit.rs, ...)
+//! implement the store traits for [`SqlStore`] with the queries of each.
+
+use std::sync::Once;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Transaction};
+
+use crate::dialect::*;
+use crate::{Result, StoreError, log};
+
+/// Versioned migrations per backend, applied in order, each in its own transaction.
+const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../migrations/sqlite/0002_revocation.sql")),
+    (3, include_str!("../migrations/sqlite/0003_merkle_audit.sql")),
+    (4, include_str!("../migrations/sqlite/0004_incidents.sql")),
+    (5, include_str!("../migrations/sqlite/0005_drop_spki_index.sql")),
+];
+
+/// The PostgreSQL migrations: the same schema in its types.
+const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../migrations/postgres/0002_merkle_audit.sql")),
+    (3, include_str!("../migrations/postgres/0003_incidents.sql")),
+    (4, include_str!("../migrations/postgres/0004_drop_spki_index.sql")),
+];
+
+/// A [`Store`] on a SQL database.
+#[derive(Clone, Debug)]
+pub struct SqlStore {
+    /// Readers.
+    pub(crate) pool: AnyPool,
+    /// The one connection that writes. SQLite drops a connection's page cache
+    /// whenever another connection has written, so writes rotating over a
+    /// pool started every commit cold; one writer keeps its cache warm.
+    pub(crate) writer: AnyPool,
+    pub(crate) engine: Engine,
+}
+
+impl SqlStore {
+    /// Opens (creating if needed) the SQLite database at `path` in WAL mode and migrates it.
+    ///
+    /// Commits are `synchronous=FULL`: a transaction that returned is on disk.
+    pub async fn open_sqlite(path: &std::path::Path) -> Result<SqlStore> {
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let location = path.display().to_string();
+        let url = format!("sqlite://{location}?mode=rwc");
+        let open = |source| StoreError::Open { location: location.clone(), source };
+        let options = |max| {
+            AnyPoolOptions::new().max_connections(max).after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    conn.execute("PRAGMA synchronous = FULL").await?;
+                    // Serials and SPKI hashes are random keys, so their index
+                    // pages are touched at random: the default 2 MiB cache made
+                    // issuance slow down by half past 70k certificates. 64 MiB
+                    // holds the hot indexes of a few million certificates.
+                    conn.execute("PRAGMA cache_size = -65536").await?;
+                    // Checkpoint every 64 MiB of WAL instead of 4 MiB: each
+                    // checkpoint rewrites the random index pages it touched, so
+                    // fewer, larger ones cost less per certificate.
+                    conn.execute("PRAGMA wal_autocheckpoint = 16384").await?;
+                    Ok(())
+                })
+            })
+        };
+        let writer = options(1).connect(&url).await.map_err(open)?;
+        writer.execute("PRAGMA journal_mode = WAL").await.map_err(open)?;
+        let pool = options(4).connect(&url).await.map_err(open)?;
+        let store = SqlStore { pool, writer, engine: Engine::Sqlite };
+        store.migrate(SQLITE_MIGRATIONS).await?;
+        let mut tx = store.write().await?;
+        log::backfill(store.engine, &mut tx).await?;
+        tx.commit().await.map_err(StoreError::db("commit the audit backfill"))?;
+        Ok(store)
+    }
+
+    /// Opens a PostgreSQL database by URL (`postgres://user@host/db`, or
+    /// `postgres:///db?host=/socket/dir`) and migrates it. Several custos
+    /// nodes share one; writes from all of them are serialized by an
+    /// advisory lock, reads run in parallel.
+    pub async fn open_postgres(url: &str) -> Result<SqlStore> {
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let location = redact(url);
+        let open = |source| StoreError::Open { location: location.clone(), source };
+        let options =
+            |max| AnyPoolOptions::new().max_connections(max).acquire_timeout(std::time::Duration::from_secs(5));
+        let writer = options(2).connect(url).await.map_err(open)?;
+        let pool = options(8).connect(url).await.map_err(open)?;
+        let store = SqlStore { pool, writer, engine: Engine::Postgres };
+        // A database already at the latest version is not touched: a node
+        // with a least-privilege role has no right to run DDL, even a no-op.
+        let latest = POSTGRES_MIGRATIONS.last().map_or(0, |(v, _)| *v);
+        let current: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM schema_migrations")
+            .fetch_one(&store.pool)
+            .await
+            .ok()
+            .flatten();
+        if current == Some(latest) {
+            return Ok(store);
+        }
+        // Two nodes starting together must not both migrate.
+        let mut tx = store.write().await?;
+        tx.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .await
+        .map_err(StoreError::db("create the migrations table"))?;
+        tx.commit().await.map_err(StoreError::db("commit the migrations table"))?;
+        store.migrate(POSTGRES_MIGRATIONS).await?;
+        Ok(store)
+    }
+
+    /// Opens the database a location names: a `postgres://` or
+    /// `postgresql://` URL, or else the path of a SQLite file.
+    pub async fn open(location: &str) -> Result<SqlStore> {
+        if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+            SqlStore::open_postgres(location).await
+        } else {
+            SqlStore::open_sqlite(std::path::Path::new(location)).await
+        }
+    }
+
+    /// Closes the pools, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.pool.close().await;
+    }
+
+    async fn migrate(&self, migrations: &[(i64, &str)]) -> Result<()> {
+        self.writer
+            .execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+            )
+            .await
+            .map_err(StoreError::db("create the migrations table"))?;
+        for (version, script) in migrations {
+            let mut tx = self.write().await?;
+            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(*version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::db("read the schema version"))?;
+            if done.is_some() {
+                continue;
+            }
+            for statement in statements(script) {
+                tx.execute(AssertSqlSafe(statement)).await.map_err(StoreError::db("apply a migration"))?;
+            }
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(*version)
+                .bind(unix_now())
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db("record a migration"))?;
+            tx.commit().await.map_err(StoreError::db("commit a migration"))?;
+        }
+        Ok(())
+    }
+
+    /// Begins a write transaction. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so two writers queue on the busy timeout instead of
+    /// failing when a read lock cannot be upgraded.
+    pub(crate) async fn write(&self) -> Result<Transaction<'static, Any>> {
+        match self.engine {
+            Engine::Sqlite => {
+                self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::db("begin a transaction"))
+            }
+            Engine::Postgres => {
+                let mut tx = self.writer.begin().await.map_err(StoreError::db("begin a transaction"))?;
+                // One writer at a time across every node, as SQLite has: the
+                // revocation feed's sequence then commits in order (a poller
+                // never skips a row a slower transaction commits later), and
+                // audit indexes and the Merkle tree's right edge stay gap-free.
+                tx.execute("SELECT pg_advisory_xact_lock(7242)")
+                    .await
+                    .map_err(StoreError::db("take the write lock"))?;
+                Ok(tx)
+            }
+        }
+    }
+}
+
+static DRIVERS: Once = Once::new();

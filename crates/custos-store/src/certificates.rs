@@ -1,0 +1,142 @@
+//! Issued certificates and the queries over them. The SQL implementation of [`crate::CertificateStore`].
+
+use async_trait::async_trait;
+use sqlx::AssertSqlSafe;
+use sqlx::any::AnyRow;
+
+use crate::backend::SqlStore;
+use crate::dialect::*;
+use crate::log;
+use crate::rows::*;
+use crate::*;
+
+#[async_trait]
+impl CertificateStore for SqlStore {
+    async fn insert_certificates(&self, certificates: &[CertificateRecord], audit: &[AuditRecord]) -> Result<()> {
+        let mut tx = self.write().await?;
+        insert_certificate_rows(self.engine, &mut tx, certificates).await?;
+        log::append(self.engine, &mut tx, audit).await?;
+        tx.commit().await.map_err(StoreError::db("commit certificates"))
+    }
+
+    async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>> {
+        let sql = "SELECT * FROM certificates WHERE serial = $1";
+        fetch_one_by(&self.pool, sql, serial, "read a certificate", certificate_from).await
+    }
+
+    async fn certificates(&self, filter: &CertificateFilter) -> Result<Vec<CertificateRecord>> {
+        let rows = self.filtered(filter, CERTIFICATE_COLUMNS).await?;
+        rows.iter().map(certificate_from).collect()
+    }
+
+    async fn certificate_owners(&self, filter: &CertificateFilter) -> Result<Vec<IncidentCertificate>> {
+        let rows = self.filtered(filter, "serial, tenant, connection").await?;
+        rows.iter().map(owner_from).collect()
+    }
+
+    async fn certificates_by_spki(&self, prefix: &str) -> Result<Vec<CertificateRecord>> {
+        let prefix = prefix.to_ascii_lowercase();
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::Invalid(format!("{prefix:?} is not a hex SPKI hash")));
+        }
+        // A range on the index: every hex string starting with the prefix sorts below prefix + 'g'.
+        // PostgreSQL compares text by collation; hex sorts as here only in "C".
+        let sql = match self.engine {
+            Engine::Sqlite => {
+                format!("SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE spki_sha256 >= $1 AND spki_sha256 < $2")
+            }
+            Engine::Postgres => format!(
+                "SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE spki_sha256 >= $1 COLLATE \"C\" AND spki_sha256 < $2 COLLATE \"C\""
+            ),
+        };
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(&prefix)
+            .bind(format!("{prefix}g"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db("find certificates by key"))?;
+        rows.iter().map(certificate_from).collect()
+    }
+
+    async fn certificates_by_serials(&self, serials: &[String]) -> Result<Vec<CertificateRecord>> {
+        let rows =
+            self.rows_for_serials(serials, &format!("SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE")).await?;
+        rows.iter().map(certificate_from).collect()
+    }
+
+    async fn valid_serials(&self, serials: &[String]) -> Result<Vec<String>> {
+        let rows = self.rows_for_serials(serials, "SELECT serial FROM certificates WHERE status = 'valid' AND").await?;
+        rows.iter().map(|r| col(r, "serial")).collect()
+    }
+}
+
+impl SqlStore {
+    /// Runs a certificate query with `filter` applied, selecting `columns`.
+    pub(crate) async fn filtered(&self, filter: &CertificateFilter, columns: &str) -> Result<Vec<AnyRow>> {
+        // The text is built from fixed fragments only; every value is bound.
+        let mut sql = format!("SELECT {columns} FROM certificates WHERE 1 = 1");
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            format!("${n}")
+        };
+        let mut texts: Vec<&str> = Vec::new();
+        let mut numbers: Vec<i64> = Vec::new();
+        if let Some(t) = &filter.tenant {
+            sql += &format!(" AND tenant = {}", next());
+            texts.push(t);
+        }
+        if let Some(c) = &filter.connection {
+            sql += &format!(" AND connection = {}", next());
+            texts.push(c);
+        }
+        if let Some(i) = &filter.issuer {
+            sql += &format!(" AND issuer = {}", next());
+            texts.push(i);
+        }
+        let text_count = texts.len();
+        match filter.status {
+            Some(StatusFilter::Valid) => {
+                sql += &format!(" AND status = 'valid' AND not_after >= {}", next());
+                numbers.push(filter.now);
+            }
+            Some(StatusFilter::Expired) => {
+                sql += &format!(" AND status = 'valid' AND not_after < {}", next());
+                numbers.push(filter.now);
+            }
+            Some(StatusFilter::Revoked) => sql += " AND status = 'revoked'",
+            None => {}
+        }
+        if let Some(before) = filter.expiring_before {
+            sql += &format!(" AND not_after < {}", next());
+            numbers.push(before);
+        }
+        sql += " ORDER BY created_at DESC, serial";
+        if let Some(limit) = filter.limit {
+            sql += &format!(" LIMIT {}", next());
+            numbers.push(limit);
+        }
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for t in &texts[..text_count] {
+            query = query.bind(*t);
+        }
+        for v in numbers {
+            query = query.bind(v);
+        }
+        query.fetch_all(&self.pool).await.map_err(StoreError::db("list certificates"))
+    }
+
+    /// Runs `select` (ending in `WHERE` or `AND`) with `serial IN (...)`, five hundred serials at a time.
+    pub(crate) async fn rows_for_serials(&self, serials: &[String], select: &str) -> Result<Vec<AnyRow>> {
+        let mut out = Vec::with_capacity(serials.len());
+        for chunk in serials.chunks(500) {
+            let sql = format!("{select} serial IN ({})", params(self.engine, 1, chunk.len()));
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for s in chunk {
+                q = q.bind(s);
+            }
+            out.extend(q.fetch_all(&self.pool).await.map_err(StoreError::db("read certificates"))?);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,99 @@
+//! Tenants and their connections. The SQL implementation of [`crate::TenantStore`].
+
+use async_trait::async_trait;
+
+use crate::backend::SqlStore;
+use crate::dialect::*;
+use crate::log;
+use crate::rows::*;
+use crate::*;
+
+#[async_trait]
+impl TenantStore for SqlStore {
+    async fn add_tenant(&self, tenant: &TenantRecord, audit: &AuditRecord) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query("INSERT INTO tenants (name, created_at) VALUES ($1, $2)")
+            .bind(&tenant.name)
+            .bind(tenant.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Duplicate { what: format!("tenant {:?}", tenant.name) }
+                } else {
+                    StoreError::Database { operation: "add a tenant", source: e }
+                }
+            })?;
+        log::append(self.engine, &mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(StoreError::db("commit a tenant"))
+    }
+
+    async fn tenant(&self, name: &str) -> Result<Option<TenantRecord>> {
+        let row = sqlx::query("SELECT name, created_at FROM tenants WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("read a tenant"))?;
+        row.map(|r| Ok(TenantRecord { name: col(&r, "name")?, created_at: col(&r, "created_at")? })).transpose()
+    }
+
+    async fn tenants(&self) -> Result<Vec<TenantRecord>> {
+        let rows = sqlx::query("SELECT name, created_at FROM tenants ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db("list tenants"))?;
+        rows.iter().map(|r| Ok(TenantRecord { name: col(r, "name")?, created_at: col(r, "created_at")? })).collect()
+    }
+
+    async fn add_connection(&self, c: &ConnectionRecord, audit: &AuditRecord) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO connections (tenant, name, profile, allowed_sans, key_algorithm, validity_days, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&c.tenant)
+        .bind(&c.name)
+        .bind(&c.profile)
+        .bind(json_list(&c.allowed_sans))
+        .bind(&c.key_algorithm)
+        .bind(c.validity_days)
+        .bind(c.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Duplicate { what: format!("connection {}/{}", c.tenant, c.name) }
+            } else if is_foreign_key_violation(&e) {
+                StoreError::NotFound { what: format!("tenant {:?}", c.tenant) }
+            } else {
+                StoreError::Database { operation: "add a connection", source: e }
+            }
+        })?;
+        log::append(self.engine, &mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(StoreError::db("commit a connection"))
+    }
+
+    async fn connection(&self, tenant: &str, name: &str) -> Result<Option<ConnectionRecord>> {
+        let row = sqlx::query("SELECT * FROM connections WHERE tenant = $1 AND name = $2")
+            .bind(tenant)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("read a connection"))?;
+        row.as_ref().map(connection_from).transpose()
+    }
+
+    async fn connections(&self, tenant: Option<&str>) -> Result<Vec<ConnectionRecord>> {
+        let rows = match tenant {
+            Some(t) => {
+                sqlx::query("SELECT * FROM connections WHERE tenant = $1 ORDER BY tenant, name")
+                    .bind(t)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            None => sqlx::query("SELECT * FROM connections ORDER BY tenant, name").fetch_all(&self.pool).await,
+        }
+        .map_err(StoreError::db("list connections"))?;
+        rows.iter().map(connection_from).collect()
+    }
+}
