@@ -78,7 +78,7 @@ async fn run(max: usize) {
             let serials: Vec<String> = batch.iter().map(|r| r.serial.clone()).collect();
             store.insert_certificates(&batch, &[]).await.expect("insert");
             let revocation =
-                Revocation { revoked_at: 1_790_000_000, reason: "superseded".into(), invalidity_date: None };
+                Revocation { revoked_at: 1_790_000_000, reason: Reason::Superseded, invalidity_date: None };
             store.revoke(&serials, &revocation, &[]).await.expect("bulk revoke");
             population += n;
         }

@@ -9,6 +9,7 @@ use custos_audit::tiles::TileRef;
 use custos_audit::{Checkpoint, Expected, Verified, Verifier, VerifierKey};
 use custos_keys::{KeyAlgorithm, KeyStore};
 use custos_store::{AuditEntry, AuditFilter, AuditRecord, CheckpointRecord, KeyRecord, KeyUsage};
+use custos_types::KeyStatus;
 use serde::Serialize;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -55,7 +56,7 @@ pub(crate) fn new_log_key(keys: &dyn KeyStore, base_url: &str, actor: &str, now:
         label: LOG_KEY_LABEL.into(),
         public_key: key.signer.public_key().spki_der().to_vec(),
         reference: key.reference.data.clone(),
-        status: "active".into(),
+        status: KeyStatus::Active,
         created_at: now,
     };
     let settings = vec![(META_AUDIT_KEY.into(), id.clone()), (META_AUDIT_ORIGIN.into(), origin.clone())];

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use custos_keys::{KeyAlgorithm, KeyStore};
 use custos_pki::{CaIssuer, CertificateSpec, CertificateTemplate, Profile, Serial};
 use custos_store::{IssuerRecord, KeyRecord};
+use custos_types::{IssuerRole, IssuerStatus, KeyStatus};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
@@ -63,7 +64,7 @@ pub(crate) struct MadeCa {
 /// signed (custos-pki's two steps).
 pub(crate) fn make_ca(keys: &dyn KeyStore, spec: CaSpec<'_>, now: OffsetDateTime) -> Result<MadeCa> {
     let profile = if spec.parent.is_none() { Profile::RootCa } else { Profile::IssuingCa };
-    let role = if spec.parent.is_none() { "root" } else { "issuing" };
+    let role = if spec.parent.is_none() { IssuerRole::Root } else { IssuerRole::Issuing };
     let key = keys.generate(spec.algorithm, &spec.id)?;
     let key_id = key.signer.public_key().key_id().to_string();
     let template = CertificateTemplate::new(CertificateSpec {
@@ -99,7 +100,7 @@ pub(crate) fn make_ca(keys: &dyn KeyStore, spec: CaSpec<'_>, now: OffsetDateTime
         (
             "issuer.create",
             format!("issuer:{}", spec.id),
-            json!({"key": signer_key, "subject_key": key_id, "serial": cert.serial.to_hex(), "role": role,
+            json!({"key": signer_key, "subject_key": key_id, "serial": cert.serial.to_hex(), "role": role.as_str(),
                    "parent": spec.parent.map(|p| p.id.clone()), "fingerprint": fingerprint}),
         ),
     ];
@@ -111,19 +112,19 @@ pub(crate) fn make_ca(keys: &dyn KeyStore, spec: CaSpec<'_>, now: OffsetDateTime
             label: spec.id.clone(),
             public_key: key.signer.public_key().spki_der().to_vec(),
             reference: key.reference.data.clone(),
-            status: "active".into(),
+            status: KeyStatus::Active,
             created_at: now.unix_timestamp(),
         },
         issuer: IssuerRecord {
             id: spec.id.clone(),
             name: spec.name,
-            role: role.into(),
+            role,
             parent: spec.parent.map(|p| p.id.clone()),
             key_id: key_id.clone(),
             cert_der: cert.der.clone(),
             fingerprint,
             not_after: cert.not_after.unix_timestamp(),
-            status: "active".into(),
+            status: IssuerStatus::Active,
             crl_number: 0,
             created_at: now.unix_timestamp(),
             revoked_at: None,

@@ -70,6 +70,9 @@ pub enum CaError {
     /// Key custody failed.
     #[error(transparent)]
     Keys(#[from] KeyError),
+    /// A name that is not one of its kind's (a profile, a state, a reason).
+    #[error(transparent)]
+    Name(#[from] custos_types::UnknownName),
     /// X.509 encoding or checking failed.
     #[error(transparent)]
     Pki(#[from] PkiError),

@@ -19,7 +19,10 @@ use custos_keys::KeyAlgorithm;
 use custos_pki::{Reason, Serial};
 use custos_store::{
     AuditRecord, CertificateFilter, CertificateRecord, IncidentCertificate, IncidentConnection, IncidentRecord,
-    IssuerRecord, KeyRecord, OutboxMessage, Replacement, Revocation, StatusFilter, WebhookRecord,
+    IssuerRecord, KeyRecord, OutboxMessage, Replacement, Revocation, StatusFilter, Transition, WebhookRecord,
+};
+use custos_types::{
+    CertificateStatus, ConnectionState, DeliveryState, IncidentState, IssuerRole, IssuerStatus, KeyStatus,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -30,7 +33,20 @@ use crate::issuance::{IssueSink, Issued};
 use crate::{Ca, CaError, IssueRequest, KeySource, Principal, Result, audit_record, visible};
 
 /// Connection states, in the order a connection passes them.
-pub const STATES: [&str; 5] = ["pending", "replacement-issued", "notified", "acknowledged", "old-certificate-retired"];
+/// A tenant acknowledges a replacement once it is issued (notified or not).
+const ACKNOWLEDGE: Transition = Transition {
+    from: &[ConnectionState::ReplacementIssued, ConnectionState::Notified],
+    to: ConnectionState::Acknowledged,
+};
+/// An acknowledged connection's old certificate is then retired.
+const RETIRE: Transition =
+    Transition { from: &[ConnectionState::Acknowledged], to: ConnectionState::OldCertificateRetired };
+/// A pending connection gets its replacement.
+pub(crate) const REPLACE: Transition =
+    Transition { from: &[ConnectionState::Pending], to: ConnectionState::ReplacementIssued };
+/// A delivered notification moves its connections on.
+pub(crate) const NOTIFIED: Transition =
+    Transition { from: &[ConnectionState::ReplacementIssued], to: ConnectionState::Notified };
 /// How long an execution lock lasts without a heartbeat.
 const LOCK_SECONDS: i64 = 60;
 /// Certificates revoked per transaction.
@@ -135,13 +151,13 @@ pub struct IncidentView {
     /// `issuer:ID`, `key:KEYID`, `cert:SERIAL` or `tenant:NAME`.
     pub compromised: String,
     /// The revocation reason.
-    pub reason: String,
+    pub reason: Reason,
     /// RFC 3339, if given.
     pub since: Option<String>,
     /// The declaration's note.
     pub note: String,
     /// `declared`, `executing`, `executed` or `closed`.
-    pub state: String,
+    pub state: IncidentState,
     /// CAs that execute replaces.
     pub compromised_issuers: Vec<String>,
     /// Whether a root is among them (trust must be re-distributed).
@@ -201,7 +217,7 @@ pub struct IncidentStatus {
 #[derive(Clone, Debug, Serialize)]
 pub struct StateCount {
     /// The state.
-    pub state: String,
+    pub state: ConnectionState,
     /// How many connections are in it.
     pub connections: usize,
     /// Seconds the longest-waiting one has been in it.
@@ -335,7 +351,7 @@ impl Ca {
             Scope::Key(key) if compromised.is_empty() => {
                 if key.len() >= 16 && key.bytes().all(|b| b.is_ascii_hexdigit()) {
                     certificates = self.store.certificates_by_spki(key).await?;
-                    certificates.retain(|c| c.status == "valid" && c.not_after >= now());
+                    certificates.retain(|c| c.status == CertificateStatus::Valid && c.not_after >= now());
                     if certificates.is_empty() && self.store.key(key).await?.is_none() {
                         return Err(CaError::Policy(format!(
                             "no CA key and no valid certificate with key {key} (a CA key id, or a subscriber key's SPKI SHA-256)"
@@ -349,7 +365,7 @@ impl Ca {
             Scope::Cert(serial) => {
                 let record = self.certificate(principal, serial).await?;
                 certificates = self.store.certificates_by_spki(&record.spki_sha256).await?;
-                certificates.retain(|c| c.status == "valid" && c.not_after >= now());
+                certificates.retain(|c| c.status == CertificateStatus::Valid && c.not_after >= now());
             }
             Scope::Tenant(t) => {
                 if self.store.tenant(t).await?.is_none() {
@@ -388,10 +404,10 @@ impl Ca {
                 id: format!("INC-{:04}", existing + attempt),
                 scope_kind: kind.into(),
                 scope_value: value.clone(),
-                reason: d.reason.as_str().into(),
+                reason: d.reason,
                 since: d.since.map(|t| t.unix_timestamp()),
                 note: d.note.clone(),
-                state: "declared".into(),
+                state: IncidentState::Declared,
                 new_issuers: vec![],
                 declared_at: now(),
                 declared_by: principal.actor(),
@@ -453,7 +469,8 @@ impl Ca {
         let scope = Scope::of(&record)?;
         let issuers = self.store.issuers().await?;
         let compromised: Vec<String> = compromised_cas(&scope, &issuers).into_iter().map(|i| i.id).collect();
-        let root_compromised = compromised.iter().any(|id| issuers.iter().any(|i| &i.id == id && i.role == "root"));
+        let root_compromised =
+            compromised.iter().any(|id| issuers.iter().any(|i| &i.id == id && i.role == IssuerRole::Root));
         let tenants: Vec<TenantImpact> = grouped
             .into_iter()
             .map(|(tenant, conns)| TenantImpact {
@@ -468,10 +485,10 @@ impl Ca {
         Ok(IncidentView {
             id: record.id.clone(),
             compromised: format!("{}:{}", record.scope_kind, record.scope_value),
-            reason: record.reason.clone(),
+            reason: record.reason,
             since: record.since.map(crate::rfc3339),
             note: record.note.clone(),
-            state: record.state.clone(),
+            state: record.state,
             compromised_issuers: compromised,
             root_compromised,
             affected_certificates: certificates.len(),
@@ -494,7 +511,7 @@ impl Ca {
         authorize(principal, Operation::ExecuteIncident)?;
         let started = std::time::Instant::now();
         let mut record = self.incident_record(id).await?;
-        if record.state == "closed" {
+        if record.state == IncidentState::Closed {
             return Err(CaError::Policy(format!("incident {id} is closed")));
         }
         let owner = lock_owner();
@@ -538,8 +555,8 @@ impl Ca {
         started: std::time::Instant,
     ) -> Result<ExecuteSummary> {
         let id = record.id.clone();
-        if record.executed_at.is_none() || record.state == "declared" {
-            record.state = "executing".into();
+        if record.executed_at.is_none() || record.state == IncidentState::Declared {
+            record.state = IncidentState::Executing;
             record.executed_at.get_or_insert(now());
             let audit = audit_record(principal, "incident.execute", format!("incident:{id}"), json!({"incident": id}));
             self.store.update_incident(record, &[audit]).await?;
@@ -568,7 +585,7 @@ impl Ca {
         self.heartbeat(&id, owner).await?;
 
         // 2. Revoke (a key compromise at once; other reasons when each connection is retired).
-        let reason: Reason = record.reason.parse()?;
+        let reason: Reason = record.reason;
         let mut revoked = 0;
         if reason == Reason::KeyCompromise {
             revoked = self.revoke_affected(principal, record, None, progress).await?;
@@ -586,9 +603,10 @@ impl Ca {
         // 4. Replacements, with their notifications, per batch.
         let (replaced, keys_file) = self.replace_connections(principal, record, owner, keys_file, progress).await?;
         let seconds_to_replaced = started.elapsed().as_secs_f64();
-        let pending = self.store.incident_connections(&id).await?.iter().filter(|c| c.state == "pending").count();
-        if pending == 0 && record.state == "executing" {
-            record.state = "executed".into();
+        let pending =
+            self.store.incident_connections(&id).await?.iter().filter(|c| c.state == ConnectionState::Pending).count();
+        if pending == 0 && record.state == IncidentState::Executing {
+            record.state = IncidentState::Executed;
             record.replaced_at.get_or_insert(now());
             let audit = audit_record(
                 principal,
@@ -632,7 +650,7 @@ impl Ca {
                 .await?
                 .ok_or_else(|| CaError::Inconsistent(format!("CA {} names missing key {}", old.id, old.key_id)))?;
             let algorithm: KeyAlgorithm = old_key.algorithm.parse()?;
-            let prefix = if old.role == "root" { "root" } else { "issuing" };
+            let prefix = old.role.as_str();
             let (new_id, n) = next_issuer_id(&issuers, prefix);
             // Under the parent's replacement if the parent was replaced too.
             let parent = match &old.parent {
@@ -718,9 +736,8 @@ impl Ca {
             let serials: Vec<String> = chunk.iter().map(|c| c.serial.clone()).collect();
             valid.extend(self.store.valid_serials(&serials).await?);
         }
-        let reason: Reason = record.reason.parse()?;
-        let revocation =
-            Revocation { revoked_at: now(), reason: reason.as_str().into(), invalidity_date: record.since };
+        let reason: Reason = record.reason;
+        let revocation = Revocation { revoked_at: now(), reason, invalidity_date: record.since };
         let mut done = total - valid.len();
         progress(Progress::Revoked(done, total));
         for chunk in valid.chunks(REVOKE_BATCH) {
@@ -746,9 +763,9 @@ impl Ca {
     /// Signs the final CRLs of compromised CAs (long-lived, since no key will
     /// sign another) and destroys their keys in the key store.
     async fn retire_compromised_keys(&self, principal: &Principal, record: &IncidentRecord) -> Result<()> {
-        for ca in self.store.issuers().await?.into_iter().filter(|i| i.status == "compromised") {
+        for ca in self.store.issuers().await?.into_iter().filter(|i| i.status == IssuerStatus::Compromised) {
             let Some(key) = self.store.key(&ca.key_id).await? else { continue };
-            if key.status == "destroyed" {
+            if key.status == KeyStatus::Destroyed {
                 continue;
             }
             // Its OCSP responder, made (or renewed) now while the key exists,
@@ -788,7 +805,8 @@ impl Ca {
     ) -> Result<(usize, Option<PathBuf>)> {
         let connections = self.store.incident_connections(&record.id).await?;
         let total = connections.len();
-        let pending: Vec<IncidentConnection> = connections.into_iter().filter(|c| c.state == "pending").collect();
+        let pending: Vec<IncidentConnection> =
+            connections.into_iter().filter(|c| c.state == ConnectionState::Pending).collect();
         progress(Progress::Replaced(total - pending.len(), total));
         if pending.is_empty() {
             return Ok((0, None));
@@ -814,7 +832,7 @@ impl Ca {
         let file = open_keys_file(keys_file)?;
         let sink = ReplacementSink {
             incident: record.id.clone(),
-            reason: record.reason.clone(),
+            reason: record.reason,
             base_url: self.base_url.clone(),
             old_serials,
             webhooks,
@@ -832,7 +850,7 @@ impl Ca {
                 requests.push(IssueRequest {
                     tenant: c.tenant.clone(),
                     connection: c.connection.clone(),
-                    profile: Some(old.profile.parse()?),
+                    profile: Some(old.profile),
                     sans: old.sans.clone(),
                     validity_secs: None,
                     key: KeySource::Generate(old.key_algorithm.parse().ok()),
@@ -855,12 +873,12 @@ impl Ca {
         let incident = self.incident(principal, id).await?;
         let connections = self.store.incident_connections(id).await?;
         let t = now();
-        let states = STATES
+        let states = ConnectionState::ALL
             .iter()
             .map(|s| {
                 let in_state: Vec<&IncidentConnection> = connections.iter().filter(|c| c.state == *s).collect();
                 StateCount {
-                    state: s.to_string(),
+                    state: *s,
                     connections: in_state.len(),
                     oldest_seconds: in_state.iter().map(|c| t - c.updated_at).max().unwrap_or(0),
                 }
@@ -876,8 +894,8 @@ impl Ca {
             incident,
             states,
             notifications: NotificationSummary {
-                delivered: messages.iter().filter(|m| m.state == "delivered").count(),
-                pending: messages.iter().filter(|m| m.state == "pending").count(),
+                delivered: messages.iter().filter(|m| m.state == DeliveryState::Delivered).count(),
+                pending: messages.iter().filter(|m| m.state == DeliveryState::Pending).count(),
                 tenants_without_webhook: without,
                 messages,
             },
@@ -920,7 +938,7 @@ impl Ca {
             format!("connection:{tenant}/{connection}"),
             json!({"incident": id, "tenant": tenant, "connection": connection, "replacement": current.replacement}),
         );
-        self.store.move_connections(id, &pair, &["replacement-issued", "notified"], "acknowledged", &[audit]).await?;
+        self.store.move_connections(id, &pair, &ACKNOWLEDGE, &[audit]).await?;
         // Retire: anything of this connection still valid in the blast radius is revoked now.
         self.revoke_affected(principal, &record, Some(&pair), &|_| {}).await?;
         let audit = audit_record(
@@ -929,7 +947,7 @@ impl Ca {
             format!("connection:{tenant}/{connection}"),
             json!({"incident": id, "tenant": tenant, "connection": connection}),
         );
-        self.store.move_connections(id, &pair, &["acknowledged"], "old-certificate-retired", &[audit]).await?;
+        self.store.move_connections(id, &pair, &RETIRE, &[audit]).await?;
         self.store
             .incident_connections(id)
             .await?
@@ -942,7 +960,7 @@ impl Ca {
     pub async fn close_incident(&self, principal: &Principal, id: &str) -> Result<IncidentRecord> {
         authorize(principal, Operation::CloseIncident)?;
         let mut record = self.incident_record(id).await?;
-        if record.state == "closed" {
+        if record.state == IncidentState::Closed {
             return Ok(record);
         }
         let open: Vec<String> = self
@@ -950,7 +968,7 @@ impl Ca {
             .incident_connections(id)
             .await?
             .into_iter()
-            .filter(|c| c.state != "old-certificate-retired")
+            .filter(|c| c.state != ConnectionState::OldCertificateRetired)
             .map(|c| format!("{}/{} ({})", c.tenant, c.connection, c.state))
             .collect();
         if !open.is_empty() {
@@ -961,7 +979,7 @@ impl Ca {
                 shown.join(", ")
             )));
         }
-        record.state = "closed".into();
+        record.state = IncidentState::Closed;
         record.closed_at = Some(now());
         let audit = audit_record(principal, "incident.close", format!("incident:{id}"), json!({"incident": id}));
         self.store.update_incident(&record, &[audit]).await?;
@@ -1033,8 +1051,12 @@ impl Ca {
                     .to_string(),
             );
         }
-        let waiting: usize =
-            status.states.iter().filter(|s| s.state != "old-certificate-retired").map(|s| s.connections).sum();
+        let waiting: usize = status
+            .states
+            .iter()
+            .filter(|s| s.state != ConnectionState::OldCertificateRetired)
+            .map(|s| s.connections)
+            .sum();
         if waiting > 0 {
             warnings.push(format!("{waiting} connection(s) have not finished cut-over."));
         }
@@ -1123,7 +1145,7 @@ fn open_keys_file(path: &Path) -> Result<std::fs::File> {
 /// certificates, connection states, notifications and audit entries in one transaction.
 struct ReplacementSink {
     incident: String,
-    reason: String,
+    reason: Reason,
     base_url: String,
     old_serials: HashMap<(String, String), Vec<String>>,
     webhooks: HashMap<String, WebhookRecord>,
@@ -1197,7 +1219,7 @@ impl IssueSink for ReplacementSink {
                     connections: names,
                     url: hook.url.clone(),
                     body: body.to_string(),
-                    state: "pending".into(),
+                    state: DeliveryState::Pending,
                     attempts: 0,
                     next_attempt_at: created,
                     last_error: None,
@@ -1207,12 +1229,13 @@ impl IssueSink for ReplacementSink {
             })
             .collect();
         let records: Vec<CertificateRecord> = batch.iter().map(|s| s.record.clone()).collect();
-        ca.store.record_replacements(&self.incident, &records, &replacements, &messages, &audit).await.map_err(|e| {
-            match e {
+        ca.store
+            .record_replacements(&self.incident, &records, &replacements, &REPLACE, &messages, &audit)
+            .await
+            .map_err(|e| match e {
                 custos_store::StoreError::Conflict { what } => CaError::Policy(what),
                 other => other.into(),
-            }
-        })
+            })
     }
 }
 

@@ -3,6 +3,7 @@
 use custos_keys::KeyAlgorithm;
 use custos_pki::{Profile, Serial};
 use custos_store::{CertificateFilter, CertificateRecord, ConnectionRecord, IssuerRecord, StatusFilter, TenantRecord};
+use custos_types::CertificateStatus;
 use serde::Serialize;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -108,12 +109,16 @@ pub fn rfc3339(t: i64) -> String {
 impl CertificateView {
     /// Renders a record as judged at `now`.
     pub fn new(c: &CertificateRecord, now: i64) -> CertificateView {
-        let status = if c.status == "valid" && c.not_after < now { "expired".to_string() } else { c.status.clone() };
+        let status = if c.status == CertificateStatus::Valid && c.not_after < now {
+            "expired".to_string()
+        } else {
+            c.status.to_string()
+        };
         CertificateView {
             serial: c.serial.clone(),
             tenant: c.tenant.clone(),
             connection: c.connection.clone(),
-            profile: c.profile.clone(),
+            profile: c.profile.to_string(),
             status,
             subject: c.subject.clone(),
             sans: c.sans.clone(),
@@ -125,7 +130,7 @@ impl CertificateView {
             spki_sha256: c.spki_sha256.clone(),
             fingerprint: custos_pki::fingerprint(&c.der),
             revoked_at: c.revoked_at.map(rfc3339),
-            revocation_reason: c.revocation_reason.clone(),
+            revocation_reason: c.revocation_reason.map(|r| r.to_string()),
         }
     }
 }
@@ -135,8 +140,8 @@ impl From<&IssuerRecord> for IssuerView {
         IssuerView {
             id: i.id.clone(),
             name: i.name.clone(),
-            role: i.role.clone(),
-            status: i.status.clone(),
+            role: i.role.to_string(),
+            status: i.status.to_string(),
             fingerprint: i.fingerprint.clone(),
             parent: i.parent.clone(),
             key_id: i.key_id.clone(),
@@ -197,7 +202,7 @@ impl Ca {
         let record = ConnectionRecord {
             tenant: tenant.to_string(),
             name: name.to_string(),
-            profile: options.profile.to_string(),
+            profile: options.profile,
             allowed_sans: options.allowed_sans.clone(),
             key_algorithm: options.key_algorithm.to_string(),
             validity_days: options.validity_days,
@@ -331,7 +336,7 @@ impl Ca {
                 algorithm: k.algorithm,
                 label: k.label,
                 public_key_sha256: hex::encode(digest.as_ref()),
-                status: k.status,
+                status: k.status.to_string(),
                 uses,
                 created: rfc3339(k.created_at),
             });

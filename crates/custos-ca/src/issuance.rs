@@ -14,6 +14,7 @@ use custos_keys::KeyAlgorithm;
 use custos_keys::leaf::LeafKey;
 use custos_pki::{CaIssuer, CertificateRequest, CertificateSpec, CertificateTemplate, IssuerUrls, Profile, Serial};
 use custos_store::{AuditRecord, CertificateRecord, ConnectionRecord, IssuerRecord};
+use custos_types::{CertificateStatus, IssuerRole, IssuerStatus};
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -239,7 +240,7 @@ impl Ca {
         let record = issuers
             .iter()
             .rev()
-            .find(|i| i.role == "issuing" && i.status == "active")
+            .find(|i| i.role == IssuerRole::Issuing && i.status == IssuerStatus::Active)
             .cloned()
             .ok_or_else(|| CaError::Policy("no active issuing CA".into()))?;
         let mut chain = vec![record.cert_der.clone()];
@@ -271,7 +272,7 @@ fn at_line(total: usize, index: usize, e: CaError) -> CaError {
 fn plan(r: &IssueRequest, conn: &ConnectionRecord, active: &ActiveIssuer, now: OffsetDateTime) -> Result<Planned> {
     let profile = match r.profile {
         Some(p) => p,
-        None => conn.profile.parse()?,
+        None => conn.profile,
     };
     if profile.is_ca() {
         return Err(CaError::Policy(format!("profile {profile} cannot be issued to a connection")));
@@ -372,7 +373,7 @@ fn sign(p: Planned, active: &ActiveIssuer) -> Result<Issued> {
             issuer: active.record.id.clone(),
             tenant: p.tenant,
             connection: p.connection,
-            profile: profile.to_string(),
+            profile,
             subject: signed.subject,
             sans,
             key_algorithm: algorithm.to_string(),
@@ -381,7 +382,7 @@ fn sign(p: Planned, active: &ActiveIssuer) -> Result<Issued> {
             not_before: signed.not_before.unix_timestamp(),
             not_after: signed.not_after.unix_timestamp(),
             der: signed.der,
-            status: "valid".into(),
+            status: CertificateStatus::Valid,
             revoked_at: None,
             revocation_reason: None,
             invalidity_date: None,

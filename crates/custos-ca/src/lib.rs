@@ -37,6 +37,10 @@ use crate::authorization::{Decision, Operation, authorize, decide};
 pub use custos_keys::KeyAlgorithm;
 pub use custos_store::{AuditEntry, AuditFilter, CheckpointRecord, KeyUsage};
 pub use custos_store::{CertificateRecord, ConnectionRecord, IssuerRecord, StatusFilter, TenantRecord};
+pub use custos_types::{
+    CertificateStatus, ConnectionState, DeliveryState, IncidentState, IssuerRole, IssuerStatus, KeyStatus, Profile,
+    Reason,
+};
 pub use error::CaError;
 pub use inventory::{CertificateView, ConnectionOptions, IssuerView, KeyView, ListFilter, rfc3339};
 pub use issuance::{IssueRequest, Issued, KeySource, random_password};
@@ -238,7 +242,7 @@ impl Ca {
             .ok_or_else(|| CaError::Inconsistent(format!("key {key_id} is not recorded")))?;
         // A compromised key still signs its CA's final CRL before it is destroyed;
         // compromised CAs never issue (only active ones are chosen for issuance).
-        if record.status != "active" && record.status != "compromised" {
+        if record.status == custos_types::KeyStatus::Destroyed {
             return Err(CaError::Policy(format!("key {key_id} is {}, not active", record.status)));
         }
         let reference = custos_keys::KeyReference { backend: record.backend, data: record.reference };

@@ -92,7 +92,15 @@ impl Ca {
                    "attempt": message.attempts + 1, "error": outcome.as_ref().err()}),
         );
         self.store
-            .outbox_attempt(message.id, delivered, now, next, outcome.as_ref().err().map(String::as_str), &[audit])
+            .outbox_attempt(
+                message.id,
+                delivered,
+                now,
+                next,
+                outcome.as_ref().err().map(String::as_str),
+                &crate::incident::NOTIFIED,
+                &[audit],
+            )
             .await?;
         if let Err(e) = &outcome {
             tracing::warn!(tenant = %message.tenant, url = %message.url, attempt = message.attempts + 1, error = %e, "webhook delivery failed; will retry");

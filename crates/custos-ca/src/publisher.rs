@@ -34,6 +34,7 @@ use custos_pki::ocsp::{
     SingleResponse, error_response, sign_response,
 };
 use custos_pki::{Reason, Serial};
+use custos_types::{CertificateStatus, IssuerStatus};
 use time::OffsetDateTime;
 
 use crate::revocation::{Crl, ResponderKey, from_unix};
@@ -230,14 +231,14 @@ impl StatusPublisher {
         let mut entries = Vec::new();
         // Compromised CAs stay served: their last responder answers `revoked`
         // for what they issued, and their final CRL is published as signed.
-        for r in records.iter().filter(|r| r.status == "active" || r.status == "compromised") {
+        for r in records.iter().filter(|r| r.status == IssuerStatus::Active || r.status == IssuerStatus::Compromised) {
             let mut children = HashMap::new();
             for child in records.iter().filter(|c| c.parent.as_deref() == Some(&r.id)) {
                 children.insert(custos_pki::inspect::certificate_facts(&child.cert_der)?.serial, child.revoked_at);
             }
             let responder = match self.ca.responder(&Principal::System, &r.id).await {
                 Ok(responder) => responder,
-                Err(e) if r.status != "active" => {
+                Err(e) if r.status != IssuerStatus::Active => {
                     tracing::warn!(issuer = %r.id, error = %e, "not answering OCSP for a compromised CA");
                     continue;
                 }
@@ -704,10 +705,10 @@ impl StatusPublisher {
 
 /// What OCSP says about a recorded certificate.
 fn status_of(record: &custos_store::CertificateRecord) -> Result<CertStatus> {
-    if record.status != "revoked" {
+    if record.status != CertificateStatus::Revoked {
         return Ok(CertStatus::Good);
     }
-    let reason: Option<Reason> = record.revocation_reason.as_deref().map(str::parse).transpose()?;
+    let reason: Option<Reason> = record.revocation_reason;
     Ok(CertStatus::Revoked {
         time: from_unix(record.revoked_at.unwrap_or(0))?,
         reason: reason.filter(|r| *r != Reason::Unspecified),
@@ -719,7 +720,7 @@ fn revoked_entry(serial: Serial, record: &custos_store::CertificateRecord) -> Re
     Ok(RevokedEntry {
         serial,
         revoked_at: from_unix(record.revoked_at.unwrap_or(0))?,
-        reason: record.revocation_reason.as_deref().map(str::parse).transpose()?,
+        reason: record.revocation_reason,
         invalidity_date: record.invalidity_date.map(from_unix).transpose()?,
     })
 }

@@ -6,6 +6,7 @@ use custos_keys::Signer;
 use custos_pki::crl::{CrlSpec, RevokedEntry};
 use custos_pki::{CertificateSpec, CertificateTemplate, Profile, Reason, Serial};
 use custos_store::{AuditRecord, CertificateRecord, KeyRecord, ResponderRecord, Revocation};
+use custos_types::{CertificateStatus, IssuerRole, IssuerStatus, KeyStatus};
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -60,11 +61,11 @@ impl Ca {
         let record = self.certificate(principal, serial).await?;
         let revoke = Operation::Revoke { tenant: &record.tenant, connection: &record.connection };
         visible(principal, revoke, || CaError::UnknownCertificate(serial.to_hex()))?;
-        if record.status == "revoked" {
+        if record.status == CertificateStatus::Revoked {
             return Err(CaError::Policy(format!(
                 "certificate {} is already revoked ({})",
                 record.serial,
-                record.revocation_reason.as_deref().unwrap_or("unspecified")
+                record.revocation_reason.unwrap_or(Reason::Unspecified)
             )));
         }
         self.revoke_records(principal, std::slice::from_ref(&record), reason, invalidity_date).await?;
@@ -123,7 +124,7 @@ impl Ca {
         }
         let revocation = Revocation {
             revoked_at: now.unix_timestamp(),
-            reason: reason.as_str().to_string(),
+            reason,
             invalidity_date: invalidity_date.map(|d| d.unix_timestamp()),
         };
         let audit: Vec<AuditRecord> = records
@@ -204,7 +205,7 @@ impl Ca {
             revoked.push(RevokedEntry {
                 serial: r.serial.parse()?,
                 revoked_at: from_unix(r.revoked_at)?,
-                reason: r.reason.as_deref().map(str::parse).transpose()?,
+                reason: r.reason,
                 invalidity_date: r.invalidity_date.map(from_unix).transpose()?,
             });
         }
@@ -237,7 +238,8 @@ impl Ca {
         let record = self.issuer_record(issuer_id).await?;
         let ca = self.ca_issuer(&record).await?;
         // The root's CRL covers CA certificates, so it names no user-only scope.
-        let user_certs_at = (record.role != "root").then(|| crate::crl_url(&self.base_url, issuer_id, partition));
+        let user_certs_at =
+            (record.role != IssuerRole::Root).then(|| crate::crl_url(&self.base_url, issuer_id, partition));
         let entries = revoked.len();
         let number = self
             .store
@@ -270,8 +272,8 @@ impl Ca {
             return Ok(ResponderKey { certificate_der: r.cert_der, signer, not_after: from_unix(r.not_after)? });
         }
         let record = self.issuer_record(issuer_id).await?;
-        let key_gone = self.store.key(&record.key_id).await?.is_none_or(|k| k.status == "destroyed");
-        if record.status != "active" && key_gone {
+        let key_gone = self.store.key(&record.key_id).await?.is_none_or(|k| k.status == KeyStatus::Destroyed);
+        if record.status != IssuerStatus::Active && key_gone {
             // A compromised CA's key is gone: its last responder serves until it expires.
             return match self.store.responder(issuer_id).await? {
                 Some(r) if from_unix(r.not_after)? > now => {
@@ -304,7 +306,7 @@ impl Ca {
             label: format!("ocsp-{issuer_id}"),
             public_key: key.signer.public_key().spki_der().to_vec(),
             reference: key.reference.data.clone(),
-            status: "active".into(),
+            status: KeyStatus::Active,
             created_at: now.unix_timestamp(),
         };
         let responder = ResponderRecord {

@@ -71,7 +71,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     vec![
                         c.tenant.clone(),
                         c.name.clone(),
-                        c.profile.clone(),
+                        c.profile.to_string(),
                         c.key_algorithm.clone(),
                         c.allowed_sans.join(","),
                     ]
@@ -535,7 +535,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
 }
 
 async fn revoke(cli: &Cli, args: &RevokeArgs) -> Result<(), CliError> {
-    let reason: Reason = args.reason.parse().map_err(custos_ca::CaError::from)?;
+    let reason = Reason::parse_loose(&args.reason).map_err(custos_ca::CaError::from)?;
     let invalidity = match &args.invalidity_date {
         Some(text) => Some(
             time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
@@ -582,7 +582,7 @@ async fn crl(cli: &Cli, args: &CrlArgs) -> Result<(), CliError> {
                 .await?
                 .into_iter()
                 .rev()
-                .find(|i| i.role == "issuing" && i.status == "active")
+                .find(|i| i.role == custos_ca::IssuerRole::Issuing && i.status == custos_ca::IssuerStatus::Active)
                 .map(|i| i.id)
                 .ok_or_else(|| CliError::Usage("no active issuing CA; name one with --issuer".into()))?
         }

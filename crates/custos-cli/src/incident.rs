@@ -84,9 +84,9 @@ pub async fn run(cli: &Cli, command: &IncidentCommand) -> Result<(), CliError> {
                 .map(|i| {
                     vec![
                         i.id.clone(),
-                        i.state.clone(),
+                        i.state.to_string(),
                         format!("{}:{}", i.scope_kind, i.scope_value),
-                        i.reason.clone(),
+                        i.reason.to_string(),
                         custos_ca::rfc3339(i.declared_at),
                     ]
                 })
@@ -108,7 +108,7 @@ async fn declare(cli: &Cli, args: &DeclareArgs) -> Result<(), CliError> {
         .transpose()?;
     let declaration = Declaration {
         scope: args.compromised.parse()?,
-        reason: args.reason.parse().map_err(custos_ca::CaError::from)?,
+        reason: custos_ca::Reason::parse_loose(&args.reason).map_err(custos_ca::CaError::from)?,
         since,
         note: args.note.clone(),
     };
@@ -251,7 +251,7 @@ fn print_status(s: &IncidentStatus) {
     let rows: Vec<Vec<String>> = s
         .states
         .iter()
-        .map(|c| vec![c.state.clone(), c.connections.to_string(), format!("{}s", c.oldest_seconds)])
+        .map(|c| vec![c.state.to_string(), c.connections.to_string(), format!("{}s", c.oldest_seconds)])
         .collect();
     print!("{}", table(&["STATE", "CONNECTIONS", "LONGEST WAIT"], &rows));
     let n = &s.notifications;
@@ -261,7 +261,7 @@ fn print_status(s: &IncidentStatus) {
         n.pending,
         n.tenants_without_webhook.len()
     );
-    for m in n.messages.iter().filter(|m| m.state == "pending").take(10) {
+    for m in n.messages.iter().filter(|m| m.state == custos_ca::DeliveryState::Pending).take(10) {
         println!(
             "  pending to {} ({}): {} attempts, last error: {}",
             m.tenant,

@@ -11,18 +11,15 @@ pub mod csr;
 pub mod inspect;
 pub mod issue;
 pub mod ocsp;
-pub mod profile;
-pub mod revocation;
 pub mod serial;
 
 mod der;
 mod error;
 
 pub use csr::CertificateRequest;
+pub use custos_types::{Profile, Reason};
 pub use error::PkiError;
 pub use issue::{CaIssuer, CertificateSpec, CertificateTemplate, IssuerUrls, SignedCertificate};
-pub use profile::Profile;
-pub use revocation::Reason;
 pub use serial::Serial;
 
 /// SHA-256 of `der` as uppercase colon-separated hex, as `openssl x509 -fingerprint -sha256` prints it.

@@ -70,3 +70,21 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
 pub(crate) fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_foreign_key_violation())
 }
+
+#[cfg(test)]
+mod tests {
+    use custos_types::{CertificateStatus, DeliveryState, IssuerStatus, KeyStatus};
+
+    /// A few queries name a state as a constant in their text (the partial
+    /// index on revoked certificates needs the literal to be usable); those
+    /// literals must be exactly the typed names every other query binds.
+    #[test]
+    fn the_states_written_into_sql_text_are_the_typed_names() {
+        assert_eq!(CertificateStatus::Valid.as_str(), "valid");
+        assert_eq!(CertificateStatus::Revoked.as_str(), "revoked");
+        assert_eq!(KeyStatus::Destroyed.as_str(), "destroyed");
+        assert_eq!(KeyStatus::Compromised.as_str(), "compromised");
+        assert_eq!(IssuerStatus::Compromised.as_str(), "compromised");
+        assert_eq!(DeliveryState::Pending.as_str(), "pending");
+    }
+}

@@ -1,6 +1,7 @@
 //! Incidents: blast radius, execution lock, re-keying, replacements, per-connection state. The SQL implementation of [`crate::IncidentStore`].
 
 use async_trait::async_trait;
+use custos_types::ConnectionState;
 use sqlx::{Any, AssertSqlSafe, Transaction};
 
 use crate::backend::SqlStore;
@@ -25,10 +26,10 @@ impl IncidentStore for SqlStore {
         .bind(&r.id)
         .bind(&r.scope_kind)
         .bind(&r.scope_value)
-        .bind(&r.reason)
+        .bind(r.reason.as_str())
         .bind(r.since)
         .bind(&r.note)
-        .bind(&r.state)
+        .bind(r.state.as_str())
         .bind(r.declared_at)
         .bind(&r.declared_by)
         .execute(&mut *tx)
@@ -188,24 +189,23 @@ impl IncidentStore for SqlStore {
         id: &str,
         certificates: &[CertificateRecord],
         replacements: &[Replacement],
+        transition: &Transition,
         messages: &[OutboxMessage],
         audit_records: &[AuditRecord],
     ) -> Result<()> {
         let tx = self.write().await?;
-        crate::incidents::record_replacements(self.engine, tx, id, certificates, replacements, messages, audit_records)
-            .await
+        record_replacements(self.engine, tx, id, certificates, replacements, transition, messages, audit_records).await
     }
 
     async fn move_connections(
         &self,
         id: &str,
         connections: &[(String, String)],
-        from: &[&str],
-        to: &str,
+        transition: &Transition,
         audit_records: &[AuditRecord],
     ) -> Result<u64> {
         let mut tx = self.write().await?;
-        let moved = crate::incidents::move_connections(&mut tx, id, connections, from, to, unix_now()).await?;
+        let moved = move_connections(self.engine, &mut tx, id, connections, transition, unix_now()).await?;
         log::append(self.engine, &mut tx, audit_records).await?;
         tx.commit().await.map_err(StoreError::db("commit a connection state"))?;
         Ok(moved)
@@ -236,7 +236,7 @@ pub(crate) async fn add_certificates(
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for c in rows {
-            q = q.bind(incident).bind(&c.tenant).bind(&c.connection).bind("pending").bind(now);
+            q = q.bind(incident).bind(&c.tenant).bind(&c.connection).bind(ConnectionState::Pending.as_str()).bind(now);
         }
         q.execute(&mut **tx).await.map_err(StoreError::db("record affected connections"))?;
     }
@@ -249,7 +249,7 @@ pub(crate) async fn update(tx: &mut Transaction<'static, Any>, r: &IncidentRecor
         "UPDATE incidents SET state = $1, new_issuers = $2, executed_at = $3, revoked_at = $4, replaced_at = $5, \
          closed_at = $6 WHERE id = $7",
     )
-    .bind(&r.state)
+    .bind(r.state.as_str())
     .bind(json_list(&r.new_issuers))
     .bind(r.executed_at)
     .bind(r.revoked_at)
@@ -265,37 +265,49 @@ pub(crate) async fn update(tx: &mut Transaction<'static, Any>, r: &IncidentRecor
     Ok(())
 }
 
-/// Records replacements: the certificates, each connection's move from
-/// `pending` to `replacement-issued`, the notifications and the audit
-/// entries, in one transaction. A connection that is no longer `pending`
-/// (another run got there first) rolls the whole batch back.
+/// Records replacements: the certificates, each connection's move by
+/// `transition` with its replacement serial, the notifications and the audit
+/// entries, in one transaction. A connection not in a `from` state (another
+/// run got there first) rolls the whole batch back.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn record_replacements(
     engine: Engine,
     mut tx: Transaction<'static, Any>,
     incident: &str,
     certificates: &[CertificateRecord],
     replacements: &[Replacement],
+    transition: &Transition,
     messages: &[OutboxMessage],
     audit_records: &[AuditRecord],
 ) -> Result<()> {
     let now = unix_now();
     insert_certificate_rows(engine, &mut tx, certificates).await?;
+    let sql = format!(
+        "UPDATE incident_connections SET state = $1, replacement = $2, {} = $3, updated_at = $3 \
+         WHERE incident = $4 AND tenant = $5 AND connection = $6 AND state IN ({})",
+        stamp_column(transition.to)?,
+        params(engine, 7, transition.from.len())
+    );
     for r in replacements {
-        let updated = sqlx::query(
-            "UPDATE incident_connections SET state = 'replacement-issued', replacement = $1, issued_at = $2, \
-             updated_at = $2 WHERE incident = $3 AND tenant = $4 AND connection = $5 AND state = 'pending'",
-        )
-        .bind(&r.serial)
-        .bind(now)
-        .bind(incident)
-        .bind(&r.tenant)
-        .bind(&r.connection)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::db("record a replacement"))?;
+        let mut q = sqlx::query(AssertSqlSafe(sql.clone()))
+            .bind(transition.to.as_str())
+            .bind(&r.serial)
+            .bind(now)
+            .bind(incident)
+            .bind(&r.tenant)
+            .bind(&r.connection);
+        for from in transition.from {
+            q = q.bind(from.as_str());
+        }
+        let updated = q.execute(&mut *tx).await.map_err(StoreError::db("record a replacement"))?;
         if updated.rows_affected() != 1 {
             return Err(StoreError::Conflict {
-                what: format!("connection {}/{} of {incident} is not pending any more", r.tenant, r.connection),
+                what: format!(
+                    "connection {}/{} of {incident} is not {} any more",
+                    r.tenant,
+                    r.connection,
+                    transition.from.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or ")
+                ),
             });
         }
     }
@@ -318,38 +330,46 @@ pub(crate) async fn record_replacements(
     tx.commit().await.map_err(StoreError::db("commit replacements"))
 }
 
-/// Moves connections in one of `from` to `to`, stamping `stamp`; returns how many moved.
+/// Moves connections in one of `transition.from` to `transition.to`,
+/// stamping the time the target state records; returns how many moved.
 pub(crate) async fn move_connections(
+    engine: Engine,
     tx: &mut Transaction<'static, Any>,
     incident: &str,
     connections: &[(String, String)],
-    from: &[&str],
-    to: &str,
+    transition: &Transition,
     now: i64,
 ) -> Result<u64> {
-    let stamp = match to {
-        "notified" => "notified_at",
-        "acknowledged" => "acknowledged_at",
-        "old-certificate-retired" => "retired_at",
-        other => return Err(StoreError::Invalid(format!("no transition to {other:?}"))),
-    };
-    let from_list = from.iter().map(|s| format!("'{}'", s.replace('\'', ""))).collect::<Vec<_>>().join(", ");
+    // Only fixed column names go into the text; every state is a bound parameter.
     let sql = format!(
-        "UPDATE incident_connections SET state = $1, {stamp} = $2, updated_at = $2 \
-         WHERE incident = $3 AND tenant = $4 AND connection = $5 AND state IN ({from_list})"
+        "UPDATE incident_connections SET state = $1, {} = $2, updated_at = $2 \
+         WHERE incident = $3 AND tenant = $4 AND connection = $5 AND state IN ({})",
+        stamp_column(transition.to)?,
+        params(engine, 6, transition.from.len())
     );
     let mut moved = 0;
     for (tenant, connection) in connections {
-        let r = sqlx::query(AssertSqlSafe(sql.clone()))
-            .bind(to)
+        let mut q = sqlx::query(AssertSqlSafe(sql.clone()))
+            .bind(transition.to.as_str())
             .bind(now)
             .bind(incident)
             .bind(tenant)
-            .bind(connection)
-            .execute(&mut **tx)
-            .await
-            .map_err(StoreError::db("move a connection"))?;
-        moved += r.rows_affected();
+            .bind(connection);
+        for from in transition.from {
+            q = q.bind(from.as_str());
+        }
+        moved += q.execute(&mut **tx).await.map_err(StoreError::db("move a connection"))?.rows_affected();
     }
     Ok(moved)
+}
+
+/// The column that records when a connection reached `state`.
+fn stamp_column(state: ConnectionState) -> Result<&'static str> {
+    Ok(match state {
+        ConnectionState::ReplacementIssued => "issued_at",
+        ConnectionState::Notified => "notified_at",
+        ConnectionState::Acknowledged => "acknowledged_at",
+        ConnectionState::OldCertificateRetired => "retired_at",
+        ConnectionState::Pending => return Err(StoreError::Invalid("no connection moves back to pending".into())),
+    })
 }

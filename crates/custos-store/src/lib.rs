@@ -37,7 +37,9 @@ pub use records::{
     IssuerRecord, KeyRecord, KeyUsage, ResponderRecord, Revocation, RevocationEvent, RevokedRow, StatusFilter,
     TenantRecord,
 };
-pub use records::{IncidentCertificate, IncidentConnection, IncidentRecord, OutboxMessage, Replacement, WebhookRecord};
+pub use records::{
+    IncidentCertificate, IncidentConnection, IncidentRecord, OutboxMessage, Replacement, Transition, WebhookRecord,
+};
 
 /// The store traits, to call their methods on an `Arc<dyn Store>`.
 pub mod prelude {
@@ -307,24 +309,27 @@ pub trait IncidentStore: Send + Sync {
         audit: &[AuditRecord],
     ) -> Result<()>;
 
-    /// Records replacement certificates, moves their connections from
-    /// `pending` to `replacement-issued` and queues notifications, atomically.
+    /// Records replacement certificates, moves their connections by
+    /// `transition` (recording the replacement serial) and queues
+    /// notifications, atomically. A connection not in a `from` state (another
+    /// run got there first) is [`StoreError::Conflict`] and rolls the whole batch back.
     async fn record_replacements(
         &self,
         incident: &str,
         certificates: &[CertificateRecord],
         replacements: &[Replacement],
+        transition: &Transition,
         messages: &[OutboxMessage],
         audit: &[AuditRecord],
     ) -> Result<()>;
 
-    /// Moves connections whose state is in `from` to `to`; returns how many moved.
+    /// Moves the connections whose state is one of `transition.from` to
+    /// `transition.to`, with the audit entries, atomically; returns how many moved.
     async fn move_connections(
         &self,
         incident: &str,
         connections: &[(String, String)],
-        from: &[&str],
-        to: &str,
+        transition: &Transition,
         audit: &[AuditRecord],
     ) -> Result<u64>;
 }
@@ -344,8 +349,10 @@ pub trait OutboxStore: Send + Sync {
     /// Every notification of an incident.
     async fn outbox(&self, incident: &str) -> Result<Vec<OutboxMessage>>;
 
-    /// Records a delivery attempt: delivered (its connections move to
-    /// `notified`), or failed with the time of the next attempt.
+    /// Records a delivery attempt with its audit entries, atomically:
+    /// delivered (its connections move by `on_delivery`), or failed with the
+    /// time of the next attempt.
+    #[allow(clippy::too_many_arguments)]
     async fn outbox_attempt(
         &self,
         id: i64,
@@ -353,6 +360,7 @@ pub trait OutboxStore: Send + Sync {
         now: i64,
         next_attempt_at: i64,
         error: Option<&str>,
+        on_delivery: &Transition,
         audit: &[AuditRecord],
     ) -> Result<()>;
 }

@@ -1,6 +1,7 @@
 //! Tenant webhooks and the notification outbox. The SQL implementation of [`crate::OutboxStore`].
 
 use async_trait::async_trait;
+use custos_types::DeliveryState;
 
 use crate::backend::SqlStore;
 use crate::dialect::*;
@@ -71,6 +72,7 @@ impl OutboxStore for SqlStore {
         now: i64,
         next_attempt_at: i64,
         error: Option<&str>,
+        on_delivery: &Transition,
         audit_records: &[AuditRecord],
     ) -> Result<()> {
         let mut tx = self.write().await?;
@@ -81,13 +83,13 @@ impl OutboxStore for SqlStore {
             .map_err(StoreError::db("read a notification"))?
             .ok_or_else(|| StoreError::NotFound { what: format!("notification {id}") })?;
         let message = outbox_from(&row)?;
-        if message.state != "pending" {
+        if message.state != DeliveryState::Pending {
             return Ok(());
         }
         sqlx::query(
             "UPDATE outbox SET state = $1, attempts = attempts + 1, next_attempt_at = $2, last_error = $3, delivered_at = $4 WHERE id = $5",
         )
-        .bind(if delivered { "delivered" } else { "pending" })
+        .bind(if delivered { DeliveryState::Delivered } else { DeliveryState::Pending }.as_str())
         .bind(next_attempt_at)
         .bind(error)
         .bind(delivered.then_some(now))
@@ -98,15 +100,8 @@ impl OutboxStore for SqlStore {
         if delivered {
             let connections: Vec<(String, String)> =
                 message.connections.iter().map(|c| (message.tenant.clone(), c.clone())).collect();
-            crate::incidents::move_connections(
-                &mut tx,
-                &message.incident,
-                &connections,
-                &["replacement-issued"],
-                "notified",
-                now,
-            )
-            .await?;
+            crate::incidents::move_connections(self.engine, &mut tx, &message.incident, &connections, on_delivery, now)
+                .await?;
         }
         log::append(self.engine, &mut tx, audit_records).await?;
         tx.commit().await.map_err(StoreError::db("commit a delivery attempt"))

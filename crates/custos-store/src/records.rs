@@ -1,5 +1,9 @@
 //! Rows as plain values.
 
+use custos_types::{
+    CertificateStatus, ConnectionState, DeliveryState, IncidentState, IssuerRole, IssuerStatus, KeyStatus, Profile,
+    Reason,
+};
 use serde::Serialize;
 
 /// A customer organisation.
@@ -19,7 +23,7 @@ pub struct ConnectionRecord {
     /// Name, unique within the tenant.
     pub name: String,
     /// Default certificate profile.
-    pub profile: String,
+    pub profile: Profile,
     /// SAN patterns certificates may carry (`*.example.com` matches one label).
     pub allowed_sans: Vec<String>,
     /// Key algorithm for server-side keys.
@@ -46,7 +50,7 @@ pub struct KeyRecord {
     /// The backend's opaque reference (a sealed blob, or a PKCS#11 URI).
     pub reference: Vec<u8>,
     /// `active`, `destroyed` or `compromised`.
-    pub status: String,
+    pub status: KeyStatus,
     /// Unix seconds.
     pub created_at: i64,
 }
@@ -59,7 +63,7 @@ pub struct IssuerRecord {
     /// Display name (the subject CN).
     pub name: String,
     /// `root` or `issuing`.
-    pub role: String,
+    pub role: IssuerRole,
     /// The issuer that signed this one; `None` for a root.
     pub parent: Option<String>,
     /// The key id.
@@ -71,7 +75,7 @@ pub struct IssuerRecord {
     /// End of validity, Unix seconds.
     pub not_after: i64,
     /// `active`, `retired`, `compromised`.
-    pub status: String,
+    pub status: IssuerStatus,
     /// Last CRL number issued.
     pub crl_number: i64,
     /// Unix seconds.
@@ -92,7 +96,7 @@ pub struct CertificateRecord {
     /// Connection name.
     pub connection: String,
     /// Profile name.
-    pub profile: String,
+    pub profile: Profile,
     /// Subject DN as text.
     pub subject: String,
     /// SANs.
@@ -110,11 +114,11 @@ pub struct CertificateRecord {
     /// DER certificate.
     pub der: Vec<u8>,
     /// `valid` or `revoked` (expiry is computed from `not_after`).
-    pub status: String,
+    pub status: CertificateStatus,
     /// Unix seconds, if revoked.
     pub revoked_at: Option<i64>,
     /// RFC 5280 reason name, if revoked.
-    pub revocation_reason: Option<String>,
+    pub revocation_reason: Option<Reason>,
     /// Unix seconds, if known.
     pub invalidity_date: Option<i64>,
     /// Serial of the certificate that replaced this one.
@@ -228,7 +232,7 @@ pub struct Revocation {
     /// Unix seconds.
     pub revoked_at: i64,
     /// RFC 5280 reason name.
-    pub reason: String,
+    pub reason: Reason,
     /// Unix seconds, if known.
     pub invalidity_date: Option<i64>,
 }
@@ -241,7 +245,7 @@ pub struct RevokedRow {
     /// Unix seconds.
     pub revoked_at: i64,
     /// Reason name.
-    pub reason: Option<String>,
+    pub reason: Option<Reason>,
     /// Unix seconds.
     pub invalidity_date: Option<i64>,
 }
@@ -284,13 +288,13 @@ pub struct IncidentRecord {
     /// The issuer id, key id, serial or tenant name.
     pub scope_value: String,
     /// RFC 5280 reason name for the revocations.
-    pub reason: String,
+    pub reason: Reason,
     /// Unix seconds: since when the compromise is assumed (the invalidity date).
     pub since: Option<i64>,
     /// Free text from the declaration.
     pub note: String,
     /// `declared`, `executing`, `executed` or `closed`.
-    pub state: String,
+    pub state: IncidentState,
     /// Issuers execute created in place of compromised ones.
     pub new_issuers: Vec<String>,
     /// Unix seconds.
@@ -326,7 +330,7 @@ pub struct IncidentConnection {
     /// Connection.
     pub connection: String,
     /// `pending`, `replacement-issued`, `notified`, `acknowledged`, `old-certificate-retired`.
-    pub state: String,
+    pub state: ConnectionState,
     /// Serial of the replacement, once issued.
     pub replacement: Option<String>,
     /// Unix seconds of the last change.
@@ -350,6 +354,16 @@ pub struct Replacement {
     pub connection: String,
     /// The new certificate's serial.
     pub serial: String,
+}
+
+/// A move of incident connections between states, decided by custos-ca (the
+/// rules live there): only connections in one of `from` move to `to`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// The states a connection may be in to move.
+    pub from: &'static [ConnectionState],
+    /// The state it moves to.
+    pub to: ConnectionState,
 }
 
 /// A tenant's webhook.
@@ -382,7 +396,7 @@ pub struct OutboxMessage {
     #[serde(skip)]
     pub body: String,
     /// `pending` or `delivered`.
-    pub state: String,
+    pub state: DeliveryState,
     /// Delivery attempts so far.
     pub attempts: i64,
     /// Unix seconds of the next attempt.

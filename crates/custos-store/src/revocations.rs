@@ -23,7 +23,7 @@ impl RevocationStore for SqlStore {
             );
             let mut q = sqlx::query(AssertSqlSafe(sql))
                 .bind(revocation.revoked_at)
-                .bind(&revocation.reason)
+                .bind(revocation.reason.as_str())
                 .bind(revocation.invalidity_date);
             for serial in chunk {
                 q = q.bind(serial);
@@ -40,7 +40,10 @@ impl RevocationStore for SqlStore {
                             .map_err(StoreError::db("read a certificate"))?;
                     match status {
                         None => return Err(StoreError::NotFound { what: format!("certificate {serial}") }),
-                        Some(s) if s != "revoked" || chunk.iter().filter(|x| *x == serial).count() > 1 => {
+                        Some(s)
+                            if s != custos_types::CertificateStatus::Revoked.as_str()
+                                || chunk.iter().filter(|x| *x == serial).count() > 1 =>
+                        {
                             return Err(StoreError::Conflict {
                                 what: format!("certificate {serial} is listed twice or {s}"),
                             });

@@ -13,6 +13,23 @@ pub(crate) fn col<'r, T: sqlx::Decode<'r, Any> + sqlx::Type<Any>>(row: &'r AnyRo
 }
 
 /// A list column's text: a JSON array.
+/// A column holding one of a typed kind's names (a status, a role, a state), parsed.
+pub(crate) fn named<T: std::str::FromStr<Err = custos_types::UnknownName>>(row: &AnyRow, name: &str) -> Result<T> {
+    col::<String>(row, name)?
+        .parse()
+        .map_err(|e: custos_types::UnknownName| StoreError::Corrupt(format!("{name}: {e}")))
+}
+
+/// Like [`named`], for a column that may be NULL.
+pub(crate) fn named_opt<T: std::str::FromStr<Err = custos_types::UnknownName>>(
+    row: &AnyRow,
+    name: &str,
+) -> Result<Option<T>> {
+    col::<Option<String>>(row, name)?
+        .map(|v| v.parse().map_err(|e: custos_types::UnknownName| StoreError::Corrupt(format!("{name}: {e}"))))
+        .transpose()
+}
+
 pub(crate) fn json_list(list: &[String]) -> String {
     serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
 }
@@ -43,7 +60,7 @@ pub(crate) fn connection_from(row: &AnyRow) -> Result<ConnectionRecord> {
     Ok(ConnectionRecord {
         tenant: col(row, "tenant")?,
         name: col(row, "name")?,
-        profile: col(row, "profile")?,
+        profile: named(row, "profile")?,
         allowed_sans: parse_list(&col::<String>(row, "allowed_sans")?)?,
         key_algorithm: col(row, "key_algorithm")?,
         validity_days: col(row, "validity_days")?,
@@ -59,7 +76,7 @@ pub(crate) fn key_from(row: &AnyRow) -> Result<KeyRecord> {
         label: col(row, "label")?,
         public_key: col(row, "public_key")?,
         reference: col(row, "reference")?,
-        status: col(row, "status")?,
+        status: named(row, "status")?,
         created_at: col(row, "created_at")?,
     })
 }
@@ -68,13 +85,13 @@ pub(crate) fn issuer_from(row: &AnyRow) -> Result<IssuerRecord> {
     Ok(IssuerRecord {
         id: col(row, "id")?,
         name: col(row, "name")?,
-        role: col(row, "role")?,
+        role: named(row, "role")?,
         parent: col(row, "parent")?,
         key_id: col(row, "key_id")?,
         cert_der: col(row, "cert_der")?,
         fingerprint: col(row, "fingerprint")?,
         not_after: col(row, "not_after")?,
-        status: col(row, "status")?,
+        status: named(row, "status")?,
         crl_number: col(row, "crl_number")?,
         created_at: col(row, "created_at")?,
         revoked_at: col(row, "revoked_at")?,
@@ -87,7 +104,7 @@ pub(crate) fn certificate_from(row: &AnyRow) -> Result<CertificateRecord> {
         issuer: col(row, "issuer")?,
         tenant: col(row, "tenant")?,
         connection: col(row, "connection")?,
-        profile: col(row, "profile")?,
+        profile: named(row, "profile")?,
         subject: col(row, "subject")?,
         sans: parse_list(&col::<String>(row, "sans")?)?,
         key_algorithm: col(row, "key_algorithm")?,
@@ -96,9 +113,9 @@ pub(crate) fn certificate_from(row: &AnyRow) -> Result<CertificateRecord> {
         not_before: col(row, "not_before")?,
         not_after: col(row, "not_after")?,
         der: col(row, "der")?,
-        status: col(row, "status")?,
+        status: named(row, "status")?,
         revoked_at: col(row, "revoked_at")?,
-        revocation_reason: col(row, "revocation_reason")?,
+        revocation_reason: named_opt(row, "revocation_reason")?,
         invalidity_date: col(row, "invalidity_date")?,
         replaced_by: col(row, "replaced_by")?,
         crl_partition: col(row, "crl_partition")?,
@@ -121,7 +138,7 @@ pub(crate) fn unpack_revoked(entry: &str) -> Result<RevokedRow> {
     Ok(RevokedRow {
         serial: serial.to_string(),
         revoked_at: at.parse().map_err(|_| bad())?,
-        reason: (reason != "-").then(|| reason.to_string()),
+        reason: if reason == "-" { None } else { Some(reason.parse().map_err(|_| bad())?) },
         invalidity_date: if invalidity == "-" { None } else { Some(invalidity.parse().map_err(|_| bad())?) },
     })
 }
@@ -158,7 +175,7 @@ pub(crate) async fn insert_certificate_rows(
                 .bind(&c.issuer)
                 .bind(&c.tenant)
                 .bind(&c.connection)
-                .bind(&c.profile)
+                .bind(c.profile.as_str())
                 .bind(&c.subject)
                 .bind(json_list(&c.sans))
                 .bind(&c.key_algorithm)
@@ -167,9 +184,9 @@ pub(crate) async fn insert_certificate_rows(
                 .bind(c.not_before)
                 .bind(c.not_after)
                 .bind(&c.der)
-                .bind(&c.status)
+                .bind(c.status.as_str())
                 .bind(c.revoked_at)
-                .bind(&c.revocation_reason)
+                .bind(c.revocation_reason.map(custos_types::Reason::as_str))
                 .bind(c.invalidity_date)
                 .bind(&c.replaced_by)
                 .bind(c.crl_partition)
@@ -202,7 +219,7 @@ pub(crate) async fn insert_key(tx: &mut Transaction<'static, Any>, key: &KeyReco
     .bind(&key.label)
     .bind(&key.public_key)
     .bind(&key.reference)
-    .bind(&key.status)
+    .bind(key.status.as_str())
     .bind(key.created_at)
     .execute(&mut **tx)
     .await
@@ -218,13 +235,13 @@ pub(crate) async fn insert_issuer(tx: &mut Transaction<'static, Any>, issuer: &I
     )
     .bind(&issuer.id)
     .bind(&issuer.name)
-    .bind(&issuer.role)
+    .bind(issuer.role.as_str())
     .bind(&issuer.parent)
     .bind(&issuer.key_id)
     .bind(&issuer.cert_der)
     .bind(&issuer.fingerprint)
     .bind(issuer.not_after)
-    .bind(&issuer.status)
+    .bind(issuer.status.as_str())
     .bind(issuer.crl_number)
     .bind(issuer.created_at)
     .bind(issuer.revoked_at)
@@ -244,10 +261,10 @@ pub(crate) fn incident_from(r: &AnyRow) -> Result<IncidentRecord> {
         id: col(r, "id")?,
         scope_kind: col(r, "scope_kind")?,
         scope_value: col(r, "scope_value")?,
-        reason: col(r, "reason")?,
+        reason: named(r, "reason")?,
         since: col(r, "since")?,
         note: col(r, "note")?,
-        state: col(r, "state")?,
+        state: named(r, "state")?,
         new_issuers: parse_list(&col::<String>(r, "new_issuers")?)?,
         declared_at: col(r, "declared_at")?,
         declared_by: col(r, "declared_by")?,
@@ -262,7 +279,7 @@ pub(crate) fn incident_connection_from(r: &AnyRow) -> Result<IncidentConnection>
     Ok(IncidentConnection {
         tenant: col(r, "tenant")?,
         connection: col(r, "connection")?,
-        state: col(r, "state")?,
+        state: named(r, "state")?,
         replacement: col(r, "replacement")?,
         updated_at: col(r, "updated_at")?,
         issued_at: col(r, "issued_at")?,
@@ -280,7 +297,7 @@ pub(crate) fn outbox_from(r: &AnyRow) -> Result<OutboxMessage> {
         connections: parse_list(&col::<String>(r, "connections")?)?,
         url: col(r, "url")?,
         body: col(r, "body")?,
-        state: col(r, "state")?,
+        state: named(r, "state")?,
         attempts: col(r, "attempts")?,
         next_attempt_at: col(r, "next_attempt_at")?,
         last_error: col(r, "last_error")?,

@@ -53,7 +53,7 @@ impl TenantStore for SqlStore {
         )
         .bind(&c.tenant)
         .bind(&c.name)
-        .bind(&c.profile)
+        .bind(c.profile.as_str())
         .bind(json_list(&c.allowed_sans))
         .bind(&c.key_algorithm)
         .bind(c.validity_days)

@@ -7,6 +7,7 @@ use custos_store::{
     AuditFilter, AuditRecord, CertificateFilter, CertificateRecord, CheckpointRecord, ConnectionRecord, Genesis,
     IssuerRecord, KeyRecord, Revocation, SqlStore, StatusFilter, Store, StoreError, TenantRecord,
 };
+use custos_types::{CertificateStatus, IssuerRole, IssuerStatus, KeyStatus, Profile, Reason};
 
 fn audit(action: &str) -> AuditRecord {
     AuditRecord {
@@ -29,19 +30,19 @@ fn genesis() -> Genesis {
             label: "issuing-1".into(),
             public_key: vec![1, 2, 3],
             reference: vec![4, 5, 6],
-            status: "active".into(),
+            status: KeyStatus::Active,
             created_at: 1,
         }],
         issuers: vec![IssuerRecord {
             id: "issuing-1".into(),
             name: "Issuing".into(),
-            role: "issuing".into(),
+            role: IssuerRole::Issuing,
             parent: None,
             key_id: "k1".into(),
             cert_der: vec![0x30, 0],
             fingerprint: "AA".into(),
             not_after: 2_000_000_000,
-            status: "active".into(),
+            status: IssuerStatus::Active,
             crl_number: 0,
             created_at: 1,
             revoked_at: None,
@@ -56,7 +57,7 @@ fn cert(serial: &str, connection: &str, not_after: i64) -> CertificateRecord {
         issuer: "issuing-1".into(),
         tenant: "acme".into(),
         connection: connection.into(),
-        profile: "client".into(),
+        profile: Profile::Client,
         subject: "CN=x".into(),
         sans: vec!["a.example".into()],
         key_algorithm: "p256".into(),
@@ -65,7 +66,7 @@ fn cert(serial: &str, connection: &str, not_after: i64) -> CertificateRecord {
         not_before: 0,
         not_after,
         der: vec![0x30, 0x03, 1, 2, 3],
-        status: "valid".into(),
+        status: CertificateStatus::Valid,
         revoked_at: None,
         revocation_reason: None,
         invalidity_date: None,
@@ -79,7 +80,7 @@ fn connection(name: &str) -> ConnectionRecord {
     ConnectionRecord {
         tenant: "acme".into(),
         name: name.into(),
-        profile: "client".into(),
+        profile: Profile::Client,
         allowed_sans: vec!["*.example".into()],
         key_algorithm: "p256".into(),
         validity_days: Some(30),
@@ -150,7 +151,7 @@ async fn contract(store: &dyn Store) {
     // Revocation: atomic over its serials, fed to every process, audited.
     let audits_before = audit_count(store).await;
     assert_eq!(store.last_revocation().await.expect("feed"), 0);
-    let revocation = Revocation { revoked_at: 2_000, reason: "key-compromise".into(), invalidity_date: Some(1_500) };
+    let revocation = Revocation { revoked_at: 2_000, reason: Reason::KeyCompromise, invalidity_date: Some(1_500) };
     store.revoke(&["0001".into(), "0002".into()], &revocation, &[audit("r"), audit("r")]).await.expect("revoke");
     // A batch with an unknown serial, or an already revoked one, changes nothing.
     assert!(matches!(
@@ -161,12 +162,12 @@ async fn contract(store: &dyn Store) {
         store.revoke(&["0004".into(), "0001".into()], &revocation, &[audit("r")]).await,
         Err(StoreError::Conflict { .. })
     ));
-    assert_eq!(store.certificate("0003").await.expect("r").expect("e").status, "valid");
-    assert_eq!(store.certificate("0004").await.expect("r").expect("e").status, "valid");
+    assert_eq!(store.certificate("0003").await.expect("r").expect("e").status, CertificateStatus::Valid);
+    assert_eq!(store.certificate("0004").await.expect("r").expect("e").status, CertificateStatus::Valid);
     assert_eq!(audit_count(store).await, audits_before + 2);
     let revoked = store.revoked("issuing-1", 0).await.expect("revoked");
     assert_eq!(revoked.len(), 2);
-    assert_eq!(revoked[0].reason.as_deref(), Some("key-compromise"));
+    assert_eq!(revoked[0].reason, Some(Reason::KeyCompromise));
     assert_eq!((revoked[0].revoked_at, revoked[0].invalidity_date), (2_000, Some(1_500)));
     let feed = store.revocations_since(0, 100).await.expect("feed");
     assert_eq!(feed.iter().map(|e| e.serial.as_str()).collect::<Vec<_>>(), ["0001", "0002"]);

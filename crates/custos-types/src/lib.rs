@@ -1,13 +1,20 @@
-//! The vocabulary custos's lower layers share: the [`Signer`] trait, key
-//! algorithms, public keys and key ids.
+//! The vocabulary custos's layers share: the [`Signer`] trait, key
+//! algorithms, public keys and key ids, and the typed states and kinds that
+//! are stored and shown (certificate status, issuer role, connection state,
+//! profile, revocation reason).
 //!
 //! It exists so that custos-pki (pure X.509 encoding) can ask for a signature
 //! without depending on custos-keys (key material, PKCS#11, sealing) or on
 //! anything that does I/O. Not here: any backend, any private key.
 
 mod algorithm;
+mod state;
 
 pub use algorithm::{KeyAlgorithm, KeyId, PublicKey, UnsupportedAlgorithm};
+pub use state::{
+    CertificateStatus, ConnectionState, DeliveryState, IncidentState, IssuerRole, IssuerStatus, KeyStatus, Profile,
+    Reason, UnknownName,
+};
 
 /// A key that signs through its backend; key bytes never cross this trait.
 pub trait Signer: Send + Sync {
