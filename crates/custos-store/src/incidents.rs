@@ -205,7 +205,7 @@ impl IncidentStore for SqlStore {
         audit_records: &[AuditRecord],
     ) -> Result<u64> {
         let mut tx = self.write().await?;
-        let moved = move_connections(self.engine, &mut tx, id, connections, transition, unix_now()).await?;
+        let moved = move_connections(&mut tx, id, connections, transition, unix_now()).await?;
         log::append(self.engine, &mut tx, audit_records).await?;
         tx.commit().await.map_err(StoreError::db("commit a connection state"))?;
         Ok(moved)
@@ -286,7 +286,7 @@ pub(crate) async fn record_replacements(
         "UPDATE incident_connections SET state = $1, replacement = $2, {} = $3, updated_at = $3 \
          WHERE incident = $4 AND tenant = $5 AND connection = $6 AND state IN ({})",
         stamp_column(transition.to)?,
-        params(engine, 7, transition.from.len())
+        numbered(7, transition.from.len())
     );
     for r in replacements {
         let mut q = sqlx::query(AssertSqlSafe(sql.clone()))
@@ -333,7 +333,6 @@ pub(crate) async fn record_replacements(
 /// Moves connections in one of `transition.from` to `transition.to`,
 /// stamping the time the target state records; returns how many moved.
 pub(crate) async fn move_connections(
-    engine: Engine,
     tx: &mut Transaction<'static, Any>,
     incident: &str,
     connections: &[(String, String)],
@@ -345,7 +344,7 @@ pub(crate) async fn move_connections(
         "UPDATE incident_connections SET state = $1, {} = $2, updated_at = $2 \
          WHERE incident = $3 AND tenant = $4 AND connection = $5 AND state IN ({})",
         stamp_column(transition.to)?,
-        params(engine, 6, transition.from.len())
+        numbered(6, transition.from.len())
     );
     let mut moved = 0;
     for (tenant, connection) in connections {
@@ -361,6 +360,13 @@ pub(crate) async fn move_connections(
         moved += q.execute(&mut **tx).await.map_err(StoreError::db("move a connection"))?.rows_affected();
     }
     Ok(moved)
+}
+
+/// `$first, $first+1, ...`: numbered on both engines, since these statements
+/// already number their other parameters (SQLite numbers a `?` after the
+/// largest `$n`, which sqlx does not promise to keep).
+fn numbered(first: usize, count: usize) -> String {
+    (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
 }
 
 /// The column that records when a connection reached `state`.

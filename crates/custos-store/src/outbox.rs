@@ -100,8 +100,7 @@ impl OutboxStore for SqlStore {
         if delivered {
             let connections: Vec<(String, String)> =
                 message.connections.iter().map(|c| (message.tenant.clone(), c.clone())).collect();
-            crate::incidents::move_connections(self.engine, &mut tx, &message.incident, &connections, on_delivery, now)
-                .await?;
+            crate::incidents::move_connections(&mut tx, &message.incident, &connections, on_delivery, now).await?;
         }
         log::append(self.engine, &mut tx, audit_records).await?;
         tx.commit().await.map_err(StoreError::db("commit a delivery attempt"))

@@ -223,7 +223,10 @@ pub(crate) async fn insert_key(tx: &mut Transaction<'static, Any>, key: &KeyReco
     .bind(key.created_at)
     .execute(&mut **tx)
     .await
-    .map_err(StoreError::db("store a key"))?;
+    .map_err(|e| match is_unique_violation(&e) {
+        true => StoreError::Duplicate { what: format!("key {}", key.id) },
+        false => StoreError::Database { operation: "store a key", source: e },
+    })?;
     Ok(())
 }
 
