@@ -473,7 +473,7 @@ async fn incident_contract(store: &dyn Store) {
         .rekey(
             &executing,
             &[key("k4")],
-            &[new_ca.clone()],
+            std::slice::from_ref(&new_ca),
             &[("issuing-1".into(), "0a".into())],
             &[audit("issuer.create")],
         )
@@ -510,7 +510,14 @@ async fn incident_contract(store: &dyn Store) {
     let new_cert = CertificateRecord { issuer: "issuing-2".into(), ..cert("r0", "mail", 3_000_000_000) };
     let replacement = Replacement { tenant: "acme".into(), connection: "mail".into(), serial: "r0".into() };
     store
-        .record_replacements(id, &[new_cert.clone()], &[replacement.clone()], &replace, &[message], &[audit("i")])
+        .record_replacements(
+            id,
+            std::slice::from_ref(&new_cert),
+            std::slice::from_ref(&replacement),
+            &replace,
+            &[message],
+            &[audit("i")],
+        )
         .await
         .expect("replacements");
     assert_eq!(store.certificate("r0").await.expect("read"), Some(new_cert));
