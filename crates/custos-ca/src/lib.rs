@@ -19,7 +19,7 @@ mod error;
 pub mod incident;
 mod inventory;
 mod issuance;
-pub mod notify;
+
 pub mod policy;
 mod principal;
 pub mod publisher;
@@ -42,6 +42,7 @@ pub use custos_types::{
     Reason,
 };
 pub use error::CaError;
+pub use incident::notify;
 pub use inventory::{CertificateView, ConnectionOptions, IssuerView, KeyView, ListFilter, rfc3339};
 pub use issuance::{IssueRequest, Issued, KeySource, random_password};
 pub use principal::{Principal, Role};

@@ -1,5 +1,5 @@
-//! Delivering incident notifications from the durable outbox to tenants'
-//! webhooks: a signed POST per message, retried with exponential backoff.
+//! Telling tenants: their webhooks, HMAC-signed notifications delivered
+//! from the durable outbox, and the signed acknowledgement they send back.
 //!
 //! Delivery never blocks revocation or issuance: messages are queued in the
 //! same transaction as the replacements they announce, and delivered after.
@@ -10,12 +10,92 @@
 
 use std::time::Duration;
 
-use custos_store::OutboxMessage;
-use serde_json::json;
+use super::*;
 
-use crate::authorization::{Operation, authorize};
-use crate::incident::sign_webhook;
-use crate::{Ca, Principal, Result, audit_record};
+impl Ca {
+    /// Sets a tenant's webhook with a fresh HMAC secret, returned once.
+    pub async fn set_webhook(&self, principal: &Principal, tenant: &str, url: &str) -> Result<String> {
+        visible(principal, Operation::ManageConnection { tenant }, || CaError::UnknownTenant(tenant.to_string()))?;
+        if self.store.tenant(tenant).await?.is_none() {
+            return Err(CaError::UnknownTenant(tenant.into()));
+        }
+        if url.starts_with("https://") {
+            // Refused now rather than failing every delivery later.
+            return Err(CaError::Policy(format!(
+                "webhook URL {url:?}: https:// delivery is not built yet (no root store ships with custos); \
+                 use an http:// URL on a trusted network, or a local relay"
+            )));
+        }
+        if !url.starts_with("http://") || url.len() <= "http://".len() || url.contains(char::is_whitespace) {
+            return Err(CaError::Policy(format!("webhook URL {url:?} must be an http:// URL")));
+        }
+        let mut secret = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut secret).map_err(|_| CaError::Inconsistent("no randomness".into()))?;
+        let secret = hex::encode(secret);
+        let record =
+            WebhookRecord { tenant: tenant.into(), url: url.into(), secret: secret.clone(), created_at: now() };
+        let audit = audit_record(
+            principal,
+            "tenant.webhook",
+            format!("tenant:{tenant}"),
+            json!({"tenant": tenant, "url": url}),
+        );
+        self.store.set_webhook(&record, &[audit]).await?;
+        Ok(secret)
+    }
+
+    /// Authenticates a tenant's signed request (`x-custos-signature: t=UNIX,v1=HEX`
+    /// over `UNIX.BODY` with the tenant's webhook secret, within five minutes):
+    /// the tenant's principal if the signature holds, `None` if not.
+    pub async fn tenant_by_signature(&self, tenant: &str, header: &str, body: &[u8]) -> Result<Option<Principal>> {
+        let Some(secret) = self.store.webhooks().await?.into_iter().find(|w| w.tenant == tenant).map(|w| w.secret)
+        else {
+            return Ok(None);
+        };
+        Ok(verify_webhook(&secret, header, body, now(), 300).then(|| Principal::Tenant {
+            account: "webhook-hmac".into(),
+            tenant: tenant.to_string(),
+            connection: None,
+        }))
+    }
+
+    /// The tenants' webhooks with their secrets, for the notification job.
+    pub(super) async fn webhook_secrets(&self) -> Result<HashMap<String, String>> {
+        Ok(self.store.webhooks().await?.into_iter().map(|w| (w.tenant, w.secret)).collect())
+    }
+}
+
+/// Signs a webhook body: `t=TIMESTAMP,v1=HEX(HMAC-SHA256(secret, "TIMESTAMP.BODY"))`.
+pub fn sign_webhook(secret_hex: &str, timestamp: i64, body: &[u8]) -> String {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret_hex.as_bytes());
+    let mut ctx = aws_lc_rs::hmac::Context::with_key(&key);
+    ctx.update(timestamp.to_string().as_bytes());
+    ctx.update(b".");
+    ctx.update(body);
+    format!("t={timestamp},v1={}", hex::encode(ctx.sign().as_ref()))
+}
+
+/// Checks a signature made by [`sign_webhook`] within `tolerance` seconds of `now`.
+pub fn verify_webhook(secret_hex: &str, header: &str, body: &[u8], now: i64, tolerance: i64) -> bool {
+    let mut t = None;
+    let mut v1 = None;
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", v)) => t = v.parse::<i64>().ok(),
+            Some(("v1", v)) => v1 = hex::decode(v).ok(),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(v1)) = (t, v1) else { return false };
+    if (now - t).abs() > tolerance {
+        return false;
+    }
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret_hex.as_bytes());
+    let mut message = t.to_string().into_bytes();
+    message.push(b'.');
+    message.extend_from_slice(body);
+    aws_lc_rs::hmac::verify(&key, &message, &v1).is_ok()
+}
 
 /// How long one delivery may take before it counts as failed.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);

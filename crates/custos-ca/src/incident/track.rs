@@ -1,0 +1,123 @@
+//! Where each affected connection stands: status, acknowledgement, retirement of the old certificate, close.
+
+use super::*;
+
+impl Ca {
+    /// Where each connection stands, with ages and notification delivery.
+    pub async fn incident_status(&self, principal: &Principal, id: &str) -> Result<IncidentStatus> {
+        let incident = self.incident(principal, id).await?;
+        let connections = self.store.incident_connections(id).await?;
+        let t = now();
+        let states = ConnectionState::ALL
+            .iter()
+            .map(|s| {
+                let in_state: Vec<&IncidentConnection> = connections.iter().filter(|c| c.state == *s).collect();
+                StateCount {
+                    state: *s,
+                    connections: in_state.len(),
+                    oldest_seconds: in_state.iter().map(|c| t - c.updated_at).max().unwrap_or(0),
+                }
+            })
+            .collect();
+        let messages = self.store.outbox(id).await?;
+        let hooked: std::collections::HashSet<String> =
+            self.store.webhooks().await?.into_iter().map(|w| w.tenant).collect();
+        let mut without: Vec<String> =
+            connections.iter().map(|c| c.tenant.clone()).filter(|t| !hooked.contains(t)).collect();
+        without.dedup();
+        Ok(IncidentStatus {
+            incident,
+            states,
+            notifications: NotificationSummary {
+                delivered: messages.iter().filter(|m| m.state == DeliveryState::Delivered).count(),
+                pending: messages.iter().filter(|m| m.state == DeliveryState::Pending).count(),
+                tenants_without_webhook: without,
+                messages,
+            },
+            connections,
+        })
+    }
+
+    /// A tenant confirms its new certificate is in place; the old one is
+    /// then retired (revoked now if the reason did not revoke it at once).
+    pub async fn ack_incident(
+        &self,
+        principal: &Principal,
+        id: &str,
+        tenant: &str,
+        connection: &str,
+    ) -> Result<IncidentConnection> {
+        visible(principal, Operation::AcknowledgeIncident { tenant, connection }, || CaError::UnknownConnection {
+            tenant: tenant.into(),
+            connection: connection.into(),
+        })?;
+        let record = self.incident_record(id).await?;
+        let connections = self.store.incident_connections(id).await?;
+        let current = connections
+            .iter()
+            .find(|c| c.tenant == tenant && c.connection == connection)
+            .ok_or_else(|| CaError::Policy(format!("{tenant}/{connection} is not affected by {id}")))?;
+        match current.state.as_str() {
+            "pending" => {
+                return Err(CaError::Policy(format!(
+                    "{tenant}/{connection} has no replacement yet (run `custos incident execute {id}`)"
+                )));
+            }
+            "acknowledged" | "old-certificate-retired" => return Ok(current.clone()),
+            _ => {}
+        }
+        let pair = [(tenant.to_string(), connection.to_string())];
+        let audit = audit_record(
+            principal,
+            "incident.ack",
+            format!("connection:{tenant}/{connection}"),
+            json!({"incident": id, "tenant": tenant, "connection": connection, "replacement": current.replacement}),
+        );
+        self.store.move_connections(id, &pair, &ACKNOWLEDGE, &[audit]).await?;
+        // Retire: anything of this connection still valid in the blast radius is revoked now.
+        self.revoke_affected(principal, &record, Some(&pair), &|_| {}).await?;
+        let audit = audit_record(
+            principal,
+            "incident.retire",
+            format!("connection:{tenant}/{connection}"),
+            json!({"incident": id, "tenant": tenant, "connection": connection}),
+        );
+        self.store.move_connections(id, &pair, &RETIRE, &[audit]).await?;
+        self.store
+            .incident_connections(id)
+            .await?
+            .into_iter()
+            .find(|c| c.tenant == tenant && c.connection == connection)
+            .ok_or_else(|| CaError::Inconsistent("connection vanished".into()))
+    }
+
+    /// Closes an incident; refused while any connection still depends on a compromised certificate.
+    pub async fn close_incident(&self, principal: &Principal, id: &str) -> Result<IncidentRecord> {
+        authorize(principal, Operation::CloseIncident)?;
+        let mut record = self.incident_record(id).await?;
+        if record.state == IncidentState::Closed {
+            return Ok(record);
+        }
+        let open: Vec<String> = self
+            .store
+            .incident_connections(id)
+            .await?
+            .into_iter()
+            .filter(|c| c.state != ConnectionState::OldCertificateRetired)
+            .map(|c| format!("{}/{} ({})", c.tenant, c.connection, c.state))
+            .collect();
+        if !open.is_empty() {
+            let shown: Vec<&str> = open.iter().take(5).map(String::as_str).collect();
+            return Err(CaError::Policy(format!(
+                "{} connection(s) still depend on a compromised certificate, e.g. {}; they must acknowledge first",
+                open.len(),
+                shown.join(", ")
+            )));
+        }
+        record.state = IncidentState::Closed;
+        record.closed_at = Some(now());
+        let audit = audit_record(principal, "incident.close", format!("incident:{id}"), json!({"incident": id}));
+        self.store.update_incident(&record, &[audit]).await?;
+        Ok(record)
+    }
+}
