@@ -105,6 +105,10 @@ pub struct LogReport {
     pub key: String,
 }
 
+/// Actions in which a key made a signature; `audit tail --action sign` selects them.
+pub const SIGNING_ACTIONS: &[&str] =
+    &["certificate.issue", "responder.issue", "issuer.create", "crl.sign", "ocsp.sign"];
+
 impl Ca {
     /// The log's verifier key (`origin+hash+key`) as relying parties pin it.
     pub async fn log_verifier_key(&self) -> Result<VerifierKey> {
@@ -179,9 +183,18 @@ impl Ca {
         Ok(self.store.audit_size().await?)
     }
 
-    /// Entries for `audit tail`.
+    /// Entries for `audit tail`; the action `sign` selects every entry in
+    /// which a key made a signature ([`SIGNING_ACTIONS`]).
     pub async fn audit_tail(&self, principal: &Principal, filter: &AuditFilter) -> Result<Vec<AuditEntry>> {
         authorize(principal, Operation::ReadAudit)?;
+        if filter.action.as_deref() == Some("sign") {
+            let signing = AuditFilter {
+                action: None,
+                any_of: SIGNING_ACTIONS.iter().map(|a| a.to_string()).collect(),
+                ..filter.clone()
+            };
+            return Ok(self.store.audit_search(&signing).await?);
+        }
         Ok(self.store.audit_search(filter).await?)
     }
 

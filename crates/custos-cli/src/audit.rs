@@ -103,7 +103,13 @@ fn print_entries(cli: &Cli, entries: &[AuditEntry], header: bool) {
 
 async fn tail(cli: &Cli, args: &TailArgs) -> Result<(), CliError> {
     let s = open(cli).await?;
-    let mut filter = AuditFilter { action: args.action.clone(), key: args.key.clone(), from: None, limit: args.lines };
+    let mut filter = AuditFilter {
+        action: args.action.clone(),
+        key: args.key.clone(),
+        from: None,
+        limit: args.lines,
+        ..Default::default()
+    };
     let first = s.ca.audit_tail(&s.me, &filter).await?;
     print_entries(cli, &first, true);
     if !args.follow {

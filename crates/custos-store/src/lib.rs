@@ -31,7 +31,6 @@ use async_trait::async_trait;
 
 pub use backend::SqlStore;
 pub use error::StoreError;
-pub use log::SIGNING_ACTIONS;
 pub use records::{
     AuditEntry, AuditFilter, AuditRecord, CertificateFilter, CertificateRecord, CheckpointRecord, ConnectionRecord,
     IssuerRecord, KeyRecord, KeyUsage, ResponderRecord, Revocation, RevocationEvent, RevokedRow, StatusFilter,

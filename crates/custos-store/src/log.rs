@@ -19,10 +19,6 @@ use crate::{AuditEntry, AuditFilter, AuditRecord, Result, StoreError};
 /// Entries per multi-row INSERT; 8 columns stay far below SQLite's bound on parameters.
 const ROWS_PER_INSERT: usize = 100;
 
-/// Actions in which a key made a signature; `audit tail --action sign` selects them.
-pub const SIGNING_ACTIONS: &[&str] =
-    &["certificate.issue", "responder.issue", "issuer.create", "crl.sign", "ocsp.sign"];
-
 /// Appends `records` to the log inside `tx`: assigns the next indexes, hashes
 /// each canonical entry and writes the entries and every node they complete.
 /// Returns the index of the first. Bad details (not JSON, too large) fail
@@ -295,16 +291,16 @@ pub(crate) async fn backfill(engine: Engine, tx: &mut Transaction<'static, Any>)
 }
 
 impl AuditFilter {
-    /// Whether an entry passes the filter. An action matches when equal, as
-    /// a dotted prefix (`certificate`) or suffix (`revoke`), and `sign`
-    /// matches every entry in which a key signed.
+    /// Whether an entry passes the filter. An action matches when equal, or
+    /// as a dotted prefix (`certificate`) or suffix (`revoke`); `any_of`, when
+    /// not empty, must contain the action.
     pub fn matches(&self, record: &AuditRecord) -> bool {
         let action_ok = self.action.as_deref().is_none_or(|action| {
             record.action == action
-                || (action == "sign" && SIGNING_ACTIONS.contains(&record.action.as_str()))
                 || record.action.strip_prefix(action).is_some_and(|r| r.starts_with('.'))
                 || record.action.strip_suffix(action).is_some_and(|r| r.ends_with('.'))
         });
-        action_ok && self.key.as_deref().is_none_or(|k| record.key.as_deref() == Some(k))
+        let listed = self.any_of.is_empty() || self.any_of.contains(&record.action);
+        action_ok && listed && self.key.as_deref().is_none_or(|k| record.key.as_deref() == Some(k))
     }
 }

@@ -160,8 +160,11 @@ pub struct AuditEntry {
 /// Which entries `audit tail` wants.
 #[derive(Clone, Debug, Default)]
 pub struct AuditFilter {
-    /// Action, dotted prefix or suffix, or `sign`.
+    /// Action, or its dotted prefix (`certificate`) or suffix (`revoke`).
     pub action: Option<String>,
+    /// When not empty, only entries whose action is one of these (custos-ca
+    /// says which actions are signatures; the store knows no such list).
+    pub any_of: Vec<String>,
     /// Key id.
     pub key: Option<String>,
     /// Oldest first from this index; `None` for the newest `limit`.

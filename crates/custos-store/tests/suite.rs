@@ -277,14 +277,21 @@ async fn audit_contract(store: &dyn Store) {
     // Search and usage.
     let filter = |action: Option<&str>, key: Option<&str>, from: Option<u64>, limit| AuditFilter {
         action: action.map(Into::into),
+        any_of: vec![],
         key: key.map(Into::into),
         from,
         limit,
     };
     let newest = store.audit_search(&filter(None, None, None, 3)).await.expect("tail");
     assert_eq!(newest.iter().map(|e| e.index).collect::<Vec<_>>(), [size - 3, size - 2, size - 1]);
-    let signs = store.audit_search(&filter(Some("sign"), Some("k1"), Some(before), 10_000)).await.expect("search");
-    assert_eq!(signs.len(), 200, "every third of 600 used k1, and all are signatures");
+    let listed = AuditFilter {
+        any_of: vec!["certificate.issue".into(), "crl.sign".into(), "ocsp.sign".into()],
+        ..filter(None, Some("k1"), Some(before), 10_000)
+    };
+    let signs = store.audit_search(&listed).await.expect("search");
+    assert_eq!(signs.len(), 200, "every third of 600 used k1, and all are one of those actions");
+    let none = AuditFilter { any_of: vec!["tenant.add".into()], ..filter(None, Some("k1"), Some(before), 10_000) };
+    assert!(store.audit_search(&none).await.expect("search").is_empty());
     let crl = store.audit_search(&filter(Some("crl"), None, Some(before), 10_000)).await.expect("search");
     assert_eq!(crl.len(), 300);
     let issue = store.audit_search(&filter(Some("issue"), Some("k2"), Some(before), 5)).await.expect("search");
