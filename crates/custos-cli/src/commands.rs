@@ -4,98 +4,36 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use custos_ca::{
-    CertificateView, ConnectionOptions, IssueRequest, Issued, IssuerView, KeyAlgorithm, KeySource, ListFilter,
-    StatusFilter, policy::parse_duration,
+    CertificateView, IssueRequest, Issued, IssuerView, KeyAlgorithm, KeySource, ListFilter, StatusFilter,
+    policy::parse_duration,
 };
 use custos_pki::{Profile, Reason, Serial};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::inventory::print_issuers;
 use crate::output::{json, table, write_private, write_public};
 use crate::session::{Session, checkpoint, open, open_unsealed, unseal};
 use crate::{
-    CaCommand, Cli, CliError, Command, ConfigCommand, ConnectionCommand, CrlArgs, IssueArgs, KeysCommand, ListArgs,
-    RevokeArgs, ServeArgs, ShowArgs, TenantCommand, passphrase,
+    CaCommand, Cli, CliError, Command, ConfigCommand, CrlArgs, IssueArgs, ListArgs, RevokeArgs, ServeArgs, ShowArgs,
+    passphrase,
 };
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match &cli.command {
         Command::Init(_) => init(&cli).await,
-        Command::Tenant(TenantCommand::Add { name }) => {
-            let s = open(&cli).await?;
-            let t = s.ca.add_tenant(&s.me, name).await?;
-            if cli.json {
-                json(&t)
-            } else {
-                println!("added tenant {}", t.name);
-                Ok(())
-            }
-        }
-        Command::Tenant(TenantCommand::List) => {
-            let s = open(&cli).await?;
-            let tenants = s.ca.tenants(&s.me).await?;
-            if cli.json {
-                return json(&tenants);
-            }
-            let rows: Vec<Vec<String>> =
-                tenants.iter().map(|t| vec![t.name.clone(), custos_ca::rfc3339(t.created_at)]).collect();
-            print!("{}", table(&["TENANT", "CREATED"], &rows));
-            Ok(())
-        }
-        Command::Connection(ConnectionCommand::Add(args)) => {
-            let s = open(&cli).await?;
-            let options = ConnectionOptions {
-                profile: args.profile.parse().map_err(custos_ca::CaError::from)?,
-                allowed_sans: args.allow_san.clone(),
-                key_algorithm: args.key_algorithm.parse().map_err(custos_ca::CaError::from)?,
-                validity_days: args.validity.as_deref().map(days).transpose()?,
-            };
-            let c = s.ca.add_connection(&s.me, &args.tenant, &args.name, &options).await?;
-            if cli.json {
-                json(&c)
-            } else {
-                println!("added connection {}/{} (profile {}, keys {})", c.tenant, c.name, c.profile, c.key_algorithm);
-                Ok(())
-            }
-        }
-        Command::Connection(ConnectionCommand::List { tenant }) => {
-            let s = open(&cli).await?;
-            let list = s.ca.connections(&s.me, tenant.as_deref()).await?;
-            if cli.json {
-                return json(&list);
-            }
-            let rows: Vec<Vec<String>> = list
-                .iter()
-                .map(|c| {
-                    vec![
-                        c.tenant.clone(),
-                        c.name.clone(),
-                        c.profile.to_string(),
-                        c.key_algorithm.clone(),
-                        c.allowed_sans.join(","),
-                    ]
-                })
-                .collect();
-            print!("{}", table(&["TENANT", "CONNECTION", "PROFILE", "KEYS", "ALLOWED SANS"], &rows));
-            Ok(())
-        }
+        Command::Tenant(command) => crate::inventory::tenant(&cli, command).await,
+        Command::Connection(command) => crate::inventory::connection(&cli, command).await,
+        Command::Keys(command) => crate::inventory::keys(&cli, command).await,
         Command::Issue(args) => issue(&cli, args).await,
         Command::List(args) => list(&cli, args).await,
         Command::Show(args) => show(&cli, args).await,
         Command::Ca(CaCommand::Export { id, pem: _, der, chain, out }) => {
             ca_export(&cli, id, *der, *chain, out.as_deref()).await
         }
+        Command::Ca(CaCommand::List) => crate::inventory::ca_list(&cli).await,
         Command::Config(ConfigCommand::Show) => config_show(&cli),
-        Command::Ca(CaCommand::List) => {
-            let s = open(&cli).await?;
-            let views: Vec<IssuerView> = s.ca.issuers(&s.me).await?.iter().map(IssuerView::from).collect();
-            if cli.json {
-                return json(&views);
-            }
-            print_issuers(&views);
-            Ok(())
-        }
         Command::Serve(args) => serve(&cli, args).await,
         Command::Revoke(args) => revoke(&cli, args).await,
         Command::Crl(args) => crl(&cli, args).await,
@@ -104,48 +42,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Demo(crate::DemoCommand::Incident { tenants, keep_dir }) => {
             crate::demo::incident(*tenants, keep_dir.clone()).await
         }
-        Command::Tenant(TenantCommand::Webhook { tenant, url }) => {
-            let s = open(&cli).await?;
-            let secret = s.ca.set_webhook(&s.me, tenant, url).await?;
-            if cli.json {
-                return json(&json!({"tenant": tenant, "url": url, "secret": secret}));
-            }
-            println!("webhook of {tenant}: {url}");
-            println!("HMAC-SHA256 secret (shown once; the tenant verifies x-custos-signature with it): {secret}");
-            Ok(())
-        }
-        Command::Keys(KeysCommand::List) => {
-            let s = open(&cli).await?;
-            let keys = s.ca.key_views(&s.me).await?;
-            if cli.json {
-                return json(&keys);
-            }
-            let rows: Vec<Vec<String>> = keys
-                .iter()
-                .map(|k| {
-                    vec![
-                        k.id.clone(),
-                        k.backend.clone(),
-                        k.algorithm.clone(),
-                        k.label.clone(),
-                        k.public_key_sha256[..16].to_string(),
-                        k.status.clone(),
-                        k.uses.to_string(),
-                    ]
-                })
-                .collect();
-            print!("{}", table(&["KEY", "BACKEND", "ALGORITHM", "LABEL", "SPKI SHA-256", "STATUS", "USES"], &rows));
-            Ok(())
-        }
     }
-}
-
-fn days(text: &str) -> Result<i64, CliError> {
-    let secs = parse_duration(text)?;
-    if secs % 86_400 != 0 {
-        return Err(CliError::Usage(format!("connection validity {text:?} must be whole days")));
-    }
-    Ok(secs / 86_400)
 }
 
 async fn init(cli: &Cli) -> Result<(), CliError> {
@@ -222,23 +119,6 @@ fn config_show(cli: &Cli) -> Result<(), CliError> {
     let rows: Vec<Vec<String>> = entries.into_iter().map(|(k, v, o)| vec![k, v, o.to_string()]).collect();
     print!("{}", table(&["SETTING", "VALUE", "FROM"], &rows));
     Ok(())
-}
-
-fn print_issuers(views: &[IssuerView]) {
-    let rows: Vec<Vec<String>> = views
-        .iter()
-        .map(|v| {
-            vec![
-                v.id.clone(),
-                v.role.clone(),
-                v.status.clone(),
-                v.not_after.clone(),
-                v.name.clone(),
-                v.fingerprint.clone(),
-            ]
-        })
-        .collect();
-    print!("{}", table(&["ID", "ROLE", "STATUS", "NOT AFTER", "NAME", "SHA-256 FINGERPRINT"], &rows));
 }
 
 /// One line of `issue --from FILE`.

@@ -9,6 +9,7 @@ mod commands;
 mod demo;
 mod fetch;
 mod incident;
+mod inventory;
 mod output;
 mod passphrase;
 mod session;

@@ -1,0 +1,152 @@
+//! `custos tenant|connection|keys|ca list`: the inventory commands.
+
+use custos_ca::policy::parse_duration;
+use custos_ca::{ConnectionOptions, IssuerView};
+use serde_json::json;
+
+use crate::output::{json, table};
+use crate::session::open;
+use crate::{Cli, CliError, ConnectionCommand, KeysCommand, TenantCommand};
+
+/// `custos tenant ...`.
+pub async fn tenant(cli: &Cli, command: &TenantCommand) -> Result<(), CliError> {
+    match command {
+        TenantCommand::Add { name } => {
+            let s = open(cli).await?;
+            let t = s.ca.add_tenant(&s.me, name).await?;
+            if cli.json {
+                json(&t)
+            } else {
+                println!("added tenant {}", t.name);
+                Ok(())
+            }
+        }
+        TenantCommand::List => {
+            let s = open(cli).await?;
+            let tenants = s.ca.tenants(&s.me).await?;
+            if cli.json {
+                return json(&tenants);
+            }
+            let rows: Vec<Vec<String>> =
+                tenants.iter().map(|t| vec![t.name.clone(), custos_ca::rfc3339(t.created_at)]).collect();
+            print!("{}", table(&["TENANT", "CREATED"], &rows));
+            Ok(())
+        }
+        TenantCommand::Webhook { tenant, url } => {
+            let s = open(cli).await?;
+            let secret = s.ca.set_webhook(&s.me, tenant, url).await?;
+            if cli.json {
+                return json(&json!({"tenant": tenant, "url": url, "secret": secret}));
+            }
+            println!("webhook of {tenant}: {url}");
+            println!("HMAC-SHA256 secret (shown once; the tenant verifies x-custos-signature with it): {secret}");
+            Ok(())
+        }
+    }
+}
+
+/// `custos connection ...`.
+pub async fn connection(cli: &Cli, command: &ConnectionCommand) -> Result<(), CliError> {
+    match command {
+        ConnectionCommand::Add(args) => {
+            let s = open(cli).await?;
+            let options = ConnectionOptions {
+                profile: args.profile.parse().map_err(custos_ca::CaError::from)?,
+                allowed_sans: args.allow_san.clone(),
+                key_algorithm: args.key_algorithm.parse().map_err(custos_ca::CaError::from)?,
+                validity_days: args.validity.as_deref().map(days).transpose()?,
+            };
+            let c = s.ca.add_connection(&s.me, &args.tenant, &args.name, &options).await?;
+            if cli.json {
+                json(&c)
+            } else {
+                println!("added connection {}/{} (profile {}, keys {})", c.tenant, c.name, c.profile, c.key_algorithm);
+                Ok(())
+            }
+        }
+        ConnectionCommand::List { tenant } => {
+            let s = open(cli).await?;
+            let list = s.ca.connections(&s.me, tenant.as_deref()).await?;
+            if cli.json {
+                return json(&list);
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.tenant.clone(),
+                        c.name.clone(),
+                        c.profile.to_string(),
+                        c.key_algorithm.clone(),
+                        c.allowed_sans.join(","),
+                    ]
+                })
+                .collect();
+            print!("{}", table(&["TENANT", "CONNECTION", "PROFILE", "KEYS", "ALLOWED SANS"], &rows));
+            Ok(())
+        }
+    }
+}
+
+/// `custos keys list`.
+pub async fn keys(cli: &Cli, command: &KeysCommand) -> Result<(), CliError> {
+    let KeysCommand::List = command;
+    let s = open(cli).await?;
+    let keys = s.ca.key_views(&s.me).await?;
+    if cli.json {
+        return json(&keys);
+    }
+    let rows: Vec<Vec<String>> = keys
+        .iter()
+        .map(|k| {
+            vec![
+                k.id.clone(),
+                k.backend.clone(),
+                k.algorithm.clone(),
+                k.label.clone(),
+                k.public_key_sha256[..16].to_string(),
+                k.status.clone(),
+                k.uses.to_string(),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["KEY", "BACKEND", "ALGORITHM", "LABEL", "SPKI SHA-256", "STATUS", "USES"], &rows));
+    Ok(())
+}
+
+/// `custos ca list`.
+pub async fn ca_list(cli: &Cli) -> Result<(), CliError> {
+    let s = open(cli).await?;
+    let views: Vec<IssuerView> = s.ca.issuers(&s.me).await?.iter().map(IssuerView::from).collect();
+    if cli.json {
+        return json(&views);
+    }
+    print_issuers(&views);
+    Ok(())
+}
+
+fn days(text: &str) -> Result<i64, CliError> {
+    let secs = parse_duration(text)?;
+    if secs % 86_400 != 0 {
+        return Err(CliError::Usage(format!("connection validity {text:?} must be whole days")));
+    }
+    Ok(secs / 86_400)
+}
+
+/// The issuers as a table.
+pub fn print_issuers(views: &[IssuerView]) {
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|v| {
+            vec![
+                v.id.clone(),
+                v.role.clone(),
+                v.status.clone(),
+                v.not_after.clone(),
+                v.name.clone(),
+                v.fingerprint.clone(),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["ID", "ROLE", "STATUS", "NOT AFTER", "NAME", "SHA-256 FINGERPRINT"], &rows));
+}
