@@ -308,7 +308,7 @@ impl Ca {
             for entry in &page? {
                 bytes.clear();
                 // Unchecked: damaged details give a different hash, which push reports.
-                entry.fields().write_unchecked(&mut bytes);
+                custos_store::entry_fields(entry).write_unchecked(&mut bytes);
                 verifier.push(entry.index, &bytes, Some(&entry.leaf_hash))?;
             }
         }
@@ -356,5 +356,5 @@ impl Ca {
 
 /// The canonical bytes of a stored entry.
 fn entry_bytes(e: &AuditEntry) -> Result<Vec<u8>> {
-    Ok(e.fields().encode()?)
+    Ok(custos_store::entry_fields(e).encode()?)
 }

@@ -35,12 +35,13 @@ use time::OffsetDateTime;
 use crate::authorization::{Decision, Operation, authorize, decide};
 
 pub use custos_keys::KeyAlgorithm;
-pub use custos_store::{AuditEntry, AuditFilter, CheckpointRecord, KeyUsage};
-pub use custos_store::{CertificateRecord, ConnectionRecord, IssuerRecord, StatusFilter, TenantRecord};
+pub use custos_types::{AuditEntry, AuditFilter, CheckpointRecord, KeyUsage};
+pub use custos_types::{CertificateRecord, ConnectionRecord, IssuerRecord, StatusFilter, TenantRecord};
 pub use custos_types::{
     CertificateStatus, ConnectionState, DeliveryState, IncidentState, IssuerRole, IssuerStatus, KeyStatus, Profile,
     Reason,
 };
+pub use custos_types::{IncidentConnection, IncidentRecord, OutboxMessage};
 pub use error::CaError;
 pub use incident::notify;
 pub use inventory::{CertificateView, ConnectionOptions, IssuerView, KeyView, ListFilter, rfc3339};

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 
 use crate::backend::SqlStore;
-use crate::log;
+use crate::log::{self, Matches};
 use crate::rows::*;
 use crate::*;
 

@@ -18,7 +18,6 @@ mod issuers;
 mod log;
 mod meta;
 mod outbox;
-mod records;
 mod revocations;
 mod rows;
 mod tenants;
@@ -31,12 +30,15 @@ use async_trait::async_trait;
 
 pub use backend::SqlStore;
 pub use error::StoreError;
-pub use records::{
+pub use log::entry_fields;
+// The records this store persists are the domain's (custos-types); re-exported
+// so that callers of the store traits can name them from here too.
+pub use custos_types::{
     AuditEntry, AuditFilter, AuditRecord, CertificateFilter, CertificateRecord, CheckpointRecord, ConnectionRecord,
     IssuerRecord, KeyRecord, KeyUsage, ResponderRecord, Revocation, RevocationEvent, RevokedRow, StatusFilter,
     TenantRecord,
 };
-pub use records::{
+pub use custos_types::{
     IncidentCertificate, IncidentConnection, IncidentRecord, OutboxMessage, Replacement, Transition, WebhookRecord,
 };
 

@@ -73,11 +73,9 @@ pub(crate) async fn append(engine: Engine, tx: &mut Transaction<'static, Any>, r
     Ok(size)
 }
 
-impl AuditEntry {
-    /// The entry's canonical fields, as hashed and served.
-    pub fn fields(&self) -> EntryFields<'_> {
-        fields(self.index, &self.record)
-    }
+/// An entry's canonical fields, as hashed and served.
+pub fn entry_fields(entry: &AuditEntry) -> EntryFields<'_> {
+    fields(entry.index, &entry.record)
 }
 
 /// The canonical fields of a record at `index`.
@@ -290,11 +288,17 @@ pub(crate) async fn backfill(engine: Engine, tx: &mut Transaction<'static, Any>)
     Ok(())
 }
 
-impl AuditFilter {
+/// The audit filter's rule, applied in the store's scan.
+pub(crate) trait Matches {
+    /// Whether an entry passes the filter.
+    fn matches(&self, record: &AuditRecord) -> bool;
+}
+
+impl Matches for AuditFilter {
     /// Whether an entry passes the filter. An action matches when equal, or
     /// as a dotted prefix (`certificate`) or suffix (`revoke`); `any_of`, when
     /// not empty, must contain the action.
-    pub fn matches(&self, record: &AuditRecord) -> bool {
+    fn matches(&self, record: &AuditRecord) -> bool {
         let action_ok = self.action.as_deref().is_none_or(|action| {
             record.action == action
                 || record.action.strip_prefix(action).is_some_and(|r| r.starts_with('.'))

@@ -8,9 +8,16 @@
 //! anything that does I/O. Not here: any backend, any private key.
 
 mod algorithm;
+mod records;
 mod state;
 
 pub use algorithm::{KeyAlgorithm, KeyId, PublicKey, UnsupportedAlgorithm};
+pub use records::{
+    AuditEntry, AuditFilter, AuditRecord, CertificateFilter, CertificateRecord, CheckpointRecord, ConnectionRecord,
+    IncidentCertificate, IncidentConnection, IncidentRecord, IssuerRecord, KeyRecord, KeyUsage, OutboxMessage,
+    Replacement, ResponderRecord, Revocation, RevocationEvent, RevokedRow, StatusFilter, TenantRecord, Transition,
+    WebhookRecord,
+};
 pub use state::{
     CertificateStatus, ConnectionState, DeliveryState, IncidentState, IssuerRole, IssuerStatus, KeyStatus, Profile,
     Reason, UnknownName,

@@ -1,6 +1,9 @@
-//! Rows as plain values.
+//! The records custos keeps: tenants, connections, keys, issuers,
+//! certificates, revocations, audit entries, incidents and notifications, as
+//! plain values. custos-store persists them and custos-ca speaks them; neither
+//! the server nor the CLI needs the store to name them.
 
-use custos_types::{
+use crate::{
     CertificateStatus, ConnectionState, DeliveryState, IncidentState, IssuerRole, IssuerStatus, KeyStatus, Profile,
     Reason,
 };
