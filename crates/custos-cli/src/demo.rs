@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use custos_ca::incident::{Declaration, Scope};
-use custos_ca::{ConnectionOptions, IssueRequest, KeyAlgorithm, KeySource, Principal};
+use custos_ca::{Ca, CertificateRecord, ConnectionOptions, IssueRequest, KeyAlgorithm, KeySource, Principal};
 use custos_pki::{Profile, Reason, Serial};
 
 use crate::CliError;
@@ -38,6 +38,19 @@ pub async fn incident(tenants: usize, keep: Option<PathBuf>) -> Result<(), CliEr
     let config = custos_node::Config { data_dir: data.clone(), ..custos_node::Config::default() };
     let me = Principal::local();
     let ca = custos_node::init(&config, passphrase.as_bytes(), &me).await?;
+    let (old, issued) = populate(&ca, &me, tenants).await?;
+    let view = steal_and_replace(&ca, &me, &dir, tenants, issued).await?;
+    let files = pem_files(&ca, &me, &dir, &view.id, &old).await?;
+    // The server below opens the database itself.
+    drop(ca);
+    ask_ocsp(&data, passphrase.as_str(), &old, &files)?;
+    acknowledge_and_report(&config, passphrase.as_str(), &me, &view.id, &old, &dir).await
+}
+
+/// Tenants with two connections each, each with a client certificate from
+/// issuing-1; returns the first certificate (the one followed through the
+/// story) and how many were issued.
+async fn populate(ca: &Ca, me: &Principal, tenants: usize) -> Result<(CertificateRecord, usize), CliError> {
     let options = ConnectionOptions {
         profile: Profile::Client,
         allowed_sans: vec![],
@@ -47,9 +60,9 @@ pub async fn incident(tenants: usize, keep: Option<PathBuf>) -> Result<(), CliEr
     let mut requests = Vec::new();
     for t in 0..tenants {
         let tenant = format!("customer-{t:03}");
-        ca.add_tenant(&me, &tenant).await?;
+        ca.add_tenant(me, &tenant).await?;
         for connection in ["mail-sync", "calendar-sync"] {
-            ca.add_connection(&me, &tenant, connection, &options).await?;
+            ca.add_connection(me, &tenant, connection, &options).await?;
             requests.push(IssueRequest {
                 tenant: tenant.clone(),
                 connection: connection.into(),
@@ -62,19 +75,30 @@ pub async fn incident(tenants: usize, keep: Option<PathBuf>) -> Result<(), CliEr
     }
     let mut first = None;
     let issued = ca
-        .issue_many(&me, requests, |batch| {
+        .issue_many(me, requests, |batch| {
             if first.is_none() {
                 first = batch.into_iter().next().map(|i| i.record);
             }
         })
         .await?;
     let old = first.ok_or_else(|| CliError::Usage("the demo needs at least one tenant".into()))?;
+    Ok((old, issued))
+}
+
+/// The stolen key: declare the incident on issuing-1 and execute it.
+async fn steal_and_replace(
+    ca: &Ca,
+    me: &Principal,
+    dir: &Path,
+    tenants: usize,
+    issued: usize,
+) -> Result<custos_ca::incident::IncidentView, CliError> {
     println!("== {tenants} customer tenants, {issued} connections, each with a client certificate from issuing-1");
     println!("   the vendor's issuing CA key is stolen. One command finds everyone affected:\n");
 
     let view = ca
         .declare_incident(
-            &me,
+            me,
             &Declaration {
                 scope: Scope::Issuer("issuing-1".into()),
                 reason: Reason::KeyCompromise,
@@ -87,7 +111,7 @@ pub async fn incident(tenants: usize, keep: Option<PathBuf>) -> Result<(), CliEr
         "$ custos incident declare --compromised issuer:issuing-1\n   {}: {} certificates on {} connections of {} tenants affected",
         view.id, view.affected_certificates, view.affected_connections, view.affected_tenants
     );
-    let summary = ca.execute_incident(&me, &view.id, &dir.join("replacements.jsonl"), &|_| {}).await?;
+    let summary = ca.execute_incident(me, &view.id, &dir.join("replacements.jsonl"), &|_| {}).await?;
     println!(
         "$ custos incident execute {} --yes\n   new CA {}; {} revoked in {:.2}s; {} replacements issued in {:.2}s",
         view.id,
@@ -97,17 +121,36 @@ pub async fn incident(tenants: usize, keep: Option<PathBuf>) -> Result<(), CliEr
         summary.replaced,
         summary.seconds_to_replaced
     );
+    Ok(view)
+}
 
+/// The certificates openssl needs, as PEM files in `dir`.
+struct PemFiles {
+    root: PathBuf,
+    old_ca: PathBuf,
+    new_ca: PathBuf,
+    old: PathBuf,
+    new: PathBuf,
+}
+
+/// Writes the root, both issuing CAs, the old certificate and its replacement.
+async fn pem_files(
+    ca: &Ca,
+    me: &Principal,
+    dir: &Path,
+    incident: &str,
+    old: &CertificateRecord,
+) -> Result<PemFiles, CliError> {
     // Ask a running server, with openssl, about the old certificate and its replacement.
-    let connections = ca.incident_status(&me, &view.id).await?.connections;
+    let connections = ca.incident_status(me, incident).await?.connections;
     let replacement = connections
         .iter()
         .find(|c| c.tenant == old.tenant && c.connection == old.connection)
         .and_then(|c| c.replacement.clone())
         .ok_or_else(|| CliError::Output("no replacement recorded".into()))?;
     let replacement: Serial = replacement.parse().map_err(custos_ca::CaError::from)?;
-    let new = ca.certificate(&me, &replacement).await?;
-    let issuers = ca.issuers(&me).await?;
+    let new = ca.certificate(me, &replacement).await?;
+    let issuers = ca.issuers(me).await?;
     let pem = |name: &str, der: &[u8]| -> Result<PathBuf, CliError> {
         let path = dir.join(name);
         std::fs::write(&path, custos_pki::certificate_pem(der)).map_err(io(&path))?;
@@ -119,13 +162,16 @@ pub async fn incident(tenants: usize, keep: Option<PathBuf>) -> Result<(), CliEr
     let new_ca = pem(&format!("{}.pem", new.issuer), &find(&new.issuer))?;
     let old_pem = pem("old.pem", &old.der)?;
     let new_pem = pem("new.pem", &new.der)?;
-    drop(ca);
+    Ok(PemFiles { root, old_ca, new_ca, old: old_pem, new: new_pem })
+}
 
+/// Asks a running `custos serve`, with openssl, about the old certificate and its replacement.
+fn ask_ocsp(data: &Path, passphrase: &str, old: &CertificateRecord, files: &PemFiles) -> Result<(), CliError> {
     let exe = std::env::current_exe().map_err(|e| CliError::Output(e.to_string()))?;
     let mut child = Command::new(exe)
         .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("CUSTOS_DATA", &data)
-        .env("CUSTOS_PASSPHRASE", passphrase.as_str())
+        .env("CUSTOS_DATA", data)
+        .env("CUSTOS_PASSPHRASE", passphrase)
         .env("CUSTOS_LOG", "error")
         .stdout(Stdio::piped())
         .spawn()
@@ -137,14 +183,16 @@ pub async fn incident(tenants: usize, keep: Option<PathBuf>) -> Result<(), CliEr
     let _server = ServeChild(child);
     let url = format!("{}/ocsp", line.trim().strip_prefix("custos listening on ").unwrap_or("http://127.0.0.1:8080"));
     println!("\n== relying parties ask OCSP ({url}) with openssl:");
-    for (what, cert, issuer) in [("old certificate", &old_pem, &old_ca), ("its replacement", &new_pem, &new_ca)] {
+    for (what, cert, issuer) in
+        [("old certificate", &files.old, &files.old_ca), ("its replacement", &files.new, &files.new_ca)]
+    {
         let out = Command::new("openssl")
             .args(["ocsp", "-issuer"])
             .arg(issuer)
             .arg("-cert")
             .arg(cert)
             .args(["-url", &url, "-CAfile"])
-            .arg(&root)
+            .arg(&files.root)
             .output();
         match out {
             Ok(o) => {
@@ -156,13 +204,24 @@ pub async fn incident(tenants: usize, keep: Option<PathBuf>) -> Result<(), CliEr
         }
     }
     drop(_server);
+    Ok(())
+}
 
-    let mut ca = custos_node::open(&config).await?;
-    custos_node::unseal(&config, &mut ca, passphrase.as_bytes()).await?;
+/// The first customer acknowledges its replacement; the report.
+async fn acknowledge_and_report(
+    config: &custos_node::Config,
+    passphrase: &str,
+    me: &Principal,
+    incident: &str,
+    old: &CertificateRecord,
+    dir: &Path,
+) -> Result<(), CliError> {
+    let mut ca = custos_node::open(config).await?;
+    custos_node::unseal(config, &mut ca, passphrase.as_bytes()).await?;
     // The first customer confirms its new certificate is in place.
-    ca.ack_incident(&me, &view.id, &old.tenant, &old.connection).await?;
-    let report = ca.incident_report(&me, &view.id).await?;
-    println!("\n== the report (custos incident report {})", view.id);
+    ca.ack_incident(me, incident, &old.tenant, &old.connection).await?;
+    let report = ca.incident_report(me, incident).await?;
+    println!("\n== the report (custos incident report {incident})");
     for e in &report.timeline {
         println!("   {}  {}", e.time, e.event);
     }
@@ -175,8 +234,8 @@ pub async fn incident(tenants: usize, keep: Option<PathBuf>) -> Result<(), CliEr
     println!(
         "\nreplacement keys: {} (0600). Try `CUSTOS_DATA={} custos incident status {}` with --keep-dir to look around.",
         dir.join("replacements.jsonl").display(),
-        data.display(),
-        view.id
+        config.data_dir.display(),
+        incident
     );
     Ok(())
 }
