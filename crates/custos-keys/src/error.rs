@@ -41,7 +41,7 @@ pub enum KeyError {
     },
     /// A token key that could be exported; custos refuses to use it.
     #[error(
-        "key {key} can leave the token (CKA_SENSITIVE false, CKA_EXTRACTABLE true or not a token object); custos refuses it"
+        "key {key} can leave, or may once have left, the token (CKA_SENSITIVE or CKA_ALWAYS_SENSITIVE false, CKA_EXTRACTABLE true or CKA_NEVER_EXTRACTABLE false, or not a token object); custos refuses it"
     )]
     Exportable {
         /// The key's URI.

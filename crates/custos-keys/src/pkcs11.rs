@@ -706,6 +706,19 @@ pub struct KeyProtection {
     pub extractable: bool,
     /// CKA_TOKEN (persistent on the token).
     pub token: bool,
+    /// CKA_ALWAYS_SENSITIVE: sensitive since it was made (never seen outside the token).
+    pub always_sensitive: bool,
+    /// CKA_NEVER_EXTRACTABLE: never could have been exported (not imported, never unwrapped out).
+    pub never_extractable: bool,
+}
+
+impl KeyProtection {
+    /// Whether custos accepts the key: sensitive, not extractable, a token
+    /// object, and so since it was made. A key that was ever extractable, or
+    /// imported from outside, may have been copied (PKCS#11 3.0 4.9).
+    pub fn acceptable(&self) -> bool {
+        self.sensitive && !self.extractable && self.token && self.always_sensitive && self.never_extractable
+    }
 }
 
 impl Pkcs11KeyStore {
@@ -714,14 +727,28 @@ impl Pkcs11KeyStore {
         let id = key_id_of(&String::from_utf8_lossy(&reference.data))?;
         self.token.with_session("read key attributes", |_, session| {
             let key = find(session, ObjectClass::PRIVATE_KEY, &id)?.ok_or(Fail::Missing)?;
-            let mut p = KeyProtection { sensitive: false, extractable: true, token: false };
-            for a in session
-                .get_attributes(key, &[AttributeType::Sensitive, AttributeType::Extractable, AttributeType::Token])?
-            {
+            // Absent attributes count against the key.
+            let mut p = KeyProtection {
+                sensitive: false,
+                extractable: true,
+                token: false,
+                always_sensitive: false,
+                never_extractable: false,
+            };
+            let wanted = [
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
+                AttributeType::Token,
+                AttributeType::AlwaysSensitive,
+                AttributeType::NeverExtractable,
+            ];
+            for a in session.get_attributes(key, &wanted)? {
                 match a {
                     Attribute::Sensitive(v) => p.sensitive = v,
                     Attribute::Extractable(v) => p.extractable = v,
                     Attribute::Token(v) => p.token = v,
+                    Attribute::AlwaysSensitive(v) => p.always_sensitive = v,
+                    Attribute::NeverExtractable(v) => p.never_extractable = v,
                     _ => {}
                 }
             }
@@ -749,7 +776,16 @@ impl KeyStore for Pkcs11KeyStore {
         let mut public_template = common(false);
         public_template.push(Attribute::Verify(true));
         let mut private_template = common(true);
-        private_template.extend([Attribute::Sensitive(true), Attribute::Extractable(false), Attribute::Sign(true)]);
+        // A signing key and nothing else: it can neither decrypt, unwrap other
+        // keys (a way to get key material in or out) nor derive.
+        private_template.extend([
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
+        ]);
         let mechanism = match algorithm {
             KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => {
                 public_template.push(Attribute::EcParams(ec_params(algorithm)));
@@ -790,7 +826,7 @@ impl KeyStore for Pkcs11KeyStore {
         }
         let uri = String::from_utf8_lossy(&reference.data).to_string();
         let protection = self.protection(reference)?;
-        if !protection.sensitive || protection.extractable || !protection.token {
+        if !protection.acceptable() {
             return Err(KeyError::Exportable { key: uri });
         }
         let id = key_id_of(&uri)?;

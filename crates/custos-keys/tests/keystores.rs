@@ -70,7 +70,8 @@ fn pkcs11_keys_are_sensitive_and_never_leave_the_token() {
     let store = Pkcs11KeyStore::open(config.clone()).expect("open token");
     let key = store.generate(KeyAlgorithm::EcdsaP256, "custody-check").expect("generate");
     let p = store.protection(&key.reference).expect("attributes");
-    assert!(p.sensitive && !p.extractable && p.token, "{p:?}");
+    assert!(p.sensitive && !p.extractable && p.token && p.always_sensitive && p.never_extractable, "{p:?}");
+    assert!(p.acceptable());
 
     // OpenSC's pkcs11-tool, not our code, agrees.
     let pin = match &config.pin_source {
@@ -84,8 +85,14 @@ fn pkcs11_keys_are_sensitive_and_never_leave_the_token() {
         .expect("pkcs11-tool");
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{listed}");
-    assert!(listed.contains("sensitive") && listed.contains("never extractable"), "{listed}");
+    assert!(listed.contains("always sensitive") && listed.contains("never extractable"), "{listed}");
     assert!(!listed.contains(" extractable,") || listed.contains("never extractable"), "{listed}");
+    // A signing key only: no decrypt, unwrap or derive (pkcs11-tool lists a key's usage).
+    let usage = listed.lines().find(|l| l.trim_start().starts_with("Usage:")).expect("usage line");
+    assert!(usage.contains("sign"), "{listed}");
+    for not in ["decrypt", "unwrap", "derive"] {
+        assert!(!usage.contains(not), "the key may {not}: {listed}");
+    }
     store.destroy(&key.reference).expect("destroy");
 
     // A key made extractable by someone else (OpenSC here) is refused at load.
@@ -113,6 +120,66 @@ fn pkcs11_keys_are_sensitive_and_never_leave_the_token() {
     assert!(matches!(refused, KeyError::Exportable { .. }), "{refused:?}");
     assert!(refused.to_string().contains("refuses"), "{refused}");
     store.destroy(&exportable).expect("clean up");
+
+    // A key imported from outside (so once outside the token, maybe copied) is
+    // refused, though it is sensitive and not extractable now: OpenSC writes it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let der = dir.path().join("k.der");
+    let public = dir.path().join("p.der");
+    let ok = |c: &mut std::process::Command| {
+        let out = c.output().expect("run");
+        assert!(out.status.success(), "{c:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    ok(std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-outform", "DER", "-out"])
+        .arg(&der));
+    ok(std::process::Command::new("openssl")
+        .args(["pkey", "-inform", "DER", "-pubout", "-outform", "DER", "-in"])
+        .arg(&der)
+        .arg("-out")
+        .arg(&public));
+    let tool = || {
+        let mut c = std::process::Command::new("pkcs11-tool");
+        c.args([
+            "--module",
+            config.module_path.to_str().expect("path"),
+            "--token-label",
+            &config.token,
+            "--login",
+            "--pin",
+            &pin,
+        ]);
+        c
+    };
+    ok(tool().arg("--write-object").arg(&der).args([
+        "--type",
+        "privkey",
+        "--id",
+        "c0ffee02",
+        "--label",
+        "imported",
+        "--sensitive",
+    ]));
+    ok(tool().arg("--write-object").arg(&public).args(["--type", "pubkey", "--id", "c0ffee02", "--label", "imported"]));
+    let listed = ok(tool().args(["--list-objects", "--type", "privkey", "--label", "imported"]));
+    assert!(listed.contains("sensitive") && !listed.contains("never extractable"), "{listed}");
+    let imported = custos_keys::KeyReference {
+        backend: "pkcs11".into(),
+        data: format!("pkcs11:token={};id=%C0%FF%EE%02;object=imported;type=private", config.token).into_bytes(),
+    };
+    let mut refused = store.load(&imported).err().expect("an imported key is refused");
+    for _ in 0..40 {
+        if !refused.to_string().contains("no such key") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        refused = store.load(&imported).err().expect("an imported key is refused");
+    }
+    assert!(matches!(refused, KeyError::Exportable { .. }), "{refused:?}");
+    let p = store.protection(&imported).expect("attributes");
+    assert!(p.sensitive && !p.extractable && !(p.always_sensitive && p.never_extractable), "{p:?}");
+    store.destroy(&imported).expect("clean up");
 
     // A bad PIN source is a clear error.
     let bad = TokenConfig { pin_source: custos_keys::pkcs11::PinSource::Env("CUSTOS_NO_SUCH_PIN".into()), ..config };
