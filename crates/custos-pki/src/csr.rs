@@ -9,7 +9,7 @@ use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::oid_registry::{
     OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION, OID_PKCS1_RSASSAPSS,
     OID_PKCS1_SHA256WITHRSA, OID_PKCS1_SHA384WITHRSA, OID_PKCS1_SHA512WITHRSA, OID_SIG_ECDSA_WITH_SHA256,
-    OID_SIG_ECDSA_WITH_SHA384, OID_SIG_ED25519,
+    OID_SIG_ECDSA_WITH_SHA384, OID_SIG_ECDSA_WITH_SHA512, OID_SIG_ED25519,
 };
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey as ParsedKey;
@@ -65,6 +65,7 @@ impl CertificateRequest {
         let accepted = [
             OID_SIG_ECDSA_WITH_SHA256,
             OID_SIG_ECDSA_WITH_SHA384,
+            OID_SIG_ECDSA_WITH_SHA512,
             OID_PKCS1_SHA256WITHRSA,
             OID_PKCS1_SHA384WITHRSA,
             OID_PKCS1_SHA512WITHRSA,
@@ -77,9 +78,38 @@ impl CertificateRequest {
         let info = &csr.certification_request_info;
         let spki = &info.subject_pki;
         let algorithm = key_algorithm(spki)?;
-        csr.verify_signature().map_err(|_| PkiError::CsrSignature)?;
+        if *sig_alg == OID_SIG_ECDSA_WITH_SHA512 {
+            // x509-parser verifies ECDSA with SHA-256 and SHA-384 only.
+            let verifier = match algorithm {
+                KeyAlgorithm::EcdsaP256 => &aws_lc_rs::signature::ECDSA_P256_SHA512_ASN1,
+                KeyAlgorithm::EcdsaP384 => &aws_lc_rs::signature::ECDSA_P384_SHA512_ASN1,
+                other => {
+                    return Err(PkiError::CsrSignatureAlgorithm(format!("ecdsa-with-SHA512 with a {other} key")));
+                }
+            };
+            aws_lc_rs::signature::UnparsedPublicKey::new(verifier, &spki.subject_public_key.data)
+                .verify(info.raw, &csr.signature_value.data)
+                .map_err(|_| PkiError::CsrSignature)?;
+        } else {
+            csr.verify_signature().map_err(|_| PkiError::CsrSignature)?;
+        }
         let public_key = PublicKey::new(spki.raw.to_vec(), spki.subject_public_key.data.to_vec());
         Ok(CertificateRequest { public_key, algorithm, requested_subject: info.subject.to_string() })
+    }
+}
+
+/// A big-endian integer without its leading zero bytes.
+fn strip_zeros(bytes: &[u8]) -> &[u8] {
+    let first = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    &bytes[first..]
+}
+
+/// The number of significant bits of a big-endian unsigned integer.
+fn bit_length(bytes: &[u8]) -> usize {
+    let b = strip_zeros(bytes);
+    match b.first() {
+        None => 0,
+        Some(first) => (b.len() - 1) * 8 + (8 - first.leading_zeros() as usize),
     }
 }
 
@@ -90,12 +120,27 @@ pub fn key_algorithm(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Resu
         let Ok(ParsedKey::RSA(rsa)) = spki.parsed() else {
             return Err(PkiError::UnsupportedKey("RSA key does not parse".into()));
         };
-        let bits = rsa.key_size();
+        // The exact size: x509-parser's key_size() rounds up to whole bytes, so
+        // a 2049..2055-bit modulus would pass as RSA-2048.
+        let bits = bit_length(rsa.modulus);
         if bits < 2048 {
             return Err(PkiError::WeakKey(format!("RSA-{bits}: at least 2048 bits are required")));
         }
+        // e = 3 and other small exponents invite known attacks; the Baseline
+        // Requirements and every mainstream generator use 65537.
+        let exponent = strip_zeros(rsa.exponent);
+        if exponent != [0x01, 0x00, 0x01] {
+            return Err(PkiError::WeakKey(format!(
+                "RSA public exponent {}: only 65537 is accepted",
+                if exponent.len() <= 8 {
+                    exponent.iter().fold(0u64, |n, b| n << 8 | u64::from(*b)).to_string()
+                } else {
+                    format!("of {} bytes", exponent.len())
+                }
+            )));
+        }
         return KeyAlgorithm::rsa_of_bits(bits)
-            .ok_or_else(|| PkiError::UnsupportedKey(format!("RSA-{bits}: use 2048, 3072 or 4096 bits")));
+            .ok_or_else(|| PkiError::UnsupportedKey(format!("RSA-{bits}: use exactly 2048, 3072 or 4096 bits")));
     }
     if *oid == OID_KEY_TYPE_EC_PUBLIC_KEY {
         let curve = spki

@@ -74,3 +74,55 @@ fn mutated_truncated_and_random_input_never_panics() {
     // the same thing; 7 of 20,000 did when this was written.
     assert!(accepted < 50, "{accepted} mutated requests were accepted");
 }
+
+/// A CSR made by openssl with `genpkey_options` for the key and `req_options` for the request.
+fn openssl_csr(genpkey_options: &[&str], req_options: &[&str]) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("k.pem");
+    let csr = dir.path().join("r.der");
+    let run = |args: Vec<&str>| {
+        let out = std::process::Command::new("openssl").args(&args).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let mut g = vec!["genpkey"];
+    g.extend_from_slice(genpkey_options);
+    g.extend(["-out", key.to_str().expect("p")]);
+    run(g);
+    let mut r = vec!["req", "-new", "-subj", "/CN=x", "-outform", "DER", "-key", key.to_str().expect("p")];
+    r.extend(["-out", csr.to_str().expect("p")]);
+    r.extend_from_slice(req_options);
+    run(r);
+    std::fs::read(csr).expect("read csr")
+}
+
+#[test]
+fn rsa_keys_need_exponent_65537_and_an_exact_size() {
+    let e3 =
+        openssl_csr(&["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-pkeyopt", "rsa_keygen_pubexp:3"], &[]);
+    let err = CertificateRequest::from_der(&e3).expect_err("e = 3");
+    assert!(err.to_string().contains("public exponent 3"), "{err}");
+    let odd = openssl_csr(&["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2050"], &[]);
+    let err = CertificateRequest::from_der(&odd).expect_err("2050 bits");
+    assert!(err.to_string().contains("RSA-2050"), "{err}");
+    let good = openssl_csr(&["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"], &[]);
+    assert_eq!(CertificateRequest::from_der(&good).expect("RSA-2048, e = 65537").algorithm, KeyAlgorithm::Rsa2048);
+}
+
+#[test]
+fn ecdsa_csrs_signed_with_sha384_and_sha512_are_accepted() {
+    for (curve, hash, algorithm) in [
+        ("P-256", "-sha384", KeyAlgorithm::EcdsaP256),
+        ("P-256", "-sha512", KeyAlgorithm::EcdsaP256),
+        ("P-384", "-sha512", KeyAlgorithm::EcdsaP384),
+    ] {
+        let group = format!("ec_paramgen_curve:{curve}");
+        let der = openssl_csr(&["-algorithm", "EC", "-pkeyopt", &group], &[hash]);
+        let parsed = CertificateRequest::from_der(&der).unwrap_or_else(|e| panic!("{curve} {hash}: {e}"));
+        assert_eq!(parsed.algorithm, algorithm);
+        // And a changed signature byte still fails.
+        let mut bad = der.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(CertificateRequest::from_der(&bad).is_err(), "{curve} {hash} tampered");
+    }
+}
