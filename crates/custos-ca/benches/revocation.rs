@@ -79,7 +79,7 @@ async fn run(max: usize) {
             store.insert_certificates(&batch, &[]).await.expect("insert");
             let revocation =
                 Revocation { revoked_at: 1_790_000_000, reason: Reason::Superseded, invalidity_date: None };
-            store.revoke(&serials, &revocation, &[]).await.expect("bulk revoke");
+            store.revoke(&serials, &revocation, &[], &[]).await.expect("bulk revoke");
             population += n;
         }
         let bulk = started.elapsed().as_secs_f64() / grow as f64;

@@ -86,6 +86,8 @@ pub enum Operation<'a> {
     DeliverNotifications,
     /// Keep OCSP responses, responder certificates and CRLs current.
     PublishStatus,
+    /// Block a key by hand so that it is never certified again.
+    BlockKey,
 }
 
 impl Operation<'_> {
@@ -112,6 +114,7 @@ impl Operation<'_> {
             Operation::AcknowledgeIncident { .. } => "acknowledge an incident",
             Operation::DeliverNotifications => "deliver notifications",
             Operation::PublishStatus => "publish OCSP and CRLs",
+            Operation::BlockKey => "block a key",
         }
     }
 }

@@ -183,6 +183,29 @@ impl Ca {
         for (i, p) in planned.into_iter().enumerate() {
             ok.push(p.map_err(|e| at_line(total, i, e))?);
         }
+        // A key revoked for compromise (or blocked by hand) is never certified again.
+        let csr_keys: Vec<(usize, String)> = ok
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match &p.key {
+                PlannedKey::Csr(r) => Some((i, r.public_key.sha256_hex())),
+                PlannedKey::Generate(_) => None,
+            })
+            .collect();
+        if !csr_keys.is_empty() {
+            let spkis: Vec<String> = csr_keys.iter().map(|(_, s)| s.clone()).collect();
+            if let Some(blocked) = self.store.blocked_keys(&spkis).await?.into_iter().next() {
+                let line = csr_keys.iter().find(|(_, s)| *s == blocked.spki_sha256).map_or(0, |(i, _)| *i);
+                return Err(at_line(
+                    total,
+                    line,
+                    CaError::Policy(format!(
+                        "the request's key (SPKI SHA-256 {}) is blocked ({}, {}): make a new key for this connection",
+                        blocked.spki_sha256, blocked.reason, blocked.source
+                    )),
+                ));
+            }
+        }
         // Positions are reserved only once every request passed policy.
         let first = self.store.reserve_issuance(&active.record.id, total as i64).await?;
         for (k, p) in ok.iter_mut().enumerate() {
@@ -290,6 +313,7 @@ fn plan(r: &IssueRequest, conn: &ConnectionRecord, active: &ActiveIssuer, now: O
         }
     }
     for s in &sans {
+        crate::policy::check_wildcard_base(s)?;
         if !san_allowed(s, &conn.allowed_sans) {
             let allowed = if conn.allowed_sans.is_empty() { "none".to_string() } else { conn.allowed_sans.join(", ") };
             return Err(CaError::Policy(format!(

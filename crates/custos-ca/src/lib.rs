@@ -46,7 +46,7 @@ pub use error::CaError;
 pub use incident::notify;
 pub use inventory::{CertificateView, ConnectionOptions, IssuerView, KeyView, ListFilter, rfc3339};
 pub use issuance::{IssueRequest, Issued, KeySource, random_password};
-pub use principal::{Principal, Role};
+pub use principal::{Principal, Role, current_uid};
 pub use publisher::{OcspAnswer, StatusPublisher};
 pub use revocation::{CRL_LIFETIME, Crl, ResponderKey};
 

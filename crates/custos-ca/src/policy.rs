@@ -16,15 +16,37 @@ pub fn check_san_pattern(pattern: &str) -> Result<(), CaError> {
     if pattern.parse::<std::net::IpAddr>().is_ok() || pattern.contains("://") {
         return Ok(());
     }
-    custos_pki::issue::check_dns_name(pattern).map_err(|e| CaError::Policy(format!("allowed SAN pattern: {e}")))
+    custos_pki::issue::check_dns_name(pattern).map_err(|e| CaError::Policy(format!("allowed SAN pattern: {e}")))?;
+    check_wildcard_base(pattern)
+}
+
+/// Refuses a wildcard whose base is a public suffix (`*.com`, `*.co.uk`,
+/// `*.github.io`): it would cover every registrant's names under it. The
+/// suffixes are the Public Suffix List's, ICANN and private sections, as
+/// built into the `psl` crate.
+pub fn check_wildcard_base(name: &str) -> Result<(), CaError> {
+    let Some(base) = name.strip_prefix("*.") else { return Ok(()) };
+    let base = base.trim_end_matches('.').to_ascii_lowercase();
+    let is_suffix = psl::suffix(base.as_bytes()).is_some_and(|s| s.is_known() && s.as_bytes() == base.as_bytes());
+    if is_suffix {
+        return Err(CaError::Policy(format!(
+            "{name}: {base} is a public suffix (Public Suffix List), so the wildcard would cover other registrants' names"
+        )));
+    }
+    Ok(())
 }
 
 /// Whether `san` is allowed by one of `patterns`.
 ///
 /// `*.example.com` allows exactly one more label: `a.example.com` and the
 /// wildcard `*.example.com` itself, not `a.b.example.com` or `example.com`.
+/// A pattern whose base is a public suffix (recorded before custos refused
+/// them) allows nothing.
 pub fn san_allowed(san: &str, patterns: &[String]) -> bool {
     patterns.iter().any(|p| {
+        if check_wildcard_base(p).is_err() {
+            return false;
+        }
         if p == san {
             return true;
         }
@@ -60,6 +82,20 @@ pub fn parse_duration(text: &str) -> Result<i64, CaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wildcards_on_public_suffixes_are_refused_and_allow_nothing() {
+        for bad in ["*.com", "*.co.uk", "*.github.io"] {
+            let err = check_san_pattern(bad).expect_err(bad).to_string();
+            assert!(err.contains("public suffix"), "{bad}: {err}");
+        }
+        for good in ["*.example.com", "*.acme.co.uk", "api.example.com", "com.example.net"] {
+            check_san_pattern(good).expect(good);
+        }
+        // A pattern recorded before the check existed allows nothing.
+        assert!(!san_allowed("google.com", &["*.com".to_string()]));
+        assert!(san_allowed("a.example.com", &["*.example.com".to_string()]));
+    }
 
     #[test]
     fn wildcard_patterns_allow_exactly_one_label() {

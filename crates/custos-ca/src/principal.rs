@@ -111,7 +111,7 @@ impl fmt::Display for Principal {
 }
 
 /// The real uid of this process, read from /proc (custos forbids unsafe code, so no getuid(2)).
-fn current_uid() -> u32 {
+pub fn current_uid() -> u32 {
     // `Uid:\treal\teffective\tsaved\tfs`; the real uid says who ran the command.
     std::fs::read_to_string("/proc/self/status")
         .ok()

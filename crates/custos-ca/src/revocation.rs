@@ -5,7 +5,7 @@ use std::sync::Arc;
 use custos_keys::Signer;
 use custos_pki::crl::{CrlSpec, RevokedEntry};
 use custos_pki::{CertificateSpec, CertificateTemplate, Profile, Reason, Serial};
-use custos_store::{AuditRecord, CertificateRecord, KeyRecord, ResponderRecord, Revocation};
+use custos_store::{AuditRecord, BlockedKey, CertificateRecord, KeyRecord, ResponderRecord, Revocation};
 use custos_types::{CertificateStatus, IssuerRole, IssuerStatus, KeyStatus};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -140,7 +140,9 @@ impl Ca {
             })
             .collect();
         let serials: Vec<String> = records.iter().map(|c| c.serial.clone()).collect();
-        self.store.revoke(&serials, &revocation, &audit).await.map_err(|e| match e {
+        let (block, mut audit) = (blocks_for(records, reason, None), audit);
+        audit.extend(block.iter().map(|b| block_audit(principal, b)));
+        self.store.revoke(&serials, &revocation, &block, &audit).await.map_err(|e| match e {
             custos_store::StoreError::Conflict { what } => CaError::Policy(what),
             other => other.into(),
         })
@@ -333,6 +335,68 @@ impl Ca {
         ];
         self.store.add_responder(&key_record, &responder, &audit).await?;
         Ok(ResponderKey { certificate_der: cert.der, signer: key.signer, not_after: cert.not_after })
+    }
+}
+
+/// The keys a revocation blocks: for keyCompromise, every revoked
+/// certificate's key, so that no CSR with it is certified again, on any
+/// connection. Other reasons block nothing.
+pub(crate) fn blocks_for(records: &[CertificateRecord], reason: Reason, incident: Option<&str>) -> Vec<BlockedKey> {
+    if reason != Reason::KeyCompromise {
+        return Vec::new();
+    }
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let mut seen = std::collections::HashSet::new();
+    records
+        .iter()
+        .filter(|c| seen.insert(c.spki_sha256.clone()))
+        .map(|c| BlockedKey {
+            spki_sha256: c.spki_sha256.clone(),
+            reason: reason.as_str().to_string(),
+            source: match incident {
+                Some(id) => format!("incident:{id} cert:{}", c.serial),
+                None => format!("cert:{}", c.serial),
+            },
+            created_at: now,
+        })
+        .collect()
+}
+
+/// The audit entry of one blocked key.
+pub(crate) fn block_audit(principal: &Principal, b: &BlockedKey) -> AuditRecord {
+    audit_record(
+        principal,
+        "key.block",
+        format!("spki:{}", b.spki_sha256),
+        json!({"spki_sha256": b.spki_sha256, "reason": b.reason, "source": b.source}),
+    )
+}
+
+impl Ca {
+    /// Blocks a key by its SPKI SHA-256 (64 hex digits) so that no CSR with it
+    /// is certified again, with its audit entry.
+    pub async fn block_key(&self, principal: &Principal, spki_sha256: &str, reason: &str) -> Result<BlockedKey> {
+        authorize(principal, Operation::BlockKey)?;
+        let spki = spki_sha256.trim().to_ascii_lowercase();
+        if spki.len() != 64 || !spki.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(CaError::Policy(format!(
+                "{spki_sha256:?} is not a SPKI SHA-256: 64 hex digits, as `custos show SERIAL` prints it"
+            )));
+        }
+        let key = BlockedKey {
+            spki_sha256: spki,
+            reason: if reason.trim().is_empty() { "blocked by hand".into() } else { reason.trim().to_string() },
+            source: principal.actor(),
+            created_at: OffsetDateTime::now_utc().unix_timestamp(),
+        };
+        self.store.block_keys(std::slice::from_ref(&key), &[block_audit(principal, &key)]).await?;
+        Ok(key)
+    }
+
+    /// Every blocked key, oldest first.
+    pub async fn blocklist(&self, principal: &Principal) -> Result<Vec<BlockedKey>> {
+        authorize(principal, Operation::ReadKeys)?;
+        Ok(self.store.blocklist().await?)
     }
 }
 

@@ -49,20 +49,21 @@ fn operations() -> Vec<Operation<'static>> {
         O::AcknowledgeIncident { tenant: "t", connection: "c" },
         O::DeliverNotifications,
         O::PublishStatus,
+        O::BlockKey,
     ]
 }
 
 /// The table: for each principal, the decision on each operation of [`operations`], in order.
-fn table() -> Vec<(&'static str, Principal, [Decision; 26])> {
+fn table() -> Vec<(&'static str, Principal, [Decision; 27])> {
     vec![
-        ("local admin", Principal::LocalAdmin { uid: 0, user: Some("root".into()) }, [Allow; 26]),
-        ("admin", operator(Role::Admin), [Allow; 26]),
+        ("local admin", Principal::LocalAdmin { uid: 0, user: Some("root".into()) }, [Allow; 27]),
+        ("admin", operator(Role::Admin), [Allow; 27]),
         (
             "operator",
             operator(Role::Operator),
             [
                 Deny, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Deny,
-                Deny, Deny, Deny, Allow, Deny, Deny, Allow, Allow, Allow, Deny, Deny,
+                Deny, Deny, Deny, Allow, Deny, Deny, Allow, Allow, Allow, Deny, Deny, Deny,
             ],
         ),
         (
@@ -70,7 +71,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 26])> {
             operator(Role::Auditor),
             [
                 Deny, Deny, Allow, Allow, Deny, Allow, Allow, Deny, Deny, Deny, Allow, Allow, Allow, Allow, Allow,
-                Deny, Allow, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny,
+                Deny, Allow, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny,
             ],
         ),
         (
@@ -78,7 +79,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 26])> {
             tenant("t", None),
             [
                 Deny, Deny, Deny, Allow, Deny, Deny, Allow, Allow, Deny, Allow, Deny, Allow, Allow, Allow, Deny, Deny,
-                Deny, Deny, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny,
+                Deny, Deny, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny,
             ],
         ),
         (
@@ -86,7 +87,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 26])> {
             tenant("t", Some("d")),
             [
                 Deny, Deny, Deny, Allow, Deny, Deny, Allow, Hide, Deny, Hide, Deny, Allow, Hide, Allow, Deny, Deny,
-                Deny, Deny, Deny, Deny, Deny, Deny, Allow, Hide, Deny, Deny,
+                Deny, Deny, Deny, Deny, Deny, Deny, Allow, Hide, Deny, Deny, Deny,
             ],
         ),
         (
@@ -94,7 +95,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 26])> {
             tenant("u", None),
             [
                 Deny, Deny, Deny, Hide, Deny, Deny, Hide, Hide, Hide, Hide, Deny, Hide, Hide, Allow, Deny, Deny, Deny,
-                Deny, Deny, Deny, Deny, Deny, Hide, Hide, Deny, Deny,
+                Deny, Deny, Deny, Deny, Deny, Hide, Hide, Deny, Deny, Deny,
             ],
         ),
         (
@@ -102,7 +103,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 26])> {
             Principal::System,
             [
                 Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Deny, Allow, Deny,
-                Allow, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Allow,
+                Allow, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Allow, Deny,
             ],
         ),
     ]

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::inventory::print_issuers;
-use crate::output::{json, table, write_private, write_public};
+use crate::output::{json, table, write_public};
 use crate::session::{Session, checkpoint, open, open_unsealed, unseal};
 use crate::{
     CaCommand, Cli, CliError, Command, ConfigCommand, CrlArgs, IssueArgs, ListArgs, RevokeArgs, ServeArgs, ShowArgs,
@@ -177,22 +177,45 @@ async fn issue(cli: &Cli, args: &IssueArgs) -> Result<(), CliError> {
         args.validity.as_deref(),
         args.key_algorithm.as_deref(),
     )?;
-    // Make sure the output can be written before anything is issued: a
-    // generated key that cannot be saved is lost for good.
+    // Every output file is created (empty, O_EXCL, with its final mode)
+    // before anything is issued: a name that exists (a file, or a symlink,
+    // even a dangling one) refuses the command before the certificate exists,
+    // and a generated key always has somewhere to go. A directory made here is
+    // removed again if issuance fails.
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("{tenant}-{connection}")));
-    std::fs::create_dir_all(&out).map_err(|e| CliError::Io { path: out.clone(), source: e })?;
-    let names: &[&str] =
-        if generated { &["cert.pem", "chain.pem", "key.pem", "bundle.p12"] } else { &["cert.pem", "chain.pem"] };
-    for name in names {
-        let p = out.join(name);
-        if p.exists() {
-            return Err(CliError::Usage(format!("{} exists; choose another --out directory", p.display())));
+    let outputs = Outputs::create(&out, generated)?;
+    let issued = match open_unsealed(cli).await {
+        Ok(s) => match s.ca.issue(&s.me, req).await {
+            Ok(issued) => {
+                checkpoint(&s).await;
+                (s, issued)
+            }
+            Err(e) => {
+                outputs.discard();
+                return Err(e.into());
+            }
+        },
+        Err(e) => {
+            outputs.discard();
+            return Err(e);
         }
-    }
-    let s = open_unsealed(cli).await?;
-    let issued = s.ca.issue(&s.me, req).await?;
-    checkpoint(&s).await;
-    let files = write_issued(&issued, &out)?;
+    };
+    let (s, issued) = issued;
+    let files = match outputs.write(&issued) {
+        Ok(files) => files,
+        Err(e) => {
+            // The certificate is committed but its key could not be saved: it
+            // must not stay valid with a key nobody has.
+            let serial: Serial = issued.record.serial.parse().map_err(custos_ca::CaError::from)?;
+            let revoked = s.ca.revoke(&s.me, &serial, Reason::Unspecified, None).await;
+            eprintln!(
+                "error: writing the outputs failed after issuance; certificate {} {}",
+                issued.record.serial,
+                if revoked.is_ok() { "was revoked" } else { "could NOT be revoked: revoke it by hand" }
+            );
+            return Err(e);
+        }
+    };
     let view = CertificateView::new(&issued.record, time::OffsetDateTime::now_utc().unix_timestamp());
     if cli.json {
         return json(&json!({
@@ -201,42 +224,117 @@ async fn issue(cli: &Cli, args: &IssueArgs) -> Result<(), CliError> {
             "p12_password": files.p12_password.as_deref().map(|p| p.as_str()),
         }));
     }
-    println!(
+    // The one-time password first: a reader that stops early (`| head -1`)
+    // still gets it, and a closed pipe ends the command quietly, not in a panic.
+    let mut lines = Vec::new();
+    if let Some(pw) = &files.p12_password {
+        lines.push(format!("PKCS#12 password (shown once, not stored): {}", pw.as_str()));
+    }
+    lines.push(format!(
         "issued {} certificate {} to {}/{} (valid until {})",
         view.profile, view.serial, view.tenant, view.connection, view.not_after
-    );
-    println!("wrote {} to {}", files.names.join(", "), out.display());
-    if let Some(pw) = &files.p12_password {
-        println!("PKCS#12 password (shown once, not stored): {}", pw.as_str());
-        println!("the private key is not kept by custos: store key.pem / bundle.p12 safely");
+    ));
+    lines.push(format!("wrote {} to {}", files.names.join(", "), out.display()));
+    if files.p12_password.is_some() {
+        lines.push("the private key is not kept by custos: store key.pem / bundle.p12 safely".into());
     }
-    Ok(())
+    crate::output::print_lines(&lines)
+}
+
+/// The files `issue` writes, created before issuance and filled after.
+struct Outputs {
+    dir: PathBuf,
+    made_dir: bool,
+    files: Vec<(&'static str, std::fs::File)>,
+}
+
+impl Outputs {
+    /// Creates the directory (owner-only, if it does not exist) and every file, or nothing.
+    fn create(dir: &Path, generated: bool) -> Result<Outputs, CliError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| CliError::Io { path, source }
+        };
+        let made_dir = std::fs::symlink_metadata(dir).is_err();
+        if made_dir {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io(dir))?;
+        }
+        let mut outputs = Outputs { dir: dir.to_path_buf(), made_dir, files: Vec::new() };
+        let names: &[(&'static str, u32)] = if generated {
+            &[("cert.pem", 0o644), ("chain.pem", 0o644), ("key.pem", 0o600), ("bundle.p12", 0o600)]
+        } else {
+            &[("cert.pem", 0o644), ("chain.pem", 0o644)]
+        };
+        for (name, mode) in names {
+            use std::os::unix::fs::OpenOptionsExt;
+            let path = dir.join(name);
+            match std::fs::OpenOptions::new().write(true).create_new(true).mode(*mode).open(&path) {
+                Ok(f) => outputs.files.push((name, f)),
+                Err(e) => {
+                    let exists = e.kind() == std::io::ErrorKind::AlreadyExists;
+                    outputs.discard();
+                    return Err(if exists {
+                        CliError::Usage(format!("{} exists; choose another --out directory", path.display()))
+                    } else {
+                        io(&path)(e)
+                    });
+                }
+            }
+        }
+        Ok(outputs)
+    }
+
+    /// Removes what `create` made (nothing was issued).
+    fn discard(self) {
+        for (name, _) in &self.files {
+            let _ = std::fs::remove_file(self.dir.join(name));
+        }
+        if self.made_dir {
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
+
+    /// Writes the certificate, chain and (for a generated key) key and PKCS#12 bundle, each synced.
+    fn write(self, issued: &Issued) -> Result<Written, CliError> {
+        let mut p12_password = None;
+        let mut names = Vec::new();
+        for (name, mut file) in self.files {
+            let bytes: zeroize::Zeroizing<Vec<u8>> = zeroize::Zeroizing::new(match name {
+                "cert.pem" => custos_pki::certificate_pem(&issued.record.der).into_bytes(),
+                "chain.pem" => {
+                    issued.chain.iter().map(|d| custos_pki::certificate_pem(d)).collect::<String>().into_bytes()
+                }
+                "key.pem" => match &issued.key {
+                    Some(key) => key.pkcs8_pem().as_bytes().to_vec(),
+                    None => continue,
+                },
+                _ => match &issued.key {
+                    Some(key) => {
+                        let pw = custos_ca::random_password()?;
+                        let chain: Vec<&[u8]> = issued.chain.iter().map(Vec::as_slice).collect();
+                        let alias = format!("{}/{}", issued.record.tenant, issued.record.connection);
+                        let p12 =
+                            key.pkcs12(&alias, &issued.record.der, &chain, &pw).map_err(custos_ca::CaError::from)?;
+                        p12_password = Some(pw);
+                        p12
+                    }
+                    None => continue,
+                },
+            });
+            let path = self.dir.join(name);
+            let io = |source| CliError::Io { path: path.clone(), source };
+            file.write_all(&bytes).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            names.push(name.to_string());
+        }
+        Ok(Written { names, p12_password })
+    }
 }
 
 struct Written {
     names: Vec<String>,
     p12_password: Option<zeroize::Zeroizing<String>>,
-}
-
-fn write_issued(issued: &Issued, out: &Path) -> Result<Written, CliError> {
-    let cert_pem = custos_pki::certificate_pem(&issued.record.der);
-    let chain_pem: String = issued.chain.iter().map(|d| custos_pki::certificate_pem(d)).collect();
-    write_public(&out.join("cert.pem"), cert_pem.as_bytes())?;
-    write_public(&out.join("chain.pem"), chain_pem.as_bytes())?;
-    let mut names = vec!["cert.pem".to_string(), "chain.pem".to_string()];
-    let mut p12_password = None;
-    if let Some(key) = &issued.key {
-        write_private(&out.join("key.pem"), key.pkcs8_pem().as_bytes())?;
-        let pw = custos_ca::random_password()?;
-        let chain: Vec<&[u8]> = issued.chain.iter().map(Vec::as_slice).collect();
-        let alias = format!("{}/{}", issued.record.tenant, issued.record.connection);
-        let p12 = key.pkcs12(&alias, &issued.record.der, &chain, &pw).map_err(custos_ca::CaError::from)?;
-        write_private(&out.join("bundle.p12"), &p12)?;
-        names.push("key.pem".into());
-        names.push("bundle.p12".into());
-        p12_password = Some(pw);
-    }
-    Ok(Written { names, p12_password })
 }
 
 async fn issue_bulk(cli: &Cli, args: &IssueArgs, from: &Path) -> Result<(), CliError> {
@@ -266,13 +364,8 @@ async fn issue_bulk(cli: &Cli, args: &IssueArgs, from: &Path) -> Result<(), CliE
         return Err(CliError::Usage(format!("{} holds no requests", from.display())));
     }
     let mut sink: Box<dyn Write> = match &args.out {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(p)
-                .map_err(|e| CliError::Io { path: p.clone(), source: e })?,
-        )),
+        // Generated private keys go here: owner-only, and never an existing file or link.
+        Some(p) => Box::new(std::io::BufWriter::new(crate::output::create_private(p)?)),
         None => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
     let s = open_unsealed(cli).await?;
@@ -472,7 +565,7 @@ async fn crl(cli: &Cli, args: &CrlArgs) -> Result<(), CliError> {
     let bytes = if args.pem { custos_pki::to_pem("X509 CRL", &crl.der).into_bytes() } else { crl.der.clone() };
     match &args.out {
         Some(path) => {
-            std::fs::write(path, &bytes).map_err(|e| CliError::Io { path: path.clone(), source: e })?;
+            crate::output::replace_public(path, &bytes)?;
             if cli.json {
                 return json(&json!({"issuer": crl.issuer, "number": crl.number, "entries": crl.entries,
                                     "this_update": custos_ca::rfc3339(crl.this_update.unix_timestamp()),

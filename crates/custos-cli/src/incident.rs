@@ -179,7 +179,9 @@ async fn execute(cli: &Cli, id: &str, yes: bool, keys_out: Option<PathBuf>) -> R
             return Err(CliError::Usage("not executed".into()));
         }
     }
-    let keys_file = keys_out.unwrap_or_else(|| PathBuf::from(format!("{id}-replacements.jsonl")));
+    // By default beside the database, in the owner-only data directory, not
+    // in whatever directory the operator happens to stand in.
+    let keys_file = keys_out.unwrap_or_else(|| s.config.data_dir.join(format!("{id}-replacements.jsonl")));
     let bar = if cli.json || !std::io::stderr().is_terminal() {
         indicatif::ProgressBar::hidden()
     } else {

@@ -88,9 +88,38 @@ pub async fn connection(cli: &Cli, command: &ConnectionCommand) -> Result<(), Cl
     }
 }
 
-/// `custos keys list`.
+/// `custos keys ...`.
 pub async fn keys(cli: &Cli, command: &KeysCommand) -> Result<(), CliError> {
-    let KeysCommand::List = command;
+    match command {
+        KeysCommand::List => key_list(cli).await,
+        KeysCommand::Block { spki_sha256, reason } => {
+            let s = open(cli).await?;
+            let blocked = s.ca.block_key(&s.me, spki_sha256, reason).await?;
+            if cli.json {
+                return json(&blocked);
+            }
+            println!("blocked key {} ({}): no CSR with it will be certified", blocked.spki_sha256, blocked.reason);
+            Ok(())
+        }
+        KeysCommand::Blocked => {
+            let s = open(cli).await?;
+            let list = s.ca.blocklist(&s.me).await?;
+            if cli.json {
+                return json(&list);
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|b| {
+                    vec![b.spki_sha256.clone(), b.reason.clone(), b.source.clone(), custos_ca::rfc3339(b.created_at)]
+                })
+                .collect();
+            print!("{}", table(&["SPKI SHA-256", "REASON", "SOURCE", "BLOCKED"], &rows));
+            Ok(())
+        }
+    }
+}
+
+async fn key_list(cli: &Cli) -> Result<(), CliError> {
     let s = open(cli).await?;
     let keys = s.ca.key_views(&s.me).await?;
     if cli.json {

@@ -113,6 +113,9 @@ pub struct InitArgs {
     /// init writes it to custos.toml in the data directory, where later commands find it.
     #[arg(long)]
     pub key_store: Option<String>,
+    /// Accept a passphrase shorter than 12 characters. Tests and labs only.
+    #[arg(long)]
+    pub danger_weak_passphrase: bool,
 }
 
 /// `custos tenant ...`.
@@ -354,6 +357,16 @@ pub struct DeclareArgs {
 pub enum KeysCommand {
     /// Every key: id, backend, algorithm, label, public key hash, status, uses.
     List,
+    /// Block a key so that no CSR with it is ever certified again (keys revoked for key compromise are blocked already).
+    Block {
+        /// The key's SPKI SHA-256, 64 hex digits (`custos show SERIAL` prints it).
+        spki_sha256: String,
+        /// Why, for the record.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Every blocked key.
+    Blocked,
 }
 
 /// `custos audit ...`.

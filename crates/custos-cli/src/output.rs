@@ -32,6 +32,20 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Prints lines on stdout; a reader that closed the pipe ends the command
+/// quietly (what was issued is durable already), any other failure is an error.
+pub fn print_lines(lines: &[String]) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        match writeln!(out, "{line}").and_then(|_| out.flush()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(CliError::Output(e.to_string())),
+        }
+    }
+    Ok(())
+}
+
 /// Prints a value as pretty JSON on stdout.
 pub fn json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(value).map_err(|e| CliError::Output(e.to_string()))?;
@@ -47,6 +61,40 @@ pub fn write_public(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
 /// Creates `path` (which must not exist) readable only by its owner: for keys.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     write_new(path, bytes, 0o600)
+}
+
+/// Creates `path` (which must not exist: O_CREAT|O_EXCL, so a planted file
+/// or symlink is never followed) owner-only, for a stream of secrets.
+pub fn create_private(path: &Path) -> Result<std::fs::File, CliError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path).map_err(|e| CliError::Io { path: path.to_path_buf(), source: e })
+}
+
+/// Replaces `path` with `bytes` (mode 0644) through a new file in the same
+/// directory renamed over it: a symlink at `path` is replaced, never followed,
+/// and readers see the old content or the new, never a truncated file.
+pub fn replace_public(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    let io = |e| CliError::Io { path: path.to_path_buf(), source: e };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut temp = tempfile::Builder::new().prefix(".custos-").tempfile_in(dir).map_err(io)?;
+    temp.write_all(bytes).map_err(io)?;
+    temp.as_file().sync_all().map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        temp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(io)?;
+    }
+    temp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
 }
 
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CliError> {

@@ -104,7 +104,7 @@ fn read_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, CliError> {
 /// Writes a new random dev passphrase, readable only by its owner.
 pub fn write_dev(data_dir: &Path) -> Result<(Zeroizing<Vec<u8>>, PathBuf), CliError> {
     let pw = custos_ca::random_password()?;
-    std::fs::create_dir_all(data_dir).map_err(|e| CliError::Io { path: data_dir.to_path_buf(), source: e })?;
+    custos_node::create_private_dir(data_dir)?;
     let path = data_dir.join(DEV_PASSPHRASE_FILE);
     crate::output::write_private(&path, pw.as_bytes())?;
     Ok((Zeroizing::new(pw.as_bytes().to_vec()), path))

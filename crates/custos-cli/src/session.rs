@@ -37,6 +37,11 @@ pub fn config(cli: &Cli) -> Result<Loaded, CliError> {
             flag("init.ca_algorithm", "--ca-algorithm", a.ca_algorithm.clone());
             flag("init.crl_partition_size", "--crl-partition-size", a.crl_partition_size.map(|n| n.to_string()));
             flag("key_store", "--key-store", a.key_store.clone());
+            flag(
+                "init.danger_weak_passphrase",
+                "--danger-weak-passphrase",
+                a.danger_weak_passphrase.then(|| "true".into()),
+            );
         }
         Command::Serve(a) => {
             flag("serve.listen", "--listen", a.listen.clone());

@@ -49,9 +49,10 @@ pub struct SoftKeyStore {
 impl SoftKeyStore {
     /// Creates a new store for `passphrase`; persist the returned parameters.
     ///
-    /// Argon2id with 19 MiB and 2 passes (the OWASP baseline) keeps every
-    /// command that unseals under a tenth of a second (a whole
-    /// `time custos crl --out /dev/null`, unseal included: 0.06 s here).
+    /// Argon2id with 64 MiB and 3 passes: the sealed blobs and these
+    /// parameters are readable by every database reader (the serve role,
+    /// backups), so guessing must be expensive offline. Stores made with the
+    /// older 19 MiB / 2 passes still open: the parameters travel with the seal.
     pub fn create(passphrase: &[u8]) -> Result<(SoftKeyStore, SealParams), KeyError> {
         if passphrase.is_empty() {
             return Err(KeyError::WrongPassphrase);
@@ -60,8 +61,8 @@ impl SoftKeyStore {
         aws_lc_rs::rand::fill(&mut salt).map_err(|_| KeyError::Crypto { operation: "random salt" })?;
         let mut params = SealParams {
             version: SEAL_VERSION,
-            m_cost_kib: 19 * 1024,
-            t_cost: 2,
+            m_cost_kib: 64 * 1024,
+            t_cost: 3,
             p_cost: 1,
             salt: hex::encode(salt),
             check: String::new(),

@@ -82,6 +82,8 @@ pub struct InitConfig {
     pub ca_algorithm: String,
     /// Certificates per CRL partition (each partition has its own CRL and CDP).
     pub crl_partition_size: i64,
+    /// Accept a soft-store passphrase shorter than 12 characters (tests and labs only).
+    pub danger_weak_passphrase: bool,
 }
 
 /// The listeners of `custos serve`.
@@ -161,7 +163,12 @@ impl Default for KeyStoreConfig {
 
 impl Default for InitConfig {
     fn default() -> Self {
-        InitConfig { organization: "custos".into(), ca_algorithm: "p256".into(), crl_partition_size: 250_000 }
+        InitConfig {
+            organization: "custos".into(),
+            ca_algorithm: "p256".into(),
+            crl_partition_size: 250_000,
+            danger_weak_passphrase: false,
+        }
     }
 }
 
@@ -293,6 +300,7 @@ const ALL_KEYS: &[&str] = &[
     "init.organization",
     "init.ca_algorithm",
     "init.crl_partition_size",
+    "init.danger_weak_passphrase",
     "serve.listen",
     "serve.tls_listen",
     "serve.tls_cert",
@@ -419,6 +427,7 @@ impl Loaded {
                     o.value.trim().parse().map_err(|_| bad(&format!("{:?} is not a number", o.value)))?
             }
             "ocsp.poll_interval_ms" => c.ocsp.poll_interval_ms = number()?,
+            "init.danger_weak_passphrase" => c.init.danger_weak_passphrase = o.value == "true",
             other => return Err(NodeError::Config(format!("{other} cannot be set from {}", o.origin))),
         }
         for k in keys {

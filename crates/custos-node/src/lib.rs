@@ -65,6 +65,9 @@ pub enum NodeError {
         /// What to do.
         hint: &'static str,
     },
+    /// A new key store's passphrase breaks the policy; nothing was created.
+    #[error("passphrase refused: {0} (tests and labs only: --danger-weak-passphrase)")]
+    WeakPassphrase(String),
     /// The passphrase does not unseal the soft key store; nothing changed.
     #[error("wrong passphrase: it does not unseal this key store")]
     WrongPassphrase,
@@ -206,6 +209,9 @@ pub async fn init(config: &Config, passphrase: &[u8], principal: &Principal) -> 
     // The key store first: a token that cannot be reached leaves nothing behind.
     let (keys, recorded): (Arc<dyn KeyStore>, RecordedKeyStore) = match config.key_store.backend {
         config::Backend::Soft => {
+            if !config.init.danger_weak_passphrase {
+                check_passphrase(passphrase)?;
+            }
             let (keys, seal) = SoftKeyStore::create(passphrase)?;
             let seal = serde_json::to_string(&seal).map_err(|e| CaError::Inconsistent(e.to_string()))?;
             (Arc::new(keys), RecordedKeyStore::Soft { seal })
@@ -228,6 +234,28 @@ pub async fn init(config: &Config, passphrase: &[u8], principal: &Principal) -> 
         write_key_store_config(config)?;
     }
     Ok(ca)
+}
+
+/// The passphrase policy of a new soft key store: at least 12 characters, not
+/// only blanks, at least 5 different ones. The sealed keys are readable by
+/// every database reader, so the passphrase is all that stands in front of them.
+fn check_passphrase(passphrase: &[u8]) -> Result<()> {
+    let text = String::from_utf8_lossy(passphrase);
+    let chars: Vec<char> = text.chars().collect();
+    let distinct: std::collections::BTreeSet<&char> = chars.iter().collect();
+    let why = if chars.len() < 12 {
+        Some(format!("it has {} characters; use at least 12", chars.len()))
+    } else if text.trim().is_empty() {
+        Some("it is only blanks".to_string())
+    } else if distinct.len() < 5 {
+        Some(format!("it repeats {} characters; use at least 5 different ones", distinct.len()))
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(NodeError::WeakPassphrase(why)),
+        None => Ok(()),
+    }
 }
 
 /// Writes `[key_store]` to the data directory's `custos.toml` if there is none.
@@ -265,13 +293,36 @@ fn write_new_private(path: &Path, bytes: &[u8]) -> Result<()> {
     file.sync_all().map_err(io)
 }
 
-fn create_private_dir(dir: &Path) -> Result<()> {
+/// Creates the data directory owner-only, or accepts an existing one that
+/// already is: a directory it would have to chmod (another user could have
+/// opened files in it already, or it is shared like /tmp) or that another
+/// user owns is refused, not repaired.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     let io = |source| NodeError::Io { path: dir.to_path_buf(), source };
-    std::fs::create_dir_all(dir).map_err(io)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    let refuse = |why: String| {
+        NodeError::Config(format!(
+            "data directory {} {why}; custos keeps its database and secrets only in a directory of its owner's, \
+             mode 0700 (create it so, or name a new one)",
+            dir.display()
+        ))
+    };
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) => {
+            if !meta.is_dir() {
+                return Err(refuse("is not a directory".into()));
+            }
+            if meta.uid() != custos_ca::current_uid() {
+                return Err(refuse(format!("belongs to uid {}", meta.uid())));
+            }
+            if meta.mode() & 0o077 != 0 {
+                return Err(refuse(format!("has mode {:o}", meta.mode() & 0o7777)));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)
+        }
+        Err(e) => Err(io(e)),
     }
-    Ok(())
 }

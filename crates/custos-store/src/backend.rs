@@ -17,6 +17,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/sqlite/0003_merkle_audit.sql")),
     (4, include_str!("../migrations/sqlite/0004_incidents.sql")),
     (5, include_str!("../migrations/sqlite/0005_drop_spki_index.sql")),
+    (6, include_str!("../migrations/sqlite/0006_blocked_keys.sql")),
 ];
 
 /// The PostgreSQL migrations: the same schema in its types.
@@ -25,6 +26,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/postgres/0002_merkle_audit.sql")),
     (3, include_str!("../migrations/postgres/0003_incidents.sql")),
     (4, include_str!("../migrations/postgres/0004_drop_spki_index.sql")),
+    (5, include_str!("../migrations/postgres/0005_blocked_keys.sql")),
 ];
 
 /// A [`Store`] on a SQL database.
@@ -48,6 +50,17 @@ impl SqlStore {
         let location = path.display().to_string();
         let url = format!("sqlite://{location}?mode=rwc");
         let open = |source| StoreError::Open { location: location.clone(), source };
+        // A new database is created owner-only (and never through a planted
+        // symlink); SQLite gives its -wal and -shm files the database's mode.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(open(sqlx::Error::Io(e))),
+            }
+        }
         let options = |max| {
             AnyPoolOptions::new().max_connections(max).after_connect(|conn, _| {
                 Box::pin(async move {

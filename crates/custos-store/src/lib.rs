@@ -10,6 +10,7 @@
 
 mod audit;
 mod backend;
+mod blocklist;
 mod certificates;
 mod dialect;
 mod error;
@@ -34,9 +35,9 @@ pub use log::entry_fields;
 // The records this store persists are the domain's (custos-types); re-exported
 // so that callers of the store traits can name them from here too.
 pub use custos_types::{
-    AuditEntry, AuditFilter, AuditRecord, CertificateFilter, CertificateRecord, CheckpointRecord, ConnectionRecord,
-    IssuerRecord, KeyRecord, KeyUsage, ResponderRecord, Revocation, RevocationEvent, RevokedRow, StatusFilter,
-    TenantRecord,
+    AuditEntry, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CheckpointRecord,
+    ConnectionRecord, IssuerRecord, KeyRecord, KeyUsage, ResponderRecord, Revocation, RevocationEvent, RevokedRow,
+    StatusFilter, TenantRecord,
 };
 pub use custos_types::{
     IncidentCertificate, IncidentConnection, IncidentRecord, OutboxMessage, Replacement, Transition, WebhookRecord,
@@ -45,8 +46,8 @@ pub use custos_types::{
 /// The store traits, to call their methods on an `Arc<dyn Store>`.
 pub mod prelude {
     pub use crate::{
-        AuditStore, CertificateStore, IncidentStore, IssuerStore, MetaStore, OutboxStore, RevocationStore, Store,
-        TenantStore,
+        AuditStore, BlocklistStore, CertificateStore, IncidentStore, IssuerStore, MetaStore, OutboxStore,
+        RevocationStore, Store, TenantStore,
     };
 }
 
@@ -72,7 +73,15 @@ pub struct Genesis {
 /// `Arc<dyn Store>` and brings the aggregate traits into scope with
 /// `use custos_store::prelude::*`.
 pub trait Store:
-    MetaStore + TenantStore + IssuerStore + CertificateStore + RevocationStore + AuditStore + IncidentStore + OutboxStore
+    MetaStore
+    + TenantStore
+    + IssuerStore
+    + CertificateStore
+    + RevocationStore
+    + BlocklistStore
+    + AuditStore
+    + IncidentStore
+    + OutboxStore
 {
 }
 
@@ -82,6 +91,7 @@ impl<T> Store for T where
         + IssuerStore
         + CertificateStore
         + RevocationStore
+        + BlocklistStore
         + AuditStore
         + IncidentStore
         + OutboxStore
@@ -194,14 +204,36 @@ pub trait CertificateStore: Send + Sync {
     async fn valid_serials(&self, serials: &[String]) -> Result<Vec<String>>;
 }
 
+/// Keys that must never be certified again.
+#[async_trait]
+pub trait BlocklistStore: Send + Sync {
+    /// Blocks `keys` with the audit entries, atomically; a key already
+    /// blocked keeps its first reason and source.
+    async fn block_keys(&self, keys: &[BlockedKey], audit: &[AuditRecord]) -> Result<()>;
+
+    /// Which of these SPKI SHA-256 hashes (lowercase hex) are blocked.
+    async fn blocked_keys(&self, spki_sha256: &[String]) -> Result<Vec<BlockedKey>>;
+
+    /// Every blocked key, oldest first.
+    async fn blocklist(&self) -> Result<Vec<BlockedKey>>;
+}
+
 /// Revocations, the revocation feed, and what CRLs list.
 #[async_trait]
 pub trait RevocationStore: Send + Sync {
     /// Revokes every certificate in `serials` with `revocation`, appends each
     /// to the revocation feed, and writes `audit`, all in one transaction.
     /// A serial that is unknown ([`StoreError::NotFound`]) or not valid
-    /// ([`StoreError::Conflict`]) rolls the whole call back.
-    async fn revoke(&self, serials: &[String], revocation: &Revocation, audit: &[AuditRecord]) -> Result<()>;
+    /// ([`StoreError::Conflict`]) rolls the whole call back. The keys in
+    /// `block` are blocked in the same transaction (a revocation for key
+    /// compromise and the block on its key commit together or not at all).
+    async fn revoke(
+        &self,
+        serials: &[String],
+        revocation: &Revocation,
+        block: &[BlockedKey],
+        audit: &[AuditRecord],
+    ) -> Result<()>;
 
     /// The revoked certificates in one CRL partition of an issuer.
     async fn revoked(&self, issuer: &str, partition: i64) -> Result<Vec<RevokedRow>>;

@@ -11,7 +11,13 @@ use crate::*;
 
 #[async_trait]
 impl RevocationStore for SqlStore {
-    async fn revoke(&self, serials: &[String], revocation: &Revocation, audit: &[AuditRecord]) -> Result<()> {
+    async fn revoke(
+        &self,
+        serials: &[String],
+        revocation: &Revocation,
+        block: &[BlockedKey],
+        audit: &[AuditRecord],
+    ) -> Result<()> {
         let mut tx = self.write().await?;
         // Five hundred per statement: an incident revokes a hundred thousand at once.
         for chunk in serials.chunks(500) {
@@ -71,6 +77,7 @@ impl RevocationStore for SqlStore {
             }
             q.execute(&mut *tx).await.map_err(StoreError::db("record revocations"))?;
         }
+        insert_blocked(&mut tx, block).await?;
         log::append(self.engine, &mut tx, audit).await?;
         tx.commit().await.map_err(StoreError::db("commit a revocation"))
     }

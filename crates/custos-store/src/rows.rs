@@ -308,3 +308,31 @@ pub(crate) fn outbox_from(r: &AnyRow) -> Result<OutboxMessage> {
         delivered_at: col(r, "delivered_at")?,
     })
 }
+
+/// A blocked key row.
+pub(crate) fn blocked_from(row: &AnyRow) -> Result<BlockedKey> {
+    Ok(BlockedKey {
+        spki_sha256: col(row, "spki_sha256")?,
+        reason: col(row, "reason")?,
+        source: col(row, "source")?,
+        created_at: col(row, "created_at")?,
+    })
+}
+
+/// Blocks keys inside `tx`; one already blocked keeps its first reason and source.
+pub(crate) async fn insert_blocked(tx: &mut Transaction<'static, Any>, keys: &[BlockedKey]) -> Result<()> {
+    for k in keys {
+        sqlx::query(
+            "INSERT INTO blocked_keys (spki_sha256, reason, source, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (spki_sha256) DO NOTHING",
+        )
+        .bind(&k.spki_sha256)
+        .bind(&k.reason)
+        .bind(&k.source)
+        .bind(k.created_at)
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::db("block a key"))?;
+    }
+    Ok(())
+}

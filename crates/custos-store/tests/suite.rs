@@ -6,8 +6,8 @@
 use custos_audit::merkle::{self, Frontier, NodeId};
 use custos_store::prelude::*;
 use custos_store::{
-    AuditFilter, AuditRecord, CertificateFilter, CertificateRecord, CheckpointRecord, ConnectionRecord, Genesis,
-    IncidentCertificate, IncidentRecord, IssuerRecord, KeyRecord, OutboxMessage, Replacement, ResponderRecord,
+    AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CheckpointRecord, ConnectionRecord,
+    Genesis, IncidentCertificate, IncidentRecord, IssuerRecord, KeyRecord, OutboxMessage, Replacement, ResponderRecord,
     Revocation, SqlStore, StatusFilter, Store, StoreError, TenantRecord, Transition, WebhookRecord,
 };
 use custos_types::{CertificateStatus, IssuerRole, IssuerStatus, KeyStatus, Profile, Reason};
@@ -156,14 +156,14 @@ async fn contract(store: &dyn Store) {
     let audits_before = audit_count(store).await;
     assert_eq!(store.last_revocation().await.expect("feed"), 0);
     let revocation = Revocation { revoked_at: 2_000, reason: Reason::KeyCompromise, invalidity_date: Some(1_500) };
-    store.revoke(&["0001".into(), "0002".into()], &revocation, &[audit("r"), audit("r")]).await.expect("revoke");
+    store.revoke(&["0001".into(), "0002".into()], &revocation, &[], &[audit("r"), audit("r")]).await.expect("revoke");
     // A batch with an unknown serial, or an already revoked one, changes nothing.
     assert!(matches!(
-        store.revoke(&["0003".into(), "nope".into()], &revocation, &[audit("r")]).await,
+        store.revoke(&["0003".into(), "nope".into()], &revocation, &[], &[audit("r")]).await,
         Err(StoreError::NotFound { .. })
     ));
     assert!(matches!(
-        store.revoke(&["0004".into(), "0001".into()], &revocation, &[audit("r")]).await,
+        store.revoke(&["0004".into(), "0001".into()], &revocation, &[], &[audit("r")]).await,
         Err(StoreError::Conflict { .. })
     ));
     assert_eq!(store.certificate("0003").await.expect("r").expect("e").status, CertificateStatus::Valid);
@@ -178,7 +178,7 @@ async fn contract(store: &dyn Store) {
     assert!(store.revocations_since(feed[1].seq, 100).await.expect("feed").is_empty());
     assert_eq!(store.last_revocation().await.expect("feed"), feed[1].seq);
     let many: Vec<String> = (0..10).map(|i| format!("{i:04x}")).filter(|s| s != "0001" && s != "0002").collect();
-    store.revoke(&many, &revocation, &[]).await.expect("revoke many");
+    store.revoke(&many, &revocation, &[], &[]).await.expect("revoke many");
     assert_eq!(store.revoked("issuing-1", 0).await.expect("revoked").len(), 10);
     assert_eq!(store.revoked("issuing-1", 1).await.expect("revoked").len(), 0, "partitions are apart");
     assert_eq!(store.reserve_issuance("issuing-1", 5).await.expect("reserve"), 0);
@@ -392,10 +392,34 @@ async fn inventory_contract(store: &dyn Store) {
     assert!(store.destroy_key("nope", &[audit("key.destroy")]).await.is_err(), "no such key");
     assert_eq!(audit_count(store).await, before + 5, "each change with its entries, the refused ones without");
 
+    // The blocklist: with a revocation (atomically), by hand, and the first reason stays.
+    let blocked = |spki: &str, source: &str| BlockedKey {
+        spki_sha256: spki.into(),
+        reason: "key-compromise".into(),
+        source: source.into(),
+        created_at: 7,
+    };
+    let revocation = Revocation { revoked_at: 3_000, reason: Reason::KeyCompromise, invalidity_date: None };
+    store
+        .revoke(&["0010".into()], &revocation, &[blocked("aa", "cert:0010")], &[audit("r"), audit("key.block")])
+        .await
+        .expect("revoke and block");
+    // A refused revocation blocks nothing either.
+    assert!(store.revoke(&["0010".into()], &revocation, &[blocked("bb", "cert:0010")], &[]).await.is_err());
+    store
+        .block_keys(&[blocked("aa", "by hand"), blocked("cc", "by hand")], &[audit("key.block")])
+        .await
+        .expect("block");
+    let found = store.blocked_keys(&["aa".into(), "bb".into(), "cc".into(), "dd".into()]).await.expect("blocked");
+    let mut found: Vec<(String, String)> = found.into_iter().map(|b| (b.spki_sha256, b.source)).collect();
+    found.sort();
+    assert_eq!(found, [("aa".into(), "cert:0010".into()), ("cc".into(), "by hand".into())]);
+    assert_eq!(store.blocklist().await.expect("list").len(), 2);
+
     // Certificate queries for the blast radius of an incident.
     let found = store.certificates_by_serials(&["0001".into(), "0010".into(), "zzzz".into()]).await.expect("by serial");
     assert_eq!(found.len(), 2);
-    assert_eq!(store.valid_serials(&["0001".into(), "0010".into(), "zzzz".into()]).await.expect("valid"), ["0010"]);
+    assert_eq!(store.valid_serials(&["0001".into(), "0011".into(), "zzzz".into()]).await.expect("valid"), ["0011"]);
     assert_eq!(store.certificates_by_spki("00").await.expect("spki").len(), 251);
     assert!(store.certificates_by_spki("ff").await.expect("spki").is_empty());
     let owners = store

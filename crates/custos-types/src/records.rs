@@ -372,6 +372,19 @@ pub struct Transition {
     pub to: ConnectionState,
 }
 
+/// A key that must never be certified again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BlockedKey {
+    /// SHA-256 of the key's SubjectPublicKeyInfo, lowercase hex.
+    pub spki_sha256: String,
+    /// Why (`key-compromise`, or the operator's words).
+    pub reason: String,
+    /// What blocked it: `cert:SERIAL`, `incident:INC-0001`, or the principal who blocked it by hand.
+    pub source: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
 /// A tenant's webhook.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WebhookRecord {

@@ -258,7 +258,16 @@ impl Ca {
                     )
                 })
                 .collect();
-            self.store.revoke(chunk, &revocation, &audit).await?;
+            // A key compromise blocks every revoked certificate's key as well, in the same transaction.
+            let block = if reason == Reason::KeyCompromise {
+                let records = self.store.certificates_by_serials(chunk).await?;
+                crate::revocation::blocks_for(&records, reason, Some(&record.id))
+            } else {
+                Vec::new()
+            };
+            let mut audit = audit;
+            audit.extend(block.iter().map(|b| crate::revocation::block_audit(principal, b)));
+            self.store.revoke(chunk, &revocation, &block, &audit).await?;
             done += chunk.len();
             progress(Progress::Revoked(done, total));
         }
@@ -375,15 +384,45 @@ impl Ca {
 }
 
 /// Opens (appending) the file that receives replacement private keys, owner-only.
+///
+/// A new file is created owner-only (O_CREAT|O_EXCL: a planted symlink or file
+/// is never followed or reused). A resumed execution appends to the file it
+/// created, and only if that is still a regular file of ours, mode 0600, with
+/// one link: opened without following symlinks, then checked on the open
+/// descriptor, so nothing can be swapped in between the check and the write.
 fn open_keys_file(path: &Path) -> Result<std::fs::File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.append(true).create(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let io = |source| CaError::Io { path: path.to_path_buf(), source };
+    let refuse = |why: String| {
+        CaError::Policy(format!(
+            "{} {why}; custos writes replacement private keys only to a file it created (0600, not a link): \
+             choose another --keys-out",
+            path.display()
+        ))
+    };
+    let existing = std::fs::OpenOptions::new().append(true).custom_flags(libc::O_NOFOLLOW).open(path);
+    let file = match existing {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::OpenOptions::new().append(true).create_new(true).mode(0o600).open(path).map_err(io)?
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(refuse("is a symbolic link".into())),
+        Err(e) => return Err(io(e)),
+    };
+    let meta = file.metadata().map_err(io)?;
+    if !meta.file_type().is_file() {
+        return Err(refuse("is not a regular file".into()));
     }
-    options.open(path).map_err(|source| CaError::Io { path: path.to_path_buf(), source })
+    if meta.uid() != crate::principal::current_uid() {
+        return Err(refuse(format!("belongs to uid {}", meta.uid())));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(refuse(format!("has mode {:o}", meta.mode() & 0o777)));
+    }
+    if meta.nlink() != 1 {
+        return Err(refuse(format!("has {} links", meta.nlink())));
+    }
+    Ok(file)
 }
 
 /// Commits a batch of replacements: keys to the file first (synced), then the
