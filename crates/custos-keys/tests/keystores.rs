@@ -58,14 +58,45 @@ fn soft_store_honours_the_contract() {
 #[test]
 fn pkcs11_token_honours_the_contract() {
     let Some(uri) = token_uri() else { return };
+    let _token = TOKEN.lock().unwrap_or_else(|e| e.into_inner());
     let store = Pkcs11KeyStore::open(TokenConfig::parse(&uri).expect("uri")).expect("open token");
     // RSA 3072/4096 generation on SoftHSM takes seconds each; 2048 exercises the same code.
     contract(&store, &[KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384, KeyAlgorithm::Rsa2048, KeyAlgorithm::Ed25519]);
 }
 
+/// One test on the token at a time: SoftHSM2's file store, written by
+/// pkcs11-tool in another process, can hide this process's keys from it
+/// while it rescans (seen as a rare "no such key" in the contract test).
+static TOKEN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The lines pkcs11-tool printed for the object labelled `label`.
+fn object_listing(listing: &str, label: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in listing.lines() {
+        if !line.starts_with(' ') {
+            if inside {
+                break;
+            }
+            out.clear();
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        if line.trim() == format!("label:      {label}") {
+            inside = true;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    assert!(inside, "no object labelled {label} in:\n{listing}");
+    out
+}
+
 #[test]
 fn pkcs11_keys_are_sensitive_and_never_leave_the_token() {
     let Some(uri) = token_uri() else { return };
+    let _token = TOKEN.lock().unwrap_or_else(|e| e.into_inner());
     let config = TokenConfig::parse(&uri).expect("uri");
     let store = Pkcs11KeyStore::open(config.clone()).expect("open token");
     let key = store.generate(KeyAlgorithm::EcdsaP256, "custody-check").expect("generate");
@@ -83,8 +114,10 @@ fn pkcs11_keys_are_sensitive_and_never_leave_the_token() {
         .args(["--login", "--pin", &pin, "--list-objects", "--type", "privkey", "--label", "custody-check"])
         .output()
         .expect("pkcs11-tool");
-    let listed = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{listed}");
+    let all = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{all}");
+    // pkcs11-tool lists every private key on the token: look at ours only.
+    let listed = object_listing(&all, "custody-check");
     assert!(listed.contains("always sensitive") && listed.contains("never extractable"), "{listed}");
     assert!(!listed.contains(" extractable,") || listed.contains("never extractable"), "{listed}");
     // A signing key only: no decrypt, unwrap or derive (pkcs11-tool lists a key's usage).
@@ -162,7 +195,7 @@ fn pkcs11_keys_are_sensitive_and_never_leave_the_token() {
         "--sensitive",
     ]));
     ok(tool().arg("--write-object").arg(&public).args(["--type", "pubkey", "--id", "c0ffee02", "--label", "imported"]));
-    let listed = ok(tool().args(["--list-objects", "--type", "privkey", "--label", "imported"]));
+    let listed = object_listing(&ok(tool().args(["--list-objects", "--type", "privkey"])), "imported");
     assert!(listed.contains("sensitive") && !listed.contains("never extractable"), "{listed}");
     let imported = custos_keys::KeyReference {
         backend: "pkcs11".into(),
