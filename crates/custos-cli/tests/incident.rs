@@ -239,17 +239,36 @@ fn an_issuing_ca_compromise_from_declaration_to_close() {
 
     // Close is refused until every connection has acknowledged.
     assert!(env.fails(&["incident", "close", &id]).contains("still depend on a compromised certificate"));
-    // Ack over HTTP, signed with the tenant's secret; a bad signature is refused.
+    // Ack over HTTP, signed with the tenant's secret over method, path, incident,
+    // connection, time and body; a bad, old-format, overflowing or replayed signature is refused.
     let ack = br#"{"tenant":"t0000","connection":"c0"}"#;
+    let path = format!("/incident/{id}/ack");
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let mut message = format!("{now}.").into_bytes();
-    message.extend_from_slice(ack);
-    let good = format!("t={now},v1={}", hmac_hex(&secret, &message));
-    let (code, _, _) = http_with(&server.addr, &format!("/incident/{id}/ack"), ack, "t=1,v1=00");
-    assert_eq!(code, 401);
-    let (code, _, answer) = http_with(&server.addr, &format!("/incident/{id}/ack"), ack, &good);
+    let v2 = |t: i64, incident: &str, connection: &str| {
+        let mut message = format!("custos-ack-v2\nPOST\n{path}\n{incident}\nt0000/{connection}\n{t}\n").into_bytes();
+        message.extend_from_slice(ack);
+        format!("t={t},v2={}", hmac_hex(&secret, &message))
+    };
+    let mut v1_message = format!("{now}.").into_bytes();
+    v1_message.extend_from_slice(ack);
+    let v1 = format!("t={now},v1={}", hmac_hex(&secret, &v1_message));
+    for bad in [
+        "t=1,v1=00".to_string(),
+        v1,                                        // the notification format: an ack for no incident in particular
+        v2(now, "INC-9999", "c0"),                 // signed for another incident
+        v2(now, &id, "c1"),                        // signed for another connection
+        v2(now - 3_600, &id, "c0"),                // too old
+        v2(now.wrapping_sub(i64::MIN), &id, "c0"), // t = now - 2^63: the difference overflowed and passed
+    ] {
+        let (code, _, answer) = http_with(&server.addr, &path, ack, &bad);
+        assert_eq!(code, 401, "{bad}: {}", String::from_utf8_lossy(&answer));
+    }
+    let good = v2(now, &id, "c0");
+    let (code, _, answer) = http_with(&server.addr, &path, ack, &good);
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&answer));
     assert!(String::from_utf8_lossy(&answer).contains("old-certificate-retired"));
+    let (code, _, _) = http_with(&server.addr, &path, ack, &good);
+    assert_eq!(code, 401, "a signature is good once");
     for t in 0..3 {
         for c in 0..2 {
             env.ok(&["incident", "ack", &id, "--connection", &format!("t{t:04}/c{c}")]);

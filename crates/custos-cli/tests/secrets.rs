@@ -230,3 +230,38 @@ fn keys_revoked_for_compromise_are_never_certified_again() {
     assert_eq!(entry["object"], format!("spki:{spki}").as_str());
     assert!(env.fails(&["keys", "block", "not-hex"]).contains("64 hex digits"));
 }
+
+#[test]
+fn a_destroyed_key_leaves_no_sealed_blob_in_the_database_or_its_wal() {
+    let env = Env::initialized();
+    if env.database.is_some() {
+        return; // SQLite's files.
+    }
+    env.ok(&["connection", "add", "acme-corp", "mail-sync"]);
+    env.ok(&["issue", "acme-corp", "mail-sync", "--out", env.path("leaf").to_str().expect("p")]);
+    let db = env.data_dir().join("custos.db");
+    let blob = common::sh(
+        "python3",
+        &[
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); \
+             print(c.execute(\"SELECT hex(reference) FROM keys WHERE label='issuing-1'\").fetchone()[0])",
+            db.to_str().expect("p"),
+        ],
+    );
+    let blob = hex::decode(blob.trim()).expect("hex blob");
+    assert!(blob.len() > 32, "a sealed key");
+    let contains = |path: &std::path::Path| {
+        std::fs::read(path).map(|bytes| bytes.windows(blob.len()).any(|w| w == blob.as_slice())).unwrap_or(false)
+    };
+    let wal = env.data_dir().join("custos.db-wal");
+    assert!(contains(&db) || contains(&wal), "the blob is there before");
+    let declared =
+        env.json(&["incident", "declare", "--compromised", "issuer:issuing-1", "--reason", "key-compromise"]);
+    env.ok(&["incident", "execute", declared["id"].as_str().expect("id"), "--yes"]);
+    let keys = env.json(&["keys", "list"]);
+    let old = keys.as_array().expect("keys").iter().find(|k| k["label"] == "issuing-1").expect("old key");
+    assert_eq!(old["status"], "destroyed");
+    assert!(!contains(&db), "the destroyed key's sealed blob is still in custos.db");
+    assert!(!contains(&wal), "the destroyed key's sealed blob is still in custos.db-wal");
+}

@@ -98,6 +98,10 @@ pub struct ServeConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key (PKCS#8) for the TLS listener.
     pub tls_key: Option<PathBuf>,
+    /// Connections a listener keeps open in all; past it, new ones get 503.
+    pub max_connections: usize,
+    /// Connections a listener keeps open from one client address; past it, that client's new ones get 503.
+    pub max_connections_per_client: usize,
 }
 
 /// OCSP and CRL timings.
@@ -174,7 +178,14 @@ impl Default for InitConfig {
 
 impl Default for ServeConfig {
     fn default() -> Self {
-        ServeConfig { listen: "127.0.0.1:8080".into(), tls_listen: None, tls_cert: None, tls_key: None }
+        ServeConfig {
+            listen: "127.0.0.1:8080".into(),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            max_connections: 4096,
+            max_connections_per_client: 256,
+        }
     }
 }
 
@@ -305,6 +316,8 @@ const ALL_KEYS: &[&str] = &[
     "serve.tls_listen",
     "serve.tls_cert",
     "serve.tls_key",
+    "serve.max_connections",
+    "serve.max_connections_per_client",
     "ocsp.poll_interval_ms",
     "ocsp.refresh_interval_s",
     "ocsp.presign",
@@ -496,6 +509,9 @@ impl Config {
             if value == 0 {
                 return bad(key, "must be above 0".into());
             }
+        }
+        if self.serve.max_connections == 0 || self.serve.max_connections_per_client == 0 {
+            return bad("serve.max_connections", "limits must be above 0".into());
         }
         if self.ocsp.presign < 0 {
             return bad("ocsp.presign", "must not be negative".into());

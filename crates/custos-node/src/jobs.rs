@@ -62,7 +62,11 @@ pub async fn serve(config: &Config, ca: Ca, listeners: Listeners) -> Result<()> 
     let publisher = Arc::new(StatusPublisher::start(ca.clone()).await?);
     let tasks = spawn_jobs(config, &ca, &publisher);
     let state = Arc::new(AppState { ca, publisher });
-    let result = custos_server::serve(listeners.plain, listeners.tls, state, shutdown_signal()).await;
+    let limits = custos_server::http::ConnectionLimits {
+        total: config.serve.max_connections,
+        per_client: config.serve.max_connections_per_client,
+    };
+    let result = custos_server::serve(listeners.plain, listeners.tls, state, limits, shutdown_signal()).await;
     for task in tasks {
         task.abort();
     }

@@ -41,22 +41,31 @@ const MAX_IMMEDIATE_REPOLLS: u32 = 4;
 /// body and answer are not done `idle_timeout` after its head arrived gets
 /// 408 and its connection closed: trickling clients cannot hold one forever.
 /// `hot`, if given, sees each request first and may answer it without the router.
+/// Past `limits` (connections open in all, or from one client address), a
+/// new connection gets one 503 answer and is closed, so that one client
+/// cannot take every file descriptor.
 pub async fn serve<L>(
     mut listener: L,
     router: Router,
     hot: Option<Arc<dyn HotPath>>,
     idle_timeout: Duration,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()>
 where
-    L: axum::serve::Listener,
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
 {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
+    let open = Arc::new(OpenConnections::default());
     loop {
-        let (io, _peer) = tokio::select! {
+        let (io, peer) = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
+        };
+        let Some(slot) = open.admit(peer.ip(), limits) else {
+            tokio::spawn(refuse(io, idle_timeout));
+            continue;
         };
         let router = router.clone();
         let hot = hot.clone();
@@ -93,6 +102,8 @@ where
                     log_end(conn.await);
                 }
             }
+            // The connection's place is given back when it ends.
+            drop(slot);
         }));
     }
     drop(stop_rx);
@@ -100,6 +111,79 @@ where
     let _ = stop_tx.send(());
     stop_tx.closed().await;
     Ok(())
+}
+
+/// How many connections a listener keeps open at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// In all.
+    pub total: usize,
+    /// From one client IP address.
+    pub per_client: usize,
+}
+
+/// The connections open now, in all and per client address.
+#[derive(Default)]
+struct OpenConnections {
+    counts: Mutex<(usize, std::collections::HashMap<std::net::IpAddr, usize>)>,
+}
+
+/// A connection's place among the open ones, given back on drop.
+struct Slot {
+    open: Arc<OpenConnections>,
+    ip: std::net::IpAddr,
+}
+
+impl OpenConnections {
+    /// A place for a new connection from `ip`, if the limits leave one.
+    fn admit(self: &Arc<Self>, ip: std::net::IpAddr, limits: ConnectionLimits) -> Option<Slot> {
+        let mut counts = self.counts.lock().ok()?;
+        let (total, per) = &mut *counts;
+        let mine = per.get(&ip).copied().unwrap_or(0);
+        if *total >= limits.total || mine >= limits.per_client {
+            return None;
+        }
+        *total += 1;
+        per.insert(ip, mine + 1);
+        Some(Slot { open: self.clone(), ip })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut counts) = self.open.counts.lock() {
+            let (total, per) = &mut *counts;
+            *total = total.saturating_sub(1);
+            if let Some(n) = per.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    per.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+/// Answers a connection over the limits with one 503 and closes it.
+async fn refuse<I>(io: I, idle_timeout: Duration)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
+        let mut response = crate::problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections",
+            "this client, or all clients together, hold as many connections as custos keeps open; retry later",
+        );
+        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        Ok::<_, Infallible>(response)
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle_timeout)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(io), service);
+    let _ = tokio::time::timeout(idle_timeout, conn).await;
 }
 
 /// Requests answered before, and without, the router: for the few routes

@@ -60,11 +60,13 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// Serves `router` on `listener` (and on `tls`, if given) until `shutdown`
-/// resolves: in-flight requests finish, idle connections close.
+/// resolves: in-flight requests finish, idle connections close. Each
+/// listener keeps at most `limits` connections open.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<tls::TlsListener>,
     state: Arc<AppState>,
+    limits: http::ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let hot: Arc<dyn http::HotPath> = Arc::new(OcspHotPath(state.clone()));
@@ -73,7 +75,7 @@ pub async fn serve(
     let secure = tls.map(|l| {
         let app = router(state.clone());
         let mut stopped = stopped.clone();
-        tokio::spawn(http::serve(l, app, Some(hot.clone()), IDLE_TIMEOUT, async move {
+        tokio::spawn(http::serve(l, app, Some(hot.clone()), IDLE_TIMEOUT, limits, async move {
             let _ = stopped.wait_for(|s| *s).await;
         }))
     });
@@ -85,7 +87,7 @@ pub async fn serve(
         shutdown.await;
         let _ = stop.send(true);
     };
-    let result = http::serve(listener, router(state), Some(hot), IDLE_TIMEOUT, signal).await;
+    let result = http::serve(listener, router(state), Some(hot), IDLE_TIMEOUT, limits, signal).await;
     if let Some(task) = secure {
         // The TLS listener saw the same signal; give it its own graceful end.
         let _ = task.await;
@@ -217,14 +219,24 @@ async fn incident_ack(
         }
     };
     let signature = headers.get("x-custos-signature").and_then(|v| v.to_str().ok()).unwrap_or("");
-    // The signature authenticates the tenant; custos-ca then decides what that tenant may acknowledge.
-    let principal = match state.ca.tenant_by_signature(&ack.tenant, signature, &body).await {
+    // The signature authenticates the tenant for this request and connection;
+    // custos-ca then decides what that tenant may acknowledge.
+    let path = format!("/incident/{id}/ack");
+    let signed = custos_ca::incident::SignedAck {
+        method: "POST",
+        path: &path,
+        incident: &id,
+        tenant: &ack.tenant,
+        connection: &ack.connection,
+        body: &body,
+    };
+    let principal = match state.ca.authenticate_ack(&signed, signature).await {
         Ok(Some(p)) => p,
         Ok(None) => {
             return problem(
                 StatusCode::UNAUTHORIZED,
                 "bad signature",
-                "sign the body with the tenant's webhook secret: x-custos-signature: t=UNIX,v1=HEX(HMAC-SHA256(secret, \"UNIX.BODY\"))",
+                "sign with the tenant's webhook secret, once, within five minutes: x-custos-signature: t=UNIX,v2=HEX(HMAC-SHA256(secret, \"custos-ack-v2\\nPOST\\nPATH\\nINCIDENT\\nTENANT/CONNECTION\\nUNIX\\nBODY\"))",
             );
         }
         Err(e) => return internal(&e, "checking a signature"),

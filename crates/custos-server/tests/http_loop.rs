@@ -12,6 +12,9 @@ use axum::routing::{get, post};
 
 /// The idle timeout the tests run with.
 const IDLE: Duration = Duration::from_millis(700);
+/// Limits no test but the limits test reaches.
+const LIMITS: custos_server::http::ConnectionLimits =
+    custos_server::http::ConnectionLimits { total: 1024, per_client: 1024 };
 
 type Running = (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>);
 
@@ -30,7 +33,7 @@ async fn start() -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(custos_server::http::serve(listener, router, None, IDLE, async {
+    let task = tokio::spawn(custos_server::http::serve(listener, router, None, IDLE, LIMITS, async {
         let _ = stop_rx.await;
     }));
     (addr, stop_tx, task)
@@ -228,7 +231,7 @@ async fn a_hot_path_answers_its_requests_and_hands_the_rest_to_the_router() {
     let addr = listener.local_addr().expect("address");
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let hot: std::sync::Arc<dyn custos_server::http::HotPath> = std::sync::Arc::new(Hot);
-    let task = tokio::spawn(custos_server::http::serve(listener, router, Some(hot), IDLE, async {
+    let task = tokio::spawn(custos_server::http::serve(listener, router, Some(hot), IDLE, LIMITS, async {
         let _ = stop_rx.await;
     }));
     tokio::task::spawn_blocking(move || {
@@ -245,4 +248,71 @@ async fn a_hot_path_answers_its_requests_and_hands_the_rest_to_the_router() {
     .await
     .expect("client thread");
     shut_down(stop, task).await;
+}
+
+/// A connection to `addr` from the loopback address `from` (all of 127/8 is loopback on Linux).
+async fn connect_from(from: &str, addr: std::net::SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(format!("{from}:0").parse().expect("address")).expect("bind source");
+    let stream = socket.connect(addr).await.expect("connect").into_std().expect("std");
+    stream.set_nonblocking(false).expect("blocking");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    stream
+}
+
+/// Sends GET /hello on `s` and returns the status line.
+fn hello(s: TcpStream) -> String {
+    let mut w = s.try_clone().expect("clone");
+    w.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    let mut status = String::new();
+    BufReader::new(s).read_line(&mut status).expect("status");
+    status
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_client_cannot_take_every_connection() {
+    let router = Router::new().route("/hello", get(|| async { "hello" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let limits = custos_server::http::ConnectionLimits { total: 5, per_client: 3 };
+    // A long idle timeout: the held connections must stay open during the test.
+    let task =
+        tokio::spawn(custos_server::http::serve(listener, router, None, Duration::from_secs(10), limits, async {
+            let _ = stop_rx.await;
+        }));
+    // Three idle connections from one client fill its share...
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect_from("127.0.0.1", addr).await);
+    }
+    // (the server counts a connection once it accepted it)
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused = tokio::task::spawn_blocking({
+        let s = connect_from("127.0.0.1", addr).await;
+        move || hello(s)
+    });
+    assert!(refused.await.expect("join").starts_with("HTTP/1.1 503"), "a fourth from the same client is refused");
+    // ...while another client is still served, up to the total.
+    let other = connect_from("127.0.0.2", addr).await;
+    assert!(tokio::task::spawn_blocking(move || hello(other)).await.expect("join").starts_with("HTTP/1.1 200"));
+    held.push(connect_from("127.0.0.3", addr).await);
+    held.push(connect_from("127.0.0.4", addr).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let over = connect_from("127.0.0.5", addr).await;
+    assert!(tokio::task::spawn_blocking(move || hello(over)).await.expect("join").starts_with("HTTP/1.1 503"), "total");
+    // Closed connections give their places back.
+    held.clear();
+    let mut status = String::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let s = connect_from("127.0.0.1", addr).await;
+        status = tokio::task::spawn_blocking(move || hello(s)).await.expect("join");
+        if status.starts_with("HTTP/1.1 200") {
+            break;
+        }
+    }
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    stop_tx.send(()).expect("running");
+    finished(task).await;
 }

@@ -116,7 +116,16 @@ impl IssuerStore for SqlStore {
             return Err(StoreError::NotFound { what: format!("key {id}") });
         }
         log::append(self.engine, &mut tx, audit_records).await?;
-        tx.commit().await.map_err(StoreError::db("commit a key destruction"))
+        tx.commit().await.map_err(StoreError::db("commit a key destruction"))?;
+        if self.engine == Engine::Sqlite {
+            // The old page images (with the sealed blob) are still frames in
+            // the WAL: copy the new pages back and empty the WAL. If readers
+            // hold it, the next automatic checkpoint overwrites the frames.
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.writer).await {
+                tracing::warn!(error = %e, "emptying the WAL after destroying a key failed; a later checkpoint will");
+            }
+        }
+        Ok(())
     }
 
     async fn reserve_issuance(&self, issuer: &str, count: i64) -> Result<i64> {

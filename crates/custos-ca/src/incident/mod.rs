@@ -38,7 +38,7 @@ pub mod notify;
 mod report;
 mod track;
 
-pub use notify::{sign_webhook, verify_webhook};
+pub use notify::{ACK_TOLERANCE_SECONDS, SignedAck, sign_ack, sign_webhook, verify_webhook};
 
 /// A tenant acknowledges a replacement once it is issued (notified or not).
 const ACKNOWLEDGE: Transition = Transition {
@@ -357,6 +357,22 @@ mod tests {
         assert!(!verify_webhook("00fe", &header, b"{}", 1_010, 300), "other secret");
         assert!(!verify_webhook("00ff", &header, b"{}", 2_000, 300), "too old");
         assert!(!verify_webhook("00ff", "garbage", b"{}", 1_000, 300));
+        let ancient = sign_webhook("00ff", i64::MIN, b"{}");
+        assert!(!verify_webhook("00ff", &ancient, b"{}", 1_000, 300), "the time difference must not overflow");
+        // An acknowledgement is bound to its request and connection, and apart from notifications.
+        let ack = SignedAck {
+            method: "POST",
+            path: "/incident/INC-0001/ack",
+            incident: "INC-0001",
+            tenant: "t",
+            connection: "c",
+            body: b"{}",
+        };
+        let header = sign_ack("00ff", &ack, 1_000);
+        assert!(notify::verify_ack("00ff", &ack, &header, 1_010, 300).is_some());
+        assert!(notify::verify_ack("00ff", &SignedAck { connection: "d", ..ack }, &header, 1_010, 300).is_none());
+        assert!(notify::verify_ack("00ff", &SignedAck { incident: "INC-0002", ..ack }, &header, 1_010, 300).is_none());
+        assert!(!verify_webhook("00ff", &header.replace("v2=", "v1="), b"{}", 1_010, 300));
     }
 
     #[test]

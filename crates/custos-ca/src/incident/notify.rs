@@ -44,18 +44,27 @@ impl Ca {
         Ok(secret)
     }
 
-    /// Authenticates a tenant's signed request (`x-custos-signature: t=UNIX,v1=HEX`
-    /// over `UNIX.BODY` with the tenant's webhook secret, within five minutes):
-    /// the tenant's principal if the signature holds, `None` if not.
-    pub async fn tenant_by_signature(&self, tenant: &str, header: &str, body: &[u8]) -> Result<Option<Principal>> {
-        let Some(secret) = self.store.webhooks().await?.into_iter().find(|w| w.tenant == tenant).map(|w| w.secret)
+    /// Authenticates a tenant's signed acknowledgement ([`sign_ack`]: method,
+    /// path, incident, connection, time and body under the tenant's webhook
+    /// secret, within five minutes, each signature once): the tenant's
+    /// principal, scoped to that connection, or `None`.
+    pub async fn authenticate_ack(&self, ack: &SignedAck<'_>, header: &str) -> Result<Option<Principal>> {
+        let Some(secret) = self.store.webhooks().await?.into_iter().find(|w| w.tenant == ack.tenant).map(|w| w.secret)
         else {
             return Ok(None);
         };
-        Ok(verify_webhook(&secret, header, body, now(), 300).then(|| Principal::Tenant {
+        let now = now();
+        let Some(mac) = verify_ack(&secret, ack, header, now, ACK_TOLERANCE_SECONDS) else { return Ok(None) };
+        // A signature is good once: remember it for as long as it could verify.
+        let mut seen = self.ack_replay.lock().map_err(|_| CaError::Inconsistent("ack replay cache poisoned".into()))?;
+        seen.retain(|_, at| now.abs_diff(*at) <= ACK_TOLERANCE_SECONDS.unsigned_abs() * 2);
+        if seen.insert(mac, now).is_some() {
+            return Ok(None);
+        }
+        Ok(Some(Principal::Tenant {
             account: "webhook-hmac".into(),
-            tenant: tenant.to_string(),
-            connection: None,
+            tenant: ack.tenant.to_string(),
+            connection: Some(ack.connection.to_string()),
         }))
     }
 
@@ -87,7 +96,8 @@ pub fn verify_webhook(secret_hex: &str, header: &str, body: &[u8], now: i64, tol
         }
     }
     let (Some(t), Some(v1)) = (t, v1) else { return false };
-    if (now - t).abs() > tolerance {
+    // abs_diff: `now - t` overflowed for t near i64::MIN and passed.
+    if now.abs_diff(t) > tolerance.unsigned_abs() {
         return false;
     }
     let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret_hex.as_bytes());
@@ -95,6 +105,72 @@ pub fn verify_webhook(secret_hex: &str, header: &str, body: &[u8], now: i64, tol
     message.push(b'.');
     message.extend_from_slice(body);
     aws_lc_rs::hmac::verify(&key, &message, &v1).is_ok()
+}
+
+/// How far an acknowledgement's timestamp may be from now.
+pub const ACK_TOLERANCE_SECONDS: i64 = 300;
+
+/// What a tenant's signed acknowledgement is about: the request and the
+/// connection it acknowledges, all covered by the MAC.
+#[derive(Clone, Copy, Debug)]
+pub struct SignedAck<'a> {
+    /// HTTP method (`POST`).
+    pub method: &'a str,
+    /// Request path (`/incident/INC-0001/ack`).
+    pub path: &'a str,
+    /// The incident.
+    pub incident: &'a str,
+    /// The tenant.
+    pub tenant: &'a str,
+    /// The connection.
+    pub connection: &'a str,
+    /// The request body as sent.
+    pub body: &'a [u8],
+}
+
+/// The message an acknowledgement's MAC covers. Its label keeps it apart from
+/// outbound notifications (`UNIX.BODY`), so neither can be replayed as the other.
+fn ack_message(ack: &SignedAck<'_>, t: i64) -> Vec<u8> {
+    let mut m = format!(
+        "custos-ack-v2\n{}\n{}\n{}\n{}/{}\n{t}\n",
+        ack.method, ack.path, ack.incident, ack.tenant, ack.connection
+    )
+    .into_bytes();
+    m.extend_from_slice(ack.body);
+    m
+}
+
+/// Signs an acknowledgement as a tenant does: `t=UNIX,v2=HEX(HMAC-SHA256(secret,
+/// "custos-ack-v2\nMETHOD\nPATH\nINCIDENT\nTENANT/CONNECTION\nUNIX\nBODY"))`.
+pub fn sign_ack(secret_hex: &str, ack: &SignedAck<'_>, timestamp: i64) -> String {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret_hex.as_bytes());
+    format!("t={timestamp},v2={}", hex::encode(aws_lc_rs::hmac::sign(&key, &ack_message(ack, timestamp)).as_ref()))
+}
+
+/// Checks an acknowledgement's signature and time; the MAC when both hold.
+pub(super) fn verify_ack(
+    secret_hex: &str,
+    ack: &SignedAck<'_>,
+    header: &str,
+    now: i64,
+    tolerance: i64,
+) -> Option<[u8; 32]> {
+    let mut t = None;
+    let mut v2 = None;
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", v)) => t = v.parse::<i64>().ok(),
+            Some(("v2", v)) => v2 = hex::decode(v).ok(),
+            _ => {}
+        }
+    }
+    let (t, v2) = (t?, v2?);
+    if now.abs_diff(t) > tolerance.unsigned_abs() {
+        return None;
+    }
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret_hex.as_bytes());
+    aws_lc_rs::hmac::verify(&key, &ack_message(ack, t), &v2).ok()?;
+    v2.try_into().ok()
 }
 
 /// How long one delivery may take before it counts as failed.
