@@ -88,6 +88,8 @@ pub enum Operation<'a> {
     PublishStatus,
     /// Block a key by hand so that it is never certified again.
     BlockKey,
+    /// Change how the key store is sealed (its passphrase).
+    ManageKeyStore,
 }
 
 impl Operation<'_> {
@@ -115,6 +117,7 @@ impl Operation<'_> {
             Operation::DeliverNotifications => "deliver notifications",
             Operation::PublishStatus => "publish OCSP and CRLs",
             Operation::BlockKey => "block a key",
+            Operation::ManageKeyStore => "manage the key store",
         }
     }
 }

@@ -228,6 +228,41 @@ impl Ca {
         }
     }
 
+    /// The stored references of the soft store's live keys (sealed blobs,
+    /// useless without the passphrase), to seal them under a new one.
+    pub async fn soft_key_references(&self, principal: &Principal) -> Result<Vec<(String, custos_keys::KeyReference)>> {
+        authorize(principal, Operation::ManageKeyStore)?;
+        Ok(self
+            .store
+            .keys()
+            .await?
+            .into_iter()
+            .filter(|k| k.backend == custos_keys::soft::BACKEND && k.status != custos_types::KeyStatus::Destroyed)
+            .map(|k| (k.id, custos_keys::KeyReference { backend: k.backend, data: k.reference }))
+            .collect())
+    }
+
+    /// Replaces the soft store's seal: every live key's reference and the
+    /// seal parameters, with one audit entry, in one transaction. A crash
+    /// leaves the old passphrase or the new one working, never a mix.
+    pub async fn replace_seal(
+        &self,
+        principal: &Principal,
+        references: &[(String, custos_keys::KeyReference)],
+        seal: &str,
+    ) -> Result<()> {
+        authorize(principal, Operation::ManageKeyStore)?;
+        let rows: Vec<(String, Vec<u8>)> = references.iter().map(|(id, r)| (id.clone(), r.data.clone())).collect();
+        let audit = audit_record(
+            principal,
+            "keystore.reseal",
+            "keystore:soft".into(),
+            serde_json::json!({"keys": references.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>()}),
+        );
+        self.store.replace_key_references(&rows, &[(META_SEAL.to_string(), seal.to_string())], &[audit]).await?;
+        Ok(())
+    }
+
     /// Hands the opened key store to this custos. The caller opened it from
     /// [`Ca::recorded_key_store`] and its configuration; every key loaded
     /// later is still checked against its recorded public key.

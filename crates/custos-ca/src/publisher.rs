@@ -55,6 +55,8 @@ const FRESH_PER_SECOND: f64 = 5_000.0;
 pub const MAX_UNLOGGED_SIGNATURES: usize = 100_000;
 /// Serials named per `ocsp.sign` entry, which keeps entries well below the 64 KiB bound.
 const SERIALS_PER_ENTRY: usize = 500;
+/// Responses counted per on-demand `ocsp.sign` entry (one hash over all of them).
+const RESPONSES_PER_DEMAND_ENTRY: usize = 100_000;
 /// A CRL is re-signed once it is older than this, even without changes.
 const CRL_REFRESH_AFTER: time::Duration = time::Duration::minutes(30);
 
@@ -169,7 +171,13 @@ type Signed = (String, [u8; 32]);
 /// OCSP signatures waiting for their `ocsp.sign` audit entry, per issuer and responder key.
 #[derive(Default)]
 struct Journal {
+    /// Signed ahead of demand (pre-signing, refresh, revocations): named by
+    /// serial, bounded by the certificates issued.
     batches: HashMap<BatchSigner, Vec<Signed>>,
+    /// Signed because a client asked (a nonce, several certificates, a cache
+    /// miss, an unknown serial): counted and hashed, never named, so that
+    /// clients cannot grow the log by a serial per request.
+    demand: HashMap<BatchSigner, Vec<[u8; 32]>>,
     pending: usize,
 }
 
@@ -315,7 +323,7 @@ impl StatusPublisher {
             })
             .collect();
         let serials: Vec<&Serial> = req.certs.iter().map(|c| &c.serial).collect();
-        match self.sign(&issuer, &singles, &serials, req.nonce.as_deref(), now) {
+        match self.sign(&issuer, &singles, &serials, req.nonce.as_deref(), now, true) {
             // Signing has stopped (the audit log is not accepting entries): a
             // single certificate is still answered from the pre-signed set,
             // without the nonce, as when the fresh budget is spent.
@@ -331,6 +339,7 @@ impl StatusPublisher {
         serials: &[&Serial],
         nonce: Option<&[u8]>,
         now: OffsetDateTime,
+        on_demand: bool,
     ) -> std::result::Result<OcspAnswer, ResponseStatus> {
         // The journal is locked to check and to record, never across the
         // signature itself: signing runs on every core at once.
@@ -350,9 +359,13 @@ impl StatusPublisher {
         let mut hash = [0u8; 32];
         hash.copy_from_slice(digest.as_ref());
         let mut journal = self.journal.lock().map_err(|_| ResponseStatus::InternalError)?;
-        let batch = journal.batches.entry((issuer.id.clone(), issuer.responder_key.clone())).or_default();
-        batch.extend(serials.iter().map(|s| (s.to_hex(), hash)));
-        journal.pending += serials.len();
+        let signer = (issuer.id.clone(), issuer.responder_key.clone());
+        if on_demand {
+            journal.demand.entry(signer).or_default().push(hash);
+        } else {
+            journal.batches.entry(signer).or_default().extend(serials.iter().map(|s| (s.to_hex(), hash)));
+        }
+        journal.pending += 1;
         drop(journal);
         let tag: String = digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
         Ok(OcspAnswer { der: Arc::new(der), validity: Some((now, now + RESPONSE_LIFETIME)), tag: Some(tag.into()) })
@@ -372,7 +385,7 @@ impl StatusPublisher {
         if status == CertStatus::Unknown && !take(&self.unknown_budget) {
             return Err(ResponseStatus::TryLater);
         }
-        self.sign_and_cache(issuer, id, status, now)
+        self.sign_and_cache(issuer, id, status, now, true)
     }
 
     /// Signs the answer for one CertID and caches it.
@@ -382,10 +395,11 @@ impl StatusPublisher {
         id: &CertId,
         status: CertStatus,
         now: OffsetDateTime,
+        on_demand: bool,
     ) -> std::result::Result<OcspAnswer, ResponseStatus> {
         let single =
             SingleResponse { cert_id: &id.der, status, this_update: now, next_update: now + RESPONSE_LIFETIME };
-        let answer = self.sign(issuer, &[single], &[&id.serial], None, now)?;
+        let answer = self.sign(issuer, &[single], &[&id.serial], None, now, on_demand)?;
         self.store_cached(&issuer.id, id, answer.clone(), status);
         Ok(answer)
     }
@@ -457,12 +471,30 @@ impl StatusPublisher {
                 ));
             }
         }
+        for ((issuer, key), hashes) in &taken.demand {
+            for chunk in hashes.chunks(RESPONSES_PER_DEMAND_ENTRY) {
+                let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+                chunk.iter().for_each(|h| ctx.update(h));
+                records.push(audit_record(
+                    &Principal::System,
+                    "ocsp.sign",
+                    format!("responder:{issuer}"),
+                    serde_json::json!({
+                        "issuer": issuer, "key": key, "on_demand": true, "responses": chunk.len(),
+                        "responses_sha256": hex::encode(ctx.finish()),
+                    }),
+                ));
+            }
+        }
         match self.ca.store.append_audit(&records).await {
             Ok(_) => Ok(taken.pending),
             Err(e) => {
                 if let Ok(mut j) = self.journal.lock() {
                     for (k, mut v) in taken.batches {
                         j.batches.entry(k).or_default().append(&mut v);
+                    }
+                    for (k, mut v) in taken.demand {
+                        j.demand.entry(k).or_default().append(&mut v);
                     }
                     j.pending += taken.pending;
                 }
@@ -489,7 +521,7 @@ impl StatusPublisher {
                 if self.lookup(&id, now).is_some() {
                     continue;
                 }
-                if self.sign_and_cache(&issuer, &id, status_of(&record)?, now).is_err() {
+                if self.sign_and_cache(&issuer, &id, status_of(&record)?, now, false).is_err() {
                     continue;
                 }
                 count += 1;
@@ -525,7 +557,7 @@ impl StatusPublisher {
         for entry in due {
             let Some(issuer) = issuers.iter().find(|i| i.id == entry.issuer) else { continue };
             let status = self.status(issuer, &entry.id.serial).await?;
-            if self.sign_and_cache(issuer, &entry.id, status, now).is_ok() {
+            if self.sign_and_cache(issuer, &entry.id, status, now, false).is_ok() {
                 count += 1;
             }
         }
@@ -610,7 +642,7 @@ impl StatusPublisher {
                     cached_ids
                 };
                 for id in ids {
-                    if let Err(status) = self.sign_and_cache(issuer, &id, status, now) {
+                    if let Err(status) = self.sign_and_cache(issuer, &id, status, now, false) {
                         tracing::warn!(serial = %serial, ?status, "re-signing a revoked serial failed");
                     }
                 }

@@ -50,20 +50,21 @@ fn operations() -> Vec<Operation<'static>> {
         O::DeliverNotifications,
         O::PublishStatus,
         O::BlockKey,
+        O::ManageKeyStore,
     ]
 }
 
 /// The table: for each principal, the decision on each operation of [`operations`], in order.
-fn table() -> Vec<(&'static str, Principal, [Decision; 27])> {
+fn table() -> Vec<(&'static str, Principal, [Decision; 28])> {
     vec![
-        ("local admin", Principal::LocalAdmin { uid: 0, user: Some("root".into()) }, [Allow; 27]),
-        ("admin", operator(Role::Admin), [Allow; 27]),
+        ("local admin", Principal::LocalAdmin { uid: 0, user: Some("root".into()) }, [Allow; 28]),
+        ("admin", operator(Role::Admin), [Allow; 28]),
         (
             "operator",
             operator(Role::Operator),
             [
                 Deny, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Deny,
-                Deny, Deny, Deny, Allow, Deny, Deny, Allow, Allow, Allow, Deny, Deny, Deny,
+                Deny, Deny, Deny, Allow, Deny, Deny, Allow, Allow, Allow, Deny, Deny, Deny, Deny,
             ],
         ),
         (
@@ -71,7 +72,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 27])> {
             operator(Role::Auditor),
             [
                 Deny, Deny, Allow, Allow, Deny, Allow, Allow, Deny, Deny, Deny, Allow, Allow, Allow, Allow, Allow,
-                Deny, Allow, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny,
+                Deny, Allow, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny, Deny,
             ],
         ),
         (
@@ -79,7 +80,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 27])> {
             tenant("t", None),
             [
                 Deny, Deny, Deny, Allow, Deny, Deny, Allow, Allow, Deny, Allow, Deny, Allow, Allow, Allow, Deny, Deny,
-                Deny, Deny, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny,
+                Deny, Deny, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny,
             ],
         ),
         (
@@ -87,7 +88,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 27])> {
             tenant("t", Some("d")),
             [
                 Deny, Deny, Deny, Allow, Deny, Deny, Allow, Hide, Deny, Hide, Deny, Allow, Hide, Allow, Deny, Deny,
-                Deny, Deny, Deny, Deny, Deny, Deny, Allow, Hide, Deny, Deny, Deny,
+                Deny, Deny, Deny, Deny, Deny, Deny, Allow, Hide, Deny, Deny, Deny, Deny,
             ],
         ),
         (
@@ -95,7 +96,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 27])> {
             tenant("u", None),
             [
                 Deny, Deny, Deny, Hide, Deny, Deny, Hide, Hide, Hide, Hide, Deny, Hide, Hide, Allow, Deny, Deny, Deny,
-                Deny, Deny, Deny, Deny, Deny, Hide, Hide, Deny, Deny, Deny,
+                Deny, Deny, Deny, Deny, Deny, Hide, Hide, Deny, Deny, Deny, Deny,
             ],
         ),
         (
@@ -103,7 +104,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 27])> {
             Principal::System,
             [
                 Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Deny, Allow, Deny,
-                Allow, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Allow, Deny,
+                Allow, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny,
             ],
         ),
     ]

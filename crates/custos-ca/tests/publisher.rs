@@ -87,7 +87,9 @@ async fn revocations_reach_cached_answers_and_crls_through_the_feed() {
     let other = encode_request(&[hashes.cert_id(HashAlgorithm::Sha1, &serials[1])], None);
     assert!(openssl_text(dir.path(), &publisher.ocsp(&other).await.der).contains("Cert Status: good"));
 
-    // Every response signature is in the audit log, named by serial, under the responder's key.
+    // Every response signature is in the audit log under the responder's key:
+    // those signed ahead of demand named by serial, those a client asked for
+    // counted and hashed (a client must not grow the log by a serial per request).
     publisher.poll().await.expect("poll flushes the signing journal");
     let filter = custos_store::AuditFilter {
         action: Some("ocsp.sign".into()),
@@ -96,23 +98,21 @@ async fn revocations_reach_cached_answers_and_crls_through_the_feed() {
         ..Default::default()
     };
     let logged = ca.audit_tail(&common::ME, &filter).await.expect("tail");
-    let named: Vec<String> = logged
+    let details: Vec<serde_json::Value> =
+        logged.iter().map(|e| serde_json::from_str(&e.record.details).expect("json")).collect();
+    let named: Vec<String> = details
         .iter()
-        .flat_map(|e| {
-            let d: serde_json::Value = serde_json::from_str(&e.record.details).expect("json");
-            d["serials"]
-                .as_array()
-                .expect("serials")
-                .iter()
-                .map(|s| s.as_str().expect("str").to_string())
-                .collect::<Vec<_>>()
-        })
+        .filter_map(|d| d["serials"].as_array())
+        .flat_map(|a| a.iter().map(|s| s.as_str().expect("str").to_string()))
         .collect();
+    let on_demand: Vec<&serde_json::Value> = details.iter().filter(|d| d["on_demand"] == true).collect();
+    assert!(on_demand.iter().all(|d| d.get("serials").is_none() && d["responses_sha256"].is_string()), "{on_demand:?}");
+    assert_eq!(on_demand.iter().map(|d| d["responses"].as_u64().expect("count")).sum::<u64>(), 1, "the SHA-256 CertID");
     for serial in &serials {
         assert!(named.contains(&serial.to_hex()), "{serial:?} signed but not logged: {named:?}");
     }
     assert!(logged.iter().all(|e| e.record.key.is_some()), "each batch names the responder key");
-    assert_eq!(named.len(), 3 + 1 + 1, "presigned 3, re-signed 1 after the revoke, 1 SHA-256 CertID on demand");
+    assert_eq!(named.len(), 3 + 1, "presigned 3, re-signed 1 after the revoke");
 }
 
 /// Runs one SQL statement on the database file from outside custos.
@@ -188,7 +188,25 @@ async fn signing_stops_while_the_audit_log_refuses_writes_and_nothing_is_lost() 
     let again = publisher.ocsp(&encode_request(&both, None)).await;
     assert!(again.der.len() > 100, "signed again: {} bytes", again.der.len());
     publisher.poll().await.expect("poll");
-    assert_eq!(count_signed(ca.clone()).await, logged_before + 22, "the two-certificate response is logged too");
+    assert_eq!(
+        count_signed(ca.clone()).await,
+        logged_before + 21,
+        "the two-certificate response is one signature, logged too"
+    );
+    // None of the 21 asked-for signatures named a serial: repeating a request grows the log by a count.
+    let filter = custos_store::AuditFilter {
+        action: Some("ocsp.sign".into()),
+        from: Some(0),
+        limit: 10_000,
+        ..Default::default()
+    };
+    let entries = ca.audit_tail(&common::ME, &filter).await.expect("tail");
+    let demand = entries
+        .iter()
+        .map(|e| serde_json::from_str::<serde_json::Value>(&e.record.details).expect("json"))
+        .filter(|d| d["on_demand"] == true)
+        .collect::<Vec<_>>();
+    assert!(demand.len() <= 3 && demand.iter().all(|d| d.get("serials").is_none()), "{demand:?}");
     let report = ca.verify_log(&common::ME, None, None).await.expect("the log verifies");
     assert!(report.entries > 0);
 }

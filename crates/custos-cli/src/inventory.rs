@@ -101,6 +101,19 @@ pub async fn keys(cli: &Cli, command: &KeysCommand) -> Result<(), CliError> {
             println!("blocked key {} ({}): no CSR with it will be certified", blocked.spki_sha256, blocked.reason);
             Ok(())
         }
+        KeysCommand::ChangePassphrase { new_passphrase_file } => {
+            let s = open(cli).await?;
+            let (old, source) = crate::passphrase::resolve(cli.passphrase_file.as_deref(), &s.config.data_dir, false)?;
+            let new = crate::passphrase::resolve_new(new_passphrase_file.as_deref())?;
+            let n = custos_node::change_passphrase(&s.config, &s.ca, &old, &new, &s.me)
+                .await
+                .map_err(|e| crate::passphrase::explain(e, &source))?;
+            if cli.json {
+                return json(&json!({"resealed": n}));
+            }
+            println!("sealed {n} keys under the new passphrase; the old one no longer opens the key store");
+            Ok(())
+        }
         KeysCommand::Blocked => {
             let s = open(cli).await?;
             let list = s.ca.blocklist(&s.me).await?;

@@ -367,6 +367,12 @@ pub enum KeysCommand {
     },
     /// Every blocked key.
     Blocked,
+    /// Seal every key of the soft store under a new passphrase, in one transaction.
+    ChangePassphrase {
+        /// File holding the new passphrase (else CUSTOS_NEW_PASSPHRASE, else a prompt, twice).
+        #[arg(long)]
+        new_passphrase_file: Option<PathBuf>,
+    },
 }
 
 /// `custos audit ...`.

@@ -90,6 +90,32 @@ pub fn explain(e: custos_node::NodeError, source: &Source) -> CliError {
     CliError::Passphrase(message)
 }
 
+/// The new passphrase for `keys change-passphrase`: from a file, else
+/// CUSTOS_NEW_PASSPHRASE, else typed twice at a prompt.
+pub fn resolve_new(file: Option<&Path>) -> Result<Zeroizing<Vec<u8>>, CliError> {
+    if let Some(f) = file {
+        return read_file(f);
+    }
+    if let Some(p) = std::env::var_os("CUSTOS_NEW_PASSPHRASE").filter(|p| !p.is_empty()) {
+        return Ok(Zeroizing::new(p.into_encoded_bytes()));
+    }
+    if std::io::stdin().is_terminal() {
+        let first = Zeroizing::new(
+            rpassword::prompt_password("new passphrase: ").map_err(|e| CliError::Passphrase(e.to_string()))?,
+        );
+        let second = Zeroizing::new(
+            rpassword::prompt_password("repeat new passphrase: ").map_err(|e| CliError::Passphrase(e.to_string()))?,
+        );
+        if *first != *second {
+            return Err(CliError::Passphrase("the two new passphrases differ".into()));
+        }
+        return Ok(Zeroizing::new(first.as_bytes().to_vec()));
+    }
+    Err(CliError::Passphrase(
+        "no new passphrase: pass --new-passphrase-file, set CUSTOS_NEW_PASSPHRASE, or run on a terminal".into(),
+    ))
+}
+
 fn read_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, CliError> {
     let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| CliError::Io { path: path.to_path_buf(), source: e })?);
     // A trailing newline from `echo pw > file` is not part of the passphrase.

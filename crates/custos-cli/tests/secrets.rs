@@ -265,3 +265,38 @@ fn a_destroyed_key_leaves_no_sealed_blob_in_the_database_or_its_wal() {
     assert!(!contains(&db), "the destroyed key's sealed blob is still in custos.db");
     assert!(!contains(&wal), "the destroyed key's sealed blob is still in custos.db-wal");
 }
+
+#[test]
+fn the_passphrase_changes_in_one_step_and_the_old_one_stops_working() {
+    let env = Env::initialized();
+    env.ok(&["connection", "add", "acme-corp", "mail-sync"]);
+    let new = env.path("new-pass");
+    std::fs::write(&new, "a different long passphrase\n").expect("write");
+    // A weak new passphrase is refused and changes nothing.
+    let weak = env.path("weak-pass");
+    std::fs::write(&weak, "short\n").expect("write");
+    assert!(
+        env.fails(&["keys", "change-passphrase", "--new-passphrase-file", weak.to_str().expect("p")])
+            .contains("passphrase refused")
+    );
+    env.ok(&["crl", "--out", env.path("before.crl").to_str().expect("p")]);
+    let said = env.ok(&["keys", "change-passphrase", "--new-passphrase-file", new.to_str().expect("p")]);
+    assert!(said.contains("sealed 3 keys"), "root, issuing and log keys: {said}");
+    // The old passphrase no longer unseals; the new one signs with the same keys.
+    assert!(env.fails(&["crl"]).contains("wrong passphrase"));
+    let out = env
+        .command()
+        .args(["--passphrase-file", new.to_str().expect("p"), "issue", "acme-corp", "mail-sync", "--out"])
+        .arg(env.path("leaf"))
+        .output()
+        .expect("issue");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let entry = env.json(&["audit", "tail", "-n", "1", "--action", "keystore.reseal"]);
+    assert_eq!(entry["action"], "keystore.reseal");
+    let out = env
+        .command()
+        .args(["--passphrase-file", new.to_str().expect("p"), "audit", "verify"])
+        .output()
+        .expect("verify");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -130,6 +130,39 @@ fn key_aad(algorithm: KeyAlgorithm) -> Vec<u8> {
     format!("custos-soft-key-v1:{algorithm}").into_bytes()
 }
 
+impl SoftKeyStore {
+    /// The same key sealed under `to`'s passphrase instead of this store's:
+    /// for changing the passphrase. The plaintext lives only in wiped memory.
+    pub fn reseal(&self, reference: &KeyReference, to: &SoftKeyStore) -> Result<KeyReference, KeyError> {
+        let (algorithm, header, sealed) = split_reference(reference)?;
+        let pkcs8 = self.unseal(sealed, &key_aad(algorithm))?;
+        let mut data = header.to_vec();
+        data.extend_from_slice(&to.seal(&pkcs8, &key_aad(algorithm))?);
+        Ok(KeyReference { backend: BACKEND.to_string(), data })
+    }
+}
+
+/// A soft key reference: its algorithm, its header bytes and its sealed blob.
+fn split_reference(reference: &KeyReference) -> Result<(KeyAlgorithm, &[u8], &[u8]), KeyError> {
+    if reference.backend != BACKEND {
+        return Err(KeyError::BackendMismatch { expected: BACKEND, found: reference.backend.clone() });
+    }
+    let data = &reference.data;
+    let (version, rest) = data.split_first().ok_or_else(|| KeyError::Corrupt("empty key reference".into()))?;
+    if *version != SEAL_VERSION {
+        return Err(KeyError::Corrupt(format!("unknown sealed key version {version}")));
+    }
+    let (len, rest) = rest.split_first().ok_or_else(|| KeyError::Corrupt("truncated key reference".into()))?;
+    let len = usize::from(*len);
+    if rest.len() < len {
+        return Err(KeyError::Corrupt("truncated key reference".into()));
+    }
+    let (name, sealed) = rest.split_at(len);
+    let algorithm: KeyAlgorithm =
+        std::str::from_utf8(name).map_err(|_| KeyError::Corrupt("algorithm name".into()))?.parse()?;
+    Ok((algorithm, &data[..2 + len], sealed))
+}
+
 impl KeyStore for SoftKeyStore {
     fn backend(&self) -> &'static str {
         BACKEND
@@ -149,22 +182,7 @@ impl KeyStore for SoftKeyStore {
     }
 
     fn load(&self, reference: &KeyReference) -> Result<Arc<dyn Signer>, KeyError> {
-        if reference.backend != BACKEND {
-            return Err(KeyError::BackendMismatch { expected: BACKEND, found: reference.backend.clone() });
-        }
-        let data = &reference.data;
-        let (version, rest) = data.split_first().ok_or_else(|| KeyError::Corrupt("empty key reference".into()))?;
-        if *version != SEAL_VERSION {
-            return Err(KeyError::Corrupt(format!("unknown sealed key version {version}")));
-        }
-        let (len, rest) = rest.split_first().ok_or_else(|| KeyError::Corrupt("truncated key reference".into()))?;
-        let len = usize::from(*len);
-        if rest.len() < len {
-            return Err(KeyError::Corrupt("truncated key reference".into()));
-        }
-        let (name, sealed) = rest.split_at(len);
-        let algorithm: KeyAlgorithm =
-            std::str::from_utf8(name).map_err(|_| KeyError::Corrupt("algorithm name".into()))?.parse()?;
+        let (algorithm, _, sealed) = split_reference(reference)?;
         let pkcs8 = self.unseal(sealed, &key_aad(algorithm))?;
         Ok(Arc::new(MemorySigner::from_pkcs8(algorithm, &pkcs8)?))
     }

@@ -258,6 +258,39 @@ fn check_passphrase(passphrase: &[u8]) -> Result<()> {
     }
 }
 
+/// Changes the soft key store's passphrase: opens it with `old` (a wrong one
+/// changes nothing), checks `new` against the passphrase policy, seals every
+/// live key again under `new`, and commits the new references and seal
+/// parameters in one transaction with their audit entry.
+pub async fn change_passphrase(
+    config: &Config,
+    ca: &Ca,
+    old: &[u8],
+    new: &[u8],
+    principal: &Principal,
+) -> Result<usize> {
+    let RecordedKeyStore::Soft { seal } = ca.recorded_key_store().await? else {
+        return Err(NodeError::Config("the keys are on a PKCS#11 token: its PIN is changed on the token".into()));
+    };
+    if !config.init.danger_weak_passphrase {
+        check_passphrase(new)?;
+    }
+    let params: SealParams =
+        serde_json::from_str(&seal).map_err(|e| CaError::Inconsistent(format!("recorded seal parameters: {e}")))?;
+    let current = SoftKeyStore::open(old, &params).map_err(|e| match e {
+        custos_keys::KeyError::WrongPassphrase => NodeError::WrongPassphrase,
+        other => other.into(),
+    })?;
+    let (next, next_params) = SoftKeyStore::create(new)?;
+    let mut resealed = Vec::new();
+    for (id, reference) in ca.soft_key_references(principal).await? {
+        resealed.push((id, current.reseal(&reference, &next)?));
+    }
+    let seal = serde_json::to_string(&next_params).map_err(|e| CaError::Inconsistent(e.to_string()))?;
+    ca.replace_seal(principal, &resealed, &seal).await?;
+    Ok(resealed.len())
+}
+
 /// Writes `[key_store]` to the data directory's `custos.toml` if there is none.
 fn write_key_store_config(config: &Config) -> Result<()> {
     let path = config.default_file();

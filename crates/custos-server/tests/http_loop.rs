@@ -260,12 +260,12 @@ async fn connect_from(from: &str, addr: std::net::SocketAddr) -> TcpStream {
     stream
 }
 
-/// Sends GET /hello on `s` and returns the status line.
-fn hello(s: TcpStream) -> String {
+/// Sends GET /hello on `s` and returns the status line; the connection stays open.
+fn hello(s: &TcpStream) -> String {
     let mut w = s.try_clone().expect("clone");
     w.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
     let mut status = String::new();
-    BufReader::new(s).read_line(&mut status).expect("status");
+    BufReader::new(s.try_clone().expect("clone")).read_line(&mut status).expect("status");
     status
 }
 
@@ -290,24 +290,27 @@ async fn one_client_cannot_take_every_connection() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let refused = tokio::task::spawn_blocking({
         let s = connect_from("127.0.0.1", addr).await;
-        move || hello(s)
+        move || hello(&s)
     });
     assert!(refused.await.expect("join").starts_with("HTTP/1.1 503"), "a fourth from the same client is refused");
-    // ...while another client is still served, up to the total.
+    // ...while another client is still served, up to the total (its connection
+    // kept open, so the count cannot race a close).
     let other = connect_from("127.0.0.2", addr).await;
-    assert!(tokio::task::spawn_blocking(move || hello(other)).await.expect("join").starts_with("HTTP/1.1 200"));
+    let (status, other) = tokio::task::spawn_blocking(move || (hello(&other), other)).await.expect("join");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    held.push(other);
+    // The fifth: accepted in order, before the next one.
     held.push(connect_from("127.0.0.3", addr).await);
-    held.push(connect_from("127.0.0.4", addr).await);
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let over = connect_from("127.0.0.5", addr).await;
-    assert!(tokio::task::spawn_blocking(move || hello(over)).await.expect("join").starts_with("HTTP/1.1 503"), "total");
+    let status = tokio::task::spawn_blocking(move || hello(&over)).await.expect("join");
+    assert!(status.starts_with("HTTP/1.1 503"), "past the total: {status}");
     // Closed connections give their places back.
     held.clear();
     let mut status = String::new();
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let s = connect_from("127.0.0.1", addr).await;
-        status = tokio::task::spawn_blocking(move || hello(s)).await.expect("join");
+        status = tokio::task::spawn_blocking(move || hello(&s)).await.expect("join");
         if status.starts_with("HTTP/1.1 200") {
             break;
         }

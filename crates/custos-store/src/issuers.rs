@@ -128,6 +128,36 @@ impl IssuerStore for SqlStore {
         Ok(())
     }
 
+    async fn replace_key_references(
+        &self,
+        references: &[(String, Vec<u8>)],
+        settings: &[(String, String)],
+        audit_records: &[AuditRecord],
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        for (id, reference) in references {
+            let updated = sqlx::query("UPDATE keys SET reference = $1 WHERE id = $2 AND status <> 'destroyed'")
+                .bind(reference)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db("replace a key reference"))?;
+            if updated.rows_affected() != 1 {
+                return Err(StoreError::NotFound { what: format!("key {id} (or it is destroyed)") });
+            }
+        }
+        for (name, value) in settings {
+            sqlx::query("UPDATE meta SET value = $1 WHERE key = $2")
+                .bind(value)
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db("replace a setting"))?;
+        }
+        log::append(self.engine, &mut tx, audit_records).await?;
+        tx.commit().await.map_err(StoreError::db("commit new key references"))
+    }
+
     async fn reserve_issuance(&self, issuer: &str, count: i64) -> Result<i64> {
         let mut tx = self.write().await?;
         let updated = sqlx::query("UPDATE issuers SET issued = issued + $1 WHERE id = $2")

@@ -168,6 +168,17 @@ pub trait IssuerStore: Send + Sync {
     /// Marks a key destroyed and wipes its stored reference, with its audit entry.
     async fn destroy_key(&self, id: &str, audit: &[AuditRecord]) -> Result<()>;
 
+    /// Replaces keys' stored references (the same keys sealed anew) and
+    /// settings with the audit entries, in one transaction: after a crash,
+    /// either every key opens with the old passphrase or every key with the new.
+    /// An unknown or destroyed key is [`StoreError::NotFound`] and changes nothing.
+    async fn replace_key_references(
+        &self,
+        references: &[(String, Vec<u8>)],
+        settings: &[(String, String)],
+        audit: &[AuditRecord],
+    ) -> Result<()>;
+
     /// Reserves `count` consecutive issuance positions of an issuer and
     /// returns the first; positions pick CRL partitions. Durable when it
     /// returns; a crash after it leaves a gap, never a reuse.

@@ -386,11 +386,22 @@ async fn inventory_contract(store: &dyn Store) {
     store.add_responder(&key("k3"), &responder, &[audit("responder.issue")]).await.expect("responder");
     assert_eq!(store.responder("issuing-1").await.expect("responder"), Some(responder));
     assert_eq!(store.responder("nope").await.expect("responder"), None);
+    // New references for live keys, with the setting that opens them, together.
+    store
+        .replace_key_references(&[("k2".into(), vec![7, 7])], &[("audit_key".into(), "k2".into())], &[audit("reseal")])
+        .await
+        .expect("replace");
+    assert_eq!(store.key("k2").await.expect("key").map(|k| k.reference), Some(vec![7, 7]));
     store.destroy_key("k3", &[audit("key.destroy")]).await.expect("destroy");
+    assert!(matches!(
+        store.replace_key_references(&[("k2".into(), vec![8]), ("k3".into(), vec![8])], &[], &[audit("reseal")]).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.key("k2").await.expect("key").map(|k| k.reference), Some(vec![7, 7]), "all or nothing");
     let gone = store.key("k3").await.expect("key").expect("still recorded");
     assert_eq!((gone.status, gone.reference.is_empty()), (KeyStatus::Destroyed, true));
     assert!(store.destroy_key("nope", &[audit("key.destroy")]).await.is_err(), "no such key");
-    assert_eq!(audit_count(store).await, before + 5, "each change with its entries, the refused ones without");
+    assert_eq!(audit_count(store).await, before + 6, "each change with its entries, the refused ones without");
 
     // The blocklist: with a revocation (atomically), by hand, and the first reason stays.
     let blocked = |spki: &str, source: &str| BlockedKey {
