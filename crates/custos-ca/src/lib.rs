@@ -19,7 +19,6 @@ mod error;
 pub mod incident;
 mod inventory;
 mod issuance;
-
 pub mod policy;
 mod principal;
 pub mod publisher;

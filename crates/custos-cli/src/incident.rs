@@ -235,7 +235,8 @@ async fn deliver(s: &Session) -> Result<usize, CliError> {
     let started = Instant::now();
     let mut total = 0;
     while started.elapsed() < DELIVERY_BUDGET {
-        let n = s.ca.deliver_due(&s.me, &custos_node::HttpTransport).await?;
+        let give_up = i64::try_from(s.config.webhooks.give_up_after_s).unwrap_or(i64::MAX);
+        let n = s.ca.deliver_due(&s.me, &custos_node::HttpTransport, give_up).await?;
         total += n;
         if !s.ca.notifications_due().await? {
             break;

@@ -49,7 +49,12 @@ impl Receiver {
                 let _ = reader.read_exact(&mut body);
                 s.lock().expect("lock").push((head, body));
                 let code = *st.lock().expect("lock");
-                let _ = write!(stream, "HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                // A body an internal service might answer with; custos must keep none of it.
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {code} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{RECEIVER_BODY}",
+                    RECEIVER_BODY.len()
+                );
             }
         });
         Receiver { url, seen, status }
@@ -57,6 +62,9 @@ impl Receiver {
 }
 
 /// HMAC-SHA256 as the receiver computes it, with aws-lc-rs directly.
+/// What the test receiver answers with.
+const RECEIVER_BODY: &str = "internal-admin-page secret=hunter2";
+
 fn hmac_hex(secret: &str, message: &[u8]) -> String {
     let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes());
     hex::encode(aws_lc_rs::hmac::sign(&key, message).as_ref())
@@ -450,7 +458,14 @@ fn a_second_execute_is_refused_while_one_holds_the_lock() {
             assert!(said.contains("being executed by"), "{said}");
         }
     }
-    assert_eq!(sql(&env, "SELECT count(*) FROM certificates WHERE tenant = 't0001' AND status = 'valid'"), "1");
+    assert_eq!(
+        sql(&env, "SELECT count(*) FROM certificates WHERE tenant = 't0001' AND status = 'valid'"),
+        "1",
+        "a: {}\nb: {}\nconnections: {}",
+        String::from_utf8_lossy(&a.stderr),
+        String::from_utf8_lossy(&b.stderr),
+        sql(&env, "SELECT incident, tenant, connection, state, replacement FROM incident_connections")
+    );
 }
 
 #[test]
@@ -489,6 +504,42 @@ fn a_failing_webhook_is_retried_and_never_blocks_revocation() {
     assert_eq!(done["summary"]["revoked"], 1);
     let pending = &env2.json(&["incident", "status", &id])["notifications"]["messages"][0];
     assert!(pending["last_error"].as_str().expect("error").contains("connect"), "{pending}");
+}
+
+#[test]
+fn failing_deliveries_are_given_up_and_record_no_response_body() {
+    let env = populated(1, 1);
+    // Give up after one second (the default is a day).
+    std::fs::write(env.data_dir().join("custos.toml"), "[webhooks]\ngive_up_after_s = 1\n").expect("config");
+    let receiver = Receiver::start(500);
+    env.ok(&["tenant", "webhook", "t0000", &receiver.url]);
+    let id =
+        env.json(&["incident", "declare", "--compromised", "tenant:t0000"])["id"].as_str().expect("id").to_string();
+    env.ok(&["incident", "execute", &id, "--yes", "--keys-out", env.path("k.jsonl").to_str().expect("p")]);
+    let mut status = serde_json::Value::Null;
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(250));
+        env.ok(&["incident", "notify", &id]);
+        status = env.json(&["incident", "status", &id]);
+        if status["notifications"]["failed"] == 1 {
+            break;
+        }
+    }
+    assert_eq!(status["notifications"]["failed"], 1, "given up: {status}");
+    let message = &status["notifications"]["messages"][0];
+    assert_eq!(message["state"], "failed");
+    assert_eq!(message["last_error"], "HTTP 500", "the status, not what the receiver said");
+    // Nothing the receiver answered is in the log, and the give-up is.
+    let log = env.ok(&["audit", "tail", "-n", "50", "--action", "notification", "--json"]);
+    assert!(log.contains("notification.give-up"), "{log}");
+    assert!(!log.contains(RECEIVER_BODY), "the receiver's answer leaked into the log: {log}");
+    let attempts = message["attempts"].as_i64().expect("attempts");
+    env.ok(&["incident", "notify", &id]);
+    assert_eq!(
+        env.json(&["incident", "status", &id])["notifications"]["messages"][0]["attempts"],
+        attempts,
+        "no more tries"
+    );
 }
 
 #[test]

@@ -46,6 +46,31 @@ impl HttpConnection {
         Ok(HttpConnection { prefix, host, sender, timeout })
     }
 
+    /// Sends one request and returns only the answer's status, reading (and
+    /// dropping) at most `max_body` bytes of its body: for deliveries, whose
+    /// receivers' answers custos records nothing of but the status.
+    pub async fn status(
+        &mut self,
+        request: hyper::http::request::Builder,
+        body: Bytes,
+        max_body: usize,
+    ) -> Result<hyper::StatusCode, String> {
+        let uri = if self.prefix.is_empty() { "/".to_string() } else { self.prefix.clone() };
+        let request = request
+            .uri(&uri)
+            .header(hyper::header::HOST, &self.host)
+            .body(Full::new(body))
+            .map_err(|e| format!("request: {e}"))?;
+        let exchange = async {
+            self.sender.ready().await.map_err(|e| format!("connection: {e}"))?;
+            let response = self.sender.send_request(request).await.map_err(|e| format!("exchange: {e}"))?;
+            let status = response.status();
+            let _ = Limited::new(response.into_body(), max_body).collect().await;
+            Ok(status)
+        };
+        tokio::time::timeout(self.timeout, exchange).await.map_err(|_| "timed out".to_string())?
+    }
+
     /// Sends one request to `path` (below the URL's path) and returns the
     /// body of a 2xx answer, at most `max_body` bytes; anything else is an error.
     pub async fn send(

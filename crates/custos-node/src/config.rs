@@ -132,6 +132,8 @@ pub struct AuditConfig {
 pub struct WebhookConfig {
     /// How often `serve` delivers due notifications (ms).
     pub delivery_interval_ms: u64,
+    /// How long a notification is retried before it is given up (s); incident status says so.
+    pub give_up_after_s: u64,
 }
 
 /// Logging.
@@ -203,7 +205,7 @@ impl Default for AuditConfig {
 
 impl Default for WebhookConfig {
     fn default() -> Self {
-        WebhookConfig { delivery_interval_ms: 1000 }
+        WebhookConfig { delivery_interval_ms: 1000, give_up_after_s: 86_400 }
     }
 }
 
@@ -324,6 +326,7 @@ const ALL_KEYS: &[&str] = &[
     "ocsp.responder_renewal_s",
     "audit.checkpoint_interval_ms",
     "webhooks.delivery_interval_ms",
+    "webhooks.give_up_after_s",
     "log.level",
 ];
 
@@ -505,6 +508,7 @@ impl Config {
             ("ocsp.responder_renewal_s", self.ocsp.responder_renewal_s),
             ("audit.checkpoint_interval_ms", self.audit.checkpoint_interval_ms),
             ("webhooks.delivery_interval_ms", self.webhooks.delivery_interval_ms),
+            ("webhooks.give_up_after_s", self.webhooks.give_up_after_s),
         ] {
             if value == 0 {
                 return bad(key, "must be above 0".into());

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use custos_ca::notify::{DELIVERY_TIMEOUT, Transport};
+use custos_ca::notify::{DELIVERY_TIMEOUT, DeliveryFailure, Transport};
 use custos_ca::{Ca, Principal, StatusPublisher};
 use custos_server::AppState;
 use custos_server::tls::TlsListener;
@@ -78,6 +78,7 @@ fn spawn_jobs(config: &Config, ca: &Arc<Ca>, p: &Arc<StatusPublisher>) -> Vec<to
     let poll = Duration::from_millis(o.poll_interval_ms);
     let presign = o.presign;
     let refresh = Duration::from_secs(o.refresh_interval_s);
+    let give_up = i64::try_from(config.webhooks.give_up_after_s).unwrap_or(i64::MAX);
     vec![
         tokio::spawn(every(poll, "applying revocations", {
             let p = p.clone();
@@ -112,7 +113,7 @@ fn spawn_jobs(config: &Config, ca: &Arc<Ca>, p: &Arc<StatusPublisher>) -> Vec<to
                 let ca = ca.clone();
                 move || {
                     let ca = ca.clone();
-                    async move { ca.deliver_due(&Principal::System, &HttpTransport).await }
+                    async move { ca.deliver_due(&Principal::System, &HttpTransport, give_up).await }
                 }
             },
         )),
@@ -145,14 +146,27 @@ pub struct HttpTransport;
 
 #[async_trait::async_trait]
 impl Transport for HttpTransport {
-    async fn post(&self, url: &str, body: &str, signature: &str, timestamp: i64) -> std::result::Result<(), String> {
-        let mut connection = HttpConnection::connect(url, DELIVERY_TIMEOUT).await?;
+    async fn post(
+        &self,
+        url: &str,
+        body: &str,
+        signature: &str,
+        timestamp: i64,
+    ) -> std::result::Result<(), DeliveryFailure> {
+        let mut connection = HttpConnection::connect(url, DELIVERY_TIMEOUT)
+            .await
+            .map_err(|e| if e.contains("timed out") { DeliveryFailure::Timeout } else { DeliveryFailure::Connect })?;
         let request = hyper::Request::post("/")
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .header("x-custos-timestamp", timestamp.to_string())
             .header("x-custos-signature", signature);
-        // The answer is read (up to 64 KiB) only so the connection ends cleanly.
-        connection.send(request, "", Bytes::from(body.to_string()), 64 * 1024).await.map(|_| ())
+        // The answer is read (up to 64 KiB) only so the connection ends cleanly; only its status is kept.
+        match connection.status(request, Bytes::from(body.to_string()), 64 * 1024).await {
+            Ok(status) if status.is_success() => Ok(()),
+            Ok(status) => Err(DeliveryFailure::Status(status.as_u16())),
+            Err(e) if e == "timed out" => Err(DeliveryFailure::Timeout),
+            Err(_) => Err(DeliveryFailure::Protocol),
+        }
     }
 }
 

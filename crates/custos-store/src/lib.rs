@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use custos_audit::{Hash, NodeId};
 
 use async_trait::async_trait;
+use custos_types::DeliveryState;
 
 pub use backend::SqlStore;
 pub use error::StoreError;
@@ -393,14 +394,14 @@ pub trait OutboxStore: Send + Sync {
     /// Every notification of an incident.
     async fn outbox(&self, incident: &str) -> Result<Vec<OutboxMessage>>;
 
-    /// Records a delivery attempt with its audit entries, atomically:
-    /// delivered (its connections move by `on_delivery`), or failed with the
-    /// time of the next attempt.
+    /// Records a delivery attempt with its audit entries, atomically: the
+    /// message's new state (delivered: its connections move by
+    /// `on_delivery`; pending: tried again at `next_attempt_at`; failed: given up).
     #[allow(clippy::too_many_arguments)]
     async fn outbox_attempt(
         &self,
         id: i64,
-        delivered: bool,
+        state: DeliveryState,
         now: i64,
         next_attempt_at: i64,
         error: Option<&str>,

@@ -68,7 +68,7 @@ impl OutboxStore for SqlStore {
     async fn outbox_attempt(
         &self,
         id: i64,
-        delivered: bool,
+        state: DeliveryState,
         now: i64,
         next_attempt_at: i64,
         error: Option<&str>,
@@ -89,15 +89,15 @@ impl OutboxStore for SqlStore {
         sqlx::query(
             "UPDATE outbox SET state = $1, attempts = attempts + 1, next_attempt_at = $2, last_error = $3, delivered_at = $4 WHERE id = $5",
         )
-        .bind(if delivered { DeliveryState::Delivered } else { DeliveryState::Pending }.as_str())
+        .bind(state.as_str())
         .bind(next_attempt_at)
         .bind(error)
-        .bind(delivered.then_some(now))
+        .bind((state == DeliveryState::Delivered).then_some(now))
         .bind(id)
         .execute(&mut *tx)
         .await
         .map_err(StoreError::db("record a delivery attempt"))?;
-        if delivered {
+        if state == DeliveryState::Delivered {
             let connections: Vec<(String, String)> =
                 message.connections.iter().map(|c| (message.tenant.clone(), c.clone())).collect();
             crate::incidents::move_connections(&mut tx, &message.incident, &connections, on_delivery, now).await?;

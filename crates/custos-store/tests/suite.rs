@@ -577,14 +577,30 @@ async fn incident_contract(store: &dyn Store) {
     assert_eq!(due.len(), 1);
     let notified = Transition { from: &[ConnectionState::ReplacementIssued], to: ConnectionState::Notified };
     store
-        .outbox_attempt(due[0].id, false, 100, 200, Some("HTTP 500"), &notified, &[audit("notification.fail")])
+        .outbox_attempt(
+            due[0].id,
+            DeliveryState::Pending,
+            100,
+            200,
+            Some("HTTP 500"),
+            &notified,
+            &[audit("notification.fail")],
+        )
         .await
         .expect("fail");
     assert!(store.outbox_due(150, 10).await.expect("due").is_empty(), "not before its next attempt");
     let listed = store.outbox(id).await.expect("outbox");
     assert_eq!((listed[0].attempts, listed[0].last_error.as_deref()), (1, Some("HTTP 500")));
     store
-        .outbox_attempt(due[0].id, true, 300, 300, None, &notified, &[audit("notification.deliver")])
+        .outbox_attempt(
+            due[0].id,
+            DeliveryState::Delivered,
+            300,
+            300,
+            None,
+            &notified,
+            &[audit("notification.deliver")],
+        )
         .await
         .expect("deliver");
     let listed = store.outbox(id).await.expect("outbox");

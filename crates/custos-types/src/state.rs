@@ -196,6 +196,8 @@ named!(
         Pending => "pending",
         /// The receiver answered 2xx.
         Delivered => "delivered",
+        /// Given up on after failing for longer than the configured bound.
+        Failed => "failed",
     }
 );
 

@@ -238,6 +238,8 @@ pub struct NotificationSummary {
     pub delivered: usize,
     /// Messages still being retried.
     pub pending: usize,
+    /// Messages given up after failing for longer than the bound.
+    pub failed: usize,
     /// Affected tenants with no webhook configured.
     pub tenants_without_webhook: Vec<String>,
     /// Every message.

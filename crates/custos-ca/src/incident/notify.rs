@@ -184,7 +184,42 @@ const MAX_BACKOFF_SECONDS: i64 = 300;
 #[async_trait::async_trait]
 pub trait Transport: Send + Sync {
     /// POSTs `body` to `url` with the signature headers; `Ok` when the receiver answered 2xx.
-    async fn post(&self, url: &str, body: &str, signature: &str, timestamp: i64) -> std::result::Result<(), String>;
+    async fn post(
+        &self,
+        url: &str,
+        body: &str,
+        signature: &str,
+        timestamp: i64,
+    ) -> std::result::Result<(), DeliveryFailure>;
+}
+
+/// Why a delivery failed, as custos records it: a class and at most a status,
+/// never what the receiver answered (an internal URL's page must not end up
+/// in the audit log).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryFailure {
+    /// No connection could be made.
+    Connect,
+    /// The receiver did not answer in time.
+    Timeout,
+    /// The receiver answered with this non-2xx status.
+    Status(u16),
+    /// The exchange broke off.
+    Protocol,
+    /// The tenant has no webhook secret any more.
+    NoSecret,
+}
+
+impl std::fmt::Display for DeliveryFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeliveryFailure::Connect => f.write_str("connect failed"),
+            DeliveryFailure::Timeout => f.write_str("timed out"),
+            DeliveryFailure::Status(s) => write!(f, "HTTP {s}"),
+            DeliveryFailure::Protocol => f.write_str("HTTP exchange failed"),
+            DeliveryFailure::NoSecret => f.write_str("no webhook secret"),
+        }
+    }
 }
 
 /// Seconds to wait after `attempts` failed attempts: 1, 2, 4, ... up to five minutes.
@@ -194,7 +229,14 @@ pub fn backoff(attempts: i64) -> i64 {
 
 impl Ca {
     /// Delivers every message due now, concurrently; returns how many were delivered.
-    pub async fn deliver_due(&self, principal: &Principal, transport: &dyn Transport) -> Result<usize> {
+    /// A message still failing `give_up_after` seconds after it was queued is
+    /// given up (state `failed`, a `notification.give-up` entry), so retries are bounded.
+    pub async fn deliver_due(
+        &self,
+        principal: &Principal,
+        transport: &dyn Transport,
+        give_up_after: i64,
+    ) -> Result<usize> {
         authorize(principal, Operation::DeliverNotifications)?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let due = self.store.outbox_due(now, PER_PASS).await?;
@@ -203,10 +245,11 @@ impl Ca {
         }
         let secrets = self.webhook_secrets().await?;
         // Concurrently on this task: a slow receiver does not hold up the others.
-        let results = futures_util::future::join_all(
-            due.iter().map(|m| self.deliver(principal, transport, m, secrets.get(&m.tenant).map(String::as_str))),
-        )
-        .await;
+        let results =
+            futures_util::future::join_all(due.iter().map(|m| {
+                self.deliver(principal, transport, m, secrets.get(&m.tenant).map(String::as_str), give_up_after)
+            }))
+            .await;
         let mut delivered = 0;
         for r in results {
             if r? {
@@ -229,6 +272,7 @@ impl Ca {
         transport: &dyn Transport,
         message: &OutboxMessage,
         secret: Option<&str>,
+        give_up_after: i64,
     ) -> Result<bool> {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let outcome = match secret {
@@ -236,32 +280,40 @@ impl Ca {
                 let signature = sign_webhook(secret, now, message.body.as_bytes());
                 transport.post(&message.url, &message.body, &signature, now).await
             }
-            None => Err(format!("tenant {} has no webhook secret any more", message.tenant)),
+            None => Err(DeliveryFailure::NoSecret),
         };
-        let delivered = outcome.is_ok();
+        let state = match &outcome {
+            Ok(()) => DeliveryState::Delivered,
+            Err(_) if now.saturating_sub(message.created_at) >= give_up_after => DeliveryState::Failed,
+            Err(_) => DeliveryState::Pending,
+        };
+        let error = outcome.err().map(|e| e.to_string());
         let next = now + backoff(message.attempts + 1);
+        let action = match state {
+            DeliveryState::Delivered => "notification.deliver",
+            DeliveryState::Failed => "notification.give-up",
+            DeliveryState::Pending => "notification.fail",
+        };
         let audit = audit_record(
             principal,
-            if delivered { "notification.deliver" } else { "notification.fail" },
+            action,
             format!("tenant:{}", message.tenant),
-            json!({"incident": message.incident, "tenant": message.tenant, "message": message.id, "url": message.url,
-                   "attempt": message.attempts + 1, "error": outcome.as_ref().err()}),
+            json!({"incident": message.incident, "tenant": message.tenant, "message": message.id,
+                   "attempt": message.attempts + 1, "error": error}),
         );
         self.store
-            .outbox_attempt(
-                message.id,
-                delivered,
-                now,
-                next,
-                outcome.as_ref().err().map(String::as_str),
-                &crate::incident::NOTIFIED,
-                &[audit],
-            )
+            .outbox_attempt(message.id, state, now, next, error.as_deref(), &crate::incident::NOTIFIED, &[audit])
             .await?;
-        if let Err(e) = &outcome {
-            tracing::warn!(tenant = %message.tenant, url = %message.url, attempt = message.attempts + 1, error = %e, "webhook delivery failed; will retry");
+        match (&error, state) {
+            (Some(e), DeliveryState::Failed) => {
+                tracing::error!(tenant = %message.tenant, url = %message.url, attempt = message.attempts + 1, error = %e, "webhook delivery given up")
+            }
+            (Some(e), _) => {
+                tracing::warn!(tenant = %message.tenant, url = %message.url, attempt = message.attempts + 1, error = %e, "webhook delivery failed; will retry")
+            }
+            _ => {}
         }
-        Ok(delivered)
+        Ok(state == DeliveryState::Delivered)
     }
 }
 

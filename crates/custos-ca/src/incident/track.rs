@@ -31,6 +31,7 @@ impl Ca {
             notifications: NotificationSummary {
                 delivered: messages.iter().filter(|m| m.state == DeliveryState::Delivered).count(),
                 pending: messages.iter().filter(|m| m.state == DeliveryState::Pending).count(),
+                failed: messages.iter().filter(|m| m.state == DeliveryState::Failed).count(),
                 tenants_without_webhook: without,
                 messages,
             },
