@@ -137,6 +137,37 @@ impl Ca {
         self.issue_into(principal, requests, &Recorded, on_batch).await
     }
 
+    /// Refuses the batch if a request's key is blocked: revoked for key
+    /// compromise, or blocked by hand, it is never certified again.
+    async fn refuse_blocked_keys(&self, planned: &[Planned]) -> Result<()> {
+        let csr_keys: Vec<(usize, String)> = planned
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match &p.key {
+                PlannedKey::Csr(r) => Some((i, r.public_key.sha256_hex())),
+                PlannedKey::Generate(_) => None,
+            })
+            .collect();
+        if csr_keys.is_empty() {
+            return Ok(());
+        }
+        let spkis: Vec<String> = csr_keys.iter().map(|(_, s)| s.clone()).collect();
+        match self.store.blocked_keys(&spkis).await?.into_iter().next() {
+            None => Ok(()),
+            Some(blocked) => {
+                let line = csr_keys.iter().find(|(_, s)| *s == blocked.spki_sha256).map_or(0, |(i, _)| *i);
+                Err(at_line(
+                    planned.len(),
+                    line,
+                    CaError::Policy(format!(
+                        "the request's key (SPKI SHA-256 {}) is blocked ({}, {}): make a new key for this connection",
+                        blocked.spki_sha256, blocked.reason, blocked.source
+                    )),
+                ))
+            }
+        }
+    }
+
     /// Issues many certificates, each batch made durable by `sink`.
     pub(crate) async fn issue_into(
         &self,
@@ -183,29 +214,7 @@ impl Ca {
         for (i, p) in planned.into_iter().enumerate() {
             ok.push(p.map_err(|e| at_line(total, i, e))?);
         }
-        // A key revoked for compromise (or blocked by hand) is never certified again.
-        let csr_keys: Vec<(usize, String)> = ok
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| match &p.key {
-                PlannedKey::Csr(r) => Some((i, r.public_key.sha256_hex())),
-                PlannedKey::Generate(_) => None,
-            })
-            .collect();
-        if !csr_keys.is_empty() {
-            let spkis: Vec<String> = csr_keys.iter().map(|(_, s)| s.clone()).collect();
-            if let Some(blocked) = self.store.blocked_keys(&spkis).await?.into_iter().next() {
-                let line = csr_keys.iter().find(|(_, s)| *s == blocked.spki_sha256).map_or(0, |(i, _)| *i);
-                return Err(at_line(
-                    total,
-                    line,
-                    CaError::Policy(format!(
-                        "the request's key (SPKI SHA-256 {}) is blocked ({}, {}): make a new key for this connection",
-                        blocked.spki_sha256, blocked.reason, blocked.source
-                    )),
-                ));
-            }
-        }
+        self.refuse_blocked_keys(&ok).await?;
         // Positions are reserved only once every request passed policy.
         let first = self.store.reserve_issuance(&active.record.id, total as i64).await?;
         for (k, p) in ok.iter_mut().enumerate() {
