@@ -127,6 +127,9 @@ impl Ca {
             reason,
             invalidity_date: invalidity_date.map(|d| d.unix_timestamp()),
         };
+        // A key compromise also blocks the key, in the same transaction; the
+        // revocation's entry names the key it blocked (no entry of its own).
+        let blocking = reason == Reason::KeyCompromise;
         let audit: Vec<AuditRecord> = records
             .iter()
             .map(|c| {
@@ -135,13 +138,13 @@ impl Ca {
                     "certificate.revoke",
                     format!("cert:{}", c.serial),
                     json!({"serial": c.serial, "issuer": c.issuer, "tenant": c.tenant, "connection": c.connection,
-                           "reason": reason.as_str(), "invalidity_date": revocation.invalidity_date}),
+                           "reason": reason.as_str(), "invalidity_date": revocation.invalidity_date,
+                           "blocked_key": blocking.then_some(&c.spki_sha256)}),
                 )
             })
             .collect();
         let serials: Vec<String> = records.iter().map(|c| c.serial.clone()).collect();
-        let (block, mut audit) = (blocks_for(records, reason, None), audit);
-        audit.extend(block.iter().map(|b| block_audit(principal, b)));
+        let block = blocks_for(records, reason, None);
         self.store.revoke(&serials, &revocation, &block, &audit).await.map_err(|e| match e {
             custos_store::StoreError::Conflict { what } => CaError::Policy(what),
             other => other.into(),

@@ -77,7 +77,7 @@ impl RevocationStore for SqlStore {
             }
             q.execute(&mut *tx).await.map_err(StoreError::db("record revocations"))?;
         }
-        insert_blocked(&mut tx, block).await?;
+        insert_blocked(self.engine, &mut tx, block).await?;
         log::append(self.engine, &mut tx, audit).await?;
         tx.commit().await.map_err(StoreError::db("commit a revocation"))
     }

@@ -319,20 +319,25 @@ pub(crate) fn blocked_from(row: &AnyRow) -> Result<BlockedKey> {
     })
 }
 
-/// Blocks keys inside `tx`; one already blocked keeps its first reason and source.
-pub(crate) async fn insert_blocked(tx: &mut Transaction<'static, Any>, keys: &[BlockedKey]) -> Result<()> {
-    for k in keys {
-        sqlx::query(
-            "INSERT INTO blocked_keys (spki_sha256, reason, source, created_at) VALUES ($1, $2, $3, $4) \
+/// Blocks keys inside `tx`, a hundred rows per statement (a revocation of a
+/// whole connection blocks thousands); one already blocked keeps its first
+/// reason and source.
+pub(crate) async fn insert_blocked(
+    engine: Engine,
+    tx: &mut Transaction<'static, Any>,
+    keys: &[BlockedKey],
+) -> Result<()> {
+    for chunk in keys.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO blocked_keys (spki_sha256, reason, source, created_at) VALUES {} \
              ON CONFLICT (spki_sha256) DO NOTHING",
-        )
-        .bind(&k.spki_sha256)
-        .bind(&k.reason)
-        .bind(&k.source)
-        .bind(k.created_at)
-        .execute(&mut **tx)
-        .await
-        .map_err(StoreError::db("block a key"))?;
+            values_clause(engine, chunk.len(), 4)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for k in chunk {
+            q = q.bind(&k.spki_sha256).bind(&k.reason).bind(&k.source).bind(k.created_at);
+        }
+        q.execute(&mut **tx).await.map_err(StoreError::db("block keys"))?;
     }
     Ok(())
 }

@@ -246,6 +246,16 @@ impl Ca {
         let mut done = total - valid.len();
         progress(Progress::Revoked(done, total));
         for chunk in valid.chunks(REVOKE_BATCH) {
+            // A key compromise blocks every revoked certificate's key as well,
+            // in the same transaction; each revocation entry names the key it blocked.
+            let (block, keys): (Vec<custos_store::BlockedKey>, HashMap<String, String>) =
+                if reason == Reason::KeyCompromise {
+                    let records = self.store.certificates_by_serials(chunk).await?;
+                    let keys = records.iter().map(|c| (c.serial.clone(), c.spki_sha256.clone())).collect();
+                    (crate::revocation::blocks_for(&records, reason, Some(&record.id)), keys)
+                } else {
+                    (Vec::new(), HashMap::new())
+                };
             let audit: Vec<AuditRecord> = chunk
                 .iter()
                 .map(|serial| {
@@ -254,19 +264,10 @@ impl Ca {
                         "certificate.revoke",
                         format!("cert:{serial}"),
                         json!({"serial": serial, "reason": reason.as_str(), "invalidity_date": record.since,
-                               "incident": record.id}),
+                               "incident": record.id, "blocked_key": keys.get(serial)}),
                     )
                 })
                 .collect();
-            // A key compromise blocks every revoked certificate's key as well, in the same transaction.
-            let block = if reason == Reason::KeyCompromise {
-                let records = self.store.certificates_by_serials(chunk).await?;
-                crate::revocation::blocks_for(&records, reason, Some(&record.id))
-            } else {
-                Vec::new()
-            };
-            let mut audit = audit;
-            audit.extend(block.iter().map(|b| crate::revocation::block_audit(principal, b)));
             self.store.revoke(chunk, &revocation, &block, &audit).await?;
             done += chunk.len();
             progress(Progress::Revoked(done, total));
