@@ -14,10 +14,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Instant;
 
-use custos_ca::{ConnectionOptions, InitOptions, IssueRequest, KeySource, StatusPublisher};
-use custos_keys::KeyAlgorithm;
+use custos_ca::{InitOptions, StatusPublisher};
 use custos_pki::ocsp::{HashAlgorithm, IssuerHashes, encode_request};
-use custos_pki::{Profile, Reason, Serial};
+use custos_pki::{Reason, Serial};
 use custos_store::prelude::*;
 use custos_store::{CertificateRecord, Revocation};
 
@@ -33,28 +32,8 @@ async fn run(max: usize) {
     let options = InitOptions { crl_partition_size: 10_000_000, ..InitOptions::default() };
     let (ca, store) = common::init(dir.path(), &options, b"bench").await;
     ca.add_tenant(&common::ME, "t").await.expect("tenant");
-    let options = ConnectionOptions {
-        profile: Profile::Client,
-        allowed_sans: vec![],
-        key_algorithm: KeyAlgorithm::EcdsaP256,
-        validity_days: None,
-    };
-    ca.add_connection(&common::ME, "t", "c", &options).await.expect("connection");
-    let template = ca
-        .issue(
-            &common::ME,
-            IssueRequest {
-                tenant: "t".into(),
-                connection: "c".into(),
-                profile: None,
-                sans: vec![],
-                validity_secs: None,
-                key: KeySource::Generate(None),
-            },
-        )
-        .await
-        .expect("issue")
-        .record;
+    common::add_client_connection(&ca, "t", "c").await;
+    let template = ca.issue(&common::ME, common::generated("t", "c")).await.expect("issue").record;
     let ca = Arc::new(ca);
 
     println!("| revoked | bulk revoke (per cert) | single revoke p50 | p99 | CRL sign | CRL size |");

@@ -120,24 +120,8 @@ pub fn current_uid() -> u32 {
                 .find_map(|l| l.strip_prefix("Uid:"))
                 .and_then(|rest| rest.split_whitespace().next().and_then(|u| u.parse().ok()))
         })
-        .or_else(tempfile_uid)
+        // Without /proc no uid can be read without unsafe code: the actor then says uid=4294967295.
         .unwrap_or(u32::MAX)
-}
-
-/// Without /proc (not Linux), the owner of a file this process just made is its uid.
-#[cfg(unix)]
-fn tempfile_uid() -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    let path = std::env::temp_dir().join(format!("custos-uid-{}", std::process::id()));
-    std::fs::write(&path, b"").ok()?;
-    let uid = std::fs::metadata(&path).ok().map(|m| m.uid());
-    let _ = std::fs::remove_file(&path);
-    uid
-}
-
-#[cfg(not(unix))]
-fn tempfile_uid() -> Option<u32> {
-    None
 }
 
 /// The name /etc/passwd gives `uid`, if any.

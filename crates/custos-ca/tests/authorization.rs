@@ -6,8 +6,8 @@
 mod common;
 
 use custos_ca::authorization::{Decision, Operation, decide};
-use custos_ca::{ConnectionOptions, InitOptions, IssueRequest, KeyAlgorithm, KeySource, ListFilter, Principal, Role};
-use custos_pki::{Profile, Reason};
+use custos_ca::{InitOptions, ListFilter, Principal, Role};
+use custos_pki::Reason;
 
 use Decision::{Allow, Deny, Hide};
 
@@ -151,27 +151,8 @@ async fn refused_operations_change_nothing_and_hide_other_tenants() {
     let me = common::ME.clone();
     ca.add_tenant(&me, "t").await.expect("tenant t");
     ca.add_tenant(&me, "u").await.expect("tenant u");
-    let options = ConnectionOptions {
-        profile: Profile::Client,
-        allowed_sans: vec![],
-        key_algorithm: KeyAlgorithm::EcdsaP256,
-        validity_days: None,
-    };
-    ca.add_connection(&me, "t", "c", &options).await.expect("connection");
-    let issued = ca
-        .issue(
-            &me,
-            IssueRequest {
-                tenant: "t".into(),
-                connection: "c".into(),
-                profile: None,
-                sans: vec![],
-                validity_secs: None,
-                key: KeySource::Generate(None),
-            },
-        )
-        .await
-        .expect("issue");
+    common::add_client_connection(&ca, "t", "c").await;
+    let issued = ca.issue(&me, common::generated("t", "c")).await.expect("issue");
     let serial = issued.record.serial.parse().expect("serial");
     let size = ca.audit_size().await.expect("size");
 
@@ -194,20 +175,7 @@ async fn refused_operations_change_nothing_and_hide_other_tenants() {
     assert_eq!(err.to_string(), "unknown tenant \"t\" (see `custos tenant list`)");
     // A tenant may not have custos generate (and hand out) a key.
     let own = tenant("t", None);
-    let err = ca
-        .issue(
-            &own,
-            IssueRequest {
-                tenant: "t".into(),
-                connection: "c".into(),
-                profile: None,
-                sans: vec![],
-                validity_secs: None,
-                key: KeySource::Generate(None),
-            },
-        )
-        .await
-        .expect_err("no generated keys for tenants");
+    let err = ca.issue(&own, common::generated("t", "c")).await.expect_err("no generated keys for tenants");
     assert!(err.to_string().contains("may not issue"), "{err}");
     assert_eq!(ca.audit_size().await.expect("size"), size, "refused calls wrote nothing");
 

@@ -5,10 +5,9 @@ mod common;
 
 use std::sync::Arc;
 
-use custos_ca::{Ca, ConnectionOptions, InitOptions, IssueRequest, KeySource, StatusPublisher};
-use custos_keys::KeyAlgorithm;
+use custos_ca::{Ca, InitOptions, StatusPublisher};
 use custos_pki::ocsp::{HashAlgorithm, IssuerHashes, encode_request};
-use custos_pki::{Profile, Reason, Serial};
+use custos_pki::{Reason, Serial};
 
 fn openssl_text(dir: &std::path::Path, der: &[u8]) -> String {
     let f = dir.join("resp.der");
@@ -26,29 +25,10 @@ async fn custos_with_certificates(n: usize) -> (tempfile::TempDir, Arc<Ca>, Vec<
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = common::init(&dir.path().join("data"), &InitOptions::default(), b"pw").await.0;
     ca.add_tenant(&common::ME, "t").await.expect("tenant");
-    let options = ConnectionOptions {
-        profile: Profile::Client,
-        allowed_sans: vec![],
-        key_algorithm: KeyAlgorithm::EcdsaP256,
-        validity_days: None,
-    };
-    ca.add_connection(&common::ME, "t", "c", &options).await.expect("connection");
+    common::add_client_connection(&ca, "t", "c").await;
     let mut serials = Vec::new();
     for _ in 0..n {
-        let issued = ca
-            .issue(
-                &common::ME,
-                IssueRequest {
-                    tenant: "t".into(),
-                    connection: "c".into(),
-                    profile: None,
-                    sans: vec![],
-                    validity_secs: None,
-                    key: KeySource::Generate(None),
-                },
-            )
-            .await
-            .expect("issue");
+        let issued = ca.issue(&common::ME, common::generated("t", "c")).await.expect("issue");
         serials.push(issued.record.serial.parse::<Serial>().expect("serial"));
     }
     (dir, Arc::new(ca), serials)

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Env, sh};
+use common::Env;
 
 /// The real uid of this test process, as the kernel reports it.
 fn uid() -> u32 {
@@ -84,19 +84,7 @@ fn ca_export_gives_openssl_its_files() {
     let issuing = env.path("issuing.pem");
     env.ok(&["ca", "export", "root-1", "--out", root.to_str().expect("p")]);
     env.ok(&["ca", "export", "issuing-1", "--out", issuing.to_str().expect("p")]);
-    let cert = out.join("cert.pem");
-    let said = sh(
-        "openssl",
-        &[
-            "verify",
-            "-CAfile",
-            root.to_str().expect("p"),
-            "-untrusted",
-            issuing.to_str().expect("p"),
-            cert.to_str().expect("p"),
-        ],
-    );
-    assert!(said.contains(": OK"), "{said}");
+    common::openssl_verify(&root, &issuing, &out.join("cert.pem"));
     // --chain: issuing CA then root, as chain.pem has them; --der: one certificate in DER.
     let chain = env.ok(&["ca", "export", "issuing-1", "--chain"]);
     assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2);

@@ -11,6 +11,16 @@ use std::process::Stdio;
 
 use common::Env;
 
+/// `issue acme-corp other --csr CSR --out OUT` as arguments.
+fn issue_by_csr(env: &Env, csr: &str, out: &str) -> Vec<String> {
+    let out = env.path(out).display().to_string();
+    ["issue", "acme-corp", "other", "--csr", csr, "--out", &out].map(String::from).to_vec()
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::symlink_metadata(path).expect("metadata").permissions().mode() & 0o777
 }
@@ -192,37 +202,14 @@ fn keys_revoked_for_compromise_are_never_certified_again() {
     }
     // Another reason blocks nothing; a key blocked by hand is refused too; both are listed and audited.
     let csr2 = env.p256_csr("superseded");
-    let second = env.json(&[
-        "issue",
-        "acme-corp",
-        "other",
-        "--csr",
-        csr2.to_str().expect("p"),
-        "--out",
-        env.path("b").to_str().expect("p"),
-    ]);
+    let csr2 = csr2.to_str().expect("p");
+    let second = env.json(&strs(&issue_by_csr(&env, csr2, "b")));
     env.ok(&["revoke", second["serial"].as_str().expect("serial"), "--reason", "superseded"]);
-    env.ok(&[
-        "issue",
-        "acme-corp",
-        "other",
-        "--csr",
-        csr2.to_str().expect("p"),
-        "--out",
-        env.path("c").to_str().expect("p"),
-    ]);
+    env.ok(&strs(&issue_by_csr(&env, csr2, "c")));
     let shown = env.json(&["show", second["serial"].as_str().expect("serial")]);
     let spki = shown["spki_sha256"].as_str().expect("spki").to_string();
     env.ok(&["keys", "block", &spki, "--reason", "found on a paste site"]);
-    let said = env.fails(&[
-        "issue",
-        "acme-corp",
-        "other",
-        "--csr",
-        csr2.to_str().expect("p"),
-        "--out",
-        env.path("d").to_str().expect("p"),
-    ]);
+    let said = env.fails(&strs(&issue_by_csr(&env, csr2, "d")));
     assert!(said.contains("found on a paste site"), "{said}");
     let blocked = env.json(&["keys", "blocked"]);
     assert_eq!(blocked.as_array().expect("list").len(), 2);

@@ -38,3 +38,26 @@ pub async fn reopen(dir: &Path, passphrase: &[u8]) -> Ca {
     ca.attach_keys(Arc::new(SoftKeyStore::open(passphrase, &params).expect("unseal")));
     ca
 }
+
+/// Adds `tenant` with a client connection `connection` (P-256, no SANs).
+pub async fn add_client_connection(ca: &Ca, tenant: &str, connection: &str) {
+    let options = custos_ca::ConnectionOptions {
+        profile: custos_pki::Profile::Client,
+        allowed_sans: vec![],
+        key_algorithm: custos_ca::KeyAlgorithm::EcdsaP256,
+        validity_days: None,
+    };
+    ca.add_connection(&ME, tenant, connection, &options).await.expect("connection");
+}
+
+/// A request for a certificate whose key custos generates.
+pub fn generated(tenant: &str, connection: &str) -> custos_ca::IssueRequest {
+    custos_ca::IssueRequest {
+        tenant: tenant.into(),
+        connection: connection.into(),
+        profile: None,
+        sans: vec![],
+        validity_secs: None,
+        key: custos_ca::KeySource::Generate(None),
+    }
+}
