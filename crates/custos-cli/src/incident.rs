@@ -59,7 +59,8 @@ pub async fn run(cli: &Cli, command: &IncidentCommand) -> Result<(), CliError> {
             Ok(())
         }
         IncidentCommand::Notify { id } => {
-            let s = open(cli).await?;
+            // Webhook secrets are derived in the key store.
+            let s = open_unsealed(cli).await?;
             s.ca.incident(&s.me, id).await?;
             let delivered = deliver(&s).await?;
             let status = s.ca.incident_status(&s.me, id).await?;
@@ -234,9 +235,10 @@ async fn execute(cli: &Cli, id: &str, yes: bool, keys_out: Option<PathBuf>) -> R
 async fn deliver(s: &Session) -> Result<usize, CliError> {
     let started = Instant::now();
     let mut total = 0;
+    let transport = custos_node::WebhookTransport::new(&s.config.webhooks)?;
     while started.elapsed() < DELIVERY_BUDGET {
         let give_up = i64::try_from(s.config.webhooks.give_up_after_s).unwrap_or(i64::MAX);
-        let n = s.ca.deliver_due(&s.me, &custos_node::HttpTransport, give_up).await?;
+        let n = s.ca.deliver_due(&s.me, &transport, give_up).await?;
         total += n;
         if !s.ca.notifications_due().await? {
             break;

@@ -5,7 +5,7 @@ use custos_ca::{ConnectionOptions, IssuerView};
 use serde_json::json;
 
 use crate::output::{json, table};
-use crate::session::open;
+use crate::session::{open, open_unsealed};
 use crate::{Cli, CliError, ConnectionCommand, KeysCommand, TenantCommand};
 
 /// `custos tenant ...`.
@@ -33,8 +33,9 @@ pub async fn tenant(cli: &Cli, command: &TenantCommand) -> Result<(), CliError> 
             Ok(())
         }
         TenantCommand::Webhook { tenant, url } => {
-            let s = open(cli).await?;
-            let secret = s.ca.set_webhook(&s.me, tenant, url).await?;
+            let s = open_unsealed(cli).await?;
+            let policy = custos_node::webhook_policy(&s.config.webhooks);
+            let secret = s.ca.set_webhook(&s.me, tenant, url, &policy).await?;
             if cli.json {
                 return json(&json!({"tenant": tenant, "url": url, "secret": secret}));
             }

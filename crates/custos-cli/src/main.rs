@@ -38,6 +38,9 @@ pub struct Cli {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Accept plain http:// webhooks (notifications travel unencrypted) [config webhooks.danger_allow_http].
+    #[arg(long, global = true)]
+    pub danger_allow_http: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -132,7 +135,8 @@ pub enum TenantCommand {
     Webhook {
         /// Tenant name.
         tenant: String,
-        /// Where notifications are POSTed (http://...).
+        /// Where notifications are POSTed (https://...; public addresses unless
+        /// webhooks.allow_private_targets; http:// only with --danger-allow-http).
         url: String,
     },
 }

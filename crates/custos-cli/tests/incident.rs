@@ -22,43 +22,161 @@ struct Receiver {
     status: Arc<Mutex<u16>>,
 }
 
+/// A test CA and a server certificate for 127.0.0.1 under it, made with openssl.
+struct TestPki {
+    ca: std::path::PathBuf,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+impl TestPki {
+    fn new(dir: &std::path::Path, name: &str) -> TestPki {
+        let p = |f: &str| dir.join(format!("{name}-{f}"));
+        let s = |path: std::path::PathBuf| path.to_str().expect("path").to_string();
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        sh(
+            "openssl",
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &["-keyout", &s(p("ca.key")), "-out", &s(p("ca.pem"))],
+                &["-subj", &format!("/CN={name} hooks CA"), "-days", "2"],
+            ]
+            .concat(),
+        );
+        sh(
+            "openssl",
+            &[
+                &["req", "-new"][..],
+                &ec,
+                &["-keyout", &s(p("leaf.key")), "-out", &s(p("leaf.csr"))],
+                &["-subj", "/CN=127.0.0.1"],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            p("ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("ext");
+        sh(
+            "openssl",
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &s(p("leaf.csr")),
+                "-CA",
+                &s(p("ca.pem")),
+                "-CAkey",
+                &s(p("ca.key")),
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-extfile",
+                &s(p("ext")),
+                "-out",
+                &s(p("leaf.pem")),
+            ],
+        );
+        TestPki { ca: p("ca.pem"), cert: p("leaf.pem"), key: p("leaf.key") }
+    }
+}
+
+/// Reads one request from `stream`, records it, answers `code` (with a
+/// Location header: custos must not follow it) and a body custos must not keep.
+fn answer<S: Read + Write>(mut stream: S, seen: &Seen, status: &Arc<Mutex<u16>>) {
+    let mut head = String::new();
+    let mut body;
+    {
+        let mut reader = BufReader::new(&mut stream);
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if line == "\r\n" => break,
+                Ok(_) => {}
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            head.push_str(&line);
+        }
+        body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+    }
+    seen.lock().expect("lock").push((head, body));
+    let code = *status.lock().expect("lock");
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {code} X\r\nlocation: http://127.0.0.1:9/elsewhere\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{RECEIVER_BODY}",
+        RECEIVER_BODY.len()
+    );
+    let _ = stream.flush();
+}
+
 impl Receiver {
+    /// A plain http:// receiver (custos needs --danger-allow-http for it).
     fn start(status: u16) -> Receiver {
+        Receiver::spawn(status, None)
+    }
+
+    /// An https:// receiver serving `pki`'s certificate with rustls.
+    fn start_tls(status: u16, pki: &TestPki) -> Receiver {
+        use rustls_pki_types::pem::PemObject;
+        use tokio_rustls::rustls;
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(&pki.cert)
+            .expect("cert")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certs");
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&pki.key).expect("key");
+        let config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .expect("server config");
+        Receiver::spawn(status, Some(Arc::new(config)))
+    }
+
+    fn spawn(status: u16, tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let url = format!("http://{}/hooks/custos", listener.local_addr().expect("addr"));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}/hooks/custos", listener.local_addr().expect("addr"));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(Mutex::new(status));
         let (s, st) = (seen.clone(), status.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().take(200) {
-                let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-                let mut head = String::new();
-                let mut length = 0;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
+                let Ok(stream) = stream else { continue };
+                match &tls {
+                    Some(config) => {
+                        let Ok(conn) = tokio_rustls::rustls::ServerConnection::new(config.clone()) else { continue };
+                        answer(tokio_rustls::rustls::StreamOwned::new(conn, stream), &s, &st);
                     }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
-                    head.push_str(&line);
+                    None => answer(stream, &s, &st),
                 }
-                let mut body = vec![0; length];
-                let _ = reader.read_exact(&mut body);
-                s.lock().expect("lock").push((head, body));
-                let code = *st.lock().expect("lock");
-                // A body an internal service might answer with; custos must keep none of it.
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {code} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{RECEIVER_BODY}",
-                    RECEIVER_BODY.len()
-                );
             }
         });
         Receiver { url, seen, status }
     }
+}
+
+/// Adds lines to the data directory's custos.toml (init may have written it).
+fn configure(env: &Env, lines: &str) {
+    let path = env.data_dir().join("custos.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+    text.push_str(lines);
+    std::fs::write(&path, text).expect("config");
+}
+
+/// Lets `env` deliver to plain-http receivers on loopback (the lab setting).
+fn lab_webhooks(env: &Env) {
+    configure(env, "[webhooks]\nallow_private_targets = true\ndanger_allow_http = true\n");
 }
 
 /// HMAC-SHA256 as the receiver computes it, with aws-lc-rs directly.
@@ -125,9 +243,20 @@ fn an_issuing_ca_compromise_from_declaration_to_close() {
             .expect("json");
     std::fs::write(&old_cert, first["certificate"].as_str().expect("pem")).expect("write");
     let (root_pem, old_issuing_pem) = (env.path("root.pem"), env.path("issuing-1.pem"));
-    let receiver = Receiver::start(200);
+    // The tenant's receiver speaks https with a certificate from its own CA,
+    // which custos trusts through webhooks.ca_file (it is on loopback, so the
+    // lab setting allows private targets; plain http stays refused).
+    let pki = TestPki::new(&env.path("."), "tenant");
+    configure(&env, &format!("[webhooks]\nca_file = {:?}\nallow_private_targets = true\n", pki.ca));
+    let receiver = Receiver::start_tls(200, &pki);
     let hooked = env.json(&["tenant", "webhook", "t0000", &receiver.url]);
     let secret = hooked["secret"].as_str().expect("secret").to_string();
+    // The secret is derived in the key store: neither the database nor its WAL holds it.
+    for file in ["custos.db", "custos.db-wal"] {
+        if let Ok(bytes) = std::fs::read(env.data_dir().join(file)) {
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "{file} holds the webhook secret");
+        }
+    }
     let server = Server::start(&env);
     for (id, path) in [("root-1", &root_pem), ("issuing-1", &old_issuing_pem)] {
         let (status, _, pem) = http(&server.addr, "GET", &format!("/ca/{id}.pem"), None, b"");
@@ -350,14 +479,23 @@ fn bad_declarations_are_refused_and_write_nothing() {
     }
     let said = env.fails(&["incident", "declare", "--compromised", "tenant:t0000", "--since", "2999-01-01T00:00:00Z"]);
     assert!(said.contains("in the future"), "{said}");
-    for (url, expected) in
-        [("https://hooks.example/x", "not built yet"), ("ftp://x", "must be an http"), ("http://", "must be an http")]
-    {
+    for (url, expected) in [
+        ("http://hooks.example/x", "plain http:// is refused"),
+        ("https://127.0.0.1:9/x", "loopback, link-local or private"),
+        ("https://localhost/x", "loopback, link-local or private"),
+        ("https://169.254.169.254/latest/meta-data", "loopback, link-local or private"),
+        ("https://[fd00::1]/x", "loopback, link-local or private"),
+        ("https://user:pw@hooks.example/x", "user name or password"),
+        ("ftp://x", "must be an https"),
+        ("https://", "names no host"),
+    ] {
         let said = env.fails(&["tenant", "webhook", "t0000", url]);
         assert!(said.contains(expected), "{url}: {said}");
     }
     assert!(
-        env.fails(&["tenant", "webhook", "nobody", "http://127.0.0.1:9/x"]).to_lowercase().contains("unknown tenant")
+        env.fails(&["tenant", "webhook", "nobody", "https://hooks.example/x"])
+            .to_lowercase()
+            .contains("unknown tenant")
     );
     let said = env.fails(&["incident", "declare", "--compromised", "tenant:t0000", "--reason", "stolen"]);
     assert!(said.contains("stolen"), "{said}");
@@ -471,6 +609,7 @@ fn a_second_execute_is_refused_while_one_holds_the_lock() {
 #[test]
 fn a_failing_webhook_is_retried_and_never_blocks_revocation() {
     let env = populated(1, 2);
+    lab_webhooks(&env);
     let receiver = Receiver::start(500);
     env.ok(&["tenant", "webhook", "t0000", &receiver.url]);
     let id =
@@ -496,6 +635,7 @@ fn a_failing_webhook_is_retried_and_never_blocks_revocation() {
     assert!(delivered, "retried delivery succeeded");
     // A receiver that is down altogether: still nothing blocks.
     let env2 = populated(1, 1);
+    lab_webhooks(&env2);
     env2.ok(&["tenant", "webhook", "t0000", "http://127.0.0.1:9/nothing-listens"]);
     let id =
         env2.json(&["incident", "declare", "--compromised", "tenant:t0000"])["id"].as_str().expect("id").to_string();
@@ -510,7 +650,7 @@ fn a_failing_webhook_is_retried_and_never_blocks_revocation() {
 fn failing_deliveries_are_given_up_and_record_no_response_body() {
     let env = populated(1, 1);
     // Give up after one second (the default is a day).
-    std::fs::write(env.data_dir().join("custos.toml"), "[webhooks]\ngive_up_after_s = 1\n").expect("config");
+    configure(&env, "[webhooks]\ngive_up_after_s = 1\nallow_private_targets = true\ndanger_allow_http = true\n");
     let receiver = Receiver::start(500);
     env.ok(&["tenant", "webhook", "t0000", &receiver.url]);
     let id =
@@ -540,6 +680,56 @@ fn failing_deliveries_are_given_up_and_record_no_response_body() {
         attempts,
         "no more tries"
     );
+}
+
+#[test]
+fn deliveries_go_only_where_the_policy_allows_and_follow_no_redirect() {
+    let env = populated(3, 1);
+    let trusted = TestPki::new(&env.path("."), "trusted");
+    let stranger = TestPki::new(&env.path("."), "stranger");
+    // Set while the lab setting allowed loopback; the policy is checked again at delivery.
+    configure(&env, &format!("[webhooks]\nca_file = {:?}\nallow_private_targets = true\n", trusted.ca));
+    let redirecting = Receiver::start_tls(302, &trusted);
+    let untrusted = Receiver::start_tls(200, &stranger);
+    let plain = Receiver::start(200);
+    env.ok(&["tenant", "webhook", "t0000", &redirecting.url]);
+    env.ok(&["tenant", "webhook", "t0001", &untrusted.url]);
+    assert!(env.fails(&["tenant", "webhook", "t0002", &plain.url]).contains("--danger-allow-http"));
+    env.ok(&["tenant", "webhook", "t0002", &plain.url, "--danger-allow-http"]);
+    let id =
+        env.json(&["incident", "declare", "--compromised", "issuer:issuing-1"])["id"].as_str().expect("id").to_string();
+    env.ok(&["incident", "execute", &id, "--yes", "--keys-out", env.path("k.jsonl").to_str().expect("p")]);
+    let status = env.json(&["incident", "status", &id]);
+    let error_of = |tenant: &str| {
+        status["notifications"]["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .find(|m| m["tenant"] == tenant)
+            .map(|m| m["last_error"].as_str().unwrap_or("").to_string())
+            .expect("a message")
+    };
+    // A 3xx is a failure; custos does not go where it points.
+    assert_eq!(error_of("t0000"), "HTTP 302", "{status}");
+    assert_eq!(redirecting.seen.lock().expect("lock").len(), 1, "one request, no redirect followed");
+    // A certificate from a CA the configuration does not trust: no request at all.
+    assert_eq!(error_of("t0001"), "TLS handshake failed", "{status}");
+    assert!(untrusted.seen.lock().expect("lock").is_empty());
+    // Plain http without the flag for this command: refused at delivery.
+    assert_eq!(error_of("t0002"), "target refused by the webhook policy", "{status}");
+    assert!(plain.seen.lock().expect("lock").is_empty());
+    // Private targets no longer allowed: the stored loopback URL is refused when it is tried.
+    std::fs::write(env.data_dir().join("custos.toml"), format!("[webhooks]\nca_file = {:?}\n", trusted.ca))
+        .expect("config");
+    *redirecting.status.lock().expect("lock") = 200;
+    // The first retry is due two seconds after the first attempt.
+    std::thread::sleep(Duration::from_millis(2_200));
+    env.ok(&["incident", "notify", &id]);
+    let status = env.json(&["incident", "status", &id]);
+    let t0 =
+        status["notifications"]["messages"].as_array().expect("m").iter().find(|m| m["tenant"] == "t0000").cloned();
+    assert_eq!(t0.expect("message")["last_error"], "target refused by the webhook policy", "{status}");
+    assert_eq!(redirecting.seen.lock().expect("lock").len(), 1, "nothing reached the loopback receiver");
 }
 
 #[test]

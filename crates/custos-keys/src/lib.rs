@@ -59,4 +59,10 @@ pub trait KeyStore: Send + Sync {
     fn load(&self, reference: &KeyReference) -> Result<Arc<dyn Signer>, KeyError>;
     /// Destroys the key in the backend; the caller wipes its reference.
     fn destroy(&self, reference: &KeyReference) -> Result<(), KeyError>;
+    /// Generates a secret key for HMAC-SHA256, as non-exportable as a
+    /// signing key: custos derives per-tenant secrets from it, so that no
+    /// secret is ever stored where a database reader could use it.
+    fn generate_secret(&self, label: &str) -> Result<KeyReference, KeyError>;
+    /// HMAC-SHA256 of `message` under a key made by [`generate_secret`](Self::generate_secret).
+    fn mac(&self, reference: &KeyReference, message: &[u8]) -> Result<[u8; 32], KeyError>;
 }

@@ -604,14 +604,22 @@ fn public_key(algorithm: KeyAlgorithm, session: &Session, key: ObjectHandle) -> 
     }
 }
 
-/// The key's URI: token, CKA_ID, label.
-fn key_uri(config: &TokenConfig, id: &[u8], label: &str) -> String {
+/// The key's URI: token, CKA_ID, label and type (`private` or `secret-key`).
+fn key_uri(config: &TokenConfig, id: &[u8], label: &str, kind: &str) -> String {
     format!(
-        "pkcs11:token={};id={};object={};type=private",
+        "pkcs11:token={};id={};object={};type={kind}",
         pct_encode(config.token.as_bytes()),
         pct_encode(id),
         pct_encode(label.as_bytes())
     )
+}
+
+/// The object class a key URI names: a secret key for `type=secret-key`, else a private key.
+fn object_class(uri: &str) -> ObjectClass {
+    match uri_parts(uri) {
+        Ok((path, _)) if path.iter().any(|(k, v)| k == "type" && v == b"secret-key") => ObjectClass::SECRET_KEY,
+        _ => ObjectClass::PRIVATE_KEY,
+    }
 }
 
 /// The CKA_ID a key URI names (for tools that address the object directly).
@@ -724,9 +732,10 @@ impl KeyProtection {
 impl Pkcs11KeyStore {
     /// Reads a key's protection attributes.
     pub fn protection(&self, reference: &KeyReference) -> Result<KeyProtection, KeyError> {
-        let id = key_id_of(&String::from_utf8_lossy(&reference.data))?;
+        let uri = String::from_utf8_lossy(&reference.data);
+        let (id, class) = (key_id_of(&uri)?, object_class(&uri));
         self.token.with_session("read key attributes", |_, session| {
-            let key = find(session, ObjectClass::PRIVATE_KEY, &id)?.ok_or(Fail::Missing)?;
+            let key = find(session, class, &id)?.ok_or(Fail::Missing)?;
             // Absent attributes count against the key.
             let mut p = KeyProtection {
                 sensitive: false,
@@ -813,8 +822,10 @@ impl KeyStore for Pkcs11KeyStore {
         let public = self
             .token
             .with_session("read the public key", |_, session| Ok(public_key(algorithm, session, public)))??;
-        let reference =
-            KeyReference { backend: BACKEND.into(), data: key_uri(&self.token.config, &id, label).into_bytes() };
+        let reference = KeyReference {
+            backend: BACKEND.into(),
+            data: key_uri(&self.token.config, &id, label, "private").into_bytes(),
+        };
         let signer =
             Arc::new(Pkcs11Signer { token: self.token.clone(), algorithm, public, id, handle: Mutex::new(None) });
         Ok(GeneratedKey { reference, signer })
@@ -825,6 +836,9 @@ impl KeyStore for Pkcs11KeyStore {
             return Err(KeyError::BackendMismatch { expected: BACKEND, found: reference.backend.clone() });
         }
         let uri = String::from_utf8_lossy(&reference.data).to_string();
+        if object_class(&uri) != ObjectClass::PRIVATE_KEY {
+            return Err(KeyError::Token { operation: "load a key", detail: format!("{uri} is not a signing key") });
+        }
         let protection = self.protection(reference)?;
         if !protection.acceptable() {
             return Err(KeyError::Exportable { key: uri });
@@ -879,12 +893,64 @@ impl KeyStore for Pkcs11KeyStore {
     fn destroy(&self, reference: &KeyReference) -> Result<(), KeyError> {
         let id = key_id_of(&String::from_utf8_lossy(&reference.data))?;
         self.token.with_session("destroy a key", |_, session| {
-            for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+            for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY, ObjectClass::SECRET_KEY] {
                 if let Some(h) = find(session, class, &id)? {
                     session.destroy_object(h)?;
                 }
             }
             Ok(())
+        })
+    }
+
+    fn generate_secret(&self, label: &str) -> Result<KeyReference, KeyError> {
+        let mut id = vec![0u8; 16];
+        aws_lc_rs::rand::fill(&mut id).map_err(|_| KeyError::Crypto { operation: "random key id" })?;
+        // A MAC key and nothing else, never leaving the token.
+        let template = [
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Id(id.clone()),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+            Attribute::ValueLen(32.into()),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Verify(true),
+            Attribute::Encrypt(false),
+            Attribute::Decrypt(false),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
+        ];
+        self.token.with_session("generate a secret key", |_, session| {
+            Ok(session.generate_key(&Mechanism::GenericSecretKeyGen, &template)?)
+        })?;
+        Ok(KeyReference {
+            backend: BACKEND.into(),
+            data: key_uri(&self.token.config, &id, label, "secret-key").into_bytes(),
+        })
+    }
+
+    fn mac(&self, reference: &KeyReference, message: &[u8]) -> Result<[u8; 32], KeyError> {
+        if reference.backend != BACKEND {
+            return Err(KeyError::BackendMismatch { expected: BACKEND, found: reference.backend.clone() });
+        }
+        let uri = String::from_utf8_lossy(&reference.data).to_string();
+        if object_class(&uri) != ObjectClass::SECRET_KEY {
+            return Err(KeyError::Token { operation: "compute a MAC", detail: format!("{uri} is not a secret key") });
+        }
+        if !self.protection(reference)?.acceptable() {
+            return Err(KeyError::Exportable { key: uri });
+        }
+        let id = key_id_of(&uri)?;
+        let raw = self.token.with_session("compute a MAC", |_, session| {
+            let key = find(session, ObjectClass::SECRET_KEY, &id)?.ok_or(Fail::Missing)?;
+            Ok(session.sign(&Mechanism::Sha256Hmac, key, message)?)
+        })?;
+        raw.try_into().map_err(|r: Vec<u8>| KeyError::Token {
+            operation: "compute a MAC",
+            detail: format!("{}-byte HMAC", r.len()),
         })
     }
 }
@@ -906,7 +972,7 @@ mod tests {
         assert!(TokenConfig::parse("pkcs11:token=x?module-path=/m.so").is_err());
         assert!(TokenConfig::parse("pkcs11:module-path=/m.so&pin-source=env:P").is_err());
         assert!(TokenConfig::parse("file:/x").is_err());
-        assert_eq!(key_id_of(&key_uri(&c, &[1, 0xab, 0x20], "root 1")).expect("id"), vec![1, 0xab, 0x20]);
+        assert_eq!(key_id_of(&key_uri(&c, &[1, 0xab, 0x20], "root 1", "private")).expect("id"), vec![1, 0xab, 0x20]);
     }
 
     #[test]

@@ -126,24 +126,37 @@ fn derive_kek(passphrase: &[u8], params: &SealParams) -> Result<LessSafeKey, Key
     Ok(LessSafeKey::new(key))
 }
 
-fn key_aad(algorithm: KeyAlgorithm) -> Vec<u8> {
-    format!("custos-soft-key-v1:{algorithm}").into_bytes()
+/// The associated data of a sealed key: its kind (an algorithm, or [`SECRET_KIND`]).
+fn key_aad(kind: &str) -> Vec<u8> {
+    format!("custos-soft-key-v1:{kind}").into_bytes()
+}
+
+/// The kind written in the reference of an HMAC secret key.
+const SECRET_KIND: &str = "hmac-sha256";
+
+/// A sealed reference: `SEAL_VERSION || len(kind) || kind || sealed`.
+fn sealed_reference(kind: &str, sealed: &[u8]) -> KeyReference {
+    let name = kind.as_bytes();
+    let mut data = Vec::with_capacity(2 + name.len() + sealed.len());
+    data.push(SEAL_VERSION);
+    data.push(name.len() as u8);
+    data.extend_from_slice(name);
+    data.extend_from_slice(sealed);
+    KeyReference { backend: BACKEND.to_string(), data }
 }
 
 impl SoftKeyStore {
     /// The same key sealed under `to`'s passphrase instead of this store's:
     /// for changing the passphrase. The plaintext lives only in wiped memory.
     pub fn reseal(&self, reference: &KeyReference, to: &SoftKeyStore) -> Result<KeyReference, KeyError> {
-        let (algorithm, header, sealed) = split_reference(reference)?;
-        let pkcs8 = self.unseal(sealed, &key_aad(algorithm))?;
-        let mut data = header.to_vec();
-        data.extend_from_slice(&to.seal(&pkcs8, &key_aad(algorithm))?);
-        Ok(KeyReference { backend: BACKEND.to_string(), data })
+        let (kind, sealed) = split_reference(reference)?;
+        let plain = self.unseal(sealed, &key_aad(kind))?;
+        Ok(sealed_reference(kind, &to.seal(&plain, &key_aad(kind))?))
     }
 }
 
-/// A soft key reference: its algorithm, its header bytes and its sealed blob.
-fn split_reference(reference: &KeyReference) -> Result<(KeyAlgorithm, &[u8], &[u8]), KeyError> {
+/// A soft key reference: its kind (an algorithm name or [`SECRET_KIND`]) and its sealed blob.
+fn split_reference(reference: &KeyReference) -> Result<(&str, &[u8]), KeyError> {
     if reference.backend != BACKEND {
         return Err(KeyError::BackendMismatch { expected: BACKEND, found: reference.backend.clone() });
     }
@@ -158,9 +171,8 @@ fn split_reference(reference: &KeyReference) -> Result<(KeyAlgorithm, &[u8], &[u
         return Err(KeyError::Corrupt("truncated key reference".into()));
     }
     let (name, sealed) = rest.split_at(len);
-    let algorithm: KeyAlgorithm =
-        std::str::from_utf8(name).map_err(|_| KeyError::Corrupt("algorithm name".into()))?.parse()?;
-    Ok((algorithm, &data[..2 + len], sealed))
+    let kind = std::str::from_utf8(name).map_err(|_| KeyError::Corrupt("key kind is not UTF-8".into()))?;
+    Ok((kind, sealed))
 }
 
 impl KeyStore for SoftKeyStore {
@@ -171,19 +183,17 @@ impl KeyStore for SoftKeyStore {
     fn generate(&self, algorithm: KeyAlgorithm, _label: &str) -> Result<GeneratedKey, KeyError> {
         let pkcs8 = generate_pkcs8(algorithm)?;
         let signer = MemorySigner::from_pkcs8(algorithm, &pkcs8)?;
-        let sealed = self.seal(&pkcs8, &key_aad(algorithm))?;
-        let name = algorithm.as_str().as_bytes();
-        let mut data = Vec::with_capacity(2 + name.len() + sealed.len());
-        data.push(SEAL_VERSION);
-        data.push(name.len() as u8);
-        data.extend_from_slice(name);
-        data.extend_from_slice(&sealed);
-        Ok(GeneratedKey { reference: KeyReference { backend: BACKEND.to_string(), data }, signer: Arc::new(signer) })
+        let sealed = self.seal(&pkcs8, &key_aad(algorithm.as_str()))?;
+        Ok(GeneratedKey { reference: sealed_reference(algorithm.as_str(), &sealed), signer: Arc::new(signer) })
     }
 
     fn load(&self, reference: &KeyReference) -> Result<Arc<dyn Signer>, KeyError> {
-        let (algorithm, _, sealed) = split_reference(reference)?;
-        let pkcs8 = self.unseal(sealed, &key_aad(algorithm))?;
+        let (kind, sealed) = split_reference(reference)?;
+        if kind == SECRET_KIND {
+            return Err(KeyError::Corrupt("this is a secret key, not a signing key".into()));
+        }
+        let algorithm: KeyAlgorithm = kind.parse()?;
+        let pkcs8 = self.unseal(sealed, &key_aad(kind))?;
         Ok(Arc::new(MemorySigner::from_pkcs8(algorithm, &pkcs8)?))
     }
 
@@ -194,6 +204,24 @@ impl KeyStore for SoftKeyStore {
             return Err(KeyError::BackendMismatch { expected: BACKEND, found: reference.backend.clone() });
         }
         Ok(())
+    }
+
+    fn generate_secret(&self, _label: &str) -> Result<KeyReference, KeyError> {
+        let mut secret = Zeroizing::new([0u8; 32]);
+        aws_lc_rs::rand::fill(secret.as_mut()).map_err(|_| KeyError::Crypto { operation: "random secret" })?;
+        Ok(sealed_reference(SECRET_KIND, &self.seal(secret.as_ref(), &key_aad(SECRET_KIND))?))
+    }
+
+    fn mac(&self, reference: &KeyReference, message: &[u8]) -> Result<[u8; 32], KeyError> {
+        let (kind, sealed) = split_reference(reference)?;
+        if kind != SECRET_KIND {
+            return Err(KeyError::Corrupt(format!("a {kind} key is not a secret key")));
+        }
+        let secret = self.unseal(sealed, &key_aad(kind))?;
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(aws_lc_rs::hmac::sign(&key, message).as_ref());
+        Ok(out)
     }
 }
 
@@ -245,6 +273,21 @@ mod tests {
         assert!(store.load(&relabelled).is_err());
         let truncated = KeyReference { backend: BACKEND.into(), data: key.reference.data[..5].to_vec() };
         assert!(store.load(&truncated).is_err());
+    }
+
+    #[test]
+    fn secret_keys_mac_only_and_survive_a_reseal() {
+        let (store, _) = SoftKeyStore::create(b"pw").expect("create");
+        let secret = store.generate_secret("webhooks").expect("secret");
+        let mac = store.mac(&secret, b"tenant").expect("mac");
+        assert_ne!(mac, store.mac(&secret, b"other").expect("mac"));
+        assert!(store.load(&secret).is_err(), "a secret key is not a signer");
+        let signing = store.generate(KeyAlgorithm::EcdsaP256, "t").expect("generate");
+        assert!(store.mac(&signing.reference, b"x").is_err(), "a signing key is not a MAC key");
+        let (other, _) = SoftKeyStore::create(b"pw2").expect("create");
+        let moved = store.reseal(&secret, &other).expect("reseal");
+        assert_eq!(other.mac(&moved, b"tenant").expect("mac"), mac);
+        assert!(store.mac(&moved, b"tenant").is_err());
     }
 
     #[test]

@@ -49,10 +49,32 @@ fn contract(store: &dyn KeyStore, algorithms: &[KeyAlgorithm]) {
     }
 }
 
+/// The secret-key half of the contract: a MAC is a function of key and
+/// message only, a secret key never signs, and a signing key never MACs.
+fn secret_contract(store: &dyn KeyStore) {
+    let secret = store.generate_secret("test-secret").expect("generate a secret");
+    assert_eq!(secret.backend, store.backend());
+    let a = store.mac(&secret, b"tenant-a").expect("mac");
+    assert_eq!(a, store.mac(&secret, b"tenant-a").expect("mac again"), "a MAC is deterministic");
+    assert_ne!(a, store.mac(&secret, b"tenant-b").expect("mac"), "different messages, different MACs");
+    let other = store.generate_secret("test-secret-2").expect("second secret");
+    assert_ne!(a, store.mac(&other, b"tenant-a").expect("mac"), "different keys, different MACs");
+    assert!(store.load(&secret).is_err(), "a secret key cannot be loaded as a signer");
+    let signing = store.generate(KeyAlgorithm::EcdsaP256, "test-not-secret").expect("generate");
+    assert!(store.mac(&signing.reference, b"x").is_err(), "a signing key cannot compute MACs");
+    for r in [&secret, &other, &signing.reference] {
+        store.destroy(r).expect("destroy");
+    }
+    if store.backend() != custos_keys::soft::BACKEND {
+        assert!(store.mac(&secret, b"tenant-a").is_err(), "a destroyed secret key is gone");
+    }
+}
+
 #[test]
 fn soft_store_honours_the_contract() {
     let (store, _seal) = SoftKeyStore::create(b"passphrase").expect("create");
     contract(&store, &KeyAlgorithm::ALL);
+    secret_contract(&store);
 }
 
 #[test]
@@ -62,6 +84,7 @@ fn pkcs11_token_honours_the_contract() {
     let store = Pkcs11KeyStore::open(TokenConfig::parse(&uri).expect("uri")).expect("open token");
     // RSA 3072/4096 generation on SoftHSM takes seconds each; 2048 exercises the same code.
     contract(&store, &[KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384, KeyAlgorithm::Rsa2048, KeyAlgorithm::Ed25519]);
+    secret_contract(&store);
 }
 
 /// One test on the token at a time: SoftHSM2's file store, written by

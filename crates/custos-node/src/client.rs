@@ -37,9 +37,19 @@ impl HttpConnection {
             .await
             .map_err(|_| format!("connecting to {addr} timed out"))?
             .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        HttpConnection::over(tcp, host, prefix, timeout).await.map_err(|e| format!("{addr}: {e}"))
+    }
+
+    /// Speaks HTTP/1.1 over a connection already made (plain or TLS);
+    /// `host` is the Host header, `prefix` the path requests go below.
+    pub async fn over<IO>(io: IO, host: String, prefix: String, timeout: Duration) -> Result<HttpConnection, String>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, conn) = tokio::time::timeout(timeout, hyper::client::conn::http1::handshake(TokioIo::new(io)))
             .await
-            .map_err(|e| format!("HTTP handshake with {addr}: {e}"))?;
+            .map_err(|_| "HTTP handshake timed out".to_string())?
+            .map_err(|e| format!("HTTP handshake: {e}"))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });

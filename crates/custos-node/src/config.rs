@@ -134,6 +134,14 @@ pub struct WebhookConfig {
     pub delivery_interval_ms: u64,
     /// How long a notification is retried before it is given up (s); incident status says so.
     pub give_up_after_s: u64,
+    /// Trust only the CA certificates in this PEM file for https:// webhooks
+    /// (instead of the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// Accept webhooks on loopback, link-local and private addresses (labs, tests).
+    pub allow_private_targets: bool,
+    /// Accept plain http:// webhooks: notifications travel unencrypted
+    /// (`--danger-allow-http` sets it for one command).
+    pub danger_allow_http: bool,
 }
 
 /// Logging.
@@ -205,7 +213,13 @@ impl Default for AuditConfig {
 
 impl Default for WebhookConfig {
     fn default() -> Self {
-        WebhookConfig { delivery_interval_ms: 1000, give_up_after_s: 86_400 }
+        WebhookConfig {
+            delivery_interval_ms: 1000,
+            give_up_after_s: 86_400,
+            ca_file: None,
+            allow_private_targets: false,
+            danger_allow_http: false,
+        }
     }
 }
 
@@ -327,6 +341,9 @@ const ALL_KEYS: &[&str] = &[
     "audit.checkpoint_interval_ms",
     "webhooks.delivery_interval_ms",
     "webhooks.give_up_after_s",
+    "webhooks.ca_file",
+    "webhooks.allow_private_targets",
+    "webhooks.danger_allow_http",
     "log.level",
 ];
 
@@ -444,6 +461,7 @@ impl Loaded {
             }
             "ocsp.poll_interval_ms" => c.ocsp.poll_interval_ms = number()?,
             "init.danger_weak_passphrase" => c.init.danger_weak_passphrase = o.value == "true",
+            "webhooks.danger_allow_http" => c.webhooks.danger_allow_http = o.value == "true",
             other => return Err(NodeError::Config(format!("{other} cannot be set from {}", o.origin))),
         }
         for k in keys {

@@ -8,13 +8,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use custos_ca::notify::{DELIVERY_TIMEOUT, DeliveryFailure, Transport};
 use custos_ca::{Ca, Principal, StatusPublisher};
 use custos_server::AppState;
 use custos_server::tls::TlsListener;
-use hyper::body::Bytes;
 
-use crate::client::HttpConnection;
 use crate::{Config, NodeError, Result};
 
 /// The bound listeners of a node, before it serves.
@@ -58,9 +55,13 @@ impl Listeners {
 /// Serves `ca` (unsealed: OCSP responses and CRLs are signed here) on
 /// `listeners` with every background job, until ctrl-c or SIGTERM.
 pub async fn serve(config: &Config, ca: Ca, listeners: Listeners) -> Result<()> {
+    let transport = Arc::new(crate::WebhookTransport::new(&config.webhooks)?);
+    for tenant in ca.clear_webhook_secrets(&Principal::System).await? {
+        tracing::warn!(%tenant, "webhook secret stored in clear (set before custos derived them); set the webhook again to rotate it");
+    }
     let ca = Arc::new(ca);
     let publisher = Arc::new(StatusPublisher::start(ca.clone()).await?);
-    let tasks = spawn_jobs(config, &ca, &publisher);
+    let tasks = spawn_jobs(config, &ca, &publisher, transport);
     let state = Arc::new(AppState { ca, publisher });
     let limits = custos_server::http::ConnectionLimits {
         total: config.serve.max_connections,
@@ -73,7 +74,12 @@ pub async fn serve(config: &Config, ca: Ca, listeners: Listeners) -> Result<()> 
     result.map_err(|e| NodeError::Serve(e.to_string()))
 }
 
-fn spawn_jobs(config: &Config, ca: &Arc<Ca>, p: &Arc<StatusPublisher>) -> Vec<tokio::task::JoinHandle<()>> {
+fn spawn_jobs(
+    config: &Config,
+    ca: &Arc<Ca>,
+    p: &Arc<StatusPublisher>,
+    transport: Arc<crate::WebhookTransport>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let o = &config.ocsp;
     let poll = Duration::from_millis(o.poll_interval_ms);
     let presign = o.presign;
@@ -112,8 +118,8 @@ fn spawn_jobs(config: &Config, ca: &Arc<Ca>, p: &Arc<StatusPublisher>) -> Vec<to
             {
                 let ca = ca.clone();
                 move || {
-                    let ca = ca.clone();
-                    async move { ca.deliver_due(&Principal::System, &HttpTransport, give_up).await }
+                    let (ca, transport) = (ca.clone(), transport.clone());
+                    async move { ca.deliver_due(&Principal::System, transport.as_ref(), give_up).await }
                 }
             },
         )),
@@ -139,35 +145,6 @@ fn spawn_jobs(config: &Config, ca: &Arc<Ca>, p: &Arc<StatusPublisher>) -> Vec<to
             }
         }),
     ]
-}
-
-/// Delivers incident notifications over plain HTTP.
-pub struct HttpTransport;
-
-#[async_trait::async_trait]
-impl Transport for HttpTransport {
-    async fn post(
-        &self,
-        url: &str,
-        body: &str,
-        signature: &str,
-        timestamp: i64,
-    ) -> std::result::Result<(), DeliveryFailure> {
-        let mut connection = HttpConnection::connect(url, DELIVERY_TIMEOUT)
-            .await
-            .map_err(|e| if e.contains("timed out") { DeliveryFailure::Timeout } else { DeliveryFailure::Connect })?;
-        let request = hyper::Request::post("/")
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header("x-custos-timestamp", timestamp.to_string())
-            .header("x-custos-signature", signature);
-        // The answer is read (up to 64 KiB) only so the connection ends cleanly; only its status is kept.
-        match connection.status(request, Bytes::from(body.to_string()), 64 * 1024).await {
-            Ok(status) if status.is_success() => Ok(()),
-            Ok(status) => Err(DeliveryFailure::Status(status.as_u16())),
-            Err(e) if e == "timed out" => Err(DeliveryFailure::Timeout),
-            Err(_) => Err(DeliveryFailure::Protocol),
-        }
-    }
 }
 
 /// Runs `step` every `period` for as long as the server runs; a failed step

@@ -13,6 +13,7 @@
 pub mod client;
 pub mod config;
 mod jobs;
+mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,7 +24,8 @@ use custos_keys::soft::{SealParams, SoftKeyStore};
 use custos_store::{SqlStore, Store};
 
 pub use config::{Config, Loaded, Origin, Override};
-pub use jobs::{HttpTransport, Listeners, serve};
+pub use jobs::{Listeners, serve};
+pub use webhook::{WebhookTransport, webhook_policy};
 
 /// What can go wrong while putting a custos node together.
 #[derive(Debug, thiserror::Error)]

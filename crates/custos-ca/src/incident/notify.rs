@@ -10,30 +10,35 @@
 
 use std::time::Duration;
 
+use zeroize::Zeroizing;
+
 use super::*;
 
 impl Ca {
     /// Sets a tenant's webhook with a fresh HMAC secret, returned once.
-    pub async fn set_webhook(&self, principal: &Principal, tenant: &str, url: &str) -> Result<String> {
+    ///
+    /// The secret is never stored: it is derived from a secret key in the key
+    /// store (HMAC-SHA256 over the tenant and a random salt), and the database
+    /// keeps only the salt, so a database reader (the serve role, a backup)
+    /// can neither forge a tenant's ack nor a notification to it.
+    pub async fn set_webhook(
+        &self,
+        principal: &Principal,
+        tenant: &str,
+        url: &str,
+        policy: &WebhookPolicy,
+    ) -> Result<String> {
         visible(principal, Operation::ManageConnection { tenant }, || CaError::UnknownTenant(tenant.to_string()))?;
         if self.store.tenant(tenant).await?.is_none() {
             return Err(CaError::UnknownTenant(tenant.into()));
         }
-        if url.starts_with("https://") {
-            // Refused now rather than failing every delivery later.
-            return Err(CaError::Policy(format!(
-                "webhook URL {url:?}: https:// delivery is not built yet (no root store ships with custos); \
-                 use an http:// URL on a trusted network, or a local relay"
-            )));
-        }
-        if !url.starts_with("http://") || url.len() <= "http://".len() || url.contains(char::is_whitespace) {
-            return Err(CaError::Policy(format!("webhook URL {url:?} must be an http:// URL")));
-        }
-        let mut secret = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut secret).map_err(|_| CaError::Inconsistent("no randomness".into()))?;
-        let secret = hex::encode(secret);
-        let record =
-            WebhookRecord { tenant: tenant.into(), url: url.into(), secret: secret.clone(), created_at: now() };
+        policy.check_url(url)?;
+        let key = self.webhook_key(principal, true).await?;
+        let mut salt = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut salt).map_err(|_| CaError::Inconsistent("no randomness".into()))?;
+        let stored = format!("{DERIVED_PREFIX}{}", hex::encode(salt));
+        let secret = self.derive_webhook_secret(&key, tenant, &stored)?;
+        let record = WebhookRecord { tenant: tenant.into(), url: url.into(), secret: stored, created_at: now() };
         let audit = audit_record(
             principal,
             "tenant.webhook",
@@ -41,7 +46,7 @@ impl Ca {
             json!({"tenant": tenant, "url": url}),
         );
         self.store.set_webhook(&record, &[audit]).await?;
-        Ok(secret)
+        Ok(secret.to_string())
     }
 
     /// Authenticates a tenant's signed acknowledgement ([`sign_ack`]: method,
@@ -49,8 +54,7 @@ impl Ca {
     /// secret, within five minutes, each signature once): the tenant's
     /// principal, scoped to that connection, or `None`.
     pub async fn authenticate_ack(&self, ack: &SignedAck<'_>, header: &str) -> Result<Option<Principal>> {
-        let Some(secret) = self.store.webhooks().await?.into_iter().find(|w| w.tenant == ack.tenant).map(|w| w.secret)
-        else {
+        let Some(secret) = self.webhook_secrets().await?.remove(ack.tenant) else {
             return Ok(None);
         };
         let now = now();
@@ -68,9 +72,260 @@ impl Ca {
         }))
     }
 
-    /// The tenants' webhooks with their secrets, for the notification job.
-    pub(super) async fn webhook_secrets(&self) -> Result<HashMap<String, String>> {
-        Ok(self.store.webhooks().await?.into_iter().map(|w| (w.tenant, w.secret)).collect())
+    /// The tenants' webhook secrets, derived in the key store, for the
+    /// notification job and ack checks. A legacy secret stored in clear
+    /// (before custos derived them) is still honoured until the tenant's
+    /// webhook is set again; `serve` warns about each at start.
+    pub(super) async fn webhook_secrets(&self) -> Result<HashMap<String, Zeroizing<String>>> {
+        let hooks = self.store.webhooks().await?;
+        if hooks.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let key = match hooks.iter().any(|w| w.secret.starts_with(DERIVED_PREFIX)) {
+            true => Some(self.webhook_key(&Principal::System, false).await?),
+            false => None,
+        };
+        let mut out = HashMap::new();
+        for w in hooks {
+            let secret = match &key {
+                Some(key) if w.secret.starts_with(DERIVED_PREFIX) => {
+                    self.derive_webhook_secret(key, &w.tenant, &w.secret)?
+                }
+                _ => Zeroizing::new(w.secret),
+            };
+            out.insert(w.tenant, secret);
+        }
+        Ok(out)
+    }
+
+    /// Tenants whose webhook secret is still stored in clear (asked by whoever delivers).
+    pub async fn clear_webhook_secrets(&self, principal: &Principal) -> Result<Vec<String>> {
+        authorize(principal, Operation::DeliverNotifications)?;
+        Ok(self
+            .store
+            .webhooks()
+            .await?
+            .into_iter()
+            .filter(|w| !w.secret.starts_with(DERIVED_PREFIX))
+            .map(|w| w.tenant)
+            .collect())
+    }
+
+    /// The key-store secret key webhook secrets derive from; made (and
+    /// recorded, audited) on first use when `create`.
+    async fn webhook_key(&self, principal: &Principal, create: bool) -> Result<custos_keys::KeyReference> {
+        let keys = self.key_store()?;
+        for _ in 0..2 {
+            if let Some(id) = self.store.meta(META_WEBHOOK_KEY).await? {
+                let record = self
+                    .store
+                    .key(&id)
+                    .await?
+                    .ok_or_else(|| CaError::Inconsistent(format!("webhook secret key {id} is not recorded")))?;
+                return Ok(custos_keys::KeyReference { backend: record.backend, data: record.reference });
+            }
+            if !create {
+                return Err(CaError::Inconsistent("no webhook secret key is recorded".into()));
+            }
+            let reference = keys.generate_secret(WEBHOOK_KEY_LABEL)?;
+            let mut id = [0u8; 8];
+            aws_lc_rs::rand::fill(&mut id).map_err(|_| CaError::Inconsistent("no randomness".into()))?;
+            let id = format!("secret-{}", hex::encode(id));
+            let time = now();
+            let record = custos_types::KeyRecord {
+                id: id.clone(),
+                backend: reference.backend.clone(),
+                algorithm: "hmac-sha256".into(),
+                label: WEBHOOK_KEY_LABEL.into(),
+                public_key: Vec::new(),
+                reference: reference.data.clone(),
+                status: custos_types::KeyStatus::Active,
+                created_at: time,
+            };
+            let audit = audit_record(
+                principal,
+                "key.generate",
+                format!("key:{id}"),
+                json!({"key": id, "algorithm": "hmac-sha256", "backend": record.backend,
+                       "label": WEBHOOK_KEY_LABEL, "purpose": "webhook secrets"}),
+            );
+            match self.store.add_key(&record, &[(META_WEBHOOK_KEY.into(), id)], &[audit]).await {
+                Ok(()) => return Ok(reference),
+                // Another process made one first: use theirs, drop ours.
+                Err(custos_store::StoreError::Duplicate { .. }) => {
+                    let _ = keys.destroy(&reference);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(CaError::Inconsistent("the webhook secret key could not be recorded".into()))
+    }
+
+    /// A tenant's secret: hex(HMAC-SHA256(key, label, tenant, salt)).
+    fn derive_webhook_secret(
+        &self,
+        key: &custos_keys::KeyReference,
+        tenant: &str,
+        stored: &str,
+    ) -> Result<Zeroizing<String>> {
+        let message = format!("custos-webhook-secret-v1\n{tenant}\n{stored}");
+        let mac = Zeroizing::new(self.key_store()?.mac(key, message.as_bytes())?);
+        Ok(Zeroizing::new(hex::encode(mac.as_ref())))
+    }
+}
+
+/// What a webhook's stored secret starts with when it is derived, not stored.
+const DERIVED_PREFIX: &str = "derived:v1:";
+/// The setting naming the secret key webhook secrets derive from.
+const META_WEBHOOK_KEY: &str = "webhook_secret_key";
+/// The label of that key in the key store.
+const WEBHOOK_KEY_LABEL: &str = "custos-webhook-secrets";
+
+/// Where webhooks may point. By default only `https://` to public
+/// addresses: a webhook names a place custos will connect to, and a tenant
+/// (or whoever sets it) must not turn custos into a client of its own
+/// loopback services or of the private network it runs in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WebhookPolicy {
+    /// Plain `http://` is accepted (`--danger-allow-http`): notifications and
+    /// their signatures travel unencrypted.
+    pub allow_http: bool,
+    /// Loopback, link-local, private and other non-public addresses are accepted.
+    pub allow_private: bool,
+}
+
+/// A webhook URL taken apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookUrl {
+    /// `https://` (else plain `http://`).
+    pub https: bool,
+    /// The host: a DNS name or an IP address (without brackets).
+    pub host: String,
+    /// The port, explicit or the scheme's.
+    pub port: u16,
+    /// The path and query, at least `/`.
+    pub path: String,
+}
+
+impl WebhookUrl {
+    /// Parses `https://host[:port][/path]` (or `http://`); no user info, no fragment.
+    pub fn parse(url: &str) -> Result<WebhookUrl> {
+        let bad = |why: &str| CaError::Policy(format!("webhook URL {url:?}: {why}"));
+        if url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad("must be at most 2048 characters with no spaces or control characters"));
+        }
+        let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            _ => return Err(bad("must be an https:// URL")),
+        };
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(end);
+        if path.contains('#') {
+            return Err(bad("must not have a fragment"));
+        }
+        if authority.contains('@') {
+            return Err(bad("must not carry a user name or password"));
+        }
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(v6) => {
+                let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed [ in the host"))?;
+                (host, after.strip_prefix(':'))
+            }
+            None => match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            },
+        };
+        if host.is_empty() {
+            return Err(bad("names no host"));
+        }
+        let is_ip = host.parse::<std::net::IpAddr>().is_ok();
+        if !is_ip && !host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+            return Err(bad("the host is not a DNS name or an IP address"));
+        }
+        let port = match port {
+            Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| bad("the port is not 1-65535"))?,
+            None if https => 443,
+            None => 80,
+        };
+        let path = match path {
+            "" => "/".to_string(),
+            p if p.starts_with('?') => format!("/{p}"),
+            p => p.to_string(),
+        };
+        Ok(WebhookUrl { https, host: host.to_ascii_lowercase(), port, path })
+    }
+}
+
+impl WebhookPolicy {
+    /// Checks a URL before it is stored: scheme, shape, and a host that is an
+    /// IP literal or `localhost` must be allowed. DNS names are checked again
+    /// at every delivery, against the addresses they resolve to then.
+    pub fn check_url(&self, url: &str) -> Result<WebhookUrl> {
+        let parsed = WebhookUrl::parse(url)?;
+        if !parsed.https && !self.allow_http {
+            return Err(CaError::Policy(format!(
+                "webhook URL {url:?}: plain http:// is refused (notifications would travel unencrypted); \
+                 use https://, or allow it with --danger-allow-http"
+            )));
+        }
+        let literal = match parsed.host.parse::<std::net::IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) if parsed.host == "localhost" || parsed.host.ends_with(".localhost") => {
+                Some(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+            }
+            Err(_) => None,
+        };
+        if let Some(ip) = literal
+            && !self.address_allowed(ip)
+        {
+            return Err(CaError::Policy(format!(
+                "webhook URL {url:?}: {ip} is a loopback, link-local or private address; \
+                 allow such targets with webhooks.allow_private_targets = true"
+            )));
+        }
+        Ok(parsed)
+    }
+
+    /// Whether custos may connect to `ip` for a delivery.
+    pub fn address_allowed(&self, ip: std::net::IpAddr) -> bool {
+        self.allow_private || is_public(ip)
+    }
+}
+
+/// Whether `ip` is a public unicast address (not loopback, link-local,
+/// private, shared, documentation, multicast, broadcast or unspecified).
+pub fn is_public(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (b == 18 || b == 19))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8
+                || first == 0x0064 && v6.segments()[1] == 0xff9b)
+        }
     }
 }
 
@@ -208,6 +463,10 @@ pub enum DeliveryFailure {
     Protocol,
     /// The tenant has no webhook secret any more.
     NoSecret,
+    /// The target is not allowed: plain http, or an address the policy refuses.
+    Refused,
+    /// The TLS handshake failed (an untrusted certificate, a wrong name).
+    Tls,
 }
 
 impl std::fmt::Display for DeliveryFailure {
@@ -218,6 +477,8 @@ impl std::fmt::Display for DeliveryFailure {
             DeliveryFailure::Status(s) => write!(f, "HTTP {s}"),
             DeliveryFailure::Protocol => f.write_str("HTTP exchange failed"),
             DeliveryFailure::NoSecret => f.write_str("no webhook secret"),
+            DeliveryFailure::Refused => f.write_str("target refused by the webhook policy"),
+            DeliveryFailure::Tls => f.write_str("TLS handshake failed"),
         }
     }
 }
@@ -247,7 +508,7 @@ impl Ca {
         // Concurrently on this task: a slow receiver does not hold up the others.
         let results =
             futures_util::future::join_all(due.iter().map(|m| {
-                self.deliver(principal, transport, m, secrets.get(&m.tenant).map(String::as_str), give_up_after)
+                self.deliver(principal, transport, m, secrets.get(&m.tenant).map(|s| s.as_str()), give_up_after)
             }))
             .await;
         let mut delivered = 0;
@@ -320,6 +581,52 @@ impl Ca {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhook_urls_parse_strictly() {
+        let u = WebhookUrl::parse("https://Hooks.Example.com/x?y=1").expect("url");
+        assert_eq!((u.https, u.host.as_str(), u.port, u.path.as_str()), (true, "hooks.example.com", 443, "/x?y=1"));
+        let u = WebhookUrl::parse("http://[::1]:8080").expect("v6");
+        assert_eq!((u.https, u.host.as_str(), u.port, u.path.as_str()), (false, "::1", 8080, "/"));
+        for bad in [
+            "ftp://x",
+            "https://",
+            "https://user:pw@host/",
+            "https://host:0/",
+            "https://host:99999/",
+            "https://ho st/",
+            "https://host/#frag",
+            "https://[::1/",
+            "https://h_st/",
+        ] {
+            assert!(WebhookUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn targets_are_public_https_unless_allowed() {
+        let strict = WebhookPolicy::default();
+        assert!(strict.check_url("https://hooks.example.com/x").is_ok());
+        assert!(strict.check_url("http://hooks.example.com/x").is_err());
+        for private in [
+            "https://127.0.0.1/",
+            "https://localhost/",
+            "https://10.1.2.3/",
+            "https://169.254.169.254/latest/meta-data",
+            "https://[::1]/",
+            "https://[fe80::1]/",
+            "https://[fd00::1]/",
+            "https://[::ffff:192.168.1.1]/",
+            "https://100.64.0.1/",
+            "https://0.0.0.0/",
+        ] {
+            assert!(strict.check_url(private).is_err(), "{private}");
+        }
+        let lab = WebhookPolicy { allow_http: true, allow_private: true };
+        assert!(lab.check_url("http://127.0.0.1:9/x").is_ok());
+        assert!(is_public("8.8.8.8".parse().expect("ip")));
+        assert!(is_public("2606:4700::1111".parse().expect("ip")));
+    }
 
     #[test]
     fn backoff_doubles_up_to_five_minutes() {
