@@ -114,9 +114,6 @@ pub struct Ca {
     crl_partition_size: i64,
     keys: Option<Arc<dyn KeyStore>>,
     active: Mutex<Option<Arc<issuance::ActiveIssuer>>>,
-    /// Acknowledgement signatures seen in the last minutes (MAC to time), so
-    /// that each is good once. Per process: see docs/incidents.md.
-    ack_replay: Mutex<std::collections::HashMap<[u8; 32], i64>>,
 }
 
 impl Ca {
@@ -172,7 +169,6 @@ impl Ca {
             crl_partition_size: options.crl_partition_size,
             keys: Some(keys),
             active: Mutex::new(None),
-            ack_replay: Mutex::default(),
         })
     }
 
@@ -192,14 +188,7 @@ impl Ca {
             .map_err(|_| CaError::Inconsistent("the recorded CRL partition size is not a number".into()))?
             .unwrap_or(DEFAULT_CRL_PARTITION_SIZE)
             .max(1);
-        Ok(Ca {
-            store,
-            base_url,
-            crl_partition_size,
-            keys: None,
-            active: Mutex::new(None),
-            ack_replay: Mutex::default(),
-        })
+        Ok(Ca { store, base_url, crl_partition_size, keys: None, active: Mutex::new(None) })
     }
 
     /// Which key store this custos was created with.

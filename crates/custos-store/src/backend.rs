@@ -18,6 +18,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/sqlite/0004_incidents.sql")),
     (5, include_str!("../migrations/sqlite/0005_drop_spki_index.sql")),
     (6, include_str!("../migrations/sqlite/0006_blocked_keys.sql")),
+    (7, include_str!("../migrations/sqlite/0007_seen_signatures.sql")),
 ];
 
 /// The PostgreSQL migrations: the same schema in its types.
@@ -27,6 +28,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/postgres/0003_incidents.sql")),
     (4, include_str!("../migrations/postgres/0004_drop_spki_index.sql")),
     (5, include_str!("../migrations/postgres/0005_blocked_keys.sql")),
+    (6, include_str!("../migrations/postgres/0006_seen_signatures.sql")),
 ];
 
 /// A [`Store`] on a SQL database.

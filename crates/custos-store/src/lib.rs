@@ -388,6 +388,10 @@ pub trait OutboxStore: Send + Sync {
     /// Every tenant's webhook.
     async fn webhooks(&self) -> Result<Vec<WebhookRecord>>;
 
+    /// Records a request signature as used at `now`, forgetting those seen
+    /// before `forget_before`; `false` when it was already used (a replay).
+    async fn use_signature(&self, mac: &str, now: i64, forget_before: i64) -> Result<bool>;
+
     /// Notifications due for delivery at `now`, oldest first.
     async fn outbox_due(&self, now: i64, limit: i64) -> Result<Vec<OutboxMessage>>;
 

@@ -45,6 +45,25 @@ impl OutboxStore for SqlStore {
             .collect()
     }
 
+    async fn use_signature(&self, mac: &str, now: i64, forget_before: i64) -> Result<bool> {
+        let mut tx = self.write().await?;
+        sqlx::query("DELETE FROM seen_signatures WHERE seen_at < $1")
+            .bind(forget_before)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("forget old signatures"))?;
+        let inserted =
+            sqlx::query("INSERT INTO seen_signatures (mac, seen_at) VALUES ($1, $2) ON CONFLICT (mac) DO NOTHING")
+                .bind(mac)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db("record a signature"))?
+                .rows_affected();
+        tx.commit().await.map_err(StoreError::db("commit a signature"))?;
+        Ok(inserted == 1)
+    }
+
     async fn outbox_due(&self, now: i64, limit: i64) -> Result<Vec<OutboxMessage>> {
         let rows =
             sqlx::query("SELECT * FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $2")

@@ -532,6 +532,11 @@ async fn incident_contract(store: &dyn Store) {
     store.set_webhook(&hook("http://127.0.0.1:1/a"), &[audit("tenant.webhook")]).await.expect("webhook");
     store.set_webhook(&hook("http://127.0.0.1:1/b"), &[audit("tenant.webhook")]).await.expect("replace");
     assert_eq!(store.webhooks().await.expect("webhooks"), [hook("http://127.0.0.1:1/b")]);
+    // A signature is good once until it is forgotten.
+    assert!(store.use_signature("aa", 100, 0).await.expect("first use"));
+    assert!(!store.use_signature("aa", 101, 0).await.expect("replay"), "a second use is refused");
+    assert!(store.use_signature("bb", 102, 0).await.expect("another"));
+    assert!(store.use_signature("aa", 800, 500).await.expect("forgotten after the window"));
 
     // Replacements: certificates, pending -> replacement-issued, and the notification, together.
     let replace = Transition { from: &[ConnectionState::Pending], to: ConnectionState::ReplacementIssued };

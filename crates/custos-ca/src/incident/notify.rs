@@ -59,10 +59,10 @@ impl Ca {
         };
         let now = now();
         let Some(mac) = verify_ack(&secret, ack, header, now, ACK_TOLERANCE_SECONDS) else { return Ok(None) };
-        // A signature is good once: remember it for as long as it could verify.
-        let mut seen = self.ack_replay.lock().map_err(|_| CaError::Inconsistent("ack replay cache poisoned".into()))?;
-        seen.retain(|_, at| now.abs_diff(*at) <= ACK_TOLERANCE_SECONDS.unsigned_abs() * 2);
-        if seen.insert(mac, now).is_some() {
+        // A signature is good once, on every node: it is remembered in the
+        // database for as long as it could verify (its time ± the tolerance).
+        let forget_before = now.saturating_sub(ACK_TOLERANCE_SECONDS * 2);
+        if !self.store.use_signature(&hex::encode(mac), now, forget_before).await? {
             return Ok(None);
         }
         Ok(Some(Principal::Tenant {
