@@ -14,7 +14,7 @@ pub mod note;
 pub mod tiles;
 pub mod verify;
 
-pub use entry::EntryFields;
+pub use entry::{EntryFields, SALT_BYTES, new_salt};
 pub use merkle::{Frontier, Hash, NodeId};
 pub use note::{Checkpoint, VerifierKey};
 pub use tiles::TileRef;

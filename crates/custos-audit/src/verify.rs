@@ -161,7 +161,7 @@ mod tests {
     use crate::EntryFields;
 
     fn entry(i: u64, action: &str) -> Vec<u8> {
-        EntryFields { index: i, time: 1, actor: "a", action, object: "o", key: None, details: "{}" }
+        EntryFields { index: i, time: 1, actor: "a", action, object: "o", key: None, details: "{}", salt: None }
             .encode()
             .expect("encode")
     }

@@ -243,6 +243,21 @@ fn a_relying_party_verifies_a_remote_log_from_tiles_alone() {
         assert!(head.contains("application/problem+json"), "{head}");
     }
 
+    // Entry bundles are public: they show what was done with which key, and
+    // commit to who did it to what without saying (names, SANs, actors).
+    let (status, _, bundle) =
+        http(&server.addr, "GET", &format!("/audit/tile/entries/000.p/{}", size.min(255)), None, b"");
+    assert_eq!(status, 200);
+    let entries = custos_audit::entry::split_bundle(&bundle).expect("bundle");
+    assert_eq!(entries.len() as u64, size.min(255));
+    let text = String::from_utf8_lossy(&bundle);
+    for hidden in ["acme-corp", "mail-sync", "local:uid", "\"details\"", "\"actor\""] {
+        assert!(!text.contains(hidden), "{hidden} is public in {text}");
+    }
+    assert!(text.contains("\"action\":\"certificate.issue\"") && text.contains("\"commitment\":"), "{text}");
+    // The database side still holds everything, for authenticated readers.
+    assert!(env.ok(&["audit", "tail", "-n", "1000"]).contains("acme-corp"));
+
     // Tampering behind the server's back is caught by the remote verifier.
     sql(&env, "UPDATE audit_log SET actor = 'someone-else' WHERE idx = 2");
     let said = stranger.fails(&["audit", "verify", "--url", &url, "--key", &vkey]);

@@ -19,6 +19,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/sqlite/0005_drop_spki_index.sql")),
     (6, include_str!("../migrations/sqlite/0006_blocked_keys.sql")),
     (7, include_str!("../migrations/sqlite/0007_seen_signatures.sql")),
+    (8, include_str!("../migrations/sqlite/0008_audit_salt.sql")),
 ];
 
 /// The PostgreSQL migrations: the same schema in its types.
@@ -29,6 +30,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/postgres/0004_drop_spki_index.sql")),
     (5, include_str!("../migrations/postgres/0005_blocked_keys.sql")),
     (6, include_str!("../migrations/postgres/0006_seen_signatures.sql")),
+    (7, include_str!("../migrations/postgres/0007_audit_salt.sql")),
 ];
 
 /// A [`Store`] on a SQL database.

@@ -16,7 +16,7 @@ use crate::dialect::{Engine, params, values_clause};
 use crate::rows::col;
 use crate::{AuditEntry, AuditFilter, AuditRecord, Result, StoreError};
 
-/// Entries per multi-row INSERT; 8 columns stay far below SQLite's bound on parameters.
+/// Entries per multi-row INSERT; 9 columns stay far below SQLite's bound on parameters.
 const ROWS_PER_INSERT: usize = 100;
 
 /// Appends `records` to the log inside `tx`: assigns the next indexes, hashes
@@ -33,10 +33,13 @@ pub(crate) async fn append(engine: Engine, tx: &mut Transaction<'static, Any>, r
     let edge: Vec<Hash> = ids.iter().map(|id| found[id]).collect();
     let mut frontier = Frontier::new(size, &edge).map_err(|e| StoreError::Corrupt(format!("audit tree edge: {e}")))?;
     let mut leaves = Vec::with_capacity(records.len());
+    let mut salts = Vec::with_capacity(records.len());
     let mut interior = Vec::with_capacity(records.len());
     for (i, r) in records.iter().enumerate() {
         let index = size + i as u64;
-        let bytes = fields(index, r).encode().map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let salt = custos_audit::new_salt().map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let bytes = fields(index, r, Some(&salt)).encode().map_err(|e| StoreError::Invalid(e.to_string()))?;
+        salts.push(salt);
         let leaf = custos_audit::merkle::leaf_hash(&bytes);
         frontier.push_into(leaf, &mut interior);
         leaves.push(leaf);
@@ -44,8 +47,8 @@ pub(crate) async fn append(engine: Engine, tx: &mut Transaction<'static, Any>, r
     for (chunk_no, rows) in records.chunks(ROWS_PER_INSERT).enumerate() {
         let first = chunk_no * ROWS_PER_INSERT;
         let sql = format!(
-            "INSERT INTO audit_log (idx, time, actor, action, object, key_id, details, leaf_hash) VALUES {}",
-            values_clause(engine, rows.len(), 8)
+            "INSERT INTO audit_log (idx, time, actor, action, object, key_id, details, leaf_hash, salt) VALUES {}",
+            values_clause(engine, rows.len(), 9)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for (j, r) in rows.iter().enumerate() {
@@ -58,7 +61,8 @@ pub(crate) async fn append(engine: Engine, tx: &mut Transaction<'static, Any>, r
                 .bind(&r.object)
                 .bind(&r.key)
                 .bind(&r.details)
-                .bind(leaves[n].to_vec());
+                .bind(leaves[n].to_vec())
+                .bind(salts[n].to_vec());
         }
         query.execute(&mut **tx).await.map_err(StoreError::db("write audit entries"))?;
     }
@@ -75,11 +79,11 @@ pub(crate) async fn append(engine: Engine, tx: &mut Transaction<'static, Any>, r
 
 /// An entry's canonical fields, as hashed and served.
 pub fn entry_fields(entry: &AuditEntry) -> EntryFields<'_> {
-    fields(entry.index, &entry.record)
+    fields(entry.index, &entry.record, entry.salt.as_deref())
 }
 
-/// The canonical fields of a record at `index`.
-fn fields(index: u64, r: &AuditRecord) -> EntryFields<'_> {
+/// The canonical fields of a record at `index`: public with a salt, clear without.
+fn fields<'a>(index: u64, r: &'a AuditRecord, salt: Option<&'a [u8]>) -> EntryFields<'a> {
     EntryFields {
         index,
         time: r.time,
@@ -88,6 +92,7 @@ fn fields(index: u64, r: &AuditRecord) -> EntryFields<'_> {
         object: &r.object,
         key: r.key.as_deref(),
         details: &r.details,
+        salt,
     }
 }
 
@@ -165,6 +170,7 @@ pub(crate) fn entry(row: &AnyRow) -> Result<AuditEntry> {
             details: col(row, "details")?,
         },
         leaf_hash: col(row, "leaf_hash")?,
+        salt: col(row, "salt")?,
     })
 }
 
@@ -194,7 +200,8 @@ pub(crate) async fn read_entries(
                    || length(CAST(object AS BLOB)) || ' ' || object \
                    || coalesce(length(CAST(key_id AS BLOB)), -1) || ' ' || coalesce(key_id, '') \
                    || length(CAST(details AS BLOB)) || ' ' || details \
-                   || length(hex(leaf_hash)) || ' ' || hex(leaf_hash) AS packed \
+                   || length(hex(leaf_hash)) || ' ' || hex(leaf_hash) \
+                   || coalesce(length(hex(salt)), -1) || ' ' || coalesce(hex(salt), '') AS packed \
                  FROM audit_log WHERE idx >= $1 ORDER BY idx LIMIT $2)"
             }
             Engine::Postgres => {
@@ -205,7 +212,8 @@ pub(crate) async fn read_entries(
                    || octet_length(object) || ' ' || object \
                    || coalesce(octet_length(key_id), -1) || ' ' || coalesce(key_id, '') \
                    || octet_length(details) || ' ' || details \
-                   || octet_length(encode(leaf_hash, 'hex')) || ' ' || encode(leaf_hash, 'hex') AS packed \
+                   || octet_length(encode(leaf_hash, 'hex')) || ' ' || encode(leaf_hash, 'hex') \
+                   || coalesce(octet_length(encode(salt, 'hex')), -1) || ' ' || coalesce(encode(salt, 'hex'), '') AS packed \
                  FROM audit_log WHERE idx >= $1 ORDER BY idx LIMIT $2) AS page"
             }
         };
@@ -261,7 +269,13 @@ fn unpack(mut text: &str, out: &mut Vec<AuditEntry>) -> Result<()> {
         let details = next()?.unwrap_or_default().to_string();
         let leaf = next()?.unwrap_or_default();
         let leaf_hash = hex::decode(leaf).map_err(|_| bad("leaf hash"))?;
-        out.push(AuditEntry { index, record: AuditRecord { time, actor, action, object, key, details }, leaf_hash });
+        let salt = next()?.map(hex::decode).transpose().map_err(|_| bad("salt"))?;
+        out.push(AuditEntry {
+            index,
+            record: AuditRecord { time, actor, action, object, key, details },
+            leaf_hash,
+            salt,
+        });
     }
     Ok(())
 }

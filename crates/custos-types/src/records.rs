@@ -158,6 +158,9 @@ pub struct AuditEntry {
     pub record: AuditRecord,
     /// Its RFC 9162 leaf hash as stored (a verifier recomputes it).
     pub leaf_hash: Vec<u8>,
+    /// The salt of its public form's commitment; `None` for an entry written
+    /// (and hashed) in the clear form, before entries were salted.
+    pub salt: Option<Vec<u8>>,
 }
 
 /// Which entries `audit tail` wants.
