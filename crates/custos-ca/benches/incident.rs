@@ -83,6 +83,7 @@ async fn run(tenants: usize, per: usize) {
                 sans: vec![],
                 validity_secs: None,
                 key: KeySource::Generate(None),
+                request_key: None,
             })
         })
         .collect();

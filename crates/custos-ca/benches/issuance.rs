@@ -89,6 +89,7 @@ fn bench(c: &mut Criterion) {
         sans: vec![format!("h{i}.bench.example")],
         validity_secs: None,
         key,
+        request_key: None,
     };
 
     let mut group = c.benchmark_group("issuance");

@@ -79,6 +79,10 @@ pub enum CaError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Results (with generated keys) could not be written before their batch
+    /// committed, so the batch was not committed: nothing of it was issued.
+    #[error("writing the results failed, so their batch was not committed (nothing of it was issued): {0}")]
+    ResultsNotWritten(#[source] std::io::Error),
     /// A file or directory could not be used.
     #[error("cannot use {}: {source}", path.display())]
     Io {

@@ -52,6 +52,9 @@ pub struct IssueRequest {
     pub validity_secs: Option<i64>,
     /// The subject key.
     pub key: KeySource,
+    /// An idempotency key (bulk issuance: the input and its line). A request
+    /// whose key was issued before is skipped, never issued twice.
+    pub request_key: Option<String>,
 }
 
 /// A certificate just issued and recorded.
@@ -63,7 +66,21 @@ pub struct Issued {
     pub chain: Arc<Vec<Vec<u8>>>,
     /// The private key, when custos generated it. Hand it out once.
     pub key: Option<LeafKey>,
+    /// The request's idempotency key, if it had one.
+    pub request_key: Option<String>,
 }
+
+/// What [`Ca::issue_bulk`] did.
+#[derive(Debug, Default)]
+pub struct BulkOutcome {
+    /// Certificates issued now.
+    pub issued: usize,
+    /// Requests skipped because their key was issued before: (key, serial).
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Writes a batch's results where they must be durable before it commits.
+pub type ResultWriter<'a> = dyn FnMut(&[Issued]) -> std::io::Result<()> + Send + 'a;
 
 /// The issuing CA currently used for new certificates, unsealed.
 pub(crate) struct ActiveIssuer {
@@ -81,6 +98,7 @@ struct Planned {
     tenant: String,
     connection: String,
     key: PlannedKey,
+    request_key: Option<String>,
 }
 
 enum PlannedKey {
@@ -101,14 +119,29 @@ pub(crate) trait IssueSink: Sync {
     }
 }
 
-/// The plain sink: the certificates and their audit entries.
-struct Recorded;
+/// The plain sink: the certificates, their request keys and audit entries,
+/// after the results (with generated keys) are written by `write`, if given.
+struct Recorded<'a> {
+    write: Option<std::sync::Mutex<&'a mut ResultWriter<'a>>>,
+}
 
 #[async_trait::async_trait]
-impl IssueSink for Recorded {
+impl IssueSink for Recorded<'_> {
     async fn commit(&self, ca: &Ca, batch: &[Issued], audit: Vec<AuditRecord>) -> Result<()> {
+        if let Some(write) = &self.write {
+            // Crash here: the results hold keys of certificates that were never
+            // committed; a resumed run drops them from the file (their request
+            // keys are not in the database) before it issues again.
+            let mut write = write.lock().map_err(|_| CaError::Inconsistent("result writer poisoned".into()))?;
+            (*write)(batch).map_err(CaError::ResultsNotWritten)?;
+        }
         let records: Vec<CertificateRecord> = batch.iter().map(|s| s.record.clone()).collect();
-        Ok(ca.store.insert_certificates(&records, &audit).await?)
+        let keys: Vec<String> = batch.iter().filter_map(|s| s.request_key.clone()).collect();
+        match keys.len() {
+            0 => Ok(ca.store.insert_certificates(&records, &audit).await?),
+            n if n == batch.len() => Ok(ca.store.insert_requested_certificates(&records, &keys, &audit).await?),
+            _ => Err(CaError::Inconsistent("a batch mixes requests with and without request keys".into())),
+        }
     }
 }
 
@@ -134,7 +167,59 @@ impl Ca {
         requests: Vec<IssueRequest>,
         on_batch: impl FnMut(Vec<Issued>),
     ) -> Result<usize> {
-        self.issue_into(principal, requests, &Recorded, on_batch).await
+        self.issue_into(principal, requests, &Recorded { write: None }, on_batch).await
+    }
+
+    /// Issues many certificates durably and resumably: each batch's results
+    /// go to `write` (which must make them durable: the caller syncs its file)
+    /// before the batch commits, so no committed certificate lacks its
+    /// generated key; requests whose `request_key` was issued before are
+    /// skipped, so running the same input again after a crash issues only
+    /// what is missing.
+    pub async fn issue_bulk(
+        &self,
+        principal: &Principal,
+        requests: Vec<IssueRequest>,
+        write: &mut ResultWriter<'_>,
+    ) -> Result<BulkOutcome> {
+        let total = requests.len();
+        for (i, r) in requests.iter().enumerate() {
+            let issue = Operation::Issue {
+                tenant: &r.tenant,
+                connection: &r.connection,
+                generated_key: matches!(r.key, KeySource::Generate(_)),
+            };
+            let unknown = || CaError::UnknownConnection { tenant: r.tenant.clone(), connection: r.connection.clone() };
+            visible(principal, issue, unknown).map_err(|e| at_line(total, i, e))?;
+        }
+        let skipped = self.issued_requests(principal, &requests).await?;
+        let done: std::collections::HashSet<&str> = skipped.iter().map(|(k, _)| k.as_str()).collect();
+        let todo: Vec<IssueRequest> =
+            requests.iter().filter(|r| r.request_key.as_deref().is_none_or(|k| !done.contains(k))).cloned().collect();
+        let issued = match todo.is_empty() {
+            true => 0,
+            false => {
+                self.issue_into(principal, todo, &Recorded { write: Some(std::sync::Mutex::new(write)) }, drop).await?
+            }
+        };
+        Ok(BulkOutcome { issued, skipped })
+    }
+
+    /// Which of `requests`' keys were issued before, with their serials.
+    pub async fn issued_requests(
+        &self,
+        principal: &Principal,
+        requests: &[IssueRequest],
+    ) -> Result<Vec<(String, String)>> {
+        for r in requests {
+            visible(
+                principal,
+                Operation::ReadCertificates { tenant: Some(&r.tenant), connection: Some(&r.connection) },
+                || CaError::UnknownConnection { tenant: r.tenant.clone(), connection: r.connection.clone() },
+            )?;
+        }
+        let keys: Vec<String> = requests.iter().filter_map(|r| r.request_key.clone()).collect();
+        Ok(self.store.issued_requests(&keys).await?)
     }
 
     /// Refuses the batch if a request's key is blocked: revoked for key
@@ -384,7 +469,14 @@ fn plan(r: &IssueRequest, conn: &ConnectionRecord, active: &ActiveIssuer, now: O
     // Check now so a bad request fails in this pass, not mid-way; the
     // template itself is built once, when it is signed.
     spec.check()?;
-    Ok(Planned { spec, partition: 0, tenant: conn.tenant.clone(), connection: conn.name.clone(), key })
+    Ok(Planned {
+        spec,
+        partition: 0,
+        tenant: conn.tenant.clone(),
+        connection: conn.name.clone(),
+        key,
+        request_key: r.request_key.clone(),
+    })
 }
 
 /// Signs one planned certificate.
@@ -425,6 +517,7 @@ fn sign(p: Planned, active: &ActiveIssuer) -> Result<Issued> {
         },
         chain: active.chain.clone(),
         key: leaf,
+        request_key: p.request_key,
     })
 }
 

@@ -16,6 +16,7 @@ pub mod audit;
 pub mod authorization;
 mod ceremony;
 mod error;
+pub mod files;
 pub mod incident;
 mod inventory;
 mod issuance;
@@ -44,10 +45,21 @@ pub use custos_types::{IncidentConnection, IncidentRecord, OutboxMessage};
 pub use error::CaError;
 pub use incident::notify;
 pub use inventory::{CertificateView, ConnectionOptions, IssuerView, KeyView, ListFilter, rfc3339};
-pub use issuance::{IssueRequest, Issued, KeySource, random_password};
+pub use issuance::{BulkOutcome, IssueRequest, Issued, KeySource, ResultWriter, random_password};
 pub use principal::{Principal, Role, current_uid};
 pub use publisher::{OcspAnswer, StatusPublisher};
 pub use revocation::{CRL_LIFETIME, Crl, ResponderKey};
+
+/// A crash hook for kill -9 tests: when `CUSTOS_CRASHPOINT` names this
+/// point, the process aborts here (no destructors, no flush, nothing
+/// committed after), as a kill -9 between two commits would, so each crash
+/// state can be tested on purpose.
+pub(crate) fn crashpoint(name: &str) {
+    static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if POINT.get_or_init(|| std::env::var("CUSTOS_CRASHPOINT").ok()).as_deref() == Some(name) {
+        std::process::abort();
+    }
+}
 
 /// Result of a custos operation.
 pub type Result<T> = std::result::Result<T, CaError>;

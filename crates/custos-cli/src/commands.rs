@@ -1,6 +1,6 @@
 //! One function per command: parse arguments, call custos-ca, render.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use custos_ca::{
@@ -124,19 +124,20 @@ fn config_show(cli: &Cli) -> Result<(), CliError> {
 /// One line of `issue --from FILE`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BulkLine {
-    tenant: String,
-    connection: String,
+pub struct BulkLine {
+    pub tenant: String,
+    pub connection: String,
     /// CSR in PEM; without it custos generates the key.
-    csr: Option<String>,
-    profile: Option<String>,
+    pub csr: Option<String>,
+    pub profile: Option<String>,
     #[serde(default, alias = "sans")]
-    san: Vec<String>,
-    validity: Option<String>,
-    key_algorithm: Option<String>,
+    pub san: Vec<String>,
+    pub validity: Option<String>,
+    pub key_algorithm: Option<String>,
 }
 
-fn request(
+/// One request as the CLI takes it (arguments, or a line of a bulk file).
+pub fn request(
     tenant: String,
     connection: String,
     csr: Option<Vec<u8>>,
@@ -153,12 +154,12 @@ fn request(
             key_algorithm.map(str::parse::<KeyAlgorithm>).transpose().map_err(custos_ca::CaError::from)?,
         ),
     };
-    Ok(IssueRequest { tenant, connection, profile, sans, validity_secs, key })
+    Ok(IssueRequest { tenant, connection, profile, sans, validity_secs, key, request_key: None })
 }
 
 async fn issue(cli: &Cli, args: &IssueArgs) -> Result<(), CliError> {
     if let Some(from) = &args.from {
-        return issue_bulk(cli, args, from).await;
+        return crate::bulk::issue_bulk(cli, args, from).await;
     }
     let (Some(tenant), Some(connection)) = (&args.tenant, &args.connection) else {
         return Err(CliError::Usage("issue needs TENANT and CONNECTION, or --from FILE".into()));
@@ -335,67 +336,6 @@ impl Outputs {
 struct Written {
     names: Vec<String>,
     p12_password: Option<zeroize::Zeroizing<String>>,
-}
-
-async fn issue_bulk(cli: &Cli, args: &IssueArgs, from: &Path) -> Result<(), CliError> {
-    let file = std::fs::File::open(from).map_err(|e| CliError::Io { path: from.to_path_buf(), source: e })?;
-    let mut requests = Vec::new();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| CliError::Io { path: from.to_path_buf(), source: e })?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let bad = |e: String| CliError::Usage(format!("{}:{}: {e}", from.display(), i + 1));
-        let l: BulkLine = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
-        requests.push(
-            request(
-                l.tenant,
-                l.connection,
-                l.csr.map(String::into_bytes),
-                l.profile.as_deref(),
-                l.san,
-                l.validity.as_deref(),
-                l.key_algorithm.as_deref(),
-            )
-            .map_err(|e| bad(e.to_string()))?,
-        );
-    }
-    if requests.is_empty() {
-        return Err(CliError::Usage(format!("{} holds no requests", from.display())));
-    }
-    let mut sink: Box<dyn Write> = match &args.out {
-        // Generated private keys go here: owner-only, and never an existing file or link.
-        Some(p) => Box::new(std::io::BufWriter::new(crate::output::create_private(p)?)),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
-    };
-    let s = open_unsealed(cli).await?;
-    let started = std::time::Instant::now();
-    let mut write_error = None;
-    let count = s
-        .ca
-        .issue_many(&s.me, requests, |batch| {
-            for issued in batch {
-                let line = json!({
-                    "serial": issued.record.serial, "tenant": issued.record.tenant, "connection": issued.record.connection,
-                    "certificate": custos_pki::certificate_pem(&issued.record.der),
-                    "private_key": issued.key.as_ref().map(|k| k.pkcs8_pem().to_string()),
-                });
-                if let Err(e) = writeln!(sink, "{line}")
-                    && write_error.is_none()
-                {
-                    write_error = Some(e);
-                }
-            }
-        })
-        .await?;
-    checkpoint(&s).await;
-    sink.flush().map_err(|e| CliError::Output(e.to_string()))?;
-    if let Some(e) = write_error {
-        return Err(CliError::Output(format!("writing results: {e}")));
-    }
-    let secs = started.elapsed().as_secs_f64();
-    eprintln!("issued {count} certificates in {secs:.2}s ({:.0}/s)", count as f64 / secs.max(1e-9));
-    Ok(())
 }
 
 async fn list(cli: &Cli, args: &ListArgs) -> Result<(), CliError> {

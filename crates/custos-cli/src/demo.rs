@@ -70,6 +70,7 @@ async fn populate(ca: &Ca, me: &Principal, tenants: usize) -> Result<(Certificat
                 sans: vec![],
                 validity_secs: None,
                 key: KeySource::Generate(None),
+                request_key: None,
             });
         }
     }

@@ -5,6 +5,7 @@
 //! their cause chain and exit status 1.
 
 mod audit;
+mod bulk;
 mod commands;
 mod demo;
 mod fetch;

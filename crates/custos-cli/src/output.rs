@@ -63,19 +63,6 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     write_new(path, bytes, 0o600)
 }
 
-/// Creates `path` (which must not exist: O_CREAT|O_EXCL, so a planted file
-/// or symlink is never followed) owner-only, for a stream of secrets.
-pub fn create_private(path: &Path) -> Result<std::fs::File, CliError> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path).map_err(|e| CliError::Io { path: path.to_path_buf(), source: e })
-}
-
 /// Replaces `path` with `bytes` (mode 0644) through a new file in the same
 /// directory renamed over it: a symlink at `path` is replaced, never followed,
 /// and readers see the old content or the new, never a truncated file.

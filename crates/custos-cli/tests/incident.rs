@@ -557,6 +557,53 @@ fn execute_killed_at_random_points_resumes_and_does_everything_exactly_once() {
     env.ok(&["audit", "verify"]);
 }
 
+/// A planned rotation (old certificates revoked only when each connection
+/// acknowledges): a crash between the ack and the revocation, or between the
+/// revocation and the retirement, is finished by acknowledging again or by
+/// closing, and the old certificates end revoked either way.
+#[test]
+fn an_ack_killed_between_its_steps_is_finished_by_the_next_ack_or_by_close() {
+    let env = populated(1, 2);
+    let id = env.json(&["incident", "declare", "--compromised", "tenant:t0000", "--reason", "superseded"])["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    env.ok(&["incident", "execute", &id, "--yes", "--keys-out", env.path("k.jsonl").to_str().expect("p")]);
+    let valid = |connection: &str| {
+        env.json(&["list", "--tenant", "t0000", "--connection", connection, "--status", "valid"])
+            .as_array()
+            .expect("list")
+            .len()
+    };
+    assert_eq!((valid("c0"), valid("c1")), (2, 2), "old and new both valid until the ack");
+    let state = |connection: &str| {
+        sql(&env, &format!("SELECT state FROM incident_connections WHERE connection = '{connection}'"))
+    };
+    for (connection, point) in [("c0", "incident.ack:acknowledged"), ("c1", "incident.ack:revoked")] {
+        let killed = env
+            .command()
+            .env("CUSTOS_CRASHPOINT", point)
+            .args(["incident", "ack", &id, "--connection", &format!("t0000/{connection}")])
+            .output()
+            .expect("run");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(killed.status.signal(), Some(6), "{point}: aborted there: {killed:?}");
+        assert!(state(connection).starts_with("acknowledged"), "{point}: {}", state(connection));
+    }
+    assert_eq!(valid("c0"), 2, "killed before the revocation");
+    assert_eq!(valid("c1"), 1, "killed after the revocation");
+    // The next ack finishes c0.
+    env.ok(&["incident", "ack", &id, "--connection", "t0000/c0"]);
+    assert!(state("c0").starts_with("old-certificate-retired"), "{}", state("c0"));
+    assert_eq!(valid("c0"), 1, "the old certificate is revoked");
+    // Close finishes c1 and closes.
+    env.ok(&["incident", "close", &id]);
+    assert!(state("c1").starts_with("old-certificate-retired"), "{}", state("c1"));
+    assert_eq!(valid("c1"), 1);
+    assert_eq!(env.json(&["incident", "status", &id])["incident"]["state"], "closed");
+    env.ok(&["audit", "verify"]);
+}
+
 #[test]
 fn a_second_execute_is_refused_while_one_holds_the_lock() {
     let env = populated(2, 1);
@@ -576,6 +623,10 @@ fn a_second_execute_is_refused_while_one_holds_the_lock() {
     // Its lock lapses: the next run proceeds.
     sql(&env, &format!("UPDATE incidents SET lock_until = 0 WHERE id = '{id}'"));
     env.ok(&["incident", "execute", &id, "--yes", "--keys-out", env.path("k.jsonl").to_str().expect("p")]);
+    // Running it again after it finished changes nothing: the tenant scope,
+    // evaluated again, does not take the replacements it issued.
+    env.ok(&["incident", "execute", &id, "--yes", "--keys-out", env.path("k.jsonl").to_str().expect("p")]);
+    assert_eq!(sql(&env, "SELECT count(*) FROM certificates WHERE tenant = 't0000' AND status = 'valid'"), "1");
     // Two at once: whatever the interleaving, each connection gets exactly one replacement.
     let id2 =
         env.json(&["incident", "declare", "--compromised", "tenant:t0001"])["id"].as_str().expect("id").to_string();
@@ -599,10 +650,14 @@ fn a_second_execute_is_refused_while_one_holds_the_lock() {
     assert_eq!(
         sql(&env, "SELECT count(*) FROM certificates WHERE tenant = 't0001' AND status = 'valid'"),
         "1",
-        "a: {}\nb: {}\nconnections: {}",
+        "a: {}\nb: {}\nconnections: {}\ncertificates: {}",
         String::from_utf8_lossy(&a.stderr),
         String::from_utf8_lossy(&b.stderr),
-        sql(&env, "SELECT incident, tenant, connection, state, replacement FROM incident_connections")
+        sql(&env, "SELECT incident, tenant, connection, state, replacement FROM incident_connections"),
+        sql(
+            &env,
+            "SELECT serial, issuer, status, revocation_reason, created_at FROM certificates WHERE tenant = 't0001'"
+        )
     );
 }
 

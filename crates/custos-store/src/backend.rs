@@ -20,6 +20,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/sqlite/0006_blocked_keys.sql")),
     (7, include_str!("../migrations/sqlite/0007_seen_signatures.sql")),
     (8, include_str!("../migrations/sqlite/0008_audit_salt.sql")),
+    (9, include_str!("../migrations/sqlite/0009_issued_requests.sql")),
 ];
 
 /// The PostgreSQL migrations: the same schema in its types.
@@ -31,6 +32,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/postgres/0005_blocked_keys.sql")),
     (6, include_str!("../migrations/postgres/0006_seen_signatures.sql")),
     (7, include_str!("../migrations/postgres/0007_audit_salt.sql")),
+    (8, include_str!("../migrations/postgres/0008_issued_requests.sql")),
 ];
 
 /// A [`Store`] on a SQL database.

@@ -19,6 +19,57 @@ impl CertificateStore for SqlStore {
         tx.commit().await.map_err(StoreError::db("commit certificates"))
     }
 
+    async fn insert_requested_certificates(
+        &self,
+        certificates: &[CertificateRecord],
+        request_keys: &[String],
+        audit: &[AuditRecord],
+    ) -> Result<()> {
+        if certificates.len() != request_keys.len() {
+            return Err(StoreError::Invalid(format!(
+                "{} certificates but {} request keys",
+                certificates.len(),
+                request_keys.len()
+            )));
+        }
+        let mut tx = self.write().await?;
+        insert_certificate_rows(self.engine, &mut tx, certificates).await?;
+        for (certs, keys) in certificates.chunks(ROWS_PER_INSERT).zip(request_keys.chunks(ROWS_PER_INSERT)) {
+            let sql = format!(
+                "INSERT INTO issued_requests (request_key, serial) VALUES {}",
+                values_clause(self.engine, keys.len(), 2)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for (c, k) in certs.iter().zip(keys) {
+                q = q.bind(k).bind(&c.serial);
+            }
+            q.execute(&mut *tx).await.map_err(|e| match is_unique_violation(&e) {
+                true => StoreError::Duplicate { what: "a request key issued before".into() },
+                false => StoreError::Database { operation: "record request keys", source: e },
+            })?;
+        }
+        log::append(self.engine, &mut tx, audit).await?;
+        tx.commit().await.map_err(StoreError::db("commit certificates"))
+    }
+
+    async fn issued_requests(&self, request_keys: &[String]) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for chunk in request_keys.chunks(500) {
+            let sql = format!(
+                "SELECT request_key, serial FROM issued_requests WHERE request_key IN ({})",
+                params(self.engine, 1, chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for k in chunk {
+                q = q.bind(k);
+            }
+            for row in q.fetch_all(&self.pool).await.map_err(StoreError::db("read request keys"))? {
+                out.push((col(&row, "request_key")?, col(&row, "serial")?));
+            }
+        }
+        Ok(out)
+    }
+
     async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>> {
         let sql = "SELECT * FROM certificates WHERE serial = $1";
         fetch_one_by(&self.pool, sql, serial, "read a certificate", certificate_from).await

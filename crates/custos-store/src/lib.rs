@@ -196,6 +196,19 @@ pub trait CertificateStore: Send + Sync {
     /// all of the batch is durable when this returns `Ok`, none of it on `Err`.
     async fn insert_certificates(&self, certificates: &[CertificateRecord], audit: &[AuditRecord]) -> Result<()>;
 
+    /// Inserts certificates issued for idempotency-keyed requests
+    /// (`request_keys[i]` for `certificates[i]`), keys and audit entries in
+    /// one transaction; a key already used fails the whole batch as a duplicate.
+    async fn insert_requested_certificates(
+        &self,
+        certificates: &[CertificateRecord],
+        request_keys: &[String],
+        audit: &[AuditRecord],
+    ) -> Result<()>;
+
+    /// The given request keys that were issued, with their certificates' serials.
+    async fn issued_requests(&self, request_keys: &[String]) -> Result<Vec<(String, String)>>;
+
     /// Reads one certificate by lowercase hex serial.
     async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>>;
 

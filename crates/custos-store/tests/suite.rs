@@ -527,6 +527,22 @@ async fn incident_contract(store: &dyn Store) {
     assert_eq!(store.issuer("issuing-2").await.expect("issuer"), Some(new_ca));
     assert_eq!(store.incident(id).await.expect("incident").map(|i| i.new_issuers), Some(vec!["issuing-2".into()]));
 
+    // Idempotency keys commit with their certificates; a key used before fails the whole batch.
+    let keyed = [cert("c0de01", "mail", 9_000), cert("c0de02", "mail", 9_000)];
+    let keys = ["job:1".to_string(), "job:2".to_string()];
+    store.insert_requested_certificates(&keyed, &keys, &[audit("certificate.issue")]).await.expect("keyed");
+    let again = [cert("c0de03", "mail", 9_000), cert("c0de04", "mail", 9_000)];
+    let reused = ["job:3".to_string(), "job:2".to_string()];
+    assert!(matches!(
+        store.insert_requested_certificates(&again, &reused, &[]).await,
+        Err(StoreError::Duplicate { .. })
+    ));
+    assert!(store.certificate("c0de03").await.expect("read").is_none(), "no partial keyed batch");
+    let mut found = store.issued_requests(&["job:2".into(), "job:1".into(), "job:3".into()]).await.expect("keys");
+    found.sort();
+    assert_eq!(found, [("job:1".to_string(), "c0de01".to_string()), ("job:2".into(), "c0de02".into())]);
+    assert!(store.insert_requested_certificates(&again, &reused[..1], &[]).await.is_err(), "one key per certificate");
+
     // Webhooks: set, replaced.
     let hook = |url: &str| WebhookRecord { tenant: "acme".into(), url: url.into(), secret: "s".into(), created_at: 1 };
     store.set_webhook(&hook("http://127.0.0.1:1/a"), &[audit("tenant.webhook")]).await.expect("webhook");
@@ -659,7 +675,7 @@ async fn honours_the_contract(backend: Backend) {
     incident_contract(&store).await;
     store.close().await;
     let again = backend.open().await;
-    assert_eq!(again.certificates(&CertificateFilter::default()).await.expect("list").len(), 252);
+    assert_eq!(again.certificates(&CertificateFilter::default()).await.expect("list").len(), 254);
     assert_eq!(again.incidents().await.expect("incidents").len(), 1);
 }
 

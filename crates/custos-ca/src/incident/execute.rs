@@ -69,8 +69,12 @@ impl Ca {
         // Certificates issued under a compromised CA since the declaration are affected too.
         let scope = Scope::of(record)?;
         let radius = self.radius(principal, &scope).await?;
-        let known: std::collections::HashSet<String> =
+        // This incident's own replacements are never in its blast radius: a
+        // tenant or key scope re-evaluated by a second run would otherwise
+        // take the replacements an earlier run issued for old certificates.
+        let mut known: std::collections::HashSet<String> =
             self.store.incident_certificates(&id).await?.into_iter().map(|c| c.serial).collect();
+        known.extend(self.store.incident_connections(&id).await?.into_iter().filter_map(|c| c.replacement));
         let late: Vec<IncidentCertificate> =
             radius.certificates.iter().filter(|c| !known.contains(&c.serial)).cloned().collect();
         if !late.is_empty() {
@@ -344,7 +348,7 @@ impl Ca {
         }
         let webhooks: HashMap<String, WebhookRecord> =
             self.store.webhooks().await?.into_iter().map(|w| (w.tenant.clone(), w)).collect();
-        let file = open_keys_file(keys_file)?;
+        let file = crate::files::open_own_private(keys_file, "--keys-out")?;
         let sink = ReplacementSink {
             incident: record.id.clone(),
             reason: record.reason,
@@ -369,6 +373,7 @@ impl Ca {
                     sans: old.sans.clone(),
                     validity_secs: None,
                     key: KeySource::Generate(old.key_algorithm.parse().ok()),
+                    request_key: None,
                 });
             }
             let n = self
@@ -382,48 +387,6 @@ impl Ca {
         }
         Ok((replaced, Some(keys_file.to_path_buf())))
     }
-}
-
-/// Opens (appending) the file that receives replacement private keys, owner-only.
-///
-/// A new file is created owner-only (O_CREAT|O_EXCL: a planted symlink or file
-/// is never followed or reused). A resumed execution appends to the file it
-/// created, and only if that is still a regular file of ours, mode 0600, with
-/// one link: opened without following symlinks, then checked on the open
-/// descriptor, so nothing can be swapped in between the check and the write.
-fn open_keys_file(path: &Path) -> Result<std::fs::File> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let io = |source| CaError::Io { path: path.to_path_buf(), source };
-    let refuse = |why: String| {
-        CaError::Policy(format!(
-            "{} {why}; custos writes replacement private keys only to a file it created (0600, not a link): \
-             choose another --keys-out",
-            path.display()
-        ))
-    };
-    let existing = std::fs::OpenOptions::new().append(true).custom_flags(libc::O_NOFOLLOW).open(path);
-    let file = match existing {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::OpenOptions::new().append(true).create_new(true).mode(0o600).open(path).map_err(io)?
-        }
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(refuse("is a symbolic link".into())),
-        Err(e) => return Err(io(e)),
-    };
-    let meta = file.metadata().map_err(io)?;
-    if !meta.file_type().is_file() {
-        return Err(refuse("is not a regular file".into()));
-    }
-    if meta.uid() != crate::principal::current_uid() {
-        return Err(refuse(format!("belongs to uid {}", meta.uid())));
-    }
-    if meta.mode() & 0o077 != 0 {
-        return Err(refuse(format!("has mode {:o}", meta.mode() & 0o777)));
-    }
-    if meta.nlink() != 1 {
-        return Err(refuse(format!("has {} links", meta.nlink())));
-    }
-    Ok(file)
 }
 
 /// Commits a batch of replacements: keys to the file first (synced), then the

@@ -58,32 +58,30 @@ impl Ca {
             .iter()
             .find(|c| c.tenant == tenant && c.connection == connection)
             .ok_or_else(|| CaError::Policy(format!("{tenant}/{connection} is not affected by {id}")))?;
-        match current.state.as_str() {
-            "pending" => {
+        let pair = [(tenant.to_string(), connection.to_string())];
+        match current.state {
+            ConnectionState::Pending => {
                 return Err(CaError::Policy(format!(
                     "{tenant}/{connection} has no replacement yet (run `custos incident execute {id}`)"
                 )));
             }
-            "acknowledged" | "old-certificate-retired" => return Ok(current.clone()),
-            _ => {}
+            ConnectionState::OldCertificateRetired => return Ok(current.clone()),
+            // Acknowledged before, and the retirement did not finish (a crash
+            // between the two): finish it now.
+            ConnectionState::Acknowledged => {}
+            _ => {
+                let audit = audit_record(
+                    principal,
+                    "incident.ack",
+                    format!("connection:{tenant}/{connection}"),
+                    json!({"incident": id, "tenant": tenant, "connection": connection,
+                           "replacement": current.replacement}),
+                );
+                self.store.move_connections(id, &pair, &ACKNOWLEDGE, &[audit]).await?;
+                crate::crashpoint("incident.ack:acknowledged");
+            }
         }
-        let pair = [(tenant.to_string(), connection.to_string())];
-        let audit = audit_record(
-            principal,
-            "incident.ack",
-            format!("connection:{tenant}/{connection}"),
-            json!({"incident": id, "tenant": tenant, "connection": connection, "replacement": current.replacement}),
-        );
-        self.store.move_connections(id, &pair, &ACKNOWLEDGE, &[audit]).await?;
-        // Retire: anything of this connection still valid in the blast radius is revoked now.
-        self.revoke_affected(principal, &record, Some(&pair), &|_| {}).await?;
-        let audit = audit_record(
-            principal,
-            "incident.retire",
-            format!("connection:{tenant}/{connection}"),
-            json!({"incident": id, "tenant": tenant, "connection": connection}),
-        );
-        self.store.move_connections(id, &pair, &RETIRE, &[audit]).await?;
+        self.retire(principal, &record, &pair).await?;
         self.store
             .incident_connections(id)
             .await?
@@ -92,12 +90,46 @@ impl Ca {
             .ok_or_else(|| CaError::Inconsistent("connection vanished".into()))
     }
 
+    /// Retires acknowledged connections: anything of theirs still valid in
+    /// the blast radius is revoked, then they move to old-certificate-retired.
+    /// Each step is idempotent, so a crash between them is finished by
+    /// running this again (a repeated ack, or close).
+    async fn retire(&self, principal: &Principal, record: &IncidentRecord, pairs: &[(String, String)]) -> Result<()> {
+        self.revoke_affected(principal, record, Some(pairs), &|_| {}).await?;
+        crate::crashpoint("incident.ack:revoked");
+        let audits: Vec<AuditRecord> = pairs
+            .iter()
+            .map(|(tenant, connection)| {
+                audit_record(
+                    principal,
+                    "incident.retire",
+                    format!("connection:{tenant}/{connection}"),
+                    json!({"incident": record.id, "tenant": tenant, "connection": connection}),
+                )
+            })
+            .collect();
+        self.store.move_connections(&record.id, pairs, &RETIRE, &audits).await?;
+        Ok(())
+    }
+
     /// Closes an incident; refused while any connection still depends on a compromised certificate.
+    /// Connections acknowledged whose retirement a crash interrupted are retired first.
     pub async fn close_incident(&self, principal: &Principal, id: &str) -> Result<IncidentRecord> {
         authorize(principal, Operation::CloseIncident)?;
         let mut record = self.incident_record(id).await?;
         if record.state == IncidentState::Closed {
             return Ok(record);
+        }
+        let unfinished: Vec<(String, String)> = self
+            .store
+            .incident_connections(id)
+            .await?
+            .into_iter()
+            .filter(|c| c.state == ConnectionState::Acknowledged)
+            .map(|c| (c.tenant, c.connection))
+            .collect();
+        if !unfinished.is_empty() {
+            self.retire(principal, &record, &unfinished).await?;
         }
         let open: Vec<String> = self
             .store

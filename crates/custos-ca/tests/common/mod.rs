@@ -59,5 +59,6 @@ pub fn generated(tenant: &str, connection: &str) -> custos_ca::IssueRequest {
         sans: vec![],
         validity_secs: None,
         key: custos_ca::KeySource::Generate(None),
+        request_key: None,
     }
 }
