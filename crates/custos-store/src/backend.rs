@@ -45,6 +45,9 @@ pub struct SqlStore {
     /// pool started every commit cold; one writer keeps its cache warm.
     pub(crate) writer: AnyPool,
     pub(crate) engine: Engine,
+    /// The SQLite file and the identity (device, inode) it had when opened,
+    /// to notice it deleted or replaced under a running process.
+    pub(crate) file: Option<(std::path::PathBuf, (u64, u64))>,
 }
 
 impl SqlStore {
@@ -92,7 +95,12 @@ impl SqlStore {
         let writer = options(1).connect(&url).await.map_err(open)?;
         writer.execute("PRAGMA journal_mode = WAL").await.map_err(open)?;
         let pool = options(4).connect(&url).await.map_err(open)?;
-        let store = SqlStore { pool, writer, engine: Engine::Sqlite };
+        let identity = {
+            use std::os::unix::fs::MetadataExt;
+            let meta = std::fs::metadata(path).map_err(|e| open(sqlx::Error::Io(e)))?;
+            (meta.dev(), meta.ino())
+        };
+        let store = SqlStore { pool, writer, engine: Engine::Sqlite, file: Some((path.to_path_buf(), identity)) };
         store.migrate(SQLITE_MIGRATIONS).await?;
         let mut tx = store.write().await?;
         log::backfill(store.engine, &mut tx).await?;
@@ -112,7 +120,7 @@ impl SqlStore {
             |max| AnyPoolOptions::new().max_connections(max).acquire_timeout(std::time::Duration::from_secs(5));
         let writer = options(2).connect(url).await.map_err(open)?;
         let pool = options(8).connect(url).await.map_err(open)?;
-        let store = SqlStore { pool, writer, engine: Engine::Postgres };
+        let store = SqlStore { pool, writer, engine: Engine::Postgres, file: None };
         // A database already at the latest version is not touched: a node
         // with a least-privilege role has no right to run DDL, even a no-op.
         let latest = POSTGRES_MIGRATIONS.last().map_or(0, |(v, _)| *v);

@@ -17,6 +17,7 @@ mod error;
 mod incidents;
 mod issuers;
 mod log;
+mod maintenance;
 mod meta;
 mod outbox;
 mod revocations;
@@ -47,8 +48,8 @@ pub use custos_types::{
 /// The store traits, to call their methods on an `Arc<dyn Store>`.
 pub mod prelude {
     pub use crate::{
-        AuditStore, BlocklistStore, CertificateStore, IncidentStore, IssuerStore, MetaStore, OutboxStore,
-        RevocationStore, Store, TenantStore,
+        AuditStore, BlocklistStore, CertificateStore, IncidentStore, IssuerStore, MaintenanceStore, MetaStore,
+        OutboxStore, RevocationStore, Store, TenantStore,
     };
 }
 
@@ -83,6 +84,7 @@ pub trait Store:
     + AuditStore
     + IncidentStore
     + OutboxStore
+    + MaintenanceStore
 {
 }
 
@@ -96,6 +98,7 @@ impl<T> Store for T where
         + AuditStore
         + IncidentStore
         + OutboxStore
+        + MaintenanceStore
 {
 }
 
@@ -112,6 +115,26 @@ pub trait MetaStore: Send + Sync {
 
     /// Writes (or replaces) one setting with its audit entries.
     async fn set_meta(&self, key: &str, value: &str, audit: &[AuditRecord]) -> Result<()>;
+}
+
+/// The storage itself: whether it can still be read and written, its
+/// integrity, and consistent copies of it.
+#[async_trait]
+pub trait MaintenanceStore: Send + Sync {
+    /// Checks that the storage answers and takes writes: for SQLite, that the
+    /// file opened is still the one at its path (not deleted or replaced),
+    /// then a read and a write that changes nothing. The error says why not.
+    async fn check_storage(&self) -> Result<()>;
+
+    /// The database's own integrity check (SQLite `PRAGMA integrity_check`):
+    /// `["ok"]` when sound, else what it found; `None` where the backend has
+    /// none that custos runs (PostgreSQL).
+    async fn integrity_check(&self) -> Result<Option<Vec<String>>>;
+
+    /// Writes a consistent copy of the whole database to `path`, a new or
+    /// empty file, while others keep reading and writing (SQLite `VACUUM
+    /// INTO`). PostgreSQL is backed up with its own tools: refused here.
+    async fn backup_to(&self, path: &std::path::Path) -> Result<()>;
 }
 
 /// Tenants and their connections (with their issuance policy).

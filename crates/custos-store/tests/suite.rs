@@ -673,10 +673,44 @@ async fn honours_the_contract(backend: Backend) {
     contract(&store).await;
     inventory_contract(&store).await;
     incident_contract(&store).await;
+    maintenance_contract(&backend, &store).await;
     store.close().await;
     let again = backend.open().await;
     assert_eq!(again.certificates(&CertificateFilter::default()).await.expect("list").len(), 254);
     assert_eq!(again.incidents().await.expect("incidents").len(), 1);
+}
+
+/// Health, integrity and backups; on SQLite also a deleted database file.
+async fn maintenance_contract(backend: &Backend, store: &SqlStore) {
+    store.check_storage().await.expect("healthy");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("backup.db");
+    match backend {
+        Backend::Sqlite(data) => {
+            assert_eq!(store.integrity_check().await.expect("check"), Some(vec!["ok".to_string()]));
+            store.backup_to(&copy).await.expect("backup");
+            let restored = SqlStore::open_sqlite(&copy).await.expect("open the copy");
+            assert_eq!(
+                restored.certificates(&CertificateFilter::default()).await.expect("list").len(),
+                store.certificates(&CertificateFilter::default()).await.expect("list").len()
+            );
+            assert_eq!(restored.audit_size().await.expect("size"), store.audit_size().await.expect("size"));
+            restored.close().await;
+            // The file deleted under the open store: reads still work (the
+            // inode lives on), but the store says it is gone.
+            let db = data.path().join("custos.db");
+            let moved = data.path().join("moved.db");
+            std::fs::rename(&db, &moved).expect("move away");
+            let said = store.check_storage().await.expect_err("deleted").to_string();
+            assert!(said.contains("was deleted") && said.contains("custos.db"), "{said}");
+            std::fs::rename(&moved, &db).expect("put back");
+            store.check_storage().await.expect("healthy again");
+        }
+        Backend::Postgres(_) => {
+            assert_eq!(store.integrity_check().await.expect("check"), None);
+            assert!(matches!(store.backup_to(&copy).await, Err(StoreError::Invalid(_))));
+        }
+    }
 }
 
 /// Two handles on one database (two processes, or two nodes) writing at once lose nothing and grow one tree.

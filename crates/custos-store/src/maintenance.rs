@@ -1,0 +1,99 @@
+//! The storage itself: health, integrity, consistent copies. The SQL
+//! implementation of [`crate::MaintenanceStore`].
+
+use async_trait::async_trait;
+
+use crate::backend::SqlStore;
+use crate::dialect::Engine;
+use crate::*;
+
+#[async_trait]
+impl MaintenanceStore for SqlStore {
+    async fn check_storage(&self) -> Result<()> {
+        if let Some((path, (dev, ino))) = &self.file {
+            use std::os::unix::fs::MetadataExt;
+            match std::fs::metadata(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(StoreError::Unavailable(format!(
+                        "the database file {} was deleted while custos had it open; what custos writes now is lost \
+                         when it stops: restore the last backup",
+                        path.display()
+                    )));
+                }
+                Err(e) => return Err(StoreError::Unavailable(format!("{}: {e}", path.display()))),
+                Ok(meta) if (meta.dev(), meta.ino()) != (*dev, *ino) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "the database file {} was replaced by another file while custos had it open",
+                        path.display()
+                    )));
+                }
+                Ok(_) => {}
+            }
+        }
+        let initialized: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'initialized'")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("a read failed: {}", root_cause(&e))))?;
+        if initialized.is_none() {
+            return Err(StoreError::Unavailable("the database holds no custos any more".into()));
+        }
+        // A write that changes nothing but must reach the log or WAL: a full
+        // disk, a read-only file system or a lost lock fails here.
+        let mut tx =
+            self.write().await.map_err(|e| StoreError::Unavailable(format!("cannot begin a write: {}", chain(&e))))?;
+        sqlx::query("UPDATE meta SET value = value WHERE key = 'initialized'")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("a write failed: {}", root_cause(&e))))?;
+        tx.commit().await.map_err(|e| StoreError::Unavailable(format!("a commit failed: {}", root_cause(&e))))
+    }
+
+    async fn integrity_check(&self) -> Result<Option<Vec<String>>> {
+        match self.engine {
+            Engine::Postgres => Ok(None),
+            Engine::Sqlite => {
+                let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::db("run the integrity check"))?;
+                Ok(Some(rows))
+            }
+        }
+    }
+
+    async fn backup_to(&self, path: &std::path::Path) -> Result<()> {
+        if self.engine == Engine::Postgres {
+            return Err(StoreError::Invalid(
+                "a PostgreSQL custos is backed up with pg_dump or pg_basebackup (see docs/operations.md)".into(),
+            ));
+        }
+        let target = path.to_str().ok_or_else(|| StoreError::Invalid(format!("{} is not UTF-8", path.display())))?;
+        // VACUUM INTO reads one snapshot (a read transaction) while writers go on.
+        sqlx::query("VACUUM INTO $1")
+            .bind(target)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::db("write a backup"))?;
+        Ok(())
+    }
+}
+
+/// The driver's own message, for health reasons.
+fn root_cause(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => d.message().to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// An error with its causes, on one line.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
