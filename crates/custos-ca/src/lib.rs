@@ -126,6 +126,9 @@ pub struct Ca {
     crl_partition_size: i64,
     keys: Option<Arc<dyn KeyStore>>,
     active: Mutex<Option<Arc<issuance::ActiveIssuer>>>,
+    /// The last storage check and when it ran: probes (load balancers, every
+    /// /healthz) share one check per second instead of writing each time.
+    health: Mutex<Option<(std::time::Instant, std::result::Result<(), String>)>>,
 }
 
 impl Ca {
@@ -181,6 +184,7 @@ impl Ca {
             crl_partition_size: options.crl_partition_size,
             keys: Some(keys),
             active: Mutex::new(None),
+            health: Mutex::new(None),
         })
     }
 
@@ -200,7 +204,7 @@ impl Ca {
             .map_err(|_| CaError::Inconsistent("the recorded CRL partition size is not a number".into()))?
             .unwrap_or(DEFAULT_CRL_PARTITION_SIZE)
             .max(1);
-        Ok(Ca { store, base_url, crl_partition_size, keys: None, active: Mutex::new(None) })
+        Ok(Ca { store, base_url, crl_partition_size, keys: None, active: Mutex::new(None), health: Mutex::new(None) })
     }
 
     /// Which key store this custos was created with.
@@ -220,12 +224,42 @@ impl Ca {
         Ok(RecordedKeyStore::Soft { seal })
     }
 
-    /// Whether the store answers and still holds this custos (for `/healthz`).
-    pub async fn health(&self) -> Result<()> {
-        match self.store.meta("initialized").await? {
-            Some(_) => Ok(()),
-            None => Err(CaError::NotInitialized),
+    /// Whether the storage answers, takes writes and is still the database
+    /// this custos opened (for `/healthz` and `/readyz`): the reason when not.
+    /// Checked at most once a second; callers in between get the last answer.
+    pub async fn health(&self) -> std::result::Result<(), String> {
+        let fresh = |at: &std::time::Instant| at.elapsed() < std::time::Duration::from_secs(1);
+        if let Ok(last) = self.health.lock()
+            && let Some((at, answer)) = last.as_ref()
+            && fresh(at)
+        {
+            return answer.clone();
         }
+        let answer = self.store.check_storage().await.map_err(|e| e.to_string());
+        if let Ok(mut last) = self.health.lock() {
+            *last = Some((std::time::Instant::now(), answer.clone()));
+        }
+        answer
+    }
+
+    /// Writes a consistent copy of the whole database (sealed keys included)
+    /// to `path`, a new or empty file, while custos keeps serving and
+    /// writing; a checkpoint is signed first, so the copy ends with a signed
+    /// checkpoint over everything in it. Returns that checkpoint's tree size.
+    pub async fn backup(&self, principal: &Principal, path: &std::path::Path) -> Result<u64> {
+        // The copy holds the sealed key store: administrators only.
+        authorize(principal, Operation::ManageKeyStore)?;
+        self.sign_checkpoint(principal).await?;
+        let covered = self.store.latest_checkpoint().await?.map_or(0, |c| c.size);
+        self.store.backup_to(path).await?;
+        Ok(covered)
+    }
+
+    /// The database's own integrity check: `["ok"]`, what is wrong, or
+    /// `None` where custos runs none (PostgreSQL).
+    pub async fn integrity_check(&self, principal: &Principal) -> Result<Option<Vec<String>>> {
+        authorize(principal, Operation::ReadAudit)?;
+        Ok(self.store.integrity_check().await?)
     }
 
     /// The stored references of the soft store's live keys (sealed blobs,

@@ -34,6 +34,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Ca(CaCommand::List) => crate::inventory::ca_list(&cli).await,
         Command::Config(ConfigCommand::Show) => config_show(&cli),
+        Command::Backup { file } => crate::storage::backup(&cli, file).await,
+        Command::Restore { file } => crate::storage::restore(&cli, file).await,
+        Command::Doctor => crate::storage::doctor(&cli).await,
         Command::Serve(args) => serve(&cli, args).await,
         Command::Revoke(args) => revoke(&cli, args).await,
         Command::Crl(args) => crl(&cli, args).await,

@@ -14,6 +14,7 @@ mod inventory;
 mod output;
 mod passphrase;
 mod session;
+mod storage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -88,6 +89,18 @@ pub enum Command {
     /// The effective configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Write an online, consistent copy of the database (sealed keys and a signed checkpoint included).
+    Backup {
+        /// The new backup file (must not exist; written 0600).
+        file: PathBuf,
+    },
+    /// Restore a backup into the data directory (which must hold no database) and verify its log.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+    },
+    /// Check the database's integrity and the audit log, on one screen.
+    Doctor,
 }
 
 /// `custos config ...`.
@@ -532,6 +545,7 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    let database = session::config(&cli).ok().map(|c| custos_node::location(&c.config));
     match commands::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -540,6 +554,11 @@ async fn main() -> ExitCode {
             while let Some(cause) = source {
                 eprintln!("  caused by: {cause}");
                 source = cause.source();
+            }
+            if custos_node::is_damaged(&e)
+                && let Some(database) = database
+            {
+                eprintln!("  database: {database}");
             }
             ExitCode::FAILURE
         }

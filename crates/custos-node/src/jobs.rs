@@ -148,21 +148,50 @@ fn spawn_jobs(
 }
 
 /// Runs `step` every `period` for as long as the server runs; a failed step
-/// is logged and tried again on the next tick.
+/// is tried again on the next tick. A failure is logged with its whole cause
+/// chain once, and again only when the cause changes or the step recovers:
+/// a database outage is one line, not one every 200 ms.
 async fn every<F, Fut, T, E>(period: Duration, what: &'static str, mut step: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = std::result::Result<T, E>>,
-    E: std::fmt::Display,
+    E: std::error::Error + 'static,
 {
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing: Option<String> = None;
     loop {
         interval.tick().await;
-        if let Err(e) = step().await {
-            tracing::error!(error = %e, "{what} failed; trying again");
+        match step().await {
+            Ok(_) => {
+                if let Some(cause) = failing.take() {
+                    tracing::info!(previous_error = %cause, "{what} works again");
+                }
+            }
+            Err(e) => {
+                let cause = cause_chain(&e);
+                if failing.as_deref() != Some(cause.as_str()) {
+                    tracing::error!(error = %cause, "{what} failed; trying again every {period:?} (logged again when the cause changes)");
+                    failing = Some(cause);
+                }
+            }
         }
     }
+}
+
+/// An error and its causes on one line: `a: b: c`.
+pub(crate) fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 async fn shutdown_signal() {

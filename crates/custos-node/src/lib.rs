@@ -49,6 +49,21 @@ pub enum NodeError {
         /// The data directory or database.
         location: String,
     },
+    /// The SQLite database is gone from a data directory that held a custos.
+    #[error(
+        "the database {} is missing, but {} held a custos (audit log key {identity}); restore the last backup with \
+         `custos restore BACKUP` (see docs/operations.md). `custos init` refuses this directory: it would create a \
+         new, unrelated CA beside the certificates the old one issued",
+        database.display(), dir.display()
+    )]
+    DatabaseMissing {
+        /// The missing database file.
+        database: PathBuf,
+        /// The data directory.
+        dir: PathBuf,
+        /// The custos recorded in its marker.
+        identity: String,
+    },
     /// Anything but `init` where no custos is.
     #[error("no custos in {location} (run `custos init` first, or set --data-dir / CUSTOS_DATA)")]
     NotInitialized {
@@ -90,12 +105,54 @@ pub enum NodeError {
 /// Result of a node operation.
 pub type Result<T> = std::result::Result<T, NodeError>;
 
+/// Whether `e` or one of its causes says the database is damaged.
+pub fn is_damaged(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(cause) = next {
+        if cause.downcast_ref::<custos_store::StoreError>().is_some_and(custos_store::StoreError::is_damaged) {
+            return true;
+        }
+        next = cause.source();
+    }
+    false
+}
+
 /// Where the configuration puts the database, for messages (password redacted).
 pub fn location(config: &Config) -> String {
     match &config.database {
         Some(url) => config::redact_url(url),
         None => config.data_dir.display().to_string(),
     }
+}
+
+/// The file beside a SQLite database that says a custos lives in this data
+/// directory (its audit log key), written at `init` and by `restore`: its
+/// database vanishing is then an error to restore from, not a fresh start.
+pub const MARKER_FILE: &str = "custos.id";
+
+/// The custos a data directory's marker names, if it has one.
+fn marker(config: &Config) -> Result<Option<String>> {
+    let path = config.data_dir.join(MARKER_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            Ok(Some(text.lines().find_map(|l| l.strip_prefix("audit-log-key: ")).unwrap_or(text.trim()).to_string()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(NodeError::Io { path, source: e }),
+    }
+}
+
+/// Writes the data directory's marker for `ca`, if there is none.
+async fn write_marker(config: &Config, ca: &Ca) -> Result<()> {
+    if config.database.is_some() || marker(config)?.is_some() {
+        return Ok(());
+    }
+    let key = ca.log_verifier_key().await?;
+    let text = format!(
+        "# custos lives in this data directory; if custos.db is missing, restore a backup (`custos restore`).\n\
+         audit-log-key: {key}\n"
+    );
+    write_new_private(&config.data_dir.join(MARKER_FILE), text.as_bytes())
 }
 
 /// Opens the configured store; the SQLite file must exist unless `create`.
@@ -105,6 +162,9 @@ async fn open_store(config: &Config, create: bool) -> Result<SqlStore> {
         None => {
             let db = config.database_file();
             if !create && !db.exists() {
+                if let Some(identity) = marker(config)? {
+                    return Err(NodeError::DatabaseMissing { database: db, dir: config.data_dir.clone(), identity });
+                }
                 return Err(NodeError::NotInitialized { location: location(config) });
             }
             Ok(SqlStore::open_sqlite(&db).await?)
@@ -205,6 +265,16 @@ pub async fn init(config: &Config, passphrase: &[u8], principal: &Principal) -> 
         ca_algorithm: config.init.ca_algorithm.parse().map_err(custos_keys::KeyError::from)?,
         crl_partition_size: config.init.crl_partition_size,
     };
+    if config.database.is_none()
+        && !config.database_file().exists()
+        && let Some(identity) = marker(config)?
+    {
+        return Err(NodeError::DatabaseMissing {
+            database: config.database_file(),
+            dir: config.data_dir.clone(),
+            identity,
+        });
+    }
     if exists(config).await? {
         return Err(NodeError::AlreadyInitialized { location: location(config) });
     }
@@ -235,8 +305,92 @@ pub async fn init(config: &Config, passphrase: &[u8], principal: &Principal) -> 
     if config.key_store.backend == config::Backend::Pkcs11 {
         write_key_store_config(config)?;
     }
+    write_marker(config, &ca).await?;
     Ok(ca)
 }
+
+/// What [`backup`] wrote.
+#[derive(Debug)]
+pub struct BackupReport {
+    /// Bytes written.
+    pub bytes: u64,
+    /// Audit entries covered by the signed checkpoint in the copy.
+    pub checkpoint_size: u64,
+}
+
+/// Makes an online, consistent copy of a SQLite custos at `path` (which must
+/// not exist): created owner-only (it holds the sealed keys) before the
+/// database writes into it, synced when done.
+pub async fn backup(ca: &Ca, principal: &Principal, path: &Path) -> Result<BackupReport> {
+    let io = |source| NodeError::Io { path: path.to_path_buf(), source };
+    write_new_private(path, b"")?;
+    let checkpoint_size = match ca.backup(principal, path).await {
+        Ok(size) => size,
+        Err(e) => {
+            let _ = std::fs::remove_file(path);
+            return Err(e.into());
+        }
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    Ok(BackupReport { bytes: file.metadata().map_err(io)?.len(), checkpoint_size })
+}
+
+/// Restores a backup made by [`backup`] into the configured data directory,
+/// which must hold no database: copied to a new owner-only file, synced,
+/// renamed into place, then opened. A marker naming another custos is
+/// refused. The caller verifies the log of the returned custos.
+pub async fn restore(config: &Config, backup: &Path) -> Result<Ca> {
+    if config.database.is_some() {
+        return Err(NodeError::Config(
+            "a PostgreSQL custos is restored with pg_restore or psql (see docs/operations.md)".into(),
+        ));
+    }
+    let db = config.database_file();
+    if db.exists() {
+        return Err(NodeError::Config(format!(
+            "{} exists; restore writes only where no database is (move it away first, and keep it)",
+            db.display()
+        )));
+    }
+    create_private_dir(&config.data_dir)?;
+    // Copied to a staging file first and opened there: the backup itself is
+    // never written to, and a damaged or foreign copy never becomes custos.db.
+    let staging = config.data_dir.join(format!("{DATABASE_STAGING}.{}", std::process::id()));
+    let bytes = std::fs::read(backup).map_err(|source| NodeError::Io { path: backup.to_path_buf(), source })?;
+    write_new_private(&staging, &bytes)?;
+    let checked = async {
+        let store = SqlStore::open_sqlite(&staging).await?;
+        let identity = Ca::open(Arc::new(store.clone())).await?.log_verifier_key().await?.to_string();
+        store.close().await;
+        if let Some(existing) = marker(config)?
+            && existing != identity
+        {
+            return Err(NodeError::Config(format!(
+                "{} belongs to another custos (audit log key {existing}); this backup is of {identity}",
+                config.data_dir.display()
+            )));
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = checked {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", staging.display()));
+        }
+        return Err(e);
+    }
+    std::fs::rename(&staging, &db).map_err(|source| NodeError::Io { path: db.clone(), source })?;
+    std::fs::File::open(&config.data_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| NodeError::Io { path: config.data_dir.clone(), source })?;
+    let ca = open(config).await?;
+    write_marker(config, &ca).await?;
+    Ok(ca)
+}
+
+/// The name a restored database has until it is complete.
+const DATABASE_STAGING: &str = ".custos.db.restoring";
 
 /// The passphrase policy of a new soft key store: at least 12 characters, not
 /// only blanks, at least 5 different ones. The sealed keys are readable by

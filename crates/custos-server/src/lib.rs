@@ -3,7 +3,7 @@
 //! Serves OCSP (`POST /ocsp`, `GET /ocsp/{base64}`, RFC 6960 and RFC 5019),
 //! CRLs (`/crl/{issuer}.crl`, `/crl/{issuer}/{n}.crl`), the CA certificates (`/ca/{issuer}.der`, AIA
 //! caIssuers), the audit log as C2SP tlog-tiles (`/audit/checkpoint`,
-//! `/audit/tile/...`, and `/audit/key` for convenience) and `/healthz`. Errors outside OCSP are RFC 9457 problem+json;
+//! `/audit/tile/...`, and `/audit/key` for convenience), `/healthz` and `/readyz`. Errors outside OCSP are RFC 9457 problem+json;
 //! OCSP errors are OCSP error statuses, as clients expect. Not here: any rule
 //! about what may be issued (custos-ca), any key material (custos-keys), the
 //! database (custos-store), or the background jobs that keep OCSP and CRLs
@@ -47,6 +47,7 @@ pub struct AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/ca/{file}", get(ca_certificate))
         .route("/crl/{file}", get(crl))
         .route("/crl/{issuer}/{file}", get(crl_partition))
@@ -98,13 +99,21 @@ pub async fn serve(
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     match state.ca.health().await {
         Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "ok\n").into_response(),
-        Err(CaError::NotInitialized) => {
-            problem(StatusCode::SERVICE_UNAVAILABLE, "not initialized", "the store holds no custos")
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "health check failed");
-            problem(StatusCode::SERVICE_UNAVAILABLE, "store unavailable", "the database did not answer")
-        }
+        Err(reason) => problem(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable", &reason),
+    }
+}
+
+/// `GET /readyz`: whether a load balancer should send traffic here. While the
+/// storage is unavailable, OCSP still answers from the pre-signed set
+/// (degraded), but nothing that writes can succeed: 503 with the reason.
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match state.ca.health().await {
+        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "ready\n").into_response(),
+        Err(reason) => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "degraded",
+            &format!("OCSP answers from pre-signed responses only; {reason}"),
+        ),
     }
 }
 

@@ -70,6 +70,15 @@ impl SqlStore {
                 Err(e) => return Err(open(sqlx::Error::Io(e))),
             }
         }
+        // One plain connection reads the schema first: a damaged file fails
+        // here with SQLite's own code (the pools below would retry a failing
+        // connection until their timeout and report only that).
+        {
+            use sqlx::Connection;
+            let mut probe = sqlx::AnyConnection::connect(&url).await.map_err(open)?;
+            sqlx::query("SELECT count(*) FROM sqlite_master").fetch_one(&mut probe).await.map_err(open)?;
+            let _ = probe.close().await;
+        }
         let options = |max| {
             AnyPoolOptions::new().max_connections(max).after_connect(|conn, _| {
                 Box::pin(async move {

@@ -1,0 +1,150 @@
+//! The database as a thing to lose, copy and bring back: a backup taken while
+//! custos writes, restored and verified; the database deleted under a running
+//! `serve` (health says so, OCSP keeps answering, `init` refuses to start
+//! over); a damaged file named as damaged. Checked with the real binary,
+//! openssl's OCSP client and the files themselves.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Env, Server, http, ocsp};
+
+#[test]
+fn a_backup_taken_under_write_load_restores_and_verifies() {
+    let env = Env::initialized();
+    env.ok(&["connection", "add", "acme-corp", "mail-sync"]);
+    for i in 0..3 {
+        env.ok(&["issue", "acme-corp", "mail-sync", "--out", env.path(&format!("before{i}")).to_str().expect("p")]);
+    }
+    let before = env.serials();
+    let backup = env.path("custos.backup");
+    // Writers keep issuing while the backup runs.
+    let (backup_out, _) = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            for i in 0..8 {
+                env.ok(&[
+                    "issue",
+                    "acme-corp",
+                    "mail-sync",
+                    "--out",
+                    env.path(&format!("during{i}")).to_str().expect("p"),
+                ]);
+            }
+        });
+        std::thread::sleep(Duration::from_millis(150));
+        let out = env.ok(&["backup", backup.to_str().expect("p")]);
+        (out, writer.join().expect("writer"))
+    });
+    assert!(backup_out.contains("backup written"), "{backup_out}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&backup).expect("backup").permissions().mode() & 0o777, 0o600);
+    assert!(env.fails(&["backup", backup.to_str().expect("p")]).contains("exists"), "never overwrites");
+    let after = env.serials();
+
+    // Restore into a new, empty data directory and verify.
+    let other = Env::new();
+    let said = other.ok(&["restore", backup.to_str().expect("p")]);
+    assert!(said.contains("audit log verified"), "{said}");
+    let restored = other.serials();
+    for serial in &before {
+        assert!(restored.contains(serial), "{serial}, committed before the backup, is in it");
+    }
+    for serial in &restored {
+        assert!(after.contains(serial), "{serial} in the backup was committed in the original");
+    }
+    other.ok(&["audit", "verify"]);
+    other.ok(&["doctor"]);
+    // The restored custos works: it issues and its log keeps verifying.
+    other.ok(&["issue", "acme-corp", "mail-sync", "--out", other.path("after-restore").to_str().expect("p")]);
+    other.ok(&["audit", "verify"]);
+    // Restore never writes over a database.
+    assert!(other.fails(&["restore", backup.to_str().expect("p")]).contains("exists"));
+    // Nor into the directory of another custos.
+    let stranger = Env::initialized();
+    std::fs::remove_file(stranger.data_dir().join("custos.db")).expect("rm");
+    let said = stranger.fails(&["restore", backup.to_str().expect("p")]);
+    assert!(said.contains("belongs to another custos"), "{said}");
+}
+
+#[test]
+fn a_database_deleted_under_serve_is_reported_and_init_refuses_to_start_over() {
+    let env = Env::initialized();
+    env.ok(&["connection", "add", "acme-corp", "mail-sync"]);
+    let leaf = env.path("leaf");
+    env.ok(&["issue", "acme-corp", "mail-sync", "--out", leaf.to_str().expect("p")]);
+    let (root, issuing) = env.split_chain(&leaf.join("chain.pem"));
+    let server = Server::start(&env);
+    assert_eq!(http(&server.addr, "GET", "/healthz", None, b"").0, 200);
+    assert_eq!(http(&server.addr, "GET", "/readyz", None, b"").0, 200);
+    let cert = leaf.join("cert.pem");
+    let url = server.url("/ocsp");
+    assert!(ocsp(&url, &issuing, &cert, &root).contains("cert.pem: good"));
+
+    for file in ["custos.db", "custos.db-wal", "custos.db-shm"] {
+        let _ = std::fs::remove_file(env.data_dir().join(file));
+    }
+    let started = Instant::now();
+    let (status, body) = loop {
+        let (status, _, body) = http(&server.addr, "GET", "/healthz", None, b"");
+        if status != 200 || started.elapsed() > Duration::from_secs(5) {
+            break (status, String::from_utf8_lossy(&body).to_string());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("was deleted") && body.contains("custos.db"), "{body}");
+    let (status, _, body) = http(&server.addr, "GET", "/readyz", None, b"");
+    assert_eq!(status, 503);
+    assert!(String::from_utf8_lossy(&body).contains("degraded"), "{}", String::from_utf8_lossy(&body));
+    // OCSP answers from what it pre-signed.
+    let said = ocsp(&url, &issuing, &cert, &root);
+    assert!(said.contains("cert.pem: good") && said.contains("Response verify OK"), "{said}");
+    drop(server);
+
+    // No second, unrelated CA in the same directory: init refuses, and every
+    // command says to restore.
+    let said = env.fails(&["init"]);
+    assert!(said.contains("is missing") && said.contains("custos restore"), "{said}");
+    assert!(!env.data_dir().join("custos.db").exists(), "init created nothing");
+    let said = env.fails(&["list"]);
+    assert!(said.contains("custos restore") && !said.contains("run `custos init`"), "{said}");
+}
+
+#[test]
+fn a_damaged_database_is_named_damaged() {
+    let env = Env::initialized();
+    env.ok(&["connection", "add", "acme-corp", "mail-sync"]);
+    for i in 0..20 {
+        env.ok(&["issue", "acme-corp", "mail-sync", "--out", env.path(&format!("l{i}")).to_str().expect("p")]);
+    }
+    env.ok(&["doctor"]);
+    // A copy whose WAL is folded into the file (Python's sqlite3 does it),
+    // then the b-tree page headers of every page but the first flipped.
+    let copy = Env::new();
+    env.ok(&["backup", env.path("b.db").to_str().expect("p")]);
+    copy.ok(&["restore", env.path("b.db").to_str().expect("p")]);
+    let db = copy.data_dir().join("custos.db");
+    common::sh(
+        "python3",
+        &[
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA wal_checkpoint(TRUNCATE)'); c.close()",
+            db.to_str().expect("p"),
+        ],
+    );
+    let mut bytes = std::fs::read(&db).expect("db");
+    let page = 4096;
+    assert!(bytes.len() > 8 * page, "{} bytes", bytes.len());
+    for start in (page..bytes.len()).step_by(page) {
+        for b in &mut bytes[start..start + 8] {
+            *b ^= 0x5a;
+        }
+    }
+    std::fs::write(&db, &bytes).expect("write");
+    let out = copy.run(&["doctor"]);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("DAMAGED") || said.contains("damaged"), "{said}");
+    assert!(said.contains("custos restore"), "{said}");
+}
