@@ -24,9 +24,47 @@ use custos_ca::Issued;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::commands::{BulkLine, request};
 use crate::session::{checkpoint, open_unsealed};
 use crate::{Cli, CliError, IssueArgs};
+use custos_ca::policy::parse_duration;
+use custos_ca::{IssueRequest, KeyAlgorithm, KeySource};
+use custos_pki::Profile;
+
+/// One line of `issue --from FILE`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkLine {
+    tenant: String,
+    connection: String,
+    /// CSR in PEM; without it custos generates the key.
+    csr: Option<String>,
+    profile: Option<String>,
+    #[serde(default, alias = "sans")]
+    san: Vec<String>,
+    validity: Option<String>,
+    key_algorithm: Option<String>,
+}
+
+/// One request as the CLI takes it (arguments, or a line of a bulk file).
+pub fn request(
+    tenant: String,
+    connection: String,
+    csr: Option<Vec<u8>>,
+    profile: Option<&str>,
+    sans: Vec<String>,
+    validity: Option<&str>,
+    key_algorithm: Option<&str>,
+) -> Result<IssueRequest, CliError> {
+    let profile: Option<Profile> = profile.map(str::parse).transpose().map_err(custos_ca::CaError::from)?;
+    let validity_secs = validity.map(parse_duration).transpose()?;
+    let key = match csr {
+        Some(bytes) => KeySource::Csr(bytes),
+        None => KeySource::Generate(
+            key_algorithm.map(str::parse::<KeyAlgorithm>).transpose().map_err(custos_ca::CaError::from)?,
+        ),
+    };
+    Ok(IssueRequest { tenant, connection, profile, sans, validity_secs, key, request_key: None })
+}
 
 /// Runs `issue --from FILE`.
 pub async fn issue_bulk(cli: &Cli, args: &IssueArgs, from: &Path) -> Result<(), CliError> {

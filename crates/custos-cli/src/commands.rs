@@ -3,14 +3,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use custos_ca::{
-    CertificateView, IssueRequest, Issued, IssuerView, KeyAlgorithm, KeySource, ListFilter, StatusFilter,
-    policy::parse_duration,
-};
-use custos_pki::{Profile, Reason, Serial};
-use serde::Deserialize;
+use custos_ca::{CertificateView, Issued, IssuerView, ListFilter, StatusFilter, policy::parse_duration};
+use custos_pki::{Reason, Serial};
 use serde_json::json;
 
+use crate::bulk::request;
 use crate::inventory::print_issuers;
 use crate::output::{json, table, write_public};
 use crate::session::{Session, checkpoint, open, open_unsealed, unseal};
@@ -122,42 +119,6 @@ fn config_show(cli: &Cli) -> Result<(), CliError> {
     let rows: Vec<Vec<String>> = entries.into_iter().map(|(k, v, o)| vec![k, v, o.to_string()]).collect();
     print!("{}", table(&["SETTING", "VALUE", "FROM"], &rows));
     Ok(())
-}
-
-/// One line of `issue --from FILE`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BulkLine {
-    pub tenant: String,
-    pub connection: String,
-    /// CSR in PEM; without it custos generates the key.
-    pub csr: Option<String>,
-    pub profile: Option<String>,
-    #[serde(default, alias = "sans")]
-    pub san: Vec<String>,
-    pub validity: Option<String>,
-    pub key_algorithm: Option<String>,
-}
-
-/// One request as the CLI takes it (arguments, or a line of a bulk file).
-pub fn request(
-    tenant: String,
-    connection: String,
-    csr: Option<Vec<u8>>,
-    profile: Option<&str>,
-    sans: Vec<String>,
-    validity: Option<&str>,
-    key_algorithm: Option<&str>,
-) -> Result<IssueRequest, CliError> {
-    let profile: Option<Profile> = profile.map(str::parse).transpose().map_err(custos_ca::CaError::from)?;
-    let validity_secs = validity.map(parse_duration).transpose()?;
-    let key = match csr {
-        Some(bytes) => KeySource::Csr(bytes),
-        None => KeySource::Generate(
-            key_algorithm.map(str::parse::<KeyAlgorithm>).transpose().map_err(custos_ca::CaError::from)?,
-        ),
-    };
-    Ok(IssueRequest { tenant, connection, profile, sans, validity_secs, key, request_key: None })
 }
 
 async fn issue(cli: &Cli, args: &IssueArgs) -> Result<(), CliError> {
