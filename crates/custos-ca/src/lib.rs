@@ -23,6 +23,7 @@ mod issuance;
 pub mod policy;
 mod principal;
 pub mod publisher;
+mod replay;
 mod revocation;
 
 use std::sync::{Arc, Mutex};
@@ -48,6 +49,7 @@ pub use inventory::{CertificateView, ConnectionOptions, IssuerView, KeyView, Lis
 pub use issuance::{BulkOutcome, IssueRequest, Issued, KeySource, ResultWriter, random_password};
 pub use principal::{Principal, Role, current_uid};
 pub use publisher::{OcspAnswer, StatusPublisher};
+pub use replay::{StateDifference, StateReport};
 pub use revocation::{CRL_LIFETIME, Crl, ResponderKey};
 
 /// A crash hook for kill -9 tests: when `CUSTOS_CRASHPOINT` names this

@@ -449,6 +449,10 @@ pub struct VerifyArgs {
     /// Verify a remote custos from its HTTP tiles only (http://host:port), no database needed.
     #[arg(long)]
     pub url: Option<String>,
+    /// Also replay the log into the state it implies and compare it with the database
+    /// (certificates, revocations, tenants, connections, keys, issuers, blocklist, incidents).
+    #[arg(long, conflicts_with = "url")]
+    pub state: bool,
 }
 
 /// `custos ca ...`.

@@ -52,6 +52,54 @@ impl CertificateStore for SqlStore {
         tx.commit().await.map_err(StoreError::db("commit certificates"))
     }
 
+    async fn certificate_states(&self, after: &str, limit: i64) -> Result<Vec<CertificateState>> {
+        // Packed into one text row per page, as `revoked` does: decoding a
+        // million rows one by one through sqlx cost more than the comparison.
+        // Names, ids and hex never hold ' ' or ';'.
+        let sql = match self.engine {
+            Engine::Sqlite => {
+                "SELECT group_concat(serial || ' ' || issuer || ' ' || tenant || ' ' || connection || ' ' \
+                 || spki_sha256 || ' ' || not_after || ' ' || status || ' ' || coalesce(revocation_reason, '-'), ';') \
+                 FROM (SELECT * FROM certificates WHERE serial > $1 ORDER BY serial LIMIT $2)"
+            }
+            Engine::Postgres => {
+                "SELECT string_agg(serial || ' ' || issuer || ' ' || tenant || ' ' || connection || ' ' \
+                 || spki_sha256 || ' ' || not_after || ' ' || status || ' ' || coalesce(revocation_reason, '-'), ';' \
+                 ORDER BY serial) FROM (SELECT * FROM certificates WHERE serial > $1 ORDER BY serial LIMIT $2) AS page"
+            }
+        };
+        let packed: Option<String> = sqlx::query_scalar(sql)
+            .bind(after)
+            .bind(limit)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::db("read certificate states"))?;
+        let Some(packed) = packed else { return Ok(Vec::new()) };
+        packed
+            .split(';')
+            .map(|entry| {
+                let bad = || StoreError::Corrupt(format!("certificate state {entry:?}"));
+                let f: Vec<&str> = entry.split(' ').collect();
+                let [serial, issuer, tenant, connection, spki, not_after, status, reason] = f[..] else {
+                    return Err(bad());
+                };
+                Ok(CertificateState {
+                    serial: serial.into(),
+                    issuer: issuer.into(),
+                    tenant: tenant.into(),
+                    connection: connection.into(),
+                    spki_sha256: spki.into(),
+                    not_after: not_after.parse().map_err(|_| bad())?,
+                    status: status.parse().map_err(|_| bad())?,
+                    revocation_reason: match reason {
+                        "-" => None,
+                        r => Some(r.parse().map_err(|_| bad())?),
+                    },
+                })
+            })
+            .collect()
+    }
+
     async fn issued_requests(&self, request_keys: &[String]) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();
         for chunk in request_keys.chunks(500) {

@@ -37,9 +37,9 @@ pub use log::entry_fields;
 // The records this store persists are the domain's (custos-types); re-exported
 // so that callers of the store traits can name them from here too.
 pub use custos_types::{
-    AuditEntry, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CheckpointRecord,
-    ConnectionRecord, IssuerRecord, KeyRecord, KeyUsage, ResponderRecord, Revocation, RevocationEvent, RevokedRow,
-    StatusFilter, TenantRecord,
+    AuditEntry, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CertificateState,
+    CheckpointRecord, ConnectionRecord, IssuerRecord, KeyRecord, KeyUsage, ResponderRecord, Revocation,
+    RevocationEvent, RevokedRow, StatusFilter, TenantRecord,
 };
 pub use custos_types::{
     IncidentCertificate, IncidentConnection, IncidentRecord, OutboxMessage, Replacement, Transition, WebhookRecord,
@@ -228,6 +228,10 @@ pub trait CertificateStore: Send + Sync {
         request_keys: &[String],
         audit: &[AuditRecord],
     ) -> Result<()>;
+
+    /// Certificates in serial order after `after` (at most `limit`), with
+    /// only the columns the audit log vouches for.
+    async fn certificate_states(&self, after: &str, limit: i64) -> Result<Vec<CertificateState>>;
 
     /// The given request keys that were issued, with their certificates' serials.
     async fn issued_requests(&self, request_keys: &[String]) -> Result<Vec<(String, String)>>;

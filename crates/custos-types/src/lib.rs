@@ -13,10 +13,10 @@ mod state;
 
 pub use algorithm::{KeyAlgorithm, KeyId, PublicKey, UnsupportedAlgorithm};
 pub use records::{
-    AuditEntry, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CheckpointRecord,
-    ConnectionRecord, IncidentCertificate, IncidentConnection, IncidentRecord, IssuerRecord, KeyRecord, KeyUsage,
-    OutboxMessage, Replacement, ResponderRecord, Revocation, RevocationEvent, RevokedRow, StatusFilter, TenantRecord,
-    Transition, WebhookRecord,
+    AuditEntry, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CertificateState,
+    CheckpointRecord, ConnectionRecord, IncidentCertificate, IncidentConnection, IncidentRecord, IssuerRecord,
+    KeyRecord, KeyUsage, OutboxMessage, Replacement, ResponderRecord, Revocation, RevocationEvent, RevokedRow,
+    StatusFilter, TenantRecord, Transition, WebhookRecord,
 };
 pub use state::{
     CertificateStatus, ConnectionState, DeliveryState, IncidentState, IssuerRole, IssuerStatus, KeyStatus, Profile,

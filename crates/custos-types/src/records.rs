@@ -149,6 +149,28 @@ pub struct AuditRecord {
     pub details: String,
 }
 
+/// What the audit log says about a certificate, as the database holds it:
+/// the columns `audit verify --state` compares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateState {
+    /// Lowercase hex serial.
+    pub serial: String,
+    /// Issuer id.
+    pub issuer: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Connection.
+    pub connection: String,
+    /// SHA-256 of the SPKI, hex.
+    pub spki_sha256: String,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// Valid or revoked.
+    pub status: CertificateStatus,
+    /// Why it was revoked.
+    pub revocation_reason: Option<Reason>,
+}
+
 /// One entry as the log holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEntry {

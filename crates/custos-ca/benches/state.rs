@@ -1,0 +1,76 @@
+//! What proving the state and copying the database cost at scale: a custos
+//! with `CUSTOS_BENCH_CERTS` certificates (default 1,000,000; one in fifty
+//! revoked) on a real SQLite file, then, in the same run,
+//!
+//! - `verify_log` (the log's own proof, the baseline: it reads every entry),
+//! - `verify_state` (the log replayed against the tables, `audit verify --state`),
+//! - `backup` (`custos backup`: a signed checkpoint and `VACUUM INTO`), its size
+//!   against the live database's.
+//!
+//! `cargo bench -p custos-ca --bench state`
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::Instant;
+
+use custos_ca::InitOptions;
+use custos_pki::Reason;
+
+fn main() {
+    let n: usize = std::env::var("CUSTOS_BENCH_CERTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(run(n));
+}
+
+async fn run(n: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, _store) = common::init(dir.path(), &InitOptions::default(), b"bench passphrase").await;
+    ca.add_tenant(&common::ME, "bench").await.expect("tenant");
+    let connections = 100;
+    for c in 0..connections {
+        common::add_client_connection(&ca, "bench", &format!("c{c}")).await;
+    }
+    let started = Instant::now();
+    let mut issued = 0;
+    while issued < n {
+        let chunk = (n - issued).min(100_000);
+        let requests =
+            (0..chunk).map(|i| common::generated("bench", &format!("c{}", (issued + i) % connections))).collect();
+        ca.issue_many(&common::ME, requests, drop).await.expect("issue");
+        issued += chunk;
+    }
+    // Two connections in a hundred revoked whole: 2% of the certificates.
+    let mut revoked = 0;
+    for c in ["c0", "c1"] {
+        revoked += ca.revoke_connection(&common::ME, "bench", c, Reason::Superseded, None).await.expect("revoke").len();
+    }
+    eprintln!("populated {n} certificates ({revoked} revoked) in {:.0} s", started.elapsed().as_secs_f64());
+
+    let t = Instant::now();
+    let log = ca.verify_log(&common::ME, None, None).await.expect("verify log");
+    let log_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let state = ca.verify_state(&common::ME).await.expect("verify state");
+    let state_secs = t.elapsed().as_secs_f64();
+    assert!(state.differences.is_empty(), "{:?}", &state.differences[..state.differences.len().min(5)]);
+    let db = std::fs::metadata(dir.path().join("custos.db")).expect("db").len()
+        + std::fs::metadata(dir.path().join("custos.db-wal")).map(|m| m.len()).unwrap_or(0);
+    let copy = dir.path().join("backup.db");
+    let t = Instant::now();
+    ca.backup(&common::ME, &copy).await.expect("backup");
+    let backup_secs = t.elapsed().as_secs_f64();
+    let size = std::fs::metadata(&copy).expect("backup").len();
+    println!(
+        "| certificates | log entries | verify_log (baseline) | verify_state | ratio | backup | backup size | live db + wal |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| {n} | {} | {log_secs:.2} s | {state_secs:.2} s ({} objects) | {:.2} | {backup_secs:.2} s | {:.0} MB | {:.0} MB |",
+        log.entries,
+        state.objects,
+        state_secs / log_secs,
+        size as f64 / 1e6,
+        db as f64 / 1e6
+    );
+}

@@ -1,0 +1,431 @@
+//! `audit verify --state`: the log replayed into the state it implies, and
+//! that state compared with the database.
+//!
+//! The log proves its own integrity (hashes, checkpoints); this proves that
+//! the tables say what the log says. Every change custos makes commits with
+//! its entry, so a difference means someone wrote the database around
+//! custos: a certificate set back to valid (and dropped from the CRL), a
+//! revocation removed from the feed OCSP nodes follow, a certificate with no
+//! entry, a connection's policy widened. Each difference names the object
+//! and the log index that should have produced what the database lacks (or
+//! none, for what no entry produced).
+//!
+//! What is compared: tenants; connections (profile, allowed SANs, key
+//! algorithm); certificates (issuer, tenant, connection, key, expiry, status
+//! and revocation reason); the revocation feed; keys (existence and status);
+//! issuers (existence and status); the key blocklist; incidents (existence).
+
+use std::collections::{HashMap, HashSet};
+
+use custos_types::{CertificateStatus, IssuerStatus, KeyStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::authorization::{Operation, authorize};
+use crate::{Ca, CaError, Principal, Result};
+
+/// Entries read per page while replaying.
+const PAGE: u64 = 50_000;
+/// Certificates read per page while comparing.
+const CERTIFICATE_PAGE: i64 = 20_000;
+
+/// One way the database disagrees with its log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StateDifference {
+    /// The object (`cert:SERIAL`, `connection:T/C`, ...).
+    pub object: String,
+    /// What disagrees.
+    pub problem: String,
+    /// The log entry that should have produced what the database shows
+    /// otherwise; `None` when no entry produced what the database holds.
+    pub index: Option<u64>,
+}
+
+/// What `audit verify --state` found.
+#[derive(Clone, Debug, Serialize)]
+pub struct StateReport {
+    /// Entries replayed.
+    pub entries: u64,
+    /// Objects compared.
+    pub objects: usize,
+    /// Every difference, in object order.
+    pub differences: Vec<StateDifference>,
+}
+
+/// A certificate as the log describes it.
+struct LoggedCertificate {
+    issued_at: u64,
+    issuer: String,
+    tenant: String,
+    connection: String,
+    spki_sha256: String,
+    not_after: i64,
+    revoked: Option<(u64, String)>,
+}
+
+/// The state the log implies, each object with the index that last set it.
+#[derive(Default)]
+struct Implied {
+    tenants: HashMap<String, u64>,
+    connections: HashMap<(String, String), (u64, Value)>,
+    certificates: HashMap<String, LoggedCertificate>,
+    keys: HashMap<String, (u64, KeyStatus)>,
+    issuers: HashMap<String, (u64, IssuerStatus)>,
+    blocked: HashMap<String, u64>,
+    incidents: HashMap<String, u64>,
+    /// Each CA's certificate serial, from `issuer.create`.
+    issuer_serials: HashMap<String, String>,
+    /// CA certificates revoked by their parent (`issuer.compromise`): serial to index.
+    revoked_cas: HashMap<String, u64>,
+}
+
+#[derive(Deserialize)]
+struct IssueDetails {
+    serial: String,
+    issuer: String,
+    tenant: String,
+    connection: String,
+    spki_sha256: String,
+    not_after: i64,
+}
+
+#[derive(Deserialize)]
+struct RevokeDetails {
+    serial: String,
+    reason: String,
+    blocked_key: Option<String>,
+}
+
+impl Implied {
+    fn apply(&mut self, index: u64, action: &str, object: &str, details: &str) -> Result<()> {
+        let bad = |e: serde_json::Error| {
+            CaError::Inconsistent(format!("entry {index} ({action}): its details do not say what it did: {e}"))
+        };
+        let value = || serde_json::from_str::<Value>(details).map_err(bad);
+        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        match action {
+            "certificate.issue" => {
+                let d: IssueDetails = serde_json::from_str(details).map_err(bad)?;
+                self.certificates.insert(
+                    d.serial,
+                    LoggedCertificate {
+                        issued_at: index,
+                        issuer: d.issuer,
+                        tenant: d.tenant,
+                        connection: d.connection,
+                        spki_sha256: d.spki_sha256,
+                        not_after: d.not_after,
+                        revoked: None,
+                    },
+                );
+            }
+            "certificate.revoke" => {
+                let d: RevokeDetails = serde_json::from_str(details).map_err(bad)?;
+                if let Some(c) = self.certificates.get_mut(&d.serial) {
+                    c.revoked = Some((index, d.reason));
+                }
+                if let Some(spki) = d.blocked_key {
+                    self.blocked.entry(spki).or_insert(index);
+                }
+            }
+            "key.block" => {
+                if let Some(spki) = text(&value()?, "spki_sha256") {
+                    self.blocked.entry(spki).or_insert(index);
+                }
+            }
+            "tenant.add" => {
+                if let Some(t) = text(&value()?, "tenant") {
+                    self.tenants.insert(t, index);
+                }
+            }
+            "connection.add" => {
+                let v = value()?;
+                if let (Some(t), Some(c)) = (text(&v, "tenant"), text(&v, "connection")) {
+                    let policy = serde_json::json!({"profile": v["profile"], "allowed_sans": v["allowed_sans"],
+                                                    "key_algorithm": v["key_algorithm"]});
+                    self.connections.insert((t, c), (index, policy));
+                }
+            }
+            "key.generate" => {
+                if let Some(k) = text(&value()?, "key") {
+                    self.keys.insert(k, (index, KeyStatus::Active));
+                }
+            }
+            "key.destroy" => {
+                if let Some(k) = text(&value()?, "key") {
+                    self.keys.insert(k, (index, KeyStatus::Destroyed));
+                }
+            }
+            "issuer.create" => {
+                if let Some(id) = object.strip_prefix("issuer:") {
+                    self.issuers.insert(id.to_string(), (index, IssuerStatus::Active));
+                    if let Some(serial) = text(&value()?, "serial") {
+                        self.issuer_serials.insert(id.to_string(), serial);
+                    }
+                }
+            }
+            "issuer.compromise" => {
+                let v = value()?;
+                if let Some(id) = text(&v, "issuer") {
+                    if let Some(serial) = self.issuer_serials.get(&id) {
+                        self.revoked_cas.insert(serial.clone(), index);
+                    }
+                    self.issuers.insert(id, (index, IssuerStatus::Compromised));
+                }
+                if let Some(k) = text(&v, "key") {
+                    // A destroyed key stays destroyed; otherwise it is compromised now.
+                    let entry = self.keys.entry(k).or_insert((index, KeyStatus::Compromised));
+                    if entry.1 != KeyStatus::Destroyed {
+                        *entry = (index, KeyStatus::Compromised);
+                    }
+                }
+            }
+            "incident.declare" => {
+                if let Some(id) = text(&value()?, "incident") {
+                    self.incidents.insert(id, index);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl Ca {
+    /// Replays the whole log into the state it implies and compares it with
+    /// the database; every difference is reported, none is repaired.
+    pub async fn verify_state(&self, principal: &Principal) -> Result<StateReport> {
+        authorize(principal, Operation::ReadAudit)?;
+        let mut implied = Implied::default();
+        let mut from = 0;
+        loop {
+            let page = self.store.audit_entries(from, PAGE).await?;
+            for e in &page {
+                implied.apply(e.index, &e.record.action, &e.record.object, &e.record.details)?;
+            }
+            match page.last() {
+                Some(last) if page.len() as u64 == PAGE => from = last.index + 1,
+                Some(last) => {
+                    from = last.index + 1;
+                    break;
+                }
+                None => break,
+            }
+        }
+        let mut out = Vec::new();
+        let mut objects = 0;
+        let mut diff = |object: String, problem: String, index: Option<u64>| {
+            out.push(StateDifference { object, problem, index });
+        };
+
+        // Certificates and their status, page by page in serial order.
+        let mut seen: HashSet<String> = HashSet::with_capacity(implied.certificates.len());
+        let mut after = String::new();
+        loop {
+            let page = self.store.certificate_states(&after, CERTIFICATE_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.serial.clone();
+            let full = page.len() as i64 == CERTIFICATE_PAGE;
+            for c in page {
+                objects += 1;
+                let object = format!("cert:{}", c.serial);
+                let Some(logged) = implied.certificates.get(&c.serial) else {
+                    diff(object, "in the database, but no log entry issued it".into(), None);
+                    continue;
+                };
+                seen.insert(c.serial.clone());
+                let at = Some(logged.issued_at);
+                for (field, db, log) in [
+                    ("issuer", &c.issuer, &logged.issuer),
+                    ("tenant", &c.tenant, &logged.tenant),
+                    ("connection", &c.connection, &logged.connection),
+                    ("key (SPKI SHA-256)", &c.spki_sha256, &logged.spki_sha256),
+                ] {
+                    if db != log {
+                        diff(object.clone(), format!("{field} is {db:?} in the database, {log:?} in the log"), at);
+                    }
+                }
+                if c.not_after != logged.not_after {
+                    diff(
+                        object.clone(),
+                        format!("expiry {} in the database, {} in the log", c.not_after, logged.not_after),
+                        at,
+                    );
+                }
+                match (&logged.revoked, c.status) {
+                    (Some((index, _)), CertificateStatus::Valid) => {
+                        diff(object.clone(), "valid in the database, revoked in the log".into(), Some(*index));
+                    }
+                    (Some((index, reason)), CertificateStatus::Revoked) => {
+                        let db_reason = c.revocation_reason.map(|r| r.as_str().to_string()).unwrap_or_default();
+                        if &db_reason != reason {
+                            diff(
+                                object.clone(),
+                                format!("revoked for {db_reason:?} in the database, {reason:?} in the log"),
+                                Some(*index),
+                            );
+                        }
+                    }
+                    (None, CertificateStatus::Revoked) => {
+                        diff(object.clone(), "revoked in the database, but no log entry revoked it".into(), None);
+                    }
+                    (None, _) => {}
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        let mut missing: Vec<(&String, &LoggedCertificate)> =
+            implied.certificates.iter().filter(|(s, _)| !seen.contains(*s)).collect();
+        missing.sort_by_key(|(_, c)| c.issued_at);
+        for (serial, c) in missing {
+            diff(format!("cert:{serial}"), "issued in the log, missing from the database".into(), Some(c.issued_at));
+        }
+
+        // The revocation feed OCSP nodes follow: every revoked certificate once.
+        let mut fed: HashMap<String, usize> = HashMap::new();
+        let mut seq = 0;
+        loop {
+            let events = self.store.revocations_since(seq, 10_000).await?;
+            let Some(last) = events.last() else { break };
+            seq = last.seq;
+            for e in events {
+                *fed.entry(e.serial).or_default() += 1;
+            }
+        }
+        let mut revoked: Vec<(&String, u64)> =
+            implied.certificates.iter().filter_map(|(s, c)| c.revoked.as_ref().map(|(i, _)| (s, *i))).collect();
+        revoked.sort_by_key(|(_, i)| *i);
+        for (serial, index) in revoked {
+            objects += 1;
+            if !fed.contains_key(serial) {
+                diff(
+                    format!("cert:{serial}"),
+                    "revoked in the log, missing from the revocation feed".into(),
+                    Some(index),
+                );
+            }
+        }
+        for (serial, index) in &implied.revoked_cas {
+            objects += 1;
+            if !fed.contains_key(serial) {
+                diff(
+                    format!("cert:{serial}"),
+                    "a CA certificate revoked in the log, missing from the revocation feed".into(),
+                    Some(*index),
+                );
+            }
+        }
+        for (serial, n) in &fed {
+            let logged = implied.certificates.get(serial).is_some_and(|c| c.revoked.is_some())
+                || implied.revoked_cas.contains_key(serial);
+            if !logged {
+                diff(format!("cert:{serial}"), "in the revocation feed, but no log entry revoked it".into(), None);
+            } else if *n > 1 {
+                diff(format!("cert:{serial}"), format!("{n} times in the revocation feed"), None);
+            }
+        }
+
+        // Tenants and connections.
+        let tenants = self.store.tenants().await?;
+        objects += tenants.len();
+        let db_tenants: HashSet<&str> = tenants.iter().map(|t| t.name.as_str()).collect();
+        for t in &tenants {
+            if !implied.tenants.contains_key(&t.name) {
+                diff(format!("tenant:{}", t.name), "in the database, but no log entry added it".into(), None);
+            }
+        }
+        for (t, index) in &implied.tenants {
+            if !db_tenants.contains(t.as_str()) {
+                diff(format!("tenant:{t}"), "added in the log, missing from the database".into(), Some(*index));
+            }
+        }
+        let connections = self.store.connections(None).await?;
+        objects += connections.len();
+        let mut db_connections = HashSet::new();
+        for c in &connections {
+            let key = (c.tenant.clone(), c.name.clone());
+            let object = format!("connection:{}/{}", c.tenant, c.name);
+            let policy = serde_json::json!({"profile": c.profile, "allowed_sans": c.allowed_sans,
+                                            "key_algorithm": c.key_algorithm});
+            match implied.connections.get(&key) {
+                None => diff(object, "in the database, but no log entry added it".into(), None),
+                Some((index, logged)) if *logged != policy => {
+                    diff(object, format!("its policy is {policy} in the database, {logged} in the log"), Some(*index))
+                }
+                Some(_) => {}
+            }
+            db_connections.insert(key);
+        }
+        for ((t, c), (index, _)) in &implied.connections {
+            if !db_connections.contains(&(t.clone(), c.clone())) {
+                diff(format!("connection:{t}/{c}"), "added in the log, missing from the database".into(), Some(*index));
+            }
+        }
+
+        // Keys and issuers: existence and status.
+        let keys = self.store.keys().await?;
+        objects += keys.len();
+        for k in &keys {
+            let object = format!("key:{}", k.id);
+            match implied.keys.get(&k.id) {
+                None => diff(object, "in the database, but no log entry generated it".into(), None),
+                Some((index, status)) if *status != k.status => {
+                    diff(object, format!("{} in the database, {status} in the log", k.status), Some(*index))
+                }
+                Some(_) => {}
+            }
+        }
+        let db_keys: HashSet<&str> = keys.iter().map(|k| k.id.as_str()).collect();
+        for (id, (index, _)) in &implied.keys {
+            if !db_keys.contains(id.as_str()) {
+                diff(format!("key:{id}"), "generated in the log, missing from the database".into(), Some(*index));
+            }
+        }
+        let issuers = self.store.issuers().await?;
+        objects += issuers.len();
+        for i in &issuers {
+            let object = format!("issuer:{}", i.id);
+            match implied.issuers.get(&i.id) {
+                None => diff(object, "in the database, but no log entry created it".into(), None),
+                Some((index, status)) if *status != i.status => {
+                    diff(object, format!("{} in the database, {status} in the log", i.status), Some(*index))
+                }
+                Some(_) => {}
+            }
+        }
+
+        // The blocklist and incidents.
+        let blocked = self.store.blocklist().await?;
+        objects += blocked.len();
+        let db_blocked: HashSet<&str> = blocked.iter().map(|b| b.spki_sha256.as_str()).collect();
+        for b in &blocked {
+            if !implied.blocked.contains_key(&b.spki_sha256) {
+                diff(
+                    format!("blocked-key:{}", b.spki_sha256),
+                    "blocked in the database, but no log entry blocked it".into(),
+                    None,
+                );
+            }
+        }
+        for (spki, index) in &implied.blocked {
+            if !db_blocked.contains(spki.as_str()) {
+                diff(
+                    format!("blocked-key:{spki}"),
+                    "blocked in the log, missing from the blocklist".into(),
+                    Some(*index),
+                );
+            }
+        }
+        let incidents = self.store.incidents().await?;
+        objects += incidents.len();
+        for i in &incidents {
+            if !implied.incidents.contains_key(&i.id) {
+                diff(format!("incident:{}", i.id), "in the database, but no log entry declared it".into(), None);
+            }
+        }
+        out.sort_by(|a, b| a.index.cmp(&b.index).then_with(|| a.object.cmp(&b.object)));
+        Ok(StateReport { entries: from, objects, differences: out })
+    }
+}
