@@ -79,6 +79,9 @@ pub enum CaError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The operation signs, and the key store is not unsealed in this process.
+    #[error("the key store is sealed; unseal it before signing")]
+    KeyStoreSealed,
     /// Results (with generated keys) could not be written before their batch
     /// committed, so the batch was not committed: nothing of it was issued.
     #[error("writing the results failed, so their batch was not committed (nothing of it was issued): {0}")]

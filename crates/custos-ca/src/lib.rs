@@ -312,9 +312,7 @@ impl Ca {
     }
 
     fn key_store(&self) -> Result<&Arc<dyn KeyStore>> {
-        self.keys
-            .as_ref()
-            .ok_or_else(|| CaError::Inconsistent("the key store is sealed; unseal it before signing".into()))
+        self.keys.as_ref().ok_or(CaError::KeyStoreSealed)
     }
 
     /// Loads the signer of a stored key.

@@ -37,7 +37,7 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> Result<(), CliError> {
         AuditCommand::Checkpoint { sign } => {
             let s = if *sign { open_unsealed(cli).await? } else { open(cli).await? };
             if *sign {
-                s.ca.sign_checkpoint(&s.me).await?;
+                custos_node::sign_checkpoint(&s.config, &s.ca, &s.me).await?;
             }
             let cp =
                 s.ca.latest_checkpoint()
@@ -171,7 +171,22 @@ async fn verify(cli: &Cli, args: &VerifyArgs) -> Result<(), CliError> {
         }
         None => {
             let s = open(cli).await?;
+            // Without a checkpoint saved by hand, the newest one custos kept
+            // outside the database must be extended by the log.
+            let recorded = match &trusted {
+                Some(_) => None,
+                None => custos_node::newest_recorded_checkpoint(&s.config)?,
+            };
+            let trusted = trusted.or_else(|| recorded.as_ref().map(|(_, _, note)| note.clone()));
             let report = s.ca.verify_log(&s.me, key.as_ref(), trusted.as_deref()).await?;
+            if let Some((path, size, _)) = &recorded
+                && !cli.json
+            {
+                println!(
+                    "extends the newest checkpoint kept outside the database ({}, {size} entries)",
+                    path.display()
+                );
+            }
             if args.state {
                 return verify_state(cli, &s, &report).await;
             }

@@ -80,11 +80,32 @@ pub async fn unseal(cli: &Cli, s: &mut Session) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Signs a checkpoint covering what this command logged. The command itself
-/// already succeeded and its entries are durable; a failure here only means
-/// the next signer (a running `serve`, or the next command) covers them.
+/// Covers what this command logged with a signed checkpoint: signed here
+/// (and appended to the checkpoint file) when the key store is open; else
+/// a running `serve` on the configured address signs one within its
+/// checkpoint interval; else the command says plainly that its entries are
+/// not covered yet. The command itself already succeeded and its entries are
+/// durable either way.
 pub async fn checkpoint(s: &Session) {
-    if let Err(e) = s.ca.sign_checkpoint(&s.me).await {
-        tracing::warn!(error = %e, "signing an audit checkpoint failed; the next one will cover these entries");
+    match custos_node::sign_checkpoint(&s.config, &s.ca, &s.me).await {
+        Ok(_) => return,
+        Err(custos_node::NodeError::Ca(custos_ca::CaError::KeyStoreSealed)) => {}
+        Err(e) => {
+            eprintln!("warning: signing an audit checkpoint failed ({e}); the next one will cover these entries");
+            return;
+        }
+    }
+    let listen = &s.config.serve.listen;
+    let reachable = match listen.parse::<std::net::SocketAddr>() {
+        Ok(addr) => std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200)).is_ok(),
+        Err(_) => false,
+    };
+    if reachable {
+        tracing::info!(%listen, "a running custos serve covers these entries with its next checkpoint");
+    } else {
+        eprintln!(
+            "note: these audit entries are not covered by a signed checkpoint yet (the key store is sealed and no \
+             custos serve answers on {listen}): run `custos audit checkpoint --sign`"
+        );
     }
 }

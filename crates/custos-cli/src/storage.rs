@@ -13,7 +13,7 @@ use crate::{Cli, CliError};
 pub async fn backup(cli: &Cli, file: &Path) -> Result<(), CliError> {
     let s = open_unsealed(cli).await?;
     let started = std::time::Instant::now();
-    let report = custos_node::backup(&s.ca, &s.me, file).await?;
+    let report = custos_node::backup(&s.config, &s.ca, &s.me, file).await?;
     let secs = started.elapsed().as_secs_f64();
     if cli.json {
         return json(&json!({"file": file, "bytes": report.bytes, "checkpoint_size": report.checkpoint_size,
@@ -35,9 +35,28 @@ pub async fn restore(cli: &Cli, file: &Path) -> Result<(), CliError> {
     let ca = custos_node::restore(&config, file).await?;
     let s = Session { ca, me: custos_ca::Principal::local(), config };
     let report = s.ca.verify_log(&s.me, None, None).await?;
+    // Checkpoints signed after the backup (kept in the checkpoint file) cover
+    // entries the backup does not have: keep that file aside, say so, and
+    // start a new one, or every later `audit verify` fails on them.
+    let mut lost = None;
+    if let Some((path, size, _)) = custos_node::newest_recorded_checkpoint(&s.config)?
+        && size > report.entries
+    {
+        let aside = path.with_extension(format!("before-restore-{}", time::OffsetDateTime::now_utc().unix_timestamp()));
+        std::fs::rename(&path, &aside).map_err(|source| CliError::Io { path: path.clone(), source })?;
+        eprintln!(
+            "warning: {} entries were signed after this backup was made and are not in it (the old checkpoint file \
+             is kept as {}); certificates issued or revoked in them must be found and handled by hand",
+            size - report.entries,
+            aside.display()
+        );
+        lost = Some(size - report.entries);
+    }
     if cli.json {
-        return json(&json!({"restored": s.config.database_file(), "entries": report.entries, "root": report.root,
-                            "checkpoints": report.checkpoints}));
+        return json(
+            &json!({"restored": s.config.database_file(), "entries_lost": lost, "entries": report.entries, "root": report.root,
+                            "checkpoints": report.checkpoints}),
+        );
     }
     println!(
         "restored {} into {}: audit log verified, {} entries, {} checkpoints",

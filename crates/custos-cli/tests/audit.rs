@@ -141,6 +141,11 @@ fn tampering_in_the_database_is_caught_at_the_first_bad_index() {
         &format!("DELETE FROM audit_log WHERE idx >= {}; DELETE FROM audit_checkpoints WHERE size > {}", n - 3, n - 3),
     );
     fails_at(&t, &["--since-checkpoint", cp_path.to_str().expect("p")], n - 3);
+    // ...and so does the checkpoint custos kept outside the database, with no checkpoint saved by hand.
+    let said = t.fails(&["audit", "verify"]);
+    assert!(said.contains("fails verification at index"), "{said}");
+    let kept = std::fs::read_to_string(t.data_dir().join("checkpoints.jsonl")).expect("checkpoint file");
+    assert!(kept.lines().count() >= 2, "every signed checkpoint is appended: {kept}");
 
     // Two entries reordered.
     let t = copy(&env);

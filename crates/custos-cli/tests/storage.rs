@@ -74,6 +74,10 @@ fn a_database_deleted_under_serve_is_reported_and_init_refuses_to_start_over() {
     let leaf = env.path("leaf");
     env.ok(&["issue", "acme-corp", "mail-sync", "--out", leaf.to_str().expect("p")]);
     let (root, issuing) = env.split_chain(&leaf.join("chain.pem"));
+    let backup = env.path("before.db");
+    env.ok(&["backup", backup.to_str().expect("p")]);
+    // Written after the backup: signed into the checkpoint file, lost with the database.
+    env.ok(&["issue", "acme-corp", "mail-sync", "--out", env.path("later").to_str().expect("p")]);
     let server = Server::start(&env);
     assert_eq!(http(&server.addr, "GET", "/healthz", None, b"").0, 200);
     assert_eq!(http(&server.addr, "GET", "/readyz", None, b"").0, 200);
@@ -109,6 +113,15 @@ fn a_database_deleted_under_serve_is_reported_and_init_refuses_to_start_over() {
     assert!(!env.data_dir().join("custos.db").exists(), "init created nothing");
     let said = env.fails(&["list"]);
     assert!(said.contains("custos restore") && !said.contains("run `custos init`"), "{said}");
+
+    // Restored in place: what was signed after the backup is named as lost,
+    // the old checkpoint file is kept aside, and the log verifies again.
+    let out = env.run(&["restore", backup.to_str().expect("p")]);
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("signed after this backup") && said.contains("before-restore"), "{said}");
+    env.ok(&["audit", "verify", "--state"]);
+    assert_eq!(env.serials().len(), 1, "the certificate issued after the backup is not in it");
 }
 
 #[test]

@@ -19,6 +19,8 @@ use crate::NodeError;
 pub const CONFIG_FILE: &str = "custos.toml";
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "custos.db";
+/// Signed checkpoints appended outside the database, in the data directory unless configured.
+pub const CHECKPOINT_FILE: &str = "checkpoints.jsonl";
 
 /// Everything a custos node is told: where its state and keys are, what it
 /// listens on, and how often its jobs run.
@@ -124,6 +126,10 @@ pub struct OcspConfig {
 pub struct AuditConfig {
     /// How often `serve` signs a checkpoint while entries arrive (ms).
     pub checkpoint_interval_ms: u64,
+    /// Where every signed checkpoint is also appended, outside the database, so
+    /// that deleting entries with their checkpoints is caught (default:
+    /// `checkpoints.jsonl` in the data directory; put it on other storage).
+    pub checkpoint_file: Option<PathBuf>,
 }
 
 /// Incident notifications.
@@ -207,7 +213,7 @@ impl Default for OcspConfig {
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig { checkpoint_interval_ms: 1000 }
+        AuditConfig { checkpoint_interval_ms: 1000, checkpoint_file: None }
     }
 }
 
@@ -339,6 +345,7 @@ const ALL_KEYS: &[&str] = &[
     "ocsp.presign",
     "ocsp.responder_renewal_s",
     "audit.checkpoint_interval_ms",
+    "audit.checkpoint_file",
     "webhooks.delivery_interval_ms",
     "webhooks.give_up_after_s",
     "webhooks.ca_file",
@@ -561,6 +568,18 @@ impl Config {
     /// The SQLite file, when no database URL is set.
     pub fn database_file(&self) -> PathBuf {
         self.data_dir.join(DATABASE_FILE)
+    }
+
+    /// Where signed checkpoints are appended outside the database: the
+    /// configured file, else `checkpoints.jsonl` in the data directory of a
+    /// SQLite custos; none for PostgreSQL unless configured (its nodes have
+    /// no shared directory).
+    pub fn checkpoint_file(&self) -> Option<PathBuf> {
+        match (&self.audit.checkpoint_file, &self.database) {
+            (Some(path), _) => Some(path.clone()),
+            (None, None) => Some(self.data_dir.join(CHECKPOINT_FILE)),
+            (None, Some(_)) => None,
+        }
     }
 
     /// The file the configuration would be read from by default.

@@ -105,10 +105,10 @@ fn spawn_jobs(
             Duration::from_millis(config.audit.checkpoint_interval_ms),
             "signing an audit checkpoint",
             {
-                let ca = ca.clone();
+                let (ca, config) = (ca.clone(), Arc::new(config.clone()));
                 move || {
-                    let ca = ca.clone();
-                    async move { ca.sign_checkpoint(&Principal::System).await }
+                    let (ca, config) = (ca.clone(), config.clone());
+                    async move { crate::sign_checkpoint(&config, &ca, &Principal::System).await }
                 }
             },
         )),

@@ -309,6 +309,59 @@ pub async fn init(config: &Config, passphrase: &[u8], principal: &Principal) -> 
     Ok(ca)
 }
 
+/// Signs a checkpoint if the log grew and appends it to the checkpoint file.
+pub async fn sign_checkpoint(
+    config: &Config,
+    ca: &Ca,
+    principal: &Principal,
+) -> Result<Option<custos_ca::CheckpointRecord>> {
+    let signed = ca.sign_checkpoint(principal).await?;
+    if let Some(cp) = &signed {
+        record_checkpoint(config, cp)?;
+    }
+    Ok(signed)
+}
+
+/// Appends a signed checkpoint to the checkpoint file (one JSON line:
+/// size and note), created owner-only, synced before this returns. The file
+/// is append-only for custos: a log truncated in the database, checkpoints
+/// and all, no longer extends its newest line.
+pub fn record_checkpoint(config: &Config, cp: &custos_ca::CheckpointRecord) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(path) = config.checkpoint_file() else { return Ok(()) };
+    let io = |source| NodeError::Io { path: path.clone(), source };
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(io)?;
+    let line = serde_json::json!({"size": cp.size, "time": cp.time, "note": cp.note});
+    file.write_all(format!("{line}\n").as_bytes()).map_err(io)?;
+    file.sync_data().map_err(io)
+}
+
+/// The newest checkpoint note in the checkpoint file, with its size; `None`
+/// when there is no file or no whole line in it yet.
+pub fn newest_recorded_checkpoint(config: &Config) -> Result<Option<(PathBuf, u64, String)>> {
+    let Some(path) = config.checkpoint_file() else { return Ok(None) };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(NodeError::Io { path, source }),
+    };
+    // The largest size wins (nodes and the CLI append in any order); a torn
+    // last line (a crash mid-append) is skipped.
+    let newest = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| Some((v["size"].as_u64()?, v["note"].as_str()?.to_string())))
+        .max_by_key(|(size, _)| *size);
+    Ok(newest.map(|(size, note)| (path, size, note)))
+}
+
 /// What [`backup`] wrote.
 #[derive(Debug)]
 pub struct BackupReport {
@@ -321,9 +374,13 @@ pub struct BackupReport {
 /// Makes an online, consistent copy of a SQLite custos at `path` (which must
 /// not exist): created owner-only (it holds the sealed keys) before the
 /// database writes into it, synced when done.
-pub async fn backup(ca: &Ca, principal: &Principal, path: &Path) -> Result<BackupReport> {
+pub async fn backup(config: &Config, ca: &Ca, principal: &Principal, path: &Path) -> Result<BackupReport> {
     let io = |source| NodeError::Io { path: path.to_path_buf(), source };
     write_new_private(path, b"")?;
+    if let Err(e) = sign_checkpoint(config, ca, principal).await {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
     let checkpoint_size = match ca.backup(principal, path).await {
         Ok(size) => size,
         Err(e) => {
