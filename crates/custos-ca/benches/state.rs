@@ -3,7 +3,8 @@
 //! revoked) on a real SQLite file, then, in the same run,
 //!
 //! - `verify_log` (the log's own proof, the baseline: it reads every entry),
-//! - `verify_state` (the log replayed against the tables, `audit verify --state`),
+//! - `verify_log_and_state` (the same proof with the log replayed against the
+//!   tables in the same read: `audit verify --state`),
 //! - `backup` (`custos backup`: a signed checkpoint and `VACUUM INTO`), its size
 //!   against the live database's.
 //!
@@ -51,7 +52,7 @@ async fn run(n: usize) {
     let log = ca.verify_log(&common::ME, None, None).await.expect("verify log");
     let log_secs = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let state = ca.verify_state(&common::ME).await.expect("verify state");
+    let (_, state) = ca.verify_log_and_state(&common::ME, None, None).await.expect("verify state");
     let state_secs = t.elapsed().as_secs_f64();
     assert!(state.differences.is_empty(), "{:?}", &state.differences[..state.differences.len().min(5)]);
     let db = std::fs::metadata(dir.path().join("custos.db")).expect("db").len()
@@ -62,7 +63,7 @@ async fn run(n: usize) {
     let backup_secs = t.elapsed().as_secs_f64();
     let size = std::fs::metadata(&copy).expect("backup").len();
     println!(
-        "| certificates | log entries | verify_log (baseline) | verify_state | ratio | backup | backup size | live db + wal |"
+        "| certificates | log entries | audit verify (baseline) | audit verify --state | ratio | backup | backup size | live db + wal |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     println!(

@@ -258,6 +258,18 @@ impl Ca {
         key: Option<&VerifierKey>,
         trusted: Option<&str>,
     ) -> Result<LogReport> {
+        self.verify_log_visiting(principal, key, trusted, &mut |_| Ok(())).await
+    }
+
+    /// [`verify_log`](Self::verify_log), handing each entry to `visit` as it
+    /// is hashed: one read of the log serves both the proof and a replay.
+    pub(crate) async fn verify_log_visiting(
+        &self,
+        principal: &Principal,
+        key: Option<&VerifierKey>,
+        trusted: Option<&str>,
+        visit: &mut (dyn FnMut(&custos_store::AuditEntry) -> Result<()> + Send),
+    ) -> Result<LogReport> {
         authorize(principal, Operation::ReadAudit)?;
         let vkey = match key {
             Some(k) => k.clone(),
@@ -310,6 +322,7 @@ impl Ca {
                 // Unchecked: damaged details give a different hash, which push reports.
                 custos_store::entry_fields(entry).write_unchecked(&mut bytes);
                 verifier.push(entry.index, &bytes, Some(&entry.leaf_hash))?;
+                visit(entry)?;
             }
         }
         reader.await.map_err(|e| CaError::Inconsistent(format!("audit reader: {e}")))?;

@@ -21,11 +21,8 @@ use custos_types::{CertificateStatus, IssuerStatus, KeyStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::authorization::{Operation, authorize};
 use crate::{Ca, CaError, Principal, Result};
 
-/// Entries read per page while replaying.
-const PAGE: u64 = 50_000;
 /// Certificates read per page while comparing.
 const CERTIFICATE_PAGE: i64 = 20_000;
 
@@ -192,26 +189,27 @@ impl Implied {
 }
 
 impl Ca {
-    /// Replays the whole log into the state it implies and compares it with
-    /// the database; every difference is reported, none is repaired.
-    pub async fn verify_state(&self, principal: &Principal) -> Result<StateReport> {
-        authorize(principal, Operation::ReadAudit)?;
+    /// Verifies the log ([`Ca::verify_log`]) and, in the same read, replays
+    /// it into the state it implies; then compares that state with the
+    /// database. Every difference is reported, none is repaired.
+    pub async fn verify_log_and_state(
+        &self,
+        principal: &Principal,
+        key: Option<&custos_audit::VerifierKey>,
+        trusted: Option<&str>,
+    ) -> Result<(crate::audit::LogReport, StateReport)> {
         let mut implied = Implied::default();
-        let mut from = 0;
-        loop {
-            let page = self.store.audit_entries(from, PAGE).await?;
-            for e in &page {
-                implied.apply(e.index, &e.record.action, &e.record.object, &e.record.details)?;
-            }
-            match page.last() {
-                Some(last) if page.len() as u64 == PAGE => from = last.index + 1,
-                Some(last) => {
-                    from = last.index + 1;
-                    break;
-                }
-                None => break,
-            }
-        }
+        let log = self
+            .verify_log_visiting(principal, key, trusted, &mut |e| {
+                implied.apply(e.index, &e.record.action, &e.record.object, &e.record.details)
+            })
+            .await?;
+        let state = self.compare_state(implied, log.entries).await?;
+        Ok((log, state))
+    }
+
+    /// The database against the state `implied` by `entries` log entries.
+    async fn compare_state(&self, implied: Implied, entries: u64) -> Result<StateReport> {
         let mut out = Vec::new();
         let mut objects = 0;
         let mut diff = |object: String, problem: String, index: Option<u64>| {
@@ -220,12 +218,9 @@ impl Ca {
 
         // Certificates and their status, page by page in serial order.
         let mut seen: HashSet<String> = HashSet::with_capacity(implied.certificates.len());
-        let mut after = String::new();
+        let mut cursor: Option<String> = None;
         loop {
-            let page = self.store.certificate_states(&after, CERTIFICATE_PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = last.serial.clone();
-            let full = page.len() as i64 == CERTIFICATE_PAGE;
+            let (page, next) = self.store.certificate_states(cursor.as_deref(), CERTIFICATE_PAGE).await?;
             for c in page {
                 objects += 1;
                 let object = format!("cert:{}", c.serial);
@@ -272,8 +267,9 @@ impl Ca {
                     (None, _) => {}
                 }
             }
-            if !full {
-                break;
+            match next {
+                Some(n) => cursor = Some(n),
+                None => break,
             }
         }
         let mut missing: Vec<(&String, &LoggedCertificate)> =
@@ -426,6 +422,6 @@ impl Ca {
             }
         }
         out.sort_by(|a, b| a.index.cmp(&b.index).then_with(|| a.object.cmp(&b.object)));
-        Ok(StateReport { entries: from, objects, differences: out })
+        Ok(StateReport { entries, objects, differences: out })
     }
 }

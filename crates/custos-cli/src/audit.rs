@@ -178,6 +178,11 @@ async fn verify(cli: &Cli, args: &VerifyArgs) -> Result<(), CliError> {
                 None => custos_node::newest_recorded_checkpoint(&s.config)?,
             };
             let trusted = trusted.or_else(|| recorded.as_ref().map(|(_, _, note)| note.clone()));
+            if args.state {
+                let started = std::time::Instant::now();
+                let (log, state) = s.ca.verify_log_and_state(&s.me, key.as_ref(), trusted.as_deref()).await?;
+                return report_state(cli, &log, &state, recorded.as_ref(), started.elapsed().as_secs_f64());
+            }
             let report = s.ca.verify_log(&s.me, key.as_ref(), trusted.as_deref()).await?;
             if let Some((path, size, _)) = &recorded
                 && !cli.json
@@ -186,9 +191,6 @@ async fn verify(cli: &Cli, args: &VerifyArgs) -> Result<(), CliError> {
                     "extends the newest checkpoint kept outside the database ({}, {size} entries)",
                     path.display()
                 );
-            }
-            if args.state {
-                return verify_state(cli, &s, &report).await;
             }
             (report.entries, report.root, report.checkpoints, report.key)
         }
@@ -205,15 +207,14 @@ async fn verify(cli: &Cli, args: &VerifyArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `audit verify --state`: the log verified, then replayed against the database.
-async fn verify_state(
+/// `audit verify --state`: the log verified and replayed against the database.
+fn report_state(
     cli: &Cli,
-    s: &crate::session::Session,
     log: &custos_ca::audit::LogReport,
+    report: &custos_ca::StateReport,
+    recorded: Option<&(std::path::PathBuf, u64, String)>,
+    secs: f64,
 ) -> Result<(), CliError> {
-    let started = std::time::Instant::now();
-    let report = s.ca.verify_state(&s.me).await?;
-    let secs = started.elapsed().as_secs_f64();
     if cli.json {
         json(&json!({"verified": report.differences.is_empty(), "entries": log.entries, "root": log.root,
                      "checkpoints": log.checkpoints, "objects": report.objects, "differences": report.differences,
@@ -223,6 +224,9 @@ async fn verify_state(
             "audit log verified: {} entries, root {}, {} checkpoint signatures and roots matched",
             log.entries, log.root, log.checkpoints
         );
+        if let Some((path, size, _)) = recorded {
+            println!("extends the newest checkpoint kept outside the database ({}, {size} entries)", path.display());
+        }
         for d in &report.differences {
             let at = d.index.map_or("no entry".to_string(), |i| format!("entry {i}"));
             println!("DIFFERENCE {}: {} ({at})", d.object, d.problem);

@@ -229,9 +229,15 @@ pub trait CertificateStore: Send + Sync {
         audit: &[AuditRecord],
     ) -> Result<()>;
 
-    /// Certificates in serial order after `after` (at most `limit`), with
-    /// only the columns the audit log vouches for.
-    async fn certificate_states(&self, after: &str, limit: i64) -> Result<Vec<CertificateState>>;
+    /// Every certificate, a page of at most `limit` at a time in the order
+    /// that reads fastest (SQLite: as stored), with only the columns the audit
+    /// log vouches for. Start with `cursor` `None`; each page returns the
+    /// cursor of the next, `None` after the last.
+    async fn certificate_states(
+        &self,
+        cursor: Option<&str>,
+        limit: i64,
+    ) -> Result<(Vec<CertificateState>, Option<String>)>;
 
     /// The given request keys that were issued, with their certificates' serials.
     async fn issued_requests(&self, request_keys: &[String]) -> Result<Vec<(String, String)>>;

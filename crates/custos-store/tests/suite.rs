@@ -683,6 +683,27 @@ async fn honours_the_contract(backend: Backend) {
 /// Health, integrity and backups; on SQLite also a deleted database file.
 async fn maintenance_contract(backend: &Backend, store: &SqlStore) {
     store.check_storage().await.expect("healthy");
+    // Certificate states, page by page, are every certificate once with its status.
+    let all = store.certificates(&CertificateFilter::default()).await.expect("list");
+    let mut states = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let (page, next) = store.certificate_states(cursor.as_deref(), 7).await.expect("states");
+        assert!(page.len() <= 7);
+        states.extend(page);
+        match next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(states.len(), all.len());
+    for c in &all {
+        let s = states.iter().find(|s| s.serial == c.serial).expect("every certificate once");
+        assert_eq!(
+            (&s.issuer, &s.tenant, &s.connection, &s.spki_sha256, s.not_after, s.status, s.revocation_reason),
+            (&c.issuer, &c.tenant, &c.connection, &c.spki_sha256, c.not_after, c.status, c.revocation_reason)
+        );
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let copy = dir.path().join("backup.db");
     match backend {
