@@ -17,15 +17,20 @@
 //! responses are capped at [`MAX_CACHED_UNKNOWN`] entries.
 //!
 //! Every response signature reaches the audit log as an `ocsp.sign` batch
-//! entry naming the serials and a hash of the responses: presigning,
-//! refreshing and polling write theirs before they return, on-demand
-//! signatures within one poll. If the log cannot be written, at most
-//! [`MAX_UNLOGGED_SIGNATURES`] signatures wait; past that the responder signs
-//! nothing new until the log accepts them: a single-certificate request gets
-//! its pre-signed response (without its nonce), anything else `tryLater`.
+//! entry before the response leaves: each signature is recorded in a journal
+//! under the current epoch, and [`StatusPublisher::ocsp`] releases an answer
+//! only once an `ocsp.sign` commit has covered its epoch. The first request
+//! that waits writes the whole journal (group commit: every signature made
+//! meanwhile, by any request, goes in the same transaction), the others find
+//! their epoch covered. Ahead-of-demand signatures (presigning, refreshing,
+//! polling) are named by serial; on-demand ones are counted and hashed. If
+//! the log cannot be written, signing on demand stops at once: a
+//! single-certificate request gets its pre-signed (logged) response without
+//! its nonce, anything else `tryLater`, and nothing signed while the log
+//! refused leaves custos until it is logged.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -51,8 +56,11 @@ pub const MAX_CACHED_UNKNOWN: usize = 50_000;
 const UNKNOWN_PER_SECOND: f64 = 500.0;
 /// Fresh signatures per second for nonces and multi-certificate requests.
 const FRESH_PER_SECOND: f64 = 5_000.0;
-/// Signatures allowed to wait for the audit log before signing stops.
+/// Signatures allowed to wait for the audit log before ahead-of-demand
+/// signing stops too (on-demand signing stops at the first failed write).
 pub const MAX_UNLOGGED_SIGNATURES: usize = 100_000;
+/// How long a response may wait for the commit that logs its signature.
+const DURABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Serials named per `ocsp.sign` entry, which keeps entries well below the 64 KiB bound.
 const SERIALS_PER_ENTRY: usize = 500;
 /// Responses counted per on-demand `ocsp.sign` entry (one hash over all of them).
@@ -70,11 +78,14 @@ pub struct OcspAnswer {
     /// A short tag naming this exact response (hex of its SHA-256's first 16
     /// bytes), computed once when it is signed rather than per request.
     pub tag: Option<Arc<str>>,
+    /// The journal epoch its signature was recorded in (0: none); it is
+    /// released once the log covers that epoch.
+    epoch: u64,
 }
 
 impl OcspAnswer {
     fn error(status: ResponseStatus) -> OcspAnswer {
-        OcspAnswer { der: Arc::new(error_response(status)), validity: None, tag: None }
+        OcspAnswer { der: Arc::new(error_response(status)), validity: None, tag: None, epoch: 0 }
     }
 }
 
@@ -161,6 +172,12 @@ pub struct StatusPublisher {
     journal: Mutex<Journal>,
     /// How many signatures may wait for the audit log before signing stops.
     max_unlogged: AtomicUsize,
+    /// Every journal epoch up to this one is in the audit log.
+    durable: AtomicU64,
+    /// One journal write at a time: waiters queue here and find their epoch covered.
+    flushing: tokio::sync::Mutex<()>,
+    /// The last journal write failed: no new signature on demand until one succeeds.
+    log_failing: AtomicBool,
 }
 
 /// (issuer id, responder key id): whose signatures a batch holds.
@@ -179,6 +196,9 @@ struct Journal {
     /// clients cannot grow the log by a serial per request.
     demand: HashMap<BatchSigner, Vec<[u8; 32]>>,
     pending: usize,
+    /// The epoch signatures recorded now belong to; a write takes the
+    /// journal and moves on to the next epoch.
+    epoch: u64,
 }
 
 /// The revoked certificates of one CRL partition.
@@ -216,8 +236,11 @@ impl StatusPublisher {
             crls: RwLock::new(HashMap::new()),
             dirty_crls: Mutex::new(HashSet::new()),
             revoked_lists: Mutex::new(HashMap::new()),
-            journal: Mutex::new(Journal::default()),
+            journal: Mutex::new(Journal { epoch: 1, ..Journal::default() }),
             max_unlogged: AtomicUsize::new(MAX_UNLOGGED_SIGNATURES),
+            durable: AtomicU64::new(0),
+            flushing: tokio::sync::Mutex::new(()),
+            log_failing: AtomicBool::new(false),
         };
         publisher.reload_issuers().await?;
         let ids: Vec<String> = publisher.issuer_entries().iter().map(|i| i.id.clone()).collect();
@@ -269,9 +292,44 @@ impl StatusPublisher {
     /// Answers one DER OCSP request. Never fails: problems become OCSP error statuses.
     pub async fn ocsp(&self, request: &[u8]) -> OcspAnswer {
         match self.answer(request).await {
-            Ok(a) => a,
+            Ok(a) => match self.until_logged(a.epoch).await {
+                Ok(()) => a,
+                // Not released: a single certificate still gets its pre-signed,
+                // logged response (without the nonce), anything else tryLater.
+                Err(status) => self.logged_fallback(request).unwrap_or_else(|| OcspAnswer::error(status)),
+            },
             Err(status) => OcspAnswer::error(status),
         }
+    }
+
+    /// The cached response for a one-certificate request, if its signature is already logged.
+    fn logged_fallback(&self, request: &[u8]) -> Option<OcspAnswer> {
+        let req = OcspRequest::parse(request).ok()?;
+        let [id] = &req.certs[..] else { return None };
+        let hit = self.lookup(id, OffsetDateTime::now_utc())?;
+        (self.durable.load(Ordering::Acquire) >= hit.epoch).then_some(hit)
+    }
+
+    /// Waits until the audit log covers `epoch`, writing the journal itself
+    /// if no one else is (group commit). `tryLater` if the log cannot be
+    /// written within [`DURABLE_WAIT`]: the signature then stays unreleased.
+    async fn until_logged(&self, epoch: u64) -> std::result::Result<(), ResponseStatus> {
+        if self.durable.load(Ordering::Acquire) >= epoch {
+            return Ok(());
+        }
+        let write = async {
+            loop {
+                let _turn = self.flushing.lock().await;
+                if self.durable.load(Ordering::Acquire) >= epoch {
+                    return Ok(());
+                }
+                if let Err(e) = self.flush_signing_log().await {
+                    tracing::error!(error = %e, "the audit log refused OCSP signatures; not releasing them");
+                    return Err(ResponseStatus::TryLater);
+                }
+            }
+        };
+        tokio::time::timeout(DURABLE_WAIT, write).await.map_err(|_| ResponseStatus::TryLater)?
     }
 
     async fn answer(&self, request: &[u8]) -> std::result::Result<OcspAnswer, ResponseStatus> {
@@ -345,6 +403,9 @@ impl StatusPublisher {
         // signature itself: signing runs on every core at once.
         let full = self.journal.lock().map_err(|_| ResponseStatus::InternalError)?.pending
             >= self.max_unlogged.load(Ordering::Relaxed);
+        if on_demand && self.log_failing.load(Ordering::Acquire) {
+            return Err(ResponseStatus::TryLater);
+        }
         if full {
             tracing::error!("the audit log is not accepting OCSP signing entries; not signing more");
             return Err(ResponseStatus::TryLater);
@@ -366,9 +427,15 @@ impl StatusPublisher {
             journal.batches.entry(signer).or_default().extend(serials.iter().map(|s| (s.to_hex(), hash)));
         }
         journal.pending += 1;
+        let epoch = journal.epoch;
         drop(journal);
         let tag: String = digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
-        Ok(OcspAnswer { der: Arc::new(der), validity: Some((now, now + RESPONSE_LIFETIME)), tag: Some(tag.into()) })
+        Ok(OcspAnswer {
+            der: Arc::new(der),
+            validity: Some((now, now + RESPONSE_LIFETIME)),
+            tag: Some(tag.into()),
+            epoch,
+        })
     }
 
     /// The cached response for one CertID, signed (and cached) if missing or old.
@@ -448,10 +515,14 @@ impl StatusPublisher {
     /// `ocsp.sign` entries; on failure they stay queued. Returns how many signatures were logged.
     pub async fn flush_signing_log(&self) -> Result<usize> {
         let taken = match self.journal.lock() {
-            Ok(mut j) => std::mem::take(&mut *j),
+            Ok(mut j) => {
+                let next = j.epoch + 1;
+                std::mem::replace(&mut *j, Journal { epoch: next, ..Journal::default() })
+            }
             Err(_) => return Err(CaError::Inconsistent("OCSP signing journal poisoned".into())),
         };
         if taken.pending == 0 {
+            self.durable.fetch_max(taken.epoch, Ordering::AcqRel);
             return Ok(0);
         }
         let mut records = Vec::new();
@@ -487,8 +558,14 @@ impl StatusPublisher {
             }
         }
         match self.ca.store.append_audit(&records).await {
-            Ok(_) => Ok(taken.pending),
+            Ok(_) => {
+                self.durable.fetch_max(taken.epoch, Ordering::AcqRel);
+                self.log_failing.store(false, Ordering::Release);
+                Ok(taken.pending)
+            }
             Err(e) => {
+                // Re-queued in the current epoch: released by the next write that succeeds.
+                self.log_failing.store(true, Ordering::Release);
                 if let Ok(mut j) = self.journal.lock() {
                     for (k, mut v) in taken.batches {
                         j.batches.entry(k).or_default().append(&mut v);
