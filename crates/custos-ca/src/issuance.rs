@@ -182,15 +182,8 @@ impl Ca {
         requests: Vec<IssueRequest>,
         write: &mut ResultWriter<'_>,
     ) -> Result<BulkOutcome> {
-        let total = requests.len();
         for (i, r) in requests.iter().enumerate() {
-            let issue = Operation::Issue {
-                tenant: &r.tenant,
-                connection: &r.connection,
-                generated_key: matches!(r.key, KeySource::Generate(_)),
-            };
-            let unknown = || CaError::UnknownConnection { tenant: r.tenant.clone(), connection: r.connection.clone() };
-            visible(principal, issue, unknown).map_err(|e| at_line(total, i, e))?;
+            may_issue(principal, r).map_err(|e| at_line(requests.len(), i, e))?;
         }
         let skipped = self.issued_requests(principal, &requests).await?;
         let done: std::collections::HashSet<&str> = skipped.iter().map(|(k, _)| k.as_str()).collect();
@@ -265,13 +258,7 @@ impl Ca {
         let now = OffsetDateTime::now_utc();
         let mut connections: HashMap<(String, String), ConnectionRecord> = HashMap::new();
         for (i, r) in requests.iter().enumerate() {
-            let issue = Operation::Issue {
-                tenant: &r.tenant,
-                connection: &r.connection,
-                generated_key: matches!(r.key, KeySource::Generate(_)),
-            };
-            let unknown = || CaError::UnknownConnection { tenant: r.tenant.clone(), connection: r.connection.clone() };
-            visible(principal, issue, unknown).map_err(|e| at_line(requests.len(), i, e))?;
+            may_issue(principal, r).map_err(|e| at_line(requests.len(), i, e))?;
             let key = (r.tenant.clone(), r.connection.clone());
             if connections.contains_key(&key) {
                 continue;
@@ -378,6 +365,19 @@ impl Ca {
         *self.active.lock().map_err(|_| CaError::Inconsistent("issuer cache poisoned".into()))? = Some(active.clone());
         Ok(active)
     }
+}
+
+/// Whether `principal` may issue `r` (another tenant's connection answers as unknown).
+fn may_issue(principal: &Principal, r: &IssueRequest) -> Result<()> {
+    let issue = Operation::Issue {
+        tenant: &r.tenant,
+        connection: &r.connection,
+        generated_key: matches!(r.key, KeySource::Generate(_)),
+    };
+    visible(principal, issue, || CaError::UnknownConnection {
+        tenant: r.tenant.clone(),
+        connection: r.connection.clone(),
+    })
 }
 
 /// Wraps an error with its line number when the request came from a file.
