@@ -231,3 +231,32 @@ fn a_pg_dump_round_trip_restores_a_working_custos() {
     run(&env, &copy, &["audit", "verify", "--state"]);
     run(&env, &copy, &["doctor"]);
 }
+
+/// `audit verify --state` on PostgreSQL: a revocation undone with psql (not
+/// our code) passes the plain log check and is named by the replay.
+#[test]
+fn a_revocation_undone_with_psql_is_caught_by_the_state_check() {
+    let Some(db) = fresh_database("tampered") else { return };
+    let env = env_on(&db);
+    let (_, _, cert) = issue_one(&env, &db);
+    let serial = sh("openssl", &["x509", "-in", cert.to_str().expect("p"), "-noout", "-serial"]);
+    let serial = serial.trim().trim_start_matches("serial=").to_ascii_lowercase();
+    run(&env, &db, &["revoke", &serial, "--reason", "key-compromise"]);
+    run(&env, &db, &["audit", "verify", "--state"]);
+    sh(
+        "psql",
+        &[
+            &db,
+            "-qc",
+            &format!(
+                "UPDATE certificates SET status = 'valid', revoked_at = NULL, revocation_reason = NULL WHERE serial = '{serial}'"
+            ),
+        ],
+    );
+    run(&env, &db, &["audit", "verify"]);
+    let said = env.fails(&["--database", &db, "audit", "verify", "--state"]);
+    let out = env.run(&["--database", &db, "audit", "verify", "--state"]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("disagrees with its audit log"), "{said}");
+    assert!(printed.contains(&format!("cert:{serial}: valid in the database, revoked in the log")), "{printed}");
+}
