@@ -58,6 +58,8 @@ struct LoggedCertificate {
     spki_sha256: String,
     not_after: i64,
     revoked: Option<(u64, String)>,
+    /// Whether the database holds it (set while comparing).
+    found: bool,
 }
 
 /// The state the log implies, each object with the index that last set it.
@@ -113,6 +115,7 @@ impl Implied {
                         spki_sha256: d.spki_sha256,
                         not_after: d.not_after,
                         revoked: None,
+                        found: false,
                     },
                 );
             }
@@ -209,26 +212,31 @@ impl Ca {
     }
 
     /// The database against the state `implied` by `entries` log entries.
-    async fn compare_state(&self, implied: Implied, entries: u64) -> Result<StateReport> {
+    async fn compare_state(&self, mut implied: Implied, entries: u64) -> Result<StateReport> {
         let mut out = Vec::new();
         let mut objects = 0;
         let mut diff = |object: String, problem: String, index: Option<u64>| {
             out.push(StateDifference { object, problem, index });
         };
 
-        // Certificates and their status, page by page in serial order.
-        let mut seen: HashSet<String> = HashSet::with_capacity(implied.certificates.len());
-        let mut cursor: Option<String> = None;
-        loop {
-            let (page, next) = self.store.certificate_states(cursor.as_deref(), CERTIFICATE_PAGE).await?;
+        // Certificates and their status, page by page in storage order; the
+        // next page is read while this one is compared.
+        let fetch = |cursor: Option<String>| {
+            let store = self.store.clone();
+            tokio::spawn(async move { store.certificate_states(cursor.as_deref(), CERTIFICATE_PAGE).await })
+        };
+        let mut pending = Some(fetch(None));
+        while let Some(task) = pending.take() {
+            let (page, next) = task.await.map_err(|e| CaError::Inconsistent(format!("certificate reader: {e}")))??;
+            pending = next.map(|n| fetch(Some(n)));
             for c in page {
                 objects += 1;
-                let object = format!("cert:{}", c.serial);
-                let Some(logged) = implied.certificates.get(&c.serial) else {
-                    diff(object, "in the database, but no log entry issued it".into(), None);
+                let object = || format!("cert:{}", c.serial);
+                let Some(logged) = implied.certificates.get_mut(&c.serial) else {
+                    diff(object(), "in the database, but no log entry issued it".into(), None);
                     continue;
                 };
-                seen.insert(c.serial.clone());
+                logged.found = true;
                 let at = Some(logged.issued_at);
                 for (field, db, log) in [
                     ("issuer", &c.issuer, &logged.issuer),
@@ -237,43 +245,39 @@ impl Ca {
                     ("key (SPKI SHA-256)", &c.spki_sha256, &logged.spki_sha256),
                 ] {
                     if db != log {
-                        diff(object.clone(), format!("{field} is {db:?} in the database, {log:?} in the log"), at);
+                        diff(object(), format!("{field} is {db:?} in the database, {log:?} in the log"), at);
                     }
                 }
                 if c.not_after != logged.not_after {
                     diff(
-                        object.clone(),
+                        object(),
                         format!("expiry {} in the database, {} in the log", c.not_after, logged.not_after),
                         at,
                     );
                 }
                 match (&logged.revoked, c.status) {
                     (Some((index, _)), CertificateStatus::Valid) => {
-                        diff(object.clone(), "valid in the database, revoked in the log".into(), Some(*index));
+                        diff(object(), "valid in the database, revoked in the log".into(), Some(*index));
                     }
                     (Some((index, reason)), CertificateStatus::Revoked) => {
-                        let db_reason = c.revocation_reason.map(|r| r.as_str().to_string()).unwrap_or_default();
-                        if &db_reason != reason {
+                        let db_reason = c.revocation_reason.map_or("", |r| r.as_str());
+                        if db_reason != reason {
                             diff(
-                                object.clone(),
+                                object(),
                                 format!("revoked for {db_reason:?} in the database, {reason:?} in the log"),
                                 Some(*index),
                             );
                         }
                     }
                     (None, CertificateStatus::Revoked) => {
-                        diff(object.clone(), "revoked in the database, but no log entry revoked it".into(), None);
+                        diff(object(), "revoked in the database, but no log entry revoked it".into(), None);
                     }
                     (None, _) => {}
                 }
             }
-            match next {
-                Some(n) => cursor = Some(n),
-                None => break,
-            }
         }
         let mut missing: Vec<(&String, &LoggedCertificate)> =
-            implied.certificates.iter().filter(|(s, _)| !seen.contains(*s)).collect();
+            implied.certificates.iter().filter(|(_, c)| !c.found).collect();
         missing.sort_by_key(|(_, c)| c.issued_at);
         for (serial, c) in missing {
             diff(format!("cert:{serial}"), "issued in the log, missing from the database".into(), Some(c.issued_at));
