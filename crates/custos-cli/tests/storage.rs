@@ -161,3 +161,113 @@ fn a_damaged_database_is_named_damaged() {
     assert!(said.contains("DAMAGED") || said.contains("damaged"), "{said}");
     assert!(said.contains("custos restore"), "{said}");
 }
+
+/// A small tmpfs mounted for one test, unmounted on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    /// `None` where this process may not mount (not root, no CAP_SYS_ADMIN).
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+/// The disk under the database fills up while `serve` runs: health says so
+/// with the reason, OCSP keeps answering, a write fails cleanly and changes
+/// nothing, and all is well again once space is freed. A real full file
+/// system: a 64 MiB tmpfs (where this process may not mount one, the test
+/// says so and does nothing).
+#[test]
+fn a_full_disk_is_reported_and_a_write_changes_nothing() {
+    let Some(disk) = Tmpfs::mount("64m") else {
+        eprintln!("skipping: this process may not mount a tmpfs");
+        return;
+    };
+    let env = Env::new();
+    let data = disk.0.path().join("data");
+    let d = data.to_str().expect("p");
+    env.ok(&["--data-dir", d, "init"]);
+    env.ok(&["--data-dir", d, "tenant", "add", "acme-corp"]);
+    env.ok(&["--data-dir", d, "connection", "add", "acme-corp", "mail-sync"]);
+    let leaf = env.path("leaf");
+    env.ok(&["--data-dir", d, "issue", "acme-corp", "mail-sync", "--out", leaf.to_str().expect("p")]);
+    let (root, issuing) = env.split_chain(&leaf.join("chain.pem"));
+    let server = Server::start_with(&env, &["--data-dir", d]);
+    let health = |path: &str| {
+        let (status, _, body) = http(&server.addr, "GET", path, None, b"");
+        (status, String::from_utf8_lossy(&body).to_string())
+    };
+    assert_eq!(health("/healthz").0, 200);
+
+    // Fill the file system to the last byte.
+    let filler = disk.0.path().join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).expect("filler");
+        let block = vec![0u8; 1 << 20];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let wait_for = |path: &str, want: u16| {
+        let started = Instant::now();
+        loop {
+            let (status, body) = health(path);
+            if status == want || started.elapsed() > Duration::from_secs(5) {
+                return (status, body);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let (status, body) = wait_for("/healthz", 503);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("bytes free") && body.contains("custos.db"), "{body}");
+    let (status, body) = health("/readyz");
+    assert_eq!(status, 503);
+    assert!(body.contains("degraded"), "{body}");
+    let said = ocsp(&server.url("/ocsp"), &issuing, &leaf.join("cert.pem"), &root);
+    assert!(said.contains("cert.pem: good"), "OCSP still answers: {said}");
+
+    // A write fails with the cause, and nothing of it is left.
+    let before = env.json(&["--data-dir", d, "list"]).as_array().expect("list").len();
+    let mut failed = None;
+    for i in 0..200 {
+        let out = env.run(&[
+            "--data-dir",
+            d,
+            "issue",
+            "acme-corp",
+            "mail-sync",
+            "--out",
+            env.path(&format!("f{i}")).to_str().expect("p"),
+        ]);
+        if !out.status.success() {
+            failed = Some((i, String::from_utf8_lossy(&out.stderr).to_string()));
+            break;
+        }
+    }
+    let (issued, said) = failed.expect("a write fails once the WAL needs space");
+    assert!(said.contains("disk is full"), "{said}");
+    let after = env.json(&["--data-dir", d, "list"]).as_array().expect("list").len();
+    assert_eq!(after, before + issued, "the failed issue left no certificate behind");
+
+    // Space again: healthy, and writes work.
+    std::fs::remove_file(&filler).expect("free space");
+    let (status, body) = wait_for("/healthz", 200);
+    assert_eq!(status, 200, "{body}");
+    env.ok(&["--data-dir", d, "issue", "acme-corp", "mail-sync", "--out", env.path("after").to_str().expect("p")]);
+    env.ok(&["--data-dir", d, "audit", "verify", "--state"]);
+    drop(server);
+}

@@ -204,6 +204,23 @@ impl SqlStore {
     /// (`BEGIN IMMEDIATE`), so two writers queue on the busy timeout instead of
     /// failing when a read lock cannot be upgraded.
     pub(crate) async fn write(&self) -> Result<Transaction<'static, Any>> {
+        match self.begin().await {
+            // A commit that failed (SQLITE_FULL on a full disk) leaves the
+            // pooled writer connection inside its transaction, and every later
+            // begin on it fails: the writer would stay stuck after the disk
+            // has space again. Drop that connection; the pool opens a new one.
+            Err(StoreError::Database { source, .. }) if source.to_string().contains("transaction depth") => {
+                tracing::warn!("the writer connection was left inside a failed transaction; replacing it");
+                if let Ok(stuck) = self.writer.acquire().await {
+                    let _ = sqlx::Connection::close(stuck.detach()).await;
+                }
+                self.begin().await
+            }
+            other => other,
+        }
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Any>> {
         match self.engine {
             Engine::Sqlite => {
                 self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(StoreError::db("begin a transaction"))

@@ -7,6 +7,10 @@ use crate::backend::SqlStore;
 use crate::dialect::Engine;
 use crate::*;
 
+/// Below this much free space beside a SQLite database, the storage counts as
+/// full: a WAL checkpoint alone may need 64 MiB.
+const MIN_FREE_BYTES: u64 = 16 << 20;
+
 #[async_trait]
 impl MaintenanceStore for SqlStore {
     async fn check_storage(&self) -> Result<()> {
@@ -28,6 +32,19 @@ impl MaintenanceStore for SqlStore {
                     )));
                 }
                 Ok(_) => {}
+            }
+            // A write that fits in the WAL's existing frames succeeds on a full
+            // disk; the next one that needs space does not. Say so first.
+            if let Ok(fs) = rustix::fs::statvfs(path.as_path()) {
+                let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+                if free < MIN_FREE_BYTES {
+                    return Err(StoreError::Unavailable(format!(
+                        "the file system holding {} has {free} bytes free (less than {} MiB): writes will fail; \
+                         free space",
+                        path.display(),
+                        MIN_FREE_BYTES >> 20
+                    )));
+                }
             }
         }
         let initialized: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'initialized'")
