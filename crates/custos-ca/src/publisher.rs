@@ -323,7 +323,7 @@ impl StatusPublisher {
                 if self.durable.load(Ordering::Acquire) >= epoch {
                     return Ok(());
                 }
-                if let Err(e) = self.flush_signing_log().await {
+                if let Err(e) = self.flush_in_turn().await {
                     tracing::error!(error = %e, "the audit log refused OCSP signatures; not releasing them");
                     return Err(ResponseStatus::TryLater);
                 }
@@ -514,6 +514,13 @@ impl StatusPublisher {
     /// Writes the signatures made since the last call to the audit log as
     /// `ocsp.sign` entries; on failure they stay queued. Returns how many signatures were logged.
     pub async fn flush_signing_log(&self) -> Result<usize> {
+        let _turn = self.flushing.lock().await;
+        self.flush_in_turn().await
+    }
+
+    /// [`flush_signing_log`](Self::flush_signing_log) with `flushing` held: writes are
+    /// serialized, so an epoch is marked durable only after every earlier one committed.
+    async fn flush_in_turn(&self) -> Result<usize> {
         let taken = match self.journal.lock() {
             Ok(mut j) => {
                 let next = j.epoch + 1;
