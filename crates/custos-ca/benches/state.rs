@@ -59,6 +59,7 @@ async fn run(n: usize) {
         + std::fs::metadata(dir.path().join("custos.db-wal")).map(|m| m.len()).unwrap_or(0);
     let copy = dir.path().join("backup.db");
     let t = Instant::now();
+    ca.sign_checkpoint(&common::ME).await.expect("checkpoint");
     ca.backup(&common::ME, &copy).await.expect("backup");
     let backup_secs = t.elapsed().as_secs_f64();
     let size = std::fs::metadata(&copy).expect("backup").len();

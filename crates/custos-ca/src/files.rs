@@ -1,11 +1,12 @@
-//! Files that hold private keys: created by custos owner-only, reopened only
-//! while they are still custos's own.
+//! Files custos appends secrets or records to (replacement keys, bulk
+//! results, checkpoints): created owner-only, reopened only while they are
+//! still custos's own.
 
 use std::path::Path;
 
 use crate::{CaError, Result};
 
-/// Opens (appending) a file that receives private keys, owner-only.
+/// Opens (appending) a file custos writes secrets or records to, owner-only.
 ///
 /// A new file is created owner-only (O_CREAT|O_EXCL: a planted symlink or file
 /// is never followed or reused). A resumed run appends to the file it
@@ -17,7 +18,7 @@ pub fn open_own_private(path: &Path, flag: &str) -> Result<std::fs::File> {
     let io = |source| CaError::Io { path: path.to_path_buf(), source };
     let refuse = |why: String| {
         CaError::Policy(format!(
-            "{} {why}; custos writes private keys only to a file it created (0600, not a link): \
+            "{} {why}; custos appends only to a file it created (0600, not a link): \
              choose another {flag}",
             path.display()
         ))

@@ -246,12 +246,11 @@ impl Ca {
 
     /// Writes a consistent copy of the whole database (sealed keys included)
     /// to `path`, a new or empty file, while custos keeps serving and
-    /// writing; a checkpoint is signed first, so the copy ends with a signed
-    /// checkpoint over everything in it. Returns that checkpoint's tree size.
+    /// writing. Returns the tree size of the newest signed checkpoint in the
+    /// copy: the caller signs one first so that it covers everything.
     pub async fn backup(&self, principal: &Principal, path: &std::path::Path) -> Result<u64> {
         // The copy holds the sealed key store: administrators only.
         authorize(principal, Operation::ManageKeyStore)?;
-        self.sign_checkpoint(principal).await?;
         let covered = self.store.latest_checkpoint().await?.map_or(0, |c| c.size);
         self.store.backup_to(path).await?;
         Ok(covered)

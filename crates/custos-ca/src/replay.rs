@@ -65,13 +65,14 @@ struct LoggedCertificate {
 /// The state the log implies, each object with the index that last set it.
 #[derive(Default)]
 struct Implied {
-    tenants: HashMap<String, u64>,
-    connections: HashMap<(String, String), (u64, Value)>,
+    tenants: HashMap<String, (u64, Present)>,
+    /// Keyed `TENANT/CONNECTION`.
+    connections: HashMap<String, (u64, Policy)>,
     certificates: HashMap<String, LoggedCertificate>,
     keys: HashMap<String, (u64, KeyStatus)>,
     issuers: HashMap<String, (u64, IssuerStatus)>,
-    blocked: HashMap<String, u64>,
-    incidents: HashMap<String, u64>,
+    blocked: HashMap<String, (u64, Present)>,
+    incidents: HashMap<String, (u64, Present)>,
     /// Each CA's certificate serial, from `issuer.create`.
     issuer_serials: HashMap<String, String>,
     /// CA certificates revoked by their parent (`issuer.compromise`): serial to index.
@@ -125,17 +126,17 @@ impl Implied {
                     c.revoked = Some((index, d.reason));
                 }
                 if let Some(spki) = d.blocked_key {
-                    self.blocked.entry(spki).or_insert(index);
+                    self.blocked.entry(spki).or_insert((index, Present));
                 }
             }
             "key.block" => {
                 if let Some(spki) = text(&value()?, "spki_sha256") {
-                    self.blocked.entry(spki).or_insert(index);
+                    self.blocked.entry(spki).or_insert((index, Present));
                 }
             }
             "tenant.add" => {
                 if let Some(t) = text(&value()?, "tenant") {
-                    self.tenants.insert(t, index);
+                    self.tenants.insert(t, (index, Present));
                 }
             }
             "connection.add" => {
@@ -143,7 +144,7 @@ impl Implied {
                 if let (Some(t), Some(c)) = (text(&v, "tenant"), text(&v, "connection")) {
                     let policy = serde_json::json!({"profile": v["profile"], "allowed_sans": v["allowed_sans"],
                                                     "key_algorithm": v["key_algorithm"]});
-                    self.connections.insert((t, c), (index, policy));
+                    self.connections.insert(format!("{t}/{c}"), (index, Policy(policy)));
                 }
             }
             "key.generate" => {
@@ -182,13 +183,72 @@ impl Implied {
             }
             "incident.declare" => {
                 if let Some(id) = text(&value()?, "incident") {
-                    self.incidents.insert(id, index);
+                    self.incidents.insert(id, (index, Present));
                 }
             }
             _ => {}
         }
         Ok(())
     }
+}
+
+/// An object that exists, with nothing more to compare.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Present;
+
+impl std::fmt::Display for Present {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("present")
+    }
+}
+
+/// A connection's issuance policy as the log records it.
+#[derive(PartialEq)]
+struct Policy(Value);
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "its policy is {}", self.0)
+    }
+}
+
+/// Compares one kind of object both ways: each the database holds must have
+/// been `made` by an entry and have the value the log gives it; each the log
+/// made must be in the database. Returns how many the database holds.
+fn compare<V: PartialEq + std::fmt::Display>(
+    kind: &str,
+    made: &str,
+    db: impl Iterator<Item = (String, V)>,
+    logged: &HashMap<String, (u64, V)>,
+    out: &mut Vec<StateDifference>,
+) -> usize {
+    let mut seen = HashSet::new();
+    for (name, value) in db {
+        match logged.get(&name) {
+            None => out.push(StateDifference {
+                object: format!("{kind}:{name}"),
+                problem: format!("in the database, but no log entry {made} it"),
+                index: None,
+            }),
+            Some((index, v)) if *v != value => out.push(StateDifference {
+                object: format!("{kind}:{name}"),
+                problem: format!("{value} in the database, {v} in the log"),
+                index: Some(*index),
+            }),
+            Some(_) => {}
+        }
+        seen.insert(name);
+    }
+    for (name, (index, _)) in logged {
+        if !seen.contains(name) {
+            out.push(StateDifference {
+                object: format!("{kind}:{name}"),
+                problem: format!("{made} in the log, missing from the database"),
+                index: Some(*index),
+            });
+        }
+    }
+    seen.len()
 }
 
 impl Ca {
@@ -327,104 +387,24 @@ impl Ca {
             }
         }
 
-        // Tenants and connections.
+        // The other objects, each kind both ways and by value.
         let tenants = self.store.tenants().await?;
-        objects += tenants.len();
-        let db_tenants: HashSet<&str> = tenants.iter().map(|t| t.name.as_str()).collect();
-        for t in &tenants {
-            if !implied.tenants.contains_key(&t.name) {
-                diff(format!("tenant:{}", t.name), "in the database, but no log entry added it".into(), None);
-            }
-        }
-        for (t, index) in &implied.tenants {
-            if !db_tenants.contains(t.as_str()) {
-                diff(format!("tenant:{t}"), "added in the log, missing from the database".into(), Some(*index));
-            }
-        }
-        let connections = self.store.connections(None).await?;
-        objects += connections.len();
-        let mut db_connections = HashSet::new();
-        for c in &connections {
-            let key = (c.tenant.clone(), c.name.clone());
-            let object = format!("connection:{}/{}", c.tenant, c.name);
+        objects +=
+            compare("tenant", "added", tenants.into_iter().map(|t| (t.name, Present)), &implied.tenants, &mut out);
+        let connections = self.store.connections(None).await?.into_iter().map(|c| {
             let policy = serde_json::json!({"profile": c.profile, "allowed_sans": c.allowed_sans,
                                             "key_algorithm": c.key_algorithm});
-            match implied.connections.get(&key) {
-                None => diff(object, "in the database, but no log entry added it".into(), None),
-                Some((index, logged)) if *logged != policy => {
-                    diff(object, format!("its policy is {policy} in the database, {logged} in the log"), Some(*index))
-                }
-                Some(_) => {}
-            }
-            db_connections.insert(key);
-        }
-        for ((t, c), (index, _)) in &implied.connections {
-            if !db_connections.contains(&(t.clone(), c.clone())) {
-                diff(format!("connection:{t}/{c}"), "added in the log, missing from the database".into(), Some(*index));
-            }
-        }
-
-        // Keys and issuers: existence and status.
-        let keys = self.store.keys().await?;
-        objects += keys.len();
-        for k in &keys {
-            let object = format!("key:{}", k.id);
-            match implied.keys.get(&k.id) {
-                None => diff(object, "in the database, but no log entry generated it".into(), None),
-                Some((index, status)) if *status != k.status => {
-                    diff(object, format!("{} in the database, {status} in the log", k.status), Some(*index))
-                }
-                Some(_) => {}
-            }
-        }
-        let db_keys: HashSet<&str> = keys.iter().map(|k| k.id.as_str()).collect();
-        for (id, (index, _)) in &implied.keys {
-            if !db_keys.contains(id.as_str()) {
-                diff(format!("key:{id}"), "generated in the log, missing from the database".into(), Some(*index));
-            }
-        }
-        let issuers = self.store.issuers().await?;
-        objects += issuers.len();
-        for i in &issuers {
-            let object = format!("issuer:{}", i.id);
-            match implied.issuers.get(&i.id) {
-                None => diff(object, "in the database, but no log entry created it".into(), None),
-                Some((index, status)) if *status != i.status => {
-                    diff(object, format!("{} in the database, {status} in the log", i.status), Some(*index))
-                }
-                Some(_) => {}
-            }
-        }
-
-        // The blocklist and incidents.
-        let blocked = self.store.blocklist().await?;
-        objects += blocked.len();
-        let db_blocked: HashSet<&str> = blocked.iter().map(|b| b.spki_sha256.as_str()).collect();
-        for b in &blocked {
-            if !implied.blocked.contains_key(&b.spki_sha256) {
-                diff(
-                    format!("blocked-key:{}", b.spki_sha256),
-                    "blocked in the database, but no log entry blocked it".into(),
-                    None,
-                );
-            }
-        }
-        for (spki, index) in &implied.blocked {
-            if !db_blocked.contains(spki.as_str()) {
-                diff(
-                    format!("blocked-key:{spki}"),
-                    "blocked in the log, missing from the blocklist".into(),
-                    Some(*index),
-                );
-            }
-        }
-        let incidents = self.store.incidents().await?;
-        objects += incidents.len();
-        for i in &incidents {
-            if !implied.incidents.contains_key(&i.id) {
-                diff(format!("incident:{}", i.id), "in the database, but no log entry declared it".into(), None);
-            }
-        }
+            (format!("{}/{}", c.tenant, c.name), Policy(policy))
+        });
+        objects += compare("connection", "added", connections, &implied.connections, &mut out);
+        let keys = self.store.keys().await?.into_iter().map(|k| (k.id, k.status));
+        objects += compare("key", "generated", keys, &implied.keys, &mut out);
+        let issuers = self.store.issuers().await?.into_iter().map(|i| (i.id, i.status));
+        objects += compare("issuer", "created", issuers, &implied.issuers, &mut out);
+        let blocked = self.store.blocklist().await?.into_iter().map(|b| (b.spki_sha256, Present));
+        objects += compare("blocked-key", "blocked", blocked, &implied.blocked, &mut out);
+        let incidents = self.store.incidents().await?.into_iter().map(|i| (i.id, Present));
+        objects += compare("incident", "declared", incidents, &implied.incidents, &mut out);
         out.sort_by(|a, b| a.index.cmp(&b.index).then_with(|| a.object.cmp(&b.object)));
         Ok(StateReport { entries, objects, differences: out })
     }

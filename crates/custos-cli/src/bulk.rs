@@ -203,30 +203,9 @@ impl ResultsFile {
             "{}: dropping {dropped} results of an interrupted run whose certificates were never committed",
             path.display()
         );
-        replace_private(path, &kept)?;
+        crate::output::replace_private(path, &kept)?;
         Ok(ResultsFile { file: custos_ca::files::open_own_private(path, "--out")? })
     }
-}
-
-/// Replaces `path` with `bytes` through a new 0600 file in the same
-/// directory, synced, renamed into place, and the directory synced: a crash
-/// leaves the old file or the new one, never a mix.
-fn replace_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.custos-{}",
-        path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(),
-        std::process::id()
-    ));
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| CliError::Io { path: p, source }
-    };
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
 impl ResultSink for ResultsFile {

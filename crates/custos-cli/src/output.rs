@@ -67,6 +67,17 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
 /// directory renamed over it: a symlink at `path` is replaced, never followed,
 /// and readers see the old content or the new, never a truncated file.
 pub fn replace_public(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    replace(path, bytes, 0o644)
+}
+
+/// [`replace_public`], owner-only: for files that hold keys.
+pub fn replace_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    replace(path, bytes, 0o600)
+}
+
+/// A crash leaves the old file or the new one, never a mix: the new file is
+/// synced before the rename, and the directory after it.
+fn replace(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CliError> {
     let io = |e| CliError::Io { path: path.to_path_buf(), source: e };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -74,14 +85,14 @@ pub fn replace_public(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     };
     let mut temp = tempfile::Builder::new().prefix(".custos-").tempfile_in(dir).map_err(io)?;
     temp.write_all(bytes).map_err(io)?;
-    temp.as_file().sync_all().map_err(io)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        temp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(io)?;
+        temp.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io)?;
     }
+    temp.as_file().sync_all().map_err(io)?;
     temp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
 }
 
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CliError> {

@@ -155,6 +155,7 @@ fn bulk_issue_killed_at_random_points_resumes_without_losing_or_repeating_a_key(
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").subsec_nanos();
     let mut x = u64::from(seed) | 1;
     let mut delays = Vec::new();
+    let mut interrupted = 0;
     for _ in 0..5 {
         // xorshift: a random delay in [20, 1500) ms, the seed printed on failure.
         x ^= x << 13;
@@ -170,10 +171,14 @@ fn bulk_issue_killed_at_random_points_resumes_without_losing_or_repeating_a_key(
             .spawn()
             .expect("spawn");
         std::thread::sleep(std::time::Duration::from_millis(delay));
+        if matches!(child.try_wait(), Ok(None)) {
+            interrupted += 1;
+        }
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
     }
     let context = format!("seed {seed}, kills after {delays:?} ms");
+    assert!(interrupted >= 1, "{context}: no kill landed while a run was going; nothing was tested");
     // Whatever the crashes left, plus a torn line and a line for a certificate
     // that was never committed (as a kill between sync and commit leaves).
     if let Ok(text) = std::fs::read_to_string(&results)

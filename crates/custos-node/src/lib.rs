@@ -328,16 +328,10 @@ pub async fn sign_checkpoint(
 /// and all, no longer extends its newest line.
 pub fn record_checkpoint(config: &Config, cp: &custos_ca::CheckpointRecord) -> Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let Some(path) = config.checkpoint_file() else { return Ok(()) };
     let io = |source| NodeError::Io { path: path.clone(), source };
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(io)?;
+    // Created owner-only, and reopened only while it is custos's own file.
+    let mut file = custos_ca::files::open_own_private(&path, "audit.checkpoint_file")?;
     let line = serde_json::json!({"size": cp.size, "time": cp.time, "note": cp.note});
     file.write_all(format!("{line}\n").as_bytes()).map_err(io)?;
     file.sync_data().map_err(io)
@@ -414,8 +408,7 @@ pub async fn restore(config: &Config, backup: &Path) -> Result<Ca> {
     // Copied to a staging file first and opened there: the backup itself is
     // never written to, and a damaged or foreign copy never becomes custos.db.
     let staging = config.data_dir.join(format!("{DATABASE_STAGING}.{}", std::process::id()));
-    let bytes = std::fs::read(backup).map_err(|source| NodeError::Io { path: backup.to_path_buf(), source })?;
-    write_new_private(&staging, &bytes)?;
+    copy_new_private(backup, &staging)?;
     let checked = async {
         let store = SqlStore::open_sqlite(&staging).await?;
         let identity = Ca::open(Arc::new(store.clone())).await?.log_verifier_key().await?.to_string();
@@ -527,16 +520,29 @@ fn write_key_store_config(config: &Config) -> Result<()> {
 fn write_new_private(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let io = |source| NodeError::Io { path: path.to_path_buf(), source };
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path).map_err(io)?;
+    let mut file = create_new_private(path)?;
     file.write_all(bytes).map_err(io)?;
     file.sync_all().map_err(io)
+}
+
+/// Copies `from` to `to` (which must not exist, created owner-only),
+/// streaming: a backup of a million certificates is gigabytes.
+fn copy_new_private(from: &Path, to: &Path) -> Result<()> {
+    let mut source = std::fs::File::open(from).map_err(|source| NodeError::Io { path: from.to_path_buf(), source })?;
+    let io = |source| NodeError::Io { path: to.to_path_buf(), source };
+    let mut file = create_new_private(to)?;
+    std::io::copy(&mut source, &mut file).map_err(io)?;
+    file.sync_all().map_err(io)
+}
+
+fn create_new_private(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| NodeError::Io { path: path.to_path_buf(), source })
 }
 
 /// Creates the data directory owner-only, or accepts an existing one that

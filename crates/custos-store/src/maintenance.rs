@@ -56,8 +56,12 @@ impl MaintenanceStore for SqlStore {
         }
         // A write that changes nothing but must reach the log or WAL: a full
         // disk, a read-only file system or a lost lock fails here.
-        let mut tx =
-            self.write().await.map_err(|e| StoreError::Unavailable(format!("cannot begin a write: {}", chain(&e))))?;
+        let mut tx = self.write().await.map_err(|e| match e {
+            StoreError::Database { source, .. } => {
+                StoreError::Unavailable(format!("cannot begin a write: {}", root_cause(&source)))
+            }
+            other => other,
+        })?;
         sqlx::query("UPDATE meta SET value = value WHERE key = 'initialized'")
             .execute(&mut *tx)
             .await
@@ -101,16 +105,4 @@ fn root_cause(e: &sqlx::Error) -> String {
         sqlx::Error::Database(d) => d.message().to_string(),
         other => other.to_string(),
     }
-}
-
-/// An error with its causes, on one line.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -54,7 +54,7 @@ impl Ca {
     /// secret, within five minutes, each signature once): the tenant's
     /// principal, scoped to that connection, or `None`.
     pub async fn authenticate_ack(&self, ack: &SignedAck<'_>, header: &str) -> Result<Option<Principal>> {
-        let Some(secret) = self.webhook_secrets().await?.remove(ack.tenant) else {
+        let Some(secret) = self.webhook_secrets(&[ack.tenant]).await?.remove(ack.tenant) else {
             return Ok(None);
         };
         let now = now();
@@ -72,12 +72,14 @@ impl Ca {
         }))
     }
 
-    /// The tenants' webhook secrets, derived in the key store, for the
-    /// notification job and ack checks. A legacy secret stored in clear
-    /// (before custos derived them) is still honoured until the tenant's
-    /// webhook is set again; `serve` warns about each at start.
-    pub(super) async fn webhook_secrets(&self) -> Result<HashMap<String, Zeroizing<String>>> {
-        let hooks = self.store.webhooks().await?;
+    /// The webhook secrets of `tenants`, derived in the key store (one MAC
+    /// each, a token round trip on PKCS#11: only for the tenants asked about).
+    /// A legacy secret stored in clear (before custos derived them) is still
+    /// honoured until the tenant's webhook is set again; `serve` warns about
+    /// each at start.
+    pub(super) async fn webhook_secrets(&self, tenants: &[&str]) -> Result<HashMap<String, Zeroizing<String>>> {
+        let mut hooks = self.store.webhooks().await?;
+        hooks.retain(|w| tenants.contains(&w.tenant.as_str()));
         if hooks.is_empty() {
             return Ok(HashMap::new());
         }
@@ -341,16 +343,7 @@ pub fn sign_webhook(secret_hex: &str, timestamp: i64, body: &[u8]) -> String {
 
 /// Checks a signature made by [`sign_webhook`] within `tolerance` seconds of `now`.
 pub fn verify_webhook(secret_hex: &str, header: &str, body: &[u8], now: i64, tolerance: i64) -> bool {
-    let mut t = None;
-    let mut v1 = None;
-    for part in header.split(',') {
-        match part.trim().split_once('=') {
-            Some(("t", v)) => t = v.parse::<i64>().ok(),
-            Some(("v1", v)) => v1 = hex::decode(v).ok(),
-            _ => {}
-        }
-    }
-    let (Some(t), Some(v1)) = (t, v1) else { return false };
+    let Some((t, v1)) = signature_header(header, "v1") else { return false };
     // abs_diff: `now - t` overflowed for t near i64::MIN and passed.
     if now.abs_diff(t) > tolerance.unsigned_abs() {
         return false;
@@ -360,6 +353,20 @@ pub fn verify_webhook(secret_hex: &str, header: &str, body: &[u8], now: i64, tol
     message.push(b'.');
     message.extend_from_slice(body);
     aws_lc_rs::hmac::verify(&key, &message, &v1).is_ok()
+}
+
+/// The time and MAC of a `t=UNIX,VERSION=HEX` signature header.
+fn signature_header(header: &str, version: &str) -> Option<(i64, Vec<u8>)> {
+    let mut t = None;
+    let mut mac = None;
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", v)) => t = v.parse::<i64>().ok(),
+            Some((name, v)) if name == version => mac = hex::decode(v).ok(),
+            _ => {}
+        }
+    }
+    Some((t?, mac?))
 }
 
 /// How far an acknowledgement's timestamp may be from now.
@@ -410,16 +417,7 @@ pub(super) fn verify_ack(
     now: i64,
     tolerance: i64,
 ) -> Option<[u8; 32]> {
-    let mut t = None;
-    let mut v2 = None;
-    for part in header.split(',') {
-        match part.trim().split_once('=') {
-            Some(("t", v)) => t = v.parse::<i64>().ok(),
-            Some(("v2", v)) => v2 = hex::decode(v).ok(),
-            _ => {}
-        }
-    }
-    let (t, v2) = (t?, v2?);
+    let (t, v2) = signature_header(header, "v2")?;
     if now.abs_diff(t) > tolerance.unsigned_abs() {
         return None;
     }
@@ -504,7 +502,8 @@ impl Ca {
         if due.is_empty() {
             return Ok(0);
         }
-        let secrets = self.webhook_secrets().await?;
+        let tenants: Vec<&str> = due.iter().map(|m| m.tenant.as_str()).collect();
+        let secrets = self.webhook_secrets(&tenants).await?;
         // Concurrently on this task: a slow receiver does not hold up the others.
         let results =
             futures_util::future::join_all(due.iter().map(|m| {
