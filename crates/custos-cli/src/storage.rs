@@ -68,22 +68,30 @@ pub async fn restore(cli: &Cli, file: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `custos doctor`: the database's integrity check and the audit log, on one screen.
+/// `custos doctor`: the database's integrity check and `audit verify
+/// --state` (against the newest checkpoint kept outside the database), on one
+/// screen.
 pub async fn doctor(cli: &Cli) -> Result<(), CliError> {
     let s = open(cli).await?;
     let integrity = s.ca.integrity_check(&s.me).await?;
-    let log = s.ca.verify_log(&s.me, None, None).await;
+    // A database that lost its newest transactions (a truncated WAL, an old
+    // copy put back) still verifies on its own: the checkpoint file does not.
+    let recorded = custos_node::newest_recorded_checkpoint(&s.config)?;
+    let checked = s.ca.verify_log_and_state(&s.me, None, recorded.as_ref().map(|(_, _, note)| note.as_str())).await;
     let database = custos_node::location(&s.config);
     let integrity_ok = integrity.as_ref().is_none_or(|rows| rows.len() == 1 && rows[0] == "ok");
+    let state_ok = checked.as_ref().is_ok_and(|(_, state)| state.differences.is_empty());
     if cli.json {
         return json(&json!({
             "database": database,
             "integrity": integrity,
-            "audit_log": match &log {
-                Ok(r) => json!({"verified": true, "entries": r.entries, "checkpoints": r.checkpoints}),
+            "audit_log": match &checked {
+                Ok((log, state)) => json!({"verified": true, "entries": log.entries, "checkpoints": log.checkpoints,
+                                           "recorded_checkpoint": recorded.as_ref().map(|(_, size, _)| size),
+                                           "objects": state.objects, "differences": state.differences}),
                 Err(e) => json!({"verified": false, "error": e.to_string()}),
             },
-            "healthy": integrity_ok && log.is_ok(),
+            "healthy": integrity_ok && state_ok,
         }));
     }
     println!("database   {database}");
@@ -97,12 +105,21 @@ pub async fn doctor(cli: &Cli) -> Result<(), CliError> {
             }
         }
     }
-    match &log {
-        Ok(r) => println!("audit log  verified: {} entries, {} checkpoints", r.entries, r.checkpoints),
+    match &checked {
+        Ok((log, state)) => {
+            println!("audit log  verified: {} entries, {} checkpoints", log.entries, log.checkpoints);
+            if let Some((path, size, _)) = &recorded {
+                println!("           extends the newest checkpoint kept outside ({}, {size} entries)", path.display());
+            }
+            println!("state      {} objects compared: {} differences", state.objects, state.differences.len());
+            for d in state.differences.iter().take(10) {
+                println!("           {}: {}", d.object, d.problem);
+            }
+        }
         Err(e) => println!("audit log  DOES NOT VERIFY: {e}"),
     }
-    if integrity_ok && log.is_ok() {
+    if integrity_ok && state_ok {
         return Ok(());
     }
-    Err(CliError::Usage("custos doctor found problems (above)".into()))
+    Err(CliError::Usage("custos doctor found problems (above): restore the last backup (`custos restore`)".into()))
 }

@@ -1,7 +1,8 @@
 //! The database as a thing to lose, copy and bring back: a backup taken while
 //! custos writes, restored and verified; the database deleted under a running
 //! `serve` (health says so, OCSP keeps answering, `init` refuses to start
-//! over); a damaged file named as damaged. Checked with the real binary,
+//! over); its write-ahead log truncated under `serve`; a damaged file named
+//! as damaged. Checked with the real binary,
 //! openssl's OCSP client and the files themselves.
 
 mod common;
@@ -122,6 +123,61 @@ fn a_database_deleted_under_serve_is_reported_and_init_refuses_to_start_over() {
     assert!(said.contains("signed after this backup") && said.contains("before-restore"), "{said}");
     env.ok(&["audit", "verify", "--state"]);
     assert_eq!(env.serials().len(), 1, "the certificate issued after the backup is not in it");
+}
+
+/// The write-ahead log truncated under a running `serve` (the committed
+/// changes not yet copied into the database file are in it): health names the
+/// log and says what was lost, OCSP keeps answering from what it pre-signed,
+/// and after a restart the log's checkpoint file shows that signed entries
+/// are missing.
+#[test]
+fn a_wal_truncated_under_serve_is_reported() {
+    let env = Env::initialized();
+    env.ok(&["connection", "add", "acme-corp", "mail-sync"]);
+    let leaf = env.path("leaf");
+    env.ok(&["issue", "acme-corp", "mail-sync", "--out", leaf.to_str().expect("p")]);
+    let (root, issuing) = env.split_chain(&leaf.join("chain.pem"));
+    let server = Server::start(&env);
+    assert_eq!(http(&server.addr, "GET", "/healthz", None, b"").0, 200);
+    for i in 0..5 {
+        env.ok(&["issue", "acme-corp", "mail-sync", "--out", env.path(&format!("l{i}")).to_str().expect("p")]);
+    }
+    env.ok(&["audit", "checkpoint"]);
+    let cert = leaf.join("cert.pem");
+    let url = server.url("/ocsp");
+    assert!(ocsp(&url, &issuing, &cert, &root).contains("cert.pem: good"));
+    assert_eq!(env.serials().len(), 6);
+    let wal = env.data_dir().join("custos.db-wal");
+    let length = std::fs::metadata(&wal).expect("wal").len();
+    assert!(length > 4096, "the WAL holds the recent commits ({length} bytes)");
+    std::fs::OpenOptions::new().write(true).open(&wal).expect("wal").set_len(length / 3).expect("truncate");
+
+    let started = Instant::now();
+    let (status, body) = loop {
+        let (status, _, body) = http(&server.addr, "GET", "/healthz", None, b"");
+        if status != 200 || started.elapsed() > Duration::from_secs(5) {
+            break (status, String::from_utf8_lossy(&body).to_string());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("custos.db-wal was truncated") && body.contains("restore"), "{body}");
+    let (status, _, body) = http(&server.addr, "GET", "/readyz", None, b"");
+    assert_eq!(status, 503);
+    assert!(String::from_utf8_lossy(&body).contains("degraded"), "{}", String::from_utf8_lossy(&body));
+    let said = ocsp(&url, &issuing, &cert, &root);
+    assert!(said.contains("cert.pem: good") && said.contains("Response verify OK"), "{said}");
+    drop(server);
+
+    // Restarted, SQLite keeps what the file and the log's valid frames hold;
+    // the checkpoint recorded outside the database shows entries are gone.
+    assert!(env.serials().len() < 6, "the truncated commits are gone");
+    let out = env.run(&["doctor"]);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("DOES NOT VERIFY") && said.contains("missing") && said.contains("custos restore"), "{said}");
+    let said = env.fails(&["audit", "verify"]);
+    assert!(said.contains("are missing"), "{said}");
 }
 
 #[test]

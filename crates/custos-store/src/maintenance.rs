@@ -14,6 +14,11 @@ const MIN_FREE_BYTES: u64 = 16 << 20;
 #[async_trait]
 impl MaintenanceStore for SqlStore {
     async fn check_storage(&self) -> Result<()> {
+        // Only stat the files, never open them: closing any descriptor of a
+        // file drops every POSIX lock this process holds on it, SQLite's
+        // included, and another process may then truncate the shared WAL
+        // index under this one's mapping (it died of SIGBUS when an earlier
+        // version read custos.db-shm here).
         if let Some((path, (dev, ino))) = &self.file {
             use std::os::unix::fs::MetadataExt;
             match std::fs::metadata(path) {
@@ -99,9 +104,19 @@ impl MaintenanceStore for SqlStore {
     }
 }
 
-/// The driver's own message, for health reasons.
+/// The driver's own message, for health reasons; for a short read (SQLite's
+/// SQLITE_IOERR_SHORT_READ, 522), what it means here.
 fn root_cause(e: &sqlx::Error) -> String {
     match e {
+        // The file and the log's index say a page is there and it is not: with
+        // the database file checked above, the write-ahead log was truncated
+        // or emptied under SQLite. The commits it held are lost when custos
+        // stops, and a checkpoint cannot copy them.
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("522") => format!(
+            "{}: a committed page is missing from the write-ahead log (custos.db-wal was truncated while custos had \
+             it open); the changes in it are lost: stop custos, run `custos doctor` and restore the last backup",
+            d.message()
+        ),
         sqlx::Error::Database(d) => d.message().to_string(),
         other => other.to_string(),
     }
