@@ -21,6 +21,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/sqlite/0007_seen_signatures.sql")),
     (8, include_str!("../migrations/sqlite/0008_audit_salt.sql")),
     (9, include_str!("../migrations/sqlite/0009_issued_requests.sql")),
+    (10, include_str!("../migrations/sqlite/0010_access.sql")),
 ];
 
 /// The PostgreSQL migrations: the same schema in its types.
@@ -33,6 +34,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/postgres/0006_seen_signatures.sql")),
     (7, include_str!("../migrations/postgres/0007_audit_salt.sql")),
     (8, include_str!("../migrations/postgres/0008_issued_requests.sql")),
+    (9, include_str!("../migrations/postgres/0009_access.sql")),
 ];
 
 /// A [`Store`] on a SQL database.

@@ -8,6 +8,7 @@
 //! Not here: domain rules (custos-ca) or key material (custos-keys). Values are
 //! plain strings, integers and bytes; custos-ca gives them their types.
 
+mod access;
 mod audit;
 mod backend;
 mod blocklist;
@@ -38,8 +39,8 @@ pub use log::entry_fields;
 // so that callers of the store traits can name them from here too.
 pub use custos_types::{
     AuditEntry, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CertificateState,
-    CheckpointRecord, ConnectionRecord, IssuerRecord, KeyRecord, KeyUsage, ResponderRecord, Revocation,
-    RevocationEvent, RevokedRow, StatusFilter, TenantRecord,
+    CheckpointRecord, ConnectionRecord, IssuerRecord, KeyRecord, KeyUsage, OperatorRecord, ResponderRecord, Revocation,
+    RevocationEvent, RevokedRow, StatusFilter, TenantRecord, TokenRecord,
 };
 pub use custos_types::{
     IncidentCertificate, IncidentConnection, IncidentRecord, OutboxMessage, Replacement, Transition, WebhookRecord,
@@ -48,8 +49,8 @@ pub use custos_types::{
 /// The store traits, to call their methods on an `Arc<dyn Store>`.
 pub mod prelude {
     pub use crate::{
-        AuditStore, BlocklistStore, CertificateStore, IncidentStore, IssuerStore, MaintenanceStore, MetaStore,
-        OutboxStore, RevocationStore, Store, TenantStore,
+        AccessStore, AuditStore, BlocklistStore, CertificateStore, IncidentStore, IssuerStore, MaintenanceStore,
+        MetaStore, OutboxStore, RevocationStore, Store, TenantStore,
     };
 }
 
@@ -75,7 +76,8 @@ pub struct Genesis {
 /// `Arc<dyn Store>` and brings the aggregate traits into scope with
 /// `use custos_store::prelude::*`.
 pub trait Store:
-    MetaStore
+    AccessStore
+    + MetaStore
     + TenantStore
     + IssuerStore
     + CertificateStore
@@ -89,7 +91,8 @@ pub trait Store:
 }
 
 impl<T> Store for T where
-    T: MetaStore
+    T: AccessStore
+        + MetaStore
         + TenantStore
         + IssuerStore
         + CertificateStore
@@ -260,6 +263,36 @@ pub trait CertificateStore: Send + Sync {
 
     /// Which of these serials are not revoked (expiry aside).
     async fn valid_serials(&self, serials: &[String]) -> Result<Vec<String>>;
+}
+
+/// Who may use the API: tokens (stored as hashes) and operators (by their certificate).
+#[async_trait]
+pub trait AccessStore: Send + Sync {
+    /// Stores a new token with its audit entry, atomically.
+    async fn add_token(&self, token: &TokenRecord, audit: &AuditRecord) -> Result<()>;
+
+    /// One token by id, revoked or not.
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>>;
+
+    /// Every token, oldest first.
+    async fn tokens(&self) -> Result<Vec<TokenRecord>>;
+
+    /// Marks a token revoked at `at` with its audit entry, atomically;
+    /// [`StoreError::NotFound`] if no such token is unrevoked.
+    async fn revoke_token(&self, id: &str, at: i64, audit: &AuditRecord) -> Result<()>;
+
+    /// Stores a new operator (or replaces a revoked one's record) with its audit entry.
+    async fn add_operator(&self, operator: &OperatorRecord, audit: &AuditRecord) -> Result<()>;
+
+    /// The operator whose current certificate has this serial (lowercase hex).
+    async fn operator_by_serial(&self, serial: &str) -> Result<Option<OperatorRecord>>;
+
+    /// Every operator, by name.
+    async fn operators(&self) -> Result<Vec<OperatorRecord>>;
+
+    /// Marks an operator's certificate revoked at `at` with its audit entry;
+    /// [`StoreError::NotFound`] if no such operator is unrevoked.
+    async fn revoke_operator(&self, name: &str, at: i64, audit: &AuditRecord) -> Result<()>;
 }
 
 /// Keys that must never be certified again.

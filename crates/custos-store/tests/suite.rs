@@ -7,8 +7,9 @@ use custos_audit::merkle::{self, Frontier, NodeId};
 use custos_store::prelude::*;
 use custos_store::{
     AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CheckpointRecord, ConnectionRecord,
-    Genesis, IncidentCertificate, IncidentRecord, IssuerRecord, KeyRecord, OutboxMessage, Replacement, ResponderRecord,
-    Revocation, SqlStore, StatusFilter, Store, StoreError, TenantRecord, Transition, WebhookRecord,
+    Genesis, IncidentCertificate, IncidentRecord, IssuerRecord, KeyRecord, OperatorRecord, OutboxMessage, Replacement,
+    ResponderRecord, Revocation, SqlStore, StatusFilter, Store, StoreError, TenantRecord, TokenRecord, Transition,
+    WebhookRecord,
 };
 use custos_types::{CertificateStatus, IssuerRole, IssuerStatus, KeyStatus, Profile, Reason};
 use custos_types::{ConnectionState, DeliveryState, IncidentState};
@@ -673,11 +674,66 @@ async fn honours_the_contract(backend: Backend) {
     contract(&store).await;
     inventory_contract(&store).await;
     incident_contract(&store).await;
+    access_contract(&store).await;
     maintenance_contract(&backend, &store).await;
     store.close().await;
     let again = backend.open().await;
     assert_eq!(again.certificates(&CertificateFilter::default()).await.expect("list").len(), 254);
     assert_eq!(again.incidents().await.expect("incidents").len(), 1);
+}
+
+/// Tokens and operators: each change with its audit entry, revocation once.
+async fn access_contract(store: &dyn Store) {
+    let before = audit_count(store).await;
+    let token = TokenRecord {
+        id: "tok_0001".into(),
+        secret_sha256: "ab".repeat(32),
+        role: "tenant".into(),
+        tenant: Some("acme".into()),
+        connection: Some("mail".into()),
+        created_at: 10,
+        expires_at: Some(1_000),
+        revoked_at: None,
+        created_by: "test".into(),
+    };
+    store.add_token(&token, &audit("token.create")).await.expect("token");
+    assert!(matches!(store.add_token(&token, &audit("token.create")).await, Err(StoreError::Duplicate { .. })));
+    assert_eq!(store.token("tok_0001").await.expect("read"), Some(token.clone()));
+    assert_eq!(store.token("tok_none").await.expect("read"), None);
+    store.revoke_token("tok_0001", 20, &audit("token.revoke")).await.expect("revoke");
+    assert!(matches!(
+        store.revoke_token("tok_0001", 21, &audit("token.revoke")).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let listed = store.tokens().await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].revoked_at, Some(20));
+
+    let operator = OperatorRecord {
+        name: "alice".into(),
+        role: "admin".into(),
+        serial: "0a0b".into(),
+        der: vec![0x30, 0x03, 0x02, 0x01, 0x01],
+        created_at: 10,
+        not_after: 10_000,
+        revoked_at: None,
+        created_by: "test".into(),
+    };
+    store.add_operator(&operator, &audit("operator.add")).await.expect("operator");
+    let mut again = operator.clone();
+    again.serial = "0c0d".into();
+    assert!(matches!(store.add_operator(&again, &audit("operator.add")).await, Err(StoreError::Duplicate { .. })));
+    assert_eq!(store.operator_by_serial("0a0b").await.expect("read"), Some(operator.clone()));
+    store.revoke_operator("alice", 30, &audit("operator.revoke")).await.expect("revoke");
+    assert!(matches!(
+        store.revoke_operator("alice", 31, &audit("operator.revoke")).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    // A revoked operator's name can be given a new certificate.
+    store.add_operator(&again, &audit("operator.add")).await.expect("re-added");
+    assert_eq!(store.operator_by_serial("0a0b").await.expect("read"), None);
+    assert_eq!(store.operators().await.expect("list"), vec![again]);
+    assert_eq!(audit_count(store).await, before + 5, "only successful changes are audited");
 }
 
 /// Health, integrity and backups; on SQLite also a deleted database file.

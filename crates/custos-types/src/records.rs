@@ -452,3 +452,49 @@ pub struct OutboxMessage {
     /// Unix seconds.
     pub delivered_at: Option<i64>,
 }
+
+/// An API token as stored: never the secret, only its SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TokenRecord {
+    /// The token's public id (`tok_` and 16 hex digits), the part of the token before its secret.
+    pub id: String,
+    /// SHA-256 of the token's secret, lowercase hex.
+    #[serde(skip)]
+    pub secret_sha256: String,
+    /// `admin`, `operator`, `auditor` or `tenant`.
+    pub role: String,
+    /// The tenant a `tenant` token is limited to.
+    pub tenant: Option<String>,
+    /// The connection a `tenant` token is limited to, if any.
+    pub connection: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds after which it is refused, if it expires.
+    pub expires_at: Option<i64>,
+    /// Unix seconds it was revoked, if it was.
+    pub revoked_at: Option<i64>,
+    /// The principal that created it (its audit actor).
+    pub created_by: String,
+}
+
+/// An operator who signs in to the API with a client certificate from the operators' CA.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OperatorRecord {
+    /// The operator's name: the certificate's subject common name.
+    pub name: String,
+    /// `admin`, `operator` or `auditor`.
+    pub role: String,
+    /// The serial of the operator's current certificate, lowercase hex.
+    pub serial: String,
+    /// That certificate, DER.
+    #[serde(skip)]
+    pub der: Vec<u8>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds the certificate expires.
+    pub not_after: i64,
+    /// Unix seconds it was revoked, if it was.
+    pub revoked_at: Option<i64>,
+    /// The principal that added it (its audit actor).
+    pub created_by: String,
+}

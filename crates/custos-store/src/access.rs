@@ -1,0 +1,160 @@
+//! API tokens and operators. The SQL implementation of [`crate::AccessStore`].
+
+use async_trait::async_trait;
+use sqlx::any::AnyRow;
+
+use crate::backend::SqlStore;
+use crate::dialect::*;
+use crate::log;
+use crate::rows::*;
+use crate::*;
+
+#[async_trait]
+impl AccessStore for SqlStore {
+    async fn add_token(&self, t: &TokenRecord, audit: &AuditRecord) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO api_tokens (id, secret_sha256, role, tenant, connection, created_at, expires_at, revoked_at, \
+             created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&t.id)
+        .bind(&t.secret_sha256)
+        .bind(&t.role)
+        .bind(&t.tenant)
+        .bind(&t.connection)
+        .bind(t.created_at)
+        .bind(t.expires_at)
+        .bind(t.revoked_at)
+        .bind(&t.created_by)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Duplicate { what: format!("token {:?}", t.id) }
+            } else {
+                StoreError::Database { operation: "add a token", source: e }
+            }
+        })?;
+        log::append(self.engine, &mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(StoreError::db("commit a token"))
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        let row = sqlx::query("SELECT * FROM api_tokens WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("read a token"))?;
+        row.as_ref().map(token_from).transpose()
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        let rows = fetch_all(&self.pool, "SELECT * FROM api_tokens ORDER BY created_at, id", "list tokens").await?;
+        rows.iter().map(token_from).collect()
+    }
+
+    async fn revoke_token(&self, id: &str, at: i64, audit: &AuditRecord) -> Result<()> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("revoke a token"))?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::NotFound { what: format!("an unrevoked token {id:?}") });
+        }
+        log::append(self.engine, &mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(StoreError::db("commit a token revocation"))
+    }
+
+    async fn add_operator(&self, o: &OperatorRecord, audit: &AuditRecord) -> Result<()> {
+        let mut tx = self.write().await?;
+        // A revoked operator's name may be given again (a new certificate);
+        // an active one's may not.
+        sqlx::query("DELETE FROM operators WHERE name = $1 AND revoked_at IS NOT NULL")
+            .bind(&o.name)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("replace a revoked operator"))?;
+        sqlx::query(
+            "INSERT INTO operators (name, role, serial, der, created_at, not_after, revoked_at, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&o.name)
+        .bind(&o.role)
+        .bind(&o.serial)
+        .bind(&o.der)
+        .bind(o.created_at)
+        .bind(o.not_after)
+        .bind(o.revoked_at)
+        .bind(&o.created_by)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Duplicate { what: format!("operator {:?}", o.name) }
+            } else {
+                StoreError::Database { operation: "add an operator", source: e }
+            }
+        })?;
+        log::append(self.engine, &mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(StoreError::db("commit an operator"))
+    }
+
+    async fn operator_by_serial(&self, serial: &str) -> Result<Option<OperatorRecord>> {
+        let row = sqlx::query("SELECT * FROM operators WHERE serial = $1")
+            .bind(serial)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("read an operator"))?;
+        row.as_ref().map(operator_from).transpose()
+    }
+
+    async fn operators(&self) -> Result<Vec<OperatorRecord>> {
+        let rows = fetch_all(&self.pool, "SELECT * FROM operators ORDER BY name", "list operators").await?;
+        rows.iter().map(operator_from).collect()
+    }
+
+    async fn revoke_operator(&self, name: &str, at: i64, audit: &AuditRecord) -> Result<()> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query("UPDATE operators SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL")
+            .bind(at)
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("revoke an operator"))?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::NotFound { what: format!("an active operator {name:?}") });
+        }
+        log::append(self.engine, &mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(StoreError::db("commit an operator revocation"))
+    }
+}
+
+fn token_from(r: &AnyRow) -> Result<TokenRecord> {
+    Ok(TokenRecord {
+        id: col(r, "id")?,
+        secret_sha256: col(r, "secret_sha256")?,
+        role: col(r, "role")?,
+        tenant: col(r, "tenant")?,
+        connection: col(r, "connection")?,
+        created_at: col(r, "created_at")?,
+        expires_at: col(r, "expires_at")?,
+        revoked_at: col(r, "revoked_at")?,
+        created_by: col(r, "created_by")?,
+    })
+}
+
+fn operator_from(r: &AnyRow) -> Result<OperatorRecord> {
+    Ok(OperatorRecord {
+        name: col(r, "name")?,
+        role: col(r, "role")?,
+        serial: col(r, "serial")?,
+        der: col(r, "der")?,
+        created_at: col(r, "created_at")?,
+        not_after: col(r, "not_after")?,
+        revoked_at: col(r, "revoked_at")?,
+        created_by: col(r, "created_by")?,
+    })
+}
