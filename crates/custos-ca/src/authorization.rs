@@ -90,6 +90,10 @@ pub enum Operation<'a> {
     BlockKey,
     /// Change how the key store is sealed (its passphrase).
     ManageKeyStore,
+    /// Create and revoke API tokens and operators.
+    ManageAccess,
+    /// List API tokens and operators (never a secret).
+    ReadAccess,
 }
 
 impl Operation<'_> {
@@ -118,6 +122,8 @@ impl Operation<'_> {
             Operation::PublishStatus => "publish OCSP and CRLs",
             Operation::BlockKey => "block a key",
             Operation::ManageKeyStore => "manage the key store",
+            Operation::ManageAccess => "manage tokens and operators",
+            Operation::ReadAccess => "read tokens and operators",
         }
     }
 }
@@ -160,6 +166,7 @@ pub fn decide(principal: &Principal, operation: &Operation<'_>) -> Decision {
             | O::ReadIssuers
             | O::ReadKeys
             | O::ReadAudit
+            | O::ReadAccess
             | O::ReadIncidents(_) => Allow,
             _ => Deny,
         },

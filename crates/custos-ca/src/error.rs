@@ -22,6 +22,12 @@ pub enum CaError {
         /// What was refused.
         operation: String,
     },
+    /// No valid credentials: the reason is for the log, never for the client.
+    #[error("not authenticated: {0}")]
+    Unauthenticated(String),
+    /// No such API token (or it was revoked already).
+    #[error("no unrevoked token {0:?} (see `custos token list`)")]
+    UnknownToken(String),
     /// The object belongs to another tenant; the principal may not learn it exists.
     #[error("not found")]
     NotVisible {

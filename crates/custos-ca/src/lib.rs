@@ -12,6 +12,7 @@
 //! store from the configuration and hands them in), X.509 encoding
 //! (custos-pki), key bytes (custos-keys), HTTP (custos-server).
 
+pub mod access;
 pub mod audit;
 pub mod authorization;
 mod ceremony;

@@ -51,20 +51,22 @@ fn operations() -> Vec<Operation<'static>> {
         O::PublishStatus,
         O::BlockKey,
         O::ManageKeyStore,
+        O::ManageAccess,
+        O::ReadAccess,
     ]
 }
 
 /// The table: for each principal, the decision on each operation of [`operations`], in order.
-fn table() -> Vec<(&'static str, Principal, [Decision; 28])> {
+fn table() -> Vec<(&'static str, Principal, [Decision; 30])> {
     vec![
-        ("local admin", Principal::LocalAdmin { uid: 0, user: Some("root".into()) }, [Allow; 28]),
-        ("admin", operator(Role::Admin), [Allow; 28]),
+        ("local admin", Principal::LocalAdmin { uid: 0, user: Some("root".into()) }, [Allow; 30]),
+        ("admin", operator(Role::Admin), [Allow; 30]),
         (
             "operator",
             operator(Role::Operator),
             [
                 Deny, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Deny,
-                Deny, Deny, Deny, Allow, Deny, Deny, Allow, Allow, Allow, Deny, Deny, Deny, Deny,
+                Deny, Deny, Deny, Allow, Deny, Deny, Allow, Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny,
             ],
         ),
         (
@@ -72,7 +74,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 28])> {
             operator(Role::Auditor),
             [
                 Deny, Deny, Allow, Allow, Deny, Allow, Allow, Deny, Deny, Deny, Allow, Allow, Allow, Allow, Allow,
-                Deny, Allow, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny, Deny,
+                Deny, Allow, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny, Allow,
             ],
         ),
         (
@@ -80,7 +82,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 28])> {
             tenant("t", None),
             [
                 Deny, Deny, Deny, Allow, Deny, Deny, Allow, Allow, Deny, Allow, Deny, Allow, Allow, Allow, Deny, Deny,
-                Deny, Deny, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny,
+                Deny, Deny, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny,
             ],
         ),
         (
@@ -88,7 +90,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 28])> {
             tenant("t", Some("d")),
             [
                 Deny, Deny, Deny, Allow, Deny, Deny, Allow, Hide, Deny, Hide, Deny, Allow, Hide, Allow, Deny, Deny,
-                Deny, Deny, Deny, Deny, Deny, Deny, Allow, Hide, Deny, Deny, Deny, Deny,
+                Deny, Deny, Deny, Deny, Deny, Deny, Allow, Hide, Deny, Deny, Deny, Deny, Deny, Deny,
             ],
         ),
         (
@@ -96,7 +98,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 28])> {
             tenant("u", None),
             [
                 Deny, Deny, Deny, Hide, Deny, Deny, Hide, Hide, Hide, Hide, Deny, Hide, Hide, Allow, Deny, Deny, Deny,
-                Deny, Deny, Deny, Deny, Deny, Hide, Hide, Deny, Deny, Deny, Deny,
+                Deny, Deny, Deny, Deny, Deny, Hide, Hide, Deny, Deny, Deny, Deny, Deny, Deny,
             ],
         ),
         (
@@ -104,7 +106,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 28])> {
             Principal::System,
             [
                 Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Deny, Allow, Deny,
-                Allow, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny,
+                Allow, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny,
             ],
         ),
     ]
