@@ -39,6 +39,10 @@ pub struct ListFilter {
     pub status: Option<StatusFilter>,
     /// Only those expiring within this many seconds.
     pub expiring_within: Option<i64>,
+    /// Only those naming this subject alternative name exactly.
+    pub san: Option<String>,
+    /// Only those listed after this one (newest first): `(created_at, serial)`.
+    pub after: Option<(i64, String)>,
     /// At most this many.
     pub limit: Option<i64>,
 }
@@ -260,6 +264,8 @@ impl Ca {
                 status: filter.status,
                 expiring_before: filter.expiring_within.map(|s| now.saturating_add(s)),
                 now,
+                san: filter.san.clone(),
+                after: filter.after.clone(),
                 limit: filter.limit,
             })
             .await?)

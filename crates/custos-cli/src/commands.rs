@@ -323,6 +323,7 @@ async fn list(cli: &Cli, args: &ListArgs) -> Result<(), CliError> {
         status,
         expiring_within: args.expiring.as_deref().map(parse_duration).transpose()?,
         limit: args.limit,
+        ..ListFilter::default()
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let views: Vec<CertificateView> =

@@ -192,55 +192,69 @@ impl CertificateStore for SqlStore {
 impl SqlStore {
     /// Runs a certificate query with `filter` applied, selecting `columns`.
     pub(crate) async fn filtered(&self, filter: &CertificateFilter, columns: &str) -> Result<Vec<AnyRow>> {
+        /// One bound value, in the order its placeholder appears.
+        enum Arg<'a> {
+            Text(&'a str),
+            Number(i64),
+        }
         // The text is built from fixed fragments only; every value is bound.
         let mut sql = format!("SELECT {columns} FROM certificates WHERE 1 = 1");
-        let mut n = 0;
-        let mut next = || {
-            n += 1;
-            format!("${n}")
-        };
-        let mut texts: Vec<&str> = Vec::new();
-        let mut numbers: Vec<i64> = Vec::new();
+        fn push<'a>(sql: &mut String, args: &mut Vec<Arg<'a>>, fragment: &str, arg: Arg<'a>) {
+            args.push(arg);
+            *sql += &fragment.replace('?', &format!("${}", args.len()));
+        }
+        let mut args: Vec<Arg> = Vec::new();
+        macro_rules! bind {
+            ($sql:expr, $fragment:expr, $arg:expr) => {
+                push($sql, &mut args, $fragment, $arg)
+            };
+        }
         if let Some(t) = &filter.tenant {
-            sql += &format!(" AND tenant = {}", next());
-            texts.push(t);
+            bind!(&mut sql, " AND tenant = ?", Arg::Text(t));
         }
         if let Some(c) = &filter.connection {
-            sql += &format!(" AND connection = {}", next());
-            texts.push(c);
+            bind!(&mut sql, " AND connection = ?", Arg::Text(c));
         }
         if let Some(i) = &filter.issuer {
-            sql += &format!(" AND issuer = {}", next());
-            texts.push(i);
+            bind!(&mut sql, " AND issuer = ?", Arg::Text(i));
         }
-        let text_count = texts.len();
+        let needle = filter.san.as_ref().map(|s| serde_json::Value::String(s.clone()).to_string());
+        if let Some(n) = &needle {
+            // The list column is a JSON array: the quoted name matches one element exactly.
+            let fragment = match self.engine {
+                Engine::Sqlite => " AND instr(sans, ?) > 0",
+                Engine::Postgres => " AND strpos(sans, ?) > 0",
+            };
+            bind!(&mut sql, fragment, Arg::Text(n));
+        }
         match filter.status {
             Some(StatusFilter::Valid) => {
-                sql += &format!(" AND status = 'valid' AND not_after >= {}", next());
-                numbers.push(filter.now);
+                bind!(&mut sql, " AND status = 'valid' AND not_after >= ?", Arg::Number(filter.now));
             }
             Some(StatusFilter::Expired) => {
-                sql += &format!(" AND status = 'valid' AND not_after < {}", next());
-                numbers.push(filter.now);
+                bind!(&mut sql, " AND status = 'valid' AND not_after < ?", Arg::Number(filter.now));
             }
             Some(StatusFilter::Revoked) => sql += " AND status = 'revoked'",
             None => {}
         }
         if let Some(before) = filter.expiring_before {
-            sql += &format!(" AND not_after < {}", next());
-            numbers.push(before);
+            bind!(&mut sql, " AND not_after < ?", Arg::Number(before));
+        }
+        if let Some((created, serial)) = &filter.after {
+            bind!(&mut sql, " AND (created_at < ?", Arg::Number(*created));
+            bind!(&mut sql, " OR (created_at = ?", Arg::Number(*created));
+            bind!(&mut sql, " AND serial > ?))", Arg::Text(serial));
         }
         sql += " ORDER BY created_at DESC, serial";
         if let Some(limit) = filter.limit {
-            sql += &format!(" LIMIT {}", next());
-            numbers.push(limit);
+            bind!(&mut sql, " LIMIT ?", Arg::Number(limit));
         }
         let mut query = sqlx::query(AssertSqlSafe(sql));
-        for t in &texts[..text_count] {
-            query = query.bind(*t);
-        }
-        for v in numbers {
-            query = query.bind(v);
+        for arg in args {
+            query = match arg {
+                Arg::Text(t) => query.bind(t),
+                Arg::Number(n) => query.bind(n),
+            };
         }
         query.fetch_all(&self.pool).await.map_err(StoreError::db("list certificates"))
     }

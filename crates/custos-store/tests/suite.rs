@@ -141,7 +141,9 @@ async fn contract(store: &dyn Store) {
     assert!(matches!(store.insert_certificates(&[dangling], &[audit("x")]).await, Err(StoreError::NotFound { .. })));
 
     // Filters.
-    store.insert_certificates(&[cert("aaaa", "web", 9_000)], &[audit("certificate.issue")]).await.expect("one");
+    let mut named = cert("aaaa", "web", 9_000);
+    named.sans = vec!["b.example".into(), "x.b.example".into()];
+    store.insert_certificates(&[named], &[audit("certificate.issue")]).await.expect("one");
     let all = |f: CertificateFilter| async move { store.certificates(&f).await.expect("list") };
     assert_eq!(all(CertificateFilter::default()).await.len(), 251);
     assert_eq!(all(CertificateFilter { connection: Some("web".into()), ..Default::default() }).await.len(), 1);
@@ -152,6 +154,23 @@ async fn contract(store: &dyn Store) {
     assert_eq!(all(valid).await.len(), 151);
     assert_eq!(all(CertificateFilter { limit: Some(5), ..Default::default() }).await.len(), 5);
     assert_eq!(all(CertificateFilter { tenant: Some("nobody".into()), ..Default::default() }).await.len(), 0);
+    // By SAN: one element exactly, not a substring of another.
+    let san = |n: &str| CertificateFilter { san: Some(n.into()), ..Default::default() };
+    assert_eq!(all(san("x.b.example")).await.len(), 1);
+    assert_eq!(all(san("b.example")).await.len(), 1);
+    assert_eq!(all(san("example")).await.len(), 0);
+    assert_eq!(all(san("a.example")).await.len(), 250);
+    // Pages: every certificate once, in the listing order, whatever the page size.
+    let everything: Vec<String> = all(CertificateFilter::default()).await.into_iter().map(|c| c.serial).collect();
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = all(CertificateFilter { after: after.clone(), limit: Some(37), ..Default::default() }).await;
+        let Some(last) = page.last() else { break };
+        after = Some((last.created_at, last.serial.clone()));
+        paged.extend(page.into_iter().map(|c| c.serial));
+    }
+    assert_eq!(paged, everything);
 
     // Revocation: atomic over its serials, fed to every process, audited.
     let audits_before = audit_count(store).await;

@@ -253,6 +253,11 @@ pub struct CertificateFilter {
     pub expiring_before: Option<i64>,
     /// The time that "expired" is judged at.
     pub now: i64,
+    /// Only those naming this subject alternative name exactly.
+    pub san: Option<String>,
+    /// Only those after this one in the listing order (newest first, then
+    /// by serial): `(created_at, serial)` of the last one of the previous page.
+    pub after: Option<(i64, String)>,
     /// At most this many.
     pub limit: Option<i64>,
 }
