@@ -10,7 +10,7 @@
 use aws_lc_rs::rand::SecureRandom;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use custos_store::TokenRecord;
+pub use custos_types::TokenRecord;
 use serde_json::json;
 use time::OffsetDateTime;
 

@@ -61,6 +61,9 @@ pub enum CaError {
     /// No issuer with this id.
     #[error("unknown issuer {0:?} (see `custos ca list`)")]
     UnknownIssuer(String),
+    /// No such incident (or none the principal may see).
+    #[error("no incident {0:?} (see `custos incident list`)")]
+    UnknownIncident(String),
     /// The request breaks the connection's or the profile's policy.
     #[error("policy refused the request: {0}")]
     Policy(String),
@@ -115,5 +118,18 @@ pub enum CaError {
 impl From<custos_keys::UnsupportedAlgorithm> for CaError {
     fn from(e: custos_keys::UnsupportedAlgorithm) -> Self {
         CaError::Keys(e.into())
+    }
+}
+
+impl CaError {
+    /// Whether the change collided with an existing object or state (a
+    /// duplicate name, a state that does not allow it): the caller's to fix.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, CaError::Store(StoreError::Duplicate { .. } | StoreError::Conflict { .. }))
+    }
+
+    /// Whether the storage is unavailable (down, full, deleted): try later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, CaError::Store(StoreError::Unavailable(_)))
     }
 }

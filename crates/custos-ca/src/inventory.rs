@@ -175,6 +175,21 @@ impl Ca {
         Ok(self.store.tenants().await?)
     }
 
+    /// One tenant; another tenant's is not found, exactly as an unknown one.
+    pub async fn tenant(&self, principal: &Principal, name: &str) -> Result<TenantRecord> {
+        visible(principal, Operation::ReadTenants(Some(name)), || CaError::UnknownTenant(name.to_string()))?;
+        self.store.tenant(name).await?.ok_or_else(|| CaError::UnknownTenant(name.to_string()))
+    }
+
+    /// One connection; another tenant's (or, for a token limited to one
+    /// connection, another connection) is not found.
+    pub async fn connection(&self, principal: &Principal, tenant: &str, name: &str) -> Result<ConnectionRecord> {
+        let unknown = || CaError::UnknownConnection { tenant: tenant.to_string(), connection: name.to_string() };
+        visible(principal, Operation::ReadCertificates { tenant: Some(tenant), connection: Some(name) }, unknown)?;
+        visible(principal, Operation::ReadConnections(Some(tenant)), unknown)?;
+        self.store.connection(tenant, name).await?.ok_or_else(unknown)
+    }
+
     /// Adds a connection to a tenant.
     pub async fn add_connection(
         &self,
@@ -236,11 +251,25 @@ impl Ca {
         {
             return Err(CaError::UnknownTenant(t.to_string()));
         }
-        Ok(self.store.connections(tenant).await?)
+        let mut all = self.store.connections(tenant).await?;
+        // A token limited to one connection sees only that one.
+        if let Principal::Tenant { connection: Some(own), .. } = principal {
+            all.retain(|c| &c.name == own);
+        }
+        Ok(all)
     }
 
     /// Certificates issued to connections, newest first.
+    /// A tenant's account lists its own tenant's when no tenant is named.
     pub async fn certificates(&self, principal: &Principal, filter: &ListFilter) -> Result<Vec<CertificateRecord>> {
+        let own;
+        let filter = match (principal, &filter.tenant) {
+            (Principal::Tenant { tenant, .. }, None) => {
+                own = ListFilter { tenant: Some(tenant.clone()), ..filter.clone() };
+                &own
+            }
+            _ => filter,
+        };
         let read =
             Operation::ReadCertificates { tenant: filter.tenant.as_deref(), connection: filter.connection.as_deref() };
         visible(principal, read, || CaError::UnknownTenant(filter.tenant.clone().unwrap_or_default()))?;
@@ -259,7 +288,11 @@ impl Ca {
             .store
             .certificates(&CertificateFilter {
                 tenant: filter.tenant.clone(),
-                connection: filter.connection.clone(),
+                // A token limited to one connection lists only that one's.
+                connection: match principal {
+                    Principal::Tenant { connection: Some(own), .. } => Some(own.clone()),
+                    _ => filter.connection.clone(),
+                },
                 issuer: filter.issuer.clone(),
                 status: filter.status,
                 expiring_before: filter.expiring_within.map(|s| now.saturating_add(s)),

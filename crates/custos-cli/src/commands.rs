@@ -34,6 +34,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Backup { file } => crate::storage::backup(&cli, file).await,
         Command::Restore { file } => crate::storage::restore(&cli, file).await,
         Command::Doctor => crate::storage::doctor(&cli).await,
+        Command::Token(command) => crate::access::token(&cli, command).await,
         Command::Serve(args) => serve(&cli, args).await,
         Command::Revoke(args) => revoke(&cli, args).await,
         Command::Crl(args) => crl(&cli, args).await,

@@ -4,6 +4,7 @@
 //! table for people or JSON (`--json`) for scripts. Errors go to stderr with
 //! their cause chain and exit status 1.
 
+mod access;
 mod audit;
 mod bulk;
 mod commands;
@@ -101,6 +102,36 @@ pub enum Command {
     },
     /// Check the database's integrity and the audit log, on one screen.
     Doctor,
+    /// API tokens for scripts and tenant services.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `custos token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token and print it once (custos keeps only its hash).
+    Create {
+        /// admin, operator, auditor or tenant.
+        #[arg(long)]
+        role: String,
+        /// With --role tenant: the tenant it is limited to.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// With --role tenant: the one connection it is limited to.
+        #[arg(long)]
+        connection: Option<String>,
+        /// How long it lives: 30d, 12h (at most a year, the default).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// List tokens (never a secret).
+    List,
+    /// Revoke a token: refused from its next request on, on every node.
+    Revoke {
+        /// The token's id (tok_...).
+        id: String,
+    },
 }
 
 /// `custos config ...`.

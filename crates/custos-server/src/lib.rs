@@ -9,6 +9,7 @@
 //! database (custos-store), or the background jobs that keep OCSP and CRLs
 //! current (custos-node runs them).
 
+pub mod api;
 pub mod http;
 pub mod tls;
 
@@ -60,7 +61,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` (and on `tls`, if given) until `shutdown`
+/// Serves the public routes on `listener`, and those and `/api/v1` on `tls`
+/// (if given), until `shutdown`
 /// resolves: in-flight requests finish, idle connections close. Each
 /// listener keeps at most `limits` connections open.
 pub async fn serve(
@@ -74,7 +76,7 @@ pub async fn serve(
     // One shutdown for both listeners.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let secure = tls.map(|l| {
-        let app = router(state.clone());
+        let app = router(state.clone()).merge(api::router(state.clone()));
         let mut stopped = stopped.clone();
         tokio::spawn(http::serve(l, app, Some(hot.clone()), IDLE_TIMEOUT, limits, async move {
             let _ = stopped.wait_for(|s| *s).await;

@@ -115,10 +115,7 @@ impl Ca {
 
     /// One incident, for operations that were authorized already.
     pub(super) async fn incident_record(&self, id: &str) -> Result<IncidentRecord> {
-        self.store
-            .incident(id)
-            .await?
-            .ok_or_else(|| CaError::Policy(format!("no incident {id:?} (see `custos incident list`)")))
+        self.store.incident(id).await?.ok_or_else(|| CaError::UnknownIncident(id.to_string()))
     }
 
     /// Every incident.

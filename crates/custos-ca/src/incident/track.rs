@@ -4,9 +4,30 @@ use super::*;
 
 impl Ca {
     /// Where each connection stands, with ages and notification delivery.
+    /// A tenant sees only its own connections (and its own notifications),
+    /// and an incident that touches none of them is not found.
     pub async fn incident_status(&self, principal: &Principal, id: &str) -> Result<IncidentStatus> {
-        let incident = self.incident(principal, id).await?;
-        let connections = self.store.incident_connections(id).await?;
+        let (incident, connections) = match principal {
+            Principal::Tenant { tenant, connection, .. } => {
+                visible(principal, Operation::ReadIncidents(Some(tenant)), || CaError::UnknownIncident(id.into()))?;
+                let incident = self.incident_record(id).await?;
+                let own: Vec<IncidentConnection> = self
+                    .store
+                    .incident_connections(id)
+                    .await?
+                    .into_iter()
+                    .filter(|c| &c.tenant == tenant && connection.as_ref().is_none_or(|own| own == &c.connection))
+                    .collect();
+                if own.is_empty() {
+                    return Err(CaError::UnknownIncident(id.to_string()));
+                }
+                (incident, own)
+            }
+            _ => {
+                authorize(principal, Operation::ReadIncidents(None))?;
+                (self.incident_record(id).await?, self.store.incident_connections(id).await?)
+            }
+        };
         let t = now();
         let states = ConnectionState::ALL
             .iter()
@@ -19,7 +40,8 @@ impl Ca {
                 }
             })
             .collect();
-        let messages = self.store.outbox(id).await?;
+        let mut messages = self.store.outbox(id).await?;
+        messages.retain(|m| connections.iter().any(|c| c.tenant == m.tenant));
         let hooked: std::collections::HashSet<String> =
             self.store.webhooks().await?.into_iter().map(|w| w.tenant).collect();
         let mut without: Vec<String> =

@@ -308,3 +308,97 @@ pub fn wait_for_ocsp(
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// `custos serve` with its TLS listener (a server certificate for 127.0.0.1
+/// issued by the custos itself), for the API.
+pub struct TlsServer {
+    pub server: Server,
+    /// `127.0.0.1:PORT` of the TLS listener.
+    pub tls_addr: String,
+    /// The root CA that the listener's certificate chains to.
+    pub root: PathBuf,
+}
+
+impl TlsServer {
+    /// Issues the listener's certificate (a new tenant `custos-tls`, connection
+    /// `listener`) and starts `serve` with it; `global` as for [`Server::start_with`].
+    pub fn start(env: &Env, global: &[&str]) -> TlsServer {
+        env.ok(&[global, &["tenant", "add", "custos-tls"]].concat());
+        env.ok(&[
+            global,
+            &["connection", "add", "custos-tls", "listener", "--profile", "server", "--allow-san", "127.0.0.1"],
+        ]
+        .concat());
+        let out = env.path("tls-listener");
+        let _ = std::fs::remove_dir_all(&out);
+        env.ok(&[
+            global,
+            &["issue", "custos-tls", "listener", "--san", "127.0.0.1", "--out", out.to_str().expect("p")],
+        ]
+        .concat());
+        let (root, issuing) = env.split_chain(&out.join("chain.pem"));
+        let full = env.path("tls-full.pem");
+        std::fs::write(
+            &full,
+            [std::fs::read(out.join("cert.pem")).expect("r"), std::fs::read(&issuing).expect("r")].concat(),
+        )
+        .expect("w");
+        use std::io::BufRead;
+        let mut child = env
+            .command()
+            .args(global)
+            .args(["serve", "--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"])
+            .args(["--tls-cert", full.to_str().expect("p"), "--tls-key", out.join("key.pem").to_str().expect("p")])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn serve");
+        let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let plain = lines.next().expect("plain line").expect("read");
+        let secure = lines.next().expect("tls line").expect("read");
+        let addr = plain.trim().strip_prefix("custos listening on http://").expect("http address").to_string();
+        let tls_addr = secure.trim().strip_prefix("custos listening on https://").expect("https address").to_string();
+        TlsServer { server: Server { child, addr }, tls_addr, root }
+    }
+
+    /// One API request with curl (verifying the listener against the root):
+    /// (status, body). `token` goes in `Authorization: Bearer`.
+    pub fn api(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, String) {
+        self.curl(method, path, token, body, &[])
+    }
+
+    /// As [`TlsServer::api`], with extra curl arguments (a client certificate).
+    pub fn curl(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&serde_json::Value>,
+        extra: &[&str],
+    ) -> (u16, String) {
+        let url = format!("https://{}{path}", self.tls_addr);
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--max-time", "20", "-X", method, "--cacert", self.root.to_str().expect("p")]);
+        c.args(["-w", "\n%{http_code}", &url]).args(extra);
+        if let Some(t) = token {
+            c.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        if let Some(b) = body {
+            c.args(["-H", "Content-Type: application/json", "--data-binary", &b.to_string()]);
+        }
+        let out = c.output().expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let status = status
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("curl {method} {path}: {text} {}", String::from_utf8_lossy(&out.stderr)));
+        (status, body.to_string())
+    }
+}

@@ -1,0 +1,236 @@
+//! `/api/v1`: the authenticated API, served on the TLS listener only.
+//!
+//! Handlers are thin: [`Caller`] turns the request's credentials (a bearer
+//! token, or an operator's client certificate) into a [`Principal`], the
+//! handler calls custos-ca with it, and custos-ca's authorization module
+//! decides. Errors are RFC 9457 problem+json; an object the caller may not
+//! see (another tenant's) answers 404 exactly as one that does not exist.
+//! The OpenAPI 3.1 description is generated from these handlers and their
+//! types (utoipa) and served at `/api/v1/openapi.json`.
+//!
+//! The wire types live here, not in custos-ca: the API is versioned, and a
+//! change to a domain type must not change `/api/v1` by accident.
+
+mod access;
+mod inventory;
+mod operations;
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use custos_ca::{CaError, Principal};
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::{AppState, problem};
+
+/// The largest JSON body a route takes (a CSR with a few SANs fits in 16 KiB).
+pub const MAX_API_BODY_BYTES: usize = 64 * 1024;
+
+/// The API's routes and their OpenAPI description, without a fallback; merged
+/// into the TLS listener's router only (the plain listener never has them).
+pub fn router(state: Arc<AppState>) -> axum::Router {
+    let (router, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(inventory::routes())
+        .merge(operations::routes())
+        .merge(access::routes())
+        .split_for_parts();
+    api.info.version = env!("CARGO_PKG_VERSION").to_string();
+    let document = Arc::new(api.to_json().unwrap_or_default());
+    router
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || {
+                let document = document.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], (*document).clone()) }
+            }),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_API_BODY_BYTES))
+        .with_state(state)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "custos API", description = "Certificate and key custody: tenants, connections, certificates, incidents, the audit log, tokens."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    components(schemas(Problem))
+)]
+struct ApiDoc;
+
+/// Declares the bearer-token scheme every operation uses.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("tok_ID.SECRET").build(),
+            ),
+        );
+    }
+}
+
+/// An RFC 9457 problem document, as every error is answered.
+#[derive(Serialize, ToSchema)]
+pub struct Problem {
+    /// Always `about:blank`: the title says what kind of problem it is.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What was wrong, and where.
+    pub detail: String,
+}
+
+/// The caller, authenticated: who the request acts as.
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let refused = |why: &str| {
+            // The reason goes to the log; the client learns only that it failed.
+            tracing::info!(reason = why, path = %parts.uri.path(), "API authentication refused");
+            let mut r = problem(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "send `Authorization: Bearer TOKEN` (custos token create) or an operator's client certificate",
+            );
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            r
+        };
+        if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+            let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
+                return Err(refused("not a Bearer authorization"));
+            };
+            return match state.ca.authenticate_token(token.trim()).await {
+                Ok(p) => Ok(Caller(p)),
+                Err(CaError::Unauthenticated(why)) => Err(refused(&why)),
+                Err(e) => Err(ApiError::Ca(e).into_response()),
+            };
+        }
+        Err(refused("no credentials"))
+    }
+}
+
+/// Why a request failed, as the API answers it.
+pub enum ApiError {
+    /// custos-ca refused or failed.
+    Ca(CaError),
+    /// The request itself is malformed (a query value, a cursor): 400 with what was wrong.
+    BadRequest(String),
+}
+
+impl From<CaError> for ApiError {
+    fn from(e: CaError) -> Self {
+        ApiError::Ca(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let e = match self {
+            ApiError::Ca(e) => e,
+            ApiError::BadRequest(detail) => return problem(StatusCode::BAD_REQUEST, "bad request", &detail),
+        };
+        let (status, title) = match &e {
+            CaError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            CaError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            CaError::NotVisible { .. }
+            | CaError::UnknownTenant(_)
+            | CaError::UnknownConnection { .. }
+            | CaError::UnknownCertificate(_)
+            | CaError::UnknownIssuer(_)
+            | CaError::UnknownIncident(_)
+            | CaError::UnknownToken(_) => (StatusCode::NOT_FOUND, "not found"),
+            CaError::InvalidName { .. } | CaError::Pki(_) => (StatusCode::BAD_REQUEST, "bad request"),
+            CaError::Policy(_) => (StatusCode::UNPROCESSABLE_ENTITY, "refused by policy"),
+            CaError::Name(_) => (StatusCode::BAD_REQUEST, "bad request"),
+            e if e.is_conflict() => (StatusCode::CONFLICT, "conflict"),
+            e if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, "storage unavailable"),
+            _ => {
+                tracing::error!(error = %e, "API request failed");
+                return problem(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error",
+                    "the request failed inside custos",
+                );
+            }
+        };
+        // Another tenant's object: the same words as an unknown one, never its name.
+        let detail = match &e {
+            CaError::NotVisible { .. } => "no such object".to_string(),
+            other => other.to_string(),
+        };
+        problem(status, title, &detail)
+    }
+}
+
+/// A JSON body, or a problem document saying what in it was wrong.
+pub struct Body<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for Body<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Body(v)),
+            Err(e) => Err(problem(e.status(), "bad body", &e.body_text())),
+        }
+    }
+}
+
+/// Query parameters, or a problem document saying which one was wrong.
+pub struct Query<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v)),
+            Err(e) => Err(problem(StatusCode::BAD_REQUEST, "bad query", &e.body_text())),
+        }
+    }
+}
+
+/// Path parameters, or a problem document.
+pub struct Path<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(e) => Err(problem(StatusCode::BAD_REQUEST, "bad path", &e.body_text())),
+        }
+    }
+}
+
+/// A JSON answer with `status`.
+pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "encoding an API answer failed");
+            problem(StatusCode::INTERNAL_SERVER_ERROR, "internal error", "the answer could not be encoded")
+        }
+    }
+}
+
+/// Unix seconds as RFC 3339.
+fn time(t: i64) -> String {
+    custos_ca::rfc3339(t)
+}
