@@ -187,6 +187,12 @@ impl Ca {
     /// which a key made a signature ([`SIGNING_ACTIONS`]).
     pub async fn audit_tail(&self, principal: &Principal, filter: &AuditFilter) -> Result<Vec<AuditEntry>> {
         authorize(principal, Operation::ReadAudit)?;
+        // Indexes are stored as signed 64-bit integers.
+        if let Some(from) = filter.from
+            && i64::try_from(from).is_err()
+        {
+            return Err(CaError::Policy(format!("entry index {from} is beyond any log")));
+        }
         if filter.action.as_deref() == Some("sign") {
             let signing = AuditFilter {
                 action: None,

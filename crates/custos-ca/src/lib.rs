@@ -37,6 +37,8 @@ use time::OffsetDateTime;
 use crate::authorization::{Decision, Operation, authorize, decide};
 
 pub use custos_keys::KeyAlgorithm;
+/// Why a key algorithm name was not understood.
+pub use custos_keys::UnsupportedAlgorithm as KeyAlgorithmError;
 pub use custos_types::{AuditEntry, AuditFilter, CheckpointRecord, KeyUsage};
 pub use custos_types::{CertificateRecord, ConnectionRecord, IssuerRecord, StatusFilter, TenantRecord};
 pub use custos_types::{

@@ -172,8 +172,8 @@ pub fn openssl_verify(root: &Path, issuing: &Path, cert: &Path) {
     assert!(out.contains(": OK"), "openssl verify: {out}");
 }
 
-/// Where scripts/test put pkilint, if anywhere.
-fn pkilint_bin(tool: &str) -> Option<PathBuf> {
+/// Where scripts/test put a PyPI tool (pkilint, schemathesis), if anywhere.
+pub fn venv_tool(tool: &str) -> Option<PathBuf> {
     let dirs = [
         std::env::var_os("CUSTOS_TOOLS_BIN").map(PathBuf::from),
         Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tools-venv/bin")),
@@ -189,7 +189,7 @@ pub fn tools_required() -> bool {
 /// Lints with a pkilint tool and fails on any ERROR or FATAL finding.
 /// pkilint's exit code counts every finding, so it is not used.
 pub fn pkilint(tool: &str, args: &[&str]) {
-    let Some(bin) = pkilint_bin(tool) else {
+    let Some(bin) = venv_tool(tool) else {
         assert!(!tools_required(), "pkilint's {tool} is required but not installed (run scripts/test)");
         eprintln!("SKIPPED pkilint {tool}: not installed (run scripts/test)");
         return;

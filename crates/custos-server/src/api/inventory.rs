@@ -163,7 +163,12 @@ async fn add_connection(
     let options = ConnectionOptions {
         profile: body.profile.as_deref().unwrap_or("client").parse::<Profile>().map_err(CaError::from)?,
         allowed_sans: body.allowed_sans,
-        key_algorithm: body.key_algorithm.as_deref().unwrap_or("p256").parse().map_err(CaError::from)?,
+        key_algorithm: body
+            .key_algorithm
+            .as_deref()
+            .unwrap_or("p256")
+            .parse()
+            .map_err(|e: custos_ca::KeyAlgorithmError| ApiError::BadRequest(e.to_string()))?,
         validity_days: body.validity_days,
     };
     let c = s.ca.add_connection(&who, &tenant, &body.name, &options).await?;

@@ -41,6 +41,8 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .merge(access::routes())
         .split_for_parts();
     api.info.version = env!("CARGO_PKG_VERSION").to_string();
+    // After the routes are in: a modifier in the derive would see no paths.
+    Conventions.modify(&mut api);
     let document = Arc::new(api.to_json().unwrap_or_default());
     router
         .route(
@@ -57,17 +59,20 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "custos API", description = "Certificate and key custody: tenants, connections, certificates, incidents, the audit log, tokens."),
-    modifiers(&BearerAuth),
     security(("bearer" = [])),
     components(schemas(Problem))
 )]
 struct ApiDoc;
 
-/// Declares the bearer-token scheme every operation uses.
-struct BearerAuth;
+/// What every operation shares, added once instead of on each handler: the
+/// bearer scheme, problem+json as the media type of every error, and the
+/// errors any operation can answer (401 without credentials, 500, 503 while
+/// the storage is down; with a body 413, 415 and 422; with parameters 400).
+struct Conventions;
 
-impl Modify for BearerAuth {
+impl Modify for Conventions {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
@@ -75,6 +80,48 @@ impl Modify for BearerAuth {
                 HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("tok_ID.SECRET").build(),
             ),
         );
+        let problem = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/problem+json",
+                        ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+                    )
+                    .build(),
+            )
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
+            for op in operations.into_iter().flatten() {
+                for (status, response) in op.responses.responses.iter_mut() {
+                    if let (true, RefOr::T(r)) = (status.starts_with('4') || status.starts_with('5'), response)
+                        && let Some(content) = r.content.shift_remove("application/json")
+                    {
+                        r.content.insert("application/problem+json".into(), content);
+                    }
+                }
+                let mut common = vec![
+                    ("401", "No valid credentials"),
+                    ("500", "custos failed (logged)"),
+                    ("503", "The storage is unavailable"),
+                ];
+                if op.request_body.is_some() {
+                    common.extend([
+                        ("400", "The body is not JSON"),
+                        ("413", "The body is too large"),
+                        ("415", "The body is not application/json"),
+                        ("422", "The body is not what the operation takes"),
+                    ]);
+                }
+                if op.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+                    common.push(("400", "A path or query parameter is malformed"));
+                }
+                for (code, description) in common {
+                    op.responses.responses.entry(code.to_string()).or_insert_with(|| problem(description));
+                }
+            }
+        }
     }
 }
 
