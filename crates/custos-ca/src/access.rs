@@ -188,3 +188,218 @@ fn token_principal(t: &TokenRecord) -> Result<Principal> {
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
 }
+
+/// The setting naming the operators' CA key.
+const META_OPERATORS_CA_KEY: &str = "operators_ca_key";
+/// The setting holding the operators' CA certificate (hex DER).
+const META_OPERATORS_CA_CERT: &str = "operators_ca_cert";
+/// The operators' CA key's label.
+const OPERATORS_CA_LABEL: &str = "operators-ca";
+/// Where the operators' CA certificate is served (`/ca/operators-ca.der`); no tenant CA has this id.
+pub const OPERATORS_CA_ID: &str = "operators-ca";
+
+/// An operator just added: the only time a key custos made for it exists outside the caller.
+pub struct NewOperator {
+    /// What was stored.
+    pub record: OperatorRecord,
+    /// The operator's client certificate, PEM.
+    pub certificate_pem: String,
+    /// The operators' CA certificate, PEM (what a client needs to trust nothing more).
+    pub ca_pem: String,
+    /// The private key, PKCS#8 PEM, when custos generated it (no `--csr`).
+    pub key_pem: Option<zeroize::Zeroizing<String>>,
+}
+
+pub use custos_types::OperatorRecord;
+
+impl Ca {
+    /// The operators' CA certificate (DER), if this custos has one: the only
+    /// CA a TLS listener trusts for client certificates. It signs nothing for
+    /// tenants, and the tenants' CAs sign no operator.
+    pub async fn operators_ca(&self) -> Result<Option<Vec<u8>>> {
+        match self.store.meta(META_OPERATORS_CA_CERT).await? {
+            Some(text) => Ok(Some(
+                hex::decode(text).map_err(|e| CaError::Inconsistent(format!("the operators' CA certificate: {e}")))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Makes the operators' CA if there is none (`init` makes it; a custos
+    /// made before operators existed gets it on the first `operator add`).
+    /// A crash before its one transaction commits leaves only an unused key
+    /// in the key store; two processes racing both generate, one commits.
+    pub async fn ensure_operators_ca(&self, principal: &Principal) -> Result<Vec<u8>> {
+        authorize(principal, Operation::ManageAccess)?;
+        if let Some(der) = self.operators_ca().await? {
+            return Ok(der);
+        }
+        let keys = self.key_store()?;
+        let key = keys.generate(custos_keys::KeyAlgorithm::EcdsaP256, OPERATORS_CA_LABEL)?;
+        let key_id = key.signer.public_key().key_id().to_string();
+        let now = OffsetDateTime::now_utc();
+        let template = custos_pki::CertificateTemplate::new(custos_pki::CertificateSpec {
+            serial: custos_pki::Serial::random()?,
+            profile: custos_pki::Profile::RootCa,
+            common_name: "custos operators CA".into(),
+            organization: None,
+            sans: vec![],
+            not_before: now - time::Duration::minutes(1),
+            not_after: now + time::Duration::days(i64::from(custos_pki::Profile::RootCa.default_validity_days())),
+            urls: None,
+        })?;
+        let (cert, _) = template.self_sign(key.signer.clone())?;
+        let record = custos_store::KeyRecord {
+            id: key_id.clone(),
+            backend: key.reference.backend.clone(),
+            algorithm: key.signer.algorithm().to_string(),
+            label: OPERATORS_CA_LABEL.into(),
+            public_key: key.signer.public_key().spki_der().to_vec(),
+            reference: key.reference.data.clone(),
+            status: custos_types::KeyStatus::Active,
+            created_at: now.unix_timestamp(),
+        };
+        let settings = vec![
+            (META_OPERATORS_CA_KEY.into(), key_id.clone()),
+            (META_OPERATORS_CA_CERT.into(), hex::encode(&cert.der)),
+        ];
+        let audit = [
+            audit_record(
+                principal,
+                "key.generate",
+                format!("key:{key_id}"),
+                json!({"key": key_id, "algorithm": "p256", "backend": record.backend, "label": OPERATORS_CA_LABEL,
+                       "purpose": "operators' client certificates"}),
+            ),
+            audit_record(
+                principal,
+                "operators-ca.create",
+                format!("key:{key_id}"),
+                json!({"key": key_id, "serial": cert.serial.to_hex(), "fingerprint": custos_pki::fingerprint(&cert.der)}),
+            ),
+        ];
+        match self.store.add_key(&record, &settings, &audit).await {
+            Ok(()) => Ok(cert.der),
+            // Another process made it first: use theirs.
+            Err(custos_store::StoreError::Duplicate { .. }) => {
+                self.operators_ca().await?.ok_or_else(|| CaError::Inconsistent("the operators' CA vanished".into()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Adds an operator with a client certificate from the operators' CA:
+    /// for the public key in `csr`, or for a P-256 key custos makes and
+    /// returns once. The certificate lives 90 days (the client profile's cap).
+    pub async fn add_operator(
+        &self,
+        principal: &Principal,
+        name: &str,
+        role: Role,
+        csr: Option<&[u8]>,
+    ) -> Result<NewOperator> {
+        authorize(principal, Operation::ManageAccess)?;
+        crate::policy::check_name("operator", name)?;
+        let ca_der = self.ensure_operators_ca(principal).await?;
+        let key_id = self
+            .store
+            .meta(META_OPERATORS_CA_KEY)
+            .await?
+            .ok_or_else(|| CaError::Inconsistent("the operators' CA has no key recorded".into()))?;
+        let signer = self.signer(&key_id).await?;
+        let ca = custos_pki::CaIssuer::new(&ca_der, signer)?;
+        let (public, algorithm, leaf) = match csr {
+            Some(bytes) => {
+                let request = custos_pki::CertificateRequest::parse(bytes)?;
+                (request.public_key, request.algorithm, None)
+            }
+            None => {
+                let leaf = custos_keys::leaf::LeafKey::generate(custos_keys::KeyAlgorithm::EcdsaP256)?;
+                (leaf.public_key().clone(), leaf.algorithm(), Some(leaf))
+            }
+        };
+        let now = OffsetDateTime::now_utc();
+        let profile = custos_pki::Profile::Client;
+        let not_after = (now + time::Duration::days(i64::from(profile.max_validity_days()))).min(ca.not_after());
+        let signed = custos_pki::CertificateTemplate::new(custos_pki::CertificateSpec {
+            serial: custos_pki::Serial::random()?,
+            profile,
+            common_name: name.to_string(),
+            organization: Some(format!("custos {role}")),
+            sans: vec![],
+            not_before: now - time::Duration::minutes(1),
+            not_after,
+            // The profile names where to check it; custos itself is the only
+            // relying party, and checks its records on every request instead.
+            urls: Some(crate::issuer_urls(&self.base_url, OPERATORS_CA_ID)),
+        })?
+        .sign(&public, algorithm, &ca)?;
+        let record = OperatorRecord {
+            name: name.to_string(),
+            role: role.as_str().to_string(),
+            serial: signed.serial.to_hex(),
+            der: signed.der.clone(),
+            created_at: now.unix_timestamp(),
+            not_after: signed.not_after.unix_timestamp(),
+            revoked_at: None,
+            created_by: principal.actor(),
+        };
+        let audit = audit_record(
+            principal,
+            "operator.add",
+            format!("operator:{name}"),
+            json!({"operator": name, "role": record.role, "serial": record.serial, "key": key_id,
+                   "fingerprint": custos_pki::fingerprint(&signed.der)}),
+        );
+        self.store.add_operator(&record, &audit).await?;
+        Ok(NewOperator {
+            certificate_pem: custos_pki::certificate_pem(&signed.der),
+            ca_pem: custos_pki::certificate_pem(&ca_der),
+            key_pem: leaf.map(|l| l.pkcs8_pem()),
+            record,
+        })
+    }
+
+    /// Every operator, by name.
+    pub async fn operators(&self, principal: &Principal) -> Result<Vec<OperatorRecord>> {
+        authorize(principal, Operation::ReadAccess)?;
+        Ok(self.store.operators().await?)
+    }
+
+    /// Revokes an operator's certificate: refused from its next request on, on every node.
+    pub async fn revoke_operator(&self, principal: &Principal, name: &str) -> Result<()> {
+        authorize(principal, Operation::ManageAccess)?;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let audit = audit_record(principal, "operator.revoke", format!("operator:{name}"), json!({"operator": name}));
+        self.store.revoke_operator(name, now, &audit).await.map_err(|e| match e {
+            custos_store::StoreError::NotFound { .. } => CaError::UnknownOperator(name.to_string()),
+            other => other.into(),
+        })
+    }
+
+    /// Who a client certificate is. The TLS handshake already checked its
+    /// chain to the operators' CA (rustls-webpki); here it must be exactly
+    /// the current, unrevoked, unexpired certificate of an operator, read
+    /// from the database on every request, so a revocation holds on every
+    /// node at once.
+    pub async fn authenticate_operator(&self, der: &[u8]) -> Result<Principal> {
+        let refused = |why: &str| CaError::Unauthenticated(why.to_string());
+        let facts = custos_pki::inspect::certificate_facts(der).map_err(|_| refused("not a certificate"))?;
+        let record =
+            self.store.operator_by_serial(&facts.serial.to_hex()).await?.ok_or_else(|| refused("unknown operator"))?;
+        if record.der != der {
+            return Err(refused("not the operator's current certificate"));
+        }
+        if record.revoked_at.is_some() {
+            return Err(refused("operator certificate revoked"));
+        }
+        if record.not_after <= OffsetDateTime::now_utc().unix_timestamp() {
+            return Err(refused("operator certificate expired"));
+        }
+        let role = record
+            .role
+            .parse::<Role>()
+            .map_err(|_| CaError::Inconsistent(format!("operator {} has role {:?}", record.name, record.role)))?;
+        Ok(Principal::Operator { name: record.name, role })
+    }
+}

@@ -25,6 +25,9 @@ pub enum CaError {
     /// No valid credentials: the reason is for the log, never for the client.
     #[error("not authenticated: {0}")]
     Unauthenticated(String),
+    /// No such active operator.
+    #[error("no active operator {0:?} (see `custos operator list`)")]
+    UnknownOperator(String),
     /// No such API token (or it was revoked already).
     #[error("no unrevoked token {0:?} (see `custos token list`)")]
     UnknownToken(String),

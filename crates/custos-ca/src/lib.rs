@@ -183,14 +183,18 @@ impl Ca {
             custos_store::StoreError::AlreadyInitialized => CaError::AlreadyInitialized,
             other => other.into(),
         })?;
-        Ok(Ca {
+        let ca = Ca {
             store,
             base_url,
             crl_partition_size: options.crl_partition_size,
             keys: Some(keys),
             active: Mutex::new(None),
             health: Mutex::new(None),
-        })
+        };
+        // Its own transaction: a crash before it leaves a custos without an
+        // operators' CA, which the first `operator add` makes.
+        ca.ensure_operators_ca(principal).await?;
+        Ok(ca)
     }
 
     /// Opens the custos recorded in `store`; its keys stay sealed until

@@ -1,12 +1,13 @@
-//! `custos token ...`: API tokens, made, listed and revoked from the CLI.
+//! `custos token ...` and `custos operator ...`: who may use the API, made,
+//! listed and revoked from the CLI.
 
 use custos_ca::access::TokenScope;
 use custos_ca::policy::parse_duration;
 use serde_json::json;
 
-use crate::output::{json, table};
-use crate::session::open;
-use crate::{Cli, CliError, TokenCommand};
+use crate::output::{json, table, write_private, write_public};
+use crate::session::{open, open_unsealed};
+use crate::{Cli, CliError, OperatorCommand, TokenCommand};
 
 /// `custos token create|list|revoke`.
 pub async fn token(cli: &Cli, command: &TokenCommand) -> Result<(), CliError> {
@@ -65,6 +66,88 @@ pub async fn token(cli: &Cli, command: &TokenCommand) -> Result<(), CliError> {
                 return json(&json!({"revoked": id}));
             }
             println!("revoked {id}: refused from its next request on");
+            Ok(())
+        }
+    }
+}
+
+/// `custos operator add|list|revoke`.
+pub async fn operator(cli: &Cli, command: &OperatorCommand) -> Result<(), CliError> {
+    match command {
+        OperatorCommand::Add { name, role, csr, out } => {
+            let role: custos_ca::Role = role.parse()?;
+            let csr = csr
+                .as_ref()
+                .map(|p| std::fs::read(p).map_err(|source| CliError::Io { path: p.clone(), source }))
+                .transpose()?;
+            // Refuse before anything is signed: the files must be new.
+            let files = ["cert.pem", "ca.pem", "key.pem"].map(|f| out.join(f));
+            if let Some(existing) = files.iter().find(|p| std::fs::symlink_metadata(p).is_ok()) {
+                return Err(CliError::Usage(format!("{} exists; choose another --out directory", existing.display())));
+            }
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(out)
+                    .map_err(|source| CliError::Io { path: out.clone(), source })?;
+            }
+            // Signing with the operators' CA needs the keys.
+            let s = open_unsealed(cli).await?;
+            // Committed first, then written: a crash in between leaves an
+            // operator whose key is lost; revoke it and add it again.
+            let made = s.ca.add_operator(&s.me, name, role, csr.as_deref()).await?;
+            write_public(&files[0], made.certificate_pem.as_bytes())?;
+            write_public(&files[1], made.ca_pem.as_bytes())?;
+            if let Some(key) = &made.key_pem {
+                write_private(&files[2], key.as_bytes())?;
+            }
+            if cli.json {
+                return json(&json!({"name": made.record.name, "role": made.record.role, "serial": made.record.serial,
+                                    "expires": custos_ca::rfc3339(made.record.not_after), "out": out}));
+            }
+            println!(
+                "operator {} ({}) added: {} (serial {}, expires {}){}",
+                made.record.name,
+                made.record.role,
+                files[0].display(),
+                made.record.serial,
+                custos_ca::rfc3339(made.record.not_after),
+                if made.key_pem.is_some() {
+                    format!("; its key is {} (0600), kept nowhere else", files[2].display())
+                } else {
+                    String::new()
+                }
+            );
+            Ok(())
+        }
+        OperatorCommand::List => {
+            let s = open(cli).await?;
+            let operators = s.ca.operators(&s.me).await?;
+            if cli.json {
+                return json(&operators);
+            }
+            let rows: Vec<Vec<String>> = operators
+                .iter()
+                .map(|o| {
+                    let state = match o.revoked_at {
+                        Some(at) => format!("revoked {}", custos_ca::rfc3339(at)),
+                        None => format!("expires {}", custos_ca::rfc3339(o.not_after)),
+                    };
+                    vec![o.name.clone(), o.role.clone(), o.serial.clone(), state]
+                })
+                .collect();
+            print!("{}", table(&["NAME", "ROLE", "SERIAL", "STATE"], &rows));
+            Ok(())
+        }
+        OperatorCommand::Revoke { name } => {
+            let s = open(cli).await?;
+            s.ca.revoke_operator(&s.me, name).await?;
+            if cli.json {
+                return json(&json!({"revoked": name}));
+            }
+            println!("revoked operator {name}: refused from its next request on");
             Ok(())
         }
     }

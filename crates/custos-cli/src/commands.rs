@@ -35,6 +35,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Restore { file } => crate::storage::restore(&cli, file).await,
         Command::Doctor => crate::storage::doctor(&cli).await,
         Command::Token(command) => crate::access::token(&cli, command).await,
+        Command::Operator(command) => crate::access::operator(&cli, command).await,
         Command::Serve(args) => serve(&cli, args).await,
         Command::Revoke(args) => revoke(&cli, args).await,
         Command::Crl(args) => crl(&cli, args).await,
@@ -404,7 +405,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
     // OCSP responses and CRLs are signed here, so serving needs the keys.
     let mut s = Session { ca, me, config };
     unseal(cli, &mut s).await?;
-    let listeners = custos_node::Listeners::bind(&s.config).await?;
+    let listeners = custos_node::Listeners::bind(&s.config, &s.ca).await?;
     println!("custos listening on http://{}", listeners.plain_address()?);
     if let Some(addr) = listeners.tls_address() {
         println!("custos listening on https://{addr}");

@@ -105,6 +105,35 @@ pub enum Command {
     /// API tokens for scripts and tenant services.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Operators, who sign in to the API with a client certificate from the operators' CA.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
+}
+
+/// `custos operator ...`.
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// Add an operator: its client certificate (and, without --csr, its key) go to --out.
+    Add {
+        /// The operator's name (its certificate's common name).
+        name: String,
+        /// admin, operator or auditor.
+        #[arg(long)]
+        role: String,
+        /// A PKCS#10 request whose key the operator keeps; without it custos makes a P-256 key and writes it once.
+        #[arg(long)]
+        csr: Option<PathBuf>,
+        /// Directory for cert.pem, ca.pem and key.pem (made 0700 if missing; files must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// List operators.
+    List,
+    /// Revoke an operator's certificate: refused from its next request on, on every node.
+    Revoke {
+        /// The operator's name.
+        name: String,
+    },
 }
 
 /// `custos token ...`.

@@ -81,7 +81,11 @@ fn every_use_of_a_key_is_logged_and_the_log_verifies() {
     ] {
         assert!(actions.contains(&wanted), "{wanted} missing from {actions:?}");
     }
-    assert_eq!(actions.iter().filter(|a| **a == "key.generate").count(), 3, "root, issuing and log keys");
+    assert_eq!(
+        actions.iter().filter(|a| **a == "key.generate").count(),
+        4,
+        "root, issuing, log and operators' CA keys"
+    );
     assert!(entries.windows(2).all(|w| w[1]["index"].as_u64() == w[0]["index"].as_u64().map(|i| i + 1)));
 
     // Filters: every signature by the issuing CA key, and that key's usage.

@@ -51,7 +51,7 @@ fn a_ca_on_a_token_issues_serves_ocsp_and_logs() {
     // Every key is on the token, addressed by a PKCS#11 URI.
     let keys = env.json(&["keys", "list"]);
     let keys = keys.as_array().expect("keys");
-    assert_eq!(keys.len(), 3, "root, issuing and log keys: {keys:?}");
+    assert_eq!(keys.len(), 4, "root, issuing, log and operators' CA keys: {keys:?}");
     for k in keys {
         assert_eq!(k["backend"], "pkcs11", "{k}");
         let prefix = format!("pkcs11:token={};id=", token_label(&uri));

@@ -91,6 +91,50 @@ fn a_revocation_on_one_node_is_seen_by_every_node_within_a_second() {
     assert!(text.to_uppercase().contains(&wanted), "{text}");
 }
 
+/// Two API nodes on one PostgreSQL database: a token revoked through one
+/// node's API, and an operator revoked from the CLI, are refused by the other
+/// node at its next request; an expired token likewise.
+#[test]
+fn tokens_and_operators_revoked_on_one_node_are_refused_on_every_node() {
+    let Some(db) = fresh_database("api_two_nodes") else { return };
+    let env = env_on(&db);
+    run(&env, &db, &["tenant", "add", "acme-corp"]);
+    let token = |args: &[&str]| {
+        let made = env.json(&[&["--database", db.as_str(), "token", "create"][..], args].concat());
+        made["token"].as_str().expect("token").to_string()
+    };
+    let admin = token(&["--role", "admin"]);
+    let tenant = token(&["--role", "tenant", "--tenant", "acme-corp"]);
+    let short = token(&["--role", "auditor", "--ttl", "10s"]);
+    let short_made = Instant::now();
+    let alice = env.path("alice");
+    run(&env, &db, &["operator", "add", "alice", "--role", "auditor", "--out", alice.to_str().expect("p")]);
+    let a = common::TlsServer::start(&env, &["--database", &db]);
+    let b = common::TlsServer::start(&env, &["--database", &db]);
+    let (cert, key) = (alice.join("cert.pem"), alice.join("key.pem"));
+    let alice_args = ["--cert", cert.to_str().expect("p"), "--key", key.to_str().expect("p")];
+    for node in [&a, &b] {
+        assert_eq!(node.api("GET", "/api/v1/tenants/acme-corp", Some(&tenant), None).0, 200);
+        assert_eq!(node.api("GET", "/api/v1/keys", Some(&short), None).0, 200);
+        assert_eq!(node.curl("GET", "/api/v1/keys", None, None, &alice_args).0, 200);
+    }
+    let id = tenant.split_once('.').expect("id").0;
+    let (status, body) = a.api("DELETE", &format!("/api/v1/tokens/{id}"), Some(&admin), None);
+    assert_eq!(status, 204, "{body}");
+    run(&env, &db, &["operator", "revoke", "alice"]);
+    let revoked = Instant::now();
+    for node in [&b, &a] {
+        assert_eq!(node.api("GET", "/api/v1/tenants/acme-corp", Some(&tenant), None).0, 401);
+        assert_eq!(node.curl("GET", "/api/v1/keys", None, None, &alice_args).0, 401);
+    }
+    assert!(revoked.elapsed() < Duration::from_secs(1), "refused on both within {:?}", revoked.elapsed());
+    std::thread::sleep(Duration::from_millis(10_500).saturating_sub(short_made.elapsed()));
+    for node in [&a, &b] {
+        assert_eq!(node.api("GET", "/api/v1/keys", Some(&short), None).0, 401, "expired");
+        assert_eq!(node.api("GET", "/api/v1/keys", Some(&admin), None).0, 200);
+    }
+}
+
 #[test]
 fn two_nodes_issuing_revoking_and_signing_at_once_stay_sound() {
     let Some(db) = fresh_database("concurrent") else { return };

@@ -268,7 +268,7 @@ fn the_passphrase_changes_in_one_step_and_the_old_one_stops_working() {
     );
     env.ok(&["crl", "--out", env.path("before.crl").to_str().expect("p")]);
     let said = env.ok(&["keys", "change-passphrase", "--new-passphrase-file", new.to_str().expect("p")]);
-    assert!(said.contains("sealed 3 keys"), "root, issuing and log keys: {said}");
+    assert!(said.contains("sealed 4 keys"), "root, issuing, log and operators' CA keys: {said}");
     // The old passphrase no longer unseals; the new one signs with the same keys.
     assert!(env.fails(&["crl"]).contains("wrong passphrase"));
     let out = env

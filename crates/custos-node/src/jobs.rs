@@ -21,16 +21,18 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds the plain listener and, if configured, the TLS one.
-    pub async fn bind(config: &Config) -> Result<Listeners> {
+    /// Binds the plain listener and, if configured, the TLS one (which takes
+    /// client certificates from `ca`'s operators' CA, if it has one).
+    pub async fn bind(config: &Config, ca: &Ca) -> Result<Listeners> {
         let s = &config.serve;
         let plain = tokio::net::TcpListener::bind(&s.listen)
             .await
             .map_err(|e| NodeError::Serve(format!("cannot listen on {}: {e}", s.listen)))?;
         let tls = match (&s.tls_listen, &s.tls_cert, &s.tls_key) {
             (Some(listen), Some(cert), Some(key)) => {
-                let tls_config =
-                    custos_server::tls::server_config(cert, key).map_err(|e| NodeError::Serve(e.to_string()))?;
+                let operators = ca.operators_ca().await?;
+                let tls_config = custos_server::tls::server_config(cert, key, operators.as_deref())
+                    .map_err(|e| NodeError::Serve(e.to_string()))?;
                 let tcp = tokio::net::TcpListener::bind(listen)
                     .await
                     .map_err(|e| NodeError::Serve(format!("cannot listen on {listen}: {e}")))?;

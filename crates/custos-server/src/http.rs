@@ -54,6 +54,7 @@ pub async fn serve<L>(
 ) -> std::io::Result<()>
 where
     L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    L::Io: PeerIdentity,
 {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
@@ -69,7 +70,11 @@ where
         };
         let router = router.clone();
         let hot = hot.clone();
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let peer_certificate = io.peer_certificate();
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            if let Some(der) = &peer_certificate {
+                req.extensions_mut().insert(crate::api::PeerCertificate(der.clone()));
+            }
             let tried = match &hot {
                 Some(h) => h.answer(req),
                 None => Err(req),
@@ -111,6 +116,22 @@ where
     let _ = stop_tx.send(());
     stop_tx.closed().await;
     Ok(())
+}
+
+/// What a connection says about its client besides its address.
+pub trait PeerIdentity {
+    /// The DER of the client certificate the TLS handshake verified, if any.
+    fn peer_certificate(&self) -> Option<Arc<Vec<u8>>> {
+        None
+    }
+}
+
+impl PeerIdentity for tokio::net::TcpStream {}
+
+impl PeerIdentity for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    fn peer_certificate(&self) -> Option<Arc<Vec<u8>>> {
+        self.get_ref().1.peer_certificates().and_then(|chain| chain.first()).map(|c| Arc::new(c.to_vec()))
+    }
 }
 
 /// How many connections a listener keeps open at once.

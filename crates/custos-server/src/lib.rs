@@ -135,6 +135,16 @@ async fn ca_certificate(State(state): State<Arc<AppState>>, file: Result<Path<St
             "CA certificates are served as {issuer}.der or {issuer}.pem",
         );
     };
+    if id == custos_ca::access::OPERATORS_CA_ID {
+        return match state.ca.operators_ca().await {
+            Ok(Some(der)) if pem => {
+                ([(header::CONTENT_TYPE, "application/x-pem-file")], custos_pki::certificate_pem(&der)).into_response()
+            }
+            Ok(Some(der)) => ([(header::CONTENT_TYPE, "application/pkix-cert")], der).into_response(),
+            Ok(None) => problem(StatusCode::NOT_FOUND, "unknown issuer", "this custos has no operators' CA yet"),
+            Err(e) => internal(&e, "reading the operators' CA"),
+        };
+    }
     match state.ca.issuer(&Principal::System, id).await {
         Ok(issuer) if pem => (
             [(header::CONTENT_TYPE, "application/x-pem-file"), (header::CACHE_CONTROL, "public, max-age=3600")],

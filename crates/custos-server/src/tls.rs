@@ -45,6 +45,9 @@ pub enum TlsError {
     /// rustls refused the configuration (e.g. the key does not match the certificate).
     #[error("TLS configuration refused: {0}")]
     Config(#[from] rustls::Error),
+    /// The operators' CA could not be used to check client certificates.
+    #[error("the operators' CA cannot check client certificates: {0}")]
+    ClientCa(String),
 }
 
 /// Whether a suite is allowed: any TLS 1.3 suite, or a TLS 1.2 ECDHE suite.
@@ -55,8 +58,13 @@ pub fn forward_secret(suite: &SupportedCipherSuite) -> bool {
     }
 }
 
-/// A server configuration from a PEM certificate chain (leaf first) and a PEM private key.
-pub fn server_config(chain: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
+/// A server configuration from a PEM certificate chain (leaf first) and a PEM
+/// private key. With `client_ca` (the operators' CA, DER), a client may
+/// present a certificate, which rustls-webpki checks against that CA alone
+/// (chain, validity, clientAuth); a client without one is let in to send a
+/// bearer token instead. Whether the certificate is an operator's current,
+/// unrevoked one is custos-ca's decision, on every request.
+pub fn server_config(chain: &Path, key: &Path, client_ca: Option<&[u8]>) -> Result<ServerConfig, TlsError> {
     let cert_err = |reason: String| TlsError::Certificates { path: chain.display().to_string(), reason };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(chain)
         .map_err(|e| cert_err(e.to_string()))?
@@ -69,10 +77,22 @@ pub fn server_config(chain: &Path, key: &Path) -> Result<ServerConfig, TlsError>
         .map_err(|e| TlsError::Key { path: key.display().to_string(), reason: e.to_string() })?;
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     provider.cipher_suites.retain(forward_secret);
-    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let provider = Arc::new(provider);
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match client_ca {
+        Some(der) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(CertificateDer::from(der.to_vec())).map_err(|e| TlsError::ClientCa(e.to_string()))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| TlsError::ClientCa(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }

@@ -16,7 +16,10 @@ use super::{ApiError, Body, Caller, Path, Problem, json, time};
 use crate::AppState;
 
 pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
-    OpenApiRouter::new().routes(routes!(list_tokens, create_token)).routes(routes!(revoke_token))
+    OpenApiRouter::new()
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(revoke_token))
+        .routes(routes!(list_operators, add_operator))
 }
 
 /// A token as listed: never its secret.
@@ -109,4 +112,80 @@ async fn revoke_token(
 ) -> Result<Response, ApiError> {
     s.ca.revoke_token(&who, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// An operator, signing in with a client certificate from the operators' CA.
+#[derive(Serialize, ToSchema)]
+struct Operator {
+    name: String,
+    /// `admin`, `operator` or `auditor`.
+    role: String,
+    /// The current certificate's serial, hex.
+    serial: String,
+    /// RFC 3339.
+    created: String,
+    /// RFC 3339: when the certificate expires.
+    expires: String,
+    /// RFC 3339, if revoked.
+    revoked: Option<String>,
+    created_by: String,
+}
+
+impl From<&custos_ca::access::OperatorRecord> for Operator {
+    fn from(o: &custos_ca::access::OperatorRecord) -> Self {
+        Operator {
+            name: o.name.clone(),
+            role: o.role.clone(),
+            serial: o.serial.clone(),
+            created: time(o.created_at),
+            expires: time(o.not_after),
+            revoked: o.revoked_at.map(time),
+            created_by: o.created_by.clone(),
+        }
+    }
+}
+
+/// A new operator, for the public key of a CSR (the API never makes an operator's key).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewOperator {
+    name: String,
+    /// `admin`, `operator` or `auditor`.
+    role: String,
+    /// PKCS#10 request, PEM: the operator keeps its key.
+    csr: String,
+}
+
+/// An operator just added, with its client certificate.
+#[derive(Serialize, ToSchema)]
+struct AddedOperator {
+    operator: Operator,
+    certificate_pem: String,
+    /// The operators' CA, PEM.
+    ca_pem: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/operators", tag = "access",
+    responses((status = 200, body = [Operator]), (status = 403, body = Problem)))]
+async fn list_operators(State(s): State<Arc<AppState>>, Caller(who): Caller) -> Result<Response, ApiError> {
+    Ok(json(StatusCode::OK, &s.ca.operators(&who).await?.iter().map(Operator::from).collect::<Vec<_>>()))
+}
+
+#[utoipa::path(post, path = "/api/v1/operators", tag = "access", request_body = NewOperator,
+    responses((status = 201, body = AddedOperator), (status = 403, body = Problem), (status = 409, body = Problem)))]
+async fn add_operator(
+    State(s): State<Arc<AppState>>,
+    Caller(who): Caller,
+    Body(body): Body<NewOperator>,
+) -> Result<Response, ApiError> {
+    let role = body.role.parse::<custos_ca::Role>()?;
+    let made = s.ca.add_operator(&who, &body.name, role, Some(body.csr.as_bytes())).await?;
+    Ok(json(
+        StatusCode::CREATED,
+        &AddedOperator {
+            operator: Operator::from(&made.record),
+            certificate_pem: made.certificate_pem,
+            ca_pem: made.ca_pem,
+        },
+    ))
 }

@@ -142,6 +142,11 @@ pub struct Problem {
 /// The caller, authenticated: who the request acts as.
 pub struct Caller(pub Principal);
 
+/// The DER of the client certificate the TLS handshake verified, set by the
+/// connection loop on every request of that connection.
+#[derive(Clone, Debug)]
+pub struct PeerCertificate(pub Arc<Vec<u8>>);
+
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = Response;
 
@@ -162,6 +167,13 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 return Err(refused("not a Bearer authorization"));
             };
             return match state.ca.authenticate_token(token.trim()).await {
+                Ok(p) => Ok(Caller(p)),
+                Err(CaError::Unauthenticated(why)) => Err(refused(&why)),
+                Err(e) => Err(ApiError::Ca(e).into_response()),
+            };
+        }
+        if let Some(PeerCertificate(der)) = parts.extensions.get::<PeerCertificate>() {
+            return match state.ca.authenticate_operator(der).await {
                 Ok(p) => Ok(Caller(p)),
                 Err(CaError::Unauthenticated(why)) => Err(refused(&why)),
                 Err(e) => Err(ApiError::Ca(e).into_response()),
@@ -200,7 +212,8 @@ impl IntoResponse for ApiError {
             | CaError::UnknownCertificate(_)
             | CaError::UnknownIssuer(_)
             | CaError::UnknownIncident(_)
-            | CaError::UnknownToken(_) => (StatusCode::NOT_FOUND, "not found"),
+            | CaError::UnknownToken(_)
+            | CaError::UnknownOperator(_) => (StatusCode::NOT_FOUND, "not found"),
             CaError::InvalidName { .. } | CaError::Pki(_) => (StatusCode::BAD_REQUEST, "bad request"),
             CaError::Policy(_) => (StatusCode::UNPROCESSABLE_ENTITY, "refused by policy"),
             CaError::Name(_) => (StatusCode::BAD_REQUEST, "bad request"),
