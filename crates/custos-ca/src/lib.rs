@@ -370,8 +370,24 @@ pub(crate) fn audit_record(
     audit_record_at(OffsetDateTime::now_utc().unix_timestamp(), &principal.actor(), action, object, details)
 }
 
+tokio::task_local! {
+    /// The id of the API request being served, if this task serves one.
+    static REQUEST_ID: String;
+}
+
+/// Runs `f` as API request `id`: every audit entry it writes names the
+/// request in its details (`request_id`), so a log line and an entry can be
+/// matched. Work `f` hands to other tasks does not carry the id.
+pub async fn with_request_id<F: std::future::Future>(id: String, f: F) -> F::Output {
+    REQUEST_ID.scope(id, f).await
+}
+
 /// An audit record at `time` by `actor`.
 fn audit_record_at(time: i64, actor: &str, action: &str, object: String, details: serde_json::Value) -> AuditRecord {
+    let mut details = details;
+    if let (Ok(id), Some(map)) = (REQUEST_ID.try_with(Clone::clone), details.as_object_mut()) {
+        map.insert("request_id".into(), serde_json::Value::String(id));
+    }
     AuditRecord {
         time,
         actor: actor.to_string(),

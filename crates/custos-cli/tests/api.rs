@@ -129,7 +129,8 @@ fn roles_reach_exactly_their_resources() {
     let reason = json!({"reason": "key-compromise"});
     assert_eq!(server.api("POST", &revoke, Some(&globex), Some(&reason)).0, 404);
     assert_eq!(server.api("POST", &revoke, Some(&auditor), Some(&reason)).0, 403);
-    let (status, body) = server.api("POST", &revoke, Some(&acme_mail), Some(&reason));
+    let (status, body) =
+        server.curl("POST", &revoke, Some(&acme_mail), Some(&reason), &["-H", "X-Request-Id: revoke-by-mail-sync"]);
     assert_eq!(status, 200, "{body}");
     assert_eq!(parse(&body)["status"], "revoked");
     assert_eq!(server.api("POST", &revoke, Some(&acme_mail), Some(&reason)).0, 422, "already revoked");
@@ -155,6 +156,8 @@ fn roles_reach_exactly_their_resources() {
     let (_, body) = server.api("GET", "/api/v1/audit/entries?action=certificate.revoke", Some(&auditor), None);
     let mail_id = acme_mail.split_once('.').expect("id").0;
     assert!(body.contains(&format!("tenant:acme-corp/mail-sync[{mail_id}]")), "{body}");
+    // With the request's id, as the client sent it.
+    assert!(body.contains(r#"\"request_id\":\"revoke-by-mail-sync\""#), "{body}");
 
     // Pages: every certificate once.
     let mut seen = Vec::new();
@@ -323,4 +326,30 @@ fn operators_sign_in_with_client_certificates() {
     assert_eq!(server.curl("GET", "/api/v1/tenants", None, None, &bob_args).0, 200);
     let listed = env.json(&["operator", "list"]);
     assert!(listed[0]["revoked_at"].is_number(), "{listed}");
+}
+
+/// Past its rate, a principal gets 429 with Retry-After; another principal
+/// is not held back by it.
+#[test]
+fn a_principal_past_its_rate_gets_429() {
+    let env = Env::initialized();
+    let config = env.path("limits.toml");
+    std::fs::write(&config, "[serve]\napi_requests_per_second = 1\napi_burst = 3\n").expect("config");
+    let server = TlsServer::start(&env, &["--config", config.to_str().expect("p")]);
+    let (busy, calm) = (token(&env, &["--role", "auditor"]), token(&env, &["--role", "auditor"]));
+    let statuses: Vec<u16> = (0..5).map(|_| server.api("GET", "/api/v1/tenants", Some(&busy), None).0).collect();
+    assert_eq!(&statuses[..3], &[200, 200, 200], "{statuses:?}");
+    assert!(statuses[3..].contains(&429), "{statuses:?}");
+    let (status, body) = server.api("GET", "/api/v1/tenants", Some(&calm), None);
+    assert_eq!(status, 200, "{body}");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-i", "--cacert", server.root.to_str().expect("p")])
+        .args(["-H", &format!("Authorization: Bearer {busy}")])
+        .arg(format!("https://{}/api/v1/tenants", server.tls_addr))
+        .output()
+        .expect("curl");
+    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(head.starts_with("http/1.1 429") && head.contains("retry-after: 1"), "{head}");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(server.api("GET", "/api/v1/tenants", Some(&busy), None).0, 200, "the bucket refills");
 }

@@ -104,6 +104,10 @@ pub struct ServeConfig {
     pub max_connections: usize,
     /// Connections a listener keeps open from one client address; past it, that client's new ones get 503.
     pub max_connections_per_client: usize,
+    /// API requests per second one principal (a token, an operator) may make on a node, sustained.
+    pub api_requests_per_second: u32,
+    /// API requests one principal may make at once above that rate; past it, 429 with Retry-After.
+    pub api_burst: u32,
 }
 
 /// OCSP and CRL timings.
@@ -201,6 +205,8 @@ impl Default for ServeConfig {
             tls_key: None,
             max_connections: 4096,
             max_connections_per_client: 256,
+            api_requests_per_second: 200,
+            api_burst: 400,
         }
     }
 }
@@ -340,6 +346,8 @@ const ALL_KEYS: &[&str] = &[
     "serve.tls_key",
     "serve.max_connections",
     "serve.max_connections_per_client",
+    "serve.api_requests_per_second",
+    "serve.api_burst",
     "ocsp.poll_interval_ms",
     "ocsp.refresh_interval_s",
     "ocsp.presign",
@@ -541,6 +549,9 @@ impl Config {
         }
         if self.serve.max_connections == 0 || self.serve.max_connections_per_client == 0 {
             return bad("serve.max_connections", "limits must be above 0".into());
+        }
+        if self.serve.api_requests_per_second == 0 || self.serve.api_burst == 0 {
+            return bad("serve.api_requests_per_second", "API rate limits must be above 0".into());
         }
         if self.ocsp.presign < 0 {
             return bad("ocsp.presign", "must not be negative".into());

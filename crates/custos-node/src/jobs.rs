@@ -64,7 +64,8 @@ pub async fn serve(config: &Config, ca: Ca, listeners: Listeners) -> Result<()> 
     let ca = Arc::new(ca);
     let publisher = Arc::new(StatusPublisher::start(ca.clone()).await?);
     let tasks = spawn_jobs(config, &ca, &publisher, transport);
-    let state = Arc::new(AppState { ca, publisher });
+    let limiter = custos_server::api::Limiter::new(config.serve.api_requests_per_second, config.serve.api_burst);
+    let state = Arc::new(AppState { ca, publisher, limiter });
     let limits = custos_server::http::ConnectionLimits {
         total: config.serve.max_connections,
         per_client: config.serve.max_connections_per_client,

@@ -41,6 +41,8 @@ pub struct AppState {
     pub ca: Arc<Ca>,
     /// OCSP answers and CRLs.
     pub publisher: Arc<StatusPublisher>,
+    /// How many API requests each principal may make.
+    pub limiter: api::Limiter,
 }
 
 /// Builds the router with every public route but OCSP, which [`serve`]

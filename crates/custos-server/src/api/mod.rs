@@ -53,7 +53,42 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
             }),
         )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_API_BODY_BYTES))
+        .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// Gives each API request an id (the client's `X-Request-Id` if it is a
+/// short token, else a random one), answers it in `X-Request-Id`, writes it
+/// into the request's audit entries, and logs one line per request.
+async fn request_id(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let given = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(str::to_string);
+    let id = given.unwrap_or_else(|| {
+        let mut bytes = [0u8; 8];
+        let _ = aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut bytes);
+        hex::encode(bytes)
+    });
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let started = std::time::Instant::now();
+    let mut response = custos_ca::with_request_id(id.clone(), next.run(req)).await;
+    tracing::info!(
+        request_id = %id,
+        %method,
+        path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "API request"
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
 }
 
 #[derive(OpenApi)]
@@ -66,8 +101,9 @@ struct ApiDoc;
 
 /// What every operation shares, added once instead of on each handler: the
 /// bearer scheme, problem+json as the media type of every error, and the
-/// errors any operation can answer (401 without credentials, 500, 503 while
-/// the storage is down; with a body 413, 415 and 422; with parameters 400).
+/// errors any operation can answer (401 without credentials, 429 past the
+/// principal's rate, 500, 503 while the storage is down; with a body 413,
+/// 415 and 422; with parameters 400).
 struct Conventions;
 
 impl Modify for Conventions {
@@ -103,6 +139,7 @@ impl Modify for Conventions {
                 }
                 let mut common = vec![
                     ("401", "No valid credentials"),
+                    ("429", "Too many requests from this principal; see Retry-After"),
                     ("500", "custos failed (logged)"),
                     ("503", "The storage is unavailable"),
                 ];
@@ -167,19 +204,82 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 return Err(refused("not a Bearer authorization"));
             };
             return match state.ca.authenticate_token(token.trim()).await {
-                Ok(p) => Ok(Caller(p)),
+                Ok(p) => state.limiter.admit(p).map(Caller),
                 Err(CaError::Unauthenticated(why)) => Err(refused(&why)),
                 Err(e) => Err(ApiError::Ca(e).into_response()),
             };
         }
         if let Some(PeerCertificate(der)) = parts.extensions.get::<PeerCertificate>() {
             return match state.ca.authenticate_operator(der).await {
-                Ok(p) => Ok(Caller(p)),
+                Ok(p) => state.limiter.admit(p).map(Caller),
                 Err(CaError::Unauthenticated(why)) => Err(refused(&why)),
                 Err(e) => Err(ApiError::Ca(e).into_response()),
             };
         }
         Err(refused("no credentials"))
+    }
+}
+
+/// A token bucket per principal: `per_second` requests sustained, `burst`
+/// at once. Per node: with several nodes a principal gets each node's rate.
+/// The map holds one small entry per principal seen; entries full again are
+/// dropped when it grows past a bound, so unbounded principals cannot grow it.
+pub struct Limiter {
+    per_second: f64,
+    burst: f64,
+    buckets: std::sync::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>,
+}
+
+/// Principals tracked before full buckets are swept out.
+const MAX_TRACKED_PRINCIPALS: usize = 10_000;
+
+impl Limiter {
+    /// A limiter allowing `per_second` requests sustained and `burst` at once per principal.
+    pub fn new(per_second: u32, burst: u32) -> Limiter {
+        Limiter {
+            per_second: f64::from(per_second.max(1)),
+            burst: f64::from(burst.max(1)),
+            buckets: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Lets `principal` through, or answers 429 with when to retry.
+    fn admit(&self, principal: Principal) -> Result<Principal, Response> {
+        let now = std::time::Instant::now();
+        let wait = {
+            let Ok(mut buckets) = self.buckets.lock() else { return Ok(principal) };
+            if buckets.len() >= MAX_TRACKED_PRINCIPALS {
+                let (rate, burst) = (self.per_second, self.burst);
+                buckets.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rate < burst);
+            }
+            let (tokens, at) = buckets.entry(principal.actor()).or_insert((self.burst, now));
+            *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
+            *at = now;
+            if *tokens >= 1.0 {
+                *tokens -= 1.0;
+                None
+            } else {
+                Some(((1.0 - *tokens) / self.per_second).ceil().max(1.0) as u64)
+            }
+        };
+        match wait {
+            None => Ok(principal),
+            Some(seconds) => {
+                let mut r = problem(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many requests",
+                    &format!(
+                        "{} makes more than {} requests a second here; retry later",
+                        principal.actor(),
+                        self.per_second
+                    ),
+                );
+                if let Ok(v) = header::HeaderValue::from_str(&seconds.to_string()) {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                Err(r)
+            }
+        }
     }
 }
 
