@@ -204,14 +204,14 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 return Err(refused("not a Bearer authorization"));
             };
             return match state.ca.authenticate_token(token.trim()).await {
-                Ok(p) => state.limiter.admit(p).map(Caller),
+                Ok(p) => state.limiter.admit(p).map(Caller).map_err(|r| *r),
                 Err(CaError::Unauthenticated(why)) => Err(refused(&why)),
                 Err(e) => Err(ApiError::Ca(e).into_response()),
             };
         }
         if let Some(PeerCertificate(der)) = parts.extensions.get::<PeerCertificate>() {
             return match state.ca.authenticate_operator(der).await {
-                Ok(p) => state.limiter.admit(p).map(Caller),
+                Ok(p) => state.limiter.admit(p).map(Caller).map_err(|r| *r),
                 Err(CaError::Unauthenticated(why)) => Err(refused(&why)),
                 Err(e) => Err(ApiError::Ca(e).into_response()),
             };
@@ -244,7 +244,7 @@ impl Limiter {
     }
 
     /// Lets `principal` through, or answers 429 with when to retry.
-    fn admit(&self, principal: Principal) -> Result<Principal, Response> {
+    fn admit(&self, principal: Principal) -> Result<Principal, Box<Response>> {
         let now = std::time::Instant::now();
         let wait = {
             let Ok(mut buckets) = self.buckets.lock() else { return Ok(principal) };
@@ -277,7 +277,7 @@ impl Limiter {
                 if let Ok(v) = header::HeaderValue::from_str(&seconds.to_string()) {
                     r.headers_mut().insert(header::RETRY_AFTER, v);
                 }
-                Err(r)
+                Err(Box::new(r))
             }
         }
     }
