@@ -84,14 +84,14 @@ pub type ResultWriter<'a> = dyn FnMut(&[Issued]) -> std::io::Result<()> + Send +
 
 /// The issuing CA currently used for new certificates, unsealed.
 pub(crate) struct ActiveIssuer {
-    record: IssuerRecord,
+    pub(crate) record: IssuerRecord,
     issuer: CaIssuer,
     chain: Arc<Vec<Vec<u8>>>,
     urls: IssuerUrls,
 }
 
 /// A request that passed policy, waiting to be signed.
-struct Planned {
+pub(crate) struct Planned {
     spec: CertificateSpec,
     /// The CRL partition, from the issuance position.
     partition: i64,
@@ -104,6 +104,24 @@ struct Planned {
 enum PlannedKey {
     Csr(CertificateRequest),
     Generate(KeyAlgorithm),
+}
+
+impl Planned {
+    /// The SPKI SHA-256 of a CSR's key (to check the blocklist); `None` for a key custos makes.
+    pub(crate) fn csr_spki(&self) -> Option<String> {
+        match &self.key {
+            PlannedKey::Csr(r) => Some(r.public_key.sha256_hex()),
+            PlannedKey::Generate(_) => None,
+        }
+    }
+
+    /// Places it at issuance `position`: its CRL partition and URL.
+    pub(crate) fn set_position(&mut self, position: i64, partition_size: i64, base_url: &str, issuer: &str) {
+        self.partition = position / partition_size;
+        if let Some(urls) = self.spec.urls.as_mut() {
+            urls.crl = crate::crl_url(base_url, issuer, self.partition);
+        }
+    }
 }
 
 /// Makes a signed batch of certificates durable with its audit entries, in
@@ -290,10 +308,7 @@ impl Ca {
         // Positions are reserved only once every request passed policy.
         let first = self.store.reserve_issuance(&active.record.id, total as i64).await?;
         for (k, p) in ok.iter_mut().enumerate() {
-            p.partition = (first + k as i64) / self.crl_partition_size;
-            if let Some(urls) = p.spec.urls.as_mut() {
-                urls.crl = crate::crl_url(&self.base_url, &active.record.id, p.partition);
-            }
+            p.set_position(first + k as i64, self.crl_partition_size, &self.base_url, &active.record.id);
         }
 
         tracing::debug!(requests = total, elapsed_ms = started.elapsed().as_millis() as u64, "planned");
@@ -324,7 +339,7 @@ impl Ca {
         Ok(issued_count)
     }
 
-    async fn find_connection(&self, tenant: &str, connection: &str) -> Result<ConnectionRecord> {
+    pub(crate) async fn find_connection(&self, tenant: &str, connection: &str) -> Result<ConnectionRecord> {
         if let Some(c) = self.store.connection(tenant, connection).await? {
             return Ok(c);
         }
@@ -368,7 +383,7 @@ impl Ca {
 }
 
 /// Whether `principal` may issue `r` (another tenant's connection answers as unknown).
-fn may_issue(principal: &Principal, r: &IssueRequest) -> Result<()> {
+pub(crate) fn may_issue(principal: &Principal, r: &IssueRequest) -> Result<()> {
     let issue = Operation::Issue {
         tenant: &r.tenant,
         connection: &r.connection,
@@ -386,7 +401,12 @@ fn at_line(total: usize, index: usize, e: CaError) -> CaError {
 }
 
 /// Checks one request against its connection's policy and the profile.
-fn plan(r: &IssueRequest, conn: &ConnectionRecord, active: &ActiveIssuer, now: OffsetDateTime) -> Result<Planned> {
+pub(crate) fn plan(
+    r: &IssueRequest,
+    conn: &ConnectionRecord,
+    active: &ActiveIssuer,
+    now: OffsetDateTime,
+) -> Result<Planned> {
     let profile = match r.profile {
         Some(p) => p,
         None => conn.profile,
@@ -480,7 +500,7 @@ fn plan(r: &IssueRequest, conn: &ConnectionRecord, active: &ActiveIssuer, now: O
 }
 
 /// Signs one planned certificate.
-fn sign(p: Planned, active: &ActiveIssuer) -> Result<Issued> {
+pub(crate) fn sign(p: Planned, active: &ActiveIssuer) -> Result<Issued> {
     let (public, algorithm, leaf, origin) = match p.key {
         PlannedKey::Csr(csr) => (csr.public_key, csr.algorithm, None, "csr"),
         PlannedKey::Generate(alg) => {
@@ -535,7 +555,7 @@ fn threads() -> usize {
 }
 
 /// Maps `f` over `items` on every core, keeping order.
-fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let per = items.len().div_ceil(threads()).max(1);
     std::thread::scope(|s| {
         let handles: Vec<_> = items.chunks(per).map(|c| s.spawn(|| c.iter().map(&f).collect::<Vec<R>>())).collect();
@@ -545,7 +565,7 @@ fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
 }
 
 /// Maps `f` over owned `items` on every core, keeping order.
-fn par_map_owned<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+pub(crate) fn par_map_owned<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
     let per = items.len().div_ceil(threads()).max(1);
     let parts = chunk(items, per);
     std::thread::scope(|s| {
@@ -555,7 +575,7 @@ fn par_map_owned<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> 
     })
 }
 
-fn issue_audit(
+pub(crate) fn issue_audit(
     principal: &Principal,
     c: &CertificateRecord,
     issuer: &IssuerRecord,

@@ -18,6 +18,7 @@ pub mod authorization;
 mod ceremony;
 mod error;
 pub mod files;
+mod grouped;
 pub mod incident;
 mod inventory;
 mod issuance;
@@ -134,6 +135,8 @@ pub struct Ca {
     /// The last storage check and when it ran: probes (load balancers, every
     /// /healthz) share one check per second instead of writing each time.
     health: Mutex<Option<(std::time::Instant, std::result::Result<(), String>)>>,
+    /// Single issuances committed together ([`Ca::issue_grouped`]).
+    groups: grouped::Groups,
 }
 
 impl Ca {
@@ -190,6 +193,7 @@ impl Ca {
             keys: Some(keys),
             active: Mutex::new(None),
             health: Mutex::new(None),
+            groups: grouped::Groups::default(),
         };
         // Its own transaction: a crash before it leaves a custos without an
         // operators' CA, which the first `operator add` makes.
@@ -213,7 +217,15 @@ impl Ca {
             .map_err(|_| CaError::Inconsistent("the recorded CRL partition size is not a number".into()))?
             .unwrap_or(DEFAULT_CRL_PARTITION_SIZE)
             .max(1);
-        Ok(Ca { store, base_url, crl_partition_size, keys: None, active: Mutex::new(None), health: Mutex::new(None) })
+        Ok(Ca {
+            store,
+            base_url,
+            crl_partition_size,
+            keys: None,
+            active: Mutex::new(None),
+            health: Mutex::new(None),
+            groups: grouped::Groups::default(),
+        })
     }
 
     /// Which key store this custos was created with.

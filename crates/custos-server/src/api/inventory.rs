@@ -286,7 +286,7 @@ async fn issue(
         key: KeySource::Csr(body.csr.into_bytes()),
         request_key: None,
     };
-    let issued = s.ca.issue(&who, request).await?;
+    let issued = s.ca.issue_grouped(&who, request).await?;
     let chain_pem: String = issued.chain.iter().map(|c| custos_pki::certificate_pem(c)).collect();
     Ok(json(
         StatusCode::CREATED,
