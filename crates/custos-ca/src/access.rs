@@ -151,10 +151,7 @@ impl Ca {
     /// names the reason for the log; the client is told only that it failed).
     pub async fn authenticate_token(&self, token: &str) -> Result<Principal> {
         let refused = |why: &str| CaError::Unauthenticated(why.to_string());
-        let (id, secret) = token.split_once('.').ok_or_else(|| refused("not a custos token (tok_ID.SECRET)"))?;
-        if !id.starts_with("tok_") || id.len() != 20 || secret.len() != 43 {
-            return Err(refused("not a custos token (tok_ID.SECRET)"));
-        }
+        let (id, secret) = parse_token(token)?;
         let record = self.store.token(id).await?.ok_or_else(|| refused("unknown token"))?;
         // Compared in constant time: the stored hash is not a secret, but the
         // comparison should not say how much of a guess was right either way.
@@ -172,6 +169,22 @@ impl Ca {
         }
         token_principal(&record)
     }
+}
+
+/// A bearer token's id and secret, if it has the shape of one (`tok_` and 16
+/// hex digits, a dot, 43 base64url characters); nothing is looked up.
+pub fn parse_token(token: &str) -> Result<(&str, &str)> {
+    let refused = || CaError::Unauthenticated("not a custos token (tok_ID.SECRET)".into());
+    let (id, secret) = token.split_once('.').ok_or_else(refused)?;
+    let hex_id = id.strip_prefix("tok_").ok_or_else(refused)?;
+    if hex_id.len() != 16
+        || !hex_id.bytes().all(|b| b.is_ascii_hexdigit())
+        || secret.len() != 43
+        || !secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(refused());
+    }
+    Ok((id, secret))
 }
 
 /// The principal a stored token stands for.

@@ -189,3 +189,11 @@ async fn add_operator(
         },
     ))
 }
+
+/// The parsers of this module's untrusted input (see [`super::parse_untrusted`]).
+pub(super) fn parse_untrusted(data: &[u8]) {
+    if let Ok(t) = serde_json::from_slice::<NewToken>(data) {
+        let _ = TokenScope::parse(&t.role, t.tenant.as_deref(), t.connection.as_deref());
+    }
+    let _ = serde_json::from_slice::<NewOperator>(data);
+}

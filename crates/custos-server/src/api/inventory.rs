@@ -568,3 +568,16 @@ async fn key_usage(
             .collect();
     Ok(json(StatusCode::OK, &uses))
 }
+
+/// The parsers of this module's untrusted input (see [`super::parse_untrusted`]).
+pub(super) fn parse_untrusted(data: &[u8]) {
+    let _ = serde_json::from_slice::<NewTenant>(data);
+    let _ = serde_json::from_slice::<NewConnection>(data);
+    let _ = serde_json::from_slice::<IssueBody>(data);
+    let _ = serde_json::from_slice::<RevokeBody>(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = decode_cursor(text);
+        let _ = text.parse::<Serial>();
+        let _ = text.parse::<Profile>();
+    }
+}

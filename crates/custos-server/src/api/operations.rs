@@ -374,3 +374,12 @@ async fn audit_checkpoint(State(s): State<Arc<AppState>>, Caller(who): Caller) -
         }
     }
 }
+
+/// The parsers of this module's untrusted input (see [`super::parse_untrusted`]).
+pub(super) fn parse_untrusted(data: &[u8]) {
+    let _ = serde_json::from_slice::<NewIncident>(data);
+    let _ = serde_json::from_slice::<AckBody>(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = text.parse::<Scope>();
+    }
+}
