@@ -208,7 +208,7 @@ impl Ca {
     pub async fn key_usage(&self, principal: &Principal, key: &str) -> Result<Vec<KeyUsage>> {
         authorize(principal, Operation::ReadKeys)?;
         if self.store.key(key).await?.is_none() {
-            return Err(CaError::Policy(format!("no key {key:?} (see `custos keys list`)")));
+            return Err(CaError::UnknownKey(key.to_string()));
         }
         Ok(self.store.key_usage(key).await?)
     }

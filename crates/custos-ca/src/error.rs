@@ -25,6 +25,9 @@ pub enum CaError {
     /// No valid credentials: the reason is for the log, never for the client.
     #[error("not authenticated: {0}")]
     Unauthenticated(String),
+    /// No key with this id.
+    #[error("no key {0:?} (see `custos keys list`)")]
+    UnknownKey(String),
     /// No such active operator.
     #[error("no active operator {0:?} (see `custos operator list`)")]
     UnknownOperator(String),

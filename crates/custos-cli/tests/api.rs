@@ -159,6 +159,39 @@ fn roles_reach_exactly_their_resources() {
     // With the request's id, as the client sent it.
     assert!(body.contains(r#"\"request_id\":\"revoke-by-mail-sync\""#), "{body}");
 
+    // An entry with its proof: the details and salt the auditor reads give
+    // the commitment the public tile holds (recomputed here in Python).
+    let (_, body) = server.api("GET", "/api/v1/audit/entries?action=certificate.revoke&limit=1", Some(&auditor), None);
+    let index = parse(&body)["items"][0]["index"].as_u64().expect("index");
+    let started = std::time::Instant::now();
+    let proved = loop {
+        let (status, body) = server.api("GET", &format!("/api/v1/audit/entries/{index}"), Some(&auditor), None);
+        if status == 200 || started.elapsed() > std::time::Duration::from_secs(5) {
+            assert_eq!(status, 200, "a checkpoint covers it within seconds: {body}");
+            break parse(&body);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let e = &proved["entry"];
+    let script = "import hashlib,sys,base64\n\
+        parts=[bytes.fromhex(sys.argv[1])]+[a.encode() for a in sys.argv[2:5]]\n\
+        h=hashlib.sha256(b'custos-audit-commitment-v1\\n')\n\
+        [h.update(len(p).to_bytes(8,'big')+p) for p in parts]\n\
+        print(h.hexdigest(), base64.b64encode(h.digest()).decode())";
+    let computed = common::sh(
+        "python3",
+        &[
+            "-c",
+            script,
+            e["salt"].as_str().expect("salt"),
+            e["actor"].as_str().expect("actor"),
+            e["object"].as_str().expect("object"),
+            e["details"].as_str().expect("details"),
+        ],
+    );
+    let commitment = proved["public_entry"]["commitment"].as_str().expect("commitment");
+    assert!(computed.split_whitespace().any(|c| c == commitment), "{computed} vs {commitment}");
+
     // Pages: every certificate once.
     let mut seen = Vec::new();
     let mut cursor = String::new();

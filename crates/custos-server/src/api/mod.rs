@@ -313,7 +313,8 @@ impl IntoResponse for ApiError {
             | CaError::UnknownIssuer(_)
             | CaError::UnknownIncident(_)
             | CaError::UnknownToken(_)
-            | CaError::UnknownOperator(_) => (StatusCode::NOT_FOUND, "not found"),
+            | CaError::UnknownOperator(_)
+            | CaError::UnknownKey(_) => (StatusCode::NOT_FOUND, "not found"),
             CaError::InvalidName { .. } | CaError::Pki(_) => (StatusCode::BAD_REQUEST, "bad request"),
             CaError::Policy(_) => (StatusCode::UNPROCESSABLE_ENTITY, "refused by policy"),
             CaError::Name(_) => (StatusCode::BAD_REQUEST, "bad request"),

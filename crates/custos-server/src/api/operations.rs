@@ -239,6 +239,10 @@ struct AuditEntry {
     key: Option<String>,
     /// What it did, as JSON text.
     details: String,
+    /// The salt of the commitment the public entry bundle holds, hex: SHA-256
+    /// over it, the actor, the object and the details gives that commitment
+    /// (docs/audit.md). Absent for entries written in the clear form.
+    salt: Option<String>,
 }
 
 impl From<&custos_ca::AuditEntry> for AuditEntry {
@@ -251,6 +255,7 @@ impl From<&custos_ca::AuditEntry> for AuditEntry {
             object: e.record.object.clone(),
             key: e.record.key.clone(),
             details: e.record.details.clone(),
+            salt: e.salt.as_ref().map(hex::encode),
         }
     }
 }
