@@ -94,6 +94,8 @@ pub enum Operation<'a> {
     ManageAccess,
     /// List API tokens and operators (never a secret).
     ReadAccess,
+    /// Approve another admin's request (the two-person rule).
+    Approve,
 }
 
 impl Operation<'_> {
@@ -124,6 +126,7 @@ impl Operation<'_> {
             Operation::ManageKeyStore => "manage the key store",
             Operation::ManageAccess => "manage tokens and operators",
             Operation::ReadAccess => "read tokens and operators",
+            Operation::Approve => "approve a request",
         }
     }
 }

@@ -25,6 +25,19 @@ pub enum CaError {
     /// No valid credentials: the reason is for the log, never for the client.
     #[error("not authenticated: {0}")]
     Unauthenticated(String),
+    /// The action needs a second admin's approval of request `id`.
+    #[error(
+        "this needs a second admin's approval (two admins exist): request {id} by {requested_by} is waiting; another admin runs `custos approve {id}` (or POST /api/v1/approvals/{id}/approve), then run this again"
+    )]
+    ApprovalRequired {
+        /// The request to approve.
+        id: String,
+        /// Who requested it.
+        requested_by: String,
+    },
+    /// No such approval request.
+    #[error("no approval request {0:?} (see `custos approvals`)")]
+    UnknownApproval(String),
     /// No key with this id.
     #[error("no key {0:?} (see `custos keys list`)")]
     UnknownKey(String),

@@ -13,6 +13,7 @@
 //! (custos-pki), key bytes (custos-keys), HTTP (custos-server).
 
 pub mod access;
+pub mod approvals;
 pub mod audit;
 pub mod authorization;
 mod ceremony;
@@ -137,6 +138,8 @@ pub struct Ca {
     health: Mutex<Option<(std::time::Instant, std::result::Result<(), String>)>>,
     /// Single issuances committed together ([`Ca::issue_grouped`]).
     groups: grouped::Groups,
+    /// Which actions need a second admin.
+    approval_policy: std::sync::RwLock<approvals::ApprovalPolicy>,
 }
 
 impl Ca {
@@ -194,6 +197,7 @@ impl Ca {
             active: Mutex::new(None),
             health: Mutex::new(None),
             groups: grouped::Groups::default(),
+            approval_policy: Default::default(),
         };
         // Its own transaction: a crash before it leaves a custos without an
         // operators' CA, which the first `operator add` makes.
@@ -225,6 +229,7 @@ impl Ca {
             active: Mutex::new(None),
             health: Mutex::new(None),
             groups: grouped::Groups::default(),
+            approval_policy: Default::default(),
         })
     }
 

@@ -53,20 +53,21 @@ fn operations() -> Vec<Operation<'static>> {
         O::ManageKeyStore,
         O::ManageAccess,
         O::ReadAccess,
+        O::Approve,
     ]
 }
 
 /// The table: for each principal, the decision on each operation of [`operations`], in order.
-fn table() -> Vec<(&'static str, Principal, [Decision; 30])> {
+fn table() -> Vec<(&'static str, Principal, [Decision; 31])> {
     vec![
-        ("local admin", Principal::LocalAdmin { uid: 0, user: Some("root".into()) }, [Allow; 30]),
-        ("admin", operator(Role::Admin), [Allow; 30]),
+        ("local admin", Principal::LocalAdmin { uid: 0, user: Some("root".into()) }, [Allow; 31]),
+        ("admin", operator(Role::Admin), [Allow; 31]),
         (
             "operator",
             operator(Role::Operator),
             [
                 Deny, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Deny,
-                Deny, Deny, Deny, Allow, Deny, Deny, Allow, Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny,
+                Deny, Deny, Deny, Allow, Deny, Deny, Allow, Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny, Deny,
             ],
         ),
         (
@@ -74,7 +75,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 30])> {
             operator(Role::Auditor),
             [
                 Deny, Deny, Allow, Allow, Deny, Allow, Allow, Deny, Deny, Deny, Allow, Allow, Allow, Allow, Allow,
-                Deny, Allow, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny, Allow,
+                Deny, Allow, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Deny,
             ],
         ),
         (
@@ -82,7 +83,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 30])> {
             tenant("t", None),
             [
                 Deny, Deny, Deny, Allow, Deny, Deny, Allow, Allow, Deny, Allow, Deny, Allow, Allow, Allow, Deny, Deny,
-                Deny, Deny, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny,
+                Deny, Deny, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny, Deny,
             ],
         ),
         (
@@ -90,7 +91,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 30])> {
             tenant("t", Some("d")),
             [
                 Deny, Deny, Deny, Allow, Deny, Deny, Allow, Hide, Deny, Hide, Deny, Allow, Hide, Allow, Deny, Deny,
-                Deny, Deny, Deny, Deny, Deny, Deny, Allow, Hide, Deny, Deny, Deny, Deny, Deny, Deny,
+                Deny, Deny, Deny, Deny, Deny, Deny, Allow, Hide, Deny, Deny, Deny, Deny, Deny, Deny, Deny,
             ],
         ),
         (
@@ -98,7 +99,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 30])> {
             tenant("u", None),
             [
                 Deny, Deny, Deny, Hide, Deny, Deny, Hide, Hide, Hide, Hide, Deny, Hide, Hide, Allow, Deny, Deny, Deny,
-                Deny, Deny, Deny, Deny, Deny, Hide, Hide, Deny, Deny, Deny, Deny, Deny, Deny,
+                Deny, Deny, Deny, Deny, Deny, Hide, Hide, Deny, Deny, Deny, Deny, Deny, Deny, Deny,
             ],
         ),
         (
@@ -106,7 +107,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 30])> {
             Principal::System,
             [
                 Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Deny, Allow, Deny,
-                Allow, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny,
+                Allow, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny, Deny,
             ],
         ),
     ]

@@ -1,5 +1,6 @@
-//! `custos token ...` and `custos operator ...`: who may use the API, made,
-//! listed and revoked from the CLI.
+//! `custos token ...`, `custos operator ...` and `custos approve`: who may
+//! use the API, made, listed and revoked from the CLI, and the second admin's
+//! approval.
 
 use custos_ca::access::TokenScope;
 use custos_ca::policy::parse_duration;
@@ -151,4 +152,51 @@ pub async fn operator(cli: &Cli, command: &OperatorCommand) -> Result<(), CliErr
             Ok(())
         }
     }
+}
+
+/// `custos approve REQ-ID`.
+pub async fn approve(cli: &Cli, id: &str) -> Result<(), CliError> {
+    let s = open(cli).await?;
+    let a = s.ca.approve(&s.me, id).await?;
+    if cli.json {
+        return json(&a);
+    }
+    println!(
+        "approved {} ({} {}), requested by {}; it stands until {}",
+        a.id,
+        a.action,
+        a.object,
+        a.requested_by,
+        custos_ca::rfc3339(a.expires_at)
+    );
+    Ok(())
+}
+
+/// `custos approvals`.
+pub async fn approvals(cli: &Cli) -> Result<(), CliError> {
+    let s = open(cli).await?;
+    let list = s.ca.approvals(&s.me).await?;
+    if cli.json {
+        return json(&list);
+    }
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|a| {
+            let state = match (&a.approved_by, a.expires_at > now) {
+                (Some(by), true) => format!("approved by {by}"),
+                (Some(_), false) | (None, false) => "expired".into(),
+                (None, true) => "waiting".into(),
+            };
+            vec![
+                a.id.clone(),
+                format!("{} {}", a.action, a.object),
+                a.requested_by.clone(),
+                state,
+                custos_ca::rfc3339(a.expires_at),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["ID", "ACTION", "REQUESTED BY", "STATE", "EXPIRES"], &rows));
+    Ok(())
 }

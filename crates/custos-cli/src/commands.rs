@@ -36,6 +36,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Doctor => crate::storage::doctor(&cli).await,
         Command::Token(command) => crate::access::token(&cli, command).await,
         Command::Operator(command) => crate::access::operator(&cli, command).await,
+        Command::Approve { id } => crate::access::approve(&cli, id).await,
+        Command::Approvals => crate::access::approvals(&cli).await,
         Command::Serve(args) => serve(&cli, args).await,
         Command::Revoke(args) => revoke(&cli, args).await,
         Command::Crl(args) => crl(&cli, args).await,

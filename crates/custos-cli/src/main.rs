@@ -108,6 +108,13 @@ pub enum Command {
     /// Operators, who sign in to the API with a client certificate from the operators' CA.
     #[command(subcommand)]
     Operator(OperatorCommand),
+    /// Approve another admin's request (the two-person rule for incident execute).
+    Approve {
+        /// The request's id (REQ-...).
+        id: String,
+    },
+    /// List approval requests: who asked for what, who approved, when each expires.
+    Approvals,
 }
 
 /// `custos operator ...`.

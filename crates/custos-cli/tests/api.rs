@@ -386,3 +386,80 @@ fn a_principal_past_its_rate_gets_429() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     assert_eq!(server.api("GET", "/api/v1/tenants", Some(&busy), None).0, 200, "the bucket refills");
 }
+
+/// The two-person rule: with two admin operators, executing an incident needs
+/// a request by one admin and an approval by another; the requester cannot
+/// approve, an auditor cannot, an approval is given once, a request expires,
+/// and both are audit entries.
+#[test]
+fn executing_an_incident_needs_a_second_admin() {
+    let env = Env::initialized();
+    env.ok(&["connection", "add", "acme-corp", "mail-sync"]);
+    for n in ["a", "b"] {
+        env.ok(&["issue", "acme-corp", "mail-sync", "--out", env.path(n).to_str().expect("p")]);
+    }
+    let serials = env.serials();
+    for name in ["alice", "bob"] {
+        let out = env.path(name);
+        env.ok(&["operator", "add", name, "--role", "admin", "--out", out.to_str().expect("p")]);
+    }
+    let server = TlsServer::start(&env, &[]);
+    let cert_args = |name: &str| {
+        let dir = env.path(name);
+        [dir.join("cert.pem"), dir.join("key.pem")].map(|p| p.to_str().expect("p").to_string())
+    };
+    let [alice_cert, alice_key] = cert_args("alice");
+    let [bob_cert, bob_key] = cert_args("bob");
+    let alice = ["--cert", alice_cert.as_str(), "--key", alice_key.as_str()];
+    let bob = ["--cert", bob_cert.as_str(), "--key", bob_key.as_str()];
+    let auditor = token(&env, &["--role", "auditor"]);
+
+    let declared = env.json(&["incident", "declare", "--compromised", &format!("cert:{}", serials[0])]);
+    let id = declared["id"].as_str().expect("id").to_string();
+    let keys = env.path("keys.jsonl");
+    let execute = |id: &str, extra: &[&str]| {
+        env.run(&[&["incident", "execute", id, "--yes", "--keys-out", keys.to_str().expect("p")], extra].concat())
+    };
+    // The local administrator asks: refused, with a request to approve.
+    let out = execute(&id, &[]);
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success() && said.contains("second admin's approval"), "{said}");
+    let request = said.split_whitespace().find(|w| w.starts_with("REQ-")).expect("request id").to_string();
+    assert_eq!(env.json(&["list", "--status", "revoked"]).as_array().expect("list").len(), 0, "nothing executed");
+    // Asking again names the same request.
+    let again = String::from_utf8_lossy(&execute(&id, &[]).stderr).to_string();
+    assert!(again.contains(&request), "{again}");
+    // The requester cannot approve its own request; an auditor cannot approve.
+    assert!(env.fails(&["approve", &request]).contains("the requester cannot approve"));
+    assert_eq!(server.api("POST", &format!("/api/v1/approvals/{request}/approve"), Some(&auditor), None).0, 403);
+    // Alice approves; Bob's second approval is refused; then it runs.
+    let path = format!("/api/v1/approvals/{request}/approve");
+    let (status, body) = server.curl("POST", &path, None, None, &alice);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(parse(&body)["approved_by"], "operator:alice(admin)");
+    let (status, body) = server.curl("POST", &path, None, None, &bob);
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("approved already"), "{body}");
+    let out = execute(&id, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(env.json(&["list", "--status", "revoked"]).as_array().expect("list").len(), 1);
+    let (_, body) = server.api("GET", "/api/v1/audit/entries?action=approval", Some(&auditor), None);
+    assert!(body.contains("approval.request") && body.contains("approval.approve"), "{body}");
+
+    // A request expires: approving it afterwards is refused.
+    let short = env.path("short.toml");
+    std::fs::write(&short, "[approvals]\nexpiry_s = 1\n").expect("config");
+    let declared = env.json(&["incident", "declare", "--compromised", &format!("cert:{}", serials[1])]);
+    let second = declared["id"].as_str().expect("id").to_string();
+    let said = String::from_utf8_lossy(&execute(&second, &["--config", short.to_str().expect("p")]).stderr).to_string();
+    let request = said.split_whitespace().find(|w| w.starts_with("REQ-")).expect("request id").to_string();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let (status, body) = server.curl("POST", &format!("/api/v1/approvals/{request}/approve"), None, None, &bob);
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("expired"), "{body}");
+    // Switched off in the configuration, one admin executes alone.
+    let off = env.path("off.toml");
+    std::fs::write(&off, "[approvals]\nincident_execute = false\n").expect("config");
+    let out = execute(&second, &["--config", off.to_str().expect("p")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -45,8 +45,26 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Incident notifications.
     pub webhooks: WebhookConfig,
+    /// The two-person rule.
+    pub approvals: ApprovalsConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// The two-person rule: which actions need a second admin while two or more exist.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalsConfig {
+    /// `incident execute` (which may replace CAs and destroys compromised keys) needs a second admin's approval.
+    pub incident_execute: bool,
+    /// Seconds an approval request can be approved, and an approval used.
+    pub expiry_s: u64,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        ApprovalsConfig { incident_execute: true, expiry_s: 86_400 }
+    }
 }
 
 /// Which key store holds the keys.
@@ -174,6 +192,7 @@ impl Default for Config {
             ocsp: OcspConfig::default(),
             audit: AuditConfig::default(),
             webhooks: WebhookConfig::default(),
+            approvals: ApprovalsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -359,6 +378,8 @@ const ALL_KEYS: &[&str] = &[
     "webhooks.ca_file",
     "webhooks.allow_private_targets",
     "webhooks.danger_allow_http",
+    "approvals.incident_execute",
+    "approvals.expiry_s",
     "log.level",
 ];
 
@@ -542,6 +563,7 @@ impl Config {
             ("audit.checkpoint_interval_ms", self.audit.checkpoint_interval_ms),
             ("webhooks.delivery_interval_ms", self.webhooks.delivery_interval_ms),
             ("webhooks.give_up_after_s", self.webhooks.give_up_after_s),
+            ("approvals.expiry_s", self.approvals.expiry_s),
         ] {
             if value == 0 {
                 return bad(key, "must be above 0".into());

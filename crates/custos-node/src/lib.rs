@@ -175,10 +175,20 @@ async fn open_store(config: &Config, create: bool) -> Result<SqlStore> {
 /// Opens the custos the configuration names; its keys stay sealed.
 pub async fn open(config: &Config) -> Result<Ca> {
     let store: Arc<dyn Store> = Arc::new(open_store(config, false).await?);
-    Ca::open(store).await.map_err(|e| match e {
+    let ca = Ca::open(store).await.map_err(|e| match e {
         CaError::NotInitialized => NodeError::NotInitialized { location: location(config) },
         other => other.into(),
-    })
+    })?;
+    ca.set_approval_policy(approval_policy(config));
+    Ok(ca)
+}
+
+/// The two-person rule the configuration asks for.
+pub fn approval_policy(config: &Config) -> custos_ca::approvals::ApprovalPolicy {
+    custos_ca::approvals::ApprovalPolicy {
+        incident_execute: config.approvals.incident_execute,
+        expiry_secs: i64::try_from(config.approvals.expiry_s).unwrap_or(i64::MAX),
+    }
 }
 
 /// Whether a custos is already where the configuration points.
@@ -306,6 +316,7 @@ pub async fn init(config: &Config, passphrase: &[u8], principal: &Principal) -> 
         write_key_store_config(config)?;
     }
     write_marker(config, &ca).await?;
+    ca.set_approval_policy(approval_policy(config));
     Ok(ca)
 }
 
@@ -436,6 +447,7 @@ pub async fn restore(config: &Config, backup: &Path) -> Result<Ca> {
         .map_err(|source| NodeError::Io { path: config.data_dir.clone(), source })?;
     let ca = open(config).await?;
     write_marker(config, &ca).await?;
+    ca.set_approval_policy(approval_policy(config));
     Ok(ca)
 }
 

@@ -130,6 +130,88 @@ impl AccessStore for SqlStore {
         log::append(self.engine, &mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(StoreError::db("commit an operator revocation"))
     }
+
+    async fn add_approval(&self, a: &ApprovalRecord, audit: &AuditRecord) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO approvals (id, action, object, requested_by, requested_at, expires_at, approved_by, \
+             approved_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&a.id)
+        .bind(&a.action)
+        .bind(&a.object)
+        .bind(&a.requested_by)
+        .bind(a.requested_at)
+        .bind(a.expires_at)
+        .bind(&a.approved_by)
+        .bind(a.approved_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Duplicate { what: format!("approval {:?}", a.id) }
+            } else {
+                StoreError::Database { operation: "add an approval request", source: e }
+            }
+        })?;
+        log::append(self.engine, &mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(StoreError::db("commit an approval request"))
+    }
+
+    async fn approvals_for(&self, action: &str, object: &str) -> Result<Vec<ApprovalRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM approvals WHERE action = $1 AND object = $2 ORDER BY requested_at DESC, id DESC",
+        )
+        .bind(action)
+        .bind(object)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::db("read approvals"))?;
+        rows.iter().map(approval_from).collect()
+    }
+
+    async fn approvals(&self) -> Result<Vec<ApprovalRecord>> {
+        let rows =
+            fetch_all(&self.pool, "SELECT * FROM approvals ORDER BY requested_at DESC, id DESC", "list approvals")
+                .await?;
+        rows.iter().map(approval_from).collect()
+    }
+
+    async fn approve(&self, id: &str, by: &str, at: i64, audit: &AuditRecord) -> Result<()> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query(
+            "UPDATE approvals SET approved_by = $1, approved_at = $2 \
+             WHERE id = $3 AND approved_by IS NULL AND expires_at > $4 AND requested_by <> $5",
+        )
+        .bind(by)
+        .bind(at)
+        .bind(id)
+        .bind(at)
+        .bind(by)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db("approve a request"))?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Conflict {
+                what: format!("approval {id:?} is unknown, approved already, expired, or was requested by {by}"),
+            });
+        }
+        log::append(self.engine, &mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(StoreError::db("commit an approval"))
+    }
+}
+
+fn approval_from(r: &AnyRow) -> Result<ApprovalRecord> {
+    Ok(ApprovalRecord {
+        id: col(r, "id")?,
+        action: col(r, "action")?,
+        object: col(r, "object")?,
+        requested_by: col(r, "requested_by")?,
+        requested_at: col(r, "requested_at")?,
+        expires_at: col(r, "expires_at")?,
+        approved_by: col(r, "approved_by")?,
+        approved_at: col(r, "approved_at")?,
+    })
 }
 
 fn token_from(r: &AnyRow) -> Result<TokenRecord> {

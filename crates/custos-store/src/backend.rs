@@ -22,6 +22,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../migrations/sqlite/0008_audit_salt.sql")),
     (9, include_str!("../migrations/sqlite/0009_issued_requests.sql")),
     (10, include_str!("../migrations/sqlite/0010_access.sql")),
+    (11, include_str!("../migrations/sqlite/0011_approvals.sql")),
 ];
 
 /// The PostgreSQL migrations: the same schema in its types.
@@ -35,6 +36,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/postgres/0007_audit_salt.sql")),
     (8, include_str!("../migrations/postgres/0008_issued_requests.sql")),
     (9, include_str!("../migrations/postgres/0009_access.sql")),
+    (10, include_str!("../migrations/postgres/0010_approvals.sql")),
 ];
 
 /// A [`Store`] on a SQL database.

@@ -38,9 +38,9 @@ pub use log::entry_fields;
 // The records this store persists are the domain's (custos-types); re-exported
 // so that callers of the store traits can name them from here too.
 pub use custos_types::{
-    AuditEntry, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CertificateState,
-    CheckpointRecord, ConnectionRecord, IssuerRecord, KeyRecord, KeyUsage, OperatorRecord, ResponderRecord, Revocation,
-    RevocationEvent, RevokedRow, StatusFilter, TenantRecord, TokenRecord,
+    ApprovalRecord, AuditEntry, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord,
+    CertificateState, CheckpointRecord, ConnectionRecord, IssuerRecord, KeyRecord, KeyUsage, OperatorRecord,
+    ResponderRecord, Revocation, RevocationEvent, RevokedRow, StatusFilter, TenantRecord, TokenRecord,
 };
 pub use custos_types::{
     IncidentCertificate, IncidentConnection, IncidentRecord, OutboxMessage, Replacement, Transition, WebhookRecord,
@@ -293,6 +293,20 @@ pub trait AccessStore: Send + Sync {
     /// Marks an operator's certificate revoked at `at` with its audit entry;
     /// [`StoreError::NotFound`] if no such operator is unrevoked.
     async fn revoke_operator(&self, name: &str, at: i64, audit: &AuditRecord) -> Result<()>;
+
+    /// Stores a new approval request with its audit entry.
+    async fn add_approval(&self, approval: &ApprovalRecord, audit: &AuditRecord) -> Result<()>;
+
+    /// Every approval request for `action` on `object`, newest first.
+    async fn approvals_for(&self, action: &str, object: &str) -> Result<Vec<ApprovalRecord>>;
+
+    /// Every approval request, newest first.
+    async fn approvals(&self) -> Result<Vec<ApprovalRecord>>;
+
+    /// Records that `by` approved request `id` at `at`, with its audit entry,
+    /// only if it is unapproved, unexpired at `at` and was not requested by
+    /// `by`; [`StoreError::Conflict`] otherwise, changing nothing.
+    async fn approve(&self, id: &str, by: &str, at: i64, audit: &AuditRecord) -> Result<()>;
 }
 
 /// Keys that must never be certified again.

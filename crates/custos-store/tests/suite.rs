@@ -6,10 +6,10 @@
 use custos_audit::merkle::{self, Frontier, NodeId};
 use custos_store::prelude::*;
 use custos_store::{
-    AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CheckpointRecord, ConnectionRecord,
-    Genesis, IncidentCertificate, IncidentRecord, IssuerRecord, KeyRecord, OperatorRecord, OutboxMessage, Replacement,
-    ResponderRecord, Revocation, SqlStore, StatusFilter, Store, StoreError, TenantRecord, TokenRecord, Transition,
-    WebhookRecord,
+    ApprovalRecord, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CheckpointRecord,
+    ConnectionRecord, Genesis, IncidentCertificate, IncidentRecord, IssuerRecord, KeyRecord, OperatorRecord,
+    OutboxMessage, Replacement, ResponderRecord, Revocation, SqlStore, StatusFilter, Store, StoreError, TenantRecord,
+    TokenRecord, Transition, WebhookRecord,
 };
 use custos_types::{CertificateStatus, IssuerRole, IssuerStatus, KeyStatus, Profile, Reason};
 use custos_types::{ConnectionState, DeliveryState, IncidentState};
@@ -752,7 +752,32 @@ async fn access_contract(store: &dyn Store) {
     store.add_operator(&again, &audit("operator.add")).await.expect("re-added");
     assert_eq!(store.operator_by_serial("0a0b").await.expect("read"), None);
     assert_eq!(store.operators().await.expect("list"), vec![again]);
-    assert_eq!(audit_count(store).await, before + 5, "only successful changes are audited");
+    // Approvals: the requester cannot approve, nor can anyone after expiry or twice.
+    let request = |id: &str, expires_at: i64| ApprovalRecord {
+        id: id.into(),
+        action: "incident.execute".into(),
+        object: "INC-0001".into(),
+        requested_by: "operator:alice(admin)".into(),
+        requested_at: 10,
+        expires_at,
+        approved_by: None,
+        approved_at: None,
+    };
+    store.add_approval(&request("REQ-1", 100), &audit("approval.request")).await.expect("request");
+    store.add_approval(&request("REQ-2", 50), &audit("approval.request")).await.expect("request");
+    let conflict = |r: Result<(), StoreError>| matches!(r, Err(StoreError::Conflict { .. }));
+    assert!(conflict(store.approve("REQ-1", "operator:alice(admin)", 20, &audit("approval.approve")).await));
+    assert!(conflict(store.approve("REQ-2", "operator:bob(admin)", 60, &audit("approval.approve")).await));
+    assert!(conflict(store.approve("REQ-9", "operator:bob(admin)", 20, &audit("approval.approve")).await));
+    store.approve("REQ-1", "operator:bob(admin)", 20, &audit("approval.approve")).await.expect("approve");
+    assert!(conflict(store.approve("REQ-1", "operator:carol(admin)", 21, &audit("approval.approve")).await));
+    let found = store.approvals_for("incident.execute", "INC-0001").await.expect("for");
+    assert_eq!(found.len(), 2);
+    let approved = found.iter().find(|a| a.id == "REQ-1").expect("REQ-1");
+    assert_eq!((approved.approved_by.as_deref(), approved.approved_at), (Some("operator:bob(admin)"), Some(20)));
+    assert!(store.approvals_for("incident.execute", "INC-0002").await.expect("for").is_empty());
+    assert_eq!(store.approvals().await.expect("all").len(), 2);
+    assert_eq!(audit_count(store).await, before + 8, "only successful changes are audited");
 }
 
 /// Health, integrity and backups; on SQLite also a deleted database file.

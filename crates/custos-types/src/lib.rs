@@ -13,10 +13,10 @@ mod state;
 
 pub use algorithm::{KeyAlgorithm, KeyId, PublicKey, UnsupportedAlgorithm};
 pub use records::{
-    AuditEntry, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CertificateState,
-    CheckpointRecord, ConnectionRecord, IncidentCertificate, IncidentConnection, IncidentRecord, IssuerRecord,
-    KeyRecord, KeyUsage, OperatorRecord, OutboxMessage, Replacement, ResponderRecord, Revocation, RevocationEvent,
-    RevokedRow, StatusFilter, TenantRecord, TokenRecord, Transition, WebhookRecord,
+    ApprovalRecord, AuditEntry, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord,
+    CertificateState, CheckpointRecord, ConnectionRecord, IncidentCertificate, IncidentConnection, IncidentRecord,
+    IssuerRecord, KeyRecord, KeyUsage, OperatorRecord, OutboxMessage, Replacement, ResponderRecord, Revocation,
+    RevocationEvent, RevokedRow, StatusFilter, TenantRecord, TokenRecord, Transition, WebhookRecord,
 };
 pub use state::{
     CertificateStatus, ConnectionState, DeliveryState, IncidentState, IssuerRole, IssuerStatus, KeyStatus, Profile,

@@ -503,3 +503,24 @@ pub struct OperatorRecord {
     /// The principal that added it (its audit actor).
     pub created_by: String,
 }
+
+/// A request that a second admin approve an action (two-person rule).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ApprovalRecord {
+    /// `REQ-` and 8 hex digits.
+    pub id: String,
+    /// What is to be done: `incident.execute`.
+    pub action: String,
+    /// On what: the incident id.
+    pub object: String,
+    /// Who asked (an audit actor).
+    pub requested_by: String,
+    /// Unix seconds.
+    pub requested_at: i64,
+    /// Unix seconds after which it can no longer be approved or used.
+    pub expires_at: i64,
+    /// Who approved it, if anyone.
+    pub approved_by: Option<String>,
+    /// Unix seconds it was approved.
+    pub approved_at: Option<i64>,
+}

@@ -16,6 +16,8 @@ impl Ca {
         authorize(principal, Operation::ExecuteIncident)?;
         let started = std::time::Instant::now();
         let mut record = self.incident_record(id).await?;
+        // Two admins must agree (when two exist): replacing CAs and destroying keys cannot be undone.
+        self.require_approval(principal, crate::approvals::EXECUTE_INCIDENT, id).await?;
         if record.state == IncidentState::Closed {
             return Err(CaError::Policy(format!("incident {id} is closed")));
         }

@@ -20,6 +20,8 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(list_tokens, create_token))
         .routes(routes!(revoke_token))
         .routes(routes!(list_operators, add_operator))
+        .routes(routes!(list_approvals))
+        .routes(routes!(approve))
 }
 
 /// A token as listed: never its secret.
@@ -188,6 +190,56 @@ async fn add_operator(
             ca_pem: made.ca_pem,
         },
     ))
+}
+
+/// A request that a second admin approve an action.
+#[derive(Serialize, ToSchema)]
+struct Approval {
+    id: String,
+    /// `incident.execute`.
+    action: String,
+    /// The incident id.
+    object: String,
+    requested_by: String,
+    /// RFC 3339.
+    requested: String,
+    /// RFC 3339: after it, the request can no longer be approved, nor an approval used.
+    expires: String,
+    approved_by: Option<String>,
+    /// RFC 3339.
+    approved: Option<String>,
+}
+
+impl From<&custos_ca::approvals::ApprovalRecord> for Approval {
+    fn from(a: &custos_ca::approvals::ApprovalRecord) -> Self {
+        Approval {
+            id: a.id.clone(),
+            action: a.action.clone(),
+            object: a.object.clone(),
+            requested_by: a.requested_by.clone(),
+            requested: time(a.requested_at),
+            expires: time(a.expires_at),
+            approved_by: a.approved_by.clone(),
+            approved: a.approved_at.map(time),
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/approvals", tag = "access",
+    responses((status = 200, body = [Approval]), (status = 403, body = Problem)))]
+async fn list_approvals(State(s): State<Arc<AppState>>, Caller(who): Caller) -> Result<Response, ApiError> {
+    Ok(json(StatusCode::OK, &s.ca.approvals(&who).await?.iter().map(Approval::from).collect::<Vec<_>>()))
+}
+
+#[utoipa::path(post, path = "/api/v1/approvals/{id}/approve", tag = "access", params(("id" = String, Path)),
+    responses((status = 200, body = Approval), (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn approve(
+    State(s): State<Arc<AppState>>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(json(StatusCode::OK, &Approval::from(&s.ca.approve(&who, &id).await?)))
 }
 
 /// The parsers of this module's untrusted input (see [`super::parse_untrusted`]).

@@ -314,7 +314,9 @@ impl IntoResponse for ApiError {
             | CaError::UnknownIncident(_)
             | CaError::UnknownToken(_)
             | CaError::UnknownOperator(_)
-            | CaError::UnknownKey(_) => (StatusCode::NOT_FOUND, "not found"),
+            | CaError::UnknownKey(_)
+            | CaError::UnknownApproval(_) => (StatusCode::NOT_FOUND, "not found"),
+            CaError::ApprovalRequired { .. } => (StatusCode::CONFLICT, "approval required"),
             CaError::InvalidName { .. } | CaError::Pki(_) => (StatusCode::BAD_REQUEST, "bad request"),
             CaError::Policy(_) => (StatusCode::UNPROCESSABLE_ENTITY, "refused by policy"),
             CaError::Name(_) => (StatusCode::BAD_REQUEST, "bad request"),
