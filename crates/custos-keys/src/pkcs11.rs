@@ -374,9 +374,21 @@ impl Token {
     fn open_session(&self, c: &Connection) -> Result<Session, KeyError> {
         let session = c.ctx().open_rw_session(c.slot).map_err(|e| token_error("open a session", e))?;
         let pin = AuthPin::from(self.pin.as_str());
-        match session.login(UserType::User, Some(&pin)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
-            Err(e) => Err(token_error("log in to the token", e)),
+        // SoftHSM2's file store rewrites the token file when another process
+        // adds an object; a login that reads it half-written is told the user
+        // PIN is not initialized (seen once in a suite run with many
+        // processes on one token). A token whose PIN really is not set still
+        // fails after the retries.
+        let mut attempts = 0;
+        loop {
+            match session.login(UserType::User, Some(&pin)) {
+                Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => return Ok(session),
+                Err(CkError::Pkcs11(RvError::UserPinNotInitialized, _)) if attempts < 5 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20 * attempts));
+                }
+                Err(e) => return Err(token_error("log in to the token", e)),
+            }
         }
     }
 
