@@ -262,6 +262,8 @@ fn schemathesis_finds_no_contract_violation() {
             // Revoking tokens is tested above; here it would revoke the run's own.
             .args(["--exclude-path-regex", r"tokens/\{id\}"])
             .args(["--report", "har", "--report-har-path", har.to_str().expect("p")])
+            // Its cache goes to the working directory: the test's, not the source tree.
+            .current_dir(env.dir.path())
             .env("SCHEMATHESIS_HOOKS", "")
             .output()
             .expect("schemathesis");
