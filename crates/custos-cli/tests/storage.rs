@@ -68,6 +68,24 @@ fn a_backup_taken_under_write_load_restores_and_verifies() {
     assert!(said.contains("belongs to another custos"), "{said}");
 }
 
+/// Waits (at most 5 s) for /healthz to answer 503, checks that /readyz says
+/// degraded too, and returns the health answer's body.
+fn unhealthy(server: &Server) -> String {
+    let started = Instant::now();
+    let (status, body) = loop {
+        let (status, _, body) = http(&server.addr, "GET", "/healthz", None, b"");
+        if status != 200 || started.elapsed() > Duration::from_secs(5) {
+            break (status, String::from_utf8_lossy(&body).to_string());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status, 503, "{body}");
+    let (status, _, ready) = http(&server.addr, "GET", "/readyz", None, b"");
+    assert_eq!(status, 503);
+    assert!(String::from_utf8_lossy(&ready).contains("degraded"), "{}", String::from_utf8_lossy(&ready));
+    body
+}
+
 #[test]
 fn a_database_deleted_under_serve_is_reported_and_init_refuses_to_start_over() {
     let env = Env::initialized();
@@ -89,19 +107,8 @@ fn a_database_deleted_under_serve_is_reported_and_init_refuses_to_start_over() {
     for file in ["custos.db", "custos.db-wal", "custos.db-shm"] {
         let _ = std::fs::remove_file(env.data_dir().join(file));
     }
-    let started = Instant::now();
-    let (status, body) = loop {
-        let (status, _, body) = http(&server.addr, "GET", "/healthz", None, b"");
-        if status != 200 || started.elapsed() > Duration::from_secs(5) {
-            break (status, String::from_utf8_lossy(&body).to_string());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert_eq!(status, 503, "{body}");
+    let body = unhealthy(&server);
     assert!(body.contains("was deleted") && body.contains("custos.db"), "{body}");
-    let (status, _, body) = http(&server.addr, "GET", "/readyz", None, b"");
-    assert_eq!(status, 503);
-    assert!(String::from_utf8_lossy(&body).contains("degraded"), "{}", String::from_utf8_lossy(&body));
     // OCSP answers from what it pre-signed.
     let said = ocsp(&url, &issuing, &cert, &root);
     assert!(said.contains("cert.pem: good") && said.contains("Response verify OK"), "{said}");
@@ -152,19 +159,8 @@ fn a_wal_truncated_under_serve_is_reported() {
     assert!(length > 4096, "the WAL holds the recent commits ({length} bytes)");
     std::fs::OpenOptions::new().write(true).open(&wal).expect("wal").set_len(length / 3).expect("truncate");
 
-    let started = Instant::now();
-    let (status, body) = loop {
-        let (status, _, body) = http(&server.addr, "GET", "/healthz", None, b"");
-        if status != 200 || started.elapsed() > Duration::from_secs(5) {
-            break (status, String::from_utf8_lossy(&body).to_string());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert_eq!(status, 503, "{body}");
+    let body = unhealthy(&server);
     assert!(body.contains("custos.db-wal was truncated") && body.contains("restore"), "{body}");
-    let (status, _, body) = http(&server.addr, "GET", "/readyz", None, b"");
-    assert_eq!(status, 503);
-    assert!(String::from_utf8_lossy(&body).contains("degraded"), "{}", String::from_utf8_lossy(&body));
     let said = ocsp(&url, &issuing, &cert, &root);
     assert!(said.contains("cert.pem: good") && said.contains("Response verify OK"), "{said}");
     drop(server);
