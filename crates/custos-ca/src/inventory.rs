@@ -47,8 +47,9 @@ pub struct ListFilter {
     pub limit: Option<i64>,
 }
 
-/// A certificate as `list` and `show` print it.
-#[derive(Clone, Debug, Serialize)]
+/// A certificate as `list` and `show` print it (and as the API answers it,
+/// which the CLI's remote mode reads back).
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct CertificateView {
     /// Lowercase hex serial.
     pub serial: String,

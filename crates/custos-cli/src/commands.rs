@@ -319,6 +319,21 @@ async fn list(cli: &Cli, args: &ListArgs) -> Result<(), CliError> {
     if args.connection.is_some() && args.tenant.is_none() {
         return Err(CliError::Usage("--connection needs --tenant".into()));
     }
+    if let Some(mut api) = crate::remote::Api::from_cli(cli).await? {
+        if args.issuer.is_some() || args.limit.is_some() {
+            return Err(CliError::Usage("--issuer and --limit are not offered over --server yet".into()));
+        }
+        let query: Vec<(&str, String)> = [
+            ("tenant", args.tenant.clone()),
+            ("connection", args.connection.clone()),
+            ("status", args.status.clone()),
+            ("expiring_within", args.expiring.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+        return print_list(cli, &api.certificates(&query).await?);
+    }
     let s = open(cli).await?;
     let filter = ListFilter {
         tenant: args.tenant.clone(),
@@ -332,6 +347,11 @@ async fn list(cli: &Cli, args: &ListArgs) -> Result<(), CliError> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let views: Vec<CertificateView> =
         s.ca.certificates(&s.me, &filter).await?.iter().map(|c| CertificateView::new(c, now)).collect();
+    print_list(cli, &views)
+}
+
+/// What `list` prints, local or remote.
+fn print_list(cli: &Cli, views: &[CertificateView]) -> Result<(), CliError> {
     if cli.json {
         return json(&views);
     }
@@ -354,13 +374,24 @@ async fn list(cli: &Cli, args: &ListArgs) -> Result<(), CliError> {
 
 async fn show(cli: &Cli, args: &ShowArgs) -> Result<(), CliError> {
     let serial: Serial = args.serial.parse().map_err(custos_ca::CaError::from)?;
-    let s = open(cli).await?;
-    let record = s.ca.certificate(&s.me, &serial).await?;
-    if args.pem {
-        print!("{}", custos_pki::certificate_pem(&record.der));
-        return Ok(());
-    }
-    let view = CertificateView::new(&record, time::OffsetDateTime::now_utc().unix_timestamp());
+    let view = match crate::remote::Api::from_cli(cli).await? {
+        Some(mut api) => match api.certificate(&serial.to_hex(), args.pem).await? {
+            Ok(view) => view,
+            Err(pem) => {
+                print!("{pem}");
+                return Ok(());
+            }
+        },
+        None => {
+            let s = open(cli).await?;
+            let record = s.ca.certificate(&s.me, &serial).await?;
+            if args.pem {
+                print!("{}", custos_pki::certificate_pem(&record.der));
+                return Ok(());
+            }
+            CertificateView::new(&record, time::OffsetDateTime::now_utc().unix_timestamp())
+        }
+    };
     if cli.json {
         return json(&view);
     }
@@ -425,6 +456,16 @@ async fn revoke(cli: &Cli, args: &RevokeArgs) -> Result<(), CliError> {
         ),
         None => None,
     };
+    if let Some(mut api) = crate::remote::Api::from_cli(cli).await? {
+        let (Some(serial), None, None) = (&args.serial, &args.connection, &args.invalidity_date) else {
+            return Err(CliError::Usage(
+                "over --server, revoke takes one SERIAL (no --connection or --invalidity-date yet)".into(),
+            ));
+        };
+        let serial: Serial = serial.parse().map_err(custos_ca::CaError::from)?;
+        let view = api.revoke(&serial.to_hex(), &reason.to_string()).await?;
+        return print_revoked(cli, &[view], reason);
+    }
     let s = open(cli).await?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let revoked = match (&args.serial, &args.connection) {
@@ -443,13 +484,18 @@ async fn revoke(cli: &Cli, args: &RevokeArgs) -> Result<(), CliError> {
         }
     };
     let views: Vec<CertificateView> = revoked.iter().map(|c| CertificateView::new(c, now)).collect();
+    print_revoked(cli, &views, reason)
+}
+
+/// What `revoke` prints, local or remote.
+fn print_revoked(cli: &Cli, views: &[CertificateView], reason: Reason) -> Result<(), CliError> {
     if cli.json {
         return json(&views);
     }
     if views.is_empty() {
         println!("nothing to revoke: no valid certificate on that connection");
     }
-    for v in &views {
+    for v in views {
         println!("revoked {} ({}/{}) for {}", v.serial, v.tenant, v.connection, reason);
     }
     Ok(())

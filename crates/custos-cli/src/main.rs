@@ -14,6 +14,7 @@ mod incident;
 mod inventory;
 mod output;
 mod passphrase;
+mod remote;
 mod session;
 mod storage;
 
@@ -44,6 +45,21 @@ pub struct Cli {
     /// Accept plain http:// webhooks (notifications travel unencrypted) [config webhooks.danger_allow_http].
     #[arg(long, global = true)]
     pub danger_allow_http: bool,
+    /// Run list, show and revoke against a custos API (https://HOST:PORT) instead of the local database.
+    #[arg(long, global = true)]
+    pub server: Option<String>,
+    /// With --server: a file holding the API token to send.
+    #[arg(long, global = true)]
+    pub token_file: Option<PathBuf>,
+    /// With --server: an operator's client certificate (PEM), with --key.
+    #[arg(long, global = true, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// With --server: the client certificate's key (PEM).
+    #[arg(long, global = true, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// With --server: trust only the roots in this PEM file (default: the system's).
+    #[arg(long, global = true)]
+    pub ca_file: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

@@ -465,3 +465,49 @@ fn executing_an_incident_needs_a_second_admin() {
     let out = execute(&second, &["--config", off.to_str().expect("p")]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The CLI as an API client: `list`, `show` and `revoke` with `--server`
+/// print what they print locally, with a token or an operator's certificate,
+/// and a tenant's token reaches only its own certificates.
+#[test]
+fn the_cli_runs_list_show_and_revoke_against_the_api() {
+    let env = Env::initialized();
+    env.ok(&["connection", "add", "acme-corp", "mail-sync"]);
+    env.ok(&["tenant", "add", "globex"]);
+    env.ok(&["connection", "add", "globex", "ledger"]);
+    env.ok(&["issue", "acme-corp", "mail-sync", "--out", env.path("a").to_str().expect("p")]);
+    env.ok(&["issue", "globex", "ledger", "--out", env.path("g").to_str().expect("p")]);
+    let alice = env.path("alice");
+    env.ok(&["operator", "add", "alice", "--role", "operator", "--out", alice.to_str().expect("p")]);
+    let server = TlsServer::start(&env, &[]);
+    let url = format!("https://{}", server.tls_addr);
+    let root = server.root.to_str().expect("p").to_string();
+    let tenant_token = env.path("tenant.token");
+    std::fs::write(&tenant_token, token(&env, &["--role", "tenant", "--tenant", "acme-corp"])).expect("w");
+    let (cert, key) = (alice.join("cert.pem"), alice.join("key.pem"));
+    let as_alice =
+        ["--server", &url, "--ca-file", &root, "--cert", cert.to_str().expect("p"), "--key", key.to_str().expect("p")];
+    let as_tenant = ["--server", &url, "--ca-file", &root, "--token-file", tenant_token.to_str().expect("p")];
+
+    // The same JSON as the local command, through an operator's certificate.
+    let remote = env.json(&[&as_alice[..], &["list", "--tenant", "acme-corp"]].concat());
+    let local = env.json(&["list", "--tenant", "acme-corp"]);
+    assert_eq!(remote, local);
+    // A tenant lists its own; another tenant's certificate is not found.
+    let own = env.json(&[&as_tenant[..], &["list"]].concat());
+    assert_eq!(own, local, "the tenant's own certificates, nothing of globex");
+    let globex = env.json(&["list", "--tenant", "globex"])[0]["serial"].as_str().expect("serial").to_string();
+    let said = env.fails(&[&as_tenant[..], &["show", &globex]].concat());
+    assert!(said.contains("no certificate") || said.contains("not found"), "{said}");
+    // show, as text and PEM, and revoke.
+    let serial = local[0]["serial"].as_str().expect("serial").to_string();
+    assert_eq!(env.ok(&[&as_tenant[..], &["show", &serial, "--pem"]].concat()), env.ok(&["show", &serial, "--pem"]),);
+    assert!(env.ok(&[&as_tenant[..], &["show", &serial]].concat()).contains("acme-corp"));
+    let said = env.ok(&[&as_tenant[..], &["revoke", &serial, "--reason", "key-compromise"]].concat());
+    assert!(said.contains(&format!("revoked {serial}")), "{said}");
+    assert_eq!(env.json(&["show", &serial])["status"], "revoked");
+    // Refusals are the API's problem detail, and nothing local is touched without credentials.
+    let said = env.fails(&[&as_tenant[..], &["revoke", &serial, "--reason", "key-compromise"]].concat());
+    assert!(said.contains("already revoked"), "{said}");
+    assert!(env.fails(&["--server", &url, "list"]).contains("--token-file"));
+}

@@ -1,5 +1,6 @@
-//! A small HTTP/1.1 client for plain `http://` URLs: the CLI reads a remote
-//! custos's audit tiles with it, and webhook delivery POSTs notifications.
+//! A small HTTP/1.1 client: the CLI reads a remote custos's audit tiles with
+//! it over `http://`, calls the API over `https://` ([`connect_https`]), and
+//! webhook delivery POSTs notifications.
 //! One keep-alive connection per [`HttpConnection`]; every request is bounded
 //! in time and in the size of its answer.
 
@@ -116,6 +117,74 @@ impl HttpConnection {
         };
         tokio::time::timeout(self.timeout, exchange).await.map_err(|_| fail("timed out".into()))?
     }
+}
+
+/// Connects to an `https://host:port[/prefix]` custos API, trusting the PEM
+/// roots in `ca_file` (else the system's), presenting `client` (a PEM
+/// certificate chain and key: an operator's) if given.
+pub async fn connect_https(
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+    client: Option<(&std::path::Path, &std::path::Path)>,
+    timeout: Duration,
+) -> Result<HttpConnection, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio_rustls::rustls;
+    let rest = url
+        .trim_end_matches('/')
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("{url:?}: expected https://HOST:PORT"))?;
+    let (host, prefix) = rest.split_once('/').map_or((rest, String::new()), |(h, p)| (h, format!("/{p}")));
+    let (name, port) = match host.rsplit_once(':') {
+        Some((n, p)) if !n.is_empty() && !p.contains(']') => (n.trim_start_matches('[').trim_end_matches(']'), p),
+        _ => (host.trim_start_matches('[').trim_end_matches(']'), "443"),
+    };
+    let port: u16 = port.parse().map_err(|_| format!("{url:?}: the port is not a number"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .and_then(|i| i.collect())
+                .map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
+            for c in certs {
+                roots.add(c).map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
+            }
+        }
+        None => {
+            for c in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(c);
+            }
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots);
+    let config = match client {
+        Some((cert, key)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                .and_then(|i| i.collect())
+                .map_err(|e| format!("--cert {}: {e}", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("--key {}: {e}", key.display()))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| format!("--cert/--key: {e}"))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let server = ServerName::try_from(name.to_string()).map_err(|e| format!("{url:?}: {e}"))?;
+    let tcp = tokio::time::timeout(timeout, tokio::net::TcpStream::connect((name, port)))
+        .await
+        .map_err(|_| format!("connecting to {host} timed out"))?
+        .map_err(|e| format!("cannot connect to {host}: {e}"))?;
+    let tls = tokio::time::timeout(
+        timeout,
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(server, tcp),
+    )
+    .await
+    .map_err(|_| format!("TLS handshake with {host} timed out"))?
+    .map_err(|e| format!("TLS handshake with {host}: {e}"))?;
+    HttpConnection::over(tls, host.to_string(), prefix, timeout).await.map_err(|e| format!("{host}: {e}"))
 }
 
 #[cfg(test)]
