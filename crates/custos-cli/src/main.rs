@@ -51,12 +51,13 @@ pub struct Cli {
     /// With --server: a file holding the API token to send.
     #[arg(long, global = true)]
     pub token_file: Option<PathBuf>,
-    /// With --server: an operator's client certificate (PEM), with --key.
-    #[arg(long, global = true, requires = "key")]
-    pub cert: Option<PathBuf>,
+    /// With --server: an operator's client certificate (PEM), with --client-key.
+    /// (Not `--cert`/`--key`: `audit` commands already take a `--key`.)
+    #[arg(long, global = true, requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
     /// With --server: the client certificate's key (PEM).
-    #[arg(long, global = true, requires = "cert")]
-    pub key: Option<PathBuf>,
+    #[arg(long, global = true, requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
     /// With --server: trust only the roots in this PEM file (default: the system's).
     #[arg(long, global = true)]
     pub ca_file: Option<PathBuf>,
@@ -649,5 +650,16 @@ async fn main() -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks over every command: a global flag that a
+    /// subcommand also defines (as `--key` once was) fails here, not at run time.
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

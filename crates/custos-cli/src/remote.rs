@@ -1,6 +1,6 @@
 //! `--server https://HOST:PORT`: list, show and revoke through a custos's
 //! `/api/v1` with a token (`--token-file`) or an operator's certificate
-//! (`--cert`, `--key`), printing what the local commands print.
+//! (`--client-cert`, `--client-key`), printing what the local commands print.
 
 use custos_ca::CertificateView;
 use custos_node::client::HttpConnection;
@@ -23,8 +23,8 @@ impl Api {
     /// The API `--server` names, if it names one.
     pub async fn from_cli(cli: &Cli) -> Result<Option<Api>, CliError> {
         let Some(url) = &cli.server else {
-            if cli.token_file.is_some() || cli.cert.is_some() {
-                return Err(CliError::Usage("--token-file, --cert and --key go with --server".into()));
+            if cli.token_file.is_some() || cli.client_cert.is_some() {
+                return Err(CliError::Usage("--token-file, --client-cert and --client-key go with --server".into()));
             }
             return Ok(None);
         };
@@ -37,10 +37,10 @@ impl Api {
             ),
             None => None,
         };
-        if bearer.is_none() && cli.cert.is_none() {
-            return Err(CliError::Usage("--server needs --token-file F, or --cert C --key K".into()));
+        if bearer.is_none() && cli.client_cert.is_none() {
+            return Err(CliError::Usage("--server needs --token-file F, or --client-cert C --client-key K".into()));
         }
-        let client = cli.cert.as_deref().zip(cli.key.as_deref());
+        let client = cli.client_cert.as_deref().zip(cli.client_key.as_deref());
         let conn = custos_node::client::connect_https(url, cli.ca_file.as_deref(), client, TIMEOUT)
             .await
             .map_err(CliError::Remote)?;

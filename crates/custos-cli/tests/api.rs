@@ -485,8 +485,16 @@ fn the_cli_runs_list_show_and_revoke_against_the_api() {
     let tenant_token = env.path("tenant.token");
     std::fs::write(&tenant_token, token(&env, &["--role", "tenant", "--tenant", "acme-corp"])).expect("w");
     let (cert, key) = (alice.join("cert.pem"), alice.join("key.pem"));
-    let as_alice =
-        ["--server", &url, "--ca-file", &root, "--cert", cert.to_str().expect("p"), "--key", key.to_str().expect("p")];
+    let as_alice = [
+        "--server",
+        &url,
+        "--ca-file",
+        &root,
+        "--client-cert",
+        cert.to_str().expect("p"),
+        "--client-key",
+        key.to_str().expect("p"),
+    ];
     let as_tenant = ["--server", &url, "--ca-file", &root, "--token-file", tenant_token.to_str().expect("p")];
 
     // The same JSON as the local command, through an operator's certificate.
