@@ -137,6 +137,41 @@ async fn issue(cli: &Cli, args: &IssueArgs) -> Result<(), CliError> {
         None => None,
     };
     let generated = csr.is_none();
+    if let Some(mut api) = crate::remote::Api::from_cli(cli).await? {
+        let Some(csr) = csr else {
+            return Err(CliError::Usage("over --server, issue takes --csr (the API never hands out a key)".into()));
+        };
+        if args.key_algorithm.is_some() {
+            return Err(CliError::Usage("--key-algorithm is for keys custos makes; a CSR brings its own".into()));
+        }
+        let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("{tenant}-{connection}")));
+        let outputs = Outputs::create(&out, false)?;
+        let body = json!({"csr": String::from_utf8_lossy(&csr), "san": args.san, "validity": args.validity,
+                          "profile": args.profile});
+        let issued = match api.issue(tenant, connection, body).await {
+            Ok(i) => i,
+            Err(e) => {
+                outputs.discard();
+                return Err(e);
+            }
+        };
+        let names = outputs.write_pems(&issued.certificate_pem, &issued.chain_pem)?;
+        let view = issued.certificate;
+        if cli.json {
+            return json(&json!({
+                "serial": view.serial, "tenant": view.tenant, "connection": view.connection, "profile": view.profile,
+                "status": view.status, "not_after": view.not_after, "out": out, "files": names,
+                "p12_password": null,
+            }));
+        }
+        return crate::output::print_lines(&[
+            format!(
+                "issued {} certificate {} to {}/{} (valid until {})",
+                view.profile, view.serial, view.tenant, view.connection, view.not_after
+            ),
+            format!("wrote {} to {}", names.join(", "), out.display()),
+        ]);
+    }
     let req = request(
         tenant.clone(),
         connection.clone(),
@@ -262,6 +297,24 @@ impl Outputs {
         if self.made_dir {
             let _ = std::fs::remove_dir(&self.dir);
         }
+    }
+
+    /// Writes a certificate and chain the API answered (PEM), each synced.
+    fn write_pems(self, certificate: &str, chain: &str) -> Result<Vec<String>, CliError> {
+        let mut names = Vec::new();
+        for (name, mut file) in self.files {
+            let text = match name {
+                "cert.pem" => certificate,
+                "chain.pem" => chain,
+                _ => continue,
+            };
+            let path = self.dir.join(name);
+            let io = |source| CliError::Io { path: path.clone(), source };
+            file.write_all(text.as_bytes()).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            names.push(name.to_string());
+        }
+        Ok(names)
     }
 
     /// Writes the certificate, chain and (for a generated key) key and PKCS#12 bundle, each synced.

@@ -45,7 +45,7 @@ pub struct Cli {
     /// Accept plain http:// webhooks (notifications travel unencrypted) [config webhooks.danger_allow_http].
     #[arg(long, global = true)]
     pub danger_allow_http: bool,
-    /// Run list, show and revoke against a custos API (https://HOST:PORT) instead of the local database.
+    /// Run list, show, revoke and issue --csr against a custos API (https://HOST:PORT) instead of the local database.
     #[arg(long, global = true)]
     pub server: Option<String>,
     /// With --server: a file holding the API token to send.

@@ -1,4 +1,4 @@
-//! `--server https://HOST:PORT`: list, show and revoke through a custos's
+//! `--server https://HOST:PORT`: list, show, revoke and issue (by CSR) through a custos's
 //! `/api/v1` with a token (`--token-file`) or an operator's certificate
 //! (`--client-cert`, `--client-key`), printing what the local commands print.
 
@@ -12,6 +12,17 @@ use crate::{Cli, CliError};
 const MAX_ANSWER: usize = 16 * 1024 * 1024;
 /// How long one API request may take.
 const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A certificate the API issued.
+#[derive(serde::Deserialize)]
+pub struct Issued {
+    /// The certificate, PEM.
+    pub certificate_pem: String,
+    /// The issuing CA and those above it, PEM.
+    pub chain_pem: String,
+    /// What `show` prints of it.
+    pub certificate: CertificateView,
+}
 
 /// One keep-alive connection to a custos API, with its credentials.
 pub struct Api {
@@ -111,6 +122,13 @@ impl Api {
         }
         let body = self.call("GET", &format!("/api/v1/certificates/{serial}"), None).await?;
         Ok(Ok(serde_json::from_slice(&body).map_err(|e| CliError::Remote(format!("a certificate: {e}")))?))
+    }
+
+    /// Issues a certificate for a CSR: `body` as the API takes it.
+    pub async fn issue(&mut self, tenant: &str, connection: &str, body: serde_json::Value) -> Result<Issued, CliError> {
+        let path = format!("/api/v1/tenants/{tenant}/connections/{connection}/certificates");
+        let answer = self.call("POST", &path, Some(body)).await?;
+        serde_json::from_slice(&answer).map_err(|e| CliError::Remote(format!("an issued certificate: {e}")))
     }
 
     /// Revokes one certificate.

@@ -514,6 +514,22 @@ fn the_cli_runs_list_show_and_revoke_against_the_api() {
     let said = env.ok(&[&as_tenant[..], &["revoke", &serial, "--reason", "key-compromise"]].concat());
     assert!(said.contains(&format!("revoked {serial}")), "{said}");
     assert_eq!(env.json(&["show", &serial])["status"], "revoked");
+    // issue by CSR: cert.pem and chain.pem as the local command writes them, and openssl verifies them.
+    let csr = env.p256_csr("remote");
+    let out = env.path("remote-out");
+    let said = env.ok(&[
+        &as_tenant[..],
+        &["issue", "acme-corp", "mail-sync", "--csr", csr.to_str().expect("p"), "--out", out.to_str().expect("p")],
+    ]
+    .concat());
+    assert!(said.contains("issued client certificate") && said.contains("cert.pem, chain.pem"), "{said}");
+    let (root, issuing) = env.split_chain(&out.join("chain.pem"));
+    common::openssl_verify(&root, &issuing, &out.join("cert.pem"));
+    let said = env.fails(
+        &[&as_tenant[..], &["issue", "acme-corp", "mail-sync", "--out", env.path("x").to_str().expect("p")]].concat(),
+    );
+    assert!(said.contains("--csr"), "{said}");
+    assert!(!env.path("x").exists(), "nothing written when refused");
     // Refusals are the API's problem detail, and nothing local is touched without credentials.
     let said = env.fails(&[&as_tenant[..], &["revoke", &serial, "--reason", "key-compromise"]].concat());
     assert!(said.contains("already revoked"), "{said}");
