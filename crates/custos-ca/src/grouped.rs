@@ -44,9 +44,7 @@ impl Ca {
     /// answer, as from [`Ca::issue`], comes only once the certificate and its
     /// audit entry are durable.
     pub async fn issue_grouped(self: &Arc<Self>, principal: &Principal, request: IssueRequest) -> Result<Issued> {
-        let issued = self.sign_one(principal, &request).await?;
-        let active = self.active_issuer().await?;
-        let audit = crate::issuance::issue_audit(principal, &issued.record, &active.record, None);
+        let (issued, audit) = self.sign_one(principal, &request).await?;
         let (reply, mut answer) = oneshot::channel();
         self.groups.ready.lock().map_err(|_| poisoned())?.push(Ready { issued, audit, reply });
         let turn = self.groups.commit.lock().await;
@@ -64,8 +62,8 @@ impl Ca {
         answer.await.map_err(|_| CaError::Inconsistent("issuance stopped before it answered".into()))?
     }
 
-    /// Policy, plan, blocklist, position and signature for one request.
-    async fn sign_one(&self, principal: &Principal, request: &IssueRequest) -> Result<Issued> {
+    /// Policy, plan, blocklist, position and signature for one request, and its audit entry.
+    async fn sign_one(&self, principal: &Principal, request: &IssueRequest) -> Result<(Issued, AuditRecord)> {
         crate::issuance::may_issue(principal, request)?;
         let active = self.active_issuer().await?;
         let connection = self.find_connection(&request.tenant, &request.connection).await?;
@@ -80,7 +78,9 @@ impl Ca {
         }
         let position = self.take_positions(&active.record.id, 1).await?;
         planned.set_position(position, self.crl_partition_size, &self.base_url, &active.record.id);
-        crate::issuance::sign(planned, &active)
+        let issued = crate::issuance::sign(planned, &active)?;
+        let audit = crate::issuance::issue_audit(principal, &issued.record, &active.record, None);
+        Ok((issued, audit))
     }
 
     /// Commits every ready certificate in one transaction and answers each.

@@ -448,6 +448,32 @@ fn executing_an_incident_needs_a_second_admin() {
     let (_, body) = server.api("GET", "/api/v1/audit/entries?action=approval", Some(&auditor), None);
     assert!(body.contains("approval.request") && body.contains("approval.approve"), "{body}");
 
+    // The tenant sees its own connection in the incident and acknowledges it
+    // over the API; a tenant the incident does not touch is told it does not exist.
+    let acme = token(&env, &["--role", "tenant", "--tenant", "acme-corp", "--connection", "mail-sync"]);
+    env.ok(&["tenant", "add", "initech"]);
+    let initech = token(&env, &["--role", "tenant", "--tenant", "initech"]);
+    let path = format!("/api/v1/incidents/{id}");
+    let (status, body) = server.api("GET", &path, Some(&acme), None);
+    assert_eq!(status, 200, "{body}");
+    let seen = parse(&body)["connections"].as_array().expect("connections").clone();
+    assert_eq!(seen.len(), 1, "{body}");
+    assert_eq!((seen[0]["tenant"].as_str(), seen[0]["connection"].as_str()), (Some("acme-corp"), Some("mail-sync")));
+    let (status, body) = server.api("GET", &path, Some(&initech), None);
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = server.api(
+        "POST",
+        &format!("{path}/ack"),
+        Some(&initech),
+        Some(&json!({"tenant": "acme-corp", "connection": "mail-sync"})),
+    );
+    assert_eq!(status, 404, "another tenant cannot acknowledge: {body}");
+    let (status, body) = server.api("POST", &format!("{path}/ack"), Some(&acme), Some(&json!({})));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(parse(&body)["state"], "old-certificate-retired", "{body}");
+    let (_, body) = server.api("GET", "/api/v1/audit/entries?action=incident.ack", Some(&auditor), None);
+    assert!(body.contains("tenant:acme-corp/mail-sync[tok_"), "the ack's actor is the tenant's token: {body}");
+
     // A request expires: approving it afterwards is refused.
     let short = env.path("short.toml");
     std::fs::write(&short, "[approvals]\nexpiry_s = 1\n").expect("config");

@@ -119,6 +119,34 @@ impl HttpConnection {
     }
 }
 
+/// The roots a TLS client trusts: every certificate in the PEM file
+/// `ca_file` (an error, starting with its path, if it holds none or one is
+/// unusable), else the system's (unreadable ones skipped).
+pub fn trusted_roots(ca_file: Option<&std::path::Path>) -> Result<tokio_rustls::rustls::RootCertStore, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .and_then(|i| i.collect())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!("{}: no certificate", path.display()));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| format!("{}: a certificate is not usable: {e}", path.display()))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    Ok(roots)
+}
+
 /// Connects to an `https://host:port[/prefix]` custos API, trusting the PEM
 /// roots in `ca_file` (else the system's), presenting `client` (a PEM
 /// certificate chain and key: an operator's) if given.
@@ -141,22 +169,7 @@ pub async fn connect_https(
         _ => (host.trim_start_matches('[').trim_end_matches(']'), "443"),
     };
     let port: u16 = port.parse().map_err(|_| format!("{url:?}: the port is not a number"))?;
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .and_then(|i| i.collect())
-                .map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
-            for c in certs {
-                roots.add(c).map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
-            }
-        }
-        None => {
-            for c in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(c);
-            }
-        }
-    }
+    let roots = trusted_roots(ca_file).map_err(|e| format!("--ca-file {e}"))?;
     let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use custos_ca::notify::{DELIVERY_TIMEOUT, DeliveryFailure, Transport, WebhookPolicy, WebhookUrl};
 use hyper::body::Bytes;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use tokio_rustls::rustls;
 
 use crate::client::HttpConnection;
@@ -34,34 +33,10 @@ pub struct WebhookTransport {
 impl WebhookTransport {
     /// A transport trusting `config.ca_file`'s certificates, else the system's roots.
     pub fn new(config: &WebhookConfig) -> Result<WebhookTransport> {
-        let mut roots = rustls::RootCertStore::empty();
-        match &config.ca_file {
-            Some(path) => {
-                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                    .map_err(|e| NodeError::Config(format!("webhooks.ca_file {}: {e}", path.display())))?
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(|e| NodeError::Config(format!("webhooks.ca_file {}: {e}", path.display())))?;
-                if certs.is_empty() {
-                    return Err(NodeError::Config(format!("webhooks.ca_file {}: no certificate", path.display())));
-                }
-                for cert in certs {
-                    roots.add(cert).map_err(|e| {
-                        NodeError::Config(format!(
-                            "webhooks.ca_file {}: a certificate is not usable: {e}",
-                            path.display()
-                        ))
-                    })?;
-                }
-            }
-            None => {
-                // Unreadable system certificates are skipped; with none at all every
-                // https delivery fails with a TLS error, which incident status shows.
-                let found = rustls_native_certs::load_native_certs();
-                for cert in found.certs {
-                    let _ = roots.add(cert);
-                }
-            }
-        }
+        // With no system roots at all every https delivery fails with a TLS
+        // error, which incident status shows.
+        let roots = crate::client::trusted_roots(config.ca_file.as_deref())
+            .map_err(|e| NodeError::Config(format!("webhooks.ca_file {e}")))?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

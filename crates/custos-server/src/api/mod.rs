@@ -199,24 +199,21 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
             r
         };
-        if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+        let authenticated = if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
             let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
                 return Err(refused("not a Bearer authorization"));
             };
-            return match state.ca.authenticate_token(token.trim()).await {
-                Ok(p) => state.limiter.admit(p).map(Caller).map_err(|r| *r),
-                Err(CaError::Unauthenticated(why)) => Err(refused(&why)),
-                Err(e) => Err(ApiError::Ca(e).into_response()),
-            };
+            state.ca.authenticate_token(token.trim()).await
+        } else if let Some(PeerCertificate(der)) = parts.extensions.get::<PeerCertificate>() {
+            state.ca.authenticate_operator(der).await
+        } else {
+            return Err(refused("no credentials"));
+        };
+        match authenticated {
+            Ok(p) => state.limiter.admit(p).map(Caller).map_err(|r| *r),
+            Err(CaError::Unauthenticated(why)) => Err(refused(&why)),
+            Err(e) => Err(ApiError::Ca(e).into_response()),
         }
-        if let Some(PeerCertificate(der)) = parts.extensions.get::<PeerCertificate>() {
-            return match state.ca.authenticate_operator(der).await {
-                Ok(p) => state.limiter.admit(p).map(Caller).map_err(|r| *r),
-                Err(CaError::Unauthenticated(why)) => Err(refused(&why)),
-                Err(e) => Err(ApiError::Ca(e).into_response()),
-            };
-        }
-        Err(refused("no credentials"))
     }
 }
 
