@@ -47,6 +47,10 @@ pub enum KeyError {
         /// The key's URI.
         key: String,
     },
+    /// A key asked to do what its purpose forbids: a connection key making a
+    /// certificate, or a CA key signing a caller's bytes.
+    #[error("key purpose: {0}")]
+    Purpose(String),
     /// Building a PKCS#12 bundle failed.
     #[error("cannot build PKCS#12 bundle: {0}")]
     Pkcs12(String),

@@ -4,12 +4,14 @@
 //! and the sealed soft backend ([`soft::SoftKeyStore`]). Nothing here returns a
 //! CA private key: a stored key is reached only through [`Signer`]. The one
 //! exception is a leaf key generated for a requester ([`leaf::LeafKey`]), which
-//! is handed out once and never stored.
+//! is handed out once and never stored. A connection key kept in custody
+//! ([`connection::ConnectionKey`]) signs digests for its connection only.
 //!
 //! Not here: certificate encoding (custos-pki) and persistence (custos-store).
 //! A [`KeyReference`] is opaque bytes the caller persists; for the soft store
 //! it is the sealed (AES-256-GCM) key, useless without the passphrase.
 
+pub mod connection;
 pub mod leaf;
 pub mod pkcs11;
 pub mod soft;
@@ -65,4 +67,13 @@ pub trait KeyStore: Send + Sync {
     fn generate_secret(&self, label: &str) -> Result<KeyReference, KeyError>;
     /// HMAC-SHA256 of `message` under a key made by [`generate_secret`](Self::generate_secret).
     fn mac(&self, reference: &KeyReference, message: &[u8]) -> Result<[u8; 32], KeyError>;
+    /// Generates a non-exportable connection key, marked for that purpose
+    /// so that [`load`](Self::load) refuses it.
+    fn generate_connection_key(
+        &self,
+        algorithm: KeyAlgorithm,
+        label: &str,
+    ) -> Result<connection::GeneratedConnectionKey, KeyError>;
+    /// Opens a connection key; any other key (a CA's) is refused.
+    fn load_connection_key(&self, reference: &KeyReference) -> Result<connection::ConnectionKey, KeyError>;
 }

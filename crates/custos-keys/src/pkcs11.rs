@@ -16,14 +16,18 @@ use std::time::Duration;
 use aws_lc_rs::digest;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
+use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use zeroize::Zeroizing;
 
+use crate::connection::{
+    ConnectionKey, DigestScheme, DigestSigner, GeneratedConnectionKey, LABEL_PREFIX, connection_algorithm,
+};
 use crate::{GeneratedKey, KeyAlgorithm, KeyError, KeyReference, KeyStore, PublicKey, SignError, Signer};
 
 /// The backend name in [`KeyReference::backend`].
@@ -717,6 +721,169 @@ fn ecdsa_der(raw: &[u8]) -> Result<Vec<u8>, KeyError> {
     Ok(tlv(0x30, &[der_uint(r), der_uint(s)].concat()))
 }
 
+impl Pkcs11KeyStore {
+    /// Generates a key pair labelled `label` on the token.
+    fn make(&self, algorithm: KeyAlgorithm, label: &str) -> Result<(KeyReference, Pkcs11Signer), KeyError> {
+        let mut id = vec![0u8; 16];
+        aws_lc_rs::rand::fill(&mut id).map_err(|_| KeyError::Crypto { operation: "random key id" })?;
+        let common = |private: bool| {
+            vec![
+                Attribute::Token(true),
+                Attribute::Id(id.clone()),
+                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Private(private),
+            ]
+        };
+        let mut public_template = common(false);
+        public_template.push(Attribute::Verify(true));
+        let mut private_template = common(true);
+        // A signing key and nothing else: it can neither decrypt, unwrap other
+        // keys (a way to get key material in or out) nor derive.
+        private_template.extend([
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
+        ]);
+        let mechanism = match algorithm {
+            KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => {
+                public_template.push(Attribute::EcParams(ec_params(algorithm)));
+                Mechanism::EccKeyPairGen
+            }
+            KeyAlgorithm::Ed25519 => {
+                public_template.push(Attribute::EcParams(ec_params(algorithm)));
+                Mechanism::EccEdwardsKeyPairGen
+            }
+            _ => {
+                let bits: u64 = match algorithm {
+                    KeyAlgorithm::Rsa2048 => 2048,
+                    KeyAlgorithm::Rsa3072 => 3072,
+                    _ => 4096,
+                };
+                public_template.push(Attribute::ModulusBits(bits.into()));
+                public_template.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
+                Mechanism::RsaPkcsKeyPairGen
+            }
+        };
+        let public = self.token.with_session("generate a key", |_, session| {
+            let (public_handle, _) = session.generate_key_pair(&mechanism, &public_template, &private_template)?;
+            Ok(public_handle)
+        })?;
+        let public = self
+            .token
+            .with_session("read the public key", |_, session| Ok(public_key(algorithm, session, public)))??;
+        let reference = KeyReference {
+            backend: BACKEND.into(),
+            data: key_uri(&self.token.config, &id, label, "private").into_bytes(),
+        };
+        let signer = Pkcs11Signer { token: self.token.clone(), algorithm, public, id, handle: Mutex::new(None) };
+        Ok((reference, signer))
+    }
+
+    /// Opens a private key on the token, with its CKA_LABEL (which carries its purpose).
+    fn open_key(&self, reference: &KeyReference) -> Result<(Pkcs11Signer, Vec<u8>), KeyError> {
+        if reference.backend != BACKEND {
+            return Err(KeyError::BackendMismatch { expected: BACKEND, found: reference.backend.clone() });
+        }
+        let uri = String::from_utf8_lossy(&reference.data).to_string();
+        if object_class(&uri) != ObjectClass::PRIVATE_KEY {
+            return Err(KeyError::Token { operation: "load a key", detail: format!("{uri} is not a signing key") });
+        }
+        let protection = self.protection(reference)?;
+        if !protection.acceptable() {
+            return Err(KeyError::Exportable { key: uri });
+        }
+        let id = key_id_of(&uri)?;
+        let (algorithm, public) = self
+            .token
+            .with_session("load a key", |_, session| {
+                let handle = find(session, ObjectClass::PUBLIC_KEY, &id)?.ok_or(Fail::Missing)?;
+                let attrs = session.get_attributes(
+                    handle,
+                    &[AttributeType::KeyType, AttributeType::EcParams, AttributeType::ModulusBits],
+                )?;
+                Ok((handle, attrs))
+            })
+            .and_then(|(handle, attrs)| {
+                let mut key_type = None;
+                let mut params = None;
+                let mut bits = None;
+                for a in attrs {
+                    match a {
+                        Attribute::KeyType(t) => key_type = Some(t),
+                        Attribute::EcParams(p) => params = Some(p),
+                        Attribute::ModulusBits(b) => bits = Some(u64::from(b)),
+                        _ => {}
+                    }
+                }
+                let algorithm = match key_type {
+                    Some(KeyType::EC) if params.as_deref() == Some(&ec_params(KeyAlgorithm::EcdsaP384)[..]) => {
+                        KeyAlgorithm::EcdsaP384
+                    }
+                    Some(KeyType::EC) => KeyAlgorithm::EcdsaP256,
+                    Some(KeyType::EC_EDWARDS) => KeyAlgorithm::Ed25519,
+                    Some(KeyType::RSA) => KeyAlgorithm::rsa_of_bits(bits.unwrap_or(0) as usize).ok_or_else(|| {
+                        KeyError::Token { operation: "load a key", detail: format!("RSA key of {bits:?} bits") }
+                    })?,
+                    other => {
+                        return Err(KeyError::Token {
+                            operation: "load a key",
+                            detail: format!("unsupported key type {other:?}"),
+                        });
+                    }
+                };
+                let public = self
+                    .token
+                    .with_session("read the public key", |_, session| Ok(public_key(algorithm, session, handle)))??;
+                Ok((algorithm, public))
+            })?;
+        let label = self.token.with_session("read the key's label", |_, session| {
+            let handle = find(session, ObjectClass::PRIVATE_KEY, &id)?.ok_or(Fail::Missing)?;
+            let attrs = session.get_attributes(handle, &[AttributeType::Label])?;
+            Ok(attrs
+                .into_iter()
+                .find_map(|a| if let Attribute::Label(l) = a { Some(l) } else { None })
+                .unwrap_or_default())
+        })?;
+        Ok((Pkcs11Signer { token: self.token.clone(), algorithm, public, id, handle: Mutex::new(None) }, label))
+    }
+}
+
+impl DigestSigner for Pkcs11Signer {
+    fn algorithm(&self) -> KeyAlgorithm {
+        self.algorithm
+    }
+
+    fn public_key(&self) -> &PublicKey {
+        &self.public
+    }
+
+    fn sign_digest(&self, scheme: DigestScheme, digest: &[u8; 32]) -> Result<Vec<u8>, KeyError> {
+        // The DER DigestInfo prefix of a SHA-256 digest (RFC 8017 9.2 note 1):
+        // CKM_RSA_PKCS signs exactly the bytes it is given.
+        const SHA256_DIGEST_INFO: [u8; 19] = [
+            0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04,
+            0x20,
+        ];
+        let pss = PkcsPssParams { hash_alg: MechanismType::SHA256, mgf: PkcsMgfType::MGF1_SHA256, s_len: 32.into() };
+        let (mechanism, input): (Mechanism<'_>, Vec<u8>) = match scheme {
+            DigestScheme::EcdsaP256 => (Mechanism::Ecdsa, digest.to_vec()),
+            DigestScheme::RsaPss => (Mechanism::RsaPkcsPss(pss), digest.to_vec()),
+            DigestScheme::RsaPkcs1 => (Mechanism::RsaPkcs, [&SHA256_DIGEST_INFO[..], digest].concat()),
+        };
+        let raw = self.token.with_session("sign a digest", |c, session| {
+            let key = self.handle(c, session)?;
+            Ok(session.sign(&mechanism, key, &input)?)
+        })?;
+        match scheme {
+            DigestScheme::EcdsaP256 => ecdsa_der(&raw),
+            _ => Ok(raw),
+        }
+    }
+}
+
 /// The security attributes custos requires of a private key on a token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyProtection {
@@ -784,122 +951,21 @@ impl KeyStore for Pkcs11KeyStore {
     }
 
     fn generate(&self, algorithm: KeyAlgorithm, label: &str) -> Result<GeneratedKey, KeyError> {
-        let mut id = vec![0u8; 16];
-        aws_lc_rs::rand::fill(&mut id).map_err(|_| KeyError::Crypto { operation: "random key id" })?;
-        let common = |private: bool| {
-            vec![
-                Attribute::Token(true),
-                Attribute::Id(id.clone()),
-                Attribute::Label(label.as_bytes().to_vec()),
-                Attribute::Private(private),
-            ]
-        };
-        let mut public_template = common(false);
-        public_template.push(Attribute::Verify(true));
-        let mut private_template = common(true);
-        // A signing key and nothing else: it can neither decrypt, unwrap other
-        // keys (a way to get key material in or out) nor derive.
-        private_template.extend([
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Sign(true),
-            Attribute::Decrypt(false),
-            Attribute::Unwrap(false),
-            Attribute::Derive(false),
-        ]);
-        let mechanism = match algorithm {
-            KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => {
-                public_template.push(Attribute::EcParams(ec_params(algorithm)));
-                Mechanism::EccKeyPairGen
-            }
-            KeyAlgorithm::Ed25519 => {
-                public_template.push(Attribute::EcParams(ec_params(algorithm)));
-                Mechanism::EccEdwardsKeyPairGen
-            }
-            _ => {
-                let bits: u64 = match algorithm {
-                    KeyAlgorithm::Rsa2048 => 2048,
-                    KeyAlgorithm::Rsa3072 => 3072,
-                    _ => 4096,
-                };
-                public_template.push(Attribute::ModulusBits(bits.into()));
-                public_template.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
-                Mechanism::RsaPkcsKeyPairGen
-            }
-        };
-        let public = self.token.with_session("generate a key", |_, session| {
-            let (public_handle, _) = session.generate_key_pair(&mechanism, &public_template, &private_template)?;
-            Ok(public_handle)
-        })?;
-        let public = self
-            .token
-            .with_session("read the public key", |_, session| Ok(public_key(algorithm, session, public)))??;
-        let reference = KeyReference {
-            backend: BACKEND.into(),
-            data: key_uri(&self.token.config, &id, label, "private").into_bytes(),
-        };
-        let signer =
-            Arc::new(Pkcs11Signer { token: self.token.clone(), algorithm, public, id, handle: Mutex::new(None) });
-        Ok(GeneratedKey { reference, signer })
+        if label.starts_with(LABEL_PREFIX) {
+            return Err(KeyError::Purpose(format!("a CA key's label cannot start with {LABEL_PREFIX:?}")));
+        }
+        let (reference, signer) = self.make(algorithm, label)?;
+        Ok(GeneratedKey { reference, signer: Arc::new(signer) })
     }
 
     fn load(&self, reference: &KeyReference) -> Result<Arc<dyn Signer>, KeyError> {
-        if reference.backend != BACKEND {
-            return Err(KeyError::BackendMismatch { expected: BACKEND, found: reference.backend.clone() });
+        let (signer, label) = self.open_key(reference)?;
+        if label.starts_with(LABEL_PREFIX.as_bytes()) {
+            return Err(KeyError::Purpose(
+                "this is a connection key: it cannot sign certificates, CRLs or OCSP responses".into(),
+            ));
         }
-        let uri = String::from_utf8_lossy(&reference.data).to_string();
-        if object_class(&uri) != ObjectClass::PRIVATE_KEY {
-            return Err(KeyError::Token { operation: "load a key", detail: format!("{uri} is not a signing key") });
-        }
-        let protection = self.protection(reference)?;
-        if !protection.acceptable() {
-            return Err(KeyError::Exportable { key: uri });
-        }
-        let id = key_id_of(&uri)?;
-        let (algorithm, public) = self
-            .token
-            .with_session("load a key", |_, session| {
-                let handle = find(session, ObjectClass::PUBLIC_KEY, &id)?.ok_or(Fail::Missing)?;
-                let attrs = session.get_attributes(
-                    handle,
-                    &[AttributeType::KeyType, AttributeType::EcParams, AttributeType::ModulusBits],
-                )?;
-                Ok((handle, attrs))
-            })
-            .and_then(|(handle, attrs)| {
-                let mut key_type = None;
-                let mut params = None;
-                let mut bits = None;
-                for a in attrs {
-                    match a {
-                        Attribute::KeyType(t) => key_type = Some(t),
-                        Attribute::EcParams(p) => params = Some(p),
-                        Attribute::ModulusBits(b) => bits = Some(u64::from(b)),
-                        _ => {}
-                    }
-                }
-                let algorithm = match key_type {
-                    Some(KeyType::EC) if params.as_deref() == Some(&ec_params(KeyAlgorithm::EcdsaP384)[..]) => {
-                        KeyAlgorithm::EcdsaP384
-                    }
-                    Some(KeyType::EC) => KeyAlgorithm::EcdsaP256,
-                    Some(KeyType::EC_EDWARDS) => KeyAlgorithm::Ed25519,
-                    Some(KeyType::RSA) => KeyAlgorithm::rsa_of_bits(bits.unwrap_or(0) as usize).ok_or_else(|| {
-                        KeyError::Token { operation: "load a key", detail: format!("RSA key of {bits:?} bits") }
-                    })?,
-                    other => {
-                        return Err(KeyError::Token {
-                            operation: "load a key",
-                            detail: format!("unsupported key type {other:?}"),
-                        });
-                    }
-                };
-                let public = self
-                    .token
-                    .with_session("read the public key", |_, session| Ok(public_key(algorithm, session, handle)))??;
-                Ok((algorithm, public))
-            })?;
-        Ok(Arc::new(Pkcs11Signer { token: self.token.clone(), algorithm, public, id, handle: Mutex::new(None) }))
+        Ok(Arc::new(signer))
     }
 
     fn destroy(&self, reference: &KeyReference) -> Result<(), KeyError> {
@@ -942,6 +1008,25 @@ impl KeyStore for Pkcs11KeyStore {
             backend: BACKEND.into(),
             data: key_uri(&self.token.config, &id, label, "secret-key").into_bytes(),
         })
+    }
+
+    fn generate_connection_key(
+        &self,
+        algorithm: KeyAlgorithm,
+        label: &str,
+    ) -> Result<GeneratedConnectionKey, KeyError> {
+        let algorithm = connection_algorithm(algorithm)?;
+        let (reference, signer) = self.make(algorithm, &format!("{LABEL_PREFIX}{label}"))?;
+        Ok(GeneratedConnectionKey { reference, key: ConnectionKey::new(Arc::new(signer)) })
+    }
+
+    fn load_connection_key(&self, reference: &KeyReference) -> Result<ConnectionKey, KeyError> {
+        let (signer, label) = self.open_key(reference)?;
+        if !label.starts_with(LABEL_PREFIX.as_bytes()) {
+            return Err(KeyError::Purpose("this key is not a connection key: it cannot sign a caller's bytes".into()));
+        }
+        connection_algorithm(signer.algorithm)?;
+        Ok(ConnectionKey::new(Arc::new(signer)))
     }
 
     fn mac(&self, reference: &KeyReference, message: &[u8]) -> Result<[u8; 32], KeyError> {

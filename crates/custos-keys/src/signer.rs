@@ -6,6 +6,7 @@ use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
 use zeroize::Zeroizing;
 
+use crate::connection::DigestScheme;
 use crate::{KeyAlgorithm, KeyError, PublicKey, SignError, Signer};
 
 /// A private key held by aws-lc-rs; AWS-LC wipes it when it is freed.
@@ -118,6 +119,37 @@ impl Signer for MemorySigner {
                 Ok(sig)
             }
             Inner::Ed25519(k) => Ok(k.sign(message).as_ref().to_vec()),
+        }
+    }
+}
+
+impl crate::connection::DigestSigner for MemorySigner {
+    fn algorithm(&self) -> KeyAlgorithm {
+        self.algorithm
+    }
+
+    fn public_key(&self) -> &PublicKey {
+        &self.public
+    }
+
+    fn sign_digest(&self, scheme: DigestScheme, digest: &[u8; 32]) -> Result<Vec<u8>, KeyError> {
+        let failed = KeyError::Crypto { operation: "sign a digest" };
+        let digest = aws_lc_rs::digest::Digest::import_less_safe(digest, &aws_lc_rs::digest::SHA256)
+            .map_err(|_| KeyError::Crypto { operation: "import a digest" })?;
+        match (&self.key, scheme) {
+            (Inner::Ecdsa(k), DigestScheme::EcdsaP256) => {
+                Ok(k.sign_digest(&digest).map_err(|_| failed)?.as_ref().to_vec())
+            }
+            (Inner::Rsa(k), DigestScheme::RsaPss | DigestScheme::RsaPkcs1) => {
+                let padding: &'static dyn signature::RsaEncoding = match scheme {
+                    DigestScheme::RsaPss => &signature::RSA_PSS_SHA256,
+                    _ => &signature::RSA_PKCS1_SHA256,
+                };
+                let mut sig = vec![0u8; k.public_modulus_len()];
+                k.sign_digest(padding, &digest, &mut sig).map_err(|_| failed)?;
+                Ok(sig)
+            }
+            _ => Err(KeyError::Purpose(format!("a {} key cannot sign {}", self.algorithm, scheme.jws_name()))),
         }
     }
 }

@@ -11,6 +11,7 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKe
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::connection::{ConnectionKey, GeneratedConnectionKey, connection_algorithm};
 use crate::signer::{MemorySigner, generate_pkcs8};
 use crate::{GeneratedKey, KeyAlgorithm, KeyError, KeyReference, KeyStore, Signer};
 
@@ -134,6 +135,11 @@ fn key_aad(kind: &str) -> Vec<u8> {
 /// The kind written in the reference of an HMAC secret key.
 const SECRET_KIND: &str = "hmac-sha256";
 
+/// The kind prefix of a connection key (`connection/ecdsa-p256`). The kind is
+/// sealed into the blob's authenticated data, so a CA key's blob cannot be
+/// relabelled a connection key (or back) without the passphrase.
+const CONNECTION_KIND: &str = "connection/";
+
 /// A sealed reference: `SEAL_VERSION || len(kind) || kind || sealed`.
 fn sealed_reference(kind: &str, sealed: &[u8]) -> KeyReference {
     let name = kind.as_bytes();
@@ -192,6 +198,11 @@ impl KeyStore for SoftKeyStore {
         if kind == SECRET_KIND {
             return Err(KeyError::Corrupt("this is a secret key, not a signing key".into()));
         }
+        if kind.starts_with(CONNECTION_KIND) {
+            return Err(KeyError::Purpose(
+                "this is a connection key: it cannot sign certificates, CRLs or OCSP responses".into(),
+            ));
+        }
         let algorithm: KeyAlgorithm = kind.parse()?;
         let pkcs8 = self.unseal(sealed, &key_aad(kind))?;
         Ok(Arc::new(MemorySigner::from_pkcs8(algorithm, &pkcs8)?))
@@ -222,6 +233,34 @@ impl KeyStore for SoftKeyStore {
         let mut out = [0u8; 32];
         out.copy_from_slice(aws_lc_rs::hmac::sign(&key, message).as_ref());
         Ok(out)
+    }
+
+    fn generate_connection_key(
+        &self,
+        algorithm: KeyAlgorithm,
+        _label: &str,
+    ) -> Result<GeneratedConnectionKey, KeyError> {
+        let algorithm = connection_algorithm(algorithm)?;
+        let kind = format!("{CONNECTION_KIND}{algorithm}");
+        let pkcs8 = generate_pkcs8(algorithm)?;
+        let signer = MemorySigner::from_pkcs8(algorithm, &pkcs8)?;
+        let sealed = self.seal(&pkcs8, &key_aad(&kind))?;
+        Ok(GeneratedConnectionKey {
+            reference: sealed_reference(&kind, &sealed),
+            key: ConnectionKey::new(Arc::new(signer)),
+        })
+    }
+
+    fn load_connection_key(&self, reference: &KeyReference) -> Result<ConnectionKey, KeyError> {
+        let (kind, sealed) = split_reference(reference)?;
+        let Some(name) = kind.strip_prefix(CONNECTION_KIND) else {
+            return Err(KeyError::Purpose(format!(
+                "a {kind} key is not a connection key: it cannot sign a caller's bytes"
+            )));
+        };
+        let algorithm = connection_algorithm(name.parse()?)?;
+        let pkcs8 = self.unseal(sealed, &key_aad(kind))?;
+        Ok(ConnectionKey::new(Arc::new(MemorySigner::from_pkcs8(algorithm, &pkcs8)?)))
     }
 }
 

@@ -70,11 +70,57 @@ fn secret_contract(store: &dyn KeyStore) {
     }
 }
 
+/// The connection-key half of the contract: a connection key signs digests
+/// with every scheme that fits it (checked by aws-lc-rs), is refused as a CA
+/// signer, and a CA key is refused as a connection key.
+fn connection_contract(store: &dyn KeyStore, algorithms: &[KeyAlgorithm]) {
+    use custos_keys::connection::DigestScheme;
+    let message = b"header.claims of a client assertion";
+    let digest: [u8; 32] =
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, message).as_ref().try_into().expect("32");
+    for &algorithm in algorithms {
+        let made = store.generate_connection_key(algorithm, &format!("tenant/conn-{algorithm}")).expect("generate");
+        let raw = made.key.public_key().raw().to_vec();
+        let schemes: &[(DigestScheme, &dyn signature::VerificationAlgorithm)] = match algorithm {
+            KeyAlgorithm::EcdsaP256 => &[(DigestScheme::EcdsaP256, &signature::ECDSA_P256_SHA256_ASN1)],
+            _ => &[
+                (DigestScheme::RsaPss, &signature::RSA_PSS_2048_8192_SHA256),
+                (DigestScheme::RsaPkcs1, &signature::RSA_PKCS1_2048_8192_SHA256),
+            ],
+        };
+        let loaded = store.load_connection_key(&made.reference).expect("load the connection key");
+        assert_eq!(loaded.public_key(), made.key.public_key());
+        for (scheme, verify) in schemes {
+            for key in [&made.key, &loaded] {
+                let sig = key.sign_digest(*scheme, &digest).expect("sign a digest");
+                assert!(
+                    UnparsedPublicKey::new(*verify, &raw).verify(message, &sig).is_ok(),
+                    "{algorithm} {scheme:?}: the signature over the digest does not verify over the message"
+                );
+            }
+        }
+        let wrong = if algorithm == KeyAlgorithm::EcdsaP256 { DigestScheme::RsaPss } else { DigestScheme::EcdsaP256 };
+        assert!(matches!(made.key.sign_digest(wrong, &digest), Err(KeyError::Purpose(_))));
+        // A connection key never becomes a CA signer.
+        let refused = store.load(&made.reference).err().expect("a connection key is not a CA key");
+        assert!(matches!(refused, KeyError::Purpose(_)), "{refused:?}");
+        store.destroy(&made.reference).expect("destroy");
+    }
+    // A CA key never signs a caller's digest.
+    let ca = store.generate(KeyAlgorithm::EcdsaP256, "test-ca-key").expect("generate a CA key");
+    let refused = store.load_connection_key(&ca.reference).err().expect("a CA key is not a connection key");
+    assert!(matches!(refused, KeyError::Purpose(_)), "{refused:?}");
+    store.destroy(&ca.reference).expect("destroy");
+    // Only the algorithms relying parties take.
+    assert!(matches!(store.generate_connection_key(KeyAlgorithm::Ed25519, "x"), Err(KeyError::Purpose(_))));
+}
+
 #[test]
 fn soft_store_honours_the_contract() {
     let (store, _seal) = SoftKeyStore::create(b"passphrase").expect("create");
     contract(&store, &KeyAlgorithm::ALL);
     secret_contract(&store);
+    connection_contract(&store, &[KeyAlgorithm::EcdsaP256, KeyAlgorithm::Rsa2048, KeyAlgorithm::Rsa3072]);
 }
 
 #[test]
@@ -85,6 +131,7 @@ fn pkcs11_token_honours_the_contract() {
     // RSA 3072/4096 generation on SoftHSM takes seconds each; 2048 exercises the same code.
     contract(&store, &[KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384, KeyAlgorithm::Rsa2048, KeyAlgorithm::Ed25519]);
     secret_contract(&store);
+    connection_contract(&store, &[KeyAlgorithm::EcdsaP256, KeyAlgorithm::Rsa2048]);
 }
 
 /// One test on the token at a time: SoftHSM2's file store, written by
