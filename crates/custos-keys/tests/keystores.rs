@@ -108,7 +108,7 @@ fn connection_contract(store: &dyn KeyStore, algorithms: &[KeyAlgorithm]) {
     }
     // A CA key never signs a caller's digest.
     let ca = store.generate(KeyAlgorithm::EcdsaP256, "test-ca-key").expect("generate a CA key");
-    let refused = store.load_connection_key(&ca.reference).err().expect("a CA key is not a connection key");
+    let refused = store.load_connection_key(&ca.reference).expect_err("a CA key is not a connection key");
     assert!(matches!(refused, KeyError::Purpose(_)), "{refused:?}");
     store.destroy(&ca.reference).expect("destroy");
     // Only the algorithms relying parties take.
