@@ -23,6 +23,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../migrations/sqlite/0009_issued_requests.sql")),
     (10, include_str!("../migrations/sqlite/0010_access.sql")),
     (11, include_str!("../migrations/sqlite/0011_approvals.sql")),
+    (12, include_str!("../migrations/sqlite/0012_custody.sql")),
 ];
 
 /// The PostgreSQL migrations: the same schema in its types.
@@ -37,6 +38,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../migrations/postgres/0008_issued_requests.sql")),
     (9, include_str!("../migrations/postgres/0009_access.sql")),
     (10, include_str!("../migrations/postgres/0010_approvals.sql")),
+    (11, include_str!("../migrations/postgres/0011_custody.sql")),
 ];
 
 /// A [`Store`] on a SQL database.

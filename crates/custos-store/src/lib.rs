@@ -13,6 +13,7 @@ mod audit;
 mod backend;
 mod blocklist;
 mod certificates;
+mod custody;
 mod dialect;
 mod error;
 mod incidents;
@@ -39,8 +40,9 @@ pub use log::entry_fields;
 // so that callers of the store traits can name them from here too.
 pub use custos_types::{
     ApprovalRecord, AuditEntry, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord,
-    CertificateState, CheckpointRecord, ConnectionRecord, IssuerRecord, KeyRecord, KeyUsage, OperatorRecord,
-    ResponderRecord, Revocation, RevocationEvent, RevokedRow, StatusFilter, TenantRecord, TokenRecord,
+    CertificateState, CheckpointRecord, ConnectionRecord, CustodyKeyRecord, CustodySlot, IssuerRecord, KeyRecord,
+    KeyUsage, OperatorRecord, ResponderRecord, Revocation, RevocationEvent, RevokedRow, SigningPolicy, StatusFilter,
+    TenantRecord, TokenRecord,
 };
 pub use custos_types::{
     IncidentCertificate, IncidentConnection, IncidentRecord, OutboxMessage, Replacement, Transition, WebhookRecord,
@@ -49,8 +51,8 @@ pub use custos_types::{
 /// The store traits, to call their methods on an `Arc<dyn Store>`.
 pub mod prelude {
     pub use crate::{
-        AccessStore, AuditStore, BlocklistStore, CertificateStore, IncidentStore, IssuerStore, MaintenanceStore,
-        MetaStore, OutboxStore, RevocationStore, Store, TenantStore,
+        AccessStore, AuditStore, BlocklistStore, CertificateStore, CustodyStore, IncidentStore, IssuerStore,
+        MaintenanceStore, MetaStore, OutboxStore, RevocationStore, Store, TenantStore,
     };
 }
 
@@ -77,6 +79,7 @@ pub struct Genesis {
 /// `use custos_store::prelude::*`.
 pub trait Store:
     AccessStore
+    + CustodyStore
     + MetaStore
     + TenantStore
     + IssuerStore
@@ -92,6 +95,7 @@ pub trait Store:
 
 impl<T> Store for T where
     T: AccessStore
+        + CustodyStore
         + MetaStore
         + TenantStore
         + IssuerStore
@@ -307,6 +311,35 @@ pub trait AccessStore: Send + Sync {
     /// only if it is unapproved, unexpired at `at` and was not requested by
     /// `by`; [`StoreError::Conflict`] otherwise, changing nothing.
     async fn approve(&self, id: &str, by: &str, at: i64, audit: &AuditRecord) -> Result<()>;
+}
+
+/// Connection keys in custody (which key signs for a connection) and what they may sign.
+#[async_trait]
+pub trait CustodyStore: Send + Sync {
+    /// In one transaction: creates `connection` (if given), moves existing
+    /// custody keys to new slots, stores new keys with their certificates,
+    /// and appends `audit`. Refused, changing nothing, if a connection would
+    /// end up with more than one active key.
+    async fn record_custody(
+        &self,
+        connection: Option<&ConnectionRecord>,
+        slots: &[(String, CustodySlot)],
+        add: &[CustodyKeyRecord],
+        certificates: &[CertificateRecord],
+        audit: &[AuditRecord],
+    ) -> Result<()>;
+
+    /// A connection's custody keys, newest first.
+    async fn custody_keys(&self, tenant: &str, connection: &str) -> Result<Vec<CustodyKeyRecord>>;
+
+    /// One custody key by key id.
+    async fn custody_key(&self, key_id: &str) -> Result<Option<CustodyKeyRecord>>;
+
+    /// Replaces a connection's signing policy, with its audit entry.
+    async fn set_signing_policy(&self, policy: &SigningPolicy, audit: &AuditRecord) -> Result<()>;
+
+    /// A connection's signing policy, if it has one.
+    async fn signing_policy(&self, tenant: &str, connection: &str) -> Result<Option<SigningPolicy>>;
 }
 
 /// Keys that must never be certified again.

@@ -47,28 +47,7 @@ impl TenantStore for SqlStore {
 
     async fn add_connection(&self, c: &ConnectionRecord, audit: &AuditRecord) -> Result<()> {
         let mut tx = self.write().await?;
-        sqlx::query(
-            "INSERT INTO connections (tenant, name, profile, allowed_sans, key_algorithm, validity_days, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&c.tenant)
-        .bind(&c.name)
-        .bind(c.profile.as_str())
-        .bind(json_list(&c.allowed_sans))
-        .bind(&c.key_algorithm)
-        .bind(c.validity_days)
-        .bind(c.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::Duplicate { what: format!("connection {}/{}", c.tenant, c.name) }
-            } else if is_foreign_key_violation(&e) {
-                StoreError::NotFound { what: format!("tenant {:?}", c.tenant) }
-            } else {
-                StoreError::Database { operation: "add a connection", source: e }
-            }
-        })?;
+        insert_connection(&mut tx, c).await?;
         log::append(self.engine, &mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(StoreError::db("commit a connection"))
     }
@@ -96,4 +75,34 @@ impl TenantStore for SqlStore {
         .map_err(StoreError::db("list connections"))?;
         rows.iter().map(connection_from).collect()
     }
+}
+
+/// Inserts one connection inside `tx`.
+pub(crate) async fn insert_connection(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    c: &ConnectionRecord,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO connections (tenant, name, profile, allowed_sans, key_algorithm, validity_days, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&c.tenant)
+    .bind(&c.name)
+    .bind(c.profile.as_str())
+    .bind(json_list(&c.allowed_sans))
+    .bind(&c.key_algorithm)
+    .bind(c.validity_days)
+    .bind(c.created_at)
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::Duplicate { what: format!("connection {}/{}", c.tenant, c.name) }
+        } else if is_foreign_key_violation(&e) {
+            StoreError::NotFound { what: format!("tenant {:?}", c.tenant) }
+        } else {
+            StoreError::Database { operation: "add a connection", source: e }
+        }
+    })?;
+    Ok(())
 }

@@ -7,9 +7,9 @@ use custos_audit::merkle::{self, Frontier, NodeId};
 use custos_store::prelude::*;
 use custos_store::{
     ApprovalRecord, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CheckpointRecord,
-    ConnectionRecord, Genesis, IncidentCertificate, IncidentRecord, IssuerRecord, KeyRecord, OperatorRecord,
-    OutboxMessage, Replacement, ResponderRecord, Revocation, SqlStore, StatusFilter, Store, StoreError, TenantRecord,
-    TokenRecord, Transition, WebhookRecord,
+    ConnectionRecord, CustodyKeyRecord, CustodySlot, Genesis, IncidentCertificate, IncidentRecord, IssuerRecord,
+    KeyRecord, OperatorRecord, OutboxMessage, Replacement, ResponderRecord, Revocation, SigningPolicy, SqlStore,
+    StatusFilter, Store, StoreError, TenantRecord, TokenRecord, Transition, WebhookRecord,
 };
 use custos_types::{CertificateStatus, IssuerRole, IssuerStatus, KeyStatus, Profile, Reason};
 use custos_types::{ConnectionState, DeliveryState, IncidentState};
@@ -694,11 +694,76 @@ async fn honours_the_contract(backend: Backend) {
     inventory_contract(&store).await;
     incident_contract(&store).await;
     access_contract(&store).await;
+    custody_contract(&store).await;
     maintenance_contract(&backend, &store).await;
     store.close().await;
     let again = backend.open().await;
-    assert_eq!(again.certificates(&CertificateFilter::default()).await.expect("list").len(), 254);
+    assert_eq!(again.certificates(&CertificateFilter::default()).await.expect("list").len(), 257);
     assert_eq!(again.incidents().await.expect("incidents").len(), 1);
+}
+
+/// Custody keys: a connection created with its active and standby keys in
+/// one transaction, a promotion, at most one active key, and signing policies.
+async fn custody_contract(store: &dyn Store) {
+    let before = audit_count(store).await;
+    let custody = |id: &str, slot: CustodySlot, serial: &str| CustodyKeyRecord {
+        key: KeyRecord { label: format!("connection acme/signer {id}"), ..key(id) },
+        tenant: "acme".into(),
+        connection: "signer".into(),
+        slot,
+        serial: serial.into(),
+        created_at: 5,
+    };
+    let conn = connection("signer");
+    let keys = [custody("ck1", CustodySlot::Active, "c1"), custody("ck2", CustodySlot::Standby, "c2")];
+    let certs = [cert("c1", "signer", 4_000_000_000), cert("c2", "signer", 4_000_000_000)];
+    // Two active keys for one connection: refused, and nothing of it stays.
+    let two = [custody("ck1", CustodySlot::Active, "c1"), custody("ck2", CustodySlot::Active, "c2")];
+    let refused = store.record_custody(Some(&conn), &[], &two, &certs, &[audit("custody.add")]).await;
+    assert!(matches!(refused, Err(StoreError::Conflict { .. })), "{refused:?}");
+    assert!(store.connection("acme", "signer").await.expect("read").is_none(), "the refused connection is not there");
+    assert!(store.certificate("c1").await.expect("read").is_none());
+    assert_eq!(audit_count(store).await, before);
+
+    store.record_custody(Some(&conn), &[], &keys, &certs, &[audit("custody.add")]).await.expect("custody");
+    assert!(store.connection("acme", "signer").await.expect("read").is_some());
+    let held = store.custody_keys("acme", "signer").await.expect("keys");
+    assert_eq!(held.len(), 2);
+    assert!(held.iter().any(|k| k.key.id == "ck1" && k.slot == CustodySlot::Active && k.serial == "c1"));
+    assert_eq!(store.custody_key("ck2").await.expect("read").map(|k| k.slot), Some(CustodySlot::Standby));
+    assert!(store.custody_key("nope").await.expect("read").is_none());
+    assert_eq!(store.key("ck1").await.expect("read").map(|k| k.label), Some("connection acme/signer ck1".into()));
+
+    // Promote the standby, retire the active, add a new standby: one transaction.
+    let slots = [("ck1".to_string(), CustodySlot::Retired), ("ck2".to_string(), CustodySlot::Active)];
+    let new = [custody("ck3", CustodySlot::Standby, "c3")];
+    store
+        .record_custody(None, &slots, &new, &[cert("c3", "signer", 4_000_000_000)], &[audit("custody.rotate")])
+        .await
+        .expect("rotate");
+    let slot_of = |held: &[CustodyKeyRecord], id: &str| held.iter().find(|k| k.key.id == id).map(|k| k.slot);
+    let held = store.custody_keys("acme", "signer").await.expect("keys");
+    assert_eq!(slot_of(&held, "ck1"), Some(CustodySlot::Retired));
+    assert_eq!(slot_of(&held, "ck2"), Some(CustodySlot::Active));
+    assert_eq!(slot_of(&held, "ck3"), Some(CustodySlot::Standby));
+    let missing = store.record_custody(None, &[("zz".into(), CustodySlot::Active)], &[], &[], &[audit("x")]).await;
+    assert!(matches!(missing, Err(StoreError::NotFound { .. })), "{missing:?}");
+
+    assert!(store.signing_policy("acme", "signer").await.expect("read").is_none());
+    let mut policy = SigningPolicy {
+        tenant: "acme".into(),
+        connection: "signer".into(),
+        audiences: vec!["https://login.example/t/oauth2/v2.0/token".into()],
+        client_ids: vec!["app-1".into()],
+        updated_at: 7,
+    };
+    store.set_signing_policy(&policy, &audit("policy.set")).await.expect("policy");
+    policy.client_ids.push("app-2".into());
+    store.set_signing_policy(&policy, &audit("policy.set")).await.expect("policy replaced");
+    assert_eq!(store.signing_policy("acme", "signer").await.expect("read"), Some(policy.clone()));
+    let orphan = SigningPolicy { connection: "nope".into(), ..policy };
+    assert!(store.set_signing_policy(&orphan, &audit("policy.set")).await.is_err());
+    assert_eq!(audit_count(store).await, before + 4);
 }
 
 /// Tokens and operators: each change with its audit entry, revocation once.

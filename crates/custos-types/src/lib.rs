@@ -14,13 +14,14 @@ mod state;
 pub use algorithm::{KeyAlgorithm, KeyId, PublicKey, UnsupportedAlgorithm};
 pub use records::{
     ApprovalRecord, AuditEntry, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord,
-    CertificateState, CheckpointRecord, ConnectionRecord, IncidentCertificate, IncidentConnection, IncidentRecord,
-    IssuerRecord, KeyRecord, KeyUsage, OperatorRecord, OutboxMessage, Replacement, ResponderRecord, Revocation,
-    RevocationEvent, RevokedRow, StatusFilter, TenantRecord, TokenRecord, Transition, WebhookRecord,
+    CertificateState, CheckpointRecord, ConnectionRecord, CustodyKeyRecord, IncidentCertificate, IncidentConnection,
+    IncidentRecord, IssuerRecord, KeyRecord, KeyUsage, OperatorRecord, OutboxMessage, Replacement, ResponderRecord,
+    Revocation, RevocationEvent, RevokedRow, SigningPolicy, StatusFilter, TenantRecord, TokenRecord, Transition,
+    WebhookRecord,
 };
 pub use state::{
-    CertificateStatus, ConnectionState, DeliveryState, IncidentState, IssuerRole, IssuerStatus, KeyStatus, Profile,
-    Reason, UnknownName,
+    CertificateStatus, ConnectionState, CustodySlot, DeliveryState, IncidentState, IssuerRole, IssuerStatus, KeyStatus,
+    Profile, Reason, UnknownName,
 };
 
 /// A key that signs through its backend; key bytes never cross this trait.

@@ -4,8 +4,8 @@
 //! the server nor the CLI needs the store to name them.
 
 use crate::{
-    CertificateStatus, ConnectionState, DeliveryState, IncidentState, IssuerRole, IssuerStatus, KeyStatus, Profile,
-    Reason,
+    CertificateStatus, ConnectionState, CustodySlot, DeliveryState, IncidentState, IssuerRole, IssuerStatus, KeyStatus,
+    Profile, Reason,
 };
 use serde::Serialize;
 
@@ -523,4 +523,37 @@ pub struct ApprovalRecord {
     pub approved_by: Option<String>,
     /// Unix seconds it was approved.
     pub approved_at: Option<i64>,
+}
+
+/// A connection key held in custody, with the certificate that carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CustodyKeyRecord {
+    /// The key (its reference stays in the key store's form: sealed, or a token URI).
+    pub key: KeyRecord,
+    /// Owning tenant.
+    pub tenant: String,
+    /// The connection it signs for.
+    pub connection: String,
+    /// Active, standby or retired.
+    pub slot: CustodySlot,
+    /// Serial (lowercase hex) of the key's certificate.
+    pub serial: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// What a custodied connection's key may sign: the audiences and client ids
+/// (`iss`/`sub`) a client assertion may name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SigningPolicy {
+    /// Owning tenant.
+    pub tenant: String,
+    /// The connection.
+    pub connection: String,
+    /// Allowed `aud` values (token endpoint URLs).
+    pub audiences: Vec<String>,
+    /// Allowed `iss`/`sub` values (the app's client id).
+    pub client_ids: Vec<String>,
+    /// Unix seconds.
+    pub updated_at: i64,
 }

@@ -93,6 +93,18 @@ named!(
 );
 
 named!(
+    /// The role of a connection key in custody.
+    CustodySlot, "custody slot", {
+        /// Signs for the connection now.
+        Active => "active",
+        /// Certified ahead of need, registered at the relying party, signs once promoted.
+        Standby => "standby",
+        /// No longer signs (replaced or compromised); kept for the record.
+        Retired => "retired",
+    }
+);
+
+named!(
     /// A CA's place in the hierarchy.
     IssuerRole, "issuer role", {
         /// Self-signed trust anchor.

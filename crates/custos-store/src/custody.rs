@@ -1,0 +1,179 @@
+//! Connection keys in custody and their signing policies. The SQL
+//! implementation of [`crate::CustodyStore`].
+
+use async_trait::async_trait;
+use sqlx::AssertSqlSafe;
+use sqlx::any::AnyRow;
+
+use crate::backend::SqlStore;
+use crate::dialect::*;
+use crate::log;
+use crate::rows::*;
+use crate::*;
+
+/// The columns of a custody key joined with its key record.
+const CUSTODY_COLUMNS: &str = "k.id, k.backend, k.algorithm, k.label, k.public_key, k.reference, k.status, k.created_at, \
+     c.tenant AS c_tenant, c.connection AS c_connection, c.slot AS c_slot, c.serial AS c_serial, \
+     c.created_at AS c_created_at";
+
+fn custody_from(row: &AnyRow) -> Result<CustodyKeyRecord> {
+    Ok(CustodyKeyRecord {
+        key: key_from(row)?,
+        tenant: col(row, "c_tenant")?,
+        connection: col(row, "c_connection")?,
+        slot: named(row, "c_slot")?,
+        serial: col(row, "c_serial")?,
+        created_at: col(row, "c_created_at")?,
+    })
+}
+
+fn policy_from(row: &AnyRow) -> Result<SigningPolicy> {
+    Ok(SigningPolicy {
+        tenant: col(row, "tenant")?,
+        connection: col(row, "connection")?,
+        audiences: parse_list(&col::<String>(row, "audiences")?)?,
+        client_ids: parse_list(&col::<String>(row, "client_ids")?)?,
+        updated_at: col(row, "updated_at")?,
+    })
+}
+
+#[async_trait]
+impl CustodyStore for SqlStore {
+    async fn record_custody(
+        &self,
+        connection: Option<&ConnectionRecord>,
+        slots: &[(String, CustodySlot)],
+        add: &[CustodyKeyRecord],
+        certificates: &[CertificateRecord],
+        audit: &[AuditRecord],
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        if let Some(c) = connection {
+            crate::tenants::insert_connection(&mut tx, c).await?;
+        }
+        for (key_id, slot) in slots {
+            let done = sqlx::query("UPDATE custody_keys SET slot = $1 WHERE key_id = $2")
+                .bind(slot.as_str())
+                .bind(key_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::db("change a custody slot"))?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::NotFound { what: format!("custody key {key_id:?}") });
+            }
+        }
+        insert_certificate_rows(self.engine, &mut tx, certificates).await?;
+        for k in add {
+            insert_key(&mut tx, &k.key).await?;
+            sqlx::query(
+                "INSERT INTO custody_keys (key_id, tenant, connection, slot, serial, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&k.key.id)
+            .bind(&k.tenant)
+            .bind(&k.connection)
+            .bind(k.slot.as_str())
+            .bind(&k.serial)
+            .bind(k.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_foreign_key_violation(&e) {
+                    StoreError::NotFound {
+                        what: format!("connection {}/{} or certificate {}", k.tenant, k.connection, k.serial),
+                    }
+                } else {
+                    StoreError::Database { operation: "store a custody key", source: e }
+                }
+            })?;
+        }
+        // At most one key signs for a connection at a time.
+        let touched: std::collections::BTreeSet<(String, String)> = add
+            .iter()
+            .map(|k| (k.tenant.clone(), k.connection.clone()))
+            .chain(connection.map(|c| (c.tenant.clone(), c.name.clone())))
+            .collect();
+        for (tenant, name) in touched {
+            let active: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM custody_keys WHERE tenant = $1 AND connection = $2 AND slot = 'active'",
+            )
+            .bind(&tenant)
+            .bind(&name)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::db("count active custody keys"))?;
+            if active > 1 {
+                return Err(StoreError::Conflict {
+                    what: format!("connection {tenant}/{name} would have {active} active keys"),
+                });
+            }
+        }
+        log::append(self.engine, &mut tx, audit).await?;
+        tx.commit().await.map_err(StoreError::db("commit custody keys"))
+    }
+
+    async fn custody_keys(&self, tenant: &str, connection: &str) -> Result<Vec<CustodyKeyRecord>> {
+        let sql = format!(
+            "SELECT {CUSTODY_COLUMNS} FROM custody_keys c JOIN keys k ON k.id = c.key_id \
+             WHERE c.tenant = $1 AND c.connection = $2 ORDER BY c.created_at DESC, k.id"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(connection)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db("read custody keys"))?;
+        rows.iter().map(custody_from).collect()
+    }
+
+    async fn custody_key(&self, key_id: &str) -> Result<Option<CustodyKeyRecord>> {
+        let sql =
+            format!("SELECT {CUSTODY_COLUMNS} FROM custody_keys c JOIN keys k ON k.id = c.key_id WHERE c.key_id = $1");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(key_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("read a custody key"))?;
+        row.as_ref().map(custody_from).transpose()
+    }
+
+    async fn set_signing_policy(&self, p: &SigningPolicy, audit: &AuditRecord) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query("DELETE FROM signing_policies WHERE tenant = $1 AND connection = $2")
+            .bind(&p.tenant)
+            .bind(&p.connection)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("replace a signing policy"))?;
+        sqlx::query(
+            "INSERT INTO signing_policies (tenant, connection, audiences, client_ids, updated_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&p.tenant)
+        .bind(&p.connection)
+        .bind(json_list(&p.audiences))
+        .bind(json_list(&p.client_ids))
+        .bind(p.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_foreign_key_violation(&e) {
+                StoreError::NotFound { what: format!("connection {}/{}", p.tenant, p.connection) }
+            } else {
+                StoreError::Database { operation: "store a signing policy", source: e }
+            }
+        })?;
+        log::append(self.engine, &mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(StoreError::db("commit a signing policy"))
+    }
+
+    async fn signing_policy(&self, tenant: &str, connection: &str) -> Result<Option<SigningPolicy>> {
+        let row = sqlx::query("SELECT * FROM signing_policies WHERE tenant = $1 AND connection = $2")
+            .bind(tenant)
+            .bind(connection)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("read a signing policy"))?;
+        row.as_ref().map(policy_from).transpose()
+    }
+}
