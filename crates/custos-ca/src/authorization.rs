@@ -10,7 +10,8 @@
 //!   incident execution or the audit log's details;
 //! - an `auditor` reads everything and changes nothing;
 //! - a tenant account reaches only its own tenant (and connection, if scoped):
-//!   list, issue by CSR, revoke its own, read and acknowledge incidents. Another
+//!   list, issue by CSR, revoke its own, read and acknowledge incidents, and,
+//!   with a token scoped to one connection, sign with that connection's key. Another
 //!   tenant's objects are reported as not found, so names do not leak;
 //! - custos itself (background jobs) signs OCSP, CRLs and checkpoints and
 //!   delivers notifications, and nothing else.
@@ -96,6 +97,13 @@ pub enum Operation<'a> {
     ReadAccess,
     /// Approve another admin's request (the two-person rule).
     Approve,
+    /// Sign with a connection's custodied key (a client assertion, a digest).
+    Sign {
+        /// The tenant.
+        tenant: &'a str,
+        /// The connection.
+        connection: &'a str,
+    },
 }
 
 impl Operation<'_> {
@@ -127,6 +135,7 @@ impl Operation<'_> {
             Operation::ManageAccess => "manage tokens and operators",
             Operation::ReadAccess => "read tokens and operators",
             Operation::Approve => "approve a request",
+            Operation::Sign { .. } => "sign with a connection key",
         }
     }
 }
@@ -159,7 +168,8 @@ pub fn decide(principal: &Principal, operation: &Operation<'_>) -> Decision {
             | O::ReadIssuers
             | O::DeclareIncident
             | O::ReadIncidents(_)
-            | O::AcknowledgeIncident { .. } => Allow,
+            | O::AcknowledgeIncident { .. }
+            | O::Sign { .. } => Allow,
             _ => Deny,
         },
         Principal::Operator { role: Role::Auditor, .. } => match operation {
@@ -197,6 +207,13 @@ pub fn decide(principal: &Principal, operation: &Operation<'_>) -> Decision {
                         Hide
                     }
                 }
+                // A connection's key signs only for a service holding a token
+                // scoped to that connection: a tenant-wide token may not.
+                O::Sign { tenant, connection } => match own_connection.as_deref() {
+                    Some(own) if tenant_ok(tenant) && own == connection => Allow,
+                    None if tenant_ok(tenant) => Deny,
+                    _ => Hide,
+                },
                 O::Issue { tenant, generated_key: true, .. } => {
                     if tenant_ok(tenant) {
                         Deny

@@ -199,6 +199,22 @@ impl Ca {
         name: &str,
         options: &ConnectionOptions,
     ) -> Result<ConnectionRecord> {
+        let (record, audit) = self.connection_record(principal, tenant, name, options).await?;
+        self.store.add_connection(&record, &audit).await.map_err(|e| match e {
+            custos_store::StoreError::NotFound { .. } => CaError::UnknownTenant(tenant.to_string()),
+            other => other.into(),
+        })?;
+        Ok(record)
+    }
+
+    /// A new connection checked against the rules, and its audit entry.
+    pub(crate) async fn connection_record(
+        &self,
+        principal: &Principal,
+        tenant: &str,
+        name: &str,
+        options: &ConnectionOptions,
+    ) -> Result<(ConnectionRecord, custos_store::AuditRecord)> {
         visible(principal, Operation::ManageConnection { tenant }, || CaError::UnknownTenant(tenant.to_string()))?;
         check_name("connection", name)?;
         if options.profile.is_ca() {
@@ -235,11 +251,7 @@ impl Ca {
             json!({"tenant": tenant, "connection": name, "profile": record.profile,
                    "allowed_sans": record.allowed_sans, "key_algorithm": record.key_algorithm}),
         );
-        self.store.add_connection(&record, &audit).await.map_err(|e| match e {
-            custos_store::StoreError::NotFound { .. } => CaError::UnknownTenant(tenant.to_string()),
-            other => other.into(),
-        })?;
-        Ok(record)
+        Ok((record, audit))
     }
 
     /// Connections of a tenant, or of all tenants.

@@ -35,6 +35,8 @@ pub enum KeySource {
     /// custos generates the key (of this algorithm, or the connection's) and
     /// returns it once; it is never stored.
     Generate(Option<KeyAlgorithm>),
+    /// The public half of a connection key custos holds in custody.
+    Custody(custos_keys::PublicKey, KeyAlgorithm),
 }
 
 /// One certificate to issue.
@@ -104,6 +106,7 @@ pub(crate) struct Planned {
 enum PlannedKey {
     Csr(CertificateRequest),
     Generate(KeyAlgorithm),
+    Custody(custos_keys::PublicKey, KeyAlgorithm),
 }
 
 impl Planned {
@@ -111,7 +114,7 @@ impl Planned {
     pub(crate) fn csr_spki(&self) -> Option<String> {
         match &self.key {
             PlannedKey::Csr(r) => Some(r.public_key.sha256_hex()),
-            PlannedKey::Generate(_) => None,
+            PlannedKey::Generate(_) | PlannedKey::Custody(..) => None,
         }
     }
 
@@ -241,7 +244,7 @@ impl Ca {
             .enumerate()
             .filter_map(|(i, p)| match &p.key {
                 PlannedKey::Csr(r) => Some((i, r.public_key.sha256_hex())),
-                PlannedKey::Generate(_) => None,
+                PlannedKey::Generate(_) | PlannedKey::Custody(..) => None,
             })
             .collect();
         if csr_keys.is_empty() {
@@ -467,6 +470,7 @@ pub(crate) fn plan(
             Some(a) => *a,
             None => conn.key_algorithm.parse()?,
         }),
+        KeySource::Custody(public, algorithm) => PlannedKey::Custody(public.clone(), *algorithm),
     };
     let common_name = match profile {
         Profile::Server => sans
@@ -507,6 +511,7 @@ pub(crate) fn sign(p: Planned, active: &ActiveIssuer) -> Result<Issued> {
             let leaf = LeafKey::generate(alg)?;
             (leaf.public_key().clone(), alg, Some(leaf), "generated")
         }
+        PlannedKey::Custody(public, alg) => (public, alg, None, "custody"),
     };
     let profile = p.spec.profile;
     let sans = p.spec.sans.clone();

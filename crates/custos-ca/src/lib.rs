@@ -17,6 +17,7 @@ pub mod approvals;
 pub mod audit;
 pub mod authorization;
 mod ceremony;
+pub mod custody;
 mod error;
 pub mod files;
 mod grouped;
@@ -47,6 +48,7 @@ pub use custos_types::{
     CertificateStatus, ConnectionState, DeliveryState, IncidentState, IssuerRole, IssuerStatus, KeyStatus, Profile,
     Reason,
 };
+pub use custos_types::{CustodySlot, SigningPolicy};
 pub use custos_types::{IncidentConnection, IncidentRecord, OutboxMessage};
 pub use error::CaError;
 pub use incident::notify;
@@ -140,6 +142,8 @@ pub struct Ca {
     groups: grouped::Groups,
     /// Which actions need a second admin.
     approval_policy: std::sync::RwLock<approvals::ApprovalPolicy>,
+    /// Opened connection keys and the signatures' group commit.
+    custody: custody::Custody,
 }
 
 impl Ca {
@@ -197,6 +201,7 @@ impl Ca {
             active: Mutex::new(None),
             health: Mutex::new(None),
             groups: grouped::Groups::default(),
+            custody: custody::Custody::default(),
             approval_policy: Default::default(),
         };
         // Its own transaction: a crash before it leaves a custos without an
@@ -229,6 +234,7 @@ impl Ca {
             active: Mutex::new(None),
             health: Mutex::new(None),
             groups: grouped::Groups::default(),
+            custody: custody::Custody::default(),
             approval_policy: Default::default(),
         })
     }

@@ -54,20 +54,23 @@ fn operations() -> Vec<Operation<'static>> {
         O::ManageAccess,
         O::ReadAccess,
         O::Approve,
+        O::Sign { tenant: "t", connection: "c" },
+        O::Sign { tenant: "t", connection: "d" },
     ]
 }
 
 /// The table: for each principal, the decision on each operation of [`operations`], in order.
-fn table() -> Vec<(&'static str, Principal, [Decision; 31])> {
+fn table() -> Vec<(&'static str, Principal, [Decision; 33])> {
     vec![
-        ("local admin", Principal::LocalAdmin { uid: 0, user: Some("root".into()) }, [Allow; 31]),
-        ("admin", operator(Role::Admin), [Allow; 31]),
+        ("local admin", Principal::LocalAdmin { uid: 0, user: Some("root".into()) }, [Allow; 33]),
+        ("admin", operator(Role::Admin), [Allow; 33]),
         (
             "operator",
             operator(Role::Operator),
             [
                 Deny, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Deny,
                 Deny, Deny, Deny, Allow, Deny, Deny, Allow, Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny, Deny,
+                Allow, Allow,
             ],
         ),
         (
@@ -76,6 +79,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 31])> {
             [
                 Deny, Deny, Allow, Allow, Deny, Allow, Allow, Deny, Deny, Deny, Allow, Allow, Allow, Allow, Allow,
                 Deny, Allow, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Deny,
+                Deny, Deny,
             ],
         ),
         (
@@ -83,7 +87,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 31])> {
             tenant("t", None),
             [
                 Deny, Deny, Deny, Allow, Deny, Deny, Allow, Allow, Deny, Allow, Deny, Allow, Allow, Allow, Deny, Deny,
-                Deny, Deny, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny, Deny,
+                Deny, Deny, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny,
             ],
         ),
         (
@@ -91,7 +95,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 31])> {
             tenant("t", Some("d")),
             [
                 Deny, Deny, Deny, Allow, Deny, Deny, Allow, Hide, Deny, Hide, Deny, Allow, Hide, Allow, Deny, Deny,
-                Deny, Deny, Deny, Deny, Deny, Deny, Allow, Hide, Deny, Deny, Deny, Deny, Deny, Deny, Deny,
+                Deny, Deny, Deny, Deny, Deny, Deny, Allow, Hide, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Hide, Allow,
             ],
         ),
         (
@@ -99,7 +103,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 31])> {
             tenant("u", None),
             [
                 Deny, Deny, Deny, Hide, Deny, Deny, Hide, Hide, Hide, Hide, Deny, Hide, Hide, Allow, Deny, Deny, Deny,
-                Deny, Deny, Deny, Deny, Deny, Hide, Hide, Deny, Deny, Deny, Deny, Deny, Deny, Deny,
+                Deny, Deny, Deny, Deny, Deny, Hide, Hide, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Hide, Hide,
             ],
         ),
         (
@@ -107,7 +111,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 31])> {
             Principal::System,
             [
                 Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Deny, Allow, Deny,
-                Allow, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny, Deny,
+                Allow, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny, Deny,
             ],
         ),
     ]

@@ -10,6 +10,7 @@ pub mod crl;
 pub mod csr;
 pub mod inspect;
 pub mod issue;
+pub mod jws;
 pub mod ocsp;
 pub mod serial;
 

@@ -1,0 +1,602 @@
+//! Connection keys in custody, and signing with them.
+//!
+//! A custodied connection's key is generated inside the key store (the
+//! PKCS#11 token, or the sealed soft store) and never leaves it: the service
+//! that uses the connection asks custos for a JWT client assertion (RFC 7523)
+//! or a signature over a digest. Every signature is an audit entry that is
+//! durable before the signature is returned; entries of concurrent requests
+//! share one commit ([`AuditGroup`]). A signature outside the connection's
+//! policy is refused, and the refusal is an audit entry too.
+//!
+//! A connection holds an active key and, by default, a standby key with its
+//! own certificate, issued ahead of need so that the tenant can register both
+//! certificates with the relying party.
+//!
+//! Crash states: keys are generated before the transaction that records them
+//! (with their certificates and audit entries). A crash in between leaves an
+//! unreferenced object on a token (labelled `custos-connection:…`, usable by
+//! nothing) or, for the soft store, nothing at all. A signature whose audit
+//! entry did not commit was never returned.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use custos_keys::KeyAlgorithm;
+use custos_keys::connection::{ConnectionKey, DigestScheme};
+use custos_pki::jws::{AssertionClaims, AssertionDraft, ecdsa_fixed};
+use custos_store::{AuditRecord, CertificateRecord, CustodyKeyRecord, CustodySlot, SigningPolicy};
+use custos_types::KeyStatus;
+use serde::Serialize;
+use serde_json::json;
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+
+use crate::authorization::Operation;
+use crate::inventory::ConnectionOptions;
+use crate::issuance::{IssueRequest, KeySource};
+use crate::{Ca, CaError, Principal, Result, audit_record, visible};
+
+/// The longest a client assertion may live (what Entra ID accepts is 10 minutes too).
+pub const MAX_ASSERTION_SECS: i64 = 600;
+
+/// How to put a connection's key in custody.
+#[derive(Clone, Debug)]
+pub struct CustodyOptions {
+    /// The key's algorithm: p256, rsa2048 or rsa3072.
+    pub algorithm: KeyAlgorithm,
+    /// Whether to make a standby key with its own certificate too.
+    pub standby: bool,
+    /// SANs of the certificates (within the connection's policy).
+    pub sans: Vec<String>,
+    /// Lifetime of the certificates in seconds; the connection's default when `None`.
+    pub validity_secs: Option<i64>,
+}
+
+/// A connection key in custody, as shown to operators and tenants.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct CustodyKeyView {
+    /// The key's id.
+    pub key_id: String,
+    /// `active`, `standby` or `retired`.
+    pub slot: CustodySlot,
+    /// p256, rsa2048 or rsa3072.
+    pub algorithm: String,
+    /// Where it lives: `soft` or `pkcs11`.
+    pub backend: String,
+    /// The serial of its certificate.
+    pub serial: String,
+    /// `x5t#S256` of that certificate: what the relying party shows.
+    pub thumbprint_sha256: String,
+    /// `x5t` (SHA-1) of that certificate, as Entra ID lists it.
+    pub thumbprint_sha1: String,
+    /// The certificate, PEM: upload it to the relying party.
+    pub certificate_pem: String,
+    /// When the certificate expires (RFC 3339).
+    pub not_after: String,
+}
+
+/// What a client assertion should say.
+#[derive(Clone, Debug)]
+pub struct AssertionRequest {
+    /// `aud`: the token endpoint.
+    pub aud: String,
+    /// `iss`: the client id.
+    pub iss: String,
+    /// `sub`: the client id.
+    pub sub: String,
+    /// `alg`: the key's default (ES256 for P-256, PS256 for RSA) when `None`; RS256 when asked.
+    pub alg: Option<String>,
+    /// Lifetime in seconds, at most [`MAX_ASSERTION_SECS`] (the default).
+    pub lifetime_secs: Option<i64>,
+}
+
+/// A signed client assertion.
+#[derive(Clone, Debug, Serialize)]
+pub struct Assertion {
+    /// The compact JWT.
+    pub assertion: String,
+    /// Its `jti`.
+    pub jti: String,
+    /// Its `iat`, Unix seconds.
+    pub iat: i64,
+    /// Its `exp`, Unix seconds.
+    pub exp: i64,
+    /// Its `alg`.
+    pub alg: String,
+    /// The key that signed it.
+    pub key_id: String,
+    /// The serial of that key's certificate.
+    pub serial: String,
+    /// The audit entry that records it.
+    pub audit_index: u64,
+}
+
+/// A signature over a caller's digest.
+#[derive(Clone, Debug, Serialize)]
+pub struct DigestSignature {
+    /// The signature (DER `Ecdsa-Sig-Value` for ES256, as openssl verifies it).
+    pub signature: Vec<u8>,
+    /// The scheme: ES256, PS256 or RS256.
+    pub alg: String,
+    /// The key that signed it.
+    pub key_id: String,
+    /// The serial of that key's certificate.
+    pub serial: String,
+    /// The audit entry that records it.
+    pub audit_index: u64,
+}
+
+/// Signing keys opened once per process, and audit entries waiting for their commit.
+#[derive(Default)]
+pub(crate) struct Custody {
+    /// Opened keys by key id.
+    keys: Mutex<HashMap<String, OpenedKey>>,
+    log: AuditGroup,
+}
+
+/// An opened connection key with its certificate's DER and expiry (Unix seconds).
+type OpenedKey = (ConnectionKey, Arc<Vec<u8>>, i64);
+
+/// Group commit for audit entries that must be durable before an answer
+/// leaves: concurrent callers share one transaction (see `grouped.rs`, which
+/// does the same for certificates).
+#[derive(Default)]
+pub(crate) struct AuditGroup {
+    ready: Mutex<Vec<(AuditRecord, oneshot::Sender<Result<u64>>)>>,
+    commit: tokio::sync::Mutex<()>,
+}
+
+fn poisoned() -> CaError {
+    CaError::Inconsistent("custody state poisoned".into())
+}
+
+impl Ca {
+    /// Appends `record` to the audit log, committed together with whatever
+    /// other entries are waiting; returns its index once it is durable.
+    pub(crate) async fn log_durably(self: &Arc<Self>, record: AuditRecord) -> Result<u64> {
+        let group = &self.custody.log;
+        let (reply, mut answer) = oneshot::channel();
+        group.ready.lock().map_err(|_| poisoned())?.push((record, reply));
+        let turn = group.commit.lock().await;
+        if let Ok(done) = answer.try_recv() {
+            return done;
+        }
+        let batch = std::mem::take(&mut *group.ready.lock().map_err(|_| poisoned())?);
+        if !batch.is_empty() {
+            // In its own task: a caller that goes away mid-commit does not stop the others' answers.
+            let ca = self.clone();
+            let _ = tokio::spawn(async move {
+                let records: Vec<AuditRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
+                match ca.store.append_audit(&records).await {
+                    Ok(first) => {
+                        for (i, (_, reply)) in batch.into_iter().enumerate() {
+                            let _ = reply.send(Ok(first + i as u64));
+                        }
+                    }
+                    Err(e) => {
+                        let said = e.to_string();
+                        for (_, reply) in batch {
+                            let _ = reply.send(Err(CaError::Inconsistent(format!(
+                                "the audit entry could not be written, so nothing was signed: {said}"
+                            ))));
+                        }
+                    }
+                }
+            })
+            .await;
+        }
+        drop(turn);
+        answer.await.map_err(|_| CaError::Inconsistent("the audit commit stopped before it answered".into()))?
+    }
+
+    /// Puts a connection's key in custody: generates it (and a standby) in
+    /// the key store, certifies each, and records keys, certificates and
+    /// audit entries in one transaction. With `create`, the connection is
+    /// created in that same transaction.
+    pub async fn add_custody(
+        &self,
+        principal: &Principal,
+        tenant: &str,
+        name: &str,
+        create: Option<&ConnectionOptions>,
+        options: &CustodyOptions,
+    ) -> Result<Vec<CustodyKeyView>> {
+        visible(principal, Operation::ManageConnection { tenant }, || CaError::UnknownTenant(tenant.to_string()))?;
+        let algorithm = custos_keys::connection::connection_algorithm(options.algorithm)?;
+        let mut audit = Vec::new();
+        let (connection, new) = match create {
+            Some(o) => {
+                let (record, entry) = self.connection_record(principal, tenant, name, o).await?;
+                audit.push(entry);
+                (record.clone(), Some(record))
+            }
+            None => {
+                let found = self.find_connection(tenant, name).await?;
+                if self.store.custody_keys(tenant, name).await?.iter().any(|k| k.slot == CustodySlot::Active) {
+                    return Err(CaError::Policy(format!("connection {tenant}/{name} already holds a key in custody")));
+                }
+                (found, None)
+            }
+        };
+        let keys = self.key_store()?.clone();
+        let active = self.active_issuer().await?;
+        let slots: &[CustodySlot] =
+            if options.standby { &[CustodySlot::Active, CustodySlot::Standby] } else { &[CustodySlot::Active] };
+        let first = self.store.reserve_issuance(&active.record.id, slots.len() as i64).await?;
+        let now = OffsetDateTime::now_utc();
+        let mut made = Vec::new();
+        let mut certificates = Vec::new();
+        let mut generated = Vec::new();
+        let outcome: Result<()> = async {
+            for (i, slot) in slots.iter().enumerate() {
+                let label = format!("{tenant}/{name}/{slot}");
+                let key = keys.generate_connection_key(algorithm, &label)?;
+                generated.push(key.reference.clone());
+                let public = key.key.public_key().clone();
+                let request = IssueRequest {
+                    tenant: tenant.to_string(),
+                    connection: name.to_string(),
+                    profile: Some(custos_pki::Profile::Client),
+                    sans: options.sans.clone(),
+                    validity_secs: options.validity_secs,
+                    key: KeySource::Custody(public.clone(), algorithm),
+                    request_key: None,
+                };
+                let mut planned = crate::issuance::plan(&request, &connection, &active, now)?;
+                planned.set_position(first + i as i64, self.crl_partition_size, &self.base_url, &active.record.id);
+                let issued = crate::issuance::sign(planned, &active)?;
+                let key_id = public.key_id().to_string();
+                audit.push(audit_record(
+                    principal,
+                    "key.generate",
+                    format!("key:{key_id}"),
+                    json!({"key": key_id, "algorithm": algorithm.as_str(), "backend": key.reference.backend,
+                           "label": label, "purpose": "connection", "tenant": tenant, "connection": name,
+                           "slot": slot}),
+                ));
+                audit.push(crate::issuance::issue_audit(principal, &issued.record, &active.record, None));
+                made.push(CustodyKeyRecord {
+                    key: custos_store::KeyRecord {
+                        id: key_id,
+                        backend: key.reference.backend.clone(),
+                        algorithm: algorithm.to_string(),
+                        label,
+                        public_key: public.spki_der().to_vec(),
+                        reference: key.reference.data.clone(),
+                        status: KeyStatus::Active,
+                        created_at: now.unix_timestamp(),
+                    },
+                    tenant: tenant.to_string(),
+                    connection: name.to_string(),
+                    slot: *slot,
+                    serial: issued.record.serial.clone(),
+                    created_at: now.unix_timestamp(),
+                });
+                certificates.push(issued.record);
+            }
+            self.store.record_custody(new.as_ref(), &[], &made, &certificates, &audit).await?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = outcome {
+            // Nothing references these keys: take them off the token again.
+            for reference in &generated {
+                let _ = keys.destroy(reference);
+            }
+            return Err(match e {
+                CaError::Store(custos_store::StoreError::Duplicate { .. }) if new.is_some() => {
+                    CaError::Policy(format!("connection {tenant}/{name} already exists"))
+                }
+                other => other,
+            });
+        }
+        Ok(made.iter().zip(&certificates).map(|(k, c)| view(k, c)).collect())
+    }
+
+    /// A connection's keys in custody, newest first; another tenant's connection is not found.
+    pub async fn custody(&self, principal: &Principal, tenant: &str, name: &str) -> Result<Vec<CustodyKeyView>> {
+        self.connection(principal, tenant, name).await?;
+        let keys = self.store.custody_keys(tenant, name).await?;
+        let serials: Vec<String> = keys.iter().map(|k| k.serial.clone()).collect();
+        let certificates = self.store.certificates_by_serials(&serials).await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for k in &keys {
+            let c = certificates.iter().find(|c| c.serial == k.serial).ok_or_else(|| {
+                CaError::Inconsistent(format!("custody key {} names missing certificate {}", k.key.id, k.serial))
+            })?;
+            out.push(view(k, c));
+        }
+        Ok(out)
+    }
+
+    /// Sets what a custodied connection's assertions may name.
+    pub async fn set_signing_policy(
+        &self,
+        principal: &Principal,
+        tenant: &str,
+        name: &str,
+        audiences: Vec<String>,
+        client_ids: Vec<String>,
+    ) -> Result<SigningPolicy> {
+        visible(principal, Operation::ManageConnection { tenant }, || CaError::UnknownConnection {
+            tenant: tenant.to_string(),
+            connection: name.to_string(),
+        })?;
+        self.find_connection(tenant, name).await?;
+        for a in &audiences {
+            let ok =
+                a.starts_with("https://") && a.len() <= 2048 && !a.chars().any(|c| c.is_whitespace() || c.is_control());
+            if !ok {
+                return Err(CaError::Policy(format!("audience {a:?} is not an https:// URL")));
+            }
+        }
+        for c in &client_ids {
+            if c.is_empty() || c.len() > 256 || c.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(CaError::Policy(format!("client id {c:?} is empty, too long or has spaces")));
+            }
+        }
+        let policy = SigningPolicy {
+            tenant: tenant.to_string(),
+            connection: name.to_string(),
+            audiences,
+            client_ids,
+            updated_at: OffsetDateTime::now_utc().unix_timestamp(),
+        };
+        let audit = audit_record(
+            principal,
+            "connection.policy",
+            format!("connection:{tenant}/{name}"),
+            json!({"tenant": tenant, "connection": name, "audiences": policy.audiences,
+                   "client_ids": policy.client_ids}),
+        );
+        self.store.set_signing_policy(&policy, &audit).await?;
+        Ok(policy)
+    }
+
+    /// A custodied connection's signing policy (empty lists if none was set).
+    pub async fn signing_policy(&self, principal: &Principal, tenant: &str, name: &str) -> Result<SigningPolicy> {
+        self.connection(principal, tenant, name).await?;
+        Ok(self.store.signing_policy(tenant, name).await?.unwrap_or(SigningPolicy {
+            tenant: tenant.to_string(),
+            connection: name.to_string(),
+            audiences: vec![],
+            client_ids: vec![],
+            updated_at: 0,
+        }))
+    }
+
+    /// Signs a JWT client assertion with the connection's active key, once
+    /// its audit entry is durable. `caller` is the client's address, for the log.
+    pub async fn sign_assertion(
+        self: &Arc<Self>,
+        principal: &Principal,
+        tenant: &str,
+        name: &str,
+        request: &AssertionRequest,
+        caller: Option<&str>,
+    ) -> Result<Assertion> {
+        let signing = self.signing_key(principal, tenant, name).await?;
+        let scheme = match request.alg.as_deref() {
+            None => signing.key.default_scheme(),
+            Some(alg) => {
+                DigestScheme::from_jws_name(alg).filter(|s| s.fits(signing.key.algorithm())).ok_or_else(|| {
+                    CaError::Policy(format!(
+                        "alg {alg:?} does not fit this connection's {} key",
+                        signing.key.algorithm()
+                    ))
+                })?
+            }
+        };
+        let policy = self.store.signing_policy(tenant, name).await?;
+        let lifetime = request.lifetime_secs.unwrap_or(MAX_ASSERTION_SECS);
+        let refusal = if let Some(p) = &policy {
+            if !p.audiences.contains(&request.aud) {
+                Some(format!("audience {:?} is not in the connection's policy", request.aud))
+            } else if !p.client_ids.contains(&request.iss) || !p.client_ids.contains(&request.sub) {
+                Some(format!(
+                    "iss {:?} / sub {:?} is not a client id in the connection's policy",
+                    request.iss, request.sub
+                ))
+            } else if !(1..=MAX_ASSERTION_SECS).contains(&lifetime) {
+                Some(format!("a lifetime of {lifetime} s is outside 1..={MAX_ASSERTION_SECS} s"))
+            } else {
+                None
+            }
+        } else {
+            Some(format!(
+                "connection {tenant}/{name} has no signing policy (set one with `custos connection policy {tenant} {name} --audience URL --client-id ID`)"
+            ))
+        };
+        let object = format!("connection:{tenant}/{name}");
+        if let Some(reason) = refusal {
+            let entry = audit_record(
+                principal,
+                "connection.sign.refused",
+                object,
+                json!({"tenant": tenant, "connection": name, "key": signing.key_id, "reason": reason,
+                       "aud": request.aud, "iss": request.iss, "sub": request.sub, "caller": caller}),
+            );
+            self.log_durably(entry).await?;
+            return Err(CaError::Policy(reason));
+        }
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let claims = AssertionClaims {
+            aud: request.aud.clone(),
+            iss: request.iss.clone(),
+            sub: request.sub.clone(),
+            jti: random_jti()?,
+            nbf: now,
+            iat: now,
+            exp: now + lifetime,
+        };
+        let rsa = signing.key.algorithm() != KeyAlgorithm::EcdsaP256;
+        let draft = AssertionDraft::new(scheme.jws_name(), &signing.cert_der, rsa, &claims)?;
+        let digest = sha256(draft.signing_input());
+        let signature = self.sign_off_thread(&signing.key, scheme, digest).await?;
+        let signature = if rsa { signature } else { ecdsa_fixed(&signature, 32)? };
+        let entry = audit_record(
+            principal,
+            "connection.sign",
+            object,
+            json!({"tenant": tenant, "connection": name, "key": signing.key_id, "serial": signing.serial,
+                   "kind": "assertion", "alg": scheme.jws_name(), "jti": claims.jti, "aud": claims.aud,
+                   "iss": claims.iss, "sub": claims.sub, "iat": claims.iat, "exp": claims.exp,
+                   "caller": caller}),
+        );
+        // Crash here: the signature exists only in this process's memory and is lost with it.
+        let audit_index = self.log_durably(entry).await?;
+        Ok(Assertion {
+            assertion: draft.finish(&signature),
+            jti: claims.jti,
+            iat: claims.iat,
+            exp: claims.exp,
+            alg: scheme.jws_name().to_string(),
+            key_id: signing.key_id,
+            serial: signing.serial,
+            audit_index,
+        })
+    }
+
+    /// Signs a caller's SHA-256 digest with the connection's active key, once
+    /// its audit entry (which names the digest) is durable.
+    pub async fn sign_digest(
+        self: &Arc<Self>,
+        principal: &Principal,
+        tenant: &str,
+        name: &str,
+        digest: [u8; 32],
+        alg: Option<&str>,
+        caller: Option<&str>,
+    ) -> Result<DigestSignature> {
+        let signing = self.signing_key(principal, tenant, name).await?;
+        let scheme = match alg {
+            None => signing.key.default_scheme(),
+            Some(alg) => {
+                DigestScheme::from_jws_name(alg).filter(|s| s.fits(signing.key.algorithm())).ok_or_else(|| {
+                    CaError::Policy(format!(
+                        "alg {alg:?} does not fit this connection's {} key",
+                        signing.key.algorithm()
+                    ))
+                })?
+            }
+        };
+        let signature = self.sign_off_thread(&signing.key, scheme, digest).await?;
+        let entry = audit_record(
+            principal,
+            "connection.sign",
+            format!("connection:{tenant}/{name}"),
+            json!({"tenant": tenant, "connection": name, "key": signing.key_id, "serial": signing.serial,
+                   "kind": "digest", "alg": scheme.jws_name(), "digest": hex::encode(digest), "caller": caller}),
+        );
+        let audit_index = self.log_durably(entry).await?;
+        Ok(DigestSignature {
+            signature,
+            alg: scheme.jws_name().to_string(),
+            key_id: signing.key_id,
+            serial: signing.serial,
+            audit_index,
+        })
+    }
+
+    /// Signs on a blocking thread: a token's C_Sign, or RSA, takes long enough to stall the runtime.
+    async fn sign_off_thread(&self, key: &ConnectionKey, scheme: DigestScheme, digest: [u8; 32]) -> Result<Vec<u8>> {
+        let key = key.clone();
+        tokio::task::spawn_blocking(move || key.sign_digest(scheme, &digest))
+            .await
+            .map_err(|e| CaError::Inconsistent(format!("signing task failed: {e}")))?
+            .map_err(CaError::from)
+    }
+
+    /// The connection's active custody key, if the principal may sign with it
+    /// and its certificate is still valid.
+    async fn signing_key(&self, principal: &Principal, tenant: &str, name: &str) -> Result<SigningKey> {
+        let unknown = || CaError::UnknownConnection { tenant: tenant.to_string(), connection: name.to_string() };
+        visible(principal, Operation::Sign { tenant, connection: name }, unknown)?;
+        let held = self.store.custody_keys(tenant, name).await?;
+        let Some(active) = held.into_iter().find(|k| k.slot == CustodySlot::Active) else {
+            self.find_connection(tenant, name).await?;
+            return Err(CaError::Policy(format!(
+                "connection {tenant}/{name} holds no key in custody (create it with `custos connection add {tenant} {name} --custody`)"
+            )));
+        };
+        if active.key.status != KeyStatus::Active {
+            return Err(CaError::Policy(format!(
+                "connection {tenant}/{name}'s key {} is {}",
+                active.key.id, active.key.status
+            )));
+        }
+        if self.store.valid_serials(std::slice::from_ref(&active.serial)).await?.is_empty() {
+            return Err(CaError::Policy(format!(
+                "the certificate {} of connection {tenant}/{name}'s key is revoked",
+                active.serial
+            )));
+        }
+        let cached = self.custody.keys.lock().map_err(|_| poisoned())?.get(&active.key.id).cloned();
+        let (key, cert_der, not_after) = match cached {
+            Some(found) => found,
+            None => {
+                let reference = custos_keys::KeyReference {
+                    backend: active.key.backend.clone(),
+                    data: active.key.reference.clone(),
+                };
+                let keys = self.key_store()?.clone();
+                let key = tokio::task::spawn_blocking(move || keys.load_connection_key(&reference))
+                    .await
+                    .map_err(|e| CaError::Inconsistent(format!("key loading task failed: {e}")))??;
+                let cert = self
+                    .store
+                    .certificate(&active.serial)
+                    .await?
+                    .ok_or_else(|| CaError::UnknownCertificate(active.serial.clone()))?;
+                let entry = (key, Arc::new(cert.der), cert.not_after);
+                self.custody.keys.lock().map_err(|_| poisoned())?.insert(active.key.id.clone(), entry.clone());
+                entry
+            }
+        };
+        if not_after < OffsetDateTime::now_utc().unix_timestamp() {
+            return Err(CaError::Policy(format!(
+                "the certificate {} of connection {tenant}/{name}'s key has expired",
+                active.serial
+            )));
+        }
+        Ok(SigningKey { key, cert_der, key_id: active.key.id, serial: active.serial })
+    }
+}
+
+/// An opened active key and its certificate.
+struct SigningKey {
+    key: ConnectionKey,
+    cert_der: Arc<Vec<u8>>,
+    key_id: String,
+    serial: String,
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref());
+    out
+}
+
+/// A random UUID (version 4), as identity providers expect a `jti` to look.
+fn random_jti() -> Result<String> {
+    let mut b = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut b).map_err(|_| CaError::Inconsistent("the random generator failed".into()))?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    Ok(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
+}
+
+fn view(k: &CustodyKeyRecord, c: &CertificateRecord) -> CustodyKeyView {
+    CustodyKeyView {
+        key_id: k.key.id.clone(),
+        slot: k.slot,
+        algorithm: k.key.algorithm.clone(),
+        backend: k.key.backend.clone(),
+        serial: k.serial.clone(),
+        thumbprint_sha256: custos_pki::jws::thumbprint_sha256(&c.der),
+        thumbprint_sha1: custos_pki::jws::thumbprint_sha1(&c.der),
+        certificate_pem: custos_pki::certificate_pem(&c.der),
+        not_after: crate::inventory::rfc3339(c.not_after),
+    }
+}

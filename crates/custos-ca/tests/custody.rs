@@ -1,0 +1,199 @@
+//! Connection keys in custody on a real SQLite custos with the sealed soft
+//! store: a connection created with its active and standby keys, who may
+//! sign with them, what the policy refuses (and logs), signatures that verify
+//! (aws-lc-rs here; PyJWT and openssl in the CLI's API tests) and an audit
+//! entry for every signature, durable before it was returned.
+
+mod common;
+
+use std::sync::Arc;
+
+use aws_lc_rs::signature::{self, UnparsedPublicKey};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use custos_ca::custody::{AssertionRequest, CustodyOptions};
+use custos_ca::{CaError, ConnectionOptions, CustodySlot, InitOptions, KeyAlgorithm, Principal, Profile, Role};
+
+const PASSPHRASE: &[u8] = b"custody test passphrase";
+const AUD: &str = "https://login.microsoftonline.example/tenant-a/oauth2/v2.0/token";
+
+fn options() -> ConnectionOptions {
+    ConnectionOptions {
+        profile: Profile::Client,
+        allowed_sans: vec![],
+        key_algorithm: KeyAlgorithm::EcdsaP256,
+        validity_days: Some(365),
+    }
+}
+
+fn service(tenant: &str, connection: Option<&str>) -> Principal {
+    Principal::Tenant { account: "tok_svc".into(), tenant: tenant.into(), connection: connection.map(str::to_string) }
+}
+
+fn request(aud: &str) -> AssertionRequest {
+    AssertionRequest { aud: aud.into(), iss: "app-1".into(), sub: "app-1".into(), alg: None, lifetime_secs: None }
+}
+
+/// The SubjectPublicKeyInfo's key bytes of a certificate (what aws-lc-rs verifies against).
+fn public_key_of(pem: &str) -> Vec<u8> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).expect("pem");
+    let (_, cert) = x509_parser::parse_x509_certificate(&pem.contents).expect("certificate");
+    cert.public_key().subject_public_key.data.to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custodied_connections_sign_within_policy_and_log_every_signature() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, store) = common::init(dir.path(), &InitOptions::default(), PASSPHRASE).await;
+    ca.add_tenant(&common::ME, "acme").await.expect("tenant");
+    ca.add_tenant(&common::ME, "other").await.expect("tenant");
+    let ca = Arc::new(ca);
+
+    let custody =
+        CustodyOptions { algorithm: KeyAlgorithm::EcdsaP256, standby: true, sans: vec![], validity_secs: None };
+    let keys = ca.add_custody(&common::ME, "acme", "mail", Some(&options()), &custody).await.expect("custody");
+    assert_eq!(keys.iter().map(|k| k.slot).collect::<Vec<_>>(), vec![CustodySlot::Active, CustodySlot::Standby]);
+    assert_ne!(keys[0].key_id, keys[1].key_id);
+    assert_ne!(keys[0].thumbprint_sha256, keys[1].thumbprint_sha256);
+    let listed = ca.custody(&common::ME, "acme", "mail").await.expect("listed");
+    assert_eq!(listed.len(), 2);
+    let cert = ca.certificate(&common::ME, &keys[0].serial.parse().expect("serial")).await.expect("certificate");
+    assert_eq!(cert.key_origin, "custody");
+    // Twice is refused, and so is a connection's name given again.
+    assert!(matches!(ca.add_custody(&common::ME, "acme", "mail", None, &custody).await, Err(CaError::Policy(_))));
+    assert!(ca.add_custody(&common::ME, "acme", "mail", Some(&options()), &custody).await.is_err());
+    let ed = CustodyOptions { algorithm: KeyAlgorithm::Ed25519, ..custody.clone() };
+    assert!(ca.add_custody(&common::ME, "acme", "ed", Some(&options()), &ed).await.is_err());
+    assert!(ca.connections(&common::ME, Some("acme")).await.expect("list").iter().all(|c| c.name != "ed"));
+
+    let svc = service("acme", Some("mail"));
+    // No policy yet: refused, and the refusal is in the log.
+    let before = custos_store::AuditStore::audit_size(store.as_ref()).await.expect("size");
+    let refused = ca.sign_assertion(&svc, "acme", "mail", &request(AUD), Some("127.0.0.1")).await;
+    assert!(matches!(refused, Err(CaError::Policy(ref m)) if m.contains("no signing policy")), "{refused:?}");
+    let after = custos_store::AuditStore::audit_size(store.as_ref()).await.expect("size");
+    assert_eq!(after, before + 1);
+    let entry = &custos_store::AuditStore::audit_entries(store.as_ref(), before, 1).await.expect("entry")[0];
+    assert_eq!(entry.record.action, "connection.sign.refused");
+    assert_eq!(entry.record.actor, "tenant:acme/mail[tok_svc]");
+
+    // Only a manager of the connection sets the policy.
+    assert!(ca.set_signing_policy(&svc, "acme", "mail", vec![AUD.into()], vec!["app-1".into()]).await.is_err());
+    assert!(ca.set_signing_policy(&common::ME, "acme", "mail", vec!["http://plain".into()], vec![]).await.is_err());
+    ca.set_signing_policy(&common::ME, "acme", "mail", vec![AUD.into()], vec!["app-1".into()]).await.expect("policy");
+
+    let signed = ca.sign_assertion(&svc, "acme", "mail", &request(AUD), Some("127.0.0.1")).await.expect("assertion");
+    assert_eq!(signed.alg, "ES256");
+    assert_eq!(signed.key_id, keys[0].key_id, "the active key signs, not the standby");
+    assert_eq!(signed.exp - signed.iat, 600);
+    let parts: Vec<&str> = signed.assertion.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let header: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).expect("b64")).expect("header");
+    assert_eq!(header["x5t#S256"], keys[0].thumbprint_sha256.as_str());
+    assert!(header.get("x5t").is_none(), "x5t only for RSA");
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64")).expect("claims");
+    assert_eq!((claims["aud"].as_str(), claims["iss"].as_str()), (Some(AUD), Some("app-1")));
+    assert_eq!(claims["jti"], signed.jti.as_str());
+    let sig = URL_SAFE_NO_PAD.decode(parts[2]).expect("b64");
+    let input = format!("{}.{}", parts[0], parts[1]);
+    let public = public_key_of(&keys[0].certificate_pem);
+    UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, &public)
+        .verify(input.as_bytes(), &sig)
+        .expect("the assertion verifies against the active certificate's key");
+    let logged =
+        &custos_store::AuditStore::audit_entries(store.as_ref(), signed.audit_index, 1).await.expect("entry")[0];
+    assert_eq!(logged.record.action, "connection.sign");
+    let details: serde_json::Value = serde_json::from_str(&logged.record.details).expect("details");
+    assert_eq!(details["jti"], signed.jti.as_str());
+    assert_eq!(details["caller"], "127.0.0.1");
+    assert_eq!(logged.record.key.as_deref(), Some(keys[0].key_id.as_str()));
+
+    // Outside the policy: refused and logged; a lifetime over ten minutes too.
+    let before = custos_store::AuditStore::audit_size(store.as_ref()).await.expect("size");
+    let wrong_aud = ca.sign_assertion(&svc, "acme", "mail", &request("https://evil.example/token"), None).await;
+    assert!(matches!(wrong_aud, Err(CaError::Policy(_))), "{wrong_aud:?}");
+    let long = AssertionRequest { lifetime_secs: Some(3600), ..request(AUD) };
+    assert!(matches!(ca.sign_assertion(&svc, "acme", "mail", &long, None).await, Err(CaError::Policy(_))));
+    let rsa_alg = AssertionRequest { alg: Some("PS256".into()), ..request(AUD) };
+    assert!(matches!(ca.sign_assertion(&svc, "acme", "mail", &rsa_alg, None).await, Err(CaError::Policy(_))));
+    assert_eq!(custos_store::AuditStore::audit_size(store.as_ref()).await.expect("size"), before + 2);
+
+    // Who may sign: a token scoped to the connection, an operator, an admin; not a
+    // tenant-wide token, an auditor, or another tenant (which does not see it at all).
+    let operator = Principal::Operator { name: "op".into(), role: Role::Operator };
+    ca.sign_assertion(&operator, "acme", "mail", &request(AUD), None).await.expect("operator signs");
+    let tenant_wide = ca.sign_assertion(&service("acme", None), "acme", "mail", &request(AUD), None).await;
+    assert!(matches!(tenant_wide, Err(CaError::Forbidden { .. })), "{tenant_wide:?}");
+    let auditor = Principal::Operator { name: "au".into(), role: Role::Auditor };
+    assert!(matches!(
+        ca.sign_assertion(&auditor, "acme", "mail", &request(AUD), None).await,
+        Err(CaError::Forbidden { .. })
+    ));
+    let stranger = ca.sign_assertion(&service("other", Some("mail")), "acme", "mail", &request(AUD), None).await;
+    assert!(matches!(stranger, Err(CaError::UnknownConnection { .. })), "{stranger:?}");
+    let other_conn = ca.sign_assertion(&service("acme", Some("crm")), "acme", "mail", &request(AUD), None).await;
+    assert!(matches!(other_conn, Err(CaError::UnknownConnection { .. })), "{other_conn:?}");
+
+    // RSA: PS256 by default (x5t too), RS256 when asked; a digest signs with either.
+    let rsa = CustodyOptions { algorithm: KeyAlgorithm::Rsa2048, standby: false, ..custody.clone() };
+    let rsa_keys = ca.add_custody(&common::ME, "acme", "crm", Some(&options()), &rsa).await.expect("rsa custody");
+    assert_eq!(rsa_keys.len(), 1);
+    ca.set_signing_policy(&common::ME, "acme", "crm", vec![AUD.into()], vec!["app-1".into()]).await.expect("policy");
+    let crm = service("acme", Some("crm"));
+    let rsa_public = public_key_of(&rsa_keys[0].certificate_pem);
+    for (alg, verify) in
+        [(None, &signature::RSA_PSS_2048_8192_SHA256), (Some("RS256"), &signature::RSA_PKCS1_2048_8192_SHA256)]
+    {
+        let r = AssertionRequest { alg: alg.map(str::to_string), ..request(AUD) };
+        let signed = ca.sign_assertion(&crm, "acme", "crm", &r, None).await.expect("rsa assertion");
+        let parts: Vec<&str> = signed.assertion.split('.').collect();
+        let header: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).expect("b64")).expect("header");
+        assert_eq!(header["x5t"], rsa_keys[0].thumbprint_sha1.as_str());
+        UnparsedPublicKey::new(verify, &rsa_public)
+            .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &URL_SAFE_NO_PAD.decode(parts[2]).expect("b64"))
+            .expect("the RSA assertion verifies");
+    }
+    let message = b"a TLS 1.3 CertificateVerify input, say";
+    let digest: [u8; 32] =
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, message).as_ref().try_into().expect("32 bytes");
+    let raw = ca.sign_digest(&crm, "acme", "crm", digest, Some("PS256"), None).await.expect("digest");
+    UnparsedPublicKey::new(&signature::RSA_PSS_2048_8192_SHA256, &rsa_public)
+        .verify(message, &raw.signature)
+        .expect("the digest signature verifies");
+    assert!(ca.sign_digest(&crm, "acme", "crm", digest, Some("ES256"), None).await.is_err());
+
+    // Many concurrent signers: each answer has its own jti and its own durable entry.
+    let before = custos_store::AuditStore::audit_size(store.as_ref()).await.expect("size");
+    let mut tasks = Vec::new();
+    for _ in 0..48 {
+        let ca = ca.clone();
+        let svc = svc.clone();
+        tasks.push(tokio::spawn(async move { ca.sign_assertion(&svc, "acme", "mail", &request(AUD), None).await }));
+    }
+    let mut indexes = Vec::new();
+    let mut jtis = Vec::new();
+    for t in tasks {
+        let a = t.await.expect("task").expect("assertion");
+        indexes.push(a.audit_index);
+        jtis.push(a.jti);
+    }
+    jtis.sort();
+    jtis.dedup();
+    indexes.sort();
+    indexes.dedup();
+    assert_eq!((jtis.len(), indexes.len()), (48, 48));
+    assert_eq!(custos_store::AuditStore::audit_size(store.as_ref()).await.expect("size"), before + 48);
+
+    // Revoking the active certificate stops its key from signing.
+    ca.revoke(&common::ME, &keys[0].serial.parse().expect("serial"), custos_ca::Reason::Superseded, None)
+        .await
+        .expect("revoke");
+    let revoked = ca.sign_assertion(&svc, "acme", "mail", &request(AUD), None).await;
+    assert!(matches!(revoked, Err(CaError::Policy(ref m)) if m.contains("revoked")), "{revoked:?}");
+
+    let (_, state) = ca.verify_log_and_state(&common::ME, None, None).await.expect("verify");
+    assert!(state.differences.is_empty(), "{:?}", state.differences);
+}
