@@ -202,7 +202,8 @@ impl Ca {
         options: &CustodyOptions,
     ) -> Result<Vec<CustodyKeyView>> {
         visible(principal, Operation::ManageConnection { tenant }, || CaError::UnknownTenant(tenant.to_string()))?;
-        let algorithm = custos_keys::connection::connection_algorithm(options.algorithm)?;
+        let algorithm = custos_keys::connection::connection_algorithm(options.algorithm)
+            .map_err(|e| CaError::Policy(e.to_string()))?;
         let mut audit = Vec::new();
         let (connection, new) = match create {
             Some(o) => {

@@ -1,6 +1,7 @@
 //! `custos tenant|connection|keys|ca list`: the inventory commands.
 
 use custos_ca::policy::parse_duration;
+use custos_ca::custody::CustodyOptions;
 use custos_ca::{ConnectionOptions, IssuerView};
 use serde_json::json;
 
@@ -50,13 +51,33 @@ pub async fn tenant(cli: &Cli, command: &TenantCommand) -> Result<(), CliError> 
 pub async fn connection(cli: &Cli, command: &ConnectionCommand) -> Result<(), CliError> {
     match command {
         ConnectionCommand::Add(args) => {
-            let s = open(cli).await?;
             let options = ConnectionOptions {
                 profile: args.profile.parse().map_err(custos_ca::CaError::from)?,
                 allowed_sans: args.allow_san.clone(),
                 key_algorithm: args.key_algorithm.parse().map_err(custos_ca::CaError::from)?,
                 validity_days: args.validity.as_deref().map(days).transpose()?,
             };
+            if args.custody {
+                let s = open_unsealed(cli).await?;
+                let custody = CustodyOptions {
+                    algorithm: options.key_algorithm,
+                    standby: !args.no_standby,
+                    sans: vec![],
+                    validity_secs: None,
+                };
+                let keys = s.ca.add_custody(&s.me, &args.tenant, &args.name, Some(&options), &custody).await?;
+                if cli.json {
+                    return json(&keys);
+                }
+                println!("added connection {}/{} with its keys in custody ({})", args.tenant, args.name, options.key_algorithm);
+                print_custody_keys(&keys);
+                println!(
+                    "next: `custos connection policy {} {} --audience URL --client-id ID`, then upload the certificates (`custos connection keys {} {} --out DIR`) to the relying party",
+                    args.tenant, args.name, args.tenant, args.name
+                );
+                return Ok(());
+            }
+            let s = open(cli).await?;
             let c = s.ca.add_connection(&s.me, &args.tenant, &args.name, &options).await?;
             if cli.json {
                 json(&c)
@@ -64,6 +85,34 @@ pub async fn connection(cli: &Cli, command: &ConnectionCommand) -> Result<(), Cl
                 println!("added connection {}/{} (profile {}, keys {})", c.tenant, c.name, c.profile, c.key_algorithm);
                 Ok(())
             }
+        }
+        ConnectionCommand::Policy { tenant, name, audiences, client_ids } => {
+            let s = open(cli).await?;
+            let p = s.ca.set_signing_policy(&s.me, tenant, name, audiences.clone(), client_ids.clone()).await?;
+            if cli.json {
+                return json(&p);
+            }
+            println!(
+                "connection {tenant}/{name} signs assertions for audiences {} and client ids {}",
+                p.audiences.join(", "),
+                p.client_ids.join(", ")
+            );
+            Ok(())
+        }
+        ConnectionCommand::Keys { tenant, name, out } => {
+            let s = open(cli).await?;
+            let keys = s.ca.custody(&s.me, tenant, name).await?;
+            if let Some(dir) = out {
+                for k in &keys {
+                    let path = dir.join(format!("{}-{}.pem", k.slot, k.serial));
+                    crate::output::write_public(&path, k.certificate_pem.as_bytes())?;
+                }
+            }
+            if cli.json {
+                return json(&keys);
+            }
+            print_custody_keys(&keys);
+            Ok(())
         }
         ConnectionCommand::List { tenant } => {
             let s = open(cli).await?;
@@ -192,4 +241,22 @@ pub fn print_issuers(views: &[IssuerView]) {
         })
         .collect();
     print!("{}", table(&["ID", "ROLE", "STATUS", "NOT AFTER", "NAME", "SHA-256 FINGERPRINT"], &rows));
+}
+
+/// A table of custody keys: what the tenant compares with the relying party's list.
+fn print_custody_keys(keys: &[custos_ca::custody::CustodyKeyView]) {
+    let rows: Vec<Vec<String>> = keys
+        .iter()
+        .map(|k| {
+            vec![
+                k.slot.to_string(),
+                k.algorithm.clone(),
+                k.backend.clone(),
+                k.serial.clone(),
+                k.thumbprint_sha256.clone(),
+                k.not_after.clone(),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["SLOT", "ALGORITHM", "BACKEND", "SERIAL", "X5T#S256", "NOT AFTER"], &rows));
 }

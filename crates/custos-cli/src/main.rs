@@ -249,6 +249,29 @@ pub enum ConnectionCommand {
         /// Only this tenant's.
         tenant: Option<String>,
     },
+    /// Set what a custodied connection's client assertions may name.
+    Policy {
+        /// Tenant name.
+        tenant: String,
+        /// Connection name.
+        name: String,
+        /// An allowed `aud`: the relying party's token endpoint (https://). Repeatable.
+        #[arg(long = "audience", required = true)]
+        audiences: Vec<String>,
+        /// An allowed `iss`/`sub`: the app's client id. Repeatable.
+        #[arg(long = "client-id", required = true)]
+        client_ids: Vec<String>,
+    },
+    /// A custodied connection's keys and their certificates (with --out, the PEMs to upload).
+    Keys {
+        /// Tenant name.
+        tenant: String,
+        /// Connection name.
+        name: String,
+        /// Write each key's certificate to DIR/SLOT-SERIAL.pem.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 /// `custos connection add`.
@@ -270,6 +293,15 @@ pub struct ConnectionAddArgs {
     /// Default lifetime of its certificates, e.g. 90d.
     #[arg(long)]
     pub validity: Option<String>,
+    /// Keep the connection's key in custody: generated in the key store (the
+    /// PKCS#11 token or the sealed soft store), never written anywhere;
+    /// services sign through the API. p256, rsa2048 or rsa3072.
+    #[arg(long)]
+    pub custody: bool,
+    /// With --custody: no standby key (by default a second key is certified
+    /// ahead of need, so the tenant can register both certificates).
+    #[arg(long, requires = "custody")]
+    pub no_standby: bool,
 }
 
 /// `custos issue`.

@@ -72,6 +72,7 @@ where
         let hot = hot.clone();
         let peer_certificate = io.peer_certificate();
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(crate::api::PeerAddress(Some(peer)));
             if let Some(der) = &peer_certificate {
                 req.extensions_mut().insert(crate::api::PeerCertificate(der.clone()));
             }

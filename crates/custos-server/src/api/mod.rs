@@ -12,6 +12,7 @@
 //! change to a domain type must not change `/api/v1` by accident.
 
 mod access;
+mod custody;
 mod inventory;
 mod operations;
 
@@ -39,6 +40,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .merge(inventory::routes())
         .merge(operations::routes())
         .merge(access::routes())
+        .merge(custody::routes())
         .split_for_parts();
     api.info.version = env!("CARGO_PKG_VERSION").to_string();
     // After the routes are in: a modifier in the derive would see no paths.
@@ -93,7 +95,7 @@ async fn request_id(req: axum::extract::Request, next: axum::middleware::Next) -
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "custos API", description = "Certificate and key custody: tenants, connections, certificates, incidents, the audit log, tokens."),
+    info(title = "custos API", description = "Certificate and key custody: tenants, connections, certificates, connection keys in custody and signing, incidents, the audit log, tokens."),
     security(("bearer" = [])),
     components(schemas(Problem))
 )]
@@ -183,6 +185,19 @@ pub struct Caller(pub Principal);
 /// connection loop on every request of that connection.
 #[derive(Clone, Debug)]
 pub struct PeerCertificate(pub Arc<Vec<u8>>);
+
+/// The client's address, set by the connection loop on every request (for
+/// the audit entries of signatures).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddress(pub Option<std::net::SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<PeerAddress>().copied().unwrap_or(PeerAddress(None)))
+    }
+}
 
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = Response;
