@@ -1,7 +1,7 @@
 //! `custos tenant|connection|keys|ca list`: the inventory commands.
 
-use custos_ca::policy::parse_duration;
 use custos_ca::custody::CustodyOptions;
+use custos_ca::policy::parse_duration;
 use custos_ca::{ConnectionOptions, IssuerView};
 use serde_json::json;
 
@@ -69,7 +69,10 @@ pub async fn connection(cli: &Cli, command: &ConnectionCommand) -> Result<(), Cl
                 if cli.json {
                     return json(&keys);
                 }
-                println!("added connection {}/{} with its keys in custody ({})", args.tenant, args.name, options.key_algorithm);
+                println!(
+                    "added connection {}/{} with its keys in custody ({})",
+                    args.tenant, args.name, options.key_algorithm
+                );
                 print_custody_keys(&keys);
                 println!(
                     "next: `custos connection policy {} {} --audience URL --client-id ID`, then upload the certificates (`custos connection keys {} {} --out DIR`) to the relying party",

@@ -1,0 +1,216 @@
+//! Connection keys in custody, end to end: `connection add --custody` makes
+//! the keys in the key store (the sealed soft store here; SoftHSM2 when
+//! scripts/test runs this suite with CUSTOS_KEY_STORE), a service token signs
+//! client assertions through `/api/v1` on a real TLS listener, and code
+//! nobody here wrote checks them: PyJWT (with `cryptography`) verifies each
+//! JWT against the certificate, openssl computes the thumbprints the header
+//! carries and verifies raw digest signatures with `pkeyutl`. No private key
+//! is written anywhere, and every signature is in the audit log.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use common::{Env, TlsServer};
+use serde_json::{Value, json};
+
+const AUD: &str = "https://login.microsoftonline.example/acme-corp/oauth2/v2.0/token";
+const APP: &str = "6731de76-14a6-49ae-97bc-6eba6914391e";
+
+fn parse(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+fn token(env: &Env, args: &[&str]) -> String {
+    env.json(&[&["token", "create"], args].concat())["token"].as_str().expect("token").to_string()
+}
+
+/// openssl's fingerprint of a certificate (`-sha256` or `-sha1`) as base64url, as `x5t#S256`/`x5t` carry it.
+fn openssl_thumbprint(cert: &Path, digest: &str) -> String {
+    let out = common::sh("openssl", &["x509", "-in", cert.to_str().expect("p"), "-noout", "-fingerprint", digest]);
+    let hex: String = out.trim().rsplit_once('=').expect("fingerprint").1.replace(':', "");
+    URL_SAFE_NO_PAD.encode(hex::decode(hex).expect("hex"))
+}
+
+/// PyJWT verifies `assertion` against the certificate's public key, requiring
+/// every claim Entra ID checks; prints the header and claims as JSON. `Err`
+/// with PyJWT's message when it refuses.
+fn pyjwt(python: &Path, assertion: &str, cert: &Path, algorithm: &str) -> Result<Value, String> {
+    let script = r#"
+import json, sys, jwt
+from cryptography import x509
+token, cert, alg, aud, iss = sys.argv[1:6]
+key = x509.load_pem_x509_certificate(open(cert, 'rb').read()).public_key()
+claims = jwt.decode(token, key=key, algorithms=[alg], audience=aud, issuer=iss,
+                    options={"require": ["aud", "iss", "sub", "jti", "nbf", "iat", "exp"]})
+print(json.dumps({"header": jwt.get_unverified_header(token), "claims": claims}))
+"#;
+    let out = std::process::Command::new(python)
+        .args(["-c", script, assertion, cert.to_str().expect("p"), algorithm, AUD, APP])
+        .output()
+        .expect("run python");
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).expect("pyjwt output"))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Every file under `dir`, recursively.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() { out.extend(files(&path)) } else { out.push(path) }
+    }
+    out
+}
+
+#[test]
+fn custodied_keys_sign_assertions_that_pyjwt_and_openssl_verify() {
+    let python = common::venv_tool("python").filter(|p| {
+        std::process::Command::new(p).args(["-c", "import jwt, cryptography"]).status().is_ok_and(|s| s.success())
+    });
+    let Some(python) = python else {
+        assert!(!common::tools_required(), "PyJWT is required but not installed (run scripts/test)");
+        eprintln!("SKIPPED: PyJWT not installed (run scripts/test)");
+        return;
+    };
+    let env = Env::initialized();
+    env.ok(&["tenant", "add", "globex"]);
+    let made = env.json(&["connection", "add", "acme-corp", "mail-sync", "--custody"]);
+    let made = made.as_array().expect("keys");
+    assert_eq!(made.len(), 2, "an active and a standby key: {made:?}");
+    assert_eq!((made[0]["slot"].as_str(), made[1]["slot"].as_str()), (Some("active"), Some("standby")));
+    env.ok(&["connection", "add", "acme-corp", "crm", "--custody", "--key-algorithm", "rsa2048", "--no-standby"]);
+    let refused = env.fails(&["connection", "add", "acme-corp", "ed", "--custody", "--key-algorithm", "ed25519"]);
+    assert!(refused.contains("p256, rsa2048 or rsa3072"), "{refused}");
+    for c in ["mail-sync", "crm"] {
+        env.ok(&["connection", "policy", "acme-corp", c, "--audience", AUD, "--client-id", APP]);
+    }
+    let out = env.path("to-upload");
+    std::fs::create_dir(&out).expect("mkdir");
+    let listed = env.ok(&["connection", "keys", "acme-corp", "mail-sync", "--out", out.to_str().expect("p")]);
+    assert!(listed.contains("active") && listed.contains("standby"), "{listed}");
+    let cert_of = |slot: &str, serial: &Value| out.join(format!("{slot}-{}.pem", serial.as_str().expect("serial")));
+    let active_pem = cert_of("active", &made[0]["serial"]);
+    let standby_pem = cert_of("standby", &made[1]["serial"]);
+    // The thumbprints custos shows are openssl's.
+    assert_eq!(made[0]["thumbprint_sha256"].as_str(), Some(openssl_thumbprint(&active_pem, "-sha256").as_str()));
+    assert_eq!(made[0]["thumbprint_sha1"].as_str(), Some(openssl_thumbprint(&active_pem, "-sha1").as_str()));
+
+    let server = TlsServer::start(&env, &[]);
+    let admin = token(&env, &["--role", "admin"]);
+    let mail = token(&env, &["--role", "tenant", "--tenant", "acme-corp", "--connection", "mail-sync"]);
+    let crm = token(&env, &["--role", "tenant", "--tenant", "acme-corp", "--connection", "crm"]);
+    let tenant_wide = token(&env, &["--role", "tenant", "--tenant", "acme-corp"]);
+    let globex = token(&env, &["--role", "tenant", "--tenant", "globex"]);
+    let path = |c: &str, what: &str| format!("/api/v1/tenants/acme-corp/connections/{c}/{what}");
+    let request = json!({"aud": AUD, "iss": APP, "sub": APP});
+
+    // ES256 from the P-256 key: PyJWT verifies it against the active certificate only.
+    let (status, body) = server.api("POST", &path("mail-sync", "assertion"), Some(&mail), Some(&request));
+    assert_eq!(status, 200, "{body}");
+    let signed = parse(&body);
+    let assertion = signed["assertion"].as_str().expect("assertion");
+    let checked = pyjwt(&python, assertion, &active_pem, "ES256").expect("PyJWT verifies the assertion");
+    let (header, claims) = (&checked["header"], &checked["claims"]);
+    assert_eq!((header["alg"].as_str(), header["typ"].as_str()), (Some("ES256"), Some("JWT")));
+    assert_eq!(header["x5t#S256"].as_str(), Some(openssl_thumbprint(&active_pem, "-sha256").as_str()));
+    assert_eq!(claims["sub"], APP);
+    assert_eq!(claims["jti"], signed["jti"]);
+    let lifetime = claims["exp"].as_i64().expect("exp") - claims["iat"].as_i64().expect("iat");
+    assert!(lifetime > 0 && lifetime <= 600, "{claims}");
+    let forged = pyjwt(&python, assertion, &standby_pem, "ES256");
+    assert!(forged.is_err_and(|e| e.contains("InvalidSignatureError")), "the standby's key did not sign it");
+
+    // PS256 by default for RSA, with x5t too; RS256 when asked.
+    let crm_pem = env.path("crm.pem");
+    let crm_keys = env.json(&["connection", "keys", "acme-corp", "crm"]);
+    std::fs::write(&crm_pem, crm_keys[0]["certificate_pem"].as_str().expect("pem")).expect("write");
+    for (alg, body) in
+        [("PS256", request.clone()), ("RS256", json!({"aud": AUD, "iss": APP, "sub": APP, "alg": "RS256"}))]
+    {
+        let (status, answer) = server.api("POST", &path("crm", "assertion"), Some(&crm), Some(&body));
+        assert_eq!(status, 200, "{answer}");
+        let jwt = parse(&answer)["assertion"].as_str().expect("assertion").to_string();
+        let checked = pyjwt(&python, &jwt, &crm_pem, alg).unwrap_or_else(|e| panic!("PyJWT refused {alg}: {e}"));
+        assert_eq!(checked["header"]["x5t"].as_str(), Some(openssl_thumbprint(&crm_pem, "-sha1").as_str()));
+        assert_eq!(checked["header"]["x5t#S256"].as_str(), Some(openssl_thumbprint(&crm_pem, "-sha256").as_str()));
+    }
+
+    // A raw digest signature that openssl pkeyutl verifies (ECDSA, and RSA-PSS).
+    let message = env.path("message.bin");
+    std::fs::write(&message, b"TLS 1.3, client CertificateVerify").expect("write");
+    let digest = env.path("digest.bin");
+    common::sh(
+        "openssl",
+        &["dgst", "-sha256", "-binary", "-out", digest.to_str().expect("p"), message.to_str().expect("p")],
+    );
+    let digest_b64 = STANDARD.encode(std::fs::read(&digest).expect("digest"));
+    for (conn, tok, cert, alg, opts) in [
+        ("mail-sync", &mail, &active_pem, "ES256", vec![]),
+        ("crm", &crm, &crm_pem, "PS256", vec!["-pkeyopt", "rsa_padding_mode:pss", "-pkeyopt", "rsa_pss_saltlen:32"]),
+    ] {
+        let (status, answer) =
+            server.api("POST", &path(conn, "sign"), Some(tok), Some(&json!({"digest": digest_b64, "alg": alg})));
+        assert_eq!(status, 200, "{answer}");
+        let sig = env.path(&format!("{conn}.sig"));
+        std::fs::write(&sig, STANDARD.decode(parse(&answer)["signature"].as_str().expect("sig")).expect("b64"))
+            .expect("write");
+        let mut args = vec!["pkeyutl", "-verify", "-certin", "-inkey", cert.to_str().expect("p")];
+        args.extend(["-pkeyopt", "digest:sha256"]);
+        args.extend(opts);
+        args.extend(["-in", digest.to_str().expect("p"), "-sigfile", sig.to_str().expect("p")]);
+        let verified = common::sh("openssl", &args);
+        assert!(verified.contains("Signature Verified Successfully"), "{conn}: {verified}");
+    }
+    let (status, body) = server.api("POST", &path("crm", "sign"), Some(&crm), Some(&json!({"digest": "AAAA"})));
+    assert_eq!(status, 400, "{body}");
+
+    // Who may not: a tenant-wide token (403), another connection's token and
+    // another tenant (404, as if it did not exist), the plain listener (404).
+    assert_eq!(server.api("POST", &path("mail-sync", "assertion"), Some(&tenant_wide), Some(&request)).0, 403);
+    assert_eq!(server.api("POST", &path("mail-sync", "assertion"), Some(&crm), Some(&request)).0, 404);
+    assert_eq!(server.api("POST", &path("mail-sync", "assertion"), Some(&globex), Some(&request)).0, 404);
+    assert_eq!(
+        server
+            .api(
+                "PUT",
+                &path("mail-sync", "policy"),
+                Some(&mail),
+                Some(&json!({"audiences": [AUD], "client_ids": ["x"]}))
+            )
+            .0,
+        403
+    );
+    // Outside the policy: 422, and the refusal is in the log with the caller's address.
+    let evil = json!({"aud": "https://login.evil.example/token", "iss": APP, "sub": APP});
+    let (status, body) = server.api("POST", &path("mail-sync", "assertion"), Some(&mail), Some(&evil));
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = server.api("GET", "/api/v1/audit/entries?action=connection.sign.refused", Some(&admin), None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("login.evil.example") && body.contains("127.0.0.1"), "{body}");
+    // Every signature is an entry naming its jti, key and caller.
+    let (_, body) = server.api("GET", "/api/v1/audit/entries?action=connection.sign&limit=100", Some(&admin), None);
+    let entries = parse(&body)["items"].as_array().expect("items").clone();
+    let signatures = entries.iter().filter(|e| e["action"] == "connection.sign").count();
+    assert_eq!(signatures, 5, "3 assertions and 2 digests: {body}");
+    assert!(body.contains(signed["jti"].as_str().expect("jti")), "{body}");
+
+    // The policy through the API.
+    let (status, body) = server.api("GET", &path("mail-sync", "policy"), Some(&mail), None);
+    assert_eq!((status, parse(&body)["audiences"][0].as_str()), (200, Some(AUD)), "{body}");
+    let (status, body) = server.api("GET", &path("mail-sync", "keys"), Some(&mail), None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(parse(&body).as_array().expect("keys").len(), 2);
+
+    // No private key was written anywhere custos writes.
+    for f in files(&env.data_dir()).into_iter().chain(files(&out)) {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&bytes).contains("PRIVATE KEY"), "{} holds a private key", f.display());
+    }
+    env.ok(&["audit", "verify"]);
+}
