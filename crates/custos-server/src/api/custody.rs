@@ -77,16 +77,24 @@ struct NewCustody {
 }
 
 /// What a connection's client assertions may name.
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Serialize, ToSchema)]
 struct Policy {
     /// Allowed `aud` values: the relying party's token endpoints (https://).
     audiences: Vec<String>,
     /// Allowed `iss`/`sub` values: the app's client ids.
     client_ids: Vec<String>,
-    /// RFC 3339; absent in a request.
-    #[serde(default, skip_deserializing)]
+    /// RFC 3339; null while no policy was set.
     updated: Option<String>,
+}
+
+/// A connection's new signing policy (it replaces the old one).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewPolicy {
+    /// Allowed `aud` values: the relying party's token endpoints (https://).
+    audiences: Vec<String>,
+    /// Allowed `iss`/`sub` values: the app's client ids.
+    client_ids: Vec<String>,
 }
 
 /// A client assertion to sign.
@@ -197,14 +205,14 @@ async fn get_policy(
 }
 
 #[utoipa::path(put, path = "/api/v1/tenants/{tenant}/connections/{connection}/policy", tag = "custody",
-    params(("tenant" = String, Path), ("connection" = String, Path)), request_body = Policy,
+    params(("tenant" = String, Path), ("connection" = String, Path)), request_body = NewPolicy,
     responses((status = 200, body = Policy), (status = 400, body = Problem), (status = 401, body = Problem),
               (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn set_policy(
     State(s): State<Arc<AppState>>,
     Caller(who): Caller,
     Path((tenant, connection)): Path<(String, String)>,
-    Body(body): Body<Policy>,
+    Body(body): Body<NewPolicy>,
 ) -> Result<Response, ApiError> {
     let p = s.ca.set_signing_policy(&who, &tenant, &connection, body.audiences, body.client_ids).await?;
     Ok(json(
