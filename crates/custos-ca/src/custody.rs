@@ -564,6 +564,11 @@ impl Ca {
     }
 }
 
+/// The signing scheme a JWS `alg` name stands for (ES256, PS256, RS256), if any.
+pub fn scheme_named(alg: &str) -> Option<DigestScheme> {
+    DigestScheme::from_jws_name(alg)
+}
+
 /// An opened active key and its certificate.
 struct SigningKey {
     key: ConnectionKey,

@@ -262,11 +262,7 @@ async fn sign(
     Path((tenant, connection)): Path<(String, String)>,
     Body(body): Body<NewSignature>,
 ) -> Result<Response, ApiError> {
-    let digest: [u8; 32] = STANDARD
-        .decode(body.digest.trim())
-        .ok()
-        .and_then(|d| d.try_into().ok())
-        .ok_or_else(|| ApiError::BadRequest("digest: expected 32 bytes (a SHA-256 digest) in base64".into()))?;
+    let digest = parse_digest(&body.digest)?;
     let caller = peer.map(|p| p.ip().to_string());
     let d = s.ca.sign_digest(&who, &tenant, &connection, digest, body.alg.as_deref(), caller.as_deref()).await?;
     Ok(json(
@@ -280,3 +276,28 @@ async fn sign(
         },
     ))
 }
+
+/// A SHA-256 digest sent as base64.
+fn parse_digest(text: &str) -> Result<[u8; 32], ApiError> {
+    STANDARD
+        .decode(text.trim())
+        .ok()
+        .and_then(|d| d.try_into().ok())
+        .ok_or_else(|| ApiError::BadRequest("digest: expected 32 bytes (a SHA-256 digest) in base64".into()))
+}
+
+/// The fuzz target's share: the custody bodies and what is parsed out of them.
+pub(super) fn parse_untrusted(data: &[u8]) {
+    if let Ok(s) = serde_json::from_slice::<NewSignature>(data) {
+        let _ = parse_digest(&s.digest);
+        let _ = s.alg.as_deref().map(custos_ca::custody::scheme_named);
+    }
+    if let Ok(a) = serde_json::from_slice::<NewAssertion>(data) {
+        let _ = a.alg.as_deref().map(custos_ca::custody::scheme_named);
+    }
+    if let Ok(c) = serde_json::from_slice::<NewCustody>(data) {
+        let _ = c.algorithm.as_deref().map(str::parse::<custos_ca::KeyAlgorithm>);
+    }
+    let _ = serde_json::from_slice::<NewPolicy>(data);
+}
+

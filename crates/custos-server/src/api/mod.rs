@@ -414,6 +414,7 @@ pub fn parse_untrusted(data: &[u8]) {
     inventory::parse_untrusted(data);
     operations::parse_untrusted(data);
     access::parse_untrusted(data);
+    custody::parse_untrusted(data);
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = custos_ca::access::parse_token(text);
         let _ = custos_ca::policy::parse_duration(text);
@@ -440,6 +441,8 @@ mod tests {
             b"{\"csr\": 1}",
             b"{\"role\": \"tenant\", \"tenant\": null, \"connection\": \"x\"}",
             b"tok_.",
+            b"{\"digest\": \"////\", \"alg\": \"ES256\"}",
+            b"{\"aud\": \"x\", \"iss\": \"\", \"sub\": \"\", \"alg\": \"none\", \"lifetime\": -1}",
             "tok_0123456789abcdef.\u{10ffff}".as_bytes(),
             b"OTIyMzM3MjAzNjg1NDc3NTgwODo=",
             long.as_bytes(),
