@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use custos_keys::KeyAlgorithm;
 use custos_keys::connection::{ConnectionKey, DigestScheme};
 use custos_pki::jws::{AssertionClaims, AssertionDraft, ecdsa_fixed};
-use custos_store::{AuditRecord, CertificateRecord, CustodyKeyRecord, CustodySlot, SigningPolicy};
+use custos_store::{AuditRecord, CertificateRecord, CustodyChange, CustodyKeyRecord, CustodySlot, SigningPolicy};
 use custos_types::KeyStatus;
 use serde::Serialize;
 use serde_json::json;
@@ -219,44 +219,88 @@ impl Ca {
                 (found, None)
             }
         };
-        let keys = self.key_store()?.clone();
-        let active = self.active_issuer().await?;
         let slots: &[CustodySlot] =
             if options.standby { &[CustodySlot::Active, CustodySlot::Standby] } else { &[CustodySlot::Active] };
+        let made = self
+            .certify_custody_keys(principal, &connection, algorithm, slots, &options.sans, options.validity_secs, None)
+            .await?;
+        audit.extend(made.audit.iter().cloned());
+        let change = CustodyChange {
+            connection: new.clone(),
+            add: made.keys.clone(),
+            certificates: made.certificates.clone(),
+            ..CustodyChange::default()
+        };
+        if let Err(e) = self.store.record_custody(&change, &audit).await {
+            made.discard(self);
+            return Err(match e {
+                custos_store::StoreError::Duplicate { .. } if new.is_some() => {
+                    CaError::Policy(format!("connection {tenant}/{name} already exists"))
+                }
+                other => other.into(),
+            });
+        }
+        Ok(made.keys.iter().zip(&made.certificates).map(|(k, c)| view(k, c)).collect())
+    }
+
+    /// Drops opened keys (retired ones) from the process's cache.
+    pub(crate) fn forget_connection_key<'a>(&self, key_ids: impl Iterator<Item = &'a str>) {
+        if let Ok(mut keys) = self.custody.keys.lock() {
+            for id in key_ids {
+                keys.remove(id);
+            }
+        }
+    }
+
+    /// Generates a connection key per slot in the key store and certifies
+    /// each under the active issuing CA; nothing is recorded yet. On an
+    /// error, the keys made so far are destroyed again.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn certify_custody_keys(
+        &self,
+        principal: &Principal,
+        connection: &custos_store::ConnectionRecord,
+        algorithm: KeyAlgorithm,
+        slots: &[CustodySlot],
+        sans: &[String],
+        validity_secs: Option<i64>,
+        incident: Option<&str>,
+    ) -> Result<MadeKeys> {
+        let (tenant, name) = (connection.tenant.as_str(), connection.name.as_str());
+        let keys = self.key_store()?.clone();
+        let active = self.active_issuer().await?;
         let first = self.store.reserve_issuance(&active.record.id, slots.len() as i64).await?;
         let now = OffsetDateTime::now_utc();
-        let mut made = Vec::new();
-        let mut certificates = Vec::new();
-        let mut generated = Vec::new();
-        let outcome: Result<()> = async {
-            for (i, slot) in slots.iter().enumerate() {
+        let mut made = MadeKeys::default();
+        for (i, slot) in slots.iter().enumerate() {
+            let step: Result<()> = (|| {
                 let label = format!("{tenant}/{name}/{slot}");
                 let key = keys.generate_connection_key(algorithm, &label)?;
-                generated.push(key.reference.clone());
+                made.references.push(key.reference.clone());
                 let public = key.key.public_key().clone();
                 let request = IssueRequest {
                     tenant: tenant.to_string(),
                     connection: name.to_string(),
                     profile: Some(custos_pki::Profile::Client),
-                    sans: options.sans.clone(),
-                    validity_secs: options.validity_secs,
+                    sans: sans.to_vec(),
+                    validity_secs,
                     key: KeySource::Custody(public.clone(), algorithm),
                     request_key: None,
                 };
-                let mut planned = crate::issuance::plan(&request, &connection, &active, now)?;
+                let mut planned = crate::issuance::plan(&request, connection, &active, now)?;
                 planned.set_position(first + i as i64, self.crl_partition_size, &self.base_url, &active.record.id);
                 let issued = crate::issuance::sign(planned, &active)?;
                 let key_id = public.key_id().to_string();
-                audit.push(audit_record(
+                made.audit.push(audit_record(
                     principal,
                     "key.generate",
                     format!("key:{key_id}"),
                     json!({"key": key_id, "algorithm": algorithm.as_str(), "backend": key.reference.backend,
                            "label": label, "purpose": "connection", "tenant": tenant, "connection": name,
-                           "slot": slot}),
+                           "slot": slot, "incident": incident}),
                 ));
-                audit.push(crate::issuance::issue_audit(principal, &issued.record, &active.record, None));
-                made.push(CustodyKeyRecord {
+                made.audit.push(crate::issuance::issue_audit(principal, &issued.record, &active.record, incident));
+                made.keys.push(CustodyKeyRecord {
                     key: custos_store::KeyRecord {
                         id: key_id,
                         backend: key.reference.backend.clone(),
@@ -273,25 +317,15 @@ impl Ca {
                     serial: issued.record.serial.clone(),
                     created_at: now.unix_timestamp(),
                 });
-                certificates.push(issued.record);
+                made.certificates.push(issued.record);
+                Ok(())
+            })();
+            if let Err(e) = step {
+                made.discard(self);
+                return Err(e);
             }
-            self.store.record_custody(new.as_ref(), &[], &made, &certificates, &audit).await?;
-            Ok(())
         }
-        .await;
-        if let Err(e) = outcome {
-            // Nothing references these keys: take them off the token again.
-            for reference in &generated {
-                let _ = keys.destroy(reference);
-            }
-            return Err(match e {
-                CaError::Store(custos_store::StoreError::Duplicate { .. }) if new.is_some() => {
-                    CaError::Policy(format!("connection {tenant}/{name} already exists"))
-                }
-                other => other,
-            });
-        }
-        Ok(made.iter().zip(&certificates).map(|(k, c)| view(k, c)).collect())
+        Ok(made)
     }
 
     /// A connection's keys in custody, newest first; another tenant's connection is not found.
@@ -567,6 +601,26 @@ impl Ca {
 /// The signing scheme a JWS `alg` name stands for (ES256, PS256, RS256), if any.
 pub fn scheme_named(alg: &str) -> Option<DigestScheme> {
     DigestScheme::from_jws_name(alg)
+}
+
+/// Connection keys just made and certified, not yet recorded.
+#[derive(Default)]
+pub(crate) struct MadeKeys {
+    pub(crate) keys: Vec<CustodyKeyRecord>,
+    pub(crate) certificates: Vec<CertificateRecord>,
+    pub(crate) audit: Vec<AuditRecord>,
+    references: Vec<custos_keys::KeyReference>,
+}
+
+impl MadeKeys {
+    /// Destroys the keys again: nothing references them (their record did not commit).
+    pub(crate) fn discard(&self, ca: &Ca) {
+        if let Ok(keys) = ca.key_store() {
+            for reference in &self.references {
+                let _ = keys.destroy(reference);
+            }
+        }
+    }
 }
 
 /// An opened active key and its certificate.

@@ -197,3 +197,103 @@ async fn custodied_connections_sign_within_policy_and_log_every_signature() {
     let (_, state) = ca.verify_log_and_state(&common::ME, None, None).await.expect("verify");
     assert!(state.differences.is_empty(), "{:?}", state.differences);
 }
+
+/// A key-compromise incident on a custodied connection: signing moves to the
+/// standby before anything is revoked, so a service signing in a loop never
+/// fails; the old key is revoked and destroyed, a new standby is certified,
+/// no key file is written, and the tenant's acknowledgement closes it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_switches_to_the_standby_without_a_failed_signature() {
+    use custos_ca::incident::{Declaration, Scope};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, store) = common::init(dir.path(), &InitOptions::default(), PASSPHRASE).await;
+    ca.add_tenant(&common::ME, "acme").await.expect("tenant");
+    let ca = Arc::new(ca);
+    let custody =
+        CustodyOptions { algorithm: KeyAlgorithm::EcdsaP256, standby: true, sans: vec![], validity_secs: None };
+    let keys = ca.add_custody(&common::ME, "acme", "mail", Some(&options()), &custody).await.expect("custody");
+    let (old, standby) = (keys[0].clone(), keys[1].clone());
+    ca.set_signing_policy(&common::ME, "acme", "mail", vec![AUD.into()], vec!["app-1".into()]).await.expect("policy");
+    // An unrelated custodied connection is untouched.
+    ca.add_custody(&common::ME, "acme", "crm", Some(&options()), &custody).await.expect("custody");
+
+    let svc = service("acme", Some("mail"));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let signer = {
+        let (ca, svc, stop) = (ca.clone(), svc.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut by_key: std::collections::BTreeMap<String, usize> = Default::default();
+            let mut failures = Vec::new();
+            // Bounded: at most 20 000 signatures, or until told to stop.
+            for _ in 0..20_000 {
+                if stop.load(std::sync::atomic::Ordering::Acquire) {
+                    break;
+                }
+                match ca.sign_assertion(&svc, "acme", "mail", &request(AUD), None).await {
+                    Ok(a) => *by_key.entry(a.key_id).or_default() += 1,
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            (by_key, failures)
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let declared = ca
+        .declare_incident(
+            &common::ME,
+            &Declaration {
+                scope: Scope::Key(old.key_id.clone()),
+                reason: custos_ca::Reason::KeyCompromise,
+                since: None,
+                note: "the mail connection's key was used from an unknown address".into(),
+            },
+        )
+        .await
+        .expect("declare");
+    let keys_file = dir.path().join("replacement-keys.jsonl");
+    let summary = ca.execute_incident(&common::ME, &declared.id, &keys_file, &|_| {}).await.expect("execute");
+    assert_eq!(summary.replaced, 1);
+    assert!(!keys_file.exists(), "no key file for a custodied connection");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let (by_key, failures) = signer.await.expect("signer");
+    assert!(failures.is_empty(), "the service failed to sign: {failures:?}");
+    assert!(by_key.contains_key(&old.key_id) && by_key.contains_key(&standby.key_id), "{by_key:?}");
+
+    // The standby signs now, verifiably against the certificate the tenant registered ahead.
+    let after = ca.sign_assertion(&svc, "acme", "mail", &request(AUD), None).await.expect("sign after");
+    assert_eq!(after.key_id, standby.key_id);
+    let parts: Vec<&str> = after.assertion.split('.').collect();
+    UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, &public_key_of(&standby.certificate_pem))
+        .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &URL_SAFE_NO_PAD.decode(parts[2]).expect("b64"))
+        .expect("verifies against the standby's certificate");
+    let held = ca.custody(&common::ME, "acme", "mail").await.expect("keys");
+    let slot_of = |id: &str| held.iter().find(|k| k.key_id == id).map(|k| k.slot);
+    assert_eq!(slot_of(&old.key_id), Some(CustodySlot::Retired));
+    assert_eq!(slot_of(&standby.key_id), Some(CustodySlot::Active));
+    let fresh: Vec<_> = held.iter().filter(|k| k.slot == CustodySlot::Standby).collect();
+    assert_eq!(fresh.len(), 1, "a new standby: {held:?}");
+    assert!(fresh[0].key_id != old.key_id && fresh[0].key_id != standby.key_id);
+    // The old certificate is revoked, its key destroyed.
+    let old_cert = ca.certificate(&common::ME, &old.serial.parse().expect("serial")).await.expect("cert");
+    assert_eq!(old_cert.status, custos_ca::CertificateStatus::Revoked);
+    let old_key = custos_store::IssuerStore::key(store.as_ref(), &old.key_id).await.expect("read").expect("key");
+    assert_eq!(old_key.status, custos_ca::KeyStatus::Destroyed);
+    // The other connection kept its keys.
+    let crm = ca.custody(&common::ME, "acme", "crm").await.expect("crm");
+    assert!(crm.iter().all(|k| k.slot != CustodySlot::Retired));
+
+    // The incident tracks the connection; the tenant's acknowledgement moves it on.
+    let status = ca.incident_status(&common::ME, &declared.id).await.expect("status");
+    assert_eq!(status.connections.len(), 1);
+    assert_eq!(status.connections[0].replacement.as_deref(), Some(standby.serial.as_str()));
+    let acked = ca.ack_incident(&svc, &declared.id, "acme", "mail").await.expect("ack");
+    assert_eq!(acked.state, custos_ca::ConnectionState::OldCertificateRetired);
+
+    // A second run changes nothing.
+    let again = ca.execute_incident(&common::ME, &declared.id, &keys_file, &|_| {}).await.expect("again");
+    assert_eq!(again.replaced, 0);
+    assert_eq!(ca.custody(&common::ME, "acme", "mail").await.expect("keys").len(), 3);
+    let (_, state) = ca.verify_log_and_state(&common::ME, None, None).await.expect("verify");
+    assert!(state.differences.is_empty(), "{:?}", state.differences);
+}

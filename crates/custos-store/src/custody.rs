@@ -39,14 +39,8 @@ fn policy_from(row: &AnyRow) -> Result<SigningPolicy> {
 
 #[async_trait]
 impl CustodyStore for SqlStore {
-    async fn record_custody(
-        &self,
-        connection: Option<&ConnectionRecord>,
-        slots: &[(String, CustodySlot)],
-        add: &[CustodyKeyRecord],
-        certificates: &[CertificateRecord],
-        audit: &[AuditRecord],
-    ) -> Result<()> {
+    async fn record_custody(&self, change: &CustodyChange, audit: &[AuditRecord]) -> Result<()> {
+        let (connection, slots, add) = (change.connection.as_ref(), &change.slots, &change.add);
         let mut tx = self.write().await?;
         if let Some(c) = connection {
             crate::tenants::insert_connection(&mut tx, c).await?;
@@ -62,7 +56,7 @@ impl CustodyStore for SqlStore {
                 return Err(StoreError::NotFound { what: format!("custody key {key_id:?}") });
             }
         }
-        insert_certificate_rows(self.engine, &mut tx, certificates).await?;
+        insert_certificate_rows(self.engine, &mut tx, &change.certificates).await?;
         for k in add {
             insert_key(&mut tx, &k.key).await?;
             sqlx::query(
@@ -92,6 +86,12 @@ impl CustodyStore for SqlStore {
             .iter()
             .map(|k| (k.tenant.clone(), k.connection.clone()))
             .chain(connection.map(|c| (c.tenant.clone(), c.name.clone())))
+            .chain(
+                change
+                    .incident
+                    .iter()
+                    .flat_map(|i| i.replacements.iter().map(|r| (r.tenant.clone(), r.connection.clone()))),
+            )
             .collect();
         for (tenant, name) in touched {
             let active: i64 = sqlx::query_scalar(
@@ -107,6 +107,10 @@ impl CustodyStore for SqlStore {
                     what: format!("connection {tenant}/{name} would have {active} active keys"),
                 });
             }
+        }
+        if let Some(i) = &change.incident {
+            crate::incidents::apply_replacements(&mut tx, &i.incident, &i.replacements, &i.transition, &i.messages)
+                .await?;
         }
         log::append(self.engine, &mut tx, audit).await?;
         tx.commit().await.map_err(StoreError::db("commit custody keys"))

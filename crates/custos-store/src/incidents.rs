@@ -280,8 +280,23 @@ pub(crate) async fn record_replacements(
     messages: &[OutboxMessage],
     audit_records: &[AuditRecord],
 ) -> Result<()> {
-    let now = unix_now();
     insert_certificate_rows(engine, &mut tx, certificates).await?;
+    apply_replacements(&mut tx, incident, replacements, transition, messages).await?;
+    log::append(engine, &mut tx, audit_records).await?;
+    tx.commit().await.map_err(StoreError::db("commit replacements"))
+}
+
+/// Inside `tx`: moves each replaced connection by `transition` with its
+/// replacement serial, and queues `messages`. A connection not in a `from`
+/// state is [`StoreError::Conflict`].
+pub(crate) async fn apply_replacements(
+    tx: &mut Transaction<'static, Any>,
+    incident: &str,
+    replacements: &[Replacement],
+    transition: &Transition,
+    messages: &[OutboxMessage],
+) -> Result<()> {
+    let now = unix_now();
     let sql = format!(
         "UPDATE incident_connections SET state = $1, replacement = $2, {} = $3, updated_at = $3 \
          WHERE incident = $4 AND tenant = $5 AND connection = $6 AND state IN ({})",
@@ -299,7 +314,7 @@ pub(crate) async fn record_replacements(
         for from in transition.from {
             q = q.bind(from.as_str());
         }
-        let updated = q.execute(&mut *tx).await.map_err(StoreError::db("record a replacement"))?;
+        let updated = q.execute(&mut **tx).await.map_err(StoreError::db("record a replacement"))?;
         if updated.rows_affected() != 1 {
             return Err(StoreError::Conflict {
                 what: format!(
@@ -322,12 +337,11 @@ pub(crate) async fn record_replacements(
         .bind(&m.url)
         .bind(&m.body)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(StoreError::db("queue a notification"))?;
     }
-    log::append(engine, &mut tx, audit_records).await?;
-    tx.commit().await.map_err(StoreError::db("commit replacements"))
+    Ok(())
 }
 
 /// Moves connections in one of `transition.from` to `transition.to`,

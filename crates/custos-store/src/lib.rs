@@ -40,9 +40,9 @@ pub use log::entry_fields;
 // so that callers of the store traits can name them from here too.
 pub use custos_types::{
     ApprovalRecord, AuditEntry, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord,
-    CertificateState, CheckpointRecord, ConnectionRecord, CustodyKeyRecord, CustodySlot, IssuerRecord, KeyRecord,
-    KeyUsage, OperatorRecord, ResponderRecord, Revocation, RevocationEvent, RevokedRow, SigningPolicy, StatusFilter,
-    TenantRecord, TokenRecord,
+    CertificateState, CheckpointRecord, ConnectionRecord, CustodyChange, CustodyKeyRecord, CustodySlot,
+    IncidentReplacements, IssuerRecord, KeyRecord, KeyUsage, OperatorRecord, ResponderRecord, Revocation,
+    RevocationEvent, RevokedRow, SigningPolicy, StatusFilter, TenantRecord, TokenRecord,
 };
 pub use custos_types::{
     IncidentCertificate, IncidentConnection, IncidentRecord, OutboxMessage, Replacement, Transition, WebhookRecord,
@@ -316,18 +316,13 @@ pub trait AccessStore: Send + Sync {
 /// Connection keys in custody (which key signs for a connection) and what they may sign.
 #[async_trait]
 pub trait CustodyStore: Send + Sync {
-    /// In one transaction: creates `connection` (if given), moves existing
-    /// custody keys to new slots, stores new keys with their certificates,
-    /// and appends `audit`. Refused, changing nothing, if a connection would
-    /// end up with more than one active key.
-    async fn record_custody(
-        &self,
-        connection: Option<&ConnectionRecord>,
-        slots: &[(String, CustodySlot)],
-        add: &[CustodyKeyRecord],
-        certificates: &[CertificateRecord],
-        audit: &[AuditRecord],
-    ) -> Result<()>;
+    /// Records `change` and appends `audit` in one transaction: creates the
+    /// connection (if given), moves existing custody keys to new slots,
+    /// stores new keys with their certificates, and moves the incident
+    /// connections it replaces. Refused, changing nothing, if a connection
+    /// would end up with more than one active key, or a replaced connection
+    /// is not in a state the transition moves from.
+    async fn record_custody(&self, change: &CustodyChange, audit: &[AuditRecord]) -> Result<()>;
 
     /// A connection's custody keys, newest first.
     async fn custody_keys(&self, tenant: &str, connection: &str) -> Result<Vec<CustodyKeyRecord>>;

@@ -7,9 +7,9 @@ use custos_audit::merkle::{self, Frontier, NodeId};
 use custos_store::prelude::*;
 use custos_store::{
     ApprovalRecord, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CheckpointRecord,
-    ConnectionRecord, CustodyKeyRecord, CustodySlot, Genesis, IncidentCertificate, IncidentRecord, IssuerRecord,
-    KeyRecord, OperatorRecord, OutboxMessage, Replacement, ResponderRecord, Revocation, SigningPolicy, SqlStore,
-    StatusFilter, Store, StoreError, TenantRecord, TokenRecord, Transition, WebhookRecord,
+    ConnectionRecord, CustodyChange, CustodyKeyRecord, CustodySlot, Genesis, IncidentCertificate, IncidentRecord,
+    IssuerRecord, KeyRecord, OperatorRecord, OutboxMessage, Replacement, ResponderRecord, Revocation, SigningPolicy,
+    SqlStore, StatusFilter, Store, StoreError, TenantRecord, TokenRecord, Transition, WebhookRecord,
 };
 use custos_types::{CertificateStatus, IssuerRole, IssuerStatus, KeyStatus, Profile, Reason};
 use custos_types::{ConnectionState, DeliveryState, IncidentState};
@@ -719,13 +719,23 @@ async fn custody_contract(store: &dyn Store) {
     let certs = [cert("c1", "signer", 4_000_000_000), cert("c2", "signer", 4_000_000_000)];
     // Two active keys for one connection: refused, and nothing of it stays.
     let two = [custody("ck1", CustodySlot::Active, "c1"), custody("ck2", CustodySlot::Active, "c2")];
-    let refused = store.record_custody(Some(&conn), &[], &two, &certs, &[audit("custody.add")]).await;
+    let change = |connection: Option<&ConnectionRecord>,
+                  slots: &[(String, CustodySlot)],
+                  add: &[CustodyKeyRecord],
+                  certificates: &[CertificateRecord]| CustodyChange {
+        connection: connection.cloned(),
+        slots: slots.to_vec(),
+        add: add.to_vec(),
+        certificates: certificates.to_vec(),
+        incident: None,
+    };
+    let refused = store.record_custody(&change(Some(&conn), &[], &two, &certs), &[audit("custody.add")]).await;
     assert!(matches!(refused, Err(StoreError::Conflict { .. })), "{refused:?}");
     assert!(store.connection("acme", "signer").await.expect("read").is_none(), "the refused connection is not there");
     assert!(store.certificate("c1").await.expect("read").is_none());
     assert_eq!(audit_count(store).await, before);
 
-    store.record_custody(Some(&conn), &[], &keys, &certs, &[audit("custody.add")]).await.expect("custody");
+    store.record_custody(&change(Some(&conn), &[], &keys, &certs), &[audit("custody.add")]).await.expect("custody");
     assert!(store.connection("acme", "signer").await.expect("read").is_some());
     let held = store.custody_keys("acme", "signer").await.expect("keys");
     assert_eq!(held.len(), 2);
@@ -738,7 +748,7 @@ async fn custody_contract(store: &dyn Store) {
     let slots = [("ck1".to_string(), CustodySlot::Retired), ("ck2".to_string(), CustodySlot::Active)];
     let new = [custody("ck3", CustodySlot::Standby, "c3")];
     store
-        .record_custody(None, &slots, &new, &[cert("c3", "signer", 4_000_000_000)], &[audit("custody.rotate")])
+        .record_custody(&change(None, &slots, &new, &[cert("c3", "signer", 4_000_000_000)]), &[audit("custody.rotate")])
         .await
         .expect("rotate");
     let slot_of = |held: &[CustodyKeyRecord], id: &str| held.iter().find(|k| k.key.id == id).map(|k| k.slot);
@@ -746,7 +756,8 @@ async fn custody_contract(store: &dyn Store) {
     assert_eq!(slot_of(&held, "ck1"), Some(CustodySlot::Retired));
     assert_eq!(slot_of(&held, "ck2"), Some(CustodySlot::Active));
     assert_eq!(slot_of(&held, "ck3"), Some(CustodySlot::Standby));
-    let missing = store.record_custody(None, &[("zz".into(), CustodySlot::Active)], &[], &[], &[audit("x")]).await;
+    let missing =
+        store.record_custody(&change(None, &[("zz".into(), CustodySlot::Active)], &[], &[]), &[audit("x")]).await;
     assert!(matches!(missing, Err(StoreError::NotFound { .. })), "{missing:?}");
 
     assert!(store.signing_policy("acme", "signer").await.expect("read").is_none());

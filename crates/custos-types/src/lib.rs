@@ -14,10 +14,10 @@ mod state;
 pub use algorithm::{KeyAlgorithm, KeyId, PublicKey, UnsupportedAlgorithm};
 pub use records::{
     ApprovalRecord, AuditEntry, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord,
-    CertificateState, CheckpointRecord, ConnectionRecord, CustodyKeyRecord, IncidentCertificate, IncidentConnection,
-    IncidentRecord, IssuerRecord, KeyRecord, KeyUsage, OperatorRecord, OutboxMessage, Replacement, ResponderRecord,
-    Revocation, RevocationEvent, RevokedRow, SigningPolicy, StatusFilter, TenantRecord, TokenRecord, Transition,
-    WebhookRecord,
+    CertificateState, CheckpointRecord, ConnectionRecord, CustodyChange, CustodyKeyRecord, IncidentCertificate,
+    IncidentConnection, IncidentRecord, IncidentReplacements, IssuerRecord, KeyRecord, KeyUsage, OperatorRecord,
+    OutboxMessage, Replacement, ResponderRecord, Revocation, RevocationEvent, RevokedRow, SigningPolicy, StatusFilter,
+    TenantRecord, TokenRecord, Transition, WebhookRecord,
 };
 pub use state::{
     CertificateStatus, ConnectionState, CustodySlot, DeliveryState, IncidentState, IssuerRole, IssuerStatus, KeyStatus,

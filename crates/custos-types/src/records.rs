@@ -557,3 +557,34 @@ pub struct SigningPolicy {
     /// Unix seconds.
     pub updated_at: i64,
 }
+
+/// One change to a connection's custody keys, recorded in one transaction:
+/// the connection (when it is created with them), slot moves (promote a
+/// standby, retire a key), new keys with their certificates, and, during an
+/// incident, the connections it replaces and the notifications to send.
+#[derive(Clone, Debug, Default)]
+pub struct CustodyChange {
+    /// A connection created with its keys.
+    pub connection: Option<ConnectionRecord>,
+    /// Existing keys moved to another slot: (key id, new slot).
+    pub slots: Vec<(String, CustodySlot)>,
+    /// New keys.
+    pub add: Vec<CustodyKeyRecord>,
+    /// The new keys' certificates.
+    pub certificates: Vec<CertificateRecord>,
+    /// The incident whose connections this change replaces, if any.
+    pub incident: Option<IncidentReplacements>,
+}
+
+/// Incident connections replaced by a custody change, and their notifications.
+#[derive(Clone, Debug)]
+pub struct IncidentReplacements {
+    /// The incident's id.
+    pub incident: String,
+    /// The connections and their new certificates.
+    pub replacements: Vec<Replacement>,
+    /// How each connection's state moves.
+    pub transition: Transition,
+    /// Webhook messages to queue.
+    pub messages: Vec<OutboxMessage>,
+}

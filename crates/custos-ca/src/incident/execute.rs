@@ -76,7 +76,17 @@ impl Ca {
         // take the replacements an earlier run issued for old certificates.
         let mut known: std::collections::HashSet<String> =
             self.store.incident_certificates(&id).await?.into_iter().map(|c| c.serial).collect();
-        known.extend(self.store.incident_connections(&id).await?.into_iter().filter_map(|c| c.replacement));
+        let connections = self.store.incident_connections(&id).await?;
+        // Keys this incident made for custodied connections (new standbys) are its own too.
+        let executed_at = record.executed_at.unwrap_or(i64::MAX);
+        for c in &connections {
+            for k in self.store.custody_keys(&c.tenant, &c.connection).await? {
+                if k.created_at >= executed_at {
+                    known.insert(k.serial);
+                }
+            }
+        }
+        known.extend(connections.into_iter().filter_map(|c| c.replacement));
         let late: Vec<IncidentCertificate> =
             radius.certificates.iter().filter(|c| !known.contains(&c.serial)).cloned().collect();
         if !late.is_empty() {
@@ -95,7 +105,11 @@ impl Ca {
         }
         self.heartbeat(&id, owner).await?;
 
-        // 2. Revoke (a key compromise at once; other reasons when each connection is retired).
+        // 2. Custodied connections sign with an unaffected key before anything is revoked.
+        let switched = self.switch_custodied(principal, record).await?;
+        self.heartbeat(&id, owner).await?;
+
+        // 3. Revoke (a key compromise at once; other reasons when each connection is retired).
         let reason: Reason = record.reason;
         let mut revoked = 0;
         if reason == Reason::KeyCompromise {
@@ -107,12 +121,13 @@ impl Ca {
         }
         let seconds_to_revoked = started.elapsed().as_secs_f64();
 
-        // 3. Final CRLs of compromised CAs, then destroy their keys.
+        // 4. Final CRLs of compromised CAs, then destroy their keys.
         self.retire_compromised_keys(principal, record).await?;
         self.heartbeat(&id, owner).await?;
 
-        // 4. Replacements, with their notifications, per batch.
+        // 5. Replacements, with their notifications, per batch.
         let (replaced, keys_file) = self.replace_connections(principal, record, owner, keys_file, progress).await?;
+        let replaced = replaced + switched;
         let seconds_to_replaced = started.elapsed().as_secs_f64();
         let pending =
             self.store.incident_connections(&id).await?.iter().filter(|c| c.state == ConnectionState::Pending).count();

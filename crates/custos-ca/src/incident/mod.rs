@@ -32,6 +32,7 @@ use crate::authorization::{Operation, authorize};
 use crate::issuance::{IssueSink, Issued};
 use crate::{Ca, CaError, IssueRequest, KeySource, Principal, Result, audit_record, visible};
 
+mod custody;
 mod declare;
 mod execute;
 pub mod notify;

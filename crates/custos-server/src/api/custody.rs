@@ -300,4 +300,3 @@ pub(super) fn parse_untrusted(data: &[u8]) {
     }
     let _ = serde_json::from_slice::<NewPolicy>(data);
 }
-
