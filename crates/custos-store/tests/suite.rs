@@ -8,8 +8,9 @@ use custos_store::prelude::*;
 use custos_store::{
     ApprovalRecord, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CheckpointRecord,
     ConnectionRecord, CustodyChange, CustodyKeyRecord, CustodySlot, Genesis, IncidentCertificate, IncidentRecord,
-    IssuerRecord, KeyRecord, OperatorRecord, OutboxMessage, Replacement, ResponderRecord, Revocation, SigningPolicy,
-    SqlStore, StatusFilter, Store, StoreError, TenantRecord, TokenRecord, Transition, WebhookRecord,
+    IncidentReplacements, IssuerRecord, KeyRecord, OperatorRecord, OutboxMessage, Replacement, ResponderRecord,
+    Revocation, SigningPolicy, SqlStore, StatusFilter, Store, StoreError, TenantRecord, TokenRecord, Transition,
+    WebhookRecord,
 };
 use custos_types::{CertificateStatus, IssuerRole, IssuerStatus, KeyStatus, Profile, Reason};
 use custos_types::{ConnectionState, DeliveryState, IncidentState};
@@ -698,8 +699,8 @@ async fn honours_the_contract(backend: Backend) {
     maintenance_contract(&backend, &store).await;
     store.close().await;
     let again = backend.open().await;
-    assert_eq!(again.certificates(&CertificateFilter::default()).await.expect("list").len(), 257);
-    assert_eq!(again.incidents().await.expect("incidents").len(), 1);
+    assert_eq!(again.certificates(&CertificateFilter::default()).await.expect("list").len(), 258);
+    assert_eq!(again.incidents().await.expect("incidents").len(), 2);
 }
 
 /// Custody keys: a connection created with its active and standby keys in
@@ -756,6 +757,33 @@ async fn custody_contract(store: &dyn Store) {
     assert_eq!(slot_of(&held, "ck1"), Some(CustodySlot::Retired));
     assert_eq!(slot_of(&held, "ck2"), Some(CustodySlot::Active));
     assert_eq!(slot_of(&held, "ck3"), Some(CustodySlot::Standby));
+    // During an incident: the switch and the connection's move commit together, once.
+    let incident = IncidentRecord { id: "INC-0002".into(), ..incident_record() };
+    store.add_incident(&incident, &[owner("c2", "signer")], &[audit("incident.declare")]).await.expect("declare");
+    let switch = CustodyChange {
+        incident: Some(IncidentReplacements {
+            incident: "INC-0002".into(),
+            replacements: vec![Replacement { tenant: "acme".into(), connection: "signer".into(), serial: "c3".into() }],
+            transition: Transition { from: &[ConnectionState::Pending], to: ConnectionState::ReplacementIssued },
+            messages: vec![],
+        }),
+        ..change(
+            None,
+            &[("ck2".into(), CustodySlot::Retired), ("ck3".into(), CustodySlot::Active)],
+            &[custody("ck4", CustodySlot::Standby, "c4")],
+            &[cert("c4", "signer", 4_000_000_000)],
+        )
+    };
+    store.record_custody(&switch, &[audit("custody.switch")]).await.expect("switch");
+    let moved = store.incident_connections("INC-0002").await.expect("connections");
+    assert_eq!((moved[0].state, moved[0].replacement.as_deref()), (ConnectionState::ReplacementIssued, Some("c3")));
+    let again = CustodyChange { add: vec![], certificates: vec![], ..switch };
+    let conflict = store.record_custody(&again, &[audit("custody.switch")]).await;
+    assert!(matches!(conflict, Err(StoreError::Conflict { .. })), "{conflict:?}");
+    let held = store.custody_keys("acme", "signer").await.expect("keys");
+    assert_eq!(slot_of(&held, "ck3"), Some(CustodySlot::Active));
+    assert_eq!(slot_of(&held, "ck4"), Some(CustodySlot::Standby));
+
     let missing =
         store.record_custody(&change(None, &[("zz".into(), CustodySlot::Active)], &[], &[]), &[audit("x")]).await;
     assert!(matches!(missing, Err(StoreError::NotFound { .. })), "{missing:?}");
@@ -774,7 +802,7 @@ async fn custody_contract(store: &dyn Store) {
     assert_eq!(store.signing_policy("acme", "signer").await.expect("read"), Some(policy.clone()));
     let orphan = SigningPolicy { connection: "nope".into(), ..policy };
     assert!(store.set_signing_policy(&orphan, &audit("policy.set")).await.is_err());
-    assert_eq!(audit_count(store).await, before + 4);
+    assert_eq!(audit_count(store).await, before + 6);
 }
 
 /// Tokens and operators: each change with its audit entry, revocation once.
