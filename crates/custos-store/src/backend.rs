@@ -24,6 +24,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../migrations/sqlite/0010_access.sql")),
     (11, include_str!("../migrations/sqlite/0011_approvals.sql")),
     (12, include_str!("../migrations/sqlite/0012_custody.sql")),
+    (13, include_str!("../migrations/sqlite/0013_signatures.sql")),
 ];
 
 /// The PostgreSQL migrations: the same schema in its types.
@@ -39,6 +40,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../migrations/postgres/0009_access.sql")),
     (10, include_str!("../migrations/postgres/0010_approvals.sql")),
     (11, include_str!("../migrations/postgres/0011_custody.sql")),
+    (12, include_str!("../migrations/postgres/0012_signatures.sql")),
 ];
 
 /// A [`Store`] on a SQL database.

@@ -180,4 +180,68 @@ impl CustodyStore for SqlStore {
             .map_err(StoreError::db("read a signing policy"))?;
         row.as_ref().map(policy_from).transpose()
     }
+
+    async fn record_signatures(&self, audit: &[AuditRecord], signatures: &[(usize, SignatureRecord)]) -> Result<u64> {
+        let mut tx = self.write().await?;
+        let first = log::append(self.engine, &mut tx, audit).await?;
+        for chunk in signatures.chunks(ROWS_PER_INSERT) {
+            let sql = format!(
+                "INSERT INTO signatures (jti, serial, key_id, tenant, connection, aud, iat, exp, audit_index) VALUES {}",
+                values_clause(self.engine, chunk.len(), 9)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for (position, s) in chunk {
+                if *position >= audit.len() {
+                    return Err(StoreError::Invalid(format!(
+                        "signature {} names entry {position} of {}",
+                        s.jti,
+                        audit.len()
+                    )));
+                }
+                q = q
+                    .bind(&s.jti)
+                    .bind(&s.serial)
+                    .bind(&s.key_id)
+                    .bind(&s.tenant)
+                    .bind(&s.connection)
+                    .bind(&s.aud)
+                    .bind(s.iat)
+                    .bind(s.exp)
+                    .bind((first + *position as u64) as i64);
+            }
+            q.execute(&mut *tx).await.map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Duplicate { what: "an assertion's jti".into() }
+                } else {
+                    StoreError::Database { operation: "index signatures", source: e }
+                }
+            })?;
+        }
+        tx.commit().await.map_err(StoreError::db("commit signatures"))?;
+        Ok(first)
+    }
+
+    async fn signatures_between(&self, from: i64, to: i64) -> Result<Vec<SignatureRecord>> {
+        let rows = sqlx::query("SELECT * FROM signatures WHERE iat >= $1 AND iat <= $2 ORDER BY iat, jti")
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db("read signatures"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(SignatureRecord {
+                    jti: col(r, "jti")?,
+                    serial: col(r, "serial")?,
+                    key_id: col(r, "key_id")?,
+                    tenant: col(r, "tenant")?,
+                    connection: col(r, "connection")?,
+                    aud: col(r, "aud")?,
+                    iat: col(r, "iat")?,
+                    exp: col(r, "exp")?,
+                    audit_index: col::<i64>(r, "audit_index")? as u64,
+                })
+            })
+            .collect()
+    }
 }

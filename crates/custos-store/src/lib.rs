@@ -42,7 +42,7 @@ pub use custos_types::{
     ApprovalRecord, AuditEntry, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord,
     CertificateState, CheckpointRecord, ConnectionRecord, CustodyChange, CustodyKeyRecord, CustodySlot,
     IncidentReplacements, IssuerRecord, KeyRecord, KeyUsage, OperatorRecord, ResponderRecord, Revocation,
-    RevocationEvent, RevokedRow, SigningPolicy, StatusFilter, TenantRecord, TokenRecord,
+    RevocationEvent, RevokedRow, SignatureRecord, SigningPolicy, StatusFilter, TenantRecord, TokenRecord,
 };
 pub use custos_types::{
     IncidentCertificate, IncidentConnection, IncidentRecord, OutboxMessage, Replacement, Transition, WebhookRecord,
@@ -335,6 +335,15 @@ pub trait CustodyStore: Send + Sync {
 
     /// A connection's signing policy, if it has one.
     async fn signing_policy(&self, tenant: &str, connection: &str) -> Result<Option<SigningPolicy>>;
+
+    /// Appends `audit` and indexes the client assertions it records, in one
+    /// transaction: each `(position, signature)` names the entry of `audit`
+    /// that records it (its `audit_index` is set from there). Returns the
+    /// index of the first entry.
+    async fn record_signatures(&self, audit: &[AuditRecord], signatures: &[(usize, SignatureRecord)]) -> Result<u64>;
+
+    /// The assertions with `iat` in `from..=to`, oldest first.
+    async fn signatures_between(&self, from: i64, to: i64) -> Result<Vec<SignatureRecord>>;
 }
 
 /// Keys that must never be certified again.

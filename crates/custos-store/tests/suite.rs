@@ -9,8 +9,8 @@ use custos_store::{
     ApprovalRecord, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CheckpointRecord,
     ConnectionRecord, CustodyChange, CustodyKeyRecord, CustodySlot, Genesis, IncidentCertificate, IncidentRecord,
     IncidentReplacements, IssuerRecord, KeyRecord, OperatorRecord, OutboxMessage, Replacement, ResponderRecord,
-    Revocation, SigningPolicy, SqlStore, StatusFilter, Store, StoreError, TenantRecord, TokenRecord, Transition,
-    WebhookRecord,
+    Revocation, SignatureRecord, SigningPolicy, SqlStore, StatusFilter, Store, StoreError, TenantRecord, TokenRecord,
+    Transition, WebhookRecord,
 };
 use custos_types::{CertificateStatus, IssuerRole, IssuerStatus, KeyStatus, Profile, Reason};
 use custos_types::{ConnectionState, DeliveryState, IncidentState};
@@ -802,7 +802,33 @@ async fn custody_contract(store: &dyn Store) {
     assert_eq!(store.signing_policy("acme", "signer").await.expect("read"), Some(policy.clone()));
     let orphan = SigningPolicy { connection: "nope".into(), ..policy };
     assert!(store.set_signing_policy(&orphan, &audit("policy.set")).await.is_err());
-    assert_eq!(audit_count(store).await, before + 6);
+
+    // Signatures are indexed with the entry that records them.
+    let signature = |jti: &str, iat: i64| SignatureRecord {
+        jti: jti.into(),
+        serial: "c3".into(),
+        key_id: "ck3".into(),
+        tenant: "acme".into(),
+        connection: "signer".into(),
+        aud: "https://login.example/t/oauth2/v2.0/token".into(),
+        iat,
+        exp: iat + 600,
+        audit_index: 0,
+    };
+    let entries = [audit("connection.sign.refused"), audit("connection.sign"), audit("connection.sign")];
+    let first = store
+        .record_signatures(&entries, &[(1, signature("j1", 1000)), (2, signature("j2", 2000))])
+        .await
+        .expect("signatures");
+    let found = store.signatures_between(900, 1500).await.expect("read");
+    assert_eq!(found, vec![SignatureRecord { audit_index: first + 1, ..signature("j1", 1000) }]);
+    assert_eq!(store.signatures_between(0, 5000).await.expect("read").len(), 2);
+    let size = audit_count(store).await;
+    let reused = store.record_signatures(&[audit("connection.sign")], &[(0, signature("j1", 3000))]).await;
+    assert!(matches!(reused, Err(StoreError::Duplicate { .. })), "a jti is never recorded twice: {reused:?}");
+    assert!(store.record_signatures(&[audit("x")], &[(1, signature("j9", 1))]).await.is_err());
+    assert_eq!(audit_count(store).await, size, "a refused batch appends nothing");
+    assert_eq!(audit_count(store).await, before + 9);
 }
 
 /// Tokens and operators: each change with its audit entry, revocation once.

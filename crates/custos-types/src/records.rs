@@ -588,3 +588,26 @@ pub struct IncidentReplacements {
     /// Webhook messages to queue.
     pub messages: Vec<OutboxMessage>,
 }
+
+/// A client assertion custos signed, indexed for `audit match`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SignatureRecord {
+    /// The assertion's `jti`.
+    pub jti: String,
+    /// The serial of the signing key's certificate.
+    pub serial: String,
+    /// The signing key.
+    pub key_id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Connection.
+    pub connection: String,
+    /// The assertion's `aud`.
+    pub aud: String,
+    /// `iat`, Unix seconds.
+    pub iat: i64,
+    /// `exp`, Unix seconds.
+    pub exp: i64,
+    /// The audit entry that records it.
+    pub audit_index: u64,
+}

@@ -1,0 +1,15 @@
+-- Client assertions custos signed, by jti and by time: what `audit match`
+-- compares a relying party's sign-ins with. Each row is written in the same
+-- transaction as the audit entry that records the signature.
+CREATE TABLE signatures (
+    jti TEXT PRIMARY KEY,
+    serial TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    connection TEXT NOT NULL,
+    aud TEXT NOT NULL,
+    iat BIGINT NOT NULL,
+    exp BIGINT NOT NULL,
+    audit_index BIGINT NOT NULL
+);
+CREATE INDEX signatures_by_time ON signatures (iat);
