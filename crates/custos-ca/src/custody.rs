@@ -24,7 +24,9 @@ use std::sync::{Arc, Mutex};
 use custos_keys::KeyAlgorithm;
 use custos_keys::connection::{ConnectionKey, DigestScheme};
 use custos_pki::jws::{AssertionClaims, AssertionDraft, ecdsa_fixed};
-use custos_store::{AuditRecord, CertificateRecord, CustodyChange, CustodyKeyRecord, CustodySlot, SigningPolicy};
+use custos_store::{
+    AuditRecord, CertificateRecord, CustodyChange, CustodyKeyRecord, CustodySlot, SignatureRecord, SigningPolicy,
+};
 use custos_types::KeyStatus;
 use serde::Serialize;
 use serde_json::json;
@@ -137,12 +139,15 @@ pub(crate) struct Custody {
 /// An opened connection key with its certificate's DER and expiry (Unix seconds).
 type OpenedKey = (ConnectionKey, Arc<Vec<u8>>, i64);
 
+/// An audit entry waiting for its commit, with the assertion it records (if any).
+type Waiting = (AuditRecord, Option<SignatureRecord>, oneshot::Sender<Result<u64>>);
+
 /// Group commit for audit entries that must be durable before an answer
 /// leaves: concurrent callers share one transaction (see `grouped.rs`, which
 /// does the same for certificates).
 #[derive(Default)]
 pub(crate) struct AuditGroup {
-    ready: Mutex<Vec<(AuditRecord, oneshot::Sender<Result<u64>>)>>,
+    ready: Mutex<Vec<Waiting>>,
     commit: tokio::sync::Mutex<()>,
 }
 
@@ -153,10 +158,14 @@ fn poisoned() -> CaError {
 impl Ca {
     /// Appends `record` to the audit log, committed together with whatever
     /// other entries are waiting; returns its index once it is durable.
-    pub(crate) async fn log_durably(self: &Arc<Self>, record: AuditRecord) -> Result<u64> {
+    pub(crate) async fn log_durably(
+        self: &Arc<Self>,
+        record: AuditRecord,
+        signature: Option<SignatureRecord>,
+    ) -> Result<u64> {
         let group = &self.custody.log;
         let (reply, mut answer) = oneshot::channel();
-        group.ready.lock().map_err(|_| poisoned())?.push((record, reply));
+        group.ready.lock().map_err(|_| poisoned())?.push((record, signature, reply));
         let turn = group.commit.lock().await;
         if let Ok(done) = answer.try_recv() {
             return done;
@@ -166,16 +175,18 @@ impl Ca {
             // In its own task: a caller that goes away mid-commit does not stop the others' answers.
             let ca = self.clone();
             let _ = tokio::spawn(async move {
-                let records: Vec<AuditRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
-                match ca.store.append_audit(&records).await {
+                let records: Vec<AuditRecord> = batch.iter().map(|(r, _, _)| r.clone()).collect();
+                let signatures: Vec<(usize, SignatureRecord)> =
+                    batch.iter().enumerate().filter_map(|(i, (_, s, _))| s.clone().map(|s| (i, s))).collect();
+                match ca.store.record_signatures(&records, &signatures).await {
                     Ok(first) => {
-                        for (i, (_, reply)) in batch.into_iter().enumerate() {
+                        for (i, (_, _, reply)) in batch.into_iter().enumerate() {
                             let _ = reply.send(Ok(first + i as u64));
                         }
                     }
                     Err(e) => {
                         let said = e.to_string();
-                        for (_, reply) in batch {
+                        for (_, _, reply) in batch {
                             let _ = reply.send(Err(CaError::Inconsistent(format!(
                                 "the audit entry could not be written, so nothing was signed: {said}"
                             ))));
@@ -451,7 +462,7 @@ impl Ca {
                 json!({"tenant": tenant, "connection": name, "key": signing.key_id, "reason": reason,
                        "aud": request.aud, "iss": request.iss, "sub": request.sub, "caller": caller}),
             );
-            self.log_durably(entry).await?;
+            self.log_durably(entry, None).await?;
             return Err(CaError::Policy(reason));
         }
         let now = OffsetDateTime::now_utc().unix_timestamp();
@@ -478,8 +489,19 @@ impl Ca {
                    "iss": claims.iss, "sub": claims.sub, "iat": claims.iat, "exp": claims.exp,
                    "caller": caller}),
         );
+        let indexed = SignatureRecord {
+            jti: claims.jti.clone(),
+            serial: signing.serial.clone(),
+            key_id: signing.key_id.clone(),
+            tenant: tenant.to_string(),
+            connection: name.to_string(),
+            aud: claims.aud.clone(),
+            iat: claims.iat,
+            exp: claims.exp,
+            audit_index: 0,
+        };
         // Crash here: the signature exists only in this process's memory and is lost with it.
-        let audit_index = self.log_durably(entry).await?;
+        let audit_index = self.log_durably(entry, Some(indexed)).await?;
         Ok(Assertion {
             assertion: draft.finish(&signature),
             jti: claims.jti,
@@ -523,7 +545,7 @@ impl Ca {
             json!({"tenant": tenant, "connection": name, "key": signing.key_id, "serial": signing.serial,
                    "kind": "digest", "alg": scheme.jws_name(), "digest": hex::encode(digest), "caller": caller}),
         );
-        let audit_index = self.log_durably(entry).await?;
+        let audit_index = self.log_durably(entry, None).await?;
         Ok(DigestSignature {
             signature,
             alg: scheme.jws_name().to_string(),

@@ -29,6 +29,7 @@ mod principal;
 pub mod publisher;
 mod replay;
 mod revocation;
+pub mod signins;
 
 use std::sync::{Arc, Mutex};
 

@@ -57,6 +57,7 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> Result<(), CliError> {
             Ok(())
         }
         AuditCommand::Usage { key } => usage(cli, key).await,
+        AuditCommand::Match { signins, no_proofs } => match_signins(cli, signins, !*no_proofs).await,
         AuditCommand::Key => {
             let key = open(cli).await?.ca.log_verifier_key().await?;
             if cli.json {
@@ -286,4 +287,44 @@ async fn verify_remote(url: &str, key: &VerifierKey, trusted: Option<&str>) -> R
     }
     let done = verifier.finish()?;
     Ok((done.size, hex::encode(done.root)))
+}
+
+/// `custos audit match`: reads the export, matches it, prints the report.
+async fn match_signins(cli: &Cli, path: &Path, proofs: bool) -> Result<(), CliError> {
+    let bytes = std::fs::read(path).map_err(|source| CliError::Io { path: path.to_path_buf(), source })?;
+    let records =
+        custos_ca::signins::parse_signins(&bytes).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+    let s = open(cli).await?;
+    let total = records.len();
+    let report = s.ca.match_signins(&s.me, records, proofs).await?;
+    if cli.json {
+        json(&report)?;
+    } else {
+        println!("{total} sign-ins: {} signed by custos, {} not", report.matched.len(), report.unmatched.len());
+        if !report.unmatched.is_empty() {
+            let rows: Vec<Vec<String>> = report
+                .unmatched
+                .iter()
+                .map(|u| {
+                    let field = |name: &str| u.record.get(name).and_then(|v| v.as_str()).unwrap_or("").to_string();
+                    vec![
+                        u.line.to_string(),
+                        u.tenant.clone().unwrap_or_else(|| "(unknown)".into()),
+                        field("time"),
+                        field("client_ip"),
+                        u.reason.clone(),
+                    ]
+                })
+                .collect();
+            print!("{}", table(&["LINE", "TENANT", "TIME", "CLIENT IP", "WHY"], &rows));
+        }
+    }
+    if report.unmatched.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::Unmatched(format!(
+        "{} sign-ins were not signed by custos; targeted tenants: {}",
+        report.unmatched.len(),
+        report.targeted_tenants.join(", ")
+    )))
 }

@@ -534,6 +534,16 @@ pub enum AuditCommand {
     },
     /// Print the log's verifier key (origin+hash+key), to pin for `audit verify --key`.
     Key,
+    /// Which sign-ins at a relying party custos did not sign: uses of a stolen
+    /// key, per tenant. Exits 1 when any sign-in is unmatched.
+    Match {
+        /// The relying party's sign-in export: JSON lines or CSV with the
+        /// fields time, thumbprint, audience, client_ip (and optionally jti, tenant).
+        signins: PathBuf,
+        /// Leave out the inclusion proofs of matched sign-ins.
+        #[arg(long)]
+        no_proofs: bool,
+    },
 }
 
 /// `custos audit tail`.
@@ -652,6 +662,9 @@ pub enum CliError {
     /// A remote custos could not be read.
     #[error("remote: {0}")]
     Remote(String),
+    /// `audit match` found sign-ins custos did not sign.
+    #[error("{0}")]
+    Unmatched(String),
 }
 
 #[tokio::main(flavor = "multi_thread")]

@@ -214,3 +214,131 @@ fn custodied_keys_sign_assertions_that_pyjwt_and_openssl_verify() {
     }
     env.ok(&["audit", "verify"]);
 }
+
+/// A relying party's export, as JSON lines and as CSV: genuine sign-ins made
+/// with assertions from the API, and forged ones (a key generated here, by
+/// PyJWT, signing under a thumbprint copied from a real assertion). `audit
+/// match` finds every forged one, names its tenant, flags no genuine one,
+/// and proves the genuine ones' log entries.
+#[test]
+fn audit_match_names_the_targeted_tenants() {
+    let Some(python) = common::venv_tool("python").filter(|p| {
+        std::process::Command::new(p).args(["-c", "import jwt, cryptography"]).status().is_ok_and(|s| s.success())
+    }) else {
+        assert!(!common::tools_required(), "PyJWT is required but not installed (run scripts/test)");
+        eprintln!("SKIPPED: PyJWT not installed (run scripts/test)");
+        return;
+    };
+    let env = Env::initialized();
+    env.ok(&["tenant", "add", "globex"]);
+    let mut tokens = Vec::new();
+    for tenant in ["acme-corp", "globex"] {
+        env.ok(&["connection", "add", tenant, "mail-sync", "--custody"]);
+        env.ok(&["connection", "policy", tenant, "mail-sync", "--audience", AUD, "--client-id", APP]);
+        tokens.push((tenant, token(&env, &["--role", "tenant", "--tenant", tenant, "--connection", "mail-sync"])));
+    }
+    let server = TlsServer::start(&env, &[]);
+    let rfc3339 = |t: i64| {
+        time::OffsetDateTime::from_unix_timestamp(t)
+            .expect("time")
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("format")
+    };
+    let mut genuine = Vec::new();
+    let mut copied = std::collections::HashMap::new();
+    for i in 0..20 {
+        let (tenant, tok) = &tokens[i % 2];
+        let path = format!("/api/v1/tenants/{tenant}/connections/mail-sync/assertion");
+        let (status, body) = server.api("POST", &path, Some(tok), Some(&json!({"aud": AUD, "iss": APP, "sub": APP})));
+        assert_eq!(status, 200, "{body}");
+        let a = parse(&body);
+        let header: Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(a["assertion"].as_str().expect("jwt").split('.').next().expect("header"))
+                .expect("b64"),
+        )
+        .expect("header");
+        let thumbprint = header["x5t#S256"].as_str().expect("x5t#S256").to_string();
+        copied.insert(*tenant, thumbprint.clone());
+        // Half the export names the jti, half does not (Entra's does not).
+        let mut record = json!({"time": rfc3339(a["iat"].as_i64().expect("iat") + 2), "thumbprint": thumbprint,
+                                "audience": AUD, "client_ip": "198.51.100.7"});
+        if i % 4 < 2 {
+            record["jti"] = a["jti"].clone();
+        }
+        genuine.push(record);
+    }
+    // The attacker: its own key, a copied thumbprint, its own jti.
+    let forge = r#"
+import json, sys, time, uuid, jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+key = ec.generate_private_key(ec.SECP256R1())
+now = int(time.time())
+claims = {"aud": sys.argv[2], "iss": sys.argv[3], "sub": sys.argv[3], "jti": str(uuid.uuid4()), "nbf": now, "iat": now, "exp": now + 600}
+print(json.dumps({"jwt": jwt.encode(claims, key, algorithm="ES256", headers={"x5t#S256": sys.argv[1]}), "jti": claims["jti"]}))
+"#;
+    let mut forged = Vec::new();
+    for _ in 0..2 {
+        let out = std::process::Command::new(&python)
+            .args(["-c", forge, &copied["globex"], AUD, APP])
+            .output()
+            .expect("forge");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let f: Value = serde_json::from_slice(&out.stdout).expect("forged");
+        forged.push(
+            json!({"time": rfc3339(time::OffsetDateTime::now_utc().unix_timestamp()), "thumbprint": copied["globex"],
+                           "audience": AUD, "client_ip": "203.0.113.66", "jti": f["jti"]}),
+        );
+    }
+    // Without a jti, an hour after custos last signed for that certificate.
+    let later = time::OffsetDateTime::now_utc().unix_timestamp() + 3600;
+    forged.push(
+        json!({"time": rfc3339(later), "thumbprint": copied["globex"], "audience": AUD, "client_ip": "203.0.113.66"}),
+    );
+
+    let jsonl = env.path("signins.jsonl");
+    let mut all: Vec<&Value> = genuine.iter().chain(forged.iter()).collect();
+    all.rotate_left(7);
+    std::fs::write(&jsonl, all.iter().map(|r| format!("{r}\n")).collect::<String>()).expect("write");
+    let csv = env.path("signins.csv");
+    let mut text = String::from("time,thumbprint,audience,client_ip,jti\n");
+    for r in &all {
+        let f = |n: &str| r.get(n).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        text.push_str(&format!(
+            "{},{},{},{},{}\n",
+            f("time"),
+            f("thumbprint"),
+            f("audience"),
+            f("client_ip"),
+            f("jti")
+        ));
+    }
+    std::fs::write(&csv, text).expect("write");
+
+    // The signatures must be under a checkpoint for their proofs: serve signs one within a second.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    for export in [&jsonl, &csv] {
+        let out = env.run(&["audit", "match", export.to_str().expect("p"), "--json"]);
+        assert_eq!(out.status.code(), Some(1), "unmatched sign-ins exit 1: {}", String::from_utf8_lossy(&out.stderr));
+        let report: Value = serde_json::from_slice(&out.stdout).expect("report");
+        let unmatched = report["unmatched"].as_array().expect("unmatched");
+        assert_eq!(unmatched.len(), 3, "every forged sign-in, nothing else: {unmatched:?}");
+        assert!(unmatched.iter().all(|u| u["record"]["client_ip"] == "203.0.113.66" && u["tenant"] == "globex"));
+        assert_eq!(report["targeted_tenants"], json!(["globex"]));
+        let matched = report["matched"].as_array().expect("matched");
+        assert_eq!(matched.len(), 20);
+        assert!(matched.iter().all(|m| m["proof"]["path"].is_array() && m["log_index"].is_u64()), "{matched:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("targeted tenants: globex"));
+    }
+    // The genuine ones alone: exit 0.
+    let clean = env.path("genuine.jsonl");
+    std::fs::write(&clean, genuine.iter().map(|r| format!("{r}\n")).collect::<String>()).expect("write");
+    assert!(
+        env.ok(&["audit", "match", clean.to_str().expect("p")]).contains("20 sign-ins: 20 signed by custos, 0 not")
+    );
+    // A malformed export names its line and changes nothing.
+    let bad = env.path("bad.jsonl");
+    std::fs::write(&bad, format!("{}\n{{\"time\": \"yesterday\"}}\n", genuine[0])).expect("write");
+    let refused = env.fails(&["audit", "match", bad.to_str().expect("p")]);
+    assert!(refused.contains("line 2") && refused.contains("time"), "{refused}");
+}

@@ -130,6 +130,16 @@ impl CustodyStore for SqlStore {
         rows.iter().map(custody_from).collect()
     }
 
+    async fn all_custody_keys(&self) -> Result<Vec<CustodyKeyRecord>> {
+        let sql = format!(
+            "SELECT {CUSTODY_COLUMNS} FROM custody_keys c JOIN keys k ON k.id = c.key_id \
+             ORDER BY c.tenant, c.connection, c.created_at, k.id"
+        );
+        let rows =
+            sqlx::query(AssertSqlSafe(sql)).fetch_all(&self.pool).await.map_err(StoreError::db("read custody keys"))?;
+        rows.iter().map(custody_from).collect()
+    }
+
     async fn custody_key(&self, key_id: &str) -> Result<Option<CustodyKeyRecord>> {
         let sql =
             format!("SELECT {CUSTODY_COLUMNS} FROM custody_keys c JOIN keys k ON k.id = c.key_id WHERE c.key_id = $1");

@@ -327,6 +327,9 @@ pub trait CustodyStore: Send + Sync {
     /// A connection's custody keys, newest first.
     async fn custody_keys(&self, tenant: &str, connection: &str) -> Result<Vec<CustodyKeyRecord>>;
 
+    /// Every custody key of every connection.
+    async fn all_custody_keys(&self) -> Result<Vec<CustodyKeyRecord>>;
+
     /// One custody key by key id.
     async fn custody_key(&self, key_id: &str) -> Result<Option<CustodyKeyRecord>>;
 
