@@ -13,8 +13,9 @@
 //!   list, issue by CSR, revoke its own, read and acknowledge incidents, and,
 //!   with a token scoped to one connection, sign with that connection's key. Another
 //!   tenant's objects are reported as not found, so names do not leak;
-//! - custos itself (background jobs) signs OCSP, CRLs and checkpoints and
-//!   delivers notifications, and nothing else.
+//! - custos itself (background jobs) signs OCSP, CRLs and checkpoints,
+//!   delivers notifications and rotates connection keys past their age, and
+//!   nothing else.
 
 use crate::{CaError, Principal, Role};
 
@@ -97,6 +98,8 @@ pub enum Operation<'a> {
     ReadAccess,
     /// Approve another admin's request (the two-person rule).
     Approve,
+    /// Rotate custodied connection keys past their maximum age (promote the standby).
+    RotateCustodyKeys,
     /// Sign with a connection's custodied key (a client assertion, a digest).
     Sign {
         /// The tenant.
@@ -136,6 +139,7 @@ impl Operation<'_> {
             Operation::ReadAccess => "read tokens and operators",
             Operation::Approve => "approve a request",
             Operation::Sign { .. } => "sign with a connection key",
+            Operation::RotateCustodyKeys => "rotate connection keys",
         }
     }
 }
@@ -226,7 +230,12 @@ pub fn decide(principal: &Principal, operation: &Operation<'_>) -> Decision {
             }
         }
         Principal::System => match operation {
-            O::PublishStatus | O::SignCrl | O::SignCheckpoint | O::DeliverNotifications | O::ReadIssuers => Allow,
+            O::PublishStatus
+            | O::SignCrl
+            | O::SignCheckpoint
+            | O::DeliverNotifications
+            | O::ReadIssuers
+            | O::RotateCustodyKeys => Allow,
             _ => Deny,
         },
     }

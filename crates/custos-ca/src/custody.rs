@@ -254,6 +254,190 @@ impl Ca {
         Ok(made.keys.iter().zip(&made.certificates).map(|(k, c)| view(k, c)).collect())
     }
 
+    /// Scheduled rotation: every custodied connection whose active key is
+    /// older than `max_age_secs` switches to its standby (which the tenant
+    /// registered with the relying party when it was made), and gets a new
+    /// standby; the tenant is told to register the new standby and remove
+    /// the old certificate. The old certificate is then revoked (superseded)
+    /// and its key destroyed. A connection without a usable standby gets one
+    /// now and rotates on a later pass. Returns the connections rotated.
+    ///
+    /// Crash states: the switch, new standby, certificate, notification and
+    /// audit entries commit in one transaction; the revocation and the key's
+    /// destruction follow, and a pass that finds a retired key still alive
+    /// finishes them.
+    pub async fn rotate_custody_keys(&self, principal: &Principal, max_age_secs: i64) -> Result<Vec<(String, String)>> {
+        crate::authorization::authorize(principal, Operation::RotateCustodyKeys)?;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let mut by_connection: std::collections::BTreeMap<(String, String), Vec<CustodyKeyRecord>> = Default::default();
+        for k in self.store.all_custody_keys().await? {
+            by_connection.entry((k.tenant.clone(), k.connection.clone())).or_default().push(k);
+        }
+        let webhooks: HashMap<String, custos_store::WebhookRecord> =
+            self.store.webhooks().await?.into_iter().map(|w| (w.tenant.clone(), w)).collect();
+        let mut rotated = Vec::new();
+        for ((tenant, name), held) in by_connection {
+            self.finish_retirement(principal, &held).await?;
+            let Some(active) = held.iter().find(|k| k.slot == CustodySlot::Active) else { continue };
+            let live_serials: Vec<String> =
+                held.iter().filter(|k| k.slot != CustodySlot::Retired).map(|k| k.serial.clone()).collect();
+            let valid = self.store.valid_serials(&live_serials).await?;
+            let standby = held.iter().find(|k| {
+                k.slot == CustodySlot::Standby && k.key.status == KeyStatus::Active && valid.contains(&k.serial)
+            });
+            let due = active.key.created_at <= now - max_age_secs;
+            if !due && standby.is_some() {
+                continue;
+            }
+            let connection = self.find_connection(&tenant, &name).await?;
+            let algorithm: KeyAlgorithm = active.key.algorithm.parse()?;
+            let sans = self
+                .store
+                .certificates_by_serials(std::slice::from_ref(&active.serial))
+                .await?
+                .pop()
+                .map(|c| c.sans)
+                .unwrap_or_default();
+            let made = self
+                .certify_custody_keys(principal, &connection, algorithm, &[CustodySlot::Standby], &sans, None, None)
+                .await?;
+            let new_standby = &made.keys[0];
+            let (slots, action) = match standby.filter(|_| due) {
+                Some(s) => (
+                    vec![(s.key.id.clone(), CustodySlot::Active), (active.key.id.clone(), CustodySlot::Retired)],
+                    "custody.rotate",
+                ),
+                // No usable standby: make one; the switch comes on a later pass.
+                None => {
+                    let mut slots = Vec::new();
+                    if let Some(old) = held.iter().find(|k| k.slot == CustodySlot::Standby) {
+                        slots.push((old.key.id.clone(), CustodySlot::Retired));
+                    }
+                    (slots, "custody.standby")
+                }
+            };
+            let signing = standby.filter(|_| due).unwrap_or(active);
+            let remove: Vec<&str> = held
+                .iter()
+                .filter(|k| slots.iter().any(|(id, s)| *s == CustodySlot::Retired && id == &k.key.id))
+                .map(|k| k.serial.as_str())
+                .collect();
+            let mut audit = made.audit.clone();
+            audit.push(audit_record(
+                principal,
+                action,
+                format!("connection:{tenant}/{name}"),
+                json!({"tenant": tenant, "connection": name, "active_serial": signing.serial,
+                       "retired_serials": remove, "new_standby_serial": new_standby.serial,
+                       "max_key_age_s": max_age_secs}),
+            ));
+            let messages = webhooks
+                .get(&tenant)
+                .map(|hook| {
+                    let body = json!({
+                        "type": "custos.custody.rotation",
+                        "tenant": tenant,
+                        "connection": name,
+                        "signing_serial": signing.serial,
+                        "remove_serials": remove,
+                        "add_standby_serial": new_standby.serial,
+                        "add_standby_certificate_pem": custos_pki::certificate_pem(&made.certificates[0].der),
+                        "todo": "add the standby certificate to the relying party and remove the certificates of remove_serials",
+                    });
+                    vec![custos_store::OutboxMessage {
+                        id: 0,
+                        incident: format!("rotation:{tenant}/{name}"),
+                        tenant: tenant.clone(),
+                        connections: vec![name.clone()],
+                        url: hook.url.clone(),
+                        body: body.to_string(),
+                        state: custos_types::DeliveryState::Pending,
+                        attempts: 0,
+                        next_attempt_at: now,
+                        last_error: None,
+                        created_at: now,
+                        delivered_at: None,
+                    }]
+                })
+                .unwrap_or_default();
+            let change = CustodyChange {
+                slots,
+                add: made.keys.clone(),
+                certificates: made.certificates.clone(),
+                messages,
+                ..CustodyChange::default()
+            };
+            if let Err(e) = self.store.record_custody(&change, &audit).await {
+                made.discard(self);
+                return Err(e.into());
+            }
+            if action == "custody.rotate" {
+                rotated.push((tenant.clone(), name.clone()));
+            }
+            let after = self.store.custody_keys(&tenant, &name).await?;
+            self.finish_retirement(principal, &after).await?;
+        }
+        Ok(rotated)
+    }
+
+    /// Revokes (superseded) the still-valid certificates of retired keys and
+    /// destroys those keys: what a rotation leaves to do after its commit.
+    async fn finish_retirement(&self, principal: &Principal, held: &[CustodyKeyRecord]) -> Result<()> {
+        let retired: Vec<&CustodyKeyRecord> =
+            held.iter().filter(|k| k.slot == CustodySlot::Retired && k.key.status == KeyStatus::Active).collect();
+        if retired.is_empty() {
+            return Ok(());
+        }
+        let serials: Vec<String> = retired.iter().map(|k| k.serial.clone()).collect();
+        let valid = self.store.valid_serials(&serials).await?;
+        if !valid.is_empty() {
+            let now = OffsetDateTime::now_utc().unix_timestamp();
+            let revocation = custos_store::Revocation {
+                revoked_at: now,
+                reason: custos_pki::Reason::Superseded,
+                invalidity_date: None,
+            };
+            let audit: Vec<AuditRecord> = valid
+                .iter()
+                .map(|serial| {
+                    audit_record(
+                        principal,
+                        "certificate.revoke",
+                        format!("cert:{serial}"),
+                        json!({"serial": serial, "reason": "superseded", "rotation": true}),
+                    )
+                })
+                .collect();
+            self.store.revoke(&valid, &revocation, &[], &audit).await?;
+        }
+        for k in retired {
+            self.destroy_custody_key(principal, k, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Destroys a retired connection key in the key store and records it.
+    /// Destroying a key already gone (a run killed after destroying it) succeeds.
+    pub(crate) async fn destroy_custody_key(
+        &self,
+        principal: &Principal,
+        k: &CustodyKeyRecord,
+        incident: Option<&str>,
+    ) -> Result<()> {
+        let reference = custos_keys::KeyReference { backend: k.key.backend.clone(), data: k.key.reference.clone() };
+        self.key_store()?.destroy(&reference)?;
+        let audit = audit_record(
+            principal,
+            "key.destroy",
+            format!("key:{}", k.key.id),
+            json!({"key": k.key.id, "backend": k.key.backend, "label": k.key.label,
+                   "reason": "retired connection key", "incident": incident}),
+        );
+        self.store.destroy_key(&k.key.id, &[audit]).await?;
+        self.forget_connection_key(std::iter::once(k.key.id.as_str()));
+        Ok(())
+    }
+
     /// Drops opened keys (retired ones) from the process's cache.
     pub(crate) fn forget_connection_key<'a>(&self, key_ids: impl Iterator<Item = &'a str>) {
         if let Ok(mut keys) = self.custody.keys.lock() {

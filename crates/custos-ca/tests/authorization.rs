@@ -56,21 +56,22 @@ fn operations() -> Vec<Operation<'static>> {
         O::Approve,
         O::Sign { tenant: "t", connection: "c" },
         O::Sign { tenant: "t", connection: "d" },
+        O::RotateCustodyKeys,
     ]
 }
 
 /// The table: for each principal, the decision on each operation of [`operations`], in order.
-fn table() -> Vec<(&'static str, Principal, [Decision; 33])> {
+fn table() -> Vec<(&'static str, Principal, [Decision; 34])> {
     vec![
-        ("local admin", Principal::LocalAdmin { uid: 0, user: Some("root".into()) }, [Allow; 33]),
-        ("admin", operator(Role::Admin), [Allow; 33]),
+        ("local admin", Principal::LocalAdmin { uid: 0, user: Some("root".into()) }, [Allow; 34]),
+        ("admin", operator(Role::Admin), [Allow; 34]),
         (
             "operator",
             operator(Role::Operator),
             [
                 Deny, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Deny,
                 Deny, Deny, Deny, Allow, Deny, Deny, Allow, Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny, Deny,
-                Allow, Allow,
+                Allow, Allow, Deny,
             ],
         ),
         (
@@ -79,7 +80,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 33])> {
             [
                 Deny, Deny, Allow, Allow, Deny, Allow, Allow, Deny, Deny, Deny, Allow, Allow, Allow, Allow, Allow,
                 Deny, Allow, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Deny,
-                Deny, Deny,
+                Deny, Deny, Deny,
             ],
         ),
         (
@@ -88,6 +89,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 33])> {
             [
                 Deny, Deny, Deny, Allow, Deny, Deny, Allow, Allow, Deny, Allow, Deny, Allow, Allow, Allow, Deny, Deny,
                 Deny, Deny, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny,
+                Deny,
             ],
         ),
         (
@@ -96,6 +98,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 33])> {
             [
                 Deny, Deny, Deny, Allow, Deny, Deny, Allow, Hide, Deny, Hide, Deny, Allow, Hide, Allow, Deny, Deny,
                 Deny, Deny, Deny, Deny, Deny, Deny, Allow, Hide, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Hide, Allow,
+                Deny,
             ],
         ),
         (
@@ -103,7 +106,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 33])> {
             tenant("u", None),
             [
                 Deny, Deny, Deny, Hide, Deny, Deny, Hide, Hide, Hide, Hide, Deny, Hide, Hide, Allow, Deny, Deny, Deny,
-                Deny, Deny, Deny, Deny, Deny, Hide, Hide, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Hide, Hide,
+                Deny, Deny, Deny, Deny, Deny, Hide, Hide, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Hide, Hide, Deny,
             ],
         ),
         (
@@ -112,6 +115,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 33])> {
             [
                 Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Deny, Allow, Deny,
                 Allow, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny, Deny,
+                Allow,
             ],
         ),
     ]

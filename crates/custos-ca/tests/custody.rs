@@ -297,3 +297,55 @@ async fn an_incident_switches_to_the_standby_without_a_failed_signature() {
     let (_, state) = ca.verify_log_and_state(&common::ME, None, None).await.expect("verify");
     assert!(state.differences.is_empty(), "{:?}", state.differences);
 }
+
+/// Scheduled rotation: past the maximum age the standby signs, a new standby
+/// is certified, the old certificate is revoked (superseded) and its key
+/// destroyed; a connection without a standby gets one first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_promotes_the_standby_and_makes_a_new_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, store) = common::init(dir.path(), &InitOptions::default(), PASSPHRASE).await;
+    ca.add_tenant(&common::ME, "acme").await.expect("tenant");
+    let ca = Arc::new(ca);
+    let custody =
+        CustodyOptions { algorithm: KeyAlgorithm::EcdsaP256, standby: true, sans: vec![], validity_secs: None };
+    let keys = ca.add_custody(&common::ME, "acme", "mail", Some(&options()), &custody).await.expect("custody");
+    let lone = CustodyOptions { standby: false, ..custody.clone() };
+    ca.add_custody(&common::ME, "acme", "crm", Some(&options()), &lone).await.expect("custody");
+    ca.set_signing_policy(&common::ME, "acme", "mail", vec![AUD.into()], vec!["app-1".into()]).await.expect("policy");
+    let svc = service("acme", Some("mail"));
+    assert_eq!(
+        ca.sign_assertion(&svc, "acme", "mail", &request(AUD), None).await.expect("sign").key_id,
+        keys[0].key_id
+    );
+
+    // Not yet due: nothing happens to mail; crm gets its standby.
+    let operator = Principal::Operator { name: "op".into(), role: Role::Operator };
+    assert!(ca.rotate_custody_keys(&operator, 0).await.is_err(), "operators do not rotate keys");
+    assert!(ca.rotate_custody_keys(&Principal::System, 86_400).await.expect("pass").is_empty());
+    assert_eq!(ca.custody(&common::ME, "acme", "mail").await.expect("keys").len(), 2);
+    let crm = ca.custody(&common::ME, "acme", "crm").await.expect("crm");
+    assert_eq!(crm.iter().filter(|k| k.slot == CustodySlot::Standby).count(), 1, "{crm:?}");
+
+    // Due (a maximum age of 0): both rotate.
+    let rotated = ca.rotate_custody_keys(&Principal::System, 0).await.expect("rotate");
+    assert_eq!(rotated, vec![("acme".to_string(), "crm".to_string()), ("acme".to_string(), "mail".to_string())]);
+    let held = ca.custody(&common::ME, "acme", "mail").await.expect("keys");
+    let slot_of = |id: &str| held.iter().find(|k| k.key_id == id).map(|k| k.slot);
+    assert_eq!(
+        (slot_of(&keys[0].key_id), slot_of(&keys[1].key_id)),
+        (Some(CustodySlot::Retired), Some(CustodySlot::Active))
+    );
+    assert_eq!(held.iter().filter(|k| k.slot == CustodySlot::Standby).count(), 1);
+    let signed = ca.sign_assertion(&svc, "acme", "mail", &request(AUD), None).await.expect("sign after rotation");
+    assert_eq!(signed.key_id, keys[1].key_id, "the standby signs now");
+    let old = ca.certificate(&common::ME, &keys[0].serial.parse().expect("serial")).await.expect("cert");
+    assert_eq!(
+        (old.status, old.revocation_reason),
+        (custos_ca::CertificateStatus::Revoked, Some(custos_ca::Reason::Superseded))
+    );
+    let old_key = custos_store::IssuerStore::key(store.as_ref(), &keys[0].key_id).await.expect("read").expect("key");
+    assert_eq!(old_key.status, custos_ca::KeyStatus::Destroyed);
+    let (_, state) = ca.verify_log_and_state(&common::ME, None, None).await.expect("verify");
+    assert!(state.differences.is_empty(), "{:?}", state.differences);
+}

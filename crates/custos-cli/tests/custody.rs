@@ -342,3 +342,42 @@ print(json.dumps({"jwt": jwt.encode(claims, key, algorithm="ES256", headers={"x5
     let refused = env.fails(&["audit", "match", bad.to_str().expect("p")]);
     assert!(refused.contains("line 2") && refused.contains("time"), "{refused}");
 }
+
+/// `serve` rotates a connection key past its configured age while a service
+/// signs through the API: every request succeeds, and the signing key
+/// changes to the standby the tenant had registered.
+#[test]
+fn serve_rotates_keys_past_their_age_without_a_failed_signature() {
+    let env = Env::initialized();
+    let made = env.json(&["connection", "add", "acme-corp", "mail-sync", "--custody"]);
+    let standby = made[1]["key_id"].as_str().expect("standby").to_string();
+    env.ok(&["connection", "policy", "acme-corp", "mail-sync", "--audience", AUD, "--client-id", APP]);
+    let config = env.path("rotation.toml");
+    std::fs::write(&config, "[custody]\nmax_key_age_s = 3\nrotation_interval_s = 1\n").expect("config");
+    let server = TlsServer::start(&env, &["--config", config.to_str().expect("p")]);
+    let mail = token(&env, &["--role", "tenant", "--tenant", "acme-corp", "--connection", "mail-sync"]);
+    let path = "/api/v1/tenants/acme-corp/connections/mail-sync/assertion";
+    let body = json!({"aud": AUD, "iss": APP, "sub": APP});
+    let started = std::time::Instant::now();
+    let mut keys = Vec::new();
+    // Bounded: until the standby has signed, at most 15 s.
+    while started.elapsed() < std::time::Duration::from_secs(15) {
+        let (status, answer) = server.api("POST", path, Some(&mail), Some(&body));
+        assert_eq!(status, 200, "a signature failed during rotation: {answer}");
+        let key = parse(&answer)["key_id"].as_str().expect("key").to_string();
+        if keys.last() != Some(&key) {
+            keys.push(key.clone());
+        }
+        if key == standby {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(keys.len(), 2, "the active key, then the standby: {keys:?}");
+    assert_eq!(keys[1], standby);
+    let after = env.json(&["connection", "keys", "acme-corp", "mail-sync"]);
+    let slots: Vec<&str> = after.as_array().expect("keys").iter().filter_map(|k| k["slot"].as_str()).collect();
+    assert!(slots.contains(&"retired") && slots.contains(&"standby") && slots.contains(&"active"), "{slots:?}");
+    drop(server);
+    env.ok(&["audit", "verify", "--state"]);
+}

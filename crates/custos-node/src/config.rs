@@ -47,8 +47,27 @@ pub struct Config {
     pub webhooks: WebhookConfig,
     /// The two-person rule.
     pub approvals: ApprovalsConfig,
+    /// Connection keys in custody.
+    pub custody: CustodyConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// Connection keys in custody: how old an active key may get before its
+/// standby takes over.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CustodyConfig {
+    /// Seconds an active connection key signs before `serve` promotes its standby (90 days).
+    pub max_key_age_s: u64,
+    /// Seconds between `serve`'s passes over the keys' ages.
+    pub rotation_interval_s: u64,
+}
+
+impl Default for CustodyConfig {
+    fn default() -> Self {
+        CustodyConfig { max_key_age_s: 90 * 86_400, rotation_interval_s: 3600 }
+    }
 }
 
 /// The two-person rule: which actions need a second admin while two or more exist.
@@ -193,6 +212,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             webhooks: WebhookConfig::default(),
             approvals: ApprovalsConfig::default(),
+            custody: CustodyConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -380,6 +400,8 @@ const ALL_KEYS: &[&str] = &[
     "webhooks.danger_allow_http",
     "approvals.incident_execute",
     "approvals.expiry_s",
+    "custody.max_key_age_s",
+    "custody.rotation_interval_s",
     "log.level",
 ];
 
@@ -564,6 +586,8 @@ impl Config {
             ("webhooks.delivery_interval_ms", self.webhooks.delivery_interval_ms),
             ("webhooks.give_up_after_s", self.webhooks.give_up_after_s),
             ("approvals.expiry_s", self.approvals.expiry_s),
+            ("custody.max_key_age_s", self.custody.max_key_age_s),
+            ("custody.rotation_interval_s", self.custody.rotation_interval_s),
         ] {
             if value == 0 {
                 return bad(key, "must be above 0".into());

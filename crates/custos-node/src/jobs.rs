@@ -126,6 +126,20 @@ fn spawn_jobs(
                 }
             },
         )),
+        tokio::spawn(every(Duration::from_secs(config.custody.rotation_interval_s), "rotating connection keys", {
+            let ca = ca.clone();
+            let max_age = i64::try_from(config.custody.max_key_age_s).unwrap_or(i64::MAX);
+            move || {
+                let ca = ca.clone();
+                async move {
+                    let rotated = ca.rotate_custody_keys(&Principal::System, max_age).await?;
+                    for (tenant, connection) in &rotated {
+                        tracing::info!(%tenant, %connection, "connection key rotated: its standby signs now");
+                    }
+                    Ok::<_, custos_ca::CaError>(rotated.len())
+                }
+            }
+        })),
         tokio::spawn(every(Duration::from_secs(o.responder_renewal_s), "renewing OCSP responders", {
             let p = p.clone();
             move || {

@@ -109,9 +109,9 @@ impl CustodyStore for SqlStore {
             }
         }
         if let Some(i) = &change.incident {
-            crate::incidents::apply_replacements(&mut tx, &i.incident, &i.replacements, &i.transition, &i.messages)
-                .await?;
+            crate::incidents::apply_replacements(&mut tx, &i.incident, &i.replacements, &i.transition).await?;
         }
+        crate::incidents::queue_messages(&mut tx, &change.messages).await?;
         log::append(self.engine, &mut tx, audit).await?;
         tx.commit().await.map_err(StoreError::db("commit custody keys"))
     }

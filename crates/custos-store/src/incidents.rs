@@ -281,20 +281,19 @@ pub(crate) async fn record_replacements(
     audit_records: &[AuditRecord],
 ) -> Result<()> {
     insert_certificate_rows(engine, &mut tx, certificates).await?;
-    apply_replacements(&mut tx, incident, replacements, transition, messages).await?;
+    apply_replacements(&mut tx, incident, replacements, transition).await?;
+    queue_messages(&mut tx, messages).await?;
     log::append(engine, &mut tx, audit_records).await?;
     tx.commit().await.map_err(StoreError::db("commit replacements"))
 }
 
 /// Inside `tx`: moves each replaced connection by `transition` with its
-/// replacement serial, and queues `messages`. A connection not in a `from`
-/// state is [`StoreError::Conflict`].
+/// replacement serial. A connection not in a `from` state is [`StoreError::Conflict`].
 pub(crate) async fn apply_replacements(
     tx: &mut Transaction<'static, Any>,
     incident: &str,
     replacements: &[Replacement],
     transition: &Transition,
-    messages: &[OutboxMessage],
 ) -> Result<()> {
     let now = unix_now();
     let sql = format!(
@@ -326,6 +325,12 @@ pub(crate) async fn apply_replacements(
             });
         }
     }
+    Ok(())
+}
+
+/// Inside `tx`: queues webhook messages.
+pub(crate) async fn queue_messages(tx: &mut Transaction<'static, Any>, messages: &[OutboxMessage]) -> Result<()> {
+    let now = unix_now();
     for m in messages {
         sqlx::query(
             "INSERT INTO outbox (incident, tenant, connections, url, body, state, attempts, next_attempt_at, created_at) \

@@ -729,6 +729,7 @@ async fn custody_contract(store: &dyn Store) {
         add: add.to_vec(),
         certificates: certificates.to_vec(),
         incident: None,
+        messages: vec![],
     };
     let refused = store.record_custody(&change(Some(&conn), &[], &two, &certs), &[audit("custody.add")]).await;
     assert!(matches!(refused, Err(StoreError::Conflict { .. })), "{refused:?}");
@@ -766,7 +767,6 @@ async fn custody_contract(store: &dyn Store) {
             incident: "INC-0002".into(),
             replacements: vec![Replacement { tenant: "acme".into(), connection: "signer".into(), serial: "c3".into() }],
             transition: Transition { from: &[ConnectionState::Pending], to: ConnectionState::ReplacementIssued },
-            messages: vec![],
         }),
         ..change(
             None,

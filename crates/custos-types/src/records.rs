@@ -574,6 +574,8 @@ pub struct CustodyChange {
     pub certificates: Vec<CertificateRecord>,
     /// The incident whose connections this change replaces, if any.
     pub incident: Option<IncidentReplacements>,
+    /// Webhook messages to queue (telling tenants which certificates to add and remove).
+    pub messages: Vec<OutboxMessage>,
 }
 
 /// Incident connections replaced by a custody change, and their notifications.
@@ -585,8 +587,6 @@ pub struct IncidentReplacements {
     pub replacements: Vec<Replacement>,
     /// How each connection's state moves.
     pub transition: Transition,
-    /// Webhook messages to queue.
-    pub messages: Vec<OutboxMessage>,
 }
 
 /// A client assertion custos signed, indexed for `audit match`.

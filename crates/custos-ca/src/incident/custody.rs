@@ -150,14 +150,13 @@ impl Ca {
                         serial: now_active,
                     }],
                     transition: REPLACE,
-                    messages,
                 }),
+                messages,
             };
             if let Err(e) = self.store.record_custody(&change, &audit).await {
                 made.discard(self);
                 return Err(e.into());
             }
-            self.forget_connection_key(retired.iter().map(|s| s.as_str()));
             switched += 1;
         }
         self.destroy_retired_custody_keys(principal, record).await?;
@@ -173,18 +172,7 @@ impl Ca {
                 if k.slot != CustodySlot::Retired || k.key.status != KeyStatus::Active {
                     continue;
                 }
-                let reference =
-                    custos_keys::KeyReference { backend: k.key.backend.clone(), data: k.key.reference.clone() };
-                // Destroying a key already gone (a run killed after destroying it) succeeds.
-                self.key_store()?.destroy(&reference)?;
-                let audit = audit_record(
-                    principal,
-                    "key.destroy",
-                    format!("key:{}", k.key.id),
-                    json!({"key": k.key.id, "backend": k.key.backend, "label": k.key.label,
-                           "reason": "retired connection key", "incident": record.id}),
-                );
-                self.store.destroy_key(&k.key.id, &[audit]).await?;
+                self.destroy_custody_key(principal, &k, Some(&record.id)).await?;
             }
         }
         Ok(())
