@@ -43,8 +43,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Crl(args) => crl(&cli, args).await,
         Command::Audit(command) => crate::audit::run(&cli, command).await,
         Command::Incident(command) => crate::incident::run(&cli, command).await,
-        Command::Demo(crate::DemoCommand::Incident { tenants, keep_dir }) => {
+        Command::Demo(crate::DemoCommand::Incident { tenants, keep_dir, custody: false }) => {
             crate::demo::incident(*tenants, keep_dir.clone()).await
+        }
+        Command::Demo(crate::DemoCommand::Incident { tenants, keep_dir, custody: true }) => {
+            crate::demo::custody(*tenants, keep_dir.clone()).await
         }
     }
 }

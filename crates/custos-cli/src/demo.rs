@@ -240,3 +240,177 @@ async fn acknowledge_and_report(
     );
     Ok(())
 }
+
+/// `custos demo incident --custody`: custodied connections with standby keys,
+/// a service signing client assertions in a loop (in this process, through
+/// custos-ca as the API does), forged sign-ins at a relying party under
+/// copied thumbprints, `audit match` naming the targeted tenants, and the
+/// incident switching their connections to the standby keys while the
+/// service keeps signing in — no key file, no failed sign-in.
+pub async fn custody(tenants: usize, keep: Option<PathBuf>) -> Result<(), CliError> {
+    use custos_ca::custody::{AssertionRequest, CustodyOptions};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if tenants < 2 {
+        return Err(CliError::Usage("the custody demo needs at least 2 tenants".into()));
+    }
+    let temp = tempfile::tempdir().map_err(|e| CliError::Output(format!("temporary directory: {e}")))?;
+    let dir = keep.unwrap_or_else(|| temp.path().to_path_buf());
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let data = dir.join("data");
+    let passphrase = custos_ca::random_password()?;
+    println!("== a throwaway custos in {}", data.display());
+    let config = custos_node::Config { data_dir: data.clone(), ..custos_node::Config::default() };
+    let me = Principal::local();
+    let ca = Arc::new(custos_node::init(&config, passphrase.as_bytes(), &me).await?);
+    let app = "6731de76-14a6-49ae-97bc-6eba6914391e";
+    let aud = |t: &str| format!("https://login.microsoftonline.example/{t}/oauth2/v2.0/token");
+    let options = ConnectionOptions {
+        profile: Profile::Client,
+        allowed_sans: vec![],
+        key_algorithm: KeyAlgorithm::Rsa2048,
+        validity_days: None,
+    };
+    let custody = CustodyOptions { algorithm: KeyAlgorithm::Rsa2048, standby: true, sans: vec![], validity_secs: None };
+    let mut names = Vec::new();
+    let mut active_keys = Vec::new();
+    for t in 0..tenants {
+        let tenant = format!("customer-{t:03}");
+        ca.add_tenant(&me, &tenant).await?;
+        let keys = ca.add_custody(&me, &tenant, "mail-sync", Some(&options), &custody).await?;
+        ca.set_signing_policy(&me, &tenant, "mail-sync", vec![aud(&tenant)], vec![app.into()]).await?;
+        active_keys.push((keys[0].key_id.clone(), keys[0].thumbprint_sha256.clone()));
+        names.push(tenant);
+    }
+    println!(
+        "$ custos connection add customer-NNN mail-sync --custody --key-algorithm rsa2048   (x{tenants})\n   \
+         {tenants} tenants, each with an active and a standby RSA key in the key store; both certificates\n   \
+         are registered at the relying party. No private key file exists anywhere."
+    );
+
+    // The vendor's service: one assertion after another, round robin over the tenants.
+    let stop = Arc::new(AtomicBool::new(false));
+    let service = {
+        let (ca, stop, names) = (ca.clone(), stop.clone(), names.clone());
+        tokio::spawn(async move {
+            let mut signins = Vec::new();
+            let mut failures = Vec::new();
+            // Bounded: at most 100 000 assertions, or until told to stop.
+            for i in 0..100_000usize {
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
+                let tenant = &names[i % names.len()];
+                let who = Principal::Tenant {
+                    account: "tok_service".into(),
+                    tenant: tenant.clone(),
+                    connection: Some("mail-sync".into()),
+                };
+                let request = AssertionRequest {
+                    aud: aud(tenant),
+                    iss: app.into(),
+                    sub: app.into(),
+                    alg: None,
+                    lifetime_secs: None,
+                };
+                match ca.sign_assertion(&who, tenant, "mail-sync", &request, Some("198.51.100.10")).await {
+                    Ok(a) => signins.push((tenant.clone(), a)),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            (signins, failures)
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    // The relying party's sign-in log: the service's sign-ins, and the attacker's.
+    let targeted = [names[1].clone(), names[names.len() - 1].clone()];
+    let forged: Vec<serde_json::Value> = targeted
+        .iter()
+        .map(|t| {
+            let i = names.iter().position(|n| n == t).unwrap_or(0);
+            serde_json::json!({"time": custos_ca::rfc3339(time::OffsetDateTime::now_utc().unix_timestamp()),
+                "thumbprint": active_keys[i].1, "audience": aud(t), "client_ip": "203.0.113.66",
+                "jti": "00000000-4000-8000-8000-00000000beef", "tenant": t})
+        })
+        .collect();
+    println!(
+        "\n== an attacker signs in to {} and {} with assertions custos never made,\n   under the certificates' copied thumbprints",
+        targeted[0], targeted[1]
+    );
+
+    // The incident on the targeted tenants' keys, while the service keeps signing in.
+    let keys_file = dir.join("replacements.jsonl");
+    for t in &targeted {
+        let i = names.iter().position(|n| n == t).unwrap_or(0);
+        let view = ca
+            .declare_incident(
+                &me,
+                &Declaration {
+                    scope: Scope::Key(active_keys[i].0.clone()),
+                    reason: Reason::KeyCompromise,
+                    since: None,
+                    note: format!("demo: sign-ins to {t} that the service did not make"),
+                },
+            )
+            .await?;
+        let summary = ca.execute_incident(&me, &view.id, &keys_file, &|_| {}).await?;
+        println!(
+            "$ custos incident declare --compromised key:{} && custos incident execute {}\n   \
+             {t}: signing switched to the standby, old certificate revoked and its key destroyed,\n   \
+             a new standby certified ({} connection replaced in {:.2}s)",
+            active_keys[i].0, view.id, summary.replaced, summary.seconds_to_replaced
+        );
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Release);
+    let (signins, failures) = service.await.map_err(|e| CliError::Output(format!("the service task: {e}")))?;
+    let switched: usize = signins
+        .iter()
+        .filter(|(t, a)| targeted.contains(t) && !active_keys.iter().any(|(k, _)| k == &a.key_id))
+        .count();
+    println!(
+        "\n== the service signed {} assertions throughout, {} failed; {switched} were signed by the standby keys\n   \
+         replacement key file written: {}",
+        signins.len(),
+        failures.len(),
+        if keys_file.exists() { "yes" } else { "no" }
+    );
+
+    // The export, matched.
+    let mut export = String::new();
+    for (tenant, a) in &signins {
+        let thumbprint = ca
+            .custody(&me, tenant, "mail-sync")
+            .await?
+            .into_iter()
+            .find(|k| k.key_id == a.key_id)
+            .map(|k| k.thumbprint_sha256)
+            .unwrap_or_default();
+        let record = serde_json::json!({"time": custos_ca::rfc3339(a.iat + 1), "thumbprint": thumbprint,
+            "audience": aud(tenant), "client_ip": "198.51.100.10", "tenant": tenant});
+        export.push_str(&format!("{record}\n"));
+    }
+    for f in &forged {
+        export.push_str(&format!("{f}\n"));
+    }
+    let path = dir.join("signins.jsonl");
+    std::fs::write(&path, &export).map_err(io(&path))?;
+    let records = custos_ca::signins::parse_signins(export.as_bytes()).map_err(|e| CliError::Usage(e.to_string()))?;
+    let report = ca.match_signins(&me, records, false).await?;
+    println!(
+        "\n$ custos audit match {}\n   {} sign-ins: {} signed by custos, {} not; targeted tenants: {}",
+        path.display(),
+        report.matched.len() + report.unmatched.len(),
+        report.matched.len(),
+        report.unmatched.len(),
+        report.targeted_tenants.join(", ")
+    );
+    for u in &report.unmatched {
+        println!("   line {}: {} — {}", u.line, u.tenant.as_deref().unwrap_or("(unknown)"), u.reason);
+    }
+    if !failures.is_empty() {
+        return Err(CliError::Output(format!("{} sign-ins failed: {}", failures.len(), failures[0])));
+    }
+    Ok(())
+}

@@ -415,6 +415,10 @@ pub enum DemoCommand {
         /// Keep the demo's data here instead of a temporary directory.
         #[arg(long)]
         keep_dir: Option<PathBuf>,
+        /// The custody story instead: connection keys in custody with standby keys, a service
+        /// signing in throughout, forged sign-ins found by `audit match`, no key file.
+        #[arg(long)]
+        custody: bool,
     },
 }
 

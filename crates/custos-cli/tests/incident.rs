@@ -796,3 +796,13 @@ fn the_demo_tells_the_whole_story() {
     assert!(said.contains("new.pem: good"), "openssl saw the replacement good: {said}");
     assert!(said.contains("all 40 affected certificates revoked"), "{said}");
 }
+
+#[test]
+fn the_custody_demo_switches_keys_without_a_failed_sign_in_and_names_the_targeted_tenants() {
+    let env = Env::new();
+    let said = env.ok(&["demo", "incident", "--custody", "--tenants", "6"]);
+    assert!(said.contains(" 0 failed;"), "the service never failed a sign-in: {said}");
+    assert!(!said.contains(" 0 were signed by the standby keys"), "the standbys took over: {said}");
+    assert!(said.contains("replacement key file written: no"), "{said}");
+    assert!(said.contains(", 2 not; targeted tenants: customer-001, customer-005"), "{said}");
+}
