@@ -141,10 +141,12 @@ impl Ca {
         authorize(principal, Operation::ManageAccess)?;
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let audit = audit_record(principal, "token.revoke", format!("token:{id}"), json!({"id": id}));
-        self.store.revoke_token(id, now, &audit).await.map_err(|e| match e {
+        let done = self.store.revoke_token(id, now, &audit).await.map_err(|e| match e {
             custos_store::StoreError::NotFound { .. } => CaError::UnknownToken(id.to_string()),
             other => other.into(),
-        })
+        });
+        self.tokens.clear();
+        done
     }
 
     /// Who a bearer token is, or why it is refused ([`CaError::Unauthenticated`]
@@ -152,7 +154,15 @@ impl Ca {
     pub async fn authenticate_token(&self, token: &str) -> Result<Principal> {
         let refused = |why: &str| CaError::Unauthenticated(why.to_string());
         let (id, secret) = parse_token(token)?;
-        let record = self.store.token(id).await?.ok_or_else(|| refused("unknown token"))?;
+        // Read at most a second ago (on any node, a revocation takes effect within it).
+        let record = match self.tokens.get(&id.to_string()) {
+            Some(r) => r,
+            None => {
+                let r = self.store.token(id).await?.ok_or_else(|| refused("unknown token"))?;
+                self.tokens.put(id.to_string(), r.clone());
+                r
+            }
+        };
         // Compared in constant time: the stored hash is not a secret, but the
         // comparison should not say how much of a guess was right either way.
         let given = sha256_hex(secret.as_bytes());

@@ -133,6 +133,8 @@ pub struct DigestSignature {
 pub(crate) struct Custody {
     /// Opened keys by key id.
     keys: Mutex<HashMap<String, OpenedKey>>,
+    /// Each connection's active key, its validity and policy, as read at most a second ago.
+    context: crate::fresh::Fresh<(String, String), Arc<Context>>,
     log: AuditGroup,
 }
 
@@ -242,7 +244,9 @@ impl Ca {
             certificates: made.certificates.clone(),
             ..CustodyChange::default()
         };
-        if let Err(e) = self.store.record_custody(&change, &audit).await {
+        let recorded = self.store.record_custody(&change, &audit).await;
+        self.custody_changed();
+        if let Err(e) = recorded {
             made.discard(self);
             return Err(match e {
                 custos_store::StoreError::Duplicate { .. } if new.is_some() => {
@@ -367,7 +371,9 @@ impl Ca {
                 messages,
                 ..CustodyChange::default()
             };
-            if let Err(e) = self.store.record_custody(&change, &audit).await {
+            let recorded = self.store.record_custody(&change, &audit).await;
+            self.custody_changed();
+            if let Err(e) = recorded {
                 made.discard(self);
                 return Err(e.into());
             }
@@ -409,6 +415,7 @@ impl Ca {
                 })
                 .collect();
             self.store.revoke(&valid, &revocation, &[], &audit).await?;
+            self.custody_changed();
         }
         for k in retired {
             self.destroy_custody_key(principal, k, None).await?;
@@ -436,6 +443,12 @@ impl Ca {
         self.store.destroy_key(&k.key.id, &[audit]).await?;
         self.forget_connection_key(std::iter::once(k.key.id.as_str()));
         Ok(())
+    }
+
+    /// Forgets what was read of every connection's keys and policy: they
+    /// changed through this process (a switch, a revocation, a policy).
+    pub(crate) fn custody_changed(&self) {
+        self.custody.context.clear();
     }
 
     /// Drops opened keys (retired ones) from the process's cache.
@@ -580,6 +593,7 @@ impl Ca {
                    "client_ids": policy.client_ids}),
         );
         self.store.set_signing_policy(&policy, &audit).await?;
+        self.custody_changed();
         Ok(policy)
     }
 
@@ -617,9 +631,9 @@ impl Ca {
                 })?
             }
         };
-        let policy = self.store.signing_policy(tenant, name).await?;
+        let policy = &signing.policy;
         let lifetime = request.lifetime_secs.unwrap_or(MAX_ASSERTION_SECS);
-        let refusal = if let Some(p) = &policy {
+        let refusal = if let Some(p) = policy {
             if !p.audiences.contains(&request.aud) {
                 Some(format!("audience {:?} is not in the connection's policy", request.aud))
             } else if !p.client_ids.contains(&request.iss) || !p.client_ids.contains(&request.sub) {
@@ -753,8 +767,25 @@ impl Ca {
     async fn signing_key(&self, principal: &Principal, tenant: &str, name: &str) -> Result<SigningKey> {
         let unknown = || CaError::UnknownConnection { tenant: tenant.to_string(), connection: name.to_string() };
         visible(principal, Operation::Sign { tenant, connection: name }, unknown)?;
-        let held = self.store.custody_keys(tenant, name).await?;
-        let Some(active) = held.into_iter().find(|k| k.slot == CustodySlot::Active) else {
+        // What the store says of this connection, read at most a second ago
+        // (on any node, a switch or a revocation takes effect within it).
+        let key = (tenant.to_string(), name.to_string());
+        let context = match self.custody.context.get(&key) {
+            Some(c) => c,
+            None => {
+                let active =
+                    self.store.custody_keys(tenant, name).await?.into_iter().find(|k| k.slot == CustodySlot::Active);
+                let valid = match &active {
+                    Some(a) => !self.store.valid_serials(std::slice::from_ref(&a.serial)).await?.is_empty(),
+                    None => false,
+                };
+                let policy = self.store.signing_policy(tenant, name).await?;
+                let c = Arc::new(Context { active, valid, policy });
+                self.custody.context.put(key, c.clone());
+                c
+            }
+        };
+        let Some(active) = context.active.clone() else {
             self.find_connection(tenant, name).await?;
             return Err(CaError::Policy(format!(
                 "connection {tenant}/{name} holds no key in custody (create it with `custos connection add {tenant} {name} --custody`)"
@@ -766,7 +797,7 @@ impl Ca {
                 active.key.id, active.key.status
             )));
         }
-        if self.store.valid_serials(std::slice::from_ref(&active.serial)).await?.is_empty() {
+        if !context.valid {
             return Err(CaError::Policy(format!(
                 "the certificate {} of connection {tenant}/{name}'s key is revoked",
                 active.serial
@@ -800,7 +831,7 @@ impl Ca {
                 active.serial
             )));
         }
-        Ok(SigningKey { key, cert_der, key_id: active.key.id, serial: active.serial })
+        Ok(SigningKey { key, cert_der, key_id: active.key.id, serial: active.serial, policy: context.policy.clone() })
     }
 }
 
@@ -829,12 +860,21 @@ impl MadeKeys {
     }
 }
 
-/// An opened active key and its certificate.
+/// An opened active key, its certificate and the connection's policy.
 struct SigningKey {
     key: ConnectionKey,
     cert_der: Arc<Vec<u8>>,
     key_id: String,
     serial: String,
+    policy: Option<SigningPolicy>,
+}
+
+/// A custodied connection as the store described it: its active key, whether
+/// that key's certificate is unrevoked, and its policy.
+struct Context {
+    active: Option<CustodyKeyRecord>,
+    valid: bool,
+    policy: Option<SigningPolicy>,
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {

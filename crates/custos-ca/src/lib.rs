@@ -20,6 +20,7 @@ mod ceremony;
 pub mod custody;
 mod error;
 pub mod files;
+mod fresh;
 mod grouped;
 pub mod incident;
 mod inventory;
@@ -52,6 +53,7 @@ pub use custos_types::{
 pub use custos_types::{CustodySlot, SigningPolicy};
 pub use custos_types::{IncidentConnection, IncidentRecord, OutboxMessage};
 pub use error::CaError;
+pub use fresh::FRESH_FOR;
 pub use incident::notify;
 pub use inventory::{CertificateView, ConnectionOptions, IssuerView, KeyView, ListFilter, rfc3339};
 pub use issuance::{BulkOutcome, IssueRequest, Issued, KeySource, ResultWriter, random_password};
@@ -145,6 +147,8 @@ pub struct Ca {
     approval_policy: std::sync::RwLock<approvals::ApprovalPolicy>,
     /// Opened connection keys and the signatures' group commit.
     custody: custody::Custody,
+    /// Bearer tokens as read, reused for at most a second.
+    tokens: fresh::Fresh<String, custos_types::TokenRecord>,
 }
 
 impl Ca {
@@ -203,6 +207,7 @@ impl Ca {
             health: Mutex::new(None),
             groups: grouped::Groups::default(),
             custody: custody::Custody::default(),
+            tokens: fresh::Fresh::default(),
             approval_policy: Default::default(),
         };
         // Its own transaction: a crash before it leaves a custos without an
@@ -236,6 +241,7 @@ impl Ca {
             health: Mutex::new(None),
             groups: grouped::Groups::default(),
             custody: custody::Custody::default(),
+            tokens: fresh::Fresh::default(),
             approval_policy: Default::default(),
         })
     }

@@ -145,10 +145,12 @@ impl Ca {
             .collect();
         let serials: Vec<String> = records.iter().map(|c| c.serial.clone()).collect();
         let block = blocks_for(records, reason, None);
-        self.store.revoke(&serials, &revocation, &block, &audit).await.map_err(|e| match e {
+        let done = self.store.revoke(&serials, &revocation, &block, &audit).await.map_err(|e| match e {
             custos_store::StoreError::Conflict { what } => CaError::Policy(what),
             other => other.into(),
-        })
+        });
+        self.custody_changed();
+        done
     }
 
     /// How many CRL partitions an issuer publishes.

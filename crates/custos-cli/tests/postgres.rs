@@ -93,7 +93,7 @@ fn a_revocation_on_one_node_is_seen_by_every_node_within_a_second() {
 
 /// Two API nodes on one PostgreSQL database: a token revoked through one
 /// node's API, and an operator revoked from the CLI, are refused by the other
-/// node at its next request; an expired token likewise.
+/// node within a second; an expired token likewise.
 #[test]
 fn tokens_and_operators_revoked_on_one_node_are_refused_on_every_node() {
     let Some(db) = fresh_database("api_two_nodes") else { return };
@@ -123,8 +123,13 @@ fn tokens_and_operators_revoked_on_one_node_are_refused_on_every_node() {
     assert_eq!(status, 204, "{body}");
     run(&env, &db, &["operator", "revoke", "alice"]);
     let revoked = Instant::now();
+    // Each node reuses what it read of a token for at most custos_ca::FRESH_FOR:
+    // poll (bounded) until both refuse, and that within a second.
     for node in [&b, &a] {
-        assert_eq!(node.api("GET", "/api/v1/tenants/acme-corp", Some(&tenant), None).0, 401);
+        while node.api("GET", "/api/v1/tenants/acme-corp", Some(&tenant), None).0 != 401 {
+            assert!(revoked.elapsed() < Duration::from_secs(1), "the token still works after {:?}", revoked.elapsed());
+            std::thread::sleep(Duration::from_millis(50));
+        }
         assert_eq!(node.curl("GET", "/api/v1/keys", None, None, &alice_args).0, 401);
     }
     assert!(revoked.elapsed() < Duration::from_secs(1), "refused on both within {:?}", revoked.elapsed());

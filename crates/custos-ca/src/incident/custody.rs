@@ -153,7 +153,9 @@ impl Ca {
                 }),
                 messages,
             };
-            if let Err(e) = self.store.record_custody(&change, &audit).await {
+            let recorded = self.store.record_custody(&change, &audit).await;
+            self.custody_changed();
+            if let Err(e) = recorded {
                 made.discard(self);
                 return Err(e.into());
             }

@@ -290,6 +290,7 @@ impl Ca {
                 })
                 .collect();
             self.store.revoke(chunk, &revocation, &block, &audit).await?;
+            self.custody_changed();
             done += chunk.len();
             progress(Progress::Revoked(done, total));
         }
