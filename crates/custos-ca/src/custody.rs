@@ -263,8 +263,9 @@ impl Ca {
     /// registered with the relying party when it was made), and gets a new
     /// standby; the tenant is told to register the new standby and remove
     /// the old certificate. The old certificate is then revoked (superseded)
-    /// and its key destroyed. A connection without a usable standby gets one
-    /// now and rotates on a later pass. Returns the connections rotated.
+    /// and its key destroyed. A standby that can no longer sign (revoked) is
+    /// replaced now, and the connection rotates on a later pass; a connection
+    /// made without a standby is left alone. Returns the connections rotated.
     ///
     /// Crash states: the switch, new standby, certificate, notification and
     /// audit entries commit in one transaction; the revocation and the key's
@@ -289,6 +290,10 @@ impl Ca {
             let standby = held.iter().find(|k| {
                 k.slot == CustodySlot::Standby && k.key.status == KeyStatus::Active && valid.contains(&k.serial)
             });
+            // A connection made without a standby (--no-standby) is left as it was made.
+            if !held.iter().any(|k| k.slot == CustodySlot::Standby) {
+                continue;
+            }
             let due = active.key.created_at <= now - max_age_secs;
             if !due && standby.is_some() {
                 continue;

@@ -19,7 +19,7 @@ use std::collections::{BTreeSet, HashMap};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use custos_audit::merkle::{self, NodeId};
-use custos_store::SignatureRecord;
+use custos_store::{SignatureProbe, SignatureRecord};
 use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -239,52 +239,59 @@ impl Ca {
         signins.sort_by_key(|s| (s.time, s.line));
         let mut report = MatchReport::default();
         for chunk in signins.chunks(CHUNK) {
-            let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else { continue };
-            let signatures = self.store.signatures_between(first.time - WINDOW_SECS, last.time + SKEW_SECS).await?;
-            let by_jti: HashMap<&str, &SignatureRecord> = signatures.iter().map(|s| (s.jti.as_str(), s)).collect();
-            let mut by_key: HashMap<(&str, &str), Vec<&SignatureRecord>> = HashMap::new();
-            for s in &signatures {
-                by_key.entry((s.serial.as_str(), s.aud.as_str())).or_default().push(s);
-            }
+            // One probe per sign-in whose thumbprint custos knows.
+            let known: Vec<(&SignIn, &Held)> =
+                chunk.iter().filter_map(|s| held.get(&s.thumbprint).map(|h| (s, h))).collect();
+            let probes: Vec<SignatureProbe> = known
+                .iter()
+                .map(|(s, h)| SignatureProbe {
+                    jti: s.jti.clone(),
+                    serial: h.serial.clone(),
+                    aud: s.audience.clone(),
+                    from: s.time - WINDOW_SECS,
+                    to: s.time + SKEW_SECS,
+                })
+                .collect();
+            let found = self.store.find_signatures(&probes).await?;
+            let mut answers: HashMap<usize, Option<SignatureRecord>> =
+                known.iter().zip(found).map(|((s, _), f)| (s.line, f)).collect();
             for s in chunk {
-                let found = held.get(&s.thumbprint);
                 let in_window =
                     |sig: &SignatureRecord| sig.iat >= s.time - WINDOW_SECS && sig.iat <= s.time + SKEW_SECS;
-                let outcome: std::result::Result<&SignatureRecord, String> = match (found, &s.jti) {
-                    (None, _) => Err("the thumbprint is not a certificate custos holds a key for".into()),
-                    (Some(h), Some(jti)) => match by_jti.get(jti.as_str()) {
-                        None => Err(format!("custos never issued jti {jti:?} in the ten minutes before")),
-                        Some(sig) if sig.serial != h.serial => Err(format!("jti {jti:?} was signed by another key")),
-                        Some(sig) if sig.aud != s.audience => {
-                            Err(format!("jti {jti:?} was signed for another audience"))
-                        }
-                        Some(sig) if !in_window(sig) => {
-                            Err(format!("jti {jti:?} was not signed in the ten minutes before"))
-                        }
-                        Some(sig) => Ok(*sig),
-                    },
-                    (Some(h), None) => by_key
-                        .get(&(h.serial.as_str(), s.audience.as_str()))
-                        .and_then(|list| list.iter().rev().find(|sig| in_window(sig)).copied())
-                        .ok_or_else(|| {
-                            "custos signed no assertion for this certificate and audience in the ten minutes before"
-                                .into()
-                        }),
+                let h = held.get(&s.thumbprint);
+                let answer = answers.remove(&s.line).flatten();
+                let outcome: std::result::Result<SignatureRecord, String> = match (h, &s.jti, answer) {
+                    (None, _, _) => Err("the thumbprint is not a certificate custos holds a key for".into()),
+                    (Some(_), Some(jti), None) => Err(format!("custos never issued jti {jti:?}")),
+                    (Some(h), Some(jti), Some(sig)) if sig.serial != h.serial => {
+                        Err(format!("jti {jti:?} was signed by another key"))
+                    }
+                    (Some(_), Some(jti), Some(sig)) if sig.aud != s.audience => {
+                        Err(format!("jti {jti:?} was signed for another audience"))
+                    }
+                    (Some(_), Some(jti), Some(sig)) if !in_window(&sig) => {
+                        Err(format!("jti {jti:?} was not signed in the ten minutes before"))
+                    }
+                    (Some(_), _, Some(sig)) => Ok(sig),
+                    (Some(_), None, None) => {
+                        Err("custos signed no assertion for this certificate and audience in the ten minutes before"
+                            .into())
+                    }
                 };
                 match outcome {
                     Ok(sig) => report.matched.push(Matched {
                         record: s.record.clone(),
                         line: s.line,
-                        tenant: sig.tenant.clone(),
-                        connection: sig.connection.clone(),
-                        jti: sig.jti.clone(),
+                        tenant: sig.tenant,
+                        connection: sig.connection,
+                        jti: sig.jti,
                         log_index: sig.audit_index,
                         proof: None,
                     }),
                     Err(reason) => report.unmatched.push(Unmatched {
                         record: s.record.clone(),
                         line: s.line,
-                        tenant: s.tenant.clone().or_else(|| found.map(|h| h.tenant.clone())),
+                        tenant: s.tenant.clone().or_else(|| h.map(|h| h.tenant.clone())),
                         reason,
                     }),
                 }

@@ -319,17 +319,16 @@ async fn rotation_promotes_the_standby_and_makes_a_new_one() {
         keys[0].key_id
     );
 
-    // Not yet due: nothing happens to mail; crm gets its standby.
+    // Not yet due: nothing happens.
     let operator = Principal::Operator { name: "op".into(), role: Role::Operator };
     assert!(ca.rotate_custody_keys(&operator, 0).await.is_err(), "operators do not rotate keys");
     assert!(ca.rotate_custody_keys(&Principal::System, 86_400).await.expect("pass").is_empty());
     assert_eq!(ca.custody(&common::ME, "acme", "mail").await.expect("keys").len(), 2);
-    let crm = ca.custody(&common::ME, "acme", "crm").await.expect("crm");
-    assert_eq!(crm.iter().filter(|k| k.slot == CustodySlot::Standby).count(), 1, "{crm:?}");
 
-    // Due (a maximum age of 0): both rotate.
+    // Due (a maximum age of 0): mail rotates; crm, made without a standby, is left as it was made.
     let rotated = ca.rotate_custody_keys(&Principal::System, 0).await.expect("rotate");
-    assert_eq!(rotated, vec![("acme".to_string(), "crm".to_string()), ("acme".to_string(), "mail".to_string())]);
+    assert_eq!(rotated, vec![("acme".to_string(), "mail".to_string())]);
+    assert_eq!(ca.custody(&common::ME, "acme", "crm").await.expect("crm").len(), 1);
     let held = ca.custody(&common::ME, "acme", "mail").await.expect("keys");
     let slot_of = |id: &str| held.iter().find(|k| k.key_id == id).map(|k| k.slot);
     assert_eq!(
@@ -346,6 +345,18 @@ async fn rotation_promotes_the_standby_and_makes_a_new_one() {
     );
     let old_key = custos_store::IssuerStore::key(store.as_ref(), &keys[0].key_id).await.expect("read").expect("key");
     assert_eq!(old_key.status, custos_ca::KeyStatus::Destroyed);
+
+    // A standby that can no longer sign (its certificate revoked) is replaced on the next pass, not due or not.
+    let standby = held.iter().find(|k| k.slot == CustodySlot::Standby).expect("standby").clone();
+    ca.revoke(&common::ME, &standby.serial.parse().expect("serial"), custos_ca::Reason::Superseded, None)
+        .await
+        .expect("revoke the standby");
+    assert!(ca.rotate_custody_keys(&Principal::System, 86_400).await.expect("pass").is_empty());
+    let held = ca.custody(&common::ME, "acme", "mail").await.expect("keys");
+    let slot_of = |id: &str| held.iter().find(|k| k.key_id == id).map(|k| k.slot);
+    assert_eq!(slot_of(&standby.key_id), Some(CustodySlot::Retired));
+    assert_eq!(slot_of(&keys[1].key_id), Some(CustodySlot::Active), "the signing key stays");
+    assert_eq!(held.iter().filter(|k| k.slot == CustodySlot::Standby).count(), 1, "{held:?}");
     let (_, state) = ca.verify_log_and_state(&common::ME, None, None).await.expect("verify");
     assert!(state.differences.is_empty(), "{:?}", state.differences);
 }

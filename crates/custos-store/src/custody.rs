@@ -2,6 +2,8 @@
 //! implementation of [`crate::CustodyStore`].
 
 use async_trait::async_trait;
+use std::collections::HashMap;
+
 use sqlx::AssertSqlSafe;
 use sqlx::any::AnyRow;
 
@@ -24,6 +26,30 @@ fn custody_from(row: &AnyRow) -> Result<CustodyKeyRecord> {
         slot: named(row, "c_slot")?,
         serial: col(row, "c_serial")?,
         created_at: col(row, "c_created_at")?,
+    })
+}
+
+/// Probes per query: five parameters each stay far below SQLite's bound.
+const PROBES_PER_QUERY: usize = 500;
+
+/// The signature columns, in the order [`signature_from`] reads them.
+const SIGNATURE_COLUMNS: &str = "signatures.jti, signatures.serial, signatures.key_id, signatures.tenant, \
+     signatures.connection, signatures.aud, signatures.iat, signatures.exp, signatures.audit_index";
+
+/// A signature from the row's columns starting at position `at`.
+fn signature_from(r: &AnyRow, at: usize) -> Result<SignatureRecord> {
+    use sqlx::Row;
+    let bad = |e: sqlx::Error| StoreError::Corrupt(format!("signatures: {e}"));
+    Ok(SignatureRecord {
+        jti: r.try_get(at).map_err(bad)?,
+        serial: r.try_get(at + 1).map_err(bad)?,
+        key_id: r.try_get(at + 2).map_err(bad)?,
+        tenant: r.try_get(at + 3).map_err(bad)?,
+        connection: r.try_get(at + 4).map_err(bad)?,
+        aud: r.try_get(at + 5).map_err(bad)?,
+        iat: r.try_get(at + 6).map_err(bad)?,
+        exp: r.try_get(at + 7).map_err(bad)?,
+        audit_index: r.try_get::<i64, _>(at + 8).map_err(bad)? as u64,
     })
 }
 
@@ -231,27 +257,54 @@ impl CustodyStore for SqlStore {
         Ok(first)
     }
 
-    async fn signatures_between(&self, from: i64, to: i64) -> Result<Vec<SignatureRecord>> {
-        let rows = sqlx::query("SELECT * FROM signatures WHERE iat >= $1 AND iat <= $2 ORDER BY iat, jti")
-            .bind(from)
-            .bind(to)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::db("read signatures"))?;
-        rows.iter()
-            .map(|r| {
-                Ok(SignatureRecord {
-                    jti: col(r, "jti")?,
-                    serial: col(r, "serial")?,
-                    key_id: col(r, "key_id")?,
-                    tenant: col(r, "tenant")?,
-                    connection: col(r, "connection")?,
-                    aud: col(r, "aud")?,
-                    iat: col(r, "iat")?,
-                    exp: col(r, "exp")?,
-                    audit_index: col::<i64>(r, "audit_index")? as u64,
-                })
-            })
-            .collect()
+    async fn find_signatures(&self, probes: &[SignatureProbe]) -> Result<Vec<Option<SignatureRecord>>> {
+        let mut out: Vec<Option<SignatureRecord>> = vec![None; probes.len()];
+        let (by_jti, by_key): (Vec<usize>, Vec<usize>) = (0..probes.len()).partition(|i| probes[*i].jti.is_some());
+        for chunk in by_jti.chunks(PROBES_PER_QUERY) {
+            let sql = format!(
+                "SELECT {SIGNATURE_COLUMNS} FROM signatures WHERE jti IN ({})",
+                params(self.engine, 1, chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for i in chunk {
+                q = q.bind(probes[*i].jti.as_deref());
+            }
+            let found: HashMap<String, SignatureRecord> = q
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::db("look up assertions by jti"))?
+                .iter()
+                .map(|r| signature_from(r, 0).map(|s| (s.jti.clone(), s)))
+                .collect::<Result<_>>()?;
+            for i in chunk {
+                out[*i] = probes[*i].jti.as_ref().and_then(|j| found.get(j).cloned());
+            }
+        }
+        // Without a jti: the newest assertion of that certificate and audience
+        // in the window, each probe one index seek (signatures_by_key).
+        for chunk in by_key.chunks(PROBES_PER_QUERY) {
+            let values: Vec<String> =
+                (0..chunk.len()).map(|k| format!("({})", params(self.engine, 5 * k + 1, 5))).collect();
+            let sql = format!(
+                "WITH p(k, serial, aud, lo, hi) AS (VALUES {}) \
+                 SELECT p.k AS probe, {SIGNATURE_COLUMNS} FROM p JOIN signatures ON signatures.jti = \
+                 (SELECT s.jti FROM signatures s WHERE s.serial = p.serial AND s.aud = p.aud \
+                  AND s.iat >= p.lo AND s.iat <= p.hi ORDER BY s.iat DESC LIMIT 1)",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for (k, i) in chunk.iter().enumerate() {
+                let p = &probes[*i];
+                q = q.bind(k as i64).bind(&p.serial).bind(&p.aud).bind(p.from).bind(p.to);
+            }
+            for r in q.fetch_all(&self.pool).await.map_err(StoreError::db("look up assertions by key"))? {
+                use sqlx::Row;
+                let k: i64 = r.try_get(0).map_err(|e| StoreError::Corrupt(format!("signatures: {e}")))?;
+                if let Some(i) = usize::try_from(k).ok().and_then(|k| chunk.get(k)) {
+                    out[*i] = Some(signature_from(&r, 1)?);
+                }
+            }
+        }
+        Ok(out)
     }
 }

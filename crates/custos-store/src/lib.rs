@@ -42,7 +42,8 @@ pub use custos_types::{
     ApprovalRecord, AuditEntry, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord,
     CertificateState, CheckpointRecord, ConnectionRecord, CustodyChange, CustodyKeyRecord, CustodySlot,
     IncidentReplacements, IssuerRecord, KeyRecord, KeyUsage, OperatorRecord, ResponderRecord, Revocation,
-    RevocationEvent, RevokedRow, SignatureRecord, SigningPolicy, StatusFilter, TenantRecord, TokenRecord,
+    RevocationEvent, RevokedRow, SignatureProbe, SignatureRecord, SigningPolicy, StatusFilter, TenantRecord,
+    TokenRecord,
 };
 pub use custos_types::{
     IncidentCertificate, IncidentConnection, IncidentRecord, OutboxMessage, Replacement, Transition, WebhookRecord,
@@ -345,8 +346,10 @@ pub trait CustodyStore: Send + Sync {
     /// index of the first entry.
     async fn record_signatures(&self, audit: &[AuditRecord], signatures: &[(usize, SignatureRecord)]) -> Result<u64>;
 
-    /// The assertions with `iat` in `from..=to`, oldest first.
-    async fn signatures_between(&self, from: i64, to: i64) -> Result<Vec<SignatureRecord>>;
+    /// For each probe, the assertion it asks for (see [`SignatureProbe`]), if
+    /// any: by `jti` whatever its certificate, audience and time (the caller
+    /// says what does not fit), else by certificate, audience and time.
+    async fn find_signatures(&self, probes: &[SignatureProbe]) -> Result<Vec<Option<SignatureRecord>>>;
 }
 
 /// Keys that must never be certified again.

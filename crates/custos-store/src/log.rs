@@ -115,6 +115,18 @@ pub(crate) async fn size_in(conn: &mut AnyConnection) -> Result<u64> {
 /// Reads the given nodes; every one must exist.
 pub(crate) async fn nodes(conn: &mut AnyConnection, engine: Engine, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>> {
     let mut out = HashMap::with_capacity(ids.len());
+    // A bounded query each: SQLite refuses an expression tree deeper than 1000.
+    for chunk in ids.chunks(NODES_PER_QUERY) {
+        out.extend(nodes_chunk(conn, engine, chunk).await?);
+    }
+    Ok(out)
+}
+
+/// Node ids read per query.
+const NODES_PER_QUERY: usize = 400;
+
+async fn nodes_chunk(conn: &mut AnyConnection, engine: Engine, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>> {
+    let mut out = HashMap::with_capacity(ids.len());
     if ids.is_empty() {
         return Ok(out);
     }

@@ -9,8 +9,8 @@ use custos_store::{
     ApprovalRecord, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CheckpointRecord,
     ConnectionRecord, CustodyChange, CustodyKeyRecord, CustodySlot, Genesis, IncidentCertificate, IncidentRecord,
     IncidentReplacements, IssuerRecord, KeyRecord, OperatorRecord, OutboxMessage, Replacement, ResponderRecord,
-    Revocation, SignatureRecord, SigningPolicy, SqlStore, StatusFilter, Store, StoreError, TenantRecord, TokenRecord,
-    Transition, WebhookRecord,
+    Revocation, SignatureProbe, SignatureRecord, SigningPolicy, SqlStore, StatusFilter, Store, StoreError,
+    TenantRecord, TokenRecord, Transition, WebhookRecord,
 };
 use custos_types::{CertificateStatus, IssuerRole, IssuerStatus, KeyStatus, Profile, Reason};
 use custos_types::{ConnectionState, DeliveryState, IncidentState};
@@ -821,9 +821,32 @@ async fn custody_contract(store: &dyn Store) {
         .record_signatures(&entries, &[(1, signature("j1", 1000)), (2, signature("j2", 2000))])
         .await
         .expect("signatures");
-    let found = store.signatures_between(900, 1500).await.expect("read");
-    assert_eq!(found, vec![SignatureRecord { audit_index: first + 1, ..signature("j1", 1000) }]);
-    assert_eq!(store.signatures_between(0, 5000).await.expect("read").len(), 2);
+    let probe = |jti: Option<&str>, from: i64, to: i64| SignatureProbe {
+        jti: jti.map(str::to_string),
+        serial: "c3".into(),
+        aud: "https://login.example/t/oauth2/v2.0/token".into(),
+        from,
+        to,
+    };
+    let found = store
+        .find_signatures(&[
+            probe(Some("j1"), 0, 0),
+            probe(Some("nope"), 0, 5000),
+            probe(None, 900, 1500),
+            probe(None, 0, 5000),
+            probe(None, 3000, 4000),
+        ])
+        .await
+        .expect("find");
+    let j1 = SignatureRecord { audit_index: first + 1, ..signature("j1", 1000) };
+    let j2 = SignatureRecord { audit_index: first + 2, ..signature("j2", 2000) };
+    assert_eq!(
+        found,
+        vec![Some(j1.clone()), None, Some(j1), Some(j2), None],
+        "by jti whatever its time; else the newest in the window"
+    );
+    let other_aud = SignatureProbe { aud: "https://other/token".into(), ..probe(None, 0, 5000) };
+    assert_eq!(store.find_signatures(&[other_aud]).await.expect("find"), vec![None]);
     let size = audit_count(store).await;
     let reused = store.record_signatures(&[audit("connection.sign")], &[(0, signature("j1", 3000))]).await;
     assert!(matches!(reused, Err(StoreError::Duplicate { .. })), "a jti is never recorded twice: {reused:?}");

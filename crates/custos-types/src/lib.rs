@@ -16,8 +16,8 @@ pub use records::{
     ApprovalRecord, AuditEntry, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord,
     CertificateState, CheckpointRecord, ConnectionRecord, CustodyChange, CustodyKeyRecord, IncidentCertificate,
     IncidentConnection, IncidentRecord, IncidentReplacements, IssuerRecord, KeyRecord, KeyUsage, OperatorRecord,
-    OutboxMessage, Replacement, ResponderRecord, Revocation, RevocationEvent, RevokedRow, SignatureRecord,
-    SigningPolicy, StatusFilter, TenantRecord, TokenRecord, Transition, WebhookRecord,
+    OutboxMessage, Replacement, ResponderRecord, Revocation, RevocationEvent, RevokedRow, SignatureProbe,
+    SignatureRecord, SigningPolicy, StatusFilter, TenantRecord, TokenRecord, Transition, WebhookRecord,
 };
 pub use state::{
     CertificateStatus, ConnectionState, CustodySlot, DeliveryState, IncidentState, IssuerRole, IssuerStatus, KeyStatus,

@@ -611,3 +611,20 @@ pub struct SignatureRecord {
     /// The audit entry that records it.
     pub audit_index: u64,
 }
+
+/// What `audit match` asks of the signature index for one sign-in: the
+/// assertion with this `jti`, or, without one, the newest assertion for this
+/// certificate and audience with `iat` in `from..=to`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignatureProbe {
+    /// The sign-in's jti, if the export has it.
+    pub jti: Option<String>,
+    /// The serial of the certificate its thumbprint names.
+    pub serial: String,
+    /// Its audience.
+    pub aud: String,
+    /// Earliest `iat`, Unix seconds.
+    pub from: i64,
+    /// Latest `iat`, Unix seconds.
+    pub to: i64,
+}

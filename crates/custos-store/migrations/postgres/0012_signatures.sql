@@ -12,4 +12,5 @@ CREATE TABLE signatures (
     exp BIGINT NOT NULL,
     audit_index BIGINT NOT NULL
 );
-CREATE INDEX signatures_by_time ON signatures (iat);
+-- A sign-in without a jti is matched by certificate, audience and time.
+CREATE INDEX signatures_by_key ON signatures (serial, aud, iat);
