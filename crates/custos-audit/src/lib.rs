@@ -13,6 +13,7 @@ pub mod merkle;
 pub mod note;
 pub mod tiles;
 pub mod verify;
+pub mod witness;
 
 pub use entry::{EntryFields, SALT_BYTES, new_salt};
 pub use merkle::{Frontier, Hash, NodeId};

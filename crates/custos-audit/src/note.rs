@@ -11,6 +11,8 @@ use crate::merkle::Hash;
 
 /// Signature type byte of Ed25519 in signed notes.
 const ED25519_TYPE: u8 = 0x01;
+/// Signature type byte of an Ed25519 cosignature/v1 (C2SP tlog-cosignature).
+pub(crate) const COSIGNATURE_TYPE: u8 = 0x04;
 /// Signature lines start with an em dash and a space.
 const SIG_PREFIX: &str = "\u{2014} ";
 
@@ -67,6 +69,9 @@ impl Checkpoint {
 
     /// Opens a signed checkpoint: checks `key`'s signature on it and returns it.
     pub fn open(note: &str, key: &VerifierKey) -> Result<Checkpoint, AuditError> {
+        if key.kind != ED25519_TYPE {
+            return Err(AuditError::Format(format!("{} is a witness's key, not a log's", key.name)));
+        }
         let (body, signatures) = split_note(note)?;
         let hash = key.key_hash();
         let mut found = false;
@@ -102,7 +107,7 @@ impl Checkpoint {
 }
 
 /// Splits a signed note into its body (with final newline) and its signature lines.
-fn split_note(note: &str) -> Result<(&str, &str), AuditError> {
+pub(crate) fn split_note(note: &str) -> Result<(&str, &str), AuditError> {
     let at =
         note.rfind("\n\n").ok_or_else(|| AuditError::Format("signed note: no blank line before signatures".into()))?;
     let (body, sigs) = (&note[..=at], &note[at + 2..]);
@@ -112,13 +117,16 @@ fn split_note(note: &str) -> Result<(&str, &str), AuditError> {
     Ok((body, sigs))
 }
 
-/// A log's public key as signed notes name it: `name+hash+base64(0x01 || key)`.
+/// A public key as signed notes name it: `name+hash+base64(type || key)`;
+/// type 0x01 for a log's Ed25519 key, 0x04 for a witness's cosignature/v1 key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifierKey {
-    /// The key name, which is the log origin.
+    /// The key name: the log origin, or the witness's name.
     pub name: String,
     /// The 32-byte Ed25519 public key.
     pub public_key: Vec<u8>,
+    /// The signature type byte: 0x01 (a note signature) or 0x04 (a cosignature).
+    pub kind: u8,
 }
 
 impl VerifierKey {
@@ -130,15 +138,20 @@ impl VerifierKey {
         if name.is_empty() || name.contains(['+', ' ', '\n']) {
             return Err(AuditError::Format(format!("{name:?} cannot name a note key")));
         }
-        Ok(VerifierKey { name: name.to_string(), public_key: public_key.to_vec() })
+        Ok(VerifierKey { name: name.to_string(), public_key: public_key.to_vec(), kind: ED25519_TYPE })
     }
 
-    /// The 4-byte key hash: SHA-256(name || "\n" || 0x01 || key)[..4].
+    /// A witness's cosignature/v1 key (type 0x04) for an Ed25519 public key.
+    pub fn cosigner(name: &str, public_key: &[u8]) -> Result<VerifierKey, AuditError> {
+        Ok(VerifierKey { kind: COSIGNATURE_TYPE, ..VerifierKey::new(name, public_key)? })
+    }
+
+    /// The 4-byte key hash: SHA-256(name || "\n" || type || key)[..4].
     pub fn key_hash(&self) -> [u8; 4] {
         let mut ctx = digest::Context::new(&digest::SHA256);
         ctx.update(self.name.as_bytes());
         ctx.update(b"\n");
-        ctx.update(&[ED25519_TYPE]);
+        ctx.update(&[self.kind]);
         ctx.update(&self.public_key);
         let d = ctx.finish();
         [d.as_ref()[0], d.as_ref()[1], d.as_ref()[2], d.as_ref()[3]]
@@ -153,10 +166,11 @@ impl VerifierKey {
             return Err(bad("expected name+hash+key"));
         };
         let raw = STANDARD.decode(b64).map_err(|_| bad("key is not base64"))?;
-        let Some((&ED25519_TYPE, public_key)) = raw.split_first() else {
-            return Err(bad("only Ed25519 (type 0x01) keys are supported"));
+        let key = match raw.split_first() {
+            Some((&ED25519_TYPE, public_key)) => VerifierKey::new(name, public_key)?,
+            Some((&COSIGNATURE_TYPE, public_key)) => VerifierKey::cosigner(name, public_key)?,
+            _ => return Err(bad("only Ed25519 keys (type 0x01, or 0x04 for a witness) are supported")),
         };
-        let key = VerifierKey::new(name, public_key)?;
         if hash != hex::encode(key.key_hash()) {
             return Err(bad("the hash does not match the name and key"));
         }
@@ -166,7 +180,7 @@ impl VerifierKey {
 
 impl std::fmt::Display for VerifierKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut raw = vec![ED25519_TYPE];
+        let mut raw = vec![self.kind];
         raw.extend_from_slice(&self.public_key);
         write!(f, "{}+{}+{}", self.name, hex::encode(self.key_hash()), STANDARD.encode(raw))
     }

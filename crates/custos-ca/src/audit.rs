@@ -73,6 +73,18 @@ pub(crate) fn new_log_key(keys: &dyn KeyStore, base_url: &str, actor: &str, now:
     Ok(NewLogKey { record, settings, audit })
 }
 
+/// A stored checkpoint note without the witnesses' cosignature lines: the
+/// body, the blank line and the log's own signature line.
+fn own_note(note: &str) -> String {
+    match note.split_once("\n\n") {
+        Some((body, sigs)) => {
+            let own = sigs.lines().next().unwrap_or_default();
+            format!("{body}\n\n{own}\n")
+        }
+        None => note.to_string(),
+    }
+}
+
 /// An inclusion proof of one entry against a signed checkpoint.
 #[derive(Clone, Debug, Serialize)]
 pub struct InclusionProof {
@@ -171,6 +183,88 @@ impl Ca {
             CheckpointRecord { size, time: OffsetDateTime::now_utc().unix_timestamp(), root: root.to_vec(), note };
         self.store.add_checkpoint(&record).await?;
         Ok(Some(record))
+    }
+
+    /// An `add-checkpoint` request for the newest checkpoint, for a witness
+    /// that last cosigned size `old`: the note and a consistency proof from
+    /// `old`. `None` while the log has no checkpoint.
+    pub async fn witness_request(
+        &self,
+        principal: &Principal,
+        old: u64,
+    ) -> Result<Option<custos_audit::witness::AddCheckpoint>> {
+        authorize(principal, Operation::SignCheckpoint)?;
+        let Some(cp) = self.store.latest_checkpoint().await? else { return Ok(None) };
+        if old > cp.size {
+            return Err(CaError::Policy(format!(
+                "the witness has cosigned size {old}, but this log's newest checkpoint has size {}: \
+                 this log was rolled back, or is not the log the witness saw",
+                cp.size
+            )));
+        }
+        let proof = if old == 0 || old == cp.size {
+            Vec::new()
+        } else {
+            let ids = merkle::needed_nodes(|read| merkle::consistency_proof(old, cp.size, read));
+            let nodes = self.store.audit_nodes(&ids).await?;
+            merkle::consistency_proof(old, cp.size, &mut |id| nodes.get(&id).copied().unwrap_or_default())
+                .map_err(custos_audit::AuditError::from)?
+        };
+        // The log's own note only: cosignatures added earlier are not resubmitted.
+        let note = own_note(&cp.note);
+        Ok(Some(custos_audit::witness::AddCheckpoint { old, proof, note }))
+    }
+
+    /// Records a witness's cosignature lines on checkpoint `size`, once they
+    /// verify against `witness` (a line already recorded is not added twice).
+    pub async fn add_cosignatures(
+        &self,
+        principal: &Principal,
+        size: u64,
+        witness: &VerifierKey,
+        lines: &str,
+    ) -> Result<()> {
+        authorize(principal, Operation::SignCheckpoint)?;
+        let cp = self
+            .store
+            .checkpoints()
+            .await?
+            .into_iter()
+            .find(|c| c.size == size)
+            .ok_or_else(|| CaError::Policy(format!("no checkpoint of size {size}")))?;
+        let fresh: String = lines
+            .lines()
+            .filter(|l| {
+                l.starts_with('\u{2014}') && l.contains(&format!(" {} ", witness.name)) && !cp.note.contains(*l)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        custos_audit::witness::verify_cosignatures(
+            &format!("{}{fresh}", own_note(&cp.note)),
+            std::slice::from_ref(witness),
+        )?;
+        Ok(self.store.add_cosignatures(size, &fresh).await?)
+    }
+
+    /// The newest checkpoint that every one of `witnesses` cosigned, with
+    /// each cosignature's time; `None` if there is none.
+    pub async fn witnessed_checkpoint(
+        &self,
+        principal: &Principal,
+        witnesses: &[VerifierKey],
+    ) -> Result<Option<(CheckpointRecord, Vec<(String, u64)>)>> {
+        authorize(principal, Operation::ReadAudit)?;
+        let vkey = self.log_verifier_key().await?;
+        for cp in self.store.checkpoints().await?.into_iter().rev() {
+            if let Ok(times) = custos_audit::witness::verify_cosignatures(&cp.note, witnesses) {
+                Checkpoint::open(&cp.note, &vkey)?;
+                return Ok(Some((cp, times)));
+            }
+        }
+        Ok(None)
     }
 
     /// The newest signed checkpoint.

@@ -193,6 +193,9 @@ async fn verify(cli: &Cli, args: &VerifyArgs) -> Result<(), CliError> {
                     path.display()
                 );
             }
+            if !args.witnesses.is_empty() {
+                witnessed(cli, &s, &args.witnesses, report.entries).await?;
+            }
             (report.entries, report.root, report.checkpoints, report.key)
         }
     };
@@ -327,4 +330,54 @@ async fn match_signins(cli: &Cli, path: &Path, proofs: bool) -> Result<(), CliEr
         report.unmatched.len(),
         report.targeted_tenants.join(", ")
     )))
+}
+
+/// `audit verify --witness`: a checkpoint the verified log extends must carry
+/// a valid cosignature by every witness named.
+async fn witnessed(cli: &Cli, s: &crate::session::Session, keys: &[String], entries: u64) -> Result<(), CliError> {
+    let mut witnesses = Vec::new();
+    for k in keys {
+        let key = VerifierKey::parse(k).map_err(|e| CliError::Usage(format!("--witness {k:?}: {e}")))?;
+        if key.kind != 0x04 {
+            return Err(CliError::Usage(format!(
+                "--witness {}: that is a log's key, not a witness's (type 0x04)",
+                key.name
+            )));
+        }
+        witnesses.push(key);
+    }
+    let names: Vec<&str> = witnesses.iter().map(|w| w.name.as_str()).collect();
+    let Some((cp, times)) = s.ca.witnessed_checkpoint(&s.me, &witnesses).await? else {
+        return Err(CliError::Unwitnessed(format!(
+            "no checkpoint of this log carries a valid cosignature by every one of {}",
+            names.join(", ")
+        )));
+    };
+    // The newest checkpoint is what a reader of this log is shown: a fork or a
+    // rollback the witnesses refused shows up as a newest checkpoint without them.
+    let newest = s.ca.latest_checkpoint().await?.map(|c| c.size).unwrap_or(0);
+    if newest != cp.size {
+        return Err(CliError::Unwitnessed(format!(
+            "the newest checkpoint ({newest} entries) is not cosigned by every one of {}; the newest that is has {} \
+             entries (a witness refuses a log that forked or was rolled back; see serve's log)",
+            names.join(", "),
+            cp.size
+        )));
+    }
+    if !cli.json {
+        for (name, time) in &times {
+            println!(
+                "witnessed: checkpoint of {} entries cosigned by {name} at {}",
+                cp.size,
+                custos_ca::rfc3339(*time as i64)
+            );
+        }
+        if entries > cp.size {
+            println!(
+                "note: the {} newest entries are in no checkpoint yet (serve signs and submits one every second)",
+                entries - cp.size
+            );
+        }
+    }
+    Ok(())
 }

@@ -38,6 +38,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Operator(command) => crate::access::operator(&cli, command).await,
         Command::Approve { id } => crate::access::approve(&cli, id).await,
         Command::Approvals => crate::access::approvals(&cli).await,
+        Command::Witness(command) => crate::witness::run(&cli, command).await,
         Command::Serve(args) => serve(&cli, args).await,
         Command::Revoke(args) => revoke(&cli, args).await,
         Command::Crl(args) => crl(&cli, args).await,

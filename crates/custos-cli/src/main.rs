@@ -17,6 +17,7 @@ mod passphrase;
 mod remote;
 mod session;
 mod storage;
+mod witness;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -132,6 +133,10 @@ pub enum Command {
     },
     /// List approval requests: who asked for what, who approved, when each expires.
     Approvals,
+    /// A witness of another custos's audit log (C2SP tlog-witness): it
+    /// cosigns each checkpoint that extends what it saw, and refuses forks and rollbacks.
+    #[command(subcommand)]
+    Witness(WitnessCommand),
 }
 
 /// `custos operator ...`.
@@ -567,6 +572,48 @@ pub struct TailArgs {
     pub lines: usize,
 }
 
+/// `custos witness ...`. The witness's key is sealed under a passphrase from
+/// --passphrase-file or CUSTOS_WITNESS_PASSPHRASE.
+#[derive(Debug, Subcommand)]
+pub enum WitnessCommand {
+    /// Create a witness in DIR for the logs given; prints its verifier key.
+    Init {
+        /// The witness's directory (holds witness.json, 0600).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Its name, a schema-less URL (e.g. witness.example.com/w1).
+        #[arg(long)]
+        name: String,
+        /// A log it witnesses: the log's verifier key (`custos audit key`). Repeatable.
+        #[arg(long = "log", required = true)]
+        logs: Vec<String>,
+        /// Read the passphrase that seals the witness key from this file.
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Serve `POST /add-checkpoint` until interrupted.
+    Serve {
+        /// The witness's directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Address to listen on (plain HTTP; put TLS in front where it leaves the host).
+        #[arg(long, default_value = "127.0.0.1:7380")]
+        listen: String,
+        /// Read the passphrase from this file.
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Print the witness's verifier key (for `audit verify --witness` and `audit.witnesses`).
+    Key {
+        /// The witness's directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Read the passphrase from this file.
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+}
+
 /// `custos audit verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -579,6 +626,10 @@ pub struct VerifyArgs {
     /// Verify a remote custos from its HTTP tiles only (http://host:port), no database needed.
     #[arg(long)]
     pub url: Option<String>,
+    /// Require a cosignature by this witness (its verifier key, type 0x04) on a
+    /// checkpoint the log extends. Repeatable: every one is required.
+    #[arg(long = "witness", conflicts_with = "url")]
+    pub witnesses: Vec<String>,
     /// Also replay the log into the state it implies and compare it with the database
     /// (certificates, revocations, tenants, connections, keys, issuers, blocklist, incidents).
     #[arg(long, conflicts_with = "url")]
@@ -666,6 +717,9 @@ pub enum CliError {
     /// A remote custos could not be read.
     #[error("remote: {0}")]
     Remote(String),
+    /// `audit verify --witness`: the required cosignatures are missing.
+    #[error("not witnessed: {0}")]
+    Unwitnessed(String),
     /// `audit match` found sign-ins custos did not sign.
     #[error("{0}")]
     Unmatched(String),

@@ -91,6 +91,26 @@ impl HttpConnection {
         body: Bytes,
         max_body: usize,
     ) -> Result<Bytes, String> {
+        let (status, body) = self.exchange(request, path, body, max_body).await?;
+        match status.is_success() {
+            true => Ok(body),
+            false => Err(format!(
+                "{}{path}: HTTP {status}: {}",
+                self.prefix,
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            )),
+        }
+    }
+
+    /// Sends one request to `path` (below the URL's path) and returns the
+    /// answer's status and body (at most `max_body` bytes), whatever the status.
+    pub async fn exchange(
+        &mut self,
+        request: hyper::http::request::Builder,
+        path: &str,
+        body: Bytes,
+        max_body: usize,
+    ) -> Result<(hyper::StatusCode, Bytes), String> {
         let uri = match format!("{}{path}", self.prefix) {
             u if u.is_empty() => "/".to_string(),
             u => u,
@@ -110,10 +130,7 @@ impl HttpConnection {
                 .await
                 .map_err(|e| fail(format!("reading the body: {e}")))?
                 .to_bytes();
-            match status.is_success() {
-                true => Ok(body),
-                false => Err(fail(format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)])))),
-            }
+            Ok((status, body))
         };
         tokio::time::timeout(self.timeout, exchange).await.map_err(|_| fail("timed out".into()))?
     }

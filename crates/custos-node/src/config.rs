@@ -171,6 +171,18 @@ pub struct AuditConfig {
     /// that deleting entries with their checkpoints is caught (default:
     /// `checkpoints.jsonl` in the data directory; put it on other storage).
     pub checkpoint_file: Option<PathBuf>,
+    /// Witnesses (C2SP tlog-witness) `serve` submits every checkpoint to.
+    pub witnesses: Vec<WitnessConfig>,
+}
+
+/// A witness of the audit log: its verifier key and where it listens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessConfig {
+    /// Its verifier key, `name+hash+key` (type 0x04), as `custos witness init` printed it.
+    pub key: String,
+    /// Its submission URL prefix (`http://host:port`); `/add-checkpoint` is appended.
+    pub url: String,
 }
 
 /// Incident notifications.
@@ -258,7 +270,7 @@ impl Default for OcspConfig {
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig { checkpoint_interval_ms: 1000, checkpoint_file: None }
+        AuditConfig { checkpoint_interval_ms: 1000, checkpoint_file: None, witnesses: Vec::new() }
     }
 }
 
@@ -393,6 +405,7 @@ const ALL_KEYS: &[&str] = &[
     "ocsp.responder_renewal_s",
     "audit.checkpoint_interval_ms",
     "audit.checkpoint_file",
+    "audit.witnesses",
     "webhooks.delivery_interval_ms",
     "webhooks.give_up_after_s",
     "webhooks.ca_file",

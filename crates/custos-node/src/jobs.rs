@@ -109,9 +109,15 @@ fn spawn_jobs(
             "signing an audit checkpoint",
             {
                 let (ca, config) = (ca.clone(), Arc::new(config.clone()));
+                let witnesses = Arc::new(crate::witness::Submitter::default());
                 move || {
-                    let (ca, config) = (ca.clone(), config.clone());
-                    async move { crate::sign_checkpoint(&config, &ca, &Principal::System).await }
+                    let (ca, config, witnesses) = (ca.clone(), config.clone(), witnesses.clone());
+                    async move {
+                        let signed = crate::sign_checkpoint(&config, &ca, &Principal::System).await?;
+                        // Every checkpoint goes to the witnesses; a refusal is logged there and retried.
+                        witnesses.submit(&config, &ca).await?;
+                        Ok::<_, crate::NodeError>(signed)
+                    }
                 }
             },
         )),
@@ -209,6 +215,23 @@ pub(crate) fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     out
+}
+
+/// Runs a witness on `listen` until interrupted; `ready` is called with its address.
+pub async fn serve_witness(
+    node: crate::witness::WitnessNode,
+    listen: &str,
+    ready: impl FnOnce(std::net::SocketAddr),
+) -> crate::Result<()> {
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|e| crate::NodeError::Serve(format!("{listen}: {e}")))?;
+    let addr = listener.local_addr().map_err(|e| crate::NodeError::Serve(e.to_string()))?;
+    ready(addr);
+    let router = custos_server::witness::witness_router(Arc::new(node));
+    let limits = custos_server::http::ConnectionLimits { total: 1024, per_client: 64 };
+    custos_server::http::serve(listener, router, None, Duration::from_secs(10), limits, shutdown_signal())
+        .await
+        .map_err(|e| crate::NodeError::Serve(e.to_string()))
 }
 
 async fn shutdown_signal() {

@@ -14,6 +14,7 @@ pub mod client;
 pub mod config;
 mod jobs;
 mod webhook;
+pub mod witness;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use custos_keys::soft::{SealParams, SoftKeyStore};
 use custos_store::{SqlStore, Store};
 
 pub use config::{Config, Loaded, Origin, Override};
-pub use jobs::{Listeners, serve};
+pub use jobs::{Listeners, serve, serve_witness};
 pub use webhook::{WebhookTransport, webhook_policy};
 
 /// What can go wrong while putting a custos node together.

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod http;
 pub mod tls;
+pub mod witness;
 
 use std::sync::Arc;
 use std::time::Duration;

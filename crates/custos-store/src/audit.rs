@@ -119,6 +119,20 @@ impl AuditStore for SqlStore {
         tx.commit().await.map_err(StoreError::db("commit a checkpoint"))
     }
 
+    async fn add_cosignatures(&self, size: u64, lines: &str) -> Result<()> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query("UPDATE audit_checkpoints SET note = note || $1 WHERE size = $2")
+            .bind(lines)
+            .bind(size as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("add cosignatures"))?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::NotFound { what: format!("checkpoint of size {size}") });
+        }
+        tx.commit().await.map_err(StoreError::db("commit cosignatures"))
+    }
+
     async fn checkpoints(&self) -> Result<Vec<CheckpointRecord>> {
         let rows = fetch_all(&self.pool, "SELECT * FROM audit_checkpoints ORDER BY size", "read checkpoints").await?;
         rows.iter().map(checkpoint).collect()

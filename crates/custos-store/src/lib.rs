@@ -418,6 +418,10 @@ pub trait AuditStore: Send + Sync {
     /// Stores a signed checkpoint; one for the same size already stored is kept.
     async fn add_checkpoint(&self, checkpoint: &CheckpointRecord) -> Result<()>;
 
+    /// Appends witnesses' cosignature lines to the note of checkpoint `size`;
+    /// [`StoreError::NotFound`] if there is no such checkpoint.
+    async fn add_cosignatures(&self, size: u64, lines: &str) -> Result<()>;
+
     /// Every stored checkpoint, smallest first.
     async fn checkpoints(&self) -> Result<Vec<CheckpointRecord>>;
 

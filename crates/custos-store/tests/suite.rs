@@ -294,6 +294,9 @@ async fn audit_contract(store: &dyn Store) {
     let cps = store.checkpoints().await.expect("checkpoints");
     assert_eq!(cps.iter().map(|c| (c.size, c.note.as_str())).collect::<Vec<_>>(), [(size - 1, "a"), (size, "b")]);
     assert_eq!(store.latest_checkpoint().await.expect("latest").map(|c| c.size), Some(size));
+    store.add_cosignatures(size, "\u{2014} w1 AAAA\n").await.expect("cosign");
+    assert_eq!(store.latest_checkpoint().await.expect("latest").map(|c| c.note), Some("b\u{2014} w1 AAAA\n".into()));
+    assert!(matches!(store.add_cosignatures(size + 9, "x").await, Err(StoreError::NotFound { .. })));
 
     // Search and usage.
     let filter = |action: Option<&str>, key: Option<&str>, from: Option<u64>, limit| AuditFilter {
