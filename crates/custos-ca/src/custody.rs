@@ -625,17 +625,7 @@ impl Ca {
         caller: Option<&str>,
     ) -> Result<Assertion> {
         let signing = self.signing_key(principal, tenant, name).await?;
-        let scheme = match request.alg.as_deref() {
-            None => signing.key.default_scheme(),
-            Some(alg) => {
-                DigestScheme::from_jws_name(alg).filter(|s| s.fits(signing.key.algorithm())).ok_or_else(|| {
-                    CaError::Policy(format!(
-                        "alg {alg:?} does not fit this connection's {} key",
-                        signing.key.algorithm()
-                    ))
-                })?
-            }
-        };
+        let scheme = scheme_for(&signing.key, request.alg.as_deref())?;
         let policy = &signing.policy;
         let lifetime = request.lifetime_secs.unwrap_or(MAX_ASSERTION_SECS);
         let refusal = if let Some(p) = policy {
@@ -729,17 +719,7 @@ impl Ca {
         caller: Option<&str>,
     ) -> Result<DigestSignature> {
         let signing = self.signing_key(principal, tenant, name).await?;
-        let scheme = match alg {
-            None => signing.key.default_scheme(),
-            Some(alg) => {
-                DigestScheme::from_jws_name(alg).filter(|s| s.fits(signing.key.algorithm())).ok_or_else(|| {
-                    CaError::Policy(format!(
-                        "alg {alg:?} does not fit this connection's {} key",
-                        signing.key.algorithm()
-                    ))
-                })?
-            }
-        };
+        let scheme = scheme_for(&signing.key, alg)?;
         let signature = self.sign_off_thread(&signing.key, scheme, digest).await?;
         let entry = audit_record(
             principal,
@@ -837,6 +817,16 @@ impl Ca {
             )));
         }
         Ok(SigningKey { key, cert_der, key_id: active.key.id, serial: active.serial, policy: context.policy.clone() })
+    }
+}
+
+/// The scheme `alg` names for `key` (its default when `None`), if it fits the key.
+fn scheme_for(key: &ConnectionKey, alg: Option<&str>) -> Result<DigestScheme> {
+    match alg {
+        None => Ok(key.default_scheme()),
+        Some(alg) => DigestScheme::from_jws_name(alg).filter(|s| s.fits(key.algorithm())).ok_or_else(|| {
+            CaError::Policy(format!("alg {alg:?} does not fit this connection's {} key", key.algorithm()))
+        }),
     }
 }
 

@@ -27,17 +27,27 @@ impl Drop for ServeChild {
     }
 }
 
-/// Runs the demo with `tenants` tenants of two connections each; keeps the directory if `keep` is given.
-pub async fn incident(tenants: usize, keep: Option<PathBuf>) -> Result<(), CliError> {
+/// A throwaway custos (in `keep`, else a temporary directory removed with the
+/// returned guard): the guard, its directory, config, passphrase, principal and Ca.
+async fn throwaway(
+    keep: Option<PathBuf>,
+) -> Result<(tempfile::TempDir, PathBuf, custos_node::Config, zeroize::Zeroizing<String>, Principal, Ca), CliError> {
     let temp = tempfile::tempdir().map_err(|e| CliError::Output(format!("temporary directory: {e}")))?;
     let dir = keep.unwrap_or_else(|| temp.path().to_path_buf());
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let data = dir.join("data");
     let passphrase = custos_ca::random_password()?;
     println!("== a throwaway custos in {}", data.display());
-    let config = custos_node::Config { data_dir: data.clone(), ..custos_node::Config::default() };
+    let config = custos_node::Config { data_dir: data, ..custos_node::Config::default() };
     let me = Principal::local();
     let ca = custos_node::init(&config, passphrase.as_bytes(), &me).await?;
+    Ok((temp, dir, config, passphrase, me, ca))
+}
+
+/// Runs the demo with `tenants` tenants of two connections each; keeps the directory if `keep` is given.
+pub async fn incident(tenants: usize, keep: Option<PathBuf>) -> Result<(), CliError> {
+    let (_temp, dir, config, passphrase, me, ca) = throwaway(keep).await?;
+    let data = config.data_dir.clone();
     let (old, issued) = populate(&ca, &me, tenants).await?;
     let view = steal_and_replace(&ca, &me, &dir, tenants, issued).await?;
     let files = pem_files(&ca, &me, &dir, &view.id, &old).await?;
@@ -254,15 +264,8 @@ pub async fn custody(tenants: usize, keep: Option<PathBuf>) -> Result<(), CliErr
     if tenants < 2 {
         return Err(CliError::Usage("the custody demo needs at least 2 tenants".into()));
     }
-    let temp = tempfile::tempdir().map_err(|e| CliError::Output(format!("temporary directory: {e}")))?;
-    let dir = keep.unwrap_or_else(|| temp.path().to_path_buf());
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let data = dir.join("data");
-    let passphrase = custos_ca::random_password()?;
-    println!("== a throwaway custos in {}", data.display());
-    let config = custos_node::Config { data_dir: data.clone(), ..custos_node::Config::default() };
-    let me = Principal::local();
-    let ca = Arc::new(custos_node::init(&config, passphrase.as_bytes(), &me).await?);
+    let (_temp, dir, _config, _passphrase, me, ca) = throwaway(keep).await?;
+    let ca = Arc::new(ca);
     let app = "6731de76-14a6-49ae-97bc-6eba6914391e";
     let aud = |t: &str| format!("https://login.microsoftonline.example/{t}/oauth2/v2.0/token");
     let options = ConnectionOptions {
