@@ -207,6 +207,25 @@ fn custodied_keys_sign_assertions_that_pyjwt_and_openssl_verify() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(parse(&body).as_array().expect("keys").len(), 2);
 
+    // The incident through the API: declared on the active key, executed by an
+    // admin (a tenant may not); the standby signs at once, and no key file exists.
+    let (status, body) = server.api(
+        "POST",
+        "/api/v1/incidents",
+        Some(&admin),
+        Some(&json!({"compromised": format!("key:{}", made[0]["key_id"].as_str().expect("key")), "note": "API"})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = parse(&body)["incident"]["id"].as_str().expect("id").to_string();
+    assert_eq!(server.api("POST", &format!("/api/v1/incidents/{id}/execute"), Some(&mail), None).0, 403);
+    let (status, body) = server.api("POST", &format!("/api/v1/incidents/{id}/execute"), Some(&admin), None);
+    assert_eq!(status, 200, "{body}");
+    let executed = parse(&body);
+    assert_eq!((executed["replaced"].as_u64(), executed["keys_file"].is_null()), (Some(1), true), "{body}");
+    let (status, body) = server.api("POST", &path("mail-sync", "assertion"), Some(&mail), Some(&request));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(parse(&body)["key_id"], made[1]["key_id"], "the standby signs now");
+
     // No private key was written anywhere custos writes.
     for f in files(&env.data_dir()).into_iter().chain(files(&out)) {
         let bytes = std::fs::read(&f).unwrap_or_default();

@@ -44,6 +44,10 @@ pub struct AppState {
     pub publisher: Arc<StatusPublisher>,
     /// How many API requests each principal may make.
     pub limiter: api::Limiter,
+    /// Where `POST /api/v1/incidents/{id}/execute` writes the replacement keys
+    /// of connections whose keys custos generates (`ID-replacements.jsonl`,
+    /// 0600, as `custos incident execute` does); custodied connections need none.
+    pub incident_keys_dir: std::path::PathBuf,
 }
 
 /// Builds the router with every public route but OCSP, which [`serve`]

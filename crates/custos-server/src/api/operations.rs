@@ -20,6 +20,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
         .routes(routes!(declare))
         .routes(routes!(get_incident))
+        .routes(routes!(execute))
         .routes(routes!(ack))
         .routes(routes!(report))
         .routes(routes!(close))
@@ -58,6 +59,53 @@ impl From<&custos_ca::IncidentRecord> for Incident {
             closed: r.closed_at.map(time),
         }
     }
+}
+
+/// What an execution did.
+#[derive(Serialize, ToSchema)]
+struct Executed {
+    id: String,
+    /// CAs created in place of compromised ones.
+    new_issuers: Vec<String>,
+    /// Certificates this run revoked.
+    revoked: usize,
+    /// Connections this run replaced (custodied ones switched to their standby).
+    replaced: usize,
+    /// Where, on the server, the replacement keys of connections whose keys custos
+    /// generates were written (0600); null when none were (custodied connections need none).
+    keys_file: Option<String>,
+    seconds_to_revoked: f64,
+    seconds_to_replaced: f64,
+}
+
+#[utoipa::path(post, path = "/api/v1/incidents/{id}/execute", tag = "incidents", params(("id" = String, Path)),
+    responses((status = 200, body = Executed), (status = 401, body = Problem), (status = 403, body = Problem),
+              (status = 404, body = Problem),
+              (status = 409, description = "A second admin must approve first: the problem names the approval request", body = Problem),
+              (status = 422, body = Problem)))]
+async fn execute(
+    State(s): State<Arc<AppState>>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let keys_file = s.incident_keys_dir.join(format!("{id}-replacements.jsonl"));
+    // In its own task: a client that goes away does not stop an execution half-way
+    // (it would resume on the next call, but the lock would wait to lapse).
+    let ca = s.ca.clone();
+    let run = tokio::spawn(async move { ca.execute_incident(&who, &id, &keys_file, &|_| {}).await });
+    let done = run.await.map_err(|e| CaError::Inconsistent(format!("the execution stopped: {e}")))??;
+    Ok(json(
+        StatusCode::OK,
+        &Executed {
+            id: done.id,
+            new_issuers: done.new_issuers,
+            revoked: done.revoked,
+            replaced: done.replaced,
+            keys_file: done.keys_file.map(|p| p.display().to_string()),
+            seconds_to_revoked: done.seconds_to_revoked,
+            seconds_to_replaced: done.seconds_to_replaced,
+        },
+    ))
 }
 
 /// Where one affected connection stands.
