@@ -282,7 +282,10 @@ mod tests {
             verify_cosignatures(&cosigned, std::slice::from_ref(&w_key)).expect("verify"),
             vec![(w_key.name.clone(), 1_700_000_000)]
         );
-        assert!(matches!(verify_cosignatures(&note5, std::slice::from_ref(&w_key)), Err(AuditError::NoSignature { .. })));
+        assert!(matches!(
+            verify_cosignatures(&note5, std::slice::from_ref(&w_key)),
+            Err(AuditError::NoSignature { .. })
+        ));
         let other = VerifierKey::cosigner("witness.example/w2", pair().public_key().as_ref()).expect("key");
         assert!(verify_cosignatures(&cosigned, &[w_key.clone(), other]).is_err(), "every required witness");
 

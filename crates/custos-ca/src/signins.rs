@@ -20,6 +20,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use custos_audit::merkle::{self, NodeId};
 use custos_store::{SignatureProbe, SignatureRecord};
+use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -33,8 +34,10 @@ use crate::{Ca, CaError, Principal, Result};
 pub const WINDOW_SECS: i64 = 600;
 /// How far a sign-in's clock may run behind custos's.
 pub const SKEW_SECS: i64 = 60;
-/// Sign-ins matched per read of the signature index.
-const CHUNK: usize = 50_000;
+/// Sign-ins matched per batch of lookups in the signature index.
+const CHUNK: usize = 10_000;
+/// Batches looked up at once.
+const PARALLEL_LOOKUPS: usize = 4;
 
 /// One sign-in from a relying party's export.
 #[derive(Clone, Debug)]
@@ -238,23 +241,35 @@ impl Ca {
         }
         signins.sort_by_key(|s| (s.time, s.line));
         let mut report = MatchReport::default();
-        for chunk in signins.chunks(CHUNK) {
-            // One probe per sign-in whose thumbprint custos knows.
-            let known: Vec<(&SignIn, &Held)> =
-                chunk.iter().filter_map(|s| held.get(&s.thumbprint).map(|h| (s, h))).collect();
-            let probes: Vec<SignatureProbe> = known
-                .iter()
-                .map(|(s, h)| SignatureProbe {
-                    jti: s.jti.clone(),
-                    serial: h.serial.clone(),
-                    aud: s.audience.clone(),
-                    from: s.time - WINDOW_SECS,
-                    to: s.time + SKEW_SECS,
-                })
-                .collect();
-            let found = self.store.find_signatures(&probes).await?;
+        // One probe per sign-in whose thumbprint custos knows, per chunk; the
+        // chunks' lookups run a few at a time (the store reads in parallel).
+        let chunks: Vec<&[SignIn]> = signins.chunks(CHUNK).collect();
+        let probe_sets: Vec<Vec<SignatureProbe>> = chunks
+            .iter()
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .filter_map(|s| held.get(&s.thumbprint).map(|h| (s, h)))
+                    .map(|(s, h)| SignatureProbe {
+                        jti: s.jti.clone(),
+                        serial: h.serial.clone(),
+                        aud: s.audience.clone(),
+                        from: s.time - WINDOW_SECS,
+                        to: s.time + SKEW_SECS,
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut lookups = futures_util::stream::iter(probe_sets.iter().map(|p| self.store.find_signatures(p)))
+            .buffered(PARALLEL_LOOKUPS);
+        for chunk in chunks {
+            let known: Vec<&SignIn> = chunk.iter().filter(|s| held.contains_key(&s.thumbprint)).collect();
+            let found = lookups
+                .next()
+                .await
+                .ok_or_else(|| CaError::Inconsistent("a lookup of the signature index went missing".into()))??;
             let mut answers: HashMap<usize, Option<SignatureRecord>> =
-                known.iter().zip(found).map(|((s, _), f)| (s.line, f)).collect();
+                known.iter().zip(found).map(|(s, f)| (s.line, f)).collect();
             for s in chunk {
                 let in_window =
                     |sig: &SignatureRecord| sig.iat >= s.time - WINDOW_SECS && sig.iat <= s.time + SKEW_SECS;
