@@ -400,3 +400,43 @@ fn serve_rotates_keys_past_their_age_without_a_failed_signature() {
     drop(server);
     env.ok(&["audit", "verify", "--state"]);
 }
+
+/// Signatures are limited per connection, whoever asks: two tokens of the
+/// same connection share its rate (429 with Retry-After past it), another
+/// connection is not held back, and a caller who may not sign there is
+/// refused as usual (404), not told about the rate.
+#[test]
+fn signatures_are_limited_per_connection() {
+    let env = Env::initialized();
+    env.ok(&["tenant", "add", "globex"]);
+    for c in ["mail-sync", "crm"] {
+        env.ok(&["connection", "add", "acme-corp", c, "--custody", "--no-standby"]);
+        env.ok(&["connection", "policy", "acme-corp", c, "--audience", AUD, "--client-id", APP]);
+    }
+    let config = env.path("limits.toml");
+    std::fs::write(&config, "[serve]\nsign_requests_per_second = 1\n").expect("config");
+    let server = TlsServer::start(&env, &["--config", config.to_str().expect("p")]);
+    let one = token(&env, &["--role", "tenant", "--tenant", "acme-corp", "--connection", "mail-sync"]);
+    let two = token(&env, &["--role", "tenant", "--tenant", "acme-corp", "--connection", "mail-sync"]);
+    let crm = token(&env, &["--role", "tenant", "--tenant", "acme-corp", "--connection", "crm"]);
+    let globex = token(&env, &["--role", "tenant", "--tenant", "globex"]);
+    let body = json!({"aud": AUD, "iss": APP, "sub": APP});
+    let path = |c: &str| format!("/api/v1/tenants/acme-corp/connections/{c}/assertion");
+    // A burst of two (twice the rate), shared by both tokens of mail-sync.
+    let statuses: Vec<u16> = [&one, &two, &one, &two]
+        .iter()
+        .map(|t| server.api("POST", &path("mail-sync"), Some(t), Some(&body)).0)
+        .collect();
+    assert_eq!(&statuses[..2], &[200, 200], "{statuses:?}");
+    assert!(statuses[2..].contains(&429), "{statuses:?}");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-D", "-", "-o", "/dev/null", "--cacert", server.root.to_str().expect("p"), "-X", "POST"])
+        .args(["-H", &format!("Authorization: Bearer {one}"), "-H", "Content-Type: application/json"])
+        .args(["--data-binary", &body.to_string(), &format!("https://{}{}", server.tls_addr, path("mail-sync"))])
+        .output()
+        .expect("curl");
+    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(head.contains(" 429") && head.contains("retry-after:"), "{head}");
+    assert_eq!(server.api("POST", &path("crm"), Some(&crm), Some(&body)).0, 200, "another connection has its own rate");
+    assert_eq!(server.api("POST", &path("mail-sync"), Some(&globex), Some(&body)).0, 404, "a stranger learns nothing");
+}

@@ -145,6 +145,9 @@ pub struct ServeConfig {
     pub api_requests_per_second: u32,
     /// API requests one principal may make at once above that rate; past it, 429 with Retry-After.
     pub api_burst: u32,
+    /// Signatures (assertions and digests) per second one custodied connection may get on a node,
+    /// sustained, twice that at once; past it, 429 with Retry-After, whoever asks.
+    pub sign_requests_per_second: u32,
 }
 
 /// OCSP and CRL timings.
@@ -258,6 +261,7 @@ impl Default for ServeConfig {
             max_connections_per_client: 256,
             api_requests_per_second: 200,
             api_burst: 400,
+            sign_requests_per_second: 100,
         }
     }
 }
@@ -399,6 +403,7 @@ const ALL_KEYS: &[&str] = &[
     "serve.max_connections_per_client",
     "serve.api_requests_per_second",
     "serve.api_burst",
+    "serve.sign_requests_per_second",
     "ocsp.poll_interval_ms",
     "ocsp.refresh_interval_s",
     "ocsp.presign",
@@ -609,7 +614,10 @@ impl Config {
         if self.serve.max_connections == 0 || self.serve.max_connections_per_client == 0 {
             return bad("serve.max_connections", "limits must be above 0".into());
         }
-        if self.serve.api_requests_per_second == 0 || self.serve.api_burst == 0 {
+        if self.serve.api_requests_per_second == 0
+            || self.serve.api_burst == 0
+            || self.serve.sign_requests_per_second == 0
+        {
             return bad("serve.api_requests_per_second", "API rate limits must be above 0".into());
         }
         if self.ocsp.presign < 0 {

@@ -65,7 +65,9 @@ pub async fn serve(config: &Config, ca: Ca, listeners: Listeners) -> Result<()> 
     let publisher = Arc::new(StatusPublisher::start(ca.clone()).await?);
     let tasks = spawn_jobs(config, &ca, &publisher, transport);
     let limiter = custos_server::api::Limiter::new(config.serve.api_requests_per_second, config.serve.api_burst);
-    let state = Arc::new(AppState { ca, publisher, limiter, incident_keys_dir: config.data_dir.clone() });
+    let per_connection = config.serve.sign_requests_per_second;
+    let sign_limiter = custos_server::api::Limiter::new(per_connection, per_connection.saturating_mul(2));
+    let state = Arc::new(AppState { ca, publisher, limiter, sign_limiter, incident_keys_dir: config.data_dir.clone() });
     let limits = custos_server::http::ConnectionLimits {
         total: config.serve.max_connections,
         per_client: config.serve.max_connections_per_client,

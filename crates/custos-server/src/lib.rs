@@ -44,6 +44,8 @@ pub struct AppState {
     pub publisher: Arc<StatusPublisher>,
     /// How many API requests each principal may make.
     pub limiter: api::Limiter,
+    /// How many signatures each custodied connection may get, whoever asks.
+    pub sign_limiter: api::Limiter,
     /// Where `POST /api/v1/incidents/{id}/execute` writes the replacement keys
     /// of connections whose keys custos generates (`ID-replacements.jsonl`,
     /// 0600, as `custos incident execute` does); custodied connections need none.

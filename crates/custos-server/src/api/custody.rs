@@ -224,7 +224,8 @@ async fn set_policy(
 #[utoipa::path(post, path = "/api/v1/tenants/{tenant}/connections/{connection}/assertion", tag = "custody",
     params(("tenant" = String, Path), ("connection" = String, Path)), request_body = NewAssertion,
     responses((status = 200, body = SignedAssertion), (status = 400, body = Problem), (status = 401, body = Problem),
-              (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+              (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem),
+              (status = 429, body = Problem)))]
 async fn assertion(
     State(s): State<Arc<AppState>>,
     Caller(who): Caller,
@@ -232,6 +233,7 @@ async fn assertion(
     Path((tenant, connection)): Path<(String, String)>,
     Body(body): Body<NewAssertion>,
 ) -> Result<Response, ApiError> {
+    limit_signatures(&s, &who, &tenant, &connection)?;
     let request =
         AssertionRequest { aud: body.aud, iss: body.iss, sub: body.sub, alg: body.alg, lifetime_secs: body.lifetime };
     let caller = peer.map(|p| p.ip().to_string());
@@ -254,7 +256,8 @@ async fn assertion(
 #[utoipa::path(post, path = "/api/v1/tenants/{tenant}/connections/{connection}/sign", tag = "custody",
     params(("tenant" = String, Path), ("connection" = String, Path)), request_body = NewSignature,
     responses((status = 200, body = Signature), (status = 400, body = Problem), (status = 401, body = Problem),
-              (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+              (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem),
+              (status = 429, body = Problem)))]
 async fn sign(
     State(s): State<Arc<AppState>>,
     Caller(who): Caller,
@@ -262,6 +265,7 @@ async fn sign(
     Path((tenant, connection)): Path<(String, String)>,
     Body(body): Body<NewSignature>,
 ) -> Result<Response, ApiError> {
+    limit_signatures(&s, &who, &tenant, &connection)?;
     let digest = parse_digest(&body.digest)?;
     let caller = peer.map(|p| p.ip().to_string());
     let d = s.ca.sign_digest(&who, &tenant, &connection, digest, body.alg.as_deref(), caller.as_deref()).await?;
@@ -275,6 +279,20 @@ async fn sign(
             audit_index: d.audit_index,
         },
     ))
+}
+
+/// Counts a signature against its connection's rate, whoever asks (a leaked
+/// token cannot take a connection's whole rate unnoticed, nor can several
+/// tokens add up past it). Only for a caller allowed to sign there: anyone
+/// else is refused by custos-ca as usual, and learns nothing from a 429.
+fn limit_signatures(s: &AppState, who: &custos_ca::Principal, tenant: &str, connection: &str) -> Result<(), ApiError> {
+    use custos_ca::authorization::{Decision, Operation, decide};
+    if decide(who, &Operation::Sign { tenant, connection }) != Decision::Allow {
+        return Ok(());
+    }
+    s.sign_limiter
+        .admit_key(&format!("{tenant}/{connection}"), &format!("connection {tenant}/{connection} gets"))
+        .map_err(ApiError::Limited)
 }
 
 /// A SHA-256 digest sent as base64.

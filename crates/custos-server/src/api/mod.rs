@@ -257,14 +257,22 @@ impl Limiter {
 
     /// Lets `principal` through, or answers 429 with when to retry.
     fn admit(&self, principal: Principal) -> Result<Principal, Box<Response>> {
+        let actor = principal.actor();
+        self.admit_key(&actor, &format!("{actor} makes"))?;
+        Ok(principal)
+    }
+
+    /// Lets one request counted against `key` through, or answers 429 saying
+    /// `who` (e.g. "tenant:acme makes") is over the rate.
+    pub fn admit_key(&self, key: &str, who: &str) -> Result<(), Box<Response>> {
         let now = std::time::Instant::now();
         let wait = {
-            let Ok(mut buckets) = self.buckets.lock() else { return Ok(principal) };
+            let Ok(mut buckets) = self.buckets.lock() else { return Ok(()) };
             if buckets.len() >= MAX_TRACKED_PRINCIPALS {
                 let (rate, burst) = (self.per_second, self.burst);
                 buckets.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rate < burst);
             }
-            let (tokens, at) = buckets.entry(principal.actor()).or_insert((self.burst, now));
+            let (tokens, at) = buckets.entry(key.to_string()).or_insert((self.burst, now));
             *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
             *at = now;
             if *tokens >= 1.0 {
@@ -275,16 +283,12 @@ impl Limiter {
             }
         };
         match wait {
-            None => Ok(principal),
+            None => Ok(()),
             Some(seconds) => {
                 let mut r = problem(
                     StatusCode::TOO_MANY_REQUESTS,
                     "too many requests",
-                    &format!(
-                        "{} makes more than {} requests a second here; retry later",
-                        principal.actor(),
-                        self.per_second
-                    ),
+                    &format!("{who} more than {} requests a second here; retry later", self.per_second),
                 );
                 if let Ok(v) = header::HeaderValue::from_str(&seconds.to_string()) {
                     r.headers_mut().insert(header::RETRY_AFTER, v);
@@ -301,6 +305,8 @@ pub enum ApiError {
     Ca(CaError),
     /// The request itself is malformed (a query value, a cursor): 400 with what was wrong.
     BadRequest(String),
+    /// Past a rate: the 429 answer, with its Retry-After.
+    Limited(Box<Response>),
 }
 
 impl From<CaError> for ApiError {
@@ -314,6 +320,7 @@ impl IntoResponse for ApiError {
         let e = match self {
             ApiError::Ca(e) => e,
             ApiError::BadRequest(detail) => return problem(StatusCode::BAD_REQUEST, "bad request", &detail),
+            ApiError::Limited(response) => return *response,
         };
         let (status, title) = match &e {
             CaError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
