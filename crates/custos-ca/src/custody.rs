@@ -284,16 +284,10 @@ impl Ca {
         for ((tenant, name), held) in by_connection {
             self.finish_retirement(principal, &held).await?;
             let Some(active) = held.iter().find(|k| k.slot == CustodySlot::Active) else { continue };
-            let live_serials: Vec<String> =
-                held.iter().filter(|k| k.slot != CustodySlot::Retired).map(|k| k.serial.clone()).collect();
-            let valid = self.store.valid_serials(&live_serials).await?;
-            let standby = held.iter().find(|k| {
-                k.slot == CustodySlot::Standby && k.key.status == KeyStatus::Active && valid.contains(&k.serial)
-            });
             // A connection made without a standby (--no-standby) is left as it was made.
-            if !held.iter().any(|k| k.slot == CustodySlot::Standby) {
-                continue;
-            }
+            let Some(standby) = held.iter().find(|k| k.slot == CustodySlot::Standby) else { continue };
+            let valid = !self.store.valid_serials(std::slice::from_ref(&standby.serial)).await?.is_empty();
+            let standby = Some(standby).filter(|k| k.key.status == KeyStatus::Active && valid);
             let due = active.key.created_at <= now - max_age_secs;
             if !due && standby.is_some() {
                 continue;
@@ -353,20 +347,14 @@ impl Ca {
                         "add_standby_certificate_pem": custos_pki::certificate_pem(&made.certificates[0].der),
                         "todo": "add the standby certificate to the relying party and remove the certificates of remove_serials",
                     });
-                    vec![custos_store::OutboxMessage {
-                        id: 0,
-                        incident: format!("rotation:{tenant}/{name}"),
-                        tenant: tenant.clone(),
-                        connections: vec![name.clone()],
-                        url: hook.url.clone(),
-                        body: body.to_string(),
-                        state: custos_types::DeliveryState::Pending,
-                        attempts: 0,
-                        next_attempt_at: now,
-                        last_error: None,
-                        created_at: now,
-                        delivered_at: None,
-                    }]
+                    vec![crate::incident::notify::queued(
+                        format!("rotation:{tenant}/{name}"),
+                        &tenant,
+                        vec![name.clone()],
+                        &hook.url,
+                        body.to_string(),
+                        now,
+                    )]
                 })
                 .unwrap_or_default();
             let change = CustodyChange {
@@ -402,25 +390,8 @@ impl Ca {
         let serials: Vec<String> = retired.iter().map(|k| k.serial.clone()).collect();
         let valid = self.store.valid_serials(&serials).await?;
         if !valid.is_empty() {
-            let now = OffsetDateTime::now_utc().unix_timestamp();
-            let revocation = custos_store::Revocation {
-                revoked_at: now,
-                reason: custos_pki::Reason::Superseded,
-                invalidity_date: None,
-            };
-            let audit: Vec<AuditRecord> = valid
-                .iter()
-                .map(|serial| {
-                    audit_record(
-                        principal,
-                        "certificate.revoke",
-                        format!("cert:{serial}"),
-                        json!({"serial": serial, "reason": "superseded", "rotation": true}),
-                    )
-                })
-                .collect();
-            self.store.revoke(&valid, &revocation, &[], &audit).await?;
-            self.custody_changed();
+            let records = self.store.certificates_by_serials(&valid).await?;
+            self.revoke_records(principal, &records, custos_pki::Reason::Superseded, None).await?;
         }
         for k in retired {
             self.destroy_custody_key(principal, k, None).await?;
@@ -828,11 +799,6 @@ fn scheme_for(key: &ConnectionKey, alg: Option<&str>) -> Result<DigestScheme> {
             CaError::Policy(format!("alg {alg:?} does not fit this connection's {} key", key.algorithm()))
         }),
     }
-}
-
-/// The signing scheme a JWS `alg` name stands for (ES256, PS256, RS256), if any.
-pub fn scheme_named(alg: &str) -> Option<DigestScheme> {
-    DigestScheme::from_jws_name(alg)
 }
 
 /// Connection keys just made and certified, not yet recorded.

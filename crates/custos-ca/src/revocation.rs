@@ -109,7 +109,9 @@ impl Ca {
         Ok(records)
     }
 
-    async fn revoke_records(
+    /// Revokes `records` with their audit entries in one transaction (the
+    /// caller has authorized it); a key compromise blocks their keys too.
+    pub(crate) async fn revoke_records(
         &self,
         principal: &Principal,
         records: &[CertificateRecord],

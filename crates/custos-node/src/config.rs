@@ -620,6 +620,18 @@ impl Config {
         {
             return bad("serve.api_requests_per_second", "API rate limits must be above 0".into());
         }
+        for w in &self.audit.witnesses {
+            match custos_audit::VerifierKey::parse(&w.key) {
+                Ok(k) if k.kind == 0x04 => {}
+                Ok(k) => {
+                    return bad("audit.witnesses", format!("{}: a log's key, not a witness's (type 0x04)", k.name));
+                }
+                Err(e) => return bad("audit.witnesses", format!("key {:?}: {e}", w.key)),
+            }
+            if crate::client::split_url(&w.url).is_err() {
+                return bad("audit.witnesses", format!("url {:?}: expected http://host:port", w.url));
+            }
+        }
         if self.ocsp.presign < 0 {
             return bad("ocsp.presign", "must not be negative".into());
         }

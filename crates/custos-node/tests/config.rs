@@ -35,6 +35,24 @@ fn unknown_keys_are_refused_with_file_and_key() {
 }
 
 #[test]
+fn a_bad_witness_is_refused_at_load_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (witnesses, said) in [
+        (r#"[{ key = "not-a-key", url = "http://127.0.0.1:7380" }]"#, "not-a-key"),
+        (
+            // A log's verifier key (type 0x01): the Go note example key.
+            r#"[{ key = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW", url = "http://127.0.0.1:7380" }]"#,
+            "not a witness's",
+        ),
+    ] {
+        let path = write(dir.path(), &format!("[audit]\nwitnesses = {witnesses}\n"));
+        let err = config::load(Some(&path), &[]).expect_err("refused");
+        let text = err.to_string();
+        assert!(text.contains("audit.witnesses") && text.contains(said), "{text}");
+    }
+}
+
+#[test]
 fn environment_and_flags_override_the_file_and_say_so() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = write(dir.path(), "base_url = \"https://pki.example\"\n[serve]\nlisten = \"127.0.0.1:1000\"\n");

@@ -166,17 +166,6 @@ impl CustodyStore for SqlStore {
         rows.iter().map(custody_from).collect()
     }
 
-    async fn custody_key(&self, key_id: &str) -> Result<Option<CustodyKeyRecord>> {
-        let sql =
-            format!("SELECT {CUSTODY_COLUMNS} FROM custody_keys c JOIN keys k ON k.id = c.key_id WHERE c.key_id = $1");
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(key_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::db("read a custody key"))?;
-        row.as_ref().map(custody_from).transpose()
-    }
-
     async fn set_signing_policy(&self, p: &SigningPolicy, audit: &AuditRecord) -> Result<()> {
         let mut tx = self.write().await?;
         sqlx::query("DELETE FROM signing_policies WHERE tenant = $1 AND connection = $2")

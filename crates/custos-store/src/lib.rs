@@ -331,9 +331,6 @@ pub trait CustodyStore: Send + Sync {
     /// Every custody key of every connection.
     async fn all_custody_keys(&self) -> Result<Vec<CustodyKeyRecord>>;
 
-    /// One custody key by key id.
-    async fn custody_key(&self, key_id: &str) -> Result<Option<CustodyKeyRecord>>;
-
     /// Replaces a connection's signing policy, with its audit entry.
     async fn set_signing_policy(&self, policy: &SigningPolicy, audit: &AuditRecord) -> Result<()>;
 

@@ -121,20 +121,14 @@ impl Ca {
                         "todo": "remove the certificates of remove_serials from the relying party and add the standby certificate, then acknowledge",
                         "ack_url": format!("{}/incident/{}/ack", self.base_url, record.id),
                     });
-                    vec![OutboxMessage {
-                        id: 0,
-                        incident: record.id.clone(),
-                        tenant: c.tenant.clone(),
-                        connections: vec![c.connection.clone()],
-                        url: hook.url.clone(),
-                        body: body.to_string(),
-                        state: DeliveryState::Pending,
-                        attempts: 0,
-                        next_attempt_at: now(),
-                        last_error: None,
-                        created_at: now(),
-                        delivered_at: None,
-                    }]
+                    vec![super::notify::queued(
+                        record.id.clone(),
+                        &c.tenant,
+                        vec![c.connection.clone()],
+                        &hook.url,
+                        body.to_string(),
+                        now(),
+                    )]
                 })
                 .unwrap_or_default();
             let change = CustodyChange {

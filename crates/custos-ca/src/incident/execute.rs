@@ -478,20 +478,7 @@ impl IssueSink for ReplacementSink {
                     "connections": connections,
                     "ack_url": format!("{}/incident/{}/ack", self.base_url, self.incident),
                 });
-                Some(OutboxMessage {
-                    id: 0,
-                    incident: self.incident.clone(),
-                    tenant: tenant.clone(),
-                    connections: names,
-                    url: hook.url.clone(),
-                    body: body.to_string(),
-                    state: DeliveryState::Pending,
-                    attempts: 0,
-                    next_attempt_at: created,
-                    last_error: None,
-                    created_at: created,
-                    delivered_at: None,
-                })
+                Some(super::notify::queued(self.incident.clone(), &tenant, names, &hook.url, body.to_string(), created))
             })
             .collect();
         let records: Vec<CertificateRecord> = batch.iter().map(|s| s.record.clone()).collect();

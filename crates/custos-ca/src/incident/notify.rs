@@ -577,6 +577,31 @@ impl Ca {
     }
 }
 
+/// A notification for `tenant`'s webhook `url`, waiting for its first delivery.
+pub(crate) fn queued(
+    incident: String,
+    tenant: &str,
+    connections: Vec<String>,
+    url: &str,
+    body: String,
+    now: i64,
+) -> OutboxMessage {
+    OutboxMessage {
+        id: 0,
+        incident,
+        tenant: tenant.to_string(),
+        connections,
+        url: url.to_string(),
+        body,
+        state: DeliveryState::Pending,
+        attempts: 0,
+        next_attempt_at: now,
+        last_error: None,
+        created_at: now,
+        delivered_at: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -308,11 +308,8 @@ fn parse_digest(text: &str) -> Result<[u8; 32], ApiError> {
 pub(super) fn parse_untrusted(data: &[u8]) {
     if let Ok(s) = serde_json::from_slice::<NewSignature>(data) {
         let _ = parse_digest(&s.digest);
-        let _ = s.alg.as_deref().map(custos_ca::custody::scheme_named);
     }
-    if let Ok(a) = serde_json::from_slice::<NewAssertion>(data) {
-        let _ = a.alg.as_deref().map(custos_ca::custody::scheme_named);
-    }
+    let _ = serde_json::from_slice::<NewAssertion>(data);
     if let Ok(c) = serde_json::from_slice::<NewCustody>(data) {
         let _ = c.algorithm.as_deref().map(str::parse::<custos_ca::KeyAlgorithm>);
     }
