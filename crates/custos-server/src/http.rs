@@ -71,21 +71,24 @@ where
         let router = router.clone();
         let hot = hot.clone();
         let peer_certificate = io.peer_certificate();
-        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(crate::api::PeerAddress(Some(peer)));
-            if let Some(der) = &peer_certificate {
-                req.extensions_mut().insert(crate::api::PeerCertificate(der.clone()));
-            }
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let tried = match &hot {
                 Some(h) => h.answer(req),
                 None => Err(req),
             };
             let answer = match tried {
                 Ok(answer) => answer,
-                Err(req) => Box::pin(router.clone().oneshot(req.map(axum::body::Body::new)).map(|r| match r {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                })),
+                // Only what reaches the router learns who is asking: the OCSP hot path stays as it was.
+                Err(mut req) => {
+                    req.extensions_mut().insert(crate::api::PeerAddress(Some(peer)));
+                    if let Some(der) = &peer_certificate {
+                        req.extensions_mut().insert(crate::api::PeerCertificate(der.clone()));
+                    }
+                    Box::pin(router.clone().oneshot(req.map(axum::body::Body::new)).map(|r| match r {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    }))
+                }
             };
             async move {
                 Ok::<_, Infallible>(match tokio::time::timeout(idle_timeout, answer).await {
