@@ -145,7 +145,9 @@ fn bulk_issue_killed_at_random_points_resumes_without_losing_or_repeating_a_key(
     for c in 0..4 {
         env.ok(&["connection", "add", "acme-corp", &format!("c{c}")]);
     }
-    let n = 3000;
+    // Enough work that a run outlasts the longest delay below on this machine: a first
+    // run that finished before its kill left the later ones nothing to interrupt.
+    let n = 8000;
     let lines: String =
         (0..n).map(|i| format!("{{\"tenant\":\"acme-corp\",\"connection\":\"c{}\"}}\n", i % 4)).collect();
     let input = env.path("bulk.jsonl");
@@ -157,11 +159,11 @@ fn bulk_issue_killed_at_random_points_resumes_without_losing_or_repeating_a_key(
     let mut delays = Vec::new();
     let mut interrupted = 0;
     for _ in 0..5 {
-        // xorshift: a random delay in [20, 1500) ms, the seed printed on failure.
+        // xorshift: a random delay in [20, 800) ms, the seed printed on failure.
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let delay = 20 + x % 1480;
+        let delay = 20 + x % 780;
         delays.push(delay);
         let mut child = env
             .command()
