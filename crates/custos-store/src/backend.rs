@@ -25,6 +25,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("../migrations/sqlite/0011_approvals.sql")),
     (12, include_str!("../migrations/sqlite/0012_custody.sql")),
     (13, include_str!("../migrations/sqlite/0013_signatures.sql")),
+    (14, include_str!("../migrations/sqlite/0014_acme.sql")),
 ];
 
 /// The PostgreSQL migrations: the same schema in its types.
@@ -41,6 +42,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../migrations/postgres/0010_approvals.sql")),
     (11, include_str!("../migrations/postgres/0011_custody.sql")),
     (12, include_str!("../migrations/postgres/0012_signatures.sql")),
+    (13, include_str!("../migrations/postgres/0013_acme.sql")),
 ];
 
 /// A [`Store`] on a SQL database.

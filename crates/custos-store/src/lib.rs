@@ -9,6 +9,7 @@
 //! plain strings, integers and bytes; custos-ca gives them their types.
 
 mod access;
+mod acme;
 mod audit;
 mod backend;
 mod blocklist;
@@ -39,7 +40,7 @@ pub use log::entry_fields;
 // The records this store persists are the domain's (custos-types); re-exported
 // so that callers of the store traits can name them from here too.
 pub use custos_types::{
-    ApprovalRecord, AuditEntry, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord,
+    AcmeAccountRecord, AcmeAuthzRecord, AcmeEabRecord, AcmeOrderRecord, ApprovalRecord, AuditEntry, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord,
     CertificateState, CheckpointRecord, ConnectionRecord, CustodyChange, CustodyKeyRecord, CustodySlot,
     IncidentReplacements, IssuerRecord, KeyRecord, KeyUsage, OperatorRecord, ResponderRecord, Revocation,
     RevocationEvent, RevokedRow, SignatureProbe, SignatureRecord, SigningPolicy, StatusFilter, TenantRecord,
@@ -52,7 +53,7 @@ pub use custos_types::{
 /// The store traits, to call their methods on an `Arc<dyn Store>`.
 pub mod prelude {
     pub use crate::{
-        AccessStore, AuditStore, BlocklistStore, CertificateStore, CustodyStore, IncidentStore, IssuerStore,
+        AccessStore, AcmeStore, AuditStore, BlocklistStore, CertificateStore, CustodyStore, IncidentStore, IssuerStore,
         MaintenanceStore, MetaStore, OutboxStore, RevocationStore, Store, TenantStore,
     };
 }
@@ -80,6 +81,7 @@ pub struct Genesis {
 /// `use custos_store::prelude::*`.
 pub trait Store:
     AccessStore
+    + AcmeStore
     + CustodyStore
     + MetaStore
     + TenantStore
@@ -96,6 +98,7 @@ pub trait Store:
 
 impl<T> Store for T where
     T: AccessStore
+        + AcmeStore
         + CustodyStore
         + MetaStore
         + TenantStore
@@ -547,6 +550,84 @@ pub trait OutboxStore: Send + Sync {
         next_attempt_at: i64,
         error: Option<&str>,
         on_delivery: &Transition,
+        audit: &[AuditRecord],
+    ) -> Result<()>;
+}
+
+/// ACME: nonces, External Account Binding keys, accounts, orders and
+/// authorizations. Every change that a client makes commits with its audit entry.
+#[async_trait]
+pub trait AcmeStore: Send + Sync {
+    /// Remembers a nonce until `expires_at` (and forgets a few expired ones).
+    async fn add_nonce(&self, nonce: &str, expires_at: i64) -> Result<()>;
+
+    /// Uses a nonce up: true if it was known and not expired at `now`; a
+    /// second use of the same nonce, on any node, is false.
+    async fn use_nonce(&self, nonce: &str, now: i64) -> Result<bool>;
+
+    /// Stores an EAB key.
+    async fn add_eab(&self, eab: &AcmeEabRecord, audit: &AuditRecord) -> Result<()>;
+
+    /// An EAB key by id.
+    async fn eab(&self, kid: &str) -> Result<Option<AcmeEabRecord>>;
+
+    /// Creates an account and uses its EAB key up, atomically: a key binds
+    /// one account ([`StoreError::Conflict`] if it was used), a key
+    /// thumbprint belongs to one account ([`StoreError::Duplicate`]).
+    async fn add_acme_account(&self, account: &AcmeAccountRecord, audit: &AuditRecord) -> Result<()>;
+
+    /// An account by id.
+    async fn acme_account(&self, id: &str) -> Result<Option<AcmeAccountRecord>>;
+
+    /// The account holding the key with this thumbprint.
+    async fn acme_account_by_key(&self, thumbprint: &str) -> Result<Option<AcmeAccountRecord>>;
+
+    /// How many accounts a tenant has (any status).
+    async fn acme_account_count(&self, tenant: &str) -> Result<i64>;
+
+    /// Replaces an account's status, contact and key.
+    async fn update_acme_account(&self, account: &AcmeAccountRecord, audit: &AuditRecord) -> Result<()>;
+
+    /// Stores an order and its authorizations.
+    async fn add_acme_order(
+        &self,
+        order: &AcmeOrderRecord,
+        authzs: &[AcmeAuthzRecord],
+        audit: &AuditRecord,
+    ) -> Result<()>;
+
+    /// An order by id.
+    async fn acme_order(&self, id: &str) -> Result<Option<AcmeOrderRecord>>;
+
+    /// An account's orders, newest first, at most `limit`.
+    async fn acme_orders(&self, account: &str, limit: i64) -> Result<Vec<AcmeOrderRecord>>;
+
+    /// An authorization by id.
+    async fn acme_authz(&self, id: &str) -> Result<Option<AcmeAuthzRecord>>;
+
+    /// An order's authorizations.
+    async fn acme_authzs(&self, order_id: &str) -> Result<Vec<AcmeAuthzRecord>>;
+
+    /// Writes an authorization's state, and its order's status if given,
+    /// with the audit entry (if any: a challenge moving to processing records nothing).
+    async fn update_acme_authz(
+        &self,
+        authz: &AcmeAuthzRecord,
+        order_status: Option<&str>,
+        audit: Option<&AuditRecord>,
+    ) -> Result<()>;
+
+    /// Writes an order's status and error (no certificate).
+    async fn update_acme_order(&self, order: &AcmeOrderRecord, audit: Option<&AuditRecord>) -> Result<()>;
+
+    /// Commits a finalized order: the certificates, the order (valid, with
+    /// its certificate), an incident connection re-established by it, and the
+    /// audit entries, in one transaction.
+    async fn finalize_acme_order(
+        &self,
+        order: &AcmeOrderRecord,
+        certificates: &[CertificateRecord],
+        incident: Option<&IncidentReplacements>,
         audit: &[AuditRecord],
     ) -> Result<()>;
 }

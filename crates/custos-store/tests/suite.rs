@@ -6,7 +6,7 @@
 use custos_audit::merkle::{self, Frontier, NodeId};
 use custos_store::prelude::*;
 use custos_store::{
-    ApprovalRecord, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CheckpointRecord,
+    AcmeAccountRecord, AcmeAuthzRecord, AcmeEabRecord, AcmeOrderRecord, ApprovalRecord, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CheckpointRecord,
     ConnectionRecord, CustodyChange, CustodyKeyRecord, CustodySlot, Genesis, IncidentCertificate, IncidentRecord,
     IncidentReplacements, IssuerRecord, KeyRecord, OperatorRecord, OutboxMessage, Replacement, ResponderRecord,
     Revocation, SignatureProbe, SignatureRecord, SigningPolicy, SqlStore, StatusFilter, Store, StoreError,
@@ -699,11 +699,121 @@ async fn honours_the_contract(backend: Backend) {
     incident_contract(&store).await;
     access_contract(&store).await;
     custody_contract(&store).await;
+    acme_contract(&store).await;
     maintenance_contract(&backend, &store).await;
     store.close().await;
     let again = backend.open().await;
-    assert_eq!(again.certificates(&CertificateFilter::default()).await.expect("list").len(), 258);
+    assert_eq!(again.certificates(&CertificateFilter::default()).await.expect("list").len(), 259);
     assert_eq!(again.incidents().await.expect("incidents").len(), 2);
+}
+
+/// ACME: a nonce used once, an EAB key that binds one account, one account
+/// per key, an order with its authorizations, and a finalize that commits
+/// once (a second, racing finalize is refused and writes nothing).
+async fn acme_contract(store: &dyn Store) {
+    let before = audit_count(store).await;
+    store.add_nonce("n1", 2_000_000_000).await.expect("nonce");
+    store.add_nonce("old", 1).await.expect("expired nonce");
+    assert!(store.use_nonce("n1", 1_000).await.expect("use"));
+    assert!(!store.use_nonce("n1", 1_000).await.expect("reuse"), "a nonce is single-use");
+    assert!(!store.use_nonce("old", 1_000).await.expect("expired"), "an expired nonce is refused");
+    assert!(!store.use_nonce("never", 1_000).await.expect("unknown"));
+
+    let eab = AcmeEabRecord {
+        kid: "kid1".into(),
+        hmac_key: "secret".into(),
+        tenant: "acme".into(),
+        connection: Some("web".into()),
+        created_at: 10,
+        expires_at: 2_000_000_000,
+        account: None,
+    };
+    store.add_eab(&eab, &audit("acme.eab")).await.expect("eab");
+    let unknown = AcmeEabRecord { kid: "kid2".into(), tenant: "nobody".into(), ..eab.clone() };
+    assert!(store.add_eab(&unknown, &audit("acme.eab")).await.is_err(), "an EAB for an unknown tenant");
+    assert_eq!(store.eab("kid1").await.expect("read"), Some(eab.clone()));
+    let account = AcmeAccountRecord {
+        id: "acct1".into(),
+        thumbprint: "tp1".into(),
+        jwk: "{}".into(),
+        tenant: "acme".into(),
+        connection: Some("web".into()),
+        status: "valid".into(),
+        contact: vec!["mailto:ops@acme.example".into()],
+        eab_kid: "kid1".into(),
+        created_at: 20,
+    };
+    store.add_acme_account(&account, &audit("acme.account")).await.expect("account");
+    let used = store.eab("kid1").await.expect("read").expect("there");
+    assert_eq!((used.account.as_deref(), used.hmac_key.as_str()), (Some("acct1"), ""), "the key is spent");
+    let again = AcmeAccountRecord { id: "acct2".into(), thumbprint: "tp2".into(), ..account.clone() };
+    let refused = store.add_acme_account(&again, &audit("acme.account")).await;
+    assert!(matches!(refused, Err(StoreError::Conflict { .. })), "an EAB key binds one account: {refused:?}");
+    assert_eq!(store.acme_account("acct1").await.expect("read"), Some(account.clone()));
+    assert_eq!(store.acme_account_by_key("tp1").await.expect("read").map(|a| a.id), Some("acct1".into()));
+    assert_eq!(store.acme_account_count("acme").await.expect("count"), 1);
+    let moved = AcmeAccountRecord { thumbprint: "tp9".into(), status: "deactivated".into(), ..account.clone() };
+    store.update_acme_account(&moved, &audit("acme.account.update")).await.expect("update");
+    assert!(store.acme_account_by_key("tp1").await.expect("read").is_none(), "the old key is gone");
+
+    let order = AcmeOrderRecord {
+        id: "o1".into(),
+        account: "acct1".into(),
+        tenant: "acme".into(),
+        connection: "web".into(),
+        status: "pending".into(),
+        identifiers: vec!["www.acme.example".into()],
+        not_before: None,
+        not_after: None,
+        expires_at: 2_000_000_000,
+        error: None,
+        certificate: None,
+        replaces: Some("w".into()),
+        created_at: 30,
+    };
+    let authz = AcmeAuthzRecord {
+        id: "z1".into(),
+        order_id: "o1".into(),
+        account: "acct1".into(),
+        identifier: "www.acme.example".into(),
+        wildcard: false,
+        status: "pending".into(),
+        expires_at: 2_000_000_000,
+        token: "tok".into(),
+        challenge: None,
+        challenge_status: "pending".into(),
+        validated_at: None,
+        error: None,
+    };
+    store.add_acme_order(&order, std::slice::from_ref(&authz), &audit("acme.order")).await.expect("order");
+    assert_eq!(store.acme_order("o1").await.expect("read"), Some(order.clone()));
+    assert_eq!(store.acme_orders("acct1", 10).await.expect("list").len(), 1);
+    assert_eq!(store.acme_authzs("o1").await.expect("authzs"), vec![authz.clone()]);
+    let valid = AcmeAuthzRecord {
+        status: "valid".into(),
+        challenge: Some("http-01".into()),
+        challenge_status: "valid".into(),
+        validated_at: Some(40),
+        ..authz.clone()
+    };
+    store.update_acme_authz(&valid, Some("ready"), Some(&audit("acme.challenge"))).await.expect("validate");
+    assert_eq!(store.acme_authz("z1").await.expect("read"), Some(valid));
+    assert_eq!(store.acme_order("o1").await.expect("read").map(|o| o.status), Some("ready".into()));
+    let finished = AcmeOrderRecord { status: "valid".into(), certificate: Some("acme1".into()), ..order.clone() };
+    let early = store.finalize_acme_order(&finished, &[cert("acme1", "web", 4_000_000_000)], None, &[audit("x")]).await;
+    assert!(matches!(early, Err(StoreError::Conflict { .. })), "only a processing order finalizes: {early:?}");
+    let processing = AcmeOrderRecord { status: "processing".into(), ..order.clone() };
+    store.update_acme_order(&processing, None).await.expect("processing");
+    store
+        .finalize_acme_order(&finished, &[cert("acme1", "web", 4_000_000_000)], None, &[audit("certificate.issue")])
+        .await
+        .expect("finalize");
+    let twice = store.finalize_acme_order(&finished, &[cert("acme2", "web", 4_000_000_000)], None, &[audit("x")]).await;
+    assert!(matches!(twice, Err(StoreError::Conflict { .. })), "{twice:?}");
+    assert!(store.certificate("acme2").await.expect("read").is_none(), "the refused finalize wrote nothing");
+    assert_eq!(store.acme_order("o1").await.expect("read"), Some(finished));
+    // eab, account, update, order, challenge, certificate.issue.
+    assert_eq!(audit_count(store).await, before + 6);
 }
 
 /// Custody keys: a connection created with its active and standby keys in

@@ -13,7 +13,7 @@ mod state;
 
 pub use algorithm::{KeyAlgorithm, KeyId, PublicKey, UnsupportedAlgorithm};
 pub use records::{
-    ApprovalRecord, AuditEntry, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord,
+    AcmeAccountRecord, AcmeAuthzRecord, AcmeEabRecord, AcmeOrderRecord, ApprovalRecord, AuditEntry, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord,
     CertificateState, CheckpointRecord, ConnectionRecord, CustodyChange, CustodyKeyRecord, IncidentCertificate,
     IncidentConnection, IncidentRecord, IncidentReplacements, IssuerRecord, KeyRecord, KeyUsage, OperatorRecord,
     OutboxMessage, Replacement, ResponderRecord, Revocation, RevocationEvent, RevokedRow, SignatureProbe,

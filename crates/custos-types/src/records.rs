@@ -628,3 +628,106 @@ pub struct SignatureProbe {
     /// Latest `iat`, Unix seconds.
     pub to: i64,
 }
+
+/// An External Account Binding key custos gave a tenant: single use, it
+/// binds the ACME account made with it to the tenant (and connection).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcmeEabRecord {
+    /// The key id the client sends.
+    pub kid: String,
+    /// The HMAC key, base64url; cleared once an account is bound with it.
+    pub hmac_key: String,
+    /// The tenant accounts made with it belong to.
+    pub tenant: String,
+    /// The one connection they are limited to, if any.
+    pub connection: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// After this it binds nothing.
+    pub expires_at: i64,
+    /// The account bound with it, once used.
+    pub account: Option<String>,
+}
+
+/// An ACME account: a client's key, bound by EAB to a tenant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AcmeAccountRecord {
+    /// The account id (the last segment of its URL).
+    pub id: String,
+    /// RFC 7638 thumbprint of its key: one account per key.
+    pub thumbprint: String,
+    /// Its key, canonical JWK JSON.
+    pub jwk: String,
+    /// The tenant.
+    pub tenant: String,
+    /// The connection, when the EAB named one.
+    pub connection: Option<String>,
+    /// `valid` or `deactivated`.
+    pub status: String,
+    /// Contact URLs.
+    pub contact: Vec<String>,
+    /// The EAB key id it was bound with.
+    pub eab_kid: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// An ACME order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AcmeOrderRecord {
+    /// The order id.
+    pub id: String,
+    /// The account that placed it.
+    pub account: String,
+    /// The tenant.
+    pub tenant: String,
+    /// The connection its certificate goes to.
+    pub connection: String,
+    /// `pending`, `ready`, `processing`, `valid` or `invalid`.
+    pub status: String,
+    /// The DNS names, as ordered.
+    pub identifiers: Vec<String>,
+    /// Requested notBefore, Unix seconds.
+    pub not_before: Option<i64>,
+    /// Requested notAfter, Unix seconds.
+    pub not_after: Option<i64>,
+    /// When it expires, Unix seconds.
+    pub expires_at: i64,
+    /// Why it is invalid: a problem document as JSON.
+    pub error: Option<String>,
+    /// The certificate's serial, once issued.
+    pub certificate: Option<String>,
+    /// The serial of the certificate it replaces (ARI `replaces`).
+    pub replaces: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// An ACME authorization with its challenges (one token for all of them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AcmeAuthzRecord {
+    /// The authorization id.
+    pub id: String,
+    /// The order it belongs to.
+    pub order_id: String,
+    /// The account.
+    pub account: String,
+    /// The DNS name (without `*.`).
+    pub identifier: String,
+    /// Whether the order asked for the wildcard.
+    pub wildcard: bool,
+    /// `pending`, `valid`, `invalid`, `deactivated`.
+    pub status: String,
+    /// When it expires, Unix seconds.
+    pub expires_at: i64,
+    /// The challenge token.
+    pub token: String,
+    /// The challenge the client answered (`http-01`, ...), if any.
+    pub challenge: Option<String>,
+    /// The challenge's status: `pending`, `processing`, `valid`, `invalid`.
+    pub challenge_status: String,
+    /// When it was validated, Unix seconds.
+    pub validated_at: Option<i64>,
+    /// Why it failed: a problem document as JSON.
+    pub error: Option<String>,
+}
