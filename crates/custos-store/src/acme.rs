@@ -208,20 +208,19 @@ impl AcmeStore for SqlStore {
 
     async fn update_acme_account(&self, a: &AcmeAccountRecord, audit: &AuditRecord) -> Result<()> {
         let mut tx = self.write().await?;
-        let done = sqlx::query(
-            "UPDATE acme_accounts SET status = $1, contact = $2, jwk = $3, thumbprint = $4 WHERE id = $5",
-        )
-        .bind(&a.status)
-        .bind(json_list(&a.contact))
-        .bind(&a.jwk)
-        .bind(&a.thumbprint)
-        .bind(&a.id)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| match is_unique_violation(&e) {
-            true => StoreError::Duplicate { what: "an ACME account with this key".into() },
-            false => StoreError::Database { operation: "update an ACME account", source: e },
-        })?;
+        let done =
+            sqlx::query("UPDATE acme_accounts SET status = $1, contact = $2, jwk = $3, thumbprint = $4 WHERE id = $5")
+                .bind(&a.status)
+                .bind(json_list(&a.contact))
+                .bind(&a.jwk)
+                .bind(&a.thumbprint)
+                .bind(&a.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| match is_unique_violation(&e) {
+                    true => StoreError::Duplicate { what: "an ACME account with this key".into() },
+                    false => StoreError::Database { operation: "update an ACME account", source: e },
+                })?;
         if done.rows_affected() != 1 {
             return Err(StoreError::NotFound { what: format!("ACME account {:?}", a.id) });
         }
@@ -360,10 +359,10 @@ impl AcmeStore for SqlStore {
         audit: &[AuditRecord],
     ) -> Result<()> {
         let mut tx = self.write().await?;
-        // Only a processing order becomes valid: two finalize requests racing
-        // on two nodes issue once.
+        // Only a ready order becomes valid: of two finalize requests racing
+        // on two nodes, one commits; the other's certificate never leaves.
         let done = sqlx::query(
-            "UPDATE acme_orders SET status = $1, error = $2, certificate = $3 WHERE id = $4 AND status = 'processing'",
+            "UPDATE acme_orders SET status = $1, error = $2, certificate = $3 WHERE id = $4 AND status = 'ready'",
         )
         .bind(&o.status)
         .bind(&o.error)
@@ -373,7 +372,7 @@ impl AcmeStore for SqlStore {
         .await
         .map_err(StoreError::db("finalize an ACME order"))?;
         if done.rows_affected() != 1 {
-            return Err(StoreError::Conflict { what: format!("ACME order {:?} is not processing", o.id) });
+            return Err(StoreError::Conflict { what: format!("ACME order {:?} is not ready", o.id) });
         }
         insert_certificate_rows(self.engine, &mut tx, certificates).await?;
         if let Some(i) = incident {

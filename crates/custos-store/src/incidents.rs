@@ -82,6 +82,31 @@ impl IncidentStore for SqlStore {
         rows.iter().map(incident_connection_from).collect()
     }
 
+    async fn incident_connection(
+        &self,
+        id: &str,
+        tenant: &str,
+        connection: &str,
+    ) -> Result<Option<IncidentConnection>> {
+        let row =
+            sqlx::query("SELECT * FROM incident_connections WHERE incident = $1 AND tenant = $2 AND connection = $3")
+                .bind(id)
+                .bind(tenant)
+                .bind(connection)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::db("read an affected connection"))?;
+        row.as_ref().map(incident_connection_from).transpose()
+    }
+
+    async fn certificate_incidents(&self, serial: &str) -> Result<Vec<String>> {
+        sqlx::query_scalar("SELECT incident FROM incident_certificates WHERE serial = $1 ORDER BY incident")
+            .bind(serial)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db("find a certificate's incidents"))
+    }
+
     async fn lock_incident(
         &self,
         id: &str,

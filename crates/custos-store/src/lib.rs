@@ -40,11 +40,11 @@ pub use log::entry_fields;
 // The records this store persists are the domain's (custos-types); re-exported
 // so that callers of the store traits can name them from here too.
 pub use custos_types::{
-    AcmeAccountRecord, AcmeAuthzRecord, AcmeEabRecord, AcmeOrderRecord, ApprovalRecord, AuditEntry, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord,
-    CertificateState, CheckpointRecord, ConnectionRecord, CustodyChange, CustodyKeyRecord, CustodySlot,
-    IncidentReplacements, IssuerRecord, KeyRecord, KeyUsage, OperatorRecord, ResponderRecord, Revocation,
-    RevocationEvent, RevokedRow, SignatureProbe, SignatureRecord, SigningPolicy, StatusFilter, TenantRecord,
-    TokenRecord,
+    AcmeAccountRecord, AcmeAuthzRecord, AcmeEabRecord, AcmeOrderRecord, ApprovalRecord, AuditEntry, AuditFilter,
+    AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CertificateState, CheckpointRecord,
+    ConnectionRecord, CustodyChange, CustodyKeyRecord, CustodySlot, IncidentReplacements, IssuerRecord, KeyRecord,
+    KeyUsage, OperatorRecord, ResponderRecord, Revocation, RevocationEvent, RevokedRow, SignatureProbe,
+    SignatureRecord, SigningPolicy, StatusFilter, TenantRecord, TokenRecord,
 };
 pub use custos_types::{
     IncidentCertificate, IncidentConnection, IncidentRecord, OutboxMessage, Replacement, Transition, WebhookRecord,
@@ -462,6 +462,13 @@ pub trait IncidentStore: Send + Sync {
 
     /// Where each affected connection stands.
     async fn incident_connections(&self, id: &str) -> Result<Vec<IncidentConnection>>;
+
+    /// Where one connection stands in an incident, if the incident affects it.
+    async fn incident_connection(&self, id: &str, tenant: &str, connection: &str)
+    -> Result<Option<IncidentConnection>>;
+
+    /// The incidents whose blast radius holds this certificate.
+    async fn certificate_incidents(&self, serial: &str) -> Result<Vec<String>>;
 
     /// Takes an incident's execution lock for `owner` until `until` if it is
     /// free, expired, or held by `stale` (a holder known to be dead); returns

@@ -6,11 +6,12 @@
 use custos_audit::merkle::{self, Frontier, NodeId};
 use custos_store::prelude::*;
 use custos_store::{
-    AcmeAccountRecord, AcmeAuthzRecord, AcmeEabRecord, AcmeOrderRecord, ApprovalRecord, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CheckpointRecord,
-    ConnectionRecord, CustodyChange, CustodyKeyRecord, CustodySlot, Genesis, IncidentCertificate, IncidentRecord,
-    IncidentReplacements, IssuerRecord, KeyRecord, OperatorRecord, OutboxMessage, Replacement, ResponderRecord,
-    Revocation, SignatureProbe, SignatureRecord, SigningPolicy, SqlStore, StatusFilter, Store, StoreError,
-    TenantRecord, TokenRecord, Transition, WebhookRecord,
+    AcmeAccountRecord, AcmeAuthzRecord, AcmeEabRecord, AcmeOrderRecord, ApprovalRecord, AuditFilter, AuditRecord,
+    BlockedKey, CertificateFilter, CertificateRecord, CheckpointRecord, ConnectionRecord, CustodyChange,
+    CustodyKeyRecord, CustodySlot, Genesis, IncidentCertificate, IncidentRecord, IncidentReplacements, IssuerRecord,
+    KeyRecord, OperatorRecord, OutboxMessage, Replacement, ResponderRecord, Revocation, SignatureProbe,
+    SignatureRecord, SigningPolicy, SqlStore, StatusFilter, Store, StoreError, TenantRecord, TokenRecord, Transition,
+    WebhookRecord,
 };
 use custos_types::{CertificateStatus, IssuerRole, IssuerStatus, KeyStatus, Profile, Reason};
 use custos_types::{ConnectionState, DeliveryState, IncidentState};
@@ -515,6 +516,11 @@ async fn incident_contract(store: &dyn Store) {
         connections.iter().map(|c| (c.connection.as_str(), c.state)).collect::<Vec<_>>(),
         [("mail", ConnectionState::Pending), ("web", ConnectionState::Pending)]
     );
+    let web = store.incident_connection(id, "acme", "web").await.expect("one connection");
+    assert_eq!(web.map(|c| c.state), Some(ConnectionState::Pending));
+    assert_eq!(store.incident_connection(id, "acme", "nowhere").await.expect("none"), None);
+    assert_eq!(store.certificate_incidents("aaaa").await.expect("incidents of a certificate"), vec![id.to_string()]);
+    assert!(store.certificate_incidents("ffff").await.expect("none").is_empty());
 
     // The execution lock: held, refused, lapsed, taken from a dead holder, released only by its holder.
     assert_eq!(store.lock_incident(id, "a", 10, 20, None).await.expect("lock"), None);
@@ -796,14 +802,14 @@ async fn acme_contract(store: &dyn Store) {
         validated_at: Some(40),
         ..authz.clone()
     };
-    store.update_acme_authz(&valid, Some("ready"), Some(&audit("acme.challenge"))).await.expect("validate");
+    store.update_acme_authz(&valid, Some("pending"), Some(&audit("acme.challenge"))).await.expect("validate");
     assert_eq!(store.acme_authz("z1").await.expect("read"), Some(valid));
-    assert_eq!(store.acme_order("o1").await.expect("read").map(|o| o.status), Some("ready".into()));
+    assert_eq!(store.acme_order("o1").await.expect("read").map(|o| o.status), Some("pending".into()));
     let finished = AcmeOrderRecord { status: "valid".into(), certificate: Some("acme1".into()), ..order.clone() };
     let early = store.finalize_acme_order(&finished, &[cert("acme1", "web", 4_000_000_000)], None, &[audit("x")]).await;
-    assert!(matches!(early, Err(StoreError::Conflict { .. })), "only a processing order finalizes: {early:?}");
-    let processing = AcmeOrderRecord { status: "processing".into(), ..order.clone() };
-    store.update_acme_order(&processing, None).await.expect("processing");
+    assert!(matches!(early, Err(StoreError::Conflict { .. })), "only a ready order finalizes: {early:?}");
+    let ready = AcmeOrderRecord { status: "ready".into(), ..order.clone() };
+    store.update_acme_order(&ready, None).await.expect("ready");
     store
         .finalize_acme_order(&finished, &[cert("acme1", "web", 4_000_000_000)], None, &[audit("certificate.issue")])
         .await

@@ -13,11 +13,12 @@ mod state;
 
 pub use algorithm::{KeyAlgorithm, KeyId, PublicKey, UnsupportedAlgorithm};
 pub use records::{
-    AcmeAccountRecord, AcmeAuthzRecord, AcmeEabRecord, AcmeOrderRecord, ApprovalRecord, AuditEntry, AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord,
-    CertificateState, CheckpointRecord, ConnectionRecord, CustodyChange, CustodyKeyRecord, IncidentCertificate,
-    IncidentConnection, IncidentRecord, IncidentReplacements, IssuerRecord, KeyRecord, KeyUsage, OperatorRecord,
-    OutboxMessage, Replacement, ResponderRecord, Revocation, RevocationEvent, RevokedRow, SignatureProbe,
-    SignatureRecord, SigningPolicy, StatusFilter, TenantRecord, TokenRecord, Transition, WebhookRecord,
+    AcmeAccountRecord, AcmeAuthzRecord, AcmeEabRecord, AcmeOrderRecord, ApprovalRecord, AuditEntry, AuditFilter,
+    AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CertificateState, CheckpointRecord,
+    ConnectionRecord, CustodyChange, CustodyKeyRecord, IncidentCertificate, IncidentConnection, IncidentRecord,
+    IncidentReplacements, IssuerRecord, KeyRecord, KeyUsage, OperatorRecord, OutboxMessage, Replacement,
+    ResponderRecord, Revocation, RevocationEvent, RevokedRow, SignatureProbe, SignatureRecord, SigningPolicy,
+    StatusFilter, TenantRecord, TokenRecord, Transition, WebhookRecord,
 };
 pub use state::{
     CertificateStatus, ConnectionState, CustodySlot, DeliveryState, IncidentState, IssuerRole, IssuerStatus, KeyStatus,

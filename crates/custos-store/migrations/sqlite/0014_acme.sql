@@ -57,3 +57,5 @@ CREATE TABLE acme_authzs (
     error TEXT
 );
 CREATE INDEX acme_authzs_by_order ON acme_authzs (order_id);
+-- ARI asks, per certificate, whether an incident covers it.
+CREATE INDEX incident_certificates_by_serial ON incident_certificates (serial);
