@@ -13,6 +13,9 @@
 //!   list, issue by CSR, revoke its own, read and acknowledge incidents, and,
 //!   with a token scoped to one connection, sign with that connection's key. Another
 //!   tenant's objects are reported as not found, so names do not leak;
+//! - an ACME account reaches only the tenant (and connection) its External
+//!   Account Binding named: it issues by CSR, revokes and reads those
+//!   certificates, and nothing else;
 //! - custos itself (background jobs) signs OCSP, CRLs and checkpoints,
 //!   delivers notifications and rotates connection keys past their age, and
 //!   nothing else.
@@ -100,6 +103,13 @@ pub enum Operation<'a> {
     Approve,
     /// Rotate custodied connection keys past their maximum age (promote the standby).
     RotateCustodyKeys,
+    /// Make an External Account Binding key for ACME clients of a tenant (and connection).
+    CreateAcmeBinding {
+        /// The tenant.
+        tenant: &'a str,
+        /// The connection the accounts are limited to, if any.
+        connection: Option<&'a str>,
+    },
     /// Sign with a connection's custodied key (a client assertion, a digest).
     Sign {
         /// The tenant.
@@ -140,6 +150,7 @@ impl Operation<'_> {
             Operation::Approve => "approve a request",
             Operation::Sign { .. } => "sign with a connection key",
             Operation::RotateCustodyKeys => "rotate connection keys",
+            Operation::CreateAcmeBinding { .. } => "create an ACME account binding",
         }
     }
 }
@@ -173,6 +184,7 @@ pub fn decide(principal: &Principal, operation: &Operation<'_>) -> Decision {
             | O::DeclareIncident
             | O::ReadIncidents(_)
             | O::AcknowledgeIncident { .. }
+            | O::CreateAcmeBinding { .. }
             | O::Sign { .. } => Allow,
             _ => Deny,
         },
@@ -224,6 +236,28 @@ pub fn decide(principal: &Principal, operation: &Operation<'_>) -> Decision {
                     } else {
                         Hide
                     }
+                }
+                // A service may bind ACME clients to what it may reach itself.
+                O::CreateAcmeBinding { tenant, connection } => {
+                    match (tenant_ok(tenant), own_connection.as_deref(), connection) {
+                        (false, _, _) => Hide,
+                        (true, None, _) => Allow,
+                        (true, Some(own), Some(c)) if own == c => Allow,
+                        (true, Some(_), Some(_)) => Hide,
+                        (true, Some(_), None) => Deny,
+                    }
+                }
+                O::ReadIssuers => Allow,
+                _ => Deny,
+            }
+        }
+        Principal::AcmeAccount { tenant: own, connection: own_connection, .. } => {
+            let mine = |t: &str, c: &str| t == own && own_connection.as_deref().is_none_or(|o| o == c);
+            match *operation {
+                O::Issue { tenant, connection, generated_key: false }
+                | O::Revoke { tenant, connection }
+                | O::ReadCertificates { tenant: Some(tenant), connection: Some(connection) } => {
+                    if mine(tenant, connection) { Allow } else { Hide }
                 }
                 O::ReadIssuers => Allow,
                 _ => Deny,

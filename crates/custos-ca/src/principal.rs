@@ -73,6 +73,17 @@ pub enum Principal {
         /// The one connection it is limited to, if any.
         connection: Option<String>,
     },
+    /// An ACME account, bound by External Account Binding to a tenant
+    /// (and a connection, if the binding named one); or, for a revocation
+    /// signed by a certificate's own key, that key (`key:THUMBPRINT`).
+    AcmeAccount {
+        /// The account id, or `key:` and the JWK thumbprint.
+        account: String,
+        /// The tenant it is bound to.
+        tenant: String,
+        /// The one connection it is limited to, if any.
+        connection: Option<String>,
+    },
     /// The administrator of the local CLI, identified by the OS (uid), never by `$USER`.
     LocalAdmin {
         /// The real user id of the process.
@@ -97,6 +108,8 @@ impl Principal {
             Principal::Operator { name, role } => format!("operator:{name}({role})"),
             Principal::Tenant { account, tenant, connection: None } => format!("tenant:{tenant}[{account}]"),
             Principal::Tenant { account, tenant, connection: Some(c) } => format!("tenant:{tenant}/{c}[{account}]"),
+            Principal::AcmeAccount { account, tenant, connection: None } => format!("acme:{tenant}[{account}]"),
+            Principal::AcmeAccount { account, tenant, connection: Some(c) } => format!("acme:{tenant}/{c}[{account}]"),
             Principal::LocalAdmin { uid, user: Some(user) } => format!("local:uid={uid}({user})"),
             Principal::LocalAdmin { uid, user: None } => format!("local:uid={uid}"),
             Principal::System => "custos".to_string(),

@@ -57,21 +57,22 @@ fn operations() -> Vec<Operation<'static>> {
         O::Sign { tenant: "t", connection: "c" },
         O::Sign { tenant: "t", connection: "d" },
         O::RotateCustodyKeys,
+        O::CreateAcmeBinding { tenant: "t", connection: Some("c") },
     ]
 }
 
 /// The table: for each principal, the decision on each operation of [`operations`], in order.
-fn table() -> Vec<(&'static str, Principal, [Decision; 34])> {
+fn table() -> Vec<(&'static str, Principal, [Decision; 35])> {
     vec![
-        ("local admin", Principal::LocalAdmin { uid: 0, user: Some("root".into()) }, [Allow; 34]),
-        ("admin", operator(Role::Admin), [Allow; 34]),
+        ("local admin", Principal::LocalAdmin { uid: 0, user: Some("root".into()) }, [Allow; 35]),
+        ("admin", operator(Role::Admin), [Allow; 35]),
         (
             "operator",
             operator(Role::Operator),
             [
                 Deny, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Deny,
                 Deny, Deny, Deny, Allow, Deny, Deny, Allow, Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny, Deny,
-                Allow, Allow, Deny,
+                Allow, Allow, Deny, Allow,
             ],
         ),
         (
@@ -80,7 +81,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 34])> {
             [
                 Deny, Deny, Allow, Allow, Deny, Allow, Allow, Deny, Deny, Deny, Allow, Allow, Allow, Allow, Allow,
                 Deny, Allow, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Deny,
-                Deny, Deny, Deny,
+                Deny, Deny, Deny, Deny,
             ],
         ),
         (
@@ -89,7 +90,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 34])> {
             [
                 Deny, Deny, Deny, Allow, Deny, Deny, Allow, Allow, Deny, Allow, Deny, Allow, Allow, Allow, Deny, Deny,
                 Deny, Deny, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny,
-                Deny,
+                Deny, Allow,
             ],
         ),
         (
@@ -98,7 +99,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 34])> {
             [
                 Deny, Deny, Deny, Allow, Deny, Deny, Allow, Hide, Deny, Hide, Deny, Allow, Hide, Allow, Deny, Deny,
                 Deny, Deny, Deny, Deny, Deny, Deny, Allow, Hide, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Hide, Allow,
-                Deny,
+                Deny, Hide,
             ],
         ),
         (
@@ -107,6 +108,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 34])> {
             [
                 Deny, Deny, Deny, Hide, Deny, Deny, Hide, Hide, Hide, Hide, Deny, Hide, Hide, Allow, Deny, Deny, Deny,
                 Deny, Deny, Deny, Deny, Deny, Hide, Hide, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Hide, Hide, Deny,
+                Hide,
             ],
         ),
         (
@@ -115,7 +117,25 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 34])> {
             [
                 Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Deny, Allow, Deny,
                 Allow, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny, Deny,
-                Allow,
+                Allow, Deny,
+            ],
+        ),
+        (
+            "ACME account bound to t/c",
+            Principal::AcmeAccount { account: "acct-1".into(), tenant: "t".into(), connection: Some("c".into()) },
+            [
+                Deny, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Deny, Allow, Deny, Deny, Allow, Allow, Deny, Deny,
+                Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny,
+                Deny, Deny,
+            ],
+        ),
+        (
+            "ACME account bound to u",
+            Principal::AcmeAccount { account: "acct-2".into(), tenant: "u".into(), connection: None },
+            [
+                Deny, Deny, Deny, Deny, Deny, Deny, Deny, Hide, Deny, Hide, Deny, Deny, Hide, Allow, Deny, Deny, Deny,
+                Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny,
+                Deny,
             ],
         ),
     ]
