@@ -37,6 +37,9 @@ pub enum KeySource {
     Generate(Option<KeyAlgorithm>),
     /// The public half of a connection key custos holds in custody.
     Custody(custos_keys::PublicKey, KeyAlgorithm),
+    /// A PKCS#10 request finalizing an ACME order: the client keeps its key,
+    /// and an incident waits for the client to renew rather than making a key.
+    AcmeCsr(Vec<u8>),
 }
 
 /// One certificate to issue.
@@ -104,7 +107,8 @@ pub(crate) struct Planned {
 }
 
 enum PlannedKey {
-    Csr(CertificateRequest),
+    /// A CSR, and the key origin to record (`csr` or `acme`).
+    Csr(CertificateRequest, &'static str),
     Generate(KeyAlgorithm),
     Custody(custos_keys::PublicKey, KeyAlgorithm),
 }
@@ -113,7 +117,7 @@ impl Planned {
     /// The SPKI SHA-256 of a CSR's key (to check the blocklist); `None` for a key custos makes.
     pub(crate) fn csr_spki(&self) -> Option<String> {
         match &self.key {
-            PlannedKey::Csr(r) => Some(r.public_key.sha256_hex()),
+            PlannedKey::Csr(r, _) => Some(r.public_key.sha256_hex()),
             PlannedKey::Generate(_) | PlannedKey::Custody(..) => None,
         }
     }
@@ -243,7 +247,7 @@ impl Ca {
             .iter()
             .enumerate()
             .filter_map(|(i, p)| match &p.key {
-                PlannedKey::Csr(r) => Some((i, r.public_key.sha256_hex())),
+                PlannedKey::Csr(r, _) => Some((i, r.public_key.sha256_hex())),
                 PlannedKey::Generate(_) | PlannedKey::Custody(..) => None,
             })
             .collect();
@@ -465,7 +469,8 @@ pub(crate) fn plan(
         )));
     }
     let key = match &r.key {
-        KeySource::Csr(bytes) => PlannedKey::Csr(CertificateRequest::parse(bytes)?),
+        KeySource::Csr(bytes) => PlannedKey::Csr(CertificateRequest::parse(bytes)?, "csr"),
+        KeySource::AcmeCsr(bytes) => PlannedKey::Csr(CertificateRequest::parse(bytes)?, "acme"),
         KeySource::Generate(alg) => PlannedKey::Generate(match alg {
             Some(a) => *a,
             None => conn.key_algorithm.parse()?,
@@ -506,7 +511,7 @@ pub(crate) fn plan(
 /// Signs one planned certificate.
 pub(crate) fn sign(p: Planned, active: &ActiveIssuer) -> Result<Issued> {
     let (public, algorithm, leaf, origin) = match p.key {
-        PlannedKey::Csr(csr) => (csr.public_key, csr.algorithm, None, "csr"),
+        PlannedKey::Csr(csr, origin) => (csr.public_key, csr.algorithm, None, origin),
         PlannedKey::Generate(alg) => {
             let leaf = LeafKey::generate(alg)?;
             (leaf.public_key().clone(), alg, Some(leaf), "generated")

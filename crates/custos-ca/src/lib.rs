@@ -13,6 +13,7 @@
 //! (custos-pki), key bytes (custos-keys), HTTP (custos-server).
 
 pub mod access;
+pub mod acme;
 pub mod approvals;
 pub mod audit;
 pub mod authorization;

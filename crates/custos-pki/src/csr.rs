@@ -28,6 +28,10 @@ pub struct CertificateRequest {
     pub algorithm: KeyAlgorithm,
     /// The subject the requester asked for, for display only.
     pub requested_subject: String,
+    /// The DNS names it asks for: its subjectAltName dNSNames and its
+    /// subject's commonName, lowercased. ACME checks these against the order;
+    /// the certificate's names still come from custos.
+    pub requested_names: Vec<String>,
 }
 
 impl CertificateRequest {
@@ -94,7 +98,28 @@ impl CertificateRequest {
             csr.verify_signature().map_err(|_| PkiError::CsrSignature)?;
         }
         let public_key = PublicKey::new(spki.raw.to_vec(), spki.subject_public_key.data.to_vec());
-        Ok(CertificateRequest { public_key, algorithm, requested_subject: info.subject.to_string() })
+        let mut requested_names: Vec<String> = Vec::new();
+        for cn in info.subject.iter_common_name() {
+            if let Ok(name) = cn.as_str() {
+                requested_names.push(name.to_ascii_lowercase());
+            }
+        }
+        for ext in csr.requested_extensions().into_iter().flatten() {
+            if let x509_parser::extensions::ParsedExtension::SubjectAlternativeName(san) = ext {
+                for name in &san.general_names {
+                    match name {
+                        x509_parser::extensions::GeneralName::DNSName(d) => {
+                            requested_names.push(d.to_ascii_lowercase())
+                        }
+                        // Kept so that a comparison with DNS identifiers fails and says why.
+                        other => requested_names.push(format!("(not a DNS name: {other})")),
+                    }
+                }
+            }
+        }
+        requested_names.sort();
+        requested_names.dedup();
+        Ok(CertificateRequest { public_key, algorithm, requested_subject: info.subject.to_string(), requested_names })
     }
 }
 

@@ -22,6 +22,32 @@ pub struct CertificateFacts {
     pub sans: Vec<String>,
     /// SHA-256 of the SubjectPublicKeyInfo, hex.
     pub spki_sha256: String,
+    /// The authorityKeyIdentifier's keyIdentifier (what ARI names the issuer by).
+    pub authority_key_id: Option<Vec<u8>>,
+    /// The subject public key, to compare with a key presented elsewhere (an ACME JWK).
+    pub subject_key: SubjectKey,
+}
+
+/// A certificate's subject public key in its plain parts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubjectKey {
+    /// An EC key: the uncompressed point.
+    Ec(Vec<u8>),
+    /// An RSA key: modulus and exponent, big-endian without leading zeros.
+    Rsa {
+        /// Modulus.
+        n: Vec<u8>,
+        /// Exponent.
+        e: Vec<u8>,
+    },
+    /// An Ed25519 key.
+    Ed25519(Vec<u8>),
+    /// Anything else.
+    Other,
+}
+
+fn strip_leading_zeros(b: &[u8]) -> Vec<u8> {
+    b.iter().skip_while(|x| **x == 0).copied().collect()
 }
 
 /// Parses a DER certificate into [`CertificateFacts`].
@@ -44,7 +70,27 @@ pub fn certificate_facts(der: &[u8]) -> Result<CertificateFacts, PkiError> {
             });
         }
     }
+    let authority_key_id = cert.extensions().iter().find_map(|e| match e.parsed_extension() {
+        x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) => {
+            aki.key_identifier.as_ref().map(|k| k.0.to_vec())
+        }
+        _ => None,
+    });
+    let spki = cert.public_key();
+    let subject_key = if spki.algorithm.algorithm == x509_parser::oid_registry::OID_SIG_ED25519 {
+        SubjectKey::Ed25519(spki.subject_public_key.data.to_vec())
+    } else {
+        match spki.parsed() {
+            Ok(x509_parser::public_key::PublicKey::EC(point)) => SubjectKey::Ec(point.data().to_vec()),
+            Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => {
+                SubjectKey::Rsa { n: strip_leading_zeros(rsa.modulus), e: strip_leading_zeros(rsa.exponent) }
+            }
+            _ => SubjectKey::Other,
+        }
+    };
     Ok(CertificateFacts {
+        authority_key_id,
+        subject_key,
         serial: Serial::from_bytes(cert.raw_serial())?,
         subject: cert.subject().to_string(),
         issuer: cert.issuer().to_string(),

@@ -384,6 +384,12 @@ impl Ca {
                 let old = newest.get(&(c.tenant.clone(), c.connection.clone())).ok_or_else(|| {
                     CaError::Inconsistent(format!("no affected certificate recorded for {}/{}", c.tenant, c.connection))
                 })?;
+                // An ACME client holds its own key: ARI tells it to renew now,
+                // and its new order re-establishes the connection (acme.rs).
+                // custos makes no key for it; the connection stays pending until then.
+                if old.key_origin == crate::acme::KEY_ORIGIN {
+                    continue;
+                }
                 requests.push(IssueRequest {
                     tenant: c.tenant.clone(),
                     connection: c.connection.clone(),
@@ -393,6 +399,9 @@ impl Ca {
                     key: KeySource::Generate(old.key_algorithm.parse().ok()),
                     request_key: None,
                 });
+            }
+            if requests.is_empty() {
+                continue;
             }
             let n = self
                 .issue_into(principal, requests, &sink, |batch| {

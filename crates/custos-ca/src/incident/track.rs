@@ -116,7 +116,12 @@ impl Ca {
     /// the blast radius is revoked, then they move to old-certificate-retired.
     /// Each step is idempotent, so a crash between them is finished by
     /// running this again (a repeated ack, or close).
-    async fn retire(&self, principal: &Principal, record: &IncidentRecord, pairs: &[(String, String)]) -> Result<()> {
+    pub(crate) async fn retire(
+        &self,
+        principal: &Principal,
+        record: &IncidentRecord,
+        pairs: &[(String, String)],
+    ) -> Result<()> {
         self.revoke_affected(principal, record, Some(pairs), &|_| {}).await?;
         crate::crashpoint("incident.ack:revoked");
         let audits: Vec<AuditRecord> = pairs
