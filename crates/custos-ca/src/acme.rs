@@ -45,8 +45,6 @@ pub const MAX_IDENTIFIERS: usize = 100;
 pub struct AcmeSettings {
     /// The URL the ACME resources live under, e.g. `https://ca.example:8443/acme`.
     pub base_url: String,
-    /// Where ARI's `explanationURL` points for an incident: `{public}/incident/{id}`.
-    pub public_url: String,
     /// How long a nonce stays usable, seconds.
     pub nonce_lifetime_s: i64,
     /// How long an order and its authorizations stay usable, seconds.
@@ -930,7 +928,7 @@ impl Acme {
             if let Some(i) = self.ca.store.incident(&incident).await.map_err(store_error)?
                 && i.state != IncidentState::Closed
             {
-                explanation = Some(format!("{}/incident/{}", self.settings.public_url, i.id));
+                explanation = Some(self.url(&format!("notice/{}", i.id)));
                 break;
             }
         }
@@ -950,6 +948,23 @@ impl Acme {
             explanation_url: explanation,
         };
         Ok(Some((info, self.settings.ari_retry_after_s)))
+    }
+}
+
+impl Acme {
+    /// The public notice ARI's `explanationURL` points at: which incident,
+    /// why, since when, and what an ACME client should do. Names no tenant.
+    pub async fn notice(&self, id: &str) -> Result<Option<String>, AcmeError> {
+        let Some(i) = self.ca.store.incident(id).await.map_err(store_error)? else { return Ok(None) };
+        Ok(Some(format!(
+            "Incident {}\nDeclared: {}\nReason: {}\nState: {}\n\nCertificates this incident covers are being replaced. \
+             ACME clients that check renewal information (ARI) renew them on their next run; \
+             others should renew now (for example `certbot renew --force-renewal`).\n",
+            i.id,
+            rfc3339(i.declared_at),
+            i.reason,
+            i.state.as_str(),
+        )))
     }
 }
 

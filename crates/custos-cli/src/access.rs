@@ -8,7 +8,31 @@ use serde_json::json;
 
 use crate::output::{json, table, write_private, write_public};
 use crate::session::{open, open_unsealed};
-use crate::{Cli, CliError, OperatorCommand, TokenCommand};
+use crate::{AcmeCommand, Cli, CliError, OperatorCommand, TokenCommand};
+
+/// `custos acme eab TENANT [--connection C]`.
+pub async fn acme(cli: &Cli, command: &AcmeCommand) -> Result<(), CliError> {
+    let s = open(cli).await?;
+    match command {
+        AcmeCommand::Eab { tenant, connection } => {
+            let lifetime = i64::try_from(s.config.acme.eab_lifetime_s).unwrap_or(i64::MAX);
+            let (kid, key) = s.ca.create_acme_binding(&s.me, tenant, connection.as_deref(), lifetime).await?;
+            if cli.json {
+                return json(
+                    &json!({"kid": kid, "hmac_key": key.as_str(), "tenant": tenant, "connection": connection}),
+                );
+            }
+            eprintln!(
+                "EAB key for {tenant}{}: binds one ACME account until {}; shown once",
+                connection.as_deref().map(|c| format!("/{c}")).unwrap_or_default(),
+                custos_ca::rfc3339(time::OffsetDateTime::now_utc().unix_timestamp() + lifetime),
+            );
+            println!("kid:      {kid}");
+            println!("hmac_key: {}", key.as_str());
+            Ok(())
+        }
+    }
+}
 
 /// `custos token create|list|revoke`.
 pub async fn token(cli: &Cli, command: &TokenCommand) -> Result<(), CliError> {

@@ -35,6 +35,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Restore { file } => crate::storage::restore(&cli, file).await,
         Command::Doctor => crate::storage::doctor(&cli).await,
         Command::Token(command) => crate::access::token(&cli, command).await,
+        Command::Acme(command) => crate::access::acme(&cli, command).await,
         Command::Operator(command) => crate::access::operator(&cli, command).await,
         Command::Approve { id } => crate::access::approve(&cli, id).await,
         Command::Approvals => crate::access::approvals(&cli).await,

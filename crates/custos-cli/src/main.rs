@@ -123,6 +123,9 @@ pub enum Command {
     /// API tokens for scripts and tenant services.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// ACME: External Account Binding keys that bind an ACME client to a tenant.
+    #[command(subcommand)]
+    Acme(AcmeCommand),
     /// Operators, who sign in to the API with a client certificate from the operators' CA.
     #[command(subcommand)]
     Operator(OperatorCommand),
@@ -189,6 +192,20 @@ pub enum TokenCommand {
     Revoke {
         /// The token's id (tok_...).
         id: String,
+    },
+}
+
+/// `custos acme ...`.
+#[derive(Subcommand, Debug)]
+pub enum AcmeCommand {
+    /// Make a single-use External Account Binding key: the ACME account made
+    /// with it is bound to TENANT (and --connection) and its policy. Printed once.
+    Eab {
+        /// The tenant.
+        tenant: String,
+        /// The one connection the account may order for.
+        #[arg(long)]
+        connection: Option<String>,
     },
 }
 

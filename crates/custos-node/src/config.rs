@@ -49,6 +49,8 @@ pub struct Config {
     pub approvals: ApprovalsConfig,
     /// Connection keys in custody.
     pub custody: CustodyConfig,
+    /// The ACME server and ARI.
+    pub acme: AcmeConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -67,6 +69,70 @@ pub struct CustodyConfig {
 impl Default for CustodyConfig {
     fn default() -> Self {
         CustodyConfig { max_key_age_s: 90 * 86_400, rotation_interval_s: 3600 }
+    }
+}
+
+/// The ACME server (RFC 8555) and ARI (RFC 9773) under `/acme/`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcmeConfig {
+    /// Serve `/acme/` (on the TLS listener; accounts need an EAB key from `custos acme eab`).
+    pub enabled: bool,
+    /// The URL clients reach `/acme` at; `https://{serve.tls_listen}/acme` when unset.
+    pub base_url: Option<String>,
+    /// Also answer `/acme/` on the plain-HTTP listener (labs only: clients then trust no TLS).
+    pub plain_http: bool,
+    /// The port http-01 validation dials (80 on the Internet; a loopback port in tests).
+    pub http01_port: u16,
+    /// The port tls-alpn-01 validation dials.
+    pub tlsalpn01_port: u16,
+    /// Where validation dials a name instead of resolving it (name = "IP"), as Pebble allows.
+    pub resolve: std::collections::BTreeMap<String, String>,
+    /// How long a nonce stays usable, seconds.
+    pub nonce_lifetime_s: u64,
+    /// How long an order and its authorizations stay usable, seconds.
+    pub order_lifetime_s: u64,
+    /// How long an EAB key from `custos acme eab` binds, seconds.
+    pub eab_lifetime_s: u64,
+    /// ACME accounts per tenant, at most.
+    pub max_accounts_per_tenant: u64,
+    /// How often ARI clients are told to ask again (Retry-After), seconds: the
+    /// longest an incident waits before a polling client learns to renew.
+    pub ari_retry_after_s: u64,
+    /// How long one challenge validation may take, milliseconds.
+    pub validation_timeout_ms: u64,
+}
+
+impl Default for AcmeConfig {
+    fn default() -> Self {
+        AcmeConfig {
+            enabled: true,
+            base_url: None,
+            plain_http: false,
+            http01_port: 80,
+            tlsalpn01_port: 443,
+            resolve: Default::default(),
+            nonce_lifetime_s: 3600,
+            order_lifetime_s: 7 * 86_400,
+            eab_lifetime_s: 7 * 86_400,
+            max_accounts_per_tenant: 100,
+            ari_retry_after_s: 3600,
+            validation_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl AcmeConfig {
+    /// The URL `/acme` is reached at, if ACME can be served.
+    pub fn url(&self, serve: &ServeConfig, base_url: &str) -> Option<String> {
+        if let Some(u) = &self.base_url {
+            return Some(u.trim_end_matches('/').to_string());
+        }
+        match (&serve.tls_listen, self.plain_http) {
+            (Some(tls), _) => Some(format!("https://{tls}/acme")),
+            (None, true) => Some(format!("{}/acme", base_url.trim_end_matches('/'))),
+            (None, false) => None,
+        }
     }
 }
 
@@ -228,6 +294,7 @@ impl Default for Config {
             webhooks: WebhookConfig::default(),
             approvals: ApprovalsConfig::default(),
             custody: CustodyConfig::default(),
+            acme: AcmeConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -420,6 +487,18 @@ const ALL_KEYS: &[&str] = &[
     "approvals.expiry_s",
     "custody.max_key_age_s",
     "custody.rotation_interval_s",
+    "acme.enabled",
+    "acme.base_url",
+    "acme.plain_http",
+    "acme.http01_port",
+    "acme.tlsalpn01_port",
+    "acme.resolve",
+    "acme.nonce_lifetime_s",
+    "acme.order_lifetime_s",
+    "acme.eab_lifetime_s",
+    "acme.max_accounts_per_tenant",
+    "acme.ari_retry_after_s",
+    "acme.validation_timeout_ms",
     "log.level",
 ];
 
@@ -606,6 +685,12 @@ impl Config {
             ("approvals.expiry_s", self.approvals.expiry_s),
             ("custody.max_key_age_s", self.custody.max_key_age_s),
             ("custody.rotation_interval_s", self.custody.rotation_interval_s),
+            ("acme.nonce_lifetime_s", self.acme.nonce_lifetime_s),
+            ("acme.order_lifetime_s", self.acme.order_lifetime_s),
+            ("acme.eab_lifetime_s", self.acme.eab_lifetime_s),
+            ("acme.max_accounts_per_tenant", self.acme.max_accounts_per_tenant),
+            ("acme.ari_retry_after_s", self.acme.ari_retry_after_s),
+            ("acme.validation_timeout_ms", self.acme.validation_timeout_ms),
         ] {
             if value == 0 {
                 return bad(key, "must be above 0".into());
@@ -631,6 +716,20 @@ impl Config {
             if crate::client::split_url(&w.url).is_err() {
                 return bad("audit.witnesses", format!("url {:?}: expected http://host:port", w.url));
             }
+        }
+        for (name, address) in &self.acme.resolve {
+            if address.parse::<std::net::IpAddr>().is_err() {
+                return bad("acme.resolve", format!("{name} = {address:?}: expected an IP address"));
+            }
+        }
+        if let Some(u) = &self.acme.base_url
+            && !u.starts_with("https://")
+            && !(self.acme.plain_http && u.starts_with("http://"))
+        {
+            return bad(
+                "acme.base_url",
+                format!("{u:?}: expected https://host:port/acme (http:// only with plain_http)"),
+            );
         }
         if self.ocsp.presign < 0 {
             return bad("ocsp.presign", "must not be negative".into());

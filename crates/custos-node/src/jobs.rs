@@ -67,7 +67,16 @@ pub async fn serve(config: &Config, ca: Ca, listeners: Listeners) -> Result<()> 
     let limiter = custos_server::api::Limiter::new(config.serve.api_requests_per_second, config.serve.api_burst);
     let per_connection = config.serve.sign_requests_per_second;
     let sign_limiter = custos_server::api::Limiter::new(per_connection, per_connection.saturating_mul(2));
-    let state = Arc::new(AppState { ca, publisher, limiter, sign_limiter, incident_keys_dir: config.data_dir.clone() });
+    let acme = acme_service(config, &ca);
+    let state = Arc::new(AppState {
+        ca,
+        publisher,
+        limiter,
+        sign_limiter,
+        incident_keys_dir: config.data_dir.clone(),
+        acme,
+        acme_on_plain_http: config.acme.plain_http,
+    });
     let limits = custos_server::http::ConnectionLimits {
         total: config.serve.max_connections,
         per_client: config.serve.max_connections_per_client,
@@ -77,6 +86,27 @@ pub async fn serve(config: &Config, ca: Ca, listeners: Listeners) -> Result<()> 
         task.abort();
     }
     result.map_err(|e| NodeError::Serve(e.to_string()))
+}
+
+/// The ACME service, when enabled and reachable (a TLS listener, or plain HTTP allowed).
+fn acme_service(config: &Config, ca: &Arc<Ca>) -> Option<Arc<custos_ca::acme::Acme>> {
+    let a = &config.acme;
+    let base_url = a.url(&config.serve, &config.base_url).filter(|_| a.enabled)?;
+    let secs = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let settings = custos_ca::acme::AcmeSettings {
+        base_url,
+        nonce_lifetime_s: secs(a.nonce_lifetime_s),
+        order_lifetime_s: secs(a.order_lifetime_s),
+        eab_lifetime_s: secs(a.eab_lifetime_s),
+        max_accounts_per_tenant: secs(a.max_accounts_per_tenant),
+        ari_retry_after_s: secs(a.ari_retry_after_s),
+    };
+    let validator = crate::acme::NetworkValidator {
+        http01_port: a.http01_port,
+        resolve: a.resolve.clone(),
+        timeout: std::time::Duration::from_millis(a.validation_timeout_ms),
+    };
+    Some(Arc::new(custos_ca::acme::Acme::new(ca.clone(), settings, Arc::new(validator))))
 }
 
 fn spawn_jobs(

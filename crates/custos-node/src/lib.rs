@@ -10,6 +10,7 @@
 //! Not here: domain rules (custos-ca), HTTP handlers (custos-server),
 //! command-line parsing and output (custos-cli).
 
+mod acme;
 pub mod client;
 pub mod config;
 mod jobs;

@@ -9,6 +9,7 @@
 //! database (custos-store), or the background jobs that keep OCSP and CRLs
 //! current (custos-node runs them).
 
+pub mod acme;
 pub mod api;
 pub mod http;
 pub mod tls;
@@ -50,6 +51,10 @@ pub struct AppState {
     /// of connections whose keys custos generates (`ID-replacements.jsonl`,
     /// 0600, as `custos incident execute` does); custodied connections need none.
     pub incident_keys_dir: std::path::PathBuf,
+    /// The ACME service, when `[acme] enabled`.
+    pub acme: Option<Arc<custos_ca::acme::Acme>>,
+    /// Whether `/acme/` also answers on the plain-HTTP listener (labs only).
+    pub acme_on_plain_http: bool,
 }
 
 /// Builds the router with every public route but OCSP, which [`serve`]
@@ -85,7 +90,10 @@ pub async fn serve(
     // One shutdown for both listeners.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let secure = tls.map(|l| {
-        let app = router(state.clone()).merge(api::router(state.clone()));
+        let mut app = router(state.clone()).merge(api::router(state.clone()));
+        if state.acme.is_some() {
+            app = app.merge(acme::router(state.clone()));
+        }
         let mut stopped = stopped.clone();
         tokio::spawn(http::serve(l, app, Some(hot.clone()), IDLE_TIMEOUT, limits, async move {
             let _ = stopped.wait_for(|s| *s).await;
@@ -99,7 +107,11 @@ pub async fn serve(
         shutdown.await;
         let _ = stop.send(true);
     };
-    let result = http::serve(listener, router(state), Some(hot), IDLE_TIMEOUT, limits, signal).await;
+    let mut plain = router(state.clone());
+    if state.acme.is_some() && state.acme_on_plain_http {
+        plain = plain.merge(acme::router(state.clone()));
+    }
+    let result = http::serve(listener, plain, Some(hot), IDLE_TIMEOUT, limits, signal).await;
     if let Some(task) = secure {
         // The TLS listener saw the same signal; give it its own graceful end.
         let _ = task.await;
