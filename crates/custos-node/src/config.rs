@@ -122,20 +122,6 @@ impl Default for AcmeConfig {
     }
 }
 
-impl AcmeConfig {
-    /// The URL `/acme` is reached at, if ACME can be served.
-    pub fn url(&self, serve: &ServeConfig, base_url: &str) -> Option<String> {
-        if let Some(u) = &self.base_url {
-            return Some(u.trim_end_matches('/').to_string());
-        }
-        match (&serve.tls_listen, self.plain_http) {
-            (Some(tls), _) => Some(format!("https://{tls}/acme")),
-            (None, true) => Some(format!("{}/acme", base_url.trim_end_matches('/'))),
-            (None, false) => None,
-        }
-    }
-}
-
 /// The two-person rule: which actions need a second admin while two or more exist.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -67,7 +67,7 @@ pub async fn serve(config: &Config, ca: Ca, listeners: Listeners) -> Result<()> 
     let limiter = custos_server::api::Limiter::new(config.serve.api_requests_per_second, config.serve.api_burst);
     let per_connection = config.serve.sign_requests_per_second;
     let sign_limiter = custos_server::api::Limiter::new(per_connection, per_connection.saturating_mul(2));
-    let acme = acme_service(config, &ca);
+    let acme = acme_service(config, &ca, listeners.tls_address(), listeners.plain_address().ok());
     let state = Arc::new(AppState {
         ca,
         publisher,
@@ -89,9 +89,23 @@ pub async fn serve(config: &Config, ca: Ca, listeners: Listeners) -> Result<()> 
 }
 
 /// The ACME service, when enabled and reachable (a TLS listener, or plain HTTP allowed).
-fn acme_service(config: &Config, ca: &Arc<Ca>) -> Option<Arc<custos_ca::acme::Acme>> {
+fn acme_service(
+    config: &Config,
+    ca: &Arc<Ca>,
+    tls: Option<SocketAddr>,
+    plain: Option<SocketAddr>,
+) -> Option<Arc<custos_ca::acme::Acme>> {
     let a = &config.acme;
-    let base_url = a.url(&config.serve, &config.base_url).filter(|_| a.enabled)?;
+    if !a.enabled {
+        return None;
+    }
+    // Unset: the listener's own address (a port 0 in the config is the bound one here).
+    let base_url = match (&a.base_url, tls, plain) {
+        (Some(u), _, _) => u.trim_end_matches('/').to_string(),
+        (None, Some(t), _) => format!("https://{t}/acme"),
+        (None, None, Some(p)) if a.plain_http => format!("http://{p}/acme"),
+        _ => return None,
+    };
     let secs = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     let settings = custos_ca::acme::AcmeSettings {
         base_url,

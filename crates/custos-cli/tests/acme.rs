@@ -1,0 +1,263 @@
+//! ACME against clients nobody here wrote: certbot (PyPI, installed by
+//! scripts/test) obtains, is told by ARI to renew after an incident, renews
+//! without --force-renewal (the incident then shows the connection
+//! re-established) and revokes; lego (Debian) obtains and revokes. Both run
+//! once per suite, against one real `custos serve` with its TLS listener,
+//! and validate http-01 through their own standalone listener on a loopback
+//! port that custos is configured to dial.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{Env, TlsServer, tools_required, venv_tool};
+
+/// A loopback port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// custos with ACME on: http-01 dialled at `port`, the test names resolved to loopback,
+/// and ARI clients told to ask again after a second.
+fn acme_env(port: u16) -> (Env, TlsServer) {
+    let env = Env::initialized();
+    env.ok(&["connection", "add", "acme-corp", "web", "--profile", "server", "--allow-san", "*.acme.example"]);
+    std::fs::create_dir_all(env.data_dir()).expect("data dir");
+    std::fs::write(
+        env.data_dir().join("custos.toml"),
+        format!(
+            "[acme]\nhttp01_port = {port}\nari_retry_after_s = 1\n[acme.resolve]\n\"www.acme.example\" = \"127.0.0.1\"\n\"lego.acme.example\" = \"127.0.0.1\"\n"
+        ),
+    )
+    .expect("config");
+    let server = TlsServer::start(&env, &[]);
+    (env, server)
+}
+
+fn eab(env: &Env) -> (String, String) {
+    let v = env.json(&["acme", "eab", "acme-corp", "--connection", "web"]);
+    (v["kid"].as_str().expect("kid").to_string(), v["hmac_key"].as_str().expect("key").to_string())
+}
+
+fn run(mut c: Command, what: &str) -> String {
+    let started = std::time::Instant::now();
+    let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    eprintln!("{what}: {:?}", started.elapsed());
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{what} failed:\n{text}");
+    text
+}
+
+fn serial_of(cert: &Path) -> String {
+    let out = common::sh("openssl", &["x509", "-in", cert.to_str().expect("p"), "-noout", "-serial"]);
+    out.trim().trim_start_matches("serial=").to_ascii_lowercase()
+}
+
+fn status_of(env: &Env, serial: &str) -> String {
+    env.json(&["show", serial])["status"].as_str().expect("status").to_string()
+}
+
+struct Certbot {
+    bin: PathBuf,
+    dir: PathBuf,
+    directory: String,
+    root: PathBuf,
+    port: u16,
+}
+
+impl Certbot {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.env("REQUESTS_CA_BUNDLE", &self.root).args(args).args([
+            "--config-dir",
+            self.dir.join("config").to_str().expect("p"),
+            "--work-dir",
+            self.dir.join("work").to_str().expect("p"),
+            "--logs-dir",
+            self.dir.join("logs").to_str().expect("p"),
+            "--non-interactive",
+        ]);
+        c
+    }
+
+    fn renew(&self) -> String {
+        let port = self.port.to_string();
+        // Without --no-random-sleep-on-renew, certbot sleeps up to 8 minutes when not on a terminal.
+        let args = ["renew", "--no-random-sleep-on-renew", "--http-01-port", &port, "--http-01-address", "127.0.0.1"];
+        run(self.command(&args), "certbot renew")
+    }
+
+    fn live(&self) -> PathBuf {
+        self.dir.join("config/live/www.acme.example")
+    }
+}
+
+#[test]
+fn certbot_obtains_renews_when_ari_says_so_and_revokes() {
+    let Some(bin) = venv_tool("certbot") else {
+        assert!(!tools_required(), "certbot is required but not installed (run scripts/test)");
+        eprintln!("SKIPPED: certbot not installed (run scripts/test)");
+        return;
+    };
+    let port = free_port();
+    let (env, server) = acme_env(port);
+    let certbot = Certbot {
+        bin,
+        dir: env.path("certbot"),
+        directory: format!("https://{}/acme/directory", server.tls_addr),
+        root: server.root.clone(),
+        port,
+    };
+    let (kid, key) = eab(&env);
+    let port_text = port.to_string();
+    let obtained = run(
+        certbot.command(&[
+            "certonly",
+            "--server",
+            &certbot.directory,
+            "--standalone",
+            "--http-01-port",
+            &port_text,
+            "--http-01-address",
+            "127.0.0.1",
+            "--agree-tos",
+            "--register-unsafely-without-email",
+            "--eab-kid",
+            &kid,
+            "--eab-hmac-key",
+            &key,
+            "-d",
+            "www.acme.example",
+        ]),
+        "certbot certonly",
+    );
+    assert!(obtained.contains("Successfully received certificate"), "{obtained}");
+    let first = serial_of(&certbot.live().join("cert.pem"));
+    let shown = env.json(&["show", &first]);
+    assert_eq!(
+        (shown["tenant"].as_str(), shown["connection"].as_str(), shown["key_origin"].as_str()),
+        (Some("acme-corp"), Some("web"), Some("acme")),
+        "the certificate is the connection's, its key the client's: {shown}"
+    );
+    // The chain certbot saved verifies against the custos root with openssl.
+    let verified = common::sh(
+        "openssl",
+        &[
+            "verify",
+            "-CAfile",
+            server.root.to_str().expect("p"),
+            "-untrusted",
+            certbot.live().join("chain.pem").to_str().expect("p"),
+            certbot.live().join("cert.pem").to_str().expect("p"),
+        ],
+    );
+    assert!(verified.contains(": OK"), "{verified}");
+
+    // Fresh: ARI's window is in the last third of the lifetime, so renew does nothing.
+    let early = certbot.renew();
+    assert!(early.contains("not yet due for renewal"), "{early}");
+    assert_eq!(serial_of(&certbot.live().join("cert.pem")), first);
+
+    // An incident that does not revoke at once (superseded): OCSP still says good,
+    // so only ARI can tell certbot to renew.
+    env.ok(&["incident", "declare", "--compromised", &format!("cert:{first}"), "--reason", "superseded"]);
+    env.ok(&["incident", "execute", "INC-0001", "--yes"]);
+    let waiting = env.json(&["incident", "status", "INC-0001"]);
+    assert_eq!(waiting["connections"][0]["state"], "pending", "custos makes no key for an ACME client: {waiting}");
+    assert_eq!(status_of(&env, &first), "valid");
+    // certbot honours the Retry-After of its last ARI answer (a second here).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let renewed = certbot.renew();
+    assert!(renewed.contains("renewed") || renewed.contains("Congratulations"), "{renewed}");
+    let second = serial_of(&certbot.live().join("cert.pem"));
+    assert_ne!(second, first, "certbot renewed because ARI said so");
+    let status = env.json(&["incident", "status", "INC-0001"]);
+    let c = &status["connections"][0];
+    assert_eq!(c["state"], "old-certificate-retired", "re-established without an ack: {status}");
+    assert_eq!(c["replacement"].as_str(), Some(second.as_str()));
+    assert_eq!(status_of(&env, &first), "revoked", "the old certificate is retired");
+    env.ok(&["incident", "close", "INC-0001"]);
+
+    // revokeCert, signed by the account.
+    let revoked = run(
+        certbot.command(&[
+            "revoke",
+            "--server",
+            &certbot.directory,
+            "--cert-path",
+            certbot.live().join("cert.pem").to_str().expect("p"),
+            "--reason",
+            "keycompromise",
+            "--no-delete-after-revoke",
+        ]),
+        "certbot revoke",
+    );
+    assert!(revoked.to_lowercase().contains("revoked"), "{revoked}");
+    assert_eq!(status_of(&env, &second), "revoked");
+    let audit: Vec<serde_json::Value> = env
+        .ok(&["audit", "tail", "-n", "200", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON entry per line"))
+        .collect();
+    let actions: Vec<&str> = audit.iter().filter_map(|e| e["action"].as_str()).collect();
+    let by_account =
+        audit.iter().filter(|e| e["actor"].as_str().is_some_and(|a| a.starts_with("acme:acme-corp/web["))).count();
+    assert!(by_account >= 8, "the ACME account is the principal of what it did: {by_account} entries");
+    for action in [
+        "acme.eab.create",
+        "acme.account.new",
+        "acme.order.new",
+        "acme.challenge.valid",
+        "acme.order.finalize",
+        "incident.reestablish",
+    ] {
+        assert!(actions.contains(&action), "audit has {action}: {actions:?}");
+    }
+    drop(server);
+}
+
+#[test]
+fn lego_obtains_and_revokes() {
+    if Command::new("lego").arg("--version").output().is_err() {
+        assert!(!tools_required(), "lego is required but not installed (run scripts/test)");
+        eprintln!("SKIPPED: lego not installed (run scripts/test)");
+        return;
+    }
+    let port = free_port();
+    let (env, server) = acme_env(port);
+    let (kid, key) = eab(&env);
+    let dir = env.path("lego");
+    let lego = |action: &[&str]| {
+        let mut c = Command::new("lego");
+        c.env("LEGO_CA_CERTIFICATES", &server.root).args([
+            "--server",
+            &format!("https://{}/acme/directory", server.tls_addr),
+            "--accept-tos",
+            "--email",
+            "ops@acme.example",
+            "--eab",
+            "--kid",
+            &kid,
+            "--hmac",
+            &key,
+            "--domains",
+            "lego.acme.example",
+            "--http",
+            "--http.port",
+            &format!("127.0.0.1:{port}"),
+            "--path",
+            dir.to_str().expect("p"),
+        ]);
+        c.args(action);
+        c
+    };
+    run(lego(&["run"]), "lego run");
+    let cert = dir.join("certificates/lego.acme.example.crt");
+    let serial = serial_of(&cert);
+    assert_eq!(env.json(&["show", &serial])["key_origin"], "acme");
+    assert_eq!(status_of(&env, &serial), "valid");
+    run(lego(&["revoke"]), "lego revoke");
+    assert_eq!(status_of(&env, &serial), "revoked");
+    drop(server);
+}
