@@ -222,6 +222,12 @@ async fn execute(cli: &Cli, id: &str, yes: bool, keys_out: Option<PathBuf>) -> R
             f.display()
         );
     }
+    let waiting = status.connections.iter().filter(|c| c.state == custos_ca::ConnectionState::Pending).count();
+    if waiting > 0 {
+        println!(
+            "{waiting} connections wait for their ACME clients: ARI tells them to renew now, and each new certificate re-establishes its connection"
+        );
+    }
     println!(
         "notifications: {} delivered, {} pending (custos serve keeps retrying), {} tenants without a webhook",
         status.notifications.delivered,

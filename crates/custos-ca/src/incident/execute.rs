@@ -412,6 +412,11 @@ impl Ca {
             replaced += n;
             self.heartbeat(&record.id, owner).await?;
         }
+        if replaced == 0 && std::fs::metadata(keys_file).is_ok_and(|m| m.len() == 0) {
+            // Every pending connection waits for its ACME client: no keys, no file.
+            let _ = std::fs::remove_file(keys_file);
+            return Ok((0, None));
+        }
         Ok((replaced, Some(keys_file.to_path_buf())))
     }
 }
