@@ -14,21 +14,26 @@ use crate::{AcmeCommand, Cli, CliError, OperatorCommand, TokenCommand};
 pub async fn acme(cli: &Cli, command: &AcmeCommand) -> Result<(), CliError> {
     let s = open(cli).await?;
     match command {
-        AcmeCommand::Eab { tenant, connection } => {
+        AcmeCommand::Eab { tenant, connection, count } => {
             let lifetime = i64::try_from(s.config.acme.eab_lifetime_s).unwrap_or(i64::MAX);
-            let (kid, key) = s.ca.create_acme_binding(&s.me, tenant, connection.as_deref(), lifetime).await?;
-            if cli.json {
-                return json(
-                    &json!({"kid": kid, "hmac_key": key.as_str(), "tenant": tenant, "connection": connection}),
-                );
+            if *count == 0 || *count > 10_000 {
+                return Err(CliError::Usage(format!("--count {count}: make 1 to 10000 keys at a time")));
             }
-            eprintln!(
-                "EAB key for {tenant}{}: binds one ACME account until {}; shown once",
-                connection.as_deref().map(|c| format!("/{c}")).unwrap_or_default(),
-                custos_ca::rfc3339(time::OffsetDateTime::now_utc().unix_timestamp() + lifetime),
-            );
-            println!("kid:      {kid}");
-            println!("hmac_key: {}", key.as_str());
+            for _ in 0..*count {
+                let (kid, key) = s.ca.create_acme_binding(&s.me, tenant, connection.as_deref(), lifetime).await?;
+                if cli.json {
+                    let line = json!({"kid": kid, "hmac_key": key.as_str(), "tenant": tenant, "connection": connection});
+                    println!("{line}");
+                    continue;
+                }
+                eprintln!(
+                    "EAB key for {tenant}{}: binds one ACME account until {}; shown once",
+                    connection.as_deref().map(|c| format!("/{c}")).unwrap_or_default(),
+                    custos_ca::rfc3339(time::OffsetDateTime::now_utc().unix_timestamp() + lifetime),
+                );
+                println!("kid:      {kid}");
+                println!("hmac_key: {}", key.as_str());
+            }
             Ok(())
         }
     }

@@ -206,6 +206,9 @@ pub enum AcmeCommand {
         /// The one connection the account may order for.
         #[arg(long)]
         connection: Option<String>,
+        /// Make this many keys (one per client); with --json, one JSON object per line.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
     },
 }
 

@@ -1,7 +1,7 @@
 //! Challenge validation for the ACME server: the network side of proving
 //! that a client controls a name. http-01 dials the name (or the address
 //! `[acme.resolve]` gives for it, as Pebble allows) on `acme.http01_port`
-//! and reads `/.well-known/acme-challenge/TOKEN`, without following
+//! (`"*.example.test"` covers every name below it) and reads `/.well-known/acme-challenge/TOKEN`, without following
 //! redirects, within `acme.validation_timeout_ms`, reading at most 8 KiB.
 
 use std::collections::BTreeMap;
@@ -27,7 +27,15 @@ pub struct NetworkValidator {
 
 impl NetworkValidator {
     async fn address(&self, name: &str, port: u16) -> Result<std::net::SocketAddr, AcmeError> {
-        if let Some(ip) = self.resolve.get(name).and_then(|a| a.parse::<std::net::IpAddr>().ok()) {
+        // An exact name first, then the longest `*.suffix` that covers it.
+        let fixed = self.resolve.get(name).or_else(|| {
+            self.resolve
+                .iter()
+                .filter(|(k, _)| k.strip_prefix('*').is_some_and(|suffix| name.ends_with(suffix) && suffix.starts_with('.')))
+                .max_by_key(|(k, _)| k.len())
+                .map(|(_, v)| v)
+        });
+        if let Some(ip) = fixed.and_then(|a| a.parse::<std::net::IpAddr>().ok()) {
             return Ok(std::net::SocketAddr::new(ip, port));
         }
         let found = tokio::time::timeout(self.timeout, tokio::net::lookup_host((name, port)))
