@@ -9,11 +9,20 @@
 //! incident: ARI moves its renewal window into the past, and the client's
 //! next order re-establishes the connection (no acknowledgement needed).
 //!
+//! Every write (a nonce used up, an order, a challenge's outcome, a
+//! finalized order with its certificate) is group-committed: concurrent
+//! requests share one transaction, each write in a savepoint of its own, and
+//! none is answered before its transaction committed. Nonces are issued
+//! without a write (an HMAC over expiry and randomness, with a key every node
+//! shares through the database) and used up durably, so a nonce works on any
+//! node, once.
+//!
 //! Crash states: a challenge is validated inside its request and written
 //! once (a crash leaves it pending; the client asks again); a finalize
-//! commits the certificate and the order together, and the retirement of an
-//! incident's old certificate after it is finished by `incident close` (as
-//! after an acknowledgement).
+//! commits the certificate and the order together (a crash before leaves
+//! the order ready, and the signed certificate never left); the retirement
+//! of an incident's old certificate after it is finished by `incident close`
+//! (as after an acknowledgement).
 
 use std::sync::Arc;
 
@@ -21,14 +30,14 @@ use custos_acme::{
     AcmeError, Authorization, CertId, Challenge, Directory, DirectoryMeta, Eab, Identifier, Jwk, Jws, KeyRef, Order,
     ProblemType, RenewalInfo, SuggestedWindow, b64u, rfc3339,
 };
-use custos_store::{AcmeAccountRecord, AcmeAuthzRecord, AcmeEabRecord, AcmeOrderRecord, AuditRecord, StoreError};
+use custos_store::{AcmeAccountRecord, AcmeAuthzRecord, AcmeEabRecord, AcmeOrderRecord, AcmeWrite, StoreError};
 use custos_types::{CertificateStatus, ConnectionState, IncidentReplacements, IncidentState, Replacement, Transition};
 use serde_json::json;
 use time::OffsetDateTime;
+use tokio::sync::oneshot;
 
 use crate::authorization::Operation;
-use crate::issuance::IssueSink;
-use crate::{Ca, CaError, IssueRequest, Issued, KeySource, Principal, audit_record, visible};
+use crate::{Ca, CaError, IssueRequest, KeySource, Principal, audit_record, visible};
 
 /// What the `key_origin` of a certificate issued to an ACME client says.
 pub const KEY_ORIGIN: &str = "acme";
@@ -96,7 +105,16 @@ pub struct Acme {
     ca: Arc<Ca>,
     settings: AcmeSettings,
     validator: Arc<dyn ChallengeValidator>,
+    /// The key nonces are MACed with, read from (or first written to) the database.
+    nonce_key: tokio::sync::OnceCell<aws_lc_rs::hmac::Key>,
+    /// Writes waiting for the next group commit.
+    ready: std::sync::Mutex<Vec<(AcmeWrite, oneshot::Sender<Result<(), StoreError>>)>>,
+    /// Held by whoever commits the waiting writes.
+    commit: tokio::sync::Mutex<()>,
 }
+
+/// Where the nonce key lives in the settings.
+const NONCE_KEY_META: &str = "acme_nonce_key";
 
 fn now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
@@ -188,7 +206,14 @@ impl Ca {
 impl Acme {
     /// The service over `ca`.
     pub fn new(ca: Arc<Ca>, settings: AcmeSettings, validator: Arc<dyn ChallengeValidator>) -> Acme {
-        Acme { ca, settings, validator }
+        Acme {
+            ca,
+            settings,
+            validator,
+            nonce_key: tokio::sync::OnceCell::new(),
+            ready: std::sync::Mutex::new(Vec::new()),
+            commit: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// The settings.
@@ -213,11 +238,102 @@ impl Acme {
         }
     }
 
-    /// A fresh nonce, valid on every node until it is used or expires.
+    /// The nonce key: every node reads the same one from the database; the
+    /// first to need it makes it (with an audit entry) and all then use what
+    /// the database holds, so a race between nodes leaves one key.
+    async fn nonce_key(&self) -> Result<&aws_lc_rs::hmac::Key, AcmeError> {
+        self.nonce_key
+            .get_or_try_init(|| async {
+                let stored = self.ca.store.meta(NONCE_KEY_META).await.map_err(store_error)?;
+                let text = match stored {
+                    Some(k) => k,
+                    None => {
+                        let made = random_b64u(32)?;
+                        let audit = audit_record(
+                            &Principal::System,
+                            "acme.nonce-key.create",
+                            "acme:nonces".into(),
+                            json!({"purpose": "MAC of ACME nonces (anti-replay, not secrecy)"}),
+                        );
+                        self.ca.store.set_meta(NONCE_KEY_META, &made, &[audit]).await.map_err(store_error)?;
+                        self.ca.store.meta(NONCE_KEY_META).await.map_err(store_error)?.unwrap_or(made)
+                    }
+                };
+                let key = custos_acme::from_b64u(&text, "the nonce key")?;
+                Ok(aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &key))
+            })
+            .await
+    }
+
+    /// A fresh nonce: expiry, randomness and a MAC over both, so issuing it
+    /// writes nothing and any node can check it; [`Acme::verify`] uses it up.
     pub async fn new_nonce(&self) -> Result<String, AcmeError> {
-        let nonce = random_b64u(16)?;
-        self.ca.store.add_nonce(&nonce, now() + self.settings.nonce_lifetime_s).await.map_err(store_error)?;
-        Ok(nonce)
+        let key = self.nonce_key().await?;
+        let mut body = [0u8; 16];
+        body[..8].copy_from_slice(&(now() + self.settings.nonce_lifetime_s).to_be_bytes());
+        aws_lc_rs::rand::fill(&mut body[8..]).map_err(|_| internal("the random generator failed"))?;
+        let tag = aws_lc_rs::hmac::sign(key, &body);
+        Ok(b64u(&[&body[..], &tag.as_ref()[..16]].concat()))
+    }
+
+    /// Uses a nonce up: it must be one of ours, unexpired, and unused on every node.
+    async fn use_nonce(&self, nonce: &str) -> Result<(), AcmeError> {
+        let bad = |d: &str| AcmeError::new(ProblemType::BadNonce, d);
+        let raw = custos_acme::from_b64u(nonce, "nonce").map_err(|_| bad("the nonce is not one this server issued"))?;
+        if raw.len() != 32 {
+            return Err(bad("the nonce is not one this server issued"));
+        }
+        let key = self.nonce_key().await?;
+        // The tag is HMAC-SHA256 truncated to 128 bits, compared in constant time.
+        let tag = aws_lc_rs::hmac::sign(key, &raw[..16]);
+        aws_lc_rs::constant_time::verify_slices_are_equal(&tag.as_ref()[..16], &raw[16..])
+            .map_err(|_| bad("the nonce is not one this server issued"))?;
+        let expires_at = i64::from_be_bytes(raw[..8].try_into().map_err(|_| bad("bad nonce"))?);
+        if expires_at < now() {
+            return Err(bad("the nonce has expired"));
+        }
+        match self.write(AcmeWrite::UseNonce { nonce: nonce.to_string(), expires_at }).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::Conflict { .. }) => Err(bad("the nonce was used before")),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    /// Commits `w` with whatever other writes are waiting (see the module comment).
+    async fn write(&self, w: AcmeWrite) -> Result<(), StoreError> {
+        let (reply, mut answer) = oneshot::channel();
+        self.ready.lock().map_err(|_| StoreError::Invalid("the ACME write queue is poisoned".into()))?.push((w, reply));
+        let turn = self.commit.lock().await;
+        if let Ok(done) = answer.try_recv() {
+            return done;
+        }
+        let group = std::mem::take(
+            &mut *self.ready.lock().map_err(|_| StoreError::Invalid("the ACME write queue is poisoned".into()))?,
+        );
+        if !group.is_empty() {
+            // In its own task: if this caller goes away mid-commit, the group
+            // still commits and every other caller still gets its answer.
+            let store = self.ca.store.clone();
+            let _ = tokio::spawn(async move {
+                let (writes, replies): (Vec<AcmeWrite>, Vec<_>) = group.into_iter().unzip();
+                match store.apply_acme(&writes).await {
+                    Ok(outcomes) => {
+                        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                            let _ = reply.send(outcome);
+                        }
+                    }
+                    Err(e) => {
+                        let said = e.to_string();
+                        for reply in replies {
+                            let _ = reply.send(Err(StoreError::Unavailable(said.clone())));
+                        }
+                    }
+                }
+            })
+            .await;
+        }
+        drop(turn);
+        answer.await.map_err(|_| StoreError::Invalid("the ACME commit stopped before it answered".into()))?
     }
 
     /// Parses and verifies a request that arrived at `url`: the `url`
@@ -253,9 +369,7 @@ impl Acme {
                 Caller::Account(account, key)
             }
         };
-        if !self.ca.store.use_nonce(&jws.protected.nonce, now()).await.map_err(store_error)? {
-            return Err(AcmeError::new(ProblemType::BadNonce, "the nonce is unknown, used before, or expired"));
-        }
+        self.use_nonce(&jws.protected.nonce).await?;
         Ok(Verified { jws, caller })
     }
 
@@ -517,7 +631,8 @@ impl Acme {
             json!({"order": order.id, "account": account.id, "tenant": order.tenant, "connection": connection,
                    "identifiers": names, "replaces": replaces}),
         );
-        self.ca.store.add_acme_order(&order, &authzs, &audit).await.map_err(store_error)?;
+        let add = AcmeWrite::AddOrder { order: order.clone(), authzs: authzs.clone(), audit };
+        self.write(add).await.map_err(store_error)?;
         Ok((order, authzs))
     }
 
@@ -679,8 +794,12 @@ impl Acme {
                     format!("acme-authz:{id}"),
                     json!({"authz": id, "order": z.order_id, "identifier": z.identifier}),
                 );
-                self.ca.store.update_acme_authz(&z, Some("invalid"), Some(&audit)).await.map_err(store_error)?;
-                Ok(z)
+                let update = AcmeWrite::UpdateAuthz { authz: z.clone(), order_status: Some("invalid".into()), audit };
+                match self.write(update).await {
+                    Ok(()) => Ok(z),
+                    Err(StoreError::Conflict { .. }) => self.own_authz(account, id).await,
+                    Err(e) => Err(store_error(e)),
+                }
             }
             _ => Err(AcmeError::malformed("an authorization can only be deactivated, and only while pending or valid")),
         }
@@ -707,20 +826,19 @@ impl Acme {
         let key_authorization = custos_acme::key_authorization(&z.token, key);
         let outcome = self.validator.validate(kind, &z.identifier, &z.token, &key_authorization).await;
         z.challenge = Some(kind.to_string());
+        // The store makes the order ready only if every authorization is valid, in the same transaction.
         let order_status = match &outcome {
             Ok(()) => {
                 z.status = "valid".into();
                 z.challenge_status = "valid".into();
                 z.validated_at = Some(now());
-                let others = self.ca.store.acme_authzs(&z.order_id).await.map_err(store_error)?;
-                let all_valid = others.iter().all(|o| o.id == z.id || o.status == "valid");
-                all_valid.then_some("ready")
+                "ready"
             }
             Err(e) => {
                 z.status = "invalid".into();
                 z.challenge_status = "invalid".into();
                 z.error = Some(problem_json(e));
-                Some("invalid")
+                "invalid"
             }
         };
         let audit = audit_record(
@@ -730,8 +848,13 @@ impl Acme {
             json!({"authz": z.id, "order": z.order_id, "identifier": z.identifier, "challenge": kind,
                    "error": outcome.as_ref().err().map(|e| e.detail.clone())}),
         );
-        self.ca.store.update_acme_authz(&z, order_status, Some(&audit)).await.map_err(store_error)?;
-        Ok(z)
+        let update = AcmeWrite::UpdateAuthz { authz: z.clone(), order_status: Some(order_status.into()), audit };
+        match self.write(update).await {
+            Ok(()) => Ok(z),
+            // Answered by a request that raced this one: its outcome stands.
+            Err(StoreError::Conflict { .. }) => self.own_authz(account, authz_id).await,
+            Err(e) => Err(store_error(e)),
+        }
     }
 
     /// finalize: checks the CSR against the order, issues under the
@@ -768,7 +891,6 @@ impl Acme {
             ));
         }
         let principal = principal_of(account);
-        let incident = self.waiting_incident(&order).await?;
         let request = IssueRequest {
             tenant: order.tenant.clone(),
             connection: order.connection.clone(),
@@ -778,22 +900,62 @@ impl Acme {
             key: KeySource::AcmeCsr(der),
             request_key: None,
         };
-        let sink = FinalizeSink {
-            order: order.clone(),
-            incident: incident.as_ref().map(|i| i.id.clone()),
-            principal: principal.clone(),
-        };
-        let mut issued: Vec<Issued> = Vec::new();
-        let result = self.ca.issue_into(&principal, vec![request], &sink, |b| issued.extend(b)).await;
-        match result {
-            Ok(_) => {}
-            Err(CaError::Store(StoreError::Conflict { .. })) => {
-                // Another finalize of this order won the race; its certificate stands.
-                return self.own_order(account, id).await;
+        let (issued, issue_audit) =
+            self.ca.sign_one(&principal, &request).await.map_err(|e| ca_error(e, ProblemType::BadCsr))?;
+        let serial = issued.record.serial.clone();
+        let finished = AcmeOrderRecord { status: "valid".into(), certificate: Some(serial.clone()), ..order.clone() };
+        // Twice at most: a first attempt that found the connection waiting may
+        // lose it to a renewal racing on the same connection; the second
+        // commits the certificate without re-establishing anything.
+        let mut attempt = 0;
+        let incident = loop {
+            let incident = self.waiting_incident(&order).await?;
+            let mut audit = vec![
+                issue_audit.clone(),
+                audit_record(
+                    &principal,
+                    "acme.order.finalize",
+                    format!("acme-order:{}", order.id),
+                    json!({"order": order.id, "serial": serial, "replaces": order.replaces,
+                           "incident": incident.as_ref().map(|i| i.id.clone())}),
+                ),
+            ];
+            if let Some(i) = &incident {
+                audit.push(audit_record(
+                    &principal,
+                    "incident.reestablish",
+                    format!("connection:{}/{}", order.tenant, order.connection),
+                    json!({"incident": i.id, "tenant": order.tenant, "connection": order.connection,
+                           "replacement": serial, "by": "acme"}),
+                ));
             }
-            Err(e) => return Err(ca_error(e, ProblemType::BadCsr)),
-        }
-        let serial = issued.first().map(|i| i.record.serial.clone()).ok_or_else(|| internal("nothing issued"))?;
+            let write = AcmeWrite::Finalize {
+                order: finished.clone(),
+                certificates: vec![issued.record.clone()],
+                incident: incident.as_ref().map(|i| IncidentReplacements {
+                    incident: i.id.clone(),
+                    replacements: vec![Replacement {
+                        tenant: order.tenant.clone(),
+                        connection: order.connection.clone(),
+                        serial: serial.clone(),
+                    }],
+                    transition: REESTABLISH,
+                }),
+                audit,
+            };
+            match self.write(write).await {
+                Ok(()) => break incident,
+                Err(StoreError::Conflict { .. }) => {
+                    let now_order = self.own_order(account, id).await?;
+                    // Another finalize of this order won; its certificate stands, this one never leaves.
+                    if now_order.status != "ready" || attempt > 0 {
+                        return Ok(now_order);
+                    }
+                    attempt += 1;
+                }
+                Err(e) => return Err(store_error(e)),
+            }
+        };
         if let Some(record) = incident {
             // The old certificate is retired now; a crash here is finished by `incident close`.
             let pairs = [(order.tenant.clone(), order.connection.clone())];
@@ -925,8 +1087,9 @@ impl Acme {
         let t = now();
         let mut explanation = None;
         for incident in self.ca.store.certificate_incidents(&record.serial).await.map_err(store_error)? {
+            // Declared is not yet decided: the window moves once execution starts.
             if let Some(i) = self.ca.store.incident(&incident).await.map_err(store_error)?
-                && i.state != IncidentState::Closed
+                && matches!(i.state, IncidentState::Executing | IncidentState::Executed)
             {
                 explanation = Some(self.url(&format!("notice/{}", i.id)));
                 break;
@@ -992,51 +1155,4 @@ fn check_contacts(contact: Vec<String>) -> Result<Vec<String>, AcmeError> {
         }
     }
     Ok(contact)
-}
-
-/// Commits a finalized order's certificate with the order and, if an
-/// incident waits for the connection, its re-establishment.
-struct FinalizeSink {
-    order: AcmeOrderRecord,
-    incident: Option<String>,
-    principal: Principal,
-}
-
-#[async_trait::async_trait]
-impl IssueSink for FinalizeSink {
-    async fn commit(&self, ca: &Ca, batch: &[Issued], mut audit: Vec<AuditRecord>) -> crate::Result<()> {
-        let record = batch.first().ok_or_else(|| CaError::Inconsistent("finalize issued nothing".into()))?;
-        let order = AcmeOrderRecord {
-            status: "valid".into(),
-            certificate: Some(record.record.serial.clone()),
-            ..self.order.clone()
-        };
-        let incident = self.incident.as_ref().map(|id| IncidentReplacements {
-            incident: id.clone(),
-            replacements: vec![Replacement {
-                tenant: order.tenant.clone(),
-                connection: order.connection.clone(),
-                serial: record.record.serial.clone(),
-            }],
-            transition: REESTABLISH,
-        });
-        audit.push(audit_record(
-            &self.principal,
-            "acme.order.finalize",
-            format!("acme-order:{}", order.id),
-            json!({"order": order.id, "serial": record.record.serial, "replaces": order.replaces,
-                   "incident": self.incident}),
-        ));
-        if let Some(id) = &self.incident {
-            audit.push(audit_record(
-                &self.principal,
-                "incident.reestablish",
-                format!("connection:{}/{}", order.tenant, order.connection),
-                json!({"incident": id, "tenant": order.tenant, "connection": order.connection,
-                       "replacement": record.record.serial, "by": "acme"}),
-            ));
-        }
-        let records: Vec<custos_types::CertificateRecord> = batch.iter().map(|i| i.record.clone()).collect();
-        Ok(ca.store.finalize_acme_order(&order, &records, incident.as_ref(), &audit).await?)
-    }
 }

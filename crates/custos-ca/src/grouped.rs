@@ -63,7 +63,11 @@ impl Ca {
     }
 
     /// Policy, plan, blocklist, position and signature for one request, and its audit entry.
-    async fn sign_one(&self, principal: &Principal, request: &IssueRequest) -> Result<(Issued, AuditRecord)> {
+    pub(crate) async fn sign_one(
+        &self,
+        principal: &Principal,
+        request: &IssueRequest,
+    ) -> Result<(Issued, AuditRecord)> {
         crate::issuance::may_issue(principal, request)?;
         let active = self.active_issuer().await?;
         let connection = self.find_connection(&request.tenant, &request.connection).await?;

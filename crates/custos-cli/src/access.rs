@@ -22,7 +22,8 @@ pub async fn acme(cli: &Cli, command: &AcmeCommand) -> Result<(), CliError> {
             for _ in 0..*count {
                 let (kid, key) = s.ca.create_acme_binding(&s.me, tenant, connection.as_deref(), lifetime).await?;
                 if cli.json {
-                    let line = json!({"kid": kid, "hmac_key": key.as_str(), "tenant": tenant, "connection": connection});
+                    let line =
+                        json!({"kid": kid, "hmac_key": key.as_str(), "tenant": tenant, "connection": connection});
                     println!("{line}");
                     continue;
                 }

@@ -31,7 +31,9 @@ impl NetworkValidator {
         let fixed = self.resolve.get(name).or_else(|| {
             self.resolve
                 .iter()
-                .filter(|(k, _)| k.strip_prefix('*').is_some_and(|suffix| name.ends_with(suffix) && suffix.starts_with('.')))
+                .filter(|(k, _)| {
+                    k.strip_prefix('*').is_some_and(|suffix| name.ends_with(suffix) && suffix.starts_with('.'))
+                })
                 .max_by_key(|(k, _)| k.len())
                 .map(|(_, v)| v)
         });

@@ -74,56 +74,8 @@ fn authz_from(r: &AnyRow) -> Result<AcmeAuthzRecord> {
     })
 }
 
-/// Writes an order's mutable columns inside `tx`.
-async fn write_order(tx: &mut sqlx::Transaction<'static, sqlx::Any>, o: &AcmeOrderRecord) -> Result<()> {
-    let done = sqlx::query("UPDATE acme_orders SET status = $1, error = $2, certificate = $3 WHERE id = $4")
-        .bind(&o.status)
-        .bind(&o.error)
-        .bind(&o.certificate)
-        .bind(&o.id)
-        .execute(&mut **tx)
-        .await
-        .map_err(StoreError::db("update an ACME order"))?;
-    match done.rows_affected() {
-        1 => Ok(()),
-        _ => Err(StoreError::NotFound { what: format!("ACME order {:?}", o.id) }),
-    }
-}
-
 #[async_trait]
 impl AcmeStore for SqlStore {
-    async fn add_nonce(&self, nonce: &str, expires_at: i64) -> Result<()> {
-        let mut tx = self.write().await?;
-        sqlx::query(
-            "DELETE FROM acme_nonces WHERE nonce IN \
-             (SELECT nonce FROM acme_nonces WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)",
-        )
-        .bind(unix_now())
-        .bind(NONCE_SWEEP)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::db("forget expired nonces"))?;
-        sqlx::query("INSERT INTO acme_nonces (nonce, expires_at) VALUES ($1, $2)")
-            .bind(nonce)
-            .bind(expires_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::db("store a nonce"))?;
-        tx.commit().await.map_err(StoreError::db("commit a nonce"))
-    }
-
-    async fn use_nonce(&self, nonce: &str, now: i64) -> Result<bool> {
-        let mut tx = self.write().await?;
-        let done = sqlx::query("DELETE FROM acme_nonces WHERE nonce = $1 AND expires_at >= $2")
-            .bind(nonce)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::db("use a nonce"))?;
-        tx.commit().await.map_err(StoreError::db("commit a nonce use"))?;
-        Ok(done.rows_affected() == 1)
-    }
-
     async fn add_eab(&self, eab: &AcmeEabRecord, audit: &AuditRecord) -> Result<()> {
         let mut tx = self.write().await?;
         sqlx::query(
@@ -228,55 +180,6 @@ impl AcmeStore for SqlStore {
         tx.commit().await.map_err(StoreError::db("commit an ACME account"))
     }
 
-    async fn add_acme_order(&self, o: &AcmeOrderRecord, authzs: &[AcmeAuthzRecord], audit: &AuditRecord) -> Result<()> {
-        let mut tx = self.write().await?;
-        sqlx::query(
-            "INSERT INTO acme_orders (id, account, tenant, connection, status, identifiers, not_before, not_after, \
-             expires_at, error, certificate, replaces, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(&o.id)
-        .bind(&o.account)
-        .bind(&o.tenant)
-        .bind(&o.connection)
-        .bind(&o.status)
-        .bind(json_list(&o.identifiers))
-        .bind(o.not_before)
-        .bind(o.not_after)
-        .bind(o.expires_at)
-        .bind(&o.error)
-        .bind(&o.certificate)
-        .bind(&o.replaces)
-        .bind(o.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::db("store an ACME order"))?;
-        for z in authzs {
-            sqlx::query(
-                "INSERT INTO acme_authzs (id, order_id, account, identifier, wildcard, status, expires_at, token, \
-                 challenge, challenge_status, validated_at, error) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
-            .bind(&z.id)
-            .bind(&z.order_id)
-            .bind(&z.account)
-            .bind(&z.identifier)
-            .bind(i64::from(z.wildcard))
-            .bind(&z.status)
-            .bind(z.expires_at)
-            .bind(&z.token)
-            .bind(&z.challenge)
-            .bind(&z.challenge_status)
-            .bind(z.validated_at)
-            .bind(&z.error)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::db("store an ACME authorization"))?;
-        }
-        log::append(self.engine, &mut tx, std::slice::from_ref(audit)).await?;
-        tx.commit().await.map_err(StoreError::db("commit an ACME order"))
-    }
-
     async fn acme_order(&self, id: &str) -> Result<Option<AcmeOrderRecord>> {
         fetch_one_by(&self.pool, "SELECT * FROM acme_orders WHERE id = $1", id, "read an ACME order", order_from).await
     }
@@ -305,80 +208,168 @@ impl AcmeStore for SqlStore {
         rows.iter().map(authz_from).collect()
     }
 
-    async fn update_acme_authz(
-        &self,
-        z: &AcmeAuthzRecord,
-        order_status: Option<&str>,
-        audit: Option<&AuditRecord>,
-    ) -> Result<()> {
+    async fn apply_acme(&self, writes: &[AcmeWrite]) -> Result<Vec<std::result::Result<(), StoreError>>> {
         let mut tx = self.write().await?;
-        let done = sqlx::query(
-            "UPDATE acme_authzs SET status = $1, challenge = $2, challenge_status = $3, validated_at = $4, error = $5 \
-             WHERE id = $6",
-        )
-        .bind(&z.status)
-        .bind(&z.challenge)
-        .bind(&z.challenge_status)
-        .bind(z.validated_at)
-        .bind(&z.error)
-        .bind(&z.id)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::db("update an ACME authorization"))?;
-        if done.rows_affected() != 1 {
-            return Err(StoreError::NotFound { what: format!("ACME authorization {:?}", z.id) });
+        if writes.iter().any(|w| matches!(w, AcmeWrite::UseNonce { .. })) {
+            sqlx::query(
+                "DELETE FROM acme_nonces WHERE nonce IN \
+                 (SELECT nonce FROM acme_nonces WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)",
+            )
+            .bind(unix_now())
+            .bind(NONCE_SWEEP)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("forget expired nonces"))?;
         }
-        if let Some(status) = order_status {
-            sqlx::query("UPDATE acme_orders SET status = $1 WHERE id = $2")
-                .bind(status)
-                .bind(&z.order_id)
-                .execute(&mut *tx)
+        let mut outcomes = Vec::with_capacity(writes.len());
+        for w in writes {
+            savepoint(&mut tx, "SAVEPOINT acme_write").await?;
+            let outcome = apply_one(self.engine, &mut tx, w).await;
+            let end = if outcome.is_ok() { "RELEASE SAVEPOINT acme_write" } else { "ROLLBACK TO SAVEPOINT acme_write" };
+            savepoint(&mut tx, end).await?;
+            if outcome.is_err() {
+                savepoint(&mut tx, "RELEASE SAVEPOINT acme_write").await?;
+            }
+            outcomes.push(outcome);
+        }
+        tx.commit().await.map_err(StoreError::db("commit ACME writes"))?;
+        Ok(outcomes)
+    }
+}
+
+async fn savepoint(tx: &mut sqlx::Transaction<'static, sqlx::Any>, sql: &'static str) -> Result<()> {
+    sqlx::query(sql).execute(&mut **tx).await.map(|_| ()).map_err(StoreError::db("an ACME savepoint"))
+}
+
+/// One ACME write inside `tx`.
+async fn apply_one(engine: Engine, tx: &mut sqlx::Transaction<'static, sqlx::Any>, w: &AcmeWrite) -> Result<()> {
+    match w {
+        AcmeWrite::UseNonce { nonce, expires_at } => {
+            sqlx::query("INSERT INTO acme_nonces (nonce, expires_at) VALUES ($1, $2)")
+                .bind(nonce)
+                .bind(expires_at)
+                .execute(&mut **tx)
                 .await
-                .map_err(StoreError::db("update an ACME order"))?;
+                .map_err(|e| match is_unique_violation(&e) {
+                    true => StoreError::Conflict { what: "the nonce was used before".into() },
+                    false => StoreError::Database { operation: "use a nonce", source: e },
+                })?;
+            Ok(())
         }
-        if let Some(a) = audit {
-            log::append(self.engine, &mut tx, std::slice::from_ref(a)).await?;
+        AcmeWrite::AddOrder { order: o, authzs, audit } => {
+            sqlx::query(
+                "INSERT INTO acme_orders (id, account, tenant, connection, status, identifiers, not_before, not_after, \
+                 expires_at, error, certificate, replaces, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            )
+            .bind(&o.id)
+            .bind(&o.account)
+            .bind(&o.tenant)
+            .bind(&o.connection)
+            .bind(&o.status)
+            .bind(json_list(&o.identifiers))
+            .bind(o.not_before)
+            .bind(o.not_after)
+            .bind(o.expires_at)
+            .bind(&o.error)
+            .bind(&o.certificate)
+            .bind(&o.replaces)
+            .bind(o.created_at)
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::db("store an ACME order"))?;
+            for z in authzs {
+                sqlx::query(
+                    "INSERT INTO acme_authzs (id, order_id, account, identifier, wildcard, status, expires_at, token, \
+                     challenge, challenge_status, validated_at, error) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                )
+                .bind(&z.id)
+                .bind(&z.order_id)
+                .bind(&z.account)
+                .bind(&z.identifier)
+                .bind(i64::from(z.wildcard))
+                .bind(&z.status)
+                .bind(z.expires_at)
+                .bind(&z.token)
+                .bind(&z.challenge)
+                .bind(&z.challenge_status)
+                .bind(z.validated_at)
+                .bind(&z.error)
+                .execute(&mut **tx)
+                .await
+                .map_err(StoreError::db("store an ACME authorization"))?;
+            }
+            log::append(engine, tx, std::slice::from_ref(audit)).await?;
+            Ok(())
         }
-        tx.commit().await.map_err(StoreError::db("commit an ACME authorization"))
-    }
-
-    async fn update_acme_order(&self, o: &AcmeOrderRecord, audit: Option<&AuditRecord>) -> Result<()> {
-        let mut tx = self.write().await?;
-        write_order(&mut tx, o).await?;
-        if let Some(a) = audit {
-            log::append(self.engine, &mut tx, std::slice::from_ref(a)).await?;
+        AcmeWrite::UpdateAuthz { authz: z, order_status, audit } => {
+            // Only a pending authorization is answered (of two answers racing, one
+            // counts); a valid one may still be deactivated.
+            let from = if z.status == "deactivated" { "('pending', 'valid')" } else { "('pending')" };
+            let sql = format!(
+                "UPDATE acme_authzs SET status = $1, challenge = $2, challenge_status = $3, validated_at = $4, \
+                 error = $5 WHERE id = $6 AND status IN {from}"
+            );
+            let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&z.status)
+                .bind(&z.challenge)
+                .bind(&z.challenge_status)
+                .bind(z.validated_at)
+                .bind(&z.error)
+                .bind(&z.id)
+                .execute(&mut **tx)
+                .await
+                .map_err(StoreError::db("update an ACME authorization"))?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::Conflict {
+                    what: format!("ACME authorization {:?} was answered before", z.id),
+                });
+            }
+            if let Some(status) = order_status {
+                // A ready order needs every authorization valid, counted here, inside the transaction.
+                let ready_ok: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM acme_authzs WHERE order_id = $1 AND status <> 'valid'")
+                        .bind(&z.order_id)
+                        .fetch_one(&mut **tx)
+                        .await
+                        .map_err(StoreError::db("count an order's authorizations"))?;
+                let status = match (status.as_str(), ready_ok) {
+                    ("ready", n) if n > 0 => "pending",
+                    (s, _) => s,
+                };
+                sqlx::query("UPDATE acme_orders SET status = $1 WHERE id = $2 AND status IN ('pending', 'ready')")
+                    .bind(status)
+                    .bind(&z.order_id)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(StoreError::db("update an ACME order"))?;
+            }
+            log::append(engine, tx, std::slice::from_ref(audit)).await?;
+            Ok(())
         }
-        tx.commit().await.map_err(StoreError::db("commit an ACME order"))
-    }
-
-    async fn finalize_acme_order(
-        &self,
-        o: &AcmeOrderRecord,
-        certificates: &[CertificateRecord],
-        incident: Option<&IncidentReplacements>,
-        audit: &[AuditRecord],
-    ) -> Result<()> {
-        let mut tx = self.write().await?;
-        // Only a ready order becomes valid: of two finalize requests racing
-        // on two nodes, one commits; the other's certificate never leaves.
-        let done = sqlx::query(
-            "UPDATE acme_orders SET status = $1, error = $2, certificate = $3 WHERE id = $4 AND status = 'ready'",
-        )
-        .bind(&o.status)
-        .bind(&o.error)
-        .bind(&o.certificate)
-        .bind(&o.id)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::db("finalize an ACME order"))?;
-        if done.rows_affected() != 1 {
-            return Err(StoreError::Conflict { what: format!("ACME order {:?} is not ready", o.id) });
+        AcmeWrite::Finalize { order: o, certificates, incident, audit } => {
+            // Only a ready order becomes valid: of two finalize requests racing
+            // on two nodes, one commits; the other's certificate never leaves.
+            let done = sqlx::query(
+                "UPDATE acme_orders SET status = $1, error = $2, certificate = $3 WHERE id = $4 AND status = 'ready'",
+            )
+            .bind(&o.status)
+            .bind(&o.error)
+            .bind(&o.certificate)
+            .bind(&o.id)
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::db("finalize an ACME order"))?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::Conflict { what: format!("ACME order {:?} is not ready", o.id) });
+            }
+            insert_certificate_rows(engine, tx, certificates).await?;
+            if let Some(i) = incident {
+                crate::incidents::apply_replacements(tx, &i.incident, &i.replacements, &i.transition).await?;
+            }
+            log::append(engine, tx, audit).await?;
+            Ok(())
         }
-        insert_certificate_rows(self.engine, &mut tx, certificates).await?;
-        if let Some(i) = incident {
-            crate::incidents::apply_replacements(&mut tx, &i.incident, &i.replacements, &i.transition).await?;
-        }
-        log::append(self.engine, &mut tx, audit).await?;
-        tx.commit().await.map_err(StoreError::db("commit a finalized ACME order"))
     }
 }

@@ -40,8 +40,8 @@ pub use log::entry_fields;
 // The records this store persists are the domain's (custos-types); re-exported
 // so that callers of the store traits can name them from here too.
 pub use custos_types::{
-    AcmeAccountRecord, AcmeAuthzRecord, AcmeEabRecord, AcmeOrderRecord, ApprovalRecord, AuditEntry, AuditFilter,
-    AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CertificateState, CheckpointRecord,
+    AcmeAccountRecord, AcmeAuthzRecord, AcmeEabRecord, AcmeOrderRecord, AcmeWrite, ApprovalRecord, AuditEntry,
+    AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CertificateState, CheckpointRecord,
     ConnectionRecord, CustodyChange, CustodyKeyRecord, CustodySlot, IncidentReplacements, IssuerRecord, KeyRecord,
     KeyUsage, OperatorRecord, ResponderRecord, Revocation, RevocationEvent, RevokedRow, SignatureProbe,
     SignatureRecord, SigningPolicy, StatusFilter, TenantRecord, TokenRecord,
@@ -565,12 +565,12 @@ pub trait OutboxStore: Send + Sync {
 /// authorizations. Every change that a client makes commits with its audit entry.
 #[async_trait]
 pub trait AcmeStore: Send + Sync {
-    /// Remembers a nonce until `expires_at` (and forgets a few expired ones).
-    async fn add_nonce(&self, nonce: &str, expires_at: i64) -> Result<()>;
-
-    /// Uses a nonce up: true if it was known and not expired at `now`; a
-    /// second use of the same nonce, on any node, is false.
-    async fn use_nonce(&self, nonce: &str, now: i64) -> Result<bool>;
+    /// Commits `writes` in one transaction, each in a savepoint of its own:
+    /// the answer holds each one's outcome, in order (a write that failed
+    /// left nothing; the others committed). `Err` only if the transaction
+    /// itself failed, and then none of them happened. Many concurrent
+    /// requests pay for one commit.
+    async fn apply_acme(&self, writes: &[AcmeWrite]) -> Result<Vec<std::result::Result<(), StoreError>>>;
 
     /// Stores an EAB key.
     async fn add_eab(&self, eab: &AcmeEabRecord, audit: &AuditRecord) -> Result<()>;
@@ -595,14 +595,6 @@ pub trait AcmeStore: Send + Sync {
     /// Replaces an account's status, contact and key.
     async fn update_acme_account(&self, account: &AcmeAccountRecord, audit: &AuditRecord) -> Result<()>;
 
-    /// Stores an order and its authorizations.
-    async fn add_acme_order(
-        &self,
-        order: &AcmeOrderRecord,
-        authzs: &[AcmeAuthzRecord],
-        audit: &AuditRecord,
-    ) -> Result<()>;
-
     /// An order by id.
     async fn acme_order(&self, id: &str) -> Result<Option<AcmeOrderRecord>>;
 
@@ -614,27 +606,4 @@ pub trait AcmeStore: Send + Sync {
 
     /// An order's authorizations.
     async fn acme_authzs(&self, order_id: &str) -> Result<Vec<AcmeAuthzRecord>>;
-
-    /// Writes an authorization's state, and its order's status if given,
-    /// with the audit entry (if any: a challenge moving to processing records nothing).
-    async fn update_acme_authz(
-        &self,
-        authz: &AcmeAuthzRecord,
-        order_status: Option<&str>,
-        audit: Option<&AuditRecord>,
-    ) -> Result<()>;
-
-    /// Writes an order's status and error (no certificate).
-    async fn update_acme_order(&self, order: &AcmeOrderRecord, audit: Option<&AuditRecord>) -> Result<()>;
-
-    /// Commits a finalized order: the certificates, the order (valid, with
-    /// its certificate), an incident connection re-established by it, and the
-    /// audit entries, in one transaction.
-    async fn finalize_acme_order(
-        &self,
-        order: &AcmeOrderRecord,
-        certificates: &[CertificateRecord],
-        incident: Option<&IncidentReplacements>,
-        audit: &[AuditRecord],
-    ) -> Result<()>;
 }

@@ -6,8 +6,8 @@
 use custos_audit::merkle::{self, Frontier, NodeId};
 use custos_store::prelude::*;
 use custos_store::{
-    AcmeAccountRecord, AcmeAuthzRecord, AcmeEabRecord, AcmeOrderRecord, ApprovalRecord, AuditFilter, AuditRecord,
-    BlockedKey, CertificateFilter, CertificateRecord, CheckpointRecord, ConnectionRecord, CustodyChange,
+    AcmeAccountRecord, AcmeAuthzRecord, AcmeEabRecord, AcmeOrderRecord, AcmeWrite, ApprovalRecord, AuditFilter,
+    AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CheckpointRecord, ConnectionRecord, CustodyChange,
     CustodyKeyRecord, CustodySlot, Genesis, IncidentCertificate, IncidentRecord, IncidentReplacements, IssuerRecord,
     KeyRecord, OperatorRecord, OutboxMessage, Replacement, ResponderRecord, Revocation, SignatureProbe,
     SignatureRecord, SigningPolicy, SqlStore, StatusFilter, Store, StoreError, TenantRecord, TokenRecord, Transition,
@@ -718,12 +718,12 @@ async fn honours_the_contract(backend: Backend) {
 /// once (a second, racing finalize is refused and writes nothing).
 async fn acme_contract(store: &dyn Store) {
     let before = audit_count(store).await;
-    store.add_nonce("n1", 2_000_000_000).await.expect("nonce");
-    store.add_nonce("old", 1).await.expect("expired nonce");
-    assert!(store.use_nonce("n1", 1_000).await.expect("use"));
-    assert!(!store.use_nonce("n1", 1_000).await.expect("reuse"), "a nonce is single-use");
-    assert!(!store.use_nonce("old", 1_000).await.expect("expired"), "an expired nonce is refused");
-    assert!(!store.use_nonce("never", 1_000).await.expect("unknown"));
+    let nonce = |n: &str| AcmeWrite::UseNonce { nonce: n.into(), expires_at: 2_000_000_000 };
+    let used = store.apply_acme(&[nonce("n1"), nonce("n2"), nonce("n1")]).await.expect("batch");
+    assert!(used[0].is_ok() && used[1].is_ok(), "{used:?}");
+    assert!(matches!(used[2], Err(StoreError::Conflict { .. })), "a nonce is single-use, within a batch too");
+    let again = store.apply_acme(&[nonce("n2")]).await.expect("batch");
+    assert!(matches!(again[0], Err(StoreError::Conflict { .. })), "and across batches");
 
     let eab = AcmeEabRecord {
         kid: "kid1".into(),
@@ -791,7 +791,8 @@ async fn acme_contract(store: &dyn Store) {
         validated_at: None,
         error: None,
     };
-    store.add_acme_order(&order, std::slice::from_ref(&authz), &audit("acme.order")).await.expect("order");
+    let add = AcmeWrite::AddOrder { order: order.clone(), authzs: vec![authz.clone()], audit: audit("acme.order") };
+    assert!(store.apply_acme(&[add]).await.expect("batch")[0].is_ok());
     assert_eq!(store.acme_order("o1").await.expect("read"), Some(order.clone()));
     assert_eq!(store.acme_orders("acct1", 10).await.expect("list").len(), 1);
     assert_eq!(store.acme_authzs("o1").await.expect("authzs"), vec![authz.clone()]);
@@ -802,20 +803,28 @@ async fn acme_contract(store: &dyn Store) {
         validated_at: Some(40),
         ..authz.clone()
     };
-    store.update_acme_authz(&valid, Some("pending"), Some(&audit("acme.challenge"))).await.expect("validate");
-    assert_eq!(store.acme_authz("z1").await.expect("read"), Some(valid));
-    assert_eq!(store.acme_order("o1").await.expect("read").map(|o| o.status), Some("pending".into()));
     let finished = AcmeOrderRecord { status: "valid".into(), certificate: Some("acme1".into()), ..order.clone() };
-    let early = store.finalize_acme_order(&finished, &[cert("acme1", "web", 4_000_000_000)], None, &[audit("x")]).await;
-    assert!(matches!(early, Err(StoreError::Conflict { .. })), "only a ready order finalizes: {early:?}");
-    let ready = AcmeOrderRecord { status: "ready".into(), ..order.clone() };
-    store.update_acme_order(&ready, None).await.expect("ready");
-    store
-        .finalize_acme_order(&finished, &[cert("acme1", "web", 4_000_000_000)], None, &[audit("certificate.issue")])
-        .await
-        .expect("finalize");
-    let twice = store.finalize_acme_order(&finished, &[cert("acme2", "web", 4_000_000_000)], None, &[audit("x")]).await;
-    assert!(matches!(twice, Err(StoreError::Conflict { .. })), "{twice:?}");
+    let finalize = |serial: &str| AcmeWrite::Finalize {
+        order: AcmeOrderRecord { certificate: Some(serial.into()), ..finished.clone() },
+        certificates: vec![cert(serial, "web", 4_000_000_000)],
+        incident: None,
+        audit: vec![audit("certificate.issue")],
+    };
+    let update = |z: &AcmeAuthzRecord| AcmeWrite::UpdateAuthz {
+        authz: z.clone(),
+        order_status: Some("ready".into()),
+        audit: audit("acme.challenge"),
+    };
+    // In one batch: finalizing a pending order fails alone; the answer makes it ready.
+    let batch = store.apply_acme(&[finalize("acme0"), update(&valid), update(&valid)]).await.expect("batch");
+    assert!(matches!(batch[0], Err(StoreError::Conflict { .. })), "only a ready order finalizes: {batch:?}");
+    assert!(batch[1].is_ok());
+    assert!(matches!(batch[2], Err(StoreError::Conflict { .. })), "an authorization is answered once");
+    assert!(store.certificate("acme0").await.expect("read").is_none(), "the failed write left nothing");
+    assert_eq!(store.acme_authz("z1").await.expect("read"), Some(valid));
+    assert_eq!(store.acme_order("o1").await.expect("read").map(|o| o.status), Some("ready".into()));
+    let batch = store.apply_acme(&[finalize("acme1"), finalize("acme2")]).await.expect("batch");
+    assert!(batch[0].is_ok() && matches!(batch[1], Err(StoreError::Conflict { .. })), "{batch:?}");
     assert!(store.certificate("acme2").await.expect("read").is_none(), "the refused finalize wrote nothing");
     assert_eq!(store.acme_order("o1").await.expect("read"), Some(finished));
     // eab, account, update, order, challenge, certificate.issue.

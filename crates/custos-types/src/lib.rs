@@ -13,8 +13,8 @@ mod state;
 
 pub use algorithm::{KeyAlgorithm, KeyId, PublicKey, UnsupportedAlgorithm};
 pub use records::{
-    AcmeAccountRecord, AcmeAuthzRecord, AcmeEabRecord, AcmeOrderRecord, ApprovalRecord, AuditEntry, AuditFilter,
-    AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CertificateState, CheckpointRecord,
+    AcmeAccountRecord, AcmeAuthzRecord, AcmeEabRecord, AcmeOrderRecord, AcmeWrite, ApprovalRecord, AuditEntry,
+    AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CertificateState, CheckpointRecord,
     ConnectionRecord, CustodyChange, CustodyKeyRecord, IncidentCertificate, IncidentConnection, IncidentRecord,
     IncidentReplacements, IssuerRecord, KeyRecord, KeyUsage, OperatorRecord, OutboxMessage, Replacement,
     ResponderRecord, Revocation, RevocationEvent, RevokedRow, SignatureProbe, SignatureRecord, SigningPolicy,

@@ -731,3 +731,46 @@ pub struct AcmeAuthzRecord {
     /// Why it failed: a problem document as JSON.
     pub error: Option<String>,
 }
+
+/// One ACME state change, committed with others in one transaction (each in
+/// a savepoint of its own: one that fails leaves the others standing).
+#[derive(Clone, Debug)]
+pub enum AcmeWrite {
+    /// Uses a nonce up; fails with a conflict if it was used before.
+    UseNonce {
+        /// The nonce.
+        nonce: String,
+        /// Until when it must be remembered (its expiry).
+        expires_at: i64,
+    },
+    /// Stores an order and its authorizations.
+    AddOrder {
+        /// The order.
+        order: AcmeOrderRecord,
+        /// Its authorizations.
+        authzs: Vec<AcmeAuthzRecord>,
+        /// What was done.
+        audit: AuditRecord,
+    },
+    /// Writes an authorization's state, and its order's status if given.
+    UpdateAuthz {
+        /// The authorization.
+        authz: AcmeAuthzRecord,
+        /// The order's new status, if it changes.
+        order_status: Option<String>,
+        /// What was done.
+        audit: AuditRecord,
+    },
+    /// A finalized order: its certificates, the order (valid only if it was
+    /// ready), an incident connection it re-establishes.
+    Finalize {
+        /// The order as it becomes.
+        order: AcmeOrderRecord,
+        /// The certificates issued.
+        certificates: Vec<CertificateRecord>,
+        /// The incident connection re-established, if any.
+        incident: Option<IncidentReplacements>,
+        /// What was done.
+        audit: Vec<AuditRecord>,
+    },
+}

@@ -134,7 +134,11 @@ impl Http {
         w.flush()?;
         let mut line = String::new();
         conn.read_line(&mut line)?;
-        let status: u16 = line.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
         let mut headers = HashMap::new();
         loop {
             line.clear();
@@ -235,11 +239,16 @@ impl Account {
                 &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &key),
                 format!("{protected}.{body}").as_bytes(),
             );
-            payload["externalAccountBinding"] = json!({"protected": protected, "payload": body, "signature": b64(tag.as_ref())});
+            payload["externalAccountBinding"] =
+                json!({"protected": protected, "payload": body, "signature": b64(tag.as_ref())});
         }
         let a = self.post(&url, Some(&payload))?;
         if a.status != 201 && a.status != 200 {
-            return Err(std::io::Error::other(format!("newAccount: {} {}", a.status, String::from_utf8_lossy(&a.body))));
+            return Err(std::io::Error::other(format!(
+                "newAccount: {} {}",
+                a.status,
+                String::from_utf8_lossy(&a.body)
+            )));
         }
         self.kid = a.headers.get("location").cloned();
         Ok(())
@@ -247,7 +256,9 @@ impl Account {
 
     /// One complete order for `name`; returns the certificate PEM.
     fn order(&mut self, name: &str, served: &Served, replaces: Option<&str>) -> std::io::Result<String> {
-        let err = |what: &str, a: &Answer| std::io::Error::other(format!("{what}: {} {}", a.status, String::from_utf8_lossy(&a.body)));
+        let err = |what: &str, a: &Answer| {
+            std::io::Error::other(format!("{what}: {} {}", a.status, String::from_utf8_lossy(&a.body)))
+        };
         let mut payload = json!({"identifiers": [{"type": "dns", "value": name}]});
         if let Some(r) = replaces {
             payload["replaces"] = json!(r);
@@ -263,9 +274,17 @@ impl Account {
         let finalize_url = order["finalize"].as_str().unwrap_or_default().to_string();
         let a = self.post(&authz_url, None)?;
         let authz = a.json();
-        let chall = authz["challenges"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "http-01")).cloned().ok_or_else(|| err("no http-01", &a))?;
+        let chall = authz["challenges"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "http-01"))
+            .cloned()
+            .ok_or_else(|| err("no http-01", &a))?;
         let token = chall["token"].as_str().unwrap_or_default().to_string();
-        served.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.insert(token.clone(), format!("{token}.{}", self.thumbprint));
+        served
+            .0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .insert(token.clone(), format!("{token}.{}", self.thumbprint));
         let a = self.post(chall["url"].as_str().unwrap_or_default(), Some(&json!({})))?;
         if a.status != 200 {
             return Err(err("challenge", &a));
@@ -334,7 +353,9 @@ fn serve_http01(listener: TcpListener, served: Arc<Served>) {
                 let token = path.strip_prefix("/.well-known/acme-challenge/").unwrap_or("");
                 let answer = served.0.lock().ok().and_then(|m| m.get(token).cloned());
                 let response = match answer {
-                    Some(a) => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{a}", a.len()),
+                    Some(a) => {
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{a}", a.len())
+                    }
                     None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string(),
                 };
                 if stream.write_all(response.as_bytes()).is_err() {
@@ -352,8 +373,10 @@ fn new_account(args: &Args, tls: &Arc<rustls::ClientConfig>, dir: &Value) -> Acc
     if !addr.ip().is_loopback() {
         fail("acme-load only talks to loopback addresses");
     }
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).unwrap_or_else(|_| fail("key"));
-    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap_or_else(|_| fail("key"));
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+        .unwrap_or_else(|_| fail("key"));
+    let key =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap_or_else(|_| fail("key"));
     let p = key.public_key().as_ref().to_vec();
     let (x, y) = (b64(&p[1..33]), b64(&p[33..]));
     let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
@@ -392,7 +415,9 @@ fn cert_id(pem: &str) -> Option<(String, String)> {
     use rustls_pki_types::pem::PemObject;
     let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
     let aki = cert.extensions().iter().find_map(|e| match e.parsed_extension() {
-        x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.as_ref().map(|k| k.0.to_vec()),
+        x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(a) => {
+            a.key_identifier.as_ref().map(|k| k.0.to_vec())
+        }
         _ => None,
     })?;
     let serial = cert.raw_serial().to_vec();
@@ -412,14 +437,20 @@ fn main() {
         std::thread::spawn(move || serve_http01(listener, served));
     }
     let mut probe = new_account(&args, &tls, &Value::Null);
-    let dir = probe.http.request("GET", &args.directory, None).unwrap_or_else(|e| fail(&format!("directory: {e}"))).json();
+    let dir =
+        probe.http.request("GET", &args.directory, None).unwrap_or_else(|e| fail(&format!("directory: {e}"))).json();
     let eabs: Vec<(String, String)> = match &args.eab {
         None => Vec::new(),
         Some(path) => std::fs::read_to_string(path)
             .unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())))
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .map(|v| (v["kid"].as_str().unwrap_or_default().to_string(), v["hmac_key"].as_str().unwrap_or_default().to_string()))
+            .map(|v| {
+                (
+                    v["kid"].as_str().unwrap_or_default().to_string(),
+                    v["hmac_key"].as_str().unwrap_or_default().to_string(),
+                )
+            })
             .collect(),
     };
     let n = args.accounts.clamp(1, 2000);
@@ -485,7 +516,15 @@ fn main() {
 
 /// ARI mode: every account holds a certificate, then polls renewalInfo at
 /// the CA's Retry-After and renews when the window has begun.
-fn ari(args: &Args, tls: &Arc<rustls::ClientConfig>, dir: &Value, served: &Arc<Served>, eabs: Vec<(String, String)>, n: usize, seconds: f64) {
+fn ari(
+    args: &Args,
+    tls: &Arc<rustls::ClientConfig>,
+    dir: &Value,
+    served: &Arc<Served>,
+    eabs: Vec<(String, String)>,
+    n: usize,
+    seconds: f64,
+) {
     let start_file = args.ari_start_file.clone().unwrap_or_else(|| fail("--ari needs --ari-start-file"));
     let serials_file = args.ari_serials.clone().unwrap_or_else(|| fail("--ari needs --ari-serials"));
     let mut accounts = Vec::with_capacity(n);
@@ -502,7 +541,9 @@ fn ari(args: &Args, tls: &Arc<rustls::ClientConfig>, dir: &Value, served: &Arc<S
                         .map(|w| {
                             let mut a = new_account(args, tls, dir);
                             a.register(eabs.get(w).cloned()).unwrap_or_else(|e| fail(&e.to_string()));
-                            let pem = a.order(&format!("ari{w}.{}", args.domain), served, None).unwrap_or_else(|e| fail(&e.to_string()));
+                            let pem = a
+                                .order(&format!("ari{w}.{}", args.domain), served, None)
+                                .unwrap_or_else(|e| fail(&e.to_string()));
                             a.http.conn = None;
                             (a, pem)
                         })
@@ -548,7 +589,12 @@ fn ari(args: &Args, tls: &Arc<rustls::ClientConfig>, dir: &Value, served: &Arc<S
                     .map(|(mut a, id, w)| {
                         a.http.conn = None;
                         if poller.is_none() {
-                            poller = Some(Http { addr: a.http.addr, host: a.http.host.clone(), tls: a.http.tls.clone(), conn: None });
+                            poller = Some(Http {
+                                addr: a.http.addr,
+                                host: a.http.host.clone(),
+                                tls: a.http.tls.clone(),
+                                conn: None,
+                            });
                         }
                         (a, id, w, Instant::now())
                     })
@@ -577,12 +623,15 @@ fn ari(args: &Args, tls: &Arc<rustls::ClientConfig>, dir: &Value, served: &Arc<S
                         if due {
                             let name = format!("ari{w}.{domain}");
                             let replaces = id.clone();
-                            if a.order(&name, &served, Some(&replaces)).is_ok() {
-                                a.http.conn = None;
-                                renewed += 1;
-                                last = started.elapsed().as_secs_f64();
-                                pending.swap_remove(i);
-                                continue;
+                            match a.order(&name, &served, Some(&replaces)) {
+                                Ok(_) => {
+                                    a.http.conn = None;
+                                    renewed += 1;
+                                    last = started.elapsed().as_secs_f64();
+                                    pending.swap_remove(i);
+                                    continue;
+                                }
+                                Err(e) => eprintln!("acme-load: renewal of {name} failed: {e}"),
                             }
                         }
                         pending[i].3 = now + Duration::from_secs(retry);

@@ -1,4 +1,4 @@
--- ACME (RFC 8555): nonces valid on every node, single-use External Account
+-- ACME (RFC 8555): nonces used up (on any node; issued without a write), single-use External Account
 -- Binding keys, accounts bound to a tenant, orders and authorizations.
 CREATE TABLE acme_nonces (
     nonce TEXT PRIMARY KEY,
