@@ -108,10 +108,13 @@ pub struct Acme {
     /// The key nonces are MACed with, read from (or first written to) the database.
     nonce_key: tokio::sync::OnceCell<aws_lc_rs::hmac::Key>,
     /// Writes waiting for the next group commit.
-    ready: std::sync::Mutex<Vec<(AcmeWrite, oneshot::Sender<Result<(), StoreError>>)>>,
+    ready: std::sync::Mutex<Vec<Waiting>>,
     /// Held by whoever commits the waiting writes.
     commit: tokio::sync::Mutex<()>,
 }
+
+/// A write waiting for the group commit, and where its outcome goes.
+type Waiting = (AcmeWrite, oneshot::Sender<Result<(), StoreError>>);
 
 /// Where the nonce key lives in the settings.
 const NONCE_KEY_META: &str = "acme_nonce_key";

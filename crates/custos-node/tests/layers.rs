@@ -32,7 +32,7 @@ const FORBIDDEN_DIRECT: &[(&str, &str, &str)] = &[
 ];
 
 /// Crates that must build without I/O, runtime or key-store dependencies, at any depth.
-const PURE: &[&str] = &["custos-types", "custos-pki", "custos-audit"];
+const PURE: &[&str] = &["custos-types", "custos-pki", "custos-audit", "custos-acme"];
 const NOT_IN_PURE: &[&str] =
     &["tokio", "sqlx", "axum", "hyper", "cryptoki", "argon2", "p12-keystore", "custos-keys", "custos-store"];
 

@@ -619,7 +619,7 @@ fn ari(
                         };
                         let retry = answer.headers.get("retry-after").and_then(|v| v.parse::<u64>().ok()).unwrap_or(60);
                         let end = answer.json()["suggestedWindow"]["end"].as_str().map(str::to_string);
-                        let due = end.as_deref().and_then(|e| time_of(e)).is_some_and(|e| e <= unix_now());
+                        let due = end.as_deref().and_then(time_of).is_some_and(|e| e <= unix_now());
                         if due {
                             let name = format!("ari{w}.{domain}");
                             let replaces = id.clone();
