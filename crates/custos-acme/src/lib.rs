@@ -15,6 +15,11 @@ pub use error::{AcmeError, ProblemType};
 pub use jws::{Alg, Eab, Jwk, Jws, KeyRef, MAX_JWS_BYTES, Protected, dns01_value, key_authorization};
 pub use objects::*;
 
+/// SHA-256 (tls-alpn-01's acmeIdentifier, dns-01's TXT value).
+pub fn sha256(bytes: &[u8]) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref().to_vec()
+}
+
 /// base64url without padding, as JOSE and ACME write binary values.
 pub fn b64u(bytes: &[u8]) -> String {
     use base64::Engine;

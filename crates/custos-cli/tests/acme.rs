@@ -21,13 +21,18 @@ fn free_port() -> u16 {
 /// custos with ACME on: http-01 dialled at `port`, the test names resolved to loopback,
 /// and ARI clients told to ask again after a second.
 fn acme_env(port: u16) -> (Env, TlsServer) {
+    acme_env_with(port, free_port())
+}
+
+/// As [`acme_env`], with tls-alpn-01 dialled at `tls_port`.
+fn acme_env_with(port: u16, tls_port: u16) -> (Env, TlsServer) {
     let env = Env::initialized();
     env.ok(&["connection", "add", "acme-corp", "web", "--profile", "server", "--allow-san", "*.acme.example"]);
     std::fs::create_dir_all(env.data_dir()).expect("data dir");
     std::fs::write(
         env.data_dir().join("custos.toml"),
         format!(
-            "[acme]\nhttp01_port = {port}\nari_retry_after_s = 1\n[acme.resolve]\n\"www.acme.example\" = \"127.0.0.1\"\n\"lego.acme.example\" = \"127.0.0.1\"\n"
+            "[acme]\nhttp01_port = {port}\ntlsalpn01_port = {tls_port}\nari_retry_after_s = 1\n[acme.resolve]\n\"www.acme.example\" = \"127.0.0.1\"\n\"*.acme.example\" = \"127.0.0.1\"\n"
         ),
     )
     .expect("config");
@@ -218,17 +223,17 @@ fn certbot_obtains_renews_when_ari_says_so_and_revokes() {
 }
 
 #[test]
-fn lego_obtains_and_revokes() {
+fn lego_obtains_by_http01_and_tls_alpn01_and_revokes() {
     if Command::new("lego").arg("--version").output().is_err() {
         assert!(!tools_required(), "lego is required but not installed (run scripts/test)");
         eprintln!("SKIPPED: lego not installed (run scripts/test)");
         return;
     }
-    let port = free_port();
-    let (env, server) = acme_env(port);
+    let (port, tls_port) = (free_port(), free_port());
+    let (env, server) = acme_env_with(port, tls_port);
     let (kid, key) = eab(&env);
     let dir = env.path("lego");
-    let lego = |action: &[&str]| {
+    let lego = |domain: &str, challenge: &[&str], action: &[&str]| {
         let mut c = Command::new("lego");
         c.env("LEGO_CA_CERTIFICATES", &server.root).args([
             "--server",
@@ -242,22 +247,26 @@ fn lego_obtains_and_revokes() {
             "--hmac",
             &key,
             "--domains",
-            "lego.acme.example",
-            "--http",
-            "--http.port",
-            &format!("127.0.0.1:{port}"),
+            domain,
             "--path",
             dir.to_str().expect("p"),
         ]);
-        c.args(action);
+        c.args(challenge).args(action);
         c
     };
-    run(lego(&["run"]), "lego run");
-    let cert = dir.join("certificates/lego.acme.example.crt");
-    let serial = serial_of(&cert);
-    assert_eq!(env.json(&["show", &serial])["key_origin"], "acme");
-    assert_eq!(status_of(&env, &serial), "valid");
-    run(lego(&["revoke"]), "lego revoke");
-    assert_eq!(status_of(&env, &serial), "revoked");
+    let http = ["--http", "--http.port", &format!("127.0.0.1:{port}")].map(String::from);
+    let tls = ["--tls", "--tls.port", &format!("127.0.0.1:{tls_port}")].map(String::from);
+    for (domain, challenge) in [("lego.acme.example", &http), ("alpn.acme.example", &tls)] {
+        let challenge: Vec<&str> = challenge.iter().map(String::as_str).collect();
+        run(lego(domain, &challenge, &["run"]), &format!("lego run ({})", challenge[0]));
+        let cert = dir.join(format!("certificates/{domain}.crt"));
+        let serial = serial_of(&cert);
+        assert_eq!(env.json(&["show", &serial])["key_origin"], "acme");
+        assert_eq!(status_of(&env, &serial), "valid");
+        run(lego(domain, &challenge, &["revoke"]), "lego revoke");
+        assert_eq!(status_of(&env, &serial), "revoked");
+    }
+    let audit = env.ok(&["audit", "tail", "-n", "200", "--json"]);
+    assert!(audit.contains(r#""challenge":"tls-alpn-01""#), "a tls-alpn-01 validation is in the log");
     drop(server);
 }

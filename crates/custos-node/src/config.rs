@@ -86,7 +86,7 @@ pub struct AcmeConfig {
     pub http01_port: u16,
     /// The port tls-alpn-01 validation dials.
     pub tlsalpn01_port: u16,
-    /// Where validation dials a name instead of resolving it (name = "IP"), as Pebble allows.
+    /// Where validation dials a name instead of resolving it (name = "IP"; "*.suffix" covers names below it), as Pebble allows.
     pub resolve: std::collections::BTreeMap<String, String>,
     /// How long a nonce stays usable, seconds.
     pub nonce_lifetime_s: u64,

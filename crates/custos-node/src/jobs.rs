@@ -117,6 +117,7 @@ fn acme_service(
     };
     let validator = crate::acme::NetworkValidator {
         http01_port: a.http01_port,
+        tlsalpn01_port: a.tlsalpn01_port,
         resolve: a.resolve.clone(),
         timeout: std::time::Duration::from_millis(a.validation_timeout_ms),
     };

@@ -127,3 +127,83 @@ pub fn crl_facts(der: &[u8]) -> Result<CrlFacts, PkiError> {
         entries: crl.iter_revoked_certificates().count(),
     })
 }
+
+/// A certificate's SubjectPublicKeyInfo, DER, if it parses (to check a
+/// handshake signature without judging the certificate otherwise).
+pub fn subject_public_key_info(der: &[u8]) -> Option<Vec<u8>> {
+    X509Certificate::from_der(der).ok().map(|(_, c)| c.public_key().raw.to_vec())
+}
+
+/// The acmeIdentifier extension (RFC 8737 section 6.1).
+const ACME_IDENTIFIER_OID: &str = "1.3.6.1.5.5.7.1.31";
+
+/// Checks a tls-alpn-01 validation certificate (RFC 8737 section 3): its only
+/// subjectAltName is the dNSName `name`, and it carries a critical
+/// acmeIdentifier extension holding `digest`, the SHA-256 of the key
+/// authorization. Says what was wrong, for the challenge's error.
+pub fn check_tls_alpn01(der: &[u8], name: &str, digest: &[u8]) -> Result<(), String> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| format!("the certificate does not parse: {e}"))?;
+    let sans: Vec<String> = match cert.subject_alternative_name() {
+        Ok(Some(ext)) => ext.value.general_names.iter().map(|n| n.to_string()).collect(),
+        Ok(None) => Vec::new(),
+        Err(e) => return Err(format!("its subjectAltName does not parse: {e}")),
+    };
+    let only_name = match cert.subject_alternative_name() {
+        Ok(Some(ext)) => {
+            ext.value.general_names.len() == 1
+                && matches!(ext.value.general_names[0], GeneralName::DNSName(d) if d.eq_ignore_ascii_case(name))
+        }
+        _ => false,
+    };
+    if !only_name {
+        return Err(format!("its subjectAltName is [{}], not exactly the dNSName {name}", sans.join(", ")));
+    }
+    let ext = cert
+        .extensions()
+        .iter()
+        .find(|e| e.oid.to_id_string() == ACME_IDENTIFIER_OID)
+        .ok_or_else(|| "it has no acmeIdentifier extension".to_string())?;
+    if !ext.critical {
+        return Err("its acmeIdentifier extension is not critical".into());
+    }
+    // The value is an OCTET STRING (tag 4, length 32) holding the digest.
+    match ext.value {
+        [4, 32, rest @ ..] if rest == digest => Ok(()),
+        [4, 32, _rest @ ..] => Err("its acmeIdentifier is not the SHA-256 of the key authorization".into()),
+        _ => Err("its acmeIdentifier is not a 32-byte OCTET STRING".into()),
+    }
+}
+
+#[cfg(test)]
+mod tls_alpn_tests {
+    use super::check_tls_alpn01;
+
+    fn cert(names: &[&str], digest: &[u8; 32], critical: bool) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("params");
+        let mut ext = rcgen::CustomExtension::new_acme_identifier(digest);
+        ext.set_criticality(critical);
+        params.custom_extensions = vec![ext];
+        params.self_signed(&key).expect("cert").der().to_vec()
+    }
+
+    #[test]
+    fn a_validation_certificate_must_name_the_identifier_and_carry_the_digest() {
+        let digest = [7u8; 32];
+        check_tls_alpn01(&cert(&["www.acme.example"], &digest, true), "www.acme.example", &digest).expect("valid");
+        let wrong = check_tls_alpn01(&cert(&["www.acme.example"], &[8u8; 32], true), "www.acme.example", &digest);
+        assert!(wrong.expect_err("digest").contains("SHA-256"));
+        let two = check_tls_alpn01(
+            &cert(&["www.acme.example", "x.acme.example"], &digest, true),
+            "www.acme.example",
+            &digest,
+        );
+        assert!(two.expect_err("names").contains("not exactly"));
+        let other = check_tls_alpn01(&cert(&["other.example"], &digest, true), "www.acme.example", &digest);
+        assert!(other.is_err());
+        let soft = check_tls_alpn01(&cert(&["www.acme.example"], &digest, false), "www.acme.example", &digest);
+        assert!(soft.expect_err("critical").contains("critical"));
+        assert!(check_tls_alpn01(b"junk", "www.acme.example", &digest).is_err());
+    }
+}
