@@ -6,6 +6,7 @@
 //! do and custos-store remembers it.
 
 mod ari;
+pub mod dns;
 mod error;
 mod jws;
 mod objects;

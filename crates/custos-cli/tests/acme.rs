@@ -26,13 +26,19 @@ fn acme_env(port: u16) -> (Env, TlsServer) {
 
 /// As [`acme_env`], with tls-alpn-01 dialled at `tls_port`.
 fn acme_env_with(port: u16, tls_port: u16) -> (Env, TlsServer) {
+    acme_env_full(port, tls_port, None)
+}
+
+/// As [`acme_env_with`], with dns-01 asking `dns` (IP:port).
+fn acme_env_full(port: u16, tls_port: u16, dns: Option<&str>) -> (Env, TlsServer) {
     let env = Env::initialized();
     env.ok(&["connection", "add", "acme-corp", "web", "--profile", "server", "--allow-san", "*.acme.example"]);
     std::fs::create_dir_all(env.data_dir()).expect("data dir");
     std::fs::write(
         env.data_dir().join("custos.toml"),
         format!(
-            "[acme]\nhttp01_port = {port}\ntlsalpn01_port = {tls_port}\nari_retry_after_s = 1\n[acme.resolve]\n\"www.acme.example\" = \"127.0.0.1\"\n\"*.acme.example\" = \"127.0.0.1\"\n"
+            "[acme]\nhttp01_port = {port}\ntlsalpn01_port = {tls_port}\nari_retry_after_s = 1\n{}[acme.resolve]\n\"www.acme.example\" = \"127.0.0.1\"\n\"*.acme.example\" = \"127.0.0.1\"\n",
+            dns.map(|d| format!("dns_resolver = \"{d}\"\n")).unwrap_or_default()
         ),
     )
     .expect("config");
@@ -269,4 +275,93 @@ fn lego_obtains_by_http01_and_tls_alpn01_and_revokes() {
     let audit = env.ok(&["audit", "tail", "-n", "200", "--json"]);
     assert!(audit.contains(r#""challenge":"tls-alpn-01""#), "a tls-alpn-01 validation is in the log");
     drop(server);
+}
+
+/// pebble-challtestsrv (Debian `pebble`) as the DNS server, its records set
+/// through its management API; killed on drop.
+struct ChallTestSrv {
+    child: std::process::Child,
+    dns: String,
+    management: String,
+}
+
+impl Drop for ChallTestSrv {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn challtestsrv() -> Option<ChallTestSrv> {
+    let (dns, management) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let child = Command::new("pebble-challtestsrv")
+        .args(["-dns01", &dns, "-http01", "", "-https01", "", "-tlsalpn01", "", "-management", &management])
+        .args(["-defaultIPv6", ""])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let srv = ChallTestSrv { child, dns, management };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&srv.management).is_ok() {
+            return Some(srv);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("pebble-challtestsrv did not start");
+}
+
+#[test]
+fn lego_obtains_a_wildcard_by_dns01() {
+    let lego_there = Command::new("lego").arg("--version").output().is_ok();
+    let Some(srv) = challtestsrv().filter(|_| lego_there) else {
+        assert!(!tools_required(), "lego and pebble-challtestsrv are required but not installed (run scripts/test)");
+        eprintln!("SKIPPED: lego or pebble-challtestsrv not installed (run scripts/test)");
+        return;
+    };
+    let (env, server) = acme_env_full(free_port(), free_port(), Some(&srv.dns));
+    let (kid, key) = eab(&env);
+    // lego's exec provider calls this to place and remove the TXT record.
+    let script = env.path("dns-hook.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n  present) curl -sf -d \"{{\\\"host\\\":\\\"$2\\\",\\\"value\\\":\\\"$3\\\"}}\" http://{m}/set-txt ;;\n  cleanup) curl -sf -d \"{{\\\"host\\\":\\\"$2\\\"}}\" http://{m}/clear-txt ;;\nesac\n",
+            m = srv.management
+        ),
+    )
+    .expect("hook");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let dir = env.path("lego-dns");
+    let mut c = Command::new("lego");
+    c.env("LEGO_CA_CERTIFICATES", &server.root).env("EXEC_PATH", &script).args([
+        "--server",
+        &format!("https://{}/acme/directory", server.tls_addr),
+        "--accept-tos",
+        "--email",
+        "ops@acme.example",
+        "--eab",
+        "--kid",
+        &kid,
+        "--hmac",
+        &key,
+        "--domains",
+        "*.acme.example",
+        "--dns",
+        "exec",
+        "--dns.resolvers",
+        &srv.dns,
+        "--dns.disable-cp",
+        "--path",
+        dir.to_str().expect("p"),
+        "run",
+    ]);
+    run(c, "lego run (dns-01)");
+    let cert = dir.join("certificates/_.acme.example.crt");
+    let serial = serial_of(&cert);
+    let shown = env.json(&["show", &serial]);
+    assert_eq!(shown["sans"], serde_json::json!(["*.acme.example"]), "{shown}");
+    let audit = env.ok(&["audit", "tail", "-n", "100", "--json"]);
+    assert!(audit.contains(r#""challenge":"dns-01""#), "a dns-01 validation is in the log");
 }

@@ -1,7 +1,8 @@
 //! Challenge validation for the ACME server: the network side of proving
 //! that a client controls a name. tls-alpn-01 (RFC 8737) opens TLS to the
 //! name on `acme.tlsalpn01_port` with ALPN `acme-tls/1` and SNI the name, and
-//! checks the certificate offered (custos-pki). http-01 dials the name (or the address
+//! checks the certificate offered (custos-pki). dns-01 asks `acme.dns_resolver`
+//! (else the system's first nameserver) over UDP for the TXT record. http-01 dials the name (or the address
 //! `[acme.resolve]` gives for it, as Pebble allows) on `acme.http01_port`
 //! (`"*.example.test"` covers every name below it) and reads `/.well-known/acme-challenge/TOKEN`, without following
 //! redirects, within `acme.validation_timeout_ms`, reading at most 8 KiB.
@@ -24,6 +25,8 @@ pub struct NetworkValidator {
     pub http01_port: u16,
     /// Port tls-alpn-01 dials.
     pub tlsalpn01_port: u16,
+    /// The DNS resolver dns-01 asks (IP:port); the first `nameserver` of /etc/resolv.conf if unset.
+    pub dns_resolver: Option<std::net::SocketAddr>,
     /// Names dialled at a fixed address instead of being resolved.
     pub resolve: BTreeMap<String, String>,
     /// Bound on one validation.
@@ -175,6 +178,56 @@ impl tokio_rustls::rustls::client::danger::ServerCertVerifier for AnyCertificate
     }
 }
 
+impl NetworkValidator {
+    /// The resolver to ask: configured, else the system's first nameserver.
+    fn resolver(&self) -> Result<std::net::SocketAddr, AcmeError> {
+        if let Some(r) = self.dns_resolver {
+            return Ok(r);
+        }
+        let conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        conf.lines()
+            .filter_map(|l| l.trim().strip_prefix("nameserver"))
+            .find_map(|ip| ip.trim().parse::<std::net::IpAddr>().ok())
+            .map(|ip| std::net::SocketAddr::new(ip, 53))
+            .ok_or_else(|| connection("no DNS resolver: set acme.dns_resolver".into()))
+    }
+
+    /// dns-01 (RFC 8555 section 8.4): a TXT record at `_acme-challenge.NAME`
+    /// holding base64url(SHA-256(key authorization)), asked over UDP.
+    async fn dns01(&self, name: &str, key_authorization: &str) -> Result<(), AcmeError> {
+        let resolver = self.resolver()?;
+        let record = format!("_acme-challenge.{name}");
+        let id = custos_acme::dns::random_id();
+        let query = custos_acme::dns::txt_query(id, &record).map_err(AcmeError::malformed)?;
+        let local: std::net::SocketAddr =
+            if resolver.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+        let ask = async {
+            let socket =
+                tokio::net::UdpSocket::bind(local).await.map_err(|e| connection(format!("DNS socket: {e}")))?;
+            socket.connect(resolver).await.map_err(|e| connection(format!("DNS resolver {resolver}: {e}")))?;
+            socket.send(&query).await.map_err(|e| connection(format!("DNS resolver {resolver}: {e}")))?;
+            let mut buf = vec![0u8; custos_acme::dns::MAX_RESPONSE];
+            // Answers to other ids (late or spoofed) are skipped, within the timeout.
+            loop {
+                let n = socket.recv(&mut buf).await.map_err(|e| connection(format!("DNS resolver {resolver}: {e}")))?;
+                match custos_acme::dns::txt_answers(id, &record, &buf[..n]) {
+                    Err(e) if e.contains("another query") => continue,
+                    other => return other.map_err(|e| connection(format!("DNS resolver {resolver} on {record}: {e}"))),
+                }
+            }
+        };
+        let values = tokio::time::timeout(self.timeout, ask)
+            .await
+            .map_err(|_| connection(format!("DNS resolver {resolver} did not answer for {record} in time")))??;
+        let expected = custos_acme::dns01_value(key_authorization);
+        match values.contains(&expected) {
+            true => Ok(()),
+            false if values.is_empty() => Err(incorrect(format!("{record} has no TXT record"))),
+            false => Err(incorrect(format!("no TXT record at {record} holds the key authorization's digest"))),
+        }
+    }
+}
+
 fn connection(detail: String) -> AcmeError {
     AcmeError::new(ProblemType::Connection, detail)
 }
@@ -186,13 +239,14 @@ fn incorrect(detail: String) -> AcmeError {
 #[async_trait::async_trait]
 impl custos_ca::acme::ChallengeValidator for NetworkValidator {
     fn supported(&self) -> Vec<&'static str> {
-        vec!["http-01", "tls-alpn-01"]
+        vec!["http-01", "tls-alpn-01", "dns-01"]
     }
 
     async fn validate(&self, kind: &str, name: &str, token: &str, key_authorization: &str) -> Result<(), AcmeError> {
         match kind {
             "http-01" => self.http01(name, token, key_authorization).await,
             "tls-alpn-01" => self.tls_alpn01(name, key_authorization).await,
+            "dns-01" => self.dns01(name, key_authorization).await,
             other => Err(AcmeError::malformed(format!("challenge type {other} is not validated by this custos"))),
         }
     }

@@ -86,6 +86,8 @@ pub struct AcmeConfig {
     pub http01_port: u16,
     /// The port tls-alpn-01 validation dials.
     pub tlsalpn01_port: u16,
+    /// The DNS resolver dns-01 validation asks (IP:port); the first nameserver of /etc/resolv.conf when unset.
+    pub dns_resolver: Option<String>,
     /// Where validation dials a name instead of resolving it (name = "IP"; "*.suffix" covers names below it), as Pebble allows.
     pub resolve: std::collections::BTreeMap<String, String>,
     /// How long a nonce stays usable, seconds.
@@ -111,6 +113,7 @@ impl Default for AcmeConfig {
             plain_http: false,
             http01_port: 80,
             tlsalpn01_port: 443,
+            dns_resolver: None,
             resolve: Default::default(),
             nonce_lifetime_s: 3600,
             order_lifetime_s: 7 * 86_400,
@@ -478,6 +481,7 @@ const ALL_KEYS: &[&str] = &[
     "acme.plain_http",
     "acme.http01_port",
     "acme.tlsalpn01_port",
+    "acme.dns_resolver",
     "acme.resolve",
     "acme.nonce_lifetime_s",
     "acme.order_lifetime_s",
@@ -702,6 +706,11 @@ impl Config {
             if crate::client::split_url(&w.url).is_err() {
                 return bad("audit.witnesses", format!("url {:?}: expected http://host:port", w.url));
             }
+        }
+        if let Some(r) = &self.acme.dns_resolver
+            && r.parse::<SocketAddr>().is_err()
+        {
+            return bad("acme.dns_resolver", format!("{r:?} is not an IP:port (e.g. 127.0.0.1:53)"));
         }
         for (name, address) in &self.acme.resolve {
             if address.parse::<std::net::IpAddr>().is_err() {

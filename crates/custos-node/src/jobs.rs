@@ -118,6 +118,7 @@ fn acme_service(
     let validator = crate::acme::NetworkValidator {
         http01_port: a.http01_port,
         tlsalpn01_port: a.tlsalpn01_port,
+        dns_resolver: a.dns_resolver.as_deref().and_then(|r| r.parse().ok()),
         resolve: a.resolve.clone(),
         timeout: std::time::Duration::from_millis(a.validation_timeout_ms),
     };
