@@ -207,8 +207,9 @@ pub enum KeyRef {
 pub struct Protected {
     /// The signature algorithm.
     pub alg: Alg,
-    /// The anti-replay nonce.
-    pub nonce: String,
+    /// The anti-replay nonce: required on every request (the caller checks
+    /// that), absent in a keyChange's inner JWS (RFC 8555 section 7.3.5).
+    pub nonce: Option<String>,
     /// The URL the client meant to reach.
     pub url: String,
     /// Who signed.
@@ -258,10 +259,11 @@ impl Jws {
             Some(a) => Alg::parse(a)?,
             None => return Err(AcmeError::malformed("the protected header has no alg")),
         };
-        let nonce = obj
-            .get("nonce")
-            .and_then(Value::as_str)
-            .ok_or_else(|| AcmeError::new(ProblemType::BadNonce, "the protected header has no nonce"))?;
+        let nonce = match obj.get("nonce") {
+            None => None,
+            Some(Value::String(n)) => Some(n.clone()),
+            Some(_) => return Err(AcmeError::new(ProblemType::BadNonce, "the nonce is not a string")),
+        };
         let url = member(obj, "url", "the protected header")?;
         let key = match (obj.get("jwk"), obj.get("kid")) {
             (Some(jwk), None) => KeyRef::Jwk(Jwk::parse(jwk)?),
@@ -274,7 +276,7 @@ impl Jws {
             false => from_b64u(&f.payload, "payload")?,
         };
         Ok(Jws {
-            protected: Protected { alg, nonce: nonce.to_string(), url: url.to_string(), key },
+            protected: Protected { alg, nonce, url: url.to_string(), key },
             payload,
             signing_input: format!("{}.{}", f.protected, f.payload),
             signature: from_b64u(&f.signature, "signature")?,
@@ -418,7 +420,7 @@ mod tests {
             sign(&pair, serde_json::json!({"alg":"ES256","nonce":"n","url":"u","jwk":jwk.to_value(),"kid":"k"}), "");
         assert_eq!(Jws::parse(&both).expect_err("both").kind, ProblemType::Malformed);
         let no_nonce = sign(&pair, serde_json::json!({"alg":"ES256","url":"u","kid":"k"}), "");
-        assert_eq!(Jws::parse(&no_nonce).expect_err("nonce").kind, ProblemType::BadNonce);
+        assert_eq!(Jws::parse(&no_nonce).expect("a keyChange's inner JWS has none").protected.nonce, None);
         let hs = sign(&pair, serde_json::json!({"alg":"HS256","nonce":"n","url":"u","kid":"k"}), "");
         assert_eq!(Jws::parse(&hs).expect_err("mac").kind, ProblemType::BadSignatureAlgorithm);
         let none = sign(&pair, serde_json::json!({"alg":"none","nonce":"n","url":"u","kid":"k"}), "");

@@ -372,7 +372,12 @@ impl Acme {
                 Caller::Account(account, key)
             }
         };
-        self.use_nonce(&jws.protected.nonce).await?;
+        let nonce = jws
+            .protected
+            .nonce
+            .as_deref()
+            .ok_or_else(|| AcmeError::new(ProblemType::BadNonce, "the protected header has no nonce"))?;
+        self.use_nonce(nonce).await?;
         Ok(Verified { jws, caller })
     }
 
@@ -514,6 +519,9 @@ impl Acme {
             return Err(AcmeError::malformed("the inner JWS must carry the new key as jwk"));
         };
         inner.verify(new_key)?;
+        if inner.protected.nonce.is_some() {
+            return Err(AcmeError::malformed("the inner JWS of a keyChange must not carry a nonce"));
+        }
         if inner.protected.url != v.jws.protected.url {
             return Err(AcmeError::malformed("the inner JWS url differs from the outer one"));
         }

@@ -223,7 +223,14 @@ async fn bad_requests_get_their_acme_error_and_change_nothing() {
         kind(w.acme.verify(&mallory.sign(&url, &w.nonce().await, Some(&payload)), &url).await),
         ProblemType::Malformed
     );
-    // Not JSON, an unknown account, no nonce.
+    // No nonce; not JSON; an unknown account.
+    let url_nonce = {
+        let header = json!({"alg": "ES256", "url": url, "kid": alice.kid});
+        let protected = b64u(header.to_string().as_bytes());
+        let sig = alice.pair.sign(&SystemRandom::new(), format!("{protected}.").as_bytes()).expect("sign");
+        json!({"protected": protected, "payload": "", "signature": b64u(sig.as_ref())}).to_string()
+    };
+    assert_eq!(kind(w.acme.verify(url_nonce.as_bytes(), &url).await), ProblemType::BadNonce);
     assert_eq!(kind(w.acme.verify(b"{not json", &url).await), ProblemType::Malformed);
     let ghost = Client { kid: Some(format!("{BASE}/acct/nobody")), ..Client::new() };
     assert_eq!(
@@ -360,7 +367,7 @@ async fn an_order_runs_to_a_certificate_and_ari_drives_the_renewal_after_an_inci
     // keyChange: alice rolls to a new key; the old key no longer signs.
     let new = Client::new();
     let url = format!("{BASE}/key-change");
-    let inner_header = json!({"alg": "ES256", "url": url, "jwk": new.jwk.to_value(), "nonce": "inner"});
+    let inner_header = json!({"alg": "ES256", "url": url, "jwk": new.jwk.to_value()});
     let inner_payload = json!({"account": alice.kid, "oldKey": alice.jwk.to_value()});
     let protected = b64u(inner_header.to_string().as_bytes());
     let payload = b64u(inner_payload.to_string().as_bytes());
