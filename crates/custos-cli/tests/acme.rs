@@ -215,6 +215,9 @@ fn certbot_obtains_renews_when_ari_says_so_and_revokes() {
     let by_account =
         audit.iter().filter(|e| e["actor"].as_str().is_some_and(|a| a.starts_with("acme:acme-corp/web["))).count();
     assert!(by_account >= 8, "the ACME account is the principal of what it did: {by_account} entries");
+    // The log proves the state it left: every certificate, revocation and tenant.
+    let verified = env.ok(&["audit", "verify", "--state"]);
+    assert!(verified.contains("the database says what the log says"), "{verified}");
     for action in [
         "acme.eab.create",
         "acme.account.new",
