@@ -160,7 +160,11 @@ impl Ca {
     pub async fn add_tenant(&self, principal: &Principal, name: &str) -> Result<TenantRecord> {
         authorize(principal, Operation::AddTenant)?;
         check_name("tenant", name)?;
-        let tenant = TenantRecord { name: name.to_string(), created_at: OffsetDateTime::now_utc().unix_timestamp() };
+        let tenant = TenantRecord {
+            name: name.to_string(),
+            created_at: OffsetDateTime::now_utc().unix_timestamp(),
+            custody_default: false,
+        };
         self.store
             .add_tenant(
                 &tenant,
@@ -168,6 +172,30 @@ impl Ca {
             )
             .await?;
         Ok(tenant)
+    }
+
+    /// Sets whether the tenant's new connections keep their keys in custody
+    /// unless told otherwise (`connection add` without `--custody`, the API's
+    /// `POST …/connections` without `custody`).
+    pub async fn set_custody_default(&self, principal: &Principal, tenant: &str, on: bool) -> Result<TenantRecord> {
+        visible(principal, Operation::ManageConnection { tenant }, || CaError::UnknownTenant(tenant.to_string()))?;
+        let audit = audit_record(
+            principal,
+            "tenant.custody-default",
+            format!("tenant:{tenant}"),
+            json!({"tenant": tenant, "custody_default": on}),
+        );
+        self.store.set_custody_default(tenant, on, &audit).await.map_err(|e| match e {
+            custos_store::StoreError::NotFound { .. } => CaError::UnknownTenant(tenant.to_string()),
+            other => other.into(),
+        })?;
+        self.tenant(principal, tenant).await
+    }
+
+    /// Whether a new connection of `tenant` keeps its key in custody when the
+    /// request does not say: the tenant's default.
+    pub async fn custody_by_default(&self, principal: &Principal, tenant: &str) -> Result<bool> {
+        Ok(self.tenant(principal, tenant).await?.custody_default)
     }
 
     /// Every tenant.

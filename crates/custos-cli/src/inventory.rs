@@ -22,15 +22,36 @@ pub async fn tenant(cli: &Cli, command: &TenantCommand) -> Result<(), CliError> 
                 Ok(())
             }
         }
+        TenantCommand::Custody { tenant, default } => {
+            let s = open(cli).await?;
+            let t = s.ca.set_custody_default(&s.me, tenant, default == "on").await?;
+            if cli.json {
+                return json(&t);
+            }
+            match t.custody_default {
+                true => println!(
+                    "new connections of {tenant} keep their keys in custody (`connection add --no-custody` for one that does not)"
+                ),
+                false => println!(
+                    "new connections of {tenant} keep their keys in custody only with `connection add --custody`"
+                ),
+            }
+            Ok(())
+        }
         TenantCommand::List => {
             let s = open(cli).await?;
             let tenants = s.ca.tenants(&s.me).await?;
             if cli.json {
                 return json(&tenants);
             }
-            let rows: Vec<Vec<String>> =
-                tenants.iter().map(|t| vec![t.name.clone(), custos_ca::rfc3339(t.created_at)]).collect();
-            print!("{}", table(&["TENANT", "CREATED"], &rows));
+            let rows: Vec<Vec<String>> = tenants
+                .iter()
+                .map(|t| {
+                    let custody = if t.custody_default { "custody" } else { "-" };
+                    vec![t.name.clone(), custos_ca::rfc3339(t.created_at), custody.into()]
+                })
+                .collect();
+            print!("{}", table(&["TENANT", "CREATED", "NEW CONNECTIONS"], &rows));
             Ok(())
         }
         TenantCommand::Webhook { tenant, url } => {
@@ -57,7 +78,14 @@ pub async fn connection(cli: &Cli, command: &ConnectionCommand) -> Result<(), Cl
                 key_algorithm: args.key_algorithm.parse().map_err(custos_ca::CaError::from)?,
                 validity_days: args.validity.as_deref().map(days).transpose()?,
             };
-            if args.custody {
+            let custody = args.custody || {
+                let s = open(cli).await?;
+                !args.no_custody && s.ca.custody_by_default(&s.me, &args.tenant).await?
+            };
+            if args.no_standby && !custody {
+                return Err(CliError::Usage("--no-standby is for a connection whose key is in custody".into()));
+            }
+            if custody {
                 let s = open_unsealed(cli).await?;
                 let custody = CustodyOptions {
                     algorithm: options.key_algorithm,

@@ -254,6 +254,15 @@ pub enum TenantCommand {
     },
     /// List tenants.
     List,
+    /// Whether the tenant's new connections keep their keys in custody unless
+    /// `connection add` says `--no-custody` (the API: `"custody": false`).
+    Custody {
+        /// Tenant name.
+        tenant: String,
+        /// on or off.
+        #[arg(value_parser = ["on", "off"])]
+        default: String,
+    },
     /// Set the tenant's webhook for incident notifications; prints its HMAC secret once.
     Webhook {
         /// Tenant name.
@@ -323,10 +332,15 @@ pub struct ConnectionAddArgs {
     /// services sign through the API. p256, rsa2048 or rsa3072.
     #[arg(long)]
     pub custody: bool,
-    /// With --custody: no standby key (by default a second key is certified
-    /// ahead of need, so the tenant can register both certificates).
-    #[arg(long, requires = "custody")]
+    /// With --custody (or the tenant's custody default): no standby key (by
+    /// default a second key is certified ahead of need, so the tenant can
+    /// register both certificates).
+    #[arg(long)]
     pub no_standby: bool,
+    /// A connection whose key custos generates or the tenant sends by CSR,
+    /// even if the tenant keeps keys in custody by default.
+    #[arg(long, conflicts_with = "custody")]
+    pub no_custody: bool,
 }
 
 /// `custos issue`.

@@ -440,3 +440,47 @@ fn signatures_are_limited_per_connection() {
     assert_eq!(server.api("POST", &path("crm"), Some(&crm), Some(&body)).0, 200, "another connection has its own rate");
     assert_eq!(server.api("POST", &path("mail-sync"), Some(&globex), Some(&body)).0, 404, "a stranger learns nothing");
 }
+
+/// A tenant that keeps every new connection's key in custody: `connection
+/// add` without `--custody` makes the keys (CLI and API alike), `--no-custody`
+/// opts one connection out, and the default is an audit entry.
+#[test]
+fn a_tenant_keeps_new_connections_in_custody_by_default() {
+    let env = Env::initialized();
+    env.ok(&["tenant", "custody", "acme-corp", "on"]);
+    let tenants = env.json(&["tenant", "list"]);
+    assert_eq!(tenants[0]["custody_default"], true, "{tenants}");
+    env.ok(&["connection", "add", "acme-corp", "mail-sync"]);
+    let keys = env.json(&["connection", "keys", "acme-corp", "mail-sync"]);
+    assert_eq!(keys.as_array().map(Vec::len), Some(2), "active and standby, without --custody: {keys}");
+    env.ok(&["connection", "add", "acme-corp", "legacy", "--no-custody"]);
+    let none = env.json(&["connection", "keys", "acme-corp", "legacy"]);
+    assert_eq!(none.as_array().map(Vec::len), Some(0), "opted out: {none}");
+    let said = env.fails(&["connection", "add", "acme-corp", "odd", "--no-custody", "--no-standby"]);
+    assert!(said.contains("--no-standby"), "{said}");
+
+    // The API follows the same default, and `"custody": false` opts out.
+    let server = TlsServer::start(&env, &[]);
+    let admin = token(&env, &["--role", "admin"]);
+    let (status, body) = server.api(
+        "POST",
+        "/api/v1/tenants/acme-corp/connections",
+        Some(&admin),
+        Some(&serde_json::json!({"name": "crm"})),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(env.json(&["connection", "keys", "acme-corp", "crm"]).as_array().map(Vec::len), Some(2));
+    let (status, body) = server.api(
+        "POST",
+        "/api/v1/tenants/acme-corp/connections",
+        Some(&admin),
+        Some(&serde_json::json!({"name": "web", "custody": false})),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(env.json(&["connection", "keys", "acme-corp", "web"]).as_array().map(Vec::len), Some(0));
+    env.ok(&["tenant", "custody", "acme-corp", "off"]);
+    env.ok(&["connection", "add", "acme-corp", "plain"]);
+    assert_eq!(env.json(&["connection", "keys", "acme-corp", "plain"]).as_array().map(Vec::len), Some(0));
+    let audit = env.ok(&["audit", "tail", "-n", "100", "--json", "--action", "tenant.custody-default"]);
+    assert_eq!(audit.lines().count(), 2, "on and off are audit entries: {audit}");
+}

@@ -26,6 +26,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("../migrations/sqlite/0012_custody.sql")),
     (13, include_str!("../migrations/sqlite/0013_signatures.sql")),
     (14, include_str!("../migrations/sqlite/0014_acme.sql")),
+    (15, include_str!("../migrations/sqlite/0015_tenant_custody.sql")),
 ];
 
 /// The PostgreSQL migrations: the same schema in its types.
@@ -43,6 +44,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("../migrations/postgres/0011_custody.sql")),
     (12, include_str!("../migrations/postgres/0012_signatures.sql")),
     (13, include_str!("../migrations/postgres/0013_acme.sql")),
+    (14, include_str!("../migrations/postgres/0014_tenant_custody.sql")),
 ];
 
 /// A [`Store`] on a SQL database.

@@ -161,6 +161,9 @@ pub trait TenantStore: Send + Sync {
     /// Every tenant, by name.
     async fn tenants(&self) -> Result<Vec<TenantRecord>>;
 
+    /// Sets whether a tenant's new connections keep their keys in custody by default.
+    async fn set_custody_default(&self, tenant: &str, on: bool, audit: &AuditRecord) -> Result<()>;
+
     /// Adds a connection with its audit entry, atomically; an unknown tenant
     /// is [`StoreError::NotFound`], a duplicate [`StoreError::Duplicate`].
     async fn add_connection(&self, connection: &ConnectionRecord, audit: &AuditRecord) -> Result<()>;

@@ -12,9 +12,10 @@ use crate::*;
 impl TenantStore for SqlStore {
     async fn add_tenant(&self, tenant: &TenantRecord, audit: &AuditRecord) -> Result<()> {
         let mut tx = self.write().await?;
-        sqlx::query("INSERT INTO tenants (name, created_at) VALUES ($1, $2)")
+        sqlx::query("INSERT INTO tenants (name, created_at, custody_default) VALUES ($1, $2, $3)")
             .bind(&tenant.name)
             .bind(tenant.created_at)
+            .bind(i64::from(tenant.custody_default))
             .execute(&mut *tx)
             .await
             .map_err(|e| {
@@ -29,20 +30,35 @@ impl TenantStore for SqlStore {
     }
 
     async fn tenant(&self, name: &str) -> Result<Option<TenantRecord>> {
-        let row = sqlx::query("SELECT name, created_at FROM tenants WHERE name = $1")
+        let row = sqlx::query("SELECT name, created_at, custody_default FROM tenants WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await
             .map_err(StoreError::db("read a tenant"))?;
-        row.map(|r| Ok(TenantRecord { name: col(&r, "name")?, created_at: col(&r, "created_at")? })).transpose()
+        row.as_ref().map(tenant_from).transpose()
     }
 
     async fn tenants(&self) -> Result<Vec<TenantRecord>> {
-        let rows = sqlx::query("SELECT name, created_at FROM tenants ORDER BY name")
+        let rows = sqlx::query("SELECT name, created_at, custody_default FROM tenants ORDER BY name")
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::db("list tenants"))?;
-        rows.iter().map(|r| Ok(TenantRecord { name: col(r, "name")?, created_at: col(r, "created_at")? })).collect()
+        rows.iter().map(tenant_from).collect()
+    }
+
+    async fn set_custody_default(&self, tenant: &str, on: bool, audit: &AuditRecord) -> Result<()> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query("UPDATE tenants SET custody_default = $1 WHERE name = $2")
+            .bind(i64::from(on))
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("set a tenant's custody default"))?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::NotFound { what: format!("tenant {tenant:?}") });
+        }
+        log::append(self.engine, &mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(StoreError::db("commit a tenant's custody default"))
     }
 
     async fn add_connection(&self, c: &ConnectionRecord, audit: &AuditRecord) -> Result<()> {
@@ -105,4 +121,12 @@ pub(crate) async fn insert_connection(
         }
     })?;
     Ok(())
+}
+
+fn tenant_from(r: &sqlx::any::AnyRow) -> Result<TenantRecord> {
+    Ok(TenantRecord {
+        name: col(r, "name")?,
+        created_at: col(r, "created_at")?,
+        custody_default: col::<i64>(r, "custody_default")? != 0,
+    })
 }

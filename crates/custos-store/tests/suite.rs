@@ -110,9 +110,17 @@ async fn contract(store: &dyn Store) {
 
     // Tenants and connections, each with its audit entry; duplicates and
     // dangling references are refused and leave no audit entry behind.
-    store.add_tenant(&TenantRecord { name: "acme".into(), created_at: 1 }, &audit("tenant.add")).await.expect("tenant");
+    store
+        .add_tenant(&TenantRecord { name: "acme".into(), created_at: 1, custody_default: false }, &audit("tenant.add"))
+        .await
+        .expect("tenant");
     assert!(matches!(
-        store.add_tenant(&TenantRecord { name: "acme".into(), created_at: 2 }, &audit("tenant.add")).await,
+        store
+            .add_tenant(
+                &TenantRecord { name: "acme".into(), created_at: 2, custody_default: false },
+                &audit("tenant.add")
+            )
+            .await,
         Err(StoreError::Duplicate { .. })
     ));
     store.add_connection(&connection("mail"), &audit("connection.add")).await.expect("connection");
@@ -122,6 +130,14 @@ async fn contract(store: &dyn Store) {
     assert!(matches!(store.add_connection(&orphan, &audit("connection.add")).await, Err(StoreError::NotFound { .. })));
     assert!(matches!(store.add_connection(&connection("mail"), &audit("c")).await, Err(StoreError::Duplicate { .. })));
     assert_eq!(audit_count(store).await, 4, "only successful changes are audited");
+    store.set_custody_default("acme", true, &audit("tenant.custody-default")).await.expect("default");
+    assert!(store.tenant("acme").await.expect("read").expect("there").custody_default);
+    store.set_custody_default("acme", false, &audit("tenant.custody-default")).await.expect("default");
+    assert!(!store.tenants().await.expect("list")[0].custody_default);
+    assert!(matches!(
+        store.set_custody_default("nobody", true, &audit("tenant.custody-default")).await,
+        Err(StoreError::NotFound { .. })
+    ));
     let c = store.connection("acme", "mail").await.expect("read").expect("exists");
     assert_eq!(c, connection("mail"));
     assert_eq!(store.connections(Some("acme")).await.expect("list").len(), 2);
@@ -1120,7 +1136,9 @@ async fn serialises_concurrent_writers(backend: Backend) {
     let a = backend.open().await;
     let b = backend.open().await;
     a.initialize(genesis()).await.expect("genesis");
-    a.add_tenant(&TenantRecord { name: "acme".into(), created_at: 1 }, &audit("t")).await.expect("tenant");
+    a.add_tenant(&TenantRecord { name: "acme".into(), created_at: 1, custody_default: false }, &audit("t"))
+        .await
+        .expect("tenant");
     a.add_connection(&connection("mail"), &audit("c")).await.expect("conn");
     let write = |s: SqlStore, prefix: &'static str| {
         tokio::spawn(async move {

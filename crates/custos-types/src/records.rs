@@ -16,6 +16,8 @@ pub struct TenantRecord {
     pub name: String,
     /// Unix seconds.
     pub created_at: i64,
+    /// Whether its new connections keep their keys in custody unless told otherwise.
+    pub custody_default: bool,
 }
 
 /// One authenticated link of a tenant, with its issuance policy.

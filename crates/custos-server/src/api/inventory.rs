@@ -135,6 +135,8 @@ struct NewConnection {
     key_algorithm: Option<String>,
     /// Default lifetime in days.
     validity_days: Option<i64>,
+    /// Keep the connection's key (and a standby) in custody; the tenant's default when absent.
+    custody: Option<bool>,
 }
 
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant}/connections", tag = "connections", params(("tenant" = String, Path)),
@@ -171,7 +173,23 @@ async fn add_connection(
             .map_err(|e: custos_ca::KeyAlgorithmError| ApiError::BadRequest(e.to_string()))?,
         validity_days: body.validity_days,
     };
-    let c = s.ca.add_connection(&who, &tenant, &body.name, &options).await?;
+    let custody = match body.custody {
+        Some(c) => c,
+        None => s.ca.custody_by_default(&who, &tenant).await?,
+    };
+    let c = match custody {
+        true => {
+            let keys = custos_ca::custody::CustodyOptions {
+                algorithm: options.key_algorithm,
+                standby: true,
+                sans: vec![],
+                validity_secs: None,
+            };
+            s.ca.add_custody(&who, &tenant, &body.name, Some(&options), &keys).await?;
+            s.ca.connection(&who, &tenant, &body.name).await?
+        }
+        false => s.ca.add_connection(&who, &tenant, &body.name, &options).await?,
+    };
     Ok(json(StatusCode::CREATED, &Connection::from(c)))
 }
 
