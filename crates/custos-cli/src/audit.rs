@@ -57,7 +57,9 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> Result<(), CliError> {
             Ok(())
         }
         AuditCommand::Usage { key } => usage(cli, key).await,
-        AuditCommand::Match { signins, no_proofs } => match_signins(cli, signins, !*no_proofs).await,
+        AuditCommand::Match { signins, no_proofs, witnesses } => {
+            match_signins(cli, signins, !*no_proofs, witnesses).await
+        }
         AuditCommand::Key => {
             let key = open(cli).await?.ca.log_verifier_key().await?;
             if cli.json {
@@ -293,11 +295,17 @@ async fn verify_remote(url: &str, key: &VerifierKey, trusted: Option<&str>) -> R
 }
 
 /// `custos audit match`: reads the export, matches it, prints the report.
-async fn match_signins(cli: &Cli, path: &Path, proofs: bool) -> Result<(), CliError> {
+async fn match_signins(cli: &Cli, path: &Path, proofs: bool, witnesses: &[String]) -> Result<(), CliError> {
     let bytes = std::fs::read(path).map_err(|source| CliError::Io { path: path.to_path_buf(), source })?;
     let records =
         custos_ca::signins::parse_signins(&bytes).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
     let s = open(cli).await?;
+    if !witnesses.is_empty() {
+        // Before matching: a log the witnesses did not cosign (forked, rolled
+        // back) would make "custos did not sign this" worthless.
+        let size = s.ca.latest_checkpoint().await?.map(|c| c.size).unwrap_or(0);
+        witnessed(cli, &s, witnesses, size).await?;
+    }
     let total = records.len();
     let report = s.ca.match_signins(&s.me, records, proofs).await?;
     if cli.json {

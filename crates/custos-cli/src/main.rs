@@ -586,6 +586,10 @@ pub enum AuditCommand {
         /// Leave out the inclusion proofs of matched sign-ins.
         #[arg(long)]
         no_proofs: bool,
+        /// Require the newest checkpoint, against which the proofs are made, to be
+        /// cosigned by this witness (its verifier key); repeatable.
+        #[arg(long = "witness")]
+        witnesses: Vec<String>,
     },
 }
 

@@ -119,6 +119,8 @@ fn a_witness_cosigns_growth_and_refuses_forks_and_rollbacks() {
     assert!(refused.contains("not witnessed"), "{refused}");
     let wrong = a.fails(&["audit", "verify", "--witness", &log_key]);
     assert!(wrong.contains("not a witness"), "{wrong}");
+    let unwitnessed = a.run(&["audit", "match", a.path("none.jsonl").to_str().expect("p"), "--witness", &witness_key]);
+    assert_ne!(unwitnessed.status.code(), Some(0), "no match against an unwitnessed log");
 
     // The log grows under serve; every checkpoint goes to the witness.
     let serve = Server::start_with(&a, &["--config", &config]);
@@ -126,6 +128,17 @@ fn a_witness_cosigns_growth_and_refuses_forks_and_rollbacks() {
     drop(serve);
     let verified = a.ok(&["--config", &config, "audit", "verify", "--witness", &witness_key]);
     assert!(verified.contains("cosigned by witness.test/w1"), "{verified}");
+    // `audit match --witness` matches only against a witnessed log (this sign-in is not custos's: exit 1).
+    let signins = a.path("signins.jsonl");
+    let line = r#"{"time":"2026-11-29T00:00:00Z","thumbprint":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","audience":"https://login.example/t/token","client_ip":"192.0.2.7"}"#;
+    std::fs::write(&signins, format!("{line}\n")).expect("signins");
+    let matched = a.run(&["audit", "match", signins.to_str().expect("p"), "--witness", &witness_key]);
+    let said = String::from_utf8_lossy(&matched.stdout);
+    assert!(
+        said.contains("cosigned by witness.test/w1") && said.contains("1 sign-ins: 0 signed by custos, 1 not"),
+        "{said}"
+    );
+    assert_eq!(matched.status.code(), Some(1), "an unmatched sign-in");
     // A snapshot of the log at s1, for the fork and the rollback below.
     let snapshot = a.path("snapshot");
     std::fs::create_dir_all(&snapshot).expect("mkdir");
