@@ -58,8 +58,6 @@ pub struct AcmeSettings {
     pub nonce_lifetime_s: i64,
     /// How long an order and its authorizations stay usable, seconds.
     pub order_lifetime_s: i64,
-    /// How long an EAB key binds, seconds.
-    pub eab_lifetime_s: i64,
     /// Accounts per tenant, at most.
     pub max_accounts_per_tenant: i64,
     /// How often an ARI client should ask again (Retry-After), seconds.
@@ -96,7 +94,7 @@ pub struct Verified {
 
 /// A finalized order's certificate with its chain, as PEM.
 pub struct CertificateChain {
-    /// Leaf first, then the issuers up to the root.
+    /// Leaf first, then the issuing CAs; the root, a trust anchor clients hold, is left out.
     pub pem: String,
 }
 
@@ -242,8 +240,8 @@ impl Acme {
     }
 
     /// The nonce key: every node reads the same one from the database; the
-    /// first to need it makes it (with an audit entry) and all then use what
-    /// the database holds, so a race between nodes leaves one key.
+    /// first to need it makes it (with an audit entry), written only if none
+    /// is there, so nodes racing to make it all end up with the first one's.
     async fn nonce_key(&self) -> Result<&aws_lc_rs::hmac::Key, AcmeError> {
         self.nonce_key
             .get_or_try_init(|| async {
@@ -258,8 +256,7 @@ impl Acme {
                             "acme:nonces".into(),
                             json!({"purpose": "MAC of ACME nonces (anti-replay, not secrecy)"}),
                         );
-                        self.ca.store.set_meta(NONCE_KEY_META, &made, &[audit]).await.map_err(store_error)?;
-                        self.ca.store.meta(NONCE_KEY_META).await.map_err(store_error)?.unwrap_or(made)
+                        self.ca.store.set_meta_once(NONCE_KEY_META, &made, &[audit]).await.map_err(store_error)?
                     }
                 };
                 let key = custos_acme::from_b64u(&text, "the nonce key")?;

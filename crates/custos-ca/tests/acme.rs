@@ -110,7 +110,6 @@ impl World {
             base_url: BASE.into(),
             nonce_lifetime_s: 3600,
             order_lifetime_s: 3600,
-            eab_lifetime_s: 3600,
             max_accounts_per_tenant: 3,
             ari_retry_after_s: 60,
         };

@@ -111,7 +111,6 @@ fn acme_service(
         base_url,
         nonce_lifetime_s: secs(a.nonce_lifetime_s),
         order_lifetime_s: secs(a.order_lifetime_s),
-        eab_lifetime_s: secs(a.eab_lifetime_s),
         max_accounts_per_tenant: secs(a.max_accounts_per_tenant),
         ari_retry_after_s: secs(a.ari_retry_after_s),
     };

@@ -126,6 +126,11 @@ pub trait MetaStore: Send + Sync {
 
     /// Writes (or replaces) one setting with its audit entries.
     async fn set_meta(&self, key: &str, value: &str, audit: &[AuditRecord]) -> Result<()>;
+
+    /// Writes one setting with its audit entries only if it is not set yet,
+    /// and returns the value the database holds: of two nodes racing to make
+    /// it, both end up with the first one's.
+    async fn set_meta_once(&self, key: &str, value: &str, audit: &[AuditRecord]) -> Result<String>;
 }
 
 /// The storage itself: whether it can still be read and written, its

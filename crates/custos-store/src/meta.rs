@@ -51,6 +51,26 @@ impl MetaStore for SqlStore {
             .map_err(StoreError::db("read a setting"))
     }
 
+    async fn set_meta_once(&self, key: &str, value: &str, audit_records: &[AuditRecord]) -> Result<String> {
+        let mut tx = self.write().await?;
+        let inserted = sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("write a setting"))?;
+        if inserted.rows_affected() == 1 {
+            log::append(self.engine, &mut tx, audit_records).await?;
+        }
+        let stored: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::db("read a setting"))?;
+        tx.commit().await.map_err(StoreError::db("commit a setting"))?;
+        Ok(stored)
+    }
+
     async fn set_meta(&self, key: &str, value: &str, audit_records: &[AuditRecord]) -> Result<()> {
         let mut tx = self.write().await?;
         sqlx::query(

@@ -400,6 +400,9 @@ async fn inventory_contract(store: &dyn Store) {
     store.set_meta("crl_partition_size", "20", &[audit("meta.set")]).await.expect("replace");
     assert_eq!(store.meta("crl_partition_size").await.expect("meta").as_deref(), Some("20"));
     assert_eq!(store.meta("nothing").await.expect("meta"), None);
+    let first = store.set_meta_once("once", "a", &[audit("meta.set")]).await.expect("once");
+    let second = store.set_meta_once("once", "b", &[audit("meta.set")]).await.expect("again");
+    assert_eq!((first.as_str(), second.as_str()), ("a", "a"), "the first value stays; the second writes nothing");
     assert_eq!(store.tenant("acme").await.expect("tenant").map(|t| t.name), Some("acme".into()));
     assert_eq!(store.tenant("nobody").await.expect("tenant"), None);
     assert_eq!(store.tenants().await.expect("tenants").len(), 1);
@@ -442,7 +445,7 @@ async fn inventory_contract(store: &dyn Store) {
     let gone = store.key("k3").await.expect("key").expect("still recorded");
     assert_eq!((gone.status, gone.reference.is_empty()), (KeyStatus::Destroyed, true));
     assert!(store.destroy_key("nope", &[audit("key.destroy")]).await.is_err(), "no such key");
-    assert_eq!(audit_count(store).await, before + 6, "each change with its entries, the refused ones without");
+    assert_eq!(audit_count(store).await, before + 7, "each change with its entries, the refused ones without");
 
     // The blocklist: with a revocation (atomically), by hand, and the first reason stays.
     let blocked = |spki: &str, source: &str| BlockedKey {
