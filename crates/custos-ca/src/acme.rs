@@ -34,7 +34,6 @@ use custos_store::{AcmeAccountRecord, AcmeAuthzRecord, AcmeEabRecord, AcmeOrderR
 use custos_types::{CertificateStatus, ConnectionState, IncidentReplacements, IncidentState, Replacement, Transition};
 use serde_json::json;
 use time::OffsetDateTime;
-use tokio::sync::oneshot;
 
 use crate::authorization::Operation;
 use crate::{Ca, CaError, IssueRequest, KeySource, Principal, audit_record, visible};
@@ -106,13 +105,8 @@ pub struct Acme {
     /// The key nonces are MACed with, read from (or first written to) the database.
     nonce_key: tokio::sync::OnceCell<aws_lc_rs::hmac::Key>,
     /// Writes waiting for the next group commit.
-    ready: std::sync::Mutex<Vec<Waiting>>,
-    /// Held by whoever commits the waiting writes.
-    commit: tokio::sync::Mutex<()>,
+    writes: crate::group::GroupCommit<AcmeWrite, Result<(), StoreError>>,
 }
-
-/// A write waiting for the group commit, and where its outcome goes.
-type Waiting = (AcmeWrite, oneshot::Sender<Result<(), StoreError>>);
 
 /// Where the nonce key lives in the settings.
 const NONCE_KEY_META: &str = "acme_nonce_key";
@@ -207,14 +201,7 @@ impl Ca {
 impl Acme {
     /// The service over `ca`.
     pub fn new(ca: Arc<Ca>, settings: AcmeSettings, validator: Arc<dyn ChallengeValidator>) -> Acme {
-        Acme {
-            ca,
-            settings,
-            validator,
-            nonce_key: tokio::sync::OnceCell::new(),
-            ready: std::sync::Mutex::new(Vec::new()),
-            commit: tokio::sync::Mutex::new(()),
-        }
+        Acme { ca, settings, validator, nonce_key: tokio::sync::OnceCell::new(), writes: Default::default() }
     }
 
     /// The settings.
@@ -301,39 +288,24 @@ impl Acme {
 
     /// Commits `w` with whatever other writes are waiting (see the module comment).
     async fn write(&self, w: AcmeWrite) -> Result<(), StoreError> {
-        let (reply, mut answer) = oneshot::channel();
-        self.ready.lock().map_err(|_| StoreError::Invalid("the ACME write queue is poisoned".into()))?.push((w, reply));
-        let turn = self.commit.lock().await;
-        if let Ok(done) = answer.try_recv() {
-            return done;
-        }
-        let group = std::mem::take(
-            &mut *self.ready.lock().map_err(|_| StoreError::Invalid("the ACME write queue is poisoned".into()))?,
-        );
-        if !group.is_empty() {
-            // In its own task: if this caller goes away mid-commit, the group
-            // still commits and every other caller still gets its answer.
-            let store = self.ca.store.clone();
-            let _ = tokio::spawn(async move {
-                let (writes, replies): (Vec<AcmeWrite>, Vec<_>) = group.into_iter().unzip();
-                match store.apply_acme(&writes).await {
-                    Ok(outcomes) => {
-                        for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                            let _ = reply.send(outcome);
-                        }
-                    }
-                    Err(e) => {
-                        let said = e.to_string();
-                        for reply in replies {
-                            let _ = reply.send(Err(StoreError::Unavailable(said.clone())));
-                        }
+        let store = self.ca.store.clone();
+        let outcome = self.writes.submit(w, move |group| async move {
+            let (writes, replies): (Vec<AcmeWrite>, Vec<_>) = group.into_iter().unzip();
+            match store.apply_acme(&writes).await {
+                Ok(outcomes) => {
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(outcome);
                     }
                 }
-            })
-            .await;
-        }
-        drop(turn);
-        answer.await.map_err(|_| StoreError::Invalid("the ACME commit stopped before it answered".into()))?
+                Err(e) => {
+                    let said = e.to_string();
+                    for reply in replies {
+                        let _ = reply.send(Err(StoreError::Unavailable(said.clone())));
+                    }
+                }
+            }
+        });
+        outcome.await.unwrap_or_else(|| Err(StoreError::Invalid("the ACME commit stopped before it answered".into())))
     }
 
     /// Parses and verifies a request that arrived at `url`: the `url`

@@ -31,7 +31,6 @@ use custos_types::KeyStatus;
 use serde::Serialize;
 use serde_json::json;
 use time::OffsetDateTime;
-use tokio::sync::oneshot;
 
 use crate::authorization::Operation;
 use crate::inventory::ConnectionOptions;
@@ -141,17 +140,9 @@ pub(crate) struct Custody {
 /// An opened connection key with its certificate's DER and expiry (Unix seconds).
 type OpenedKey = (ConnectionKey, Arc<Vec<u8>>, i64);
 
-/// An audit entry waiting for its commit, with the assertion it records (if any).
-type Waiting = (AuditRecord, Option<SignatureRecord>, oneshot::Sender<Result<u64>>);
-
 /// Group commit for audit entries that must be durable before an answer
-/// leaves: concurrent callers share one transaction (see `grouped.rs`, which
-/// does the same for certificates).
-#[derive(Default)]
-pub(crate) struct AuditGroup {
-    ready: Mutex<Vec<Waiting>>,
-    commit: tokio::sync::Mutex<()>,
-}
+/// leaves, each with the assertion it records (if any).
+type AuditGroup = crate::group::GroupCommit<(AuditRecord, Option<SignatureRecord>), Result<u64>>;
 
 fn poisoned() -> CaError {
     CaError::Inconsistent("custody state poisoned".into())
@@ -165,41 +156,30 @@ impl Ca {
         record: AuditRecord,
         signature: Option<SignatureRecord>,
     ) -> Result<u64> {
-        let group = &self.custody.log;
-        let (reply, mut answer) = oneshot::channel();
-        group.ready.lock().map_err(|_| poisoned())?.push((record, signature, reply));
-        let turn = group.commit.lock().await;
-        if let Ok(done) = answer.try_recv() {
-            return done;
-        }
-        let batch = std::mem::take(&mut *group.ready.lock().map_err(|_| poisoned())?);
-        if !batch.is_empty() {
-            // In its own task: a caller that goes away mid-commit does not stop the others' answers.
-            let ca = self.clone();
-            let _ = tokio::spawn(async move {
-                let records: Vec<AuditRecord> = batch.iter().map(|(r, _, _)| r.clone()).collect();
-                let signatures: Vec<(usize, SignatureRecord)> =
-                    batch.iter().enumerate().filter_map(|(i, (_, s, _))| s.clone().map(|s| (i, s))).collect();
-                match ca.store.record_signatures(&records, &signatures).await {
-                    Ok(first) => {
-                        for (i, (_, _, reply)) in batch.into_iter().enumerate() {
-                            let _ = reply.send(Ok(first + i as u64));
-                        }
-                    }
-                    Err(e) => {
-                        let said = e.to_string();
-                        for (_, _, reply) in batch {
-                            let _ = reply.send(Err(CaError::Inconsistent(format!(
-                                "the audit entry could not be written, so nothing was signed: {said}"
-                            ))));
-                        }
+        let ca = self.clone();
+        let outcome = self.custody.log.submit((record, signature), move |batch| async move {
+            let records: Vec<AuditRecord> = batch.iter().map(|((r, _), _)| r.clone()).collect();
+            let signatures: Vec<(usize, SignatureRecord)> =
+                batch.iter().enumerate().filter_map(|(i, ((_, s), _))| s.clone().map(|s| (i, s))).collect();
+            match ca.store.record_signatures(&records, &signatures).await {
+                Ok(first) => {
+                    for (i, (_, reply)) in batch.into_iter().enumerate() {
+                        let _ = reply.send(Ok(first + i as u64));
                     }
                 }
-            })
-            .await;
-        }
-        drop(turn);
-        answer.await.map_err(|_| CaError::Inconsistent("the audit commit stopped before it answered".into()))?
+                Err(e) => {
+                    let said = e.to_string();
+                    for (_, reply) in batch {
+                        let _ = reply.send(Err(CaError::Inconsistent(format!(
+                            "the audit entry could not be written, so nothing was signed: {said}"
+                        ))));
+                    }
+                }
+            }
+        });
+        outcome
+            .await
+            .unwrap_or_else(|| Err(CaError::Inconsistent("the audit commit stopped before it answered".into())))
     }
 
     /// Puts a connection's key in custody: generates it (and a standby) in

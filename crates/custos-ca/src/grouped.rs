@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use custos_store::{AuditRecord, CertificateRecord};
 use time::OffsetDateTime;
-use tokio::sync::oneshot;
 
 use crate::issuance::{IssueRequest, Issued};
 use crate::{Ca, CaError, Principal, Result};
@@ -22,18 +21,13 @@ use crate::{Ca, CaError, Principal, Result};
 /// Positions reserved at once for grouped issuance.
 const POSITION_CHUNK: i64 = 4096;
 
-/// A signed certificate waiting for the commit.
-pub(crate) struct Ready {
-    issued: Issued,
-    audit: AuditRecord,
-    reply: oneshot::Sender<Result<Issued>>,
-}
+/// A signed certificate and its audit entry, waiting for the commit.
+type Ready = crate::group::Pending<(Issued, AuditRecord), Result<Issued>>;
 
-/// The certificates waiting for the commit, the commit, and positions reserved ahead.
+/// The certificates waiting for the commit, and positions reserved ahead.
 #[derive(Default)]
 pub(crate) struct Groups {
-    ready: std::sync::Mutex<Vec<Ready>>,
-    commit: tokio::sync::Mutex<()>,
+    ready: crate::group::GroupCommit<(Issued, AuditRecord), Result<Issued>>,
     /// (issuer, next position, end of the reserved range).
     positions: tokio::sync::Mutex<Option<(String, i64, i64)>>,
 }
@@ -44,22 +38,10 @@ impl Ca {
     /// answer, as from [`Ca::issue`], comes only once the certificate and its
     /// audit entry are durable.
     pub async fn issue_grouped(self: &Arc<Self>, principal: &Principal, request: IssueRequest) -> Result<Issued> {
-        let (issued, audit) = self.sign_one(principal, &request).await?;
-        let (reply, mut answer) = oneshot::channel();
-        self.groups.ready.lock().map_err(|_| poisoned())?.push(Ready { issued, audit, reply });
-        let turn = self.groups.commit.lock().await;
-        if let Ok(done) = answer.try_recv() {
-            return done;
-        }
-        let group = std::mem::take(&mut *self.groups.ready.lock().map_err(|_| poisoned())?);
-        if !group.is_empty() {
-            // In its own task: if this caller goes away mid-commit, the group
-            // still commits and every other caller still gets its answer.
-            let ca = self.clone();
-            let _ = tokio::spawn(async move { ca.commit_ready(group).await }).await;
-        }
-        drop(turn);
-        answer.await.map_err(|_| CaError::Inconsistent("issuance stopped before it answered".into()))?
+        let signed = self.sign_one(principal, &request).await?;
+        let ca = self.clone();
+        let outcome = self.groups.ready.submit(signed, move |group| async move { ca.commit_ready(group).await });
+        outcome.await.unwrap_or_else(|| Err(CaError::Inconsistent("issuance stopped before it answered".into())))
     }
 
     /// Policy, plan, blocklist, position and signature for one request, and its audit entry.
@@ -89,19 +71,19 @@ impl Ca {
 
     /// Commits every ready certificate in one transaction and answers each.
     async fn commit_ready(&self, group: Vec<Ready>) {
-        let records: Vec<CertificateRecord> = group.iter().map(|r| r.issued.record.clone()).collect();
-        let audit: Vec<AuditRecord> = group.iter().map(|r| r.audit.clone()).collect();
+        let records: Vec<CertificateRecord> = group.iter().map(|((issued, _), _)| issued.record.clone()).collect();
+        let audit: Vec<AuditRecord> = group.iter().map(|((_, audit), _)| audit.clone()).collect();
         match self.store.insert_certificates(&records, &audit).await {
             Ok(()) => {
-                for r in group {
-                    let _ = r.reply.send(Ok(r.issued));
+                for ((issued, _), reply) in group {
+                    let _ = reply.send(Ok(issued));
                 }
             }
             Err(e) => {
                 let said = e.to_string();
                 let unavailable = matches!(e, custos_store::StoreError::Unavailable(_));
-                for r in group {
-                    let _ = r.reply.send(Err(if unavailable {
+                for (_, reply) in group {
+                    let _ = reply.send(Err(if unavailable {
                         CaError::Store(custos_store::StoreError::Unavailable(said.clone()))
                     } else {
                         CaError::Inconsistent(format!("the commit of this request's group failed: {said}"))
@@ -127,8 +109,4 @@ impl Ca {
         *pool = Some((issuer.to_string(), first + n, first + chunk));
         Ok(first)
     }
-}
-
-fn poisoned() -> CaError {
-    CaError::Inconsistent("the issuance queue is poisoned".into())
 }

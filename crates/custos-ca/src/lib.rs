@@ -22,6 +22,7 @@ pub mod custody;
 mod error;
 pub mod files;
 mod fresh;
+mod group;
 mod grouped;
 pub mod incident;
 mod inventory;
