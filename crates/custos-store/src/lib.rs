@@ -44,7 +44,7 @@ pub use custos_types::{
     AuditFilter, AuditRecord, BlockedKey, CertificateFilter, CertificateRecord, CertificateState, CheckpointRecord,
     ConnectionRecord, CustodyChange, CustodyKeyRecord, CustodySlot, IncidentReplacements, IssuerRecord, KeyRecord,
     KeyUsage, OperatorRecord, ResponderRecord, Revocation, RevocationEvent, RevokedRow, SignatureProbe,
-    SignatureRecord, SigningPolicy, StatusFilter, TenantRecord, TokenRecord,
+    SignatureRecord, SigningPolicy, StatusFilter, StoreFigures, TenantRecord, TokenRecord,
 };
 pub use custos_types::{
     IncidentCertificate, IncidentConnection, IncidentRecord, OutboxMessage, Replacement, Transition, WebhookRecord,
@@ -151,6 +151,14 @@ pub trait MaintenanceStore: Send + Sync {
     /// empty file, while others keep reading and writing (SQLite `VACUUM
     /// INTO`). PostgreSQL is backed up with its own tools: refused here.
     async fn backup_to(&self, path: &std::path::Path) -> Result<()>;
+
+    /// The counts dashboards show, as of `now` (Unix seconds): certificates
+    /// by status and expiry, incidents, webhook messages, the audit log. One
+    /// pass over the certificates: seconds at millions, so callers cache it.
+    async fn figures(&self, now: i64) -> Result<StoreFigures>;
+
+    /// Connections of the pool: (open, idle).
+    fn pool_state(&self) -> (u32, u32);
 }
 
 /// Tenants and their connections (with their issuance policy).

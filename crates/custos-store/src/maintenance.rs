@@ -2,6 +2,7 @@
 //! implementation of [`crate::MaintenanceStore`].
 
 use async_trait::async_trait;
+use sqlx::Row;
 
 use crate::backend::SqlStore;
 use crate::dialect::Engine;
@@ -101,6 +102,89 @@ impl MaintenanceStore for SqlStore {
             .await
             .map_err(StoreError::db("write a backup"))?;
         Ok(())
+    }
+
+    async fn figures(&self, now: i64) -> Result<StoreFigures> {
+        let read = |source| StoreError::Database { operation: "count for the figures", source };
+        let mut conn = self.pool.acquire().await.map_err(StoreError::db("count for the figures"))?;
+        let mut f = StoreFigures::default();
+        let rows = sqlx::query(
+            "SELECT status, CASE WHEN not_after < $1 THEN 1 ELSE 0 END AS expired, COUNT(*) AS n \
+             FROM certificates GROUP BY status, CASE WHEN not_after < $1 THEN 1 ELSE 0 END",
+        )
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(StoreError::db("count certificates by status"))?;
+        for r in &rows {
+            let status: String = r.try_get("status").map_err(read)?;
+            let expired: i64 = r.try_get("expired").map_err(read)?;
+            let n: i64 = r.try_get("n").map_err(read)?;
+            match (status.as_str(), expired) {
+                ("revoked", _) => f.revoked += n,
+                (_, 0) => f.valid += n,
+                _ => f.expired += n,
+            }
+        }
+        // notAfter is indexed: these read only the certificates near expiry.
+        let expiring = |days: i64| {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM certificates WHERE not_after >= $1 AND not_after < $2 AND status <> 'revoked'",
+            )
+            .bind(now)
+            .bind(now + days * 86_400)
+        };
+        f.expiring_7d =
+            expiring(7).fetch_one(&mut *conn).await.map_err(StoreError::db("count expiring certificates"))?;
+        f.expiring_30d =
+            expiring(30).fetch_one(&mut *conn).await.map_err(StoreError::db("count expiring certificates"))?;
+        // Revocations are a feed in time order: today's are its tail.
+        f.revoked_today = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM revocations WHERE time >= $1")
+            .bind(now - now.rem_euclid(86_400))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(StoreError::db("count today's revocations"))?;
+        let grouped = |sql: &'static str| sqlx::query(sql);
+        let pairs = |rows: Vec<sqlx::any::AnyRow>| -> Result<Vec<(String, i64)>> {
+            rows.iter()
+                .map(|r| Ok((r.try_get::<String, _>(0).map_err(read)?, r.try_get::<i64, _>(1).map_err(read)?)))
+                .collect()
+        };
+        f.incidents = pairs(
+            grouped("SELECT state, COUNT(*) FROM incidents GROUP BY state ORDER BY state")
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(StoreError::db("count incidents"))?,
+        )?;
+        f.incident_connections = pairs(
+            grouped(
+                "SELECT c.state, COUNT(*) FROM incident_connections c JOIN incidents i ON i.id = c.incident \
+                 WHERE i.state <> 'closed' GROUP BY c.state ORDER BY c.state",
+            )
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(StoreError::db("count incident connections"))?,
+        )?;
+        f.outbox = pairs(
+            grouped("SELECT state, COUNT(*) FROM outbox GROUP BY state ORDER BY state")
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(StoreError::db("count webhook messages"))?,
+        )?;
+        f.audit_size = crate::log::size_in(&mut conn).await? as i64;
+        if let Some(r) = sqlx::query("SELECT size, time FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(StoreError::db("read the latest checkpoint"))?
+        {
+            f.checkpoint_size = r.try_get("size").map_err(read)?;
+            f.checkpoint_time = Some(r.try_get("time").map_err(read)?);
+        }
+        Ok(f)
+    }
+
+    fn pool_state(&self) -> (u32, u32) {
+        (self.pool.size(), self.pool.num_idle() as u32)
     }
 }
 

@@ -1104,6 +1104,50 @@ async fn maintenance_contract(backend: &Backend, store: &SqlStore) {
             (&c.issuer, &c.tenant, &c.connection, &c.spki_sha256, c.not_after, c.status, c.revocation_reason)
         );
     }
+    // The figures agree with the records they count, at a time that splits them.
+    let now = all.iter().filter_map(|c| c.revoked_at).max().unwrap_or(1_000);
+    let figures = store.figures(now).await.expect("figures");
+    let revoked = |c: &&CertificateRecord| c.status == CertificateStatus::Revoked;
+    let live = |c: &&CertificateRecord| !revoked(c) && c.not_after >= now;
+    let within = |days: i64| all.iter().filter(live).filter(|c| c.not_after < now + days * 86_400).count() as i64;
+    let day = now - now.rem_euclid(86_400);
+    assert_eq!(
+        (figures.valid, figures.revoked, figures.expired, figures.expiring_7d, figures.expiring_30d),
+        (
+            all.iter().filter(live).count() as i64,
+            all.iter().filter(revoked).count() as i64,
+            all.iter().filter(|c| !revoked(c) && c.not_after < now).count() as i64,
+            within(7),
+            within(30),
+        )
+    );
+    assert!(figures.revoked > 0 && figures.valid > 0, "{figures:?}");
+    assert_eq!(
+        figures.revoked_today,
+        all.iter().filter(revoked).filter(|c| c.revoked_at.is_some_and(|t| t >= day)).count() as i64
+    );
+    let incidents = store.incidents().await.expect("incidents");
+    let mut by_state = std::collections::BTreeMap::<String, i64>::new();
+    let mut outbox = std::collections::BTreeMap::<String, i64>::new();
+    for i in &incidents {
+        *by_state.entry(i.state.to_string()).or_default() += 1;
+        for m in store.outbox(&i.id).await.expect("outbox") {
+            *outbox.entry(m.state.to_string()).or_default() += 1;
+        }
+    }
+    assert_eq!(figures.incidents, by_state.into_iter().collect::<Vec<_>>());
+    assert_eq!(figures.outbox, outbox.into_iter().collect::<Vec<_>>());
+    let open_connections: i64 = figures.incident_connections.iter().map(|(_, n)| n).sum();
+    let mut expected_open = 0;
+    for i in incidents.iter().filter(|i| i.state != IncidentState::Closed) {
+        expected_open += store.incident_connections(&i.id).await.expect("connections").len() as i64;
+    }
+    assert_eq!(open_connections, expected_open);
+    assert_eq!(figures.audit_size as u64, store.audit_size().await.expect("size"));
+    let latest = store.latest_checkpoint().await.expect("checkpoint");
+    assert_eq!(figures.checkpoint_time, latest.as_ref().map(|c| c.time));
+    let (open, idle) = store.pool_state();
+    assert!(open >= 1 && idle <= open, "pool {open} open, {idle} idle");
     let dir = tempfile::tempdir().expect("tempdir");
     let copy = dir.path().join("backup.db");
     match backend {

@@ -18,7 +18,7 @@ pub use records::{
     ConnectionRecord, CustodyChange, CustodyKeyRecord, IncidentCertificate, IncidentConnection, IncidentRecord,
     IncidentReplacements, IssuerRecord, KeyRecord, KeyUsage, OperatorRecord, OutboxMessage, Replacement,
     ResponderRecord, Revocation, RevocationEvent, RevokedRow, SignatureProbe, SignatureRecord, SigningPolicy,
-    StatusFilter, TenantRecord, TokenRecord, Transition, WebhookRecord,
+    StatusFilter, StoreFigures, TenantRecord, TokenRecord, Transition, WebhookRecord,
 };
 pub use state::{
     CertificateStatus, ConnectionState, CustodySlot, DeliveryState, IncidentState, IssuerRole, IssuerStatus, KeyStatus,

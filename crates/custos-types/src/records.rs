@@ -776,3 +776,33 @@ pub enum AcmeWrite {
         audit: Vec<AuditRecord>,
     },
 }
+
+/// Counts over the whole store that dashboards and `/metrics` show, read in
+/// one go by [`MaintenanceStore::figures`](../custos_store/trait.MaintenanceStore.html).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreFigures {
+    /// Certificates not revoked and not expired.
+    pub valid: i64,
+    /// Certificates revoked (expired or not).
+    pub revoked: i64,
+    /// Certificates expired and not revoked.
+    pub expired: i64,
+    /// Valid certificates whose notAfter is within 7 days.
+    pub expiring_7d: i64,
+    /// Valid certificates whose notAfter is within 30 days (those within 7 days included).
+    pub expiring_30d: i64,
+    /// Certificates revoked since the start of the current UTC day.
+    pub revoked_today: i64,
+    /// Incidents by state (every state present, closed ones included).
+    pub incidents: Vec<(String, i64)>,
+    /// Connections of incidents not closed, by their state in the incident.
+    pub incident_connections: Vec<(String, i64)>,
+    /// Webhook messages by delivery state.
+    pub outbox: Vec<(String, i64)>,
+    /// Entries in the audit log.
+    pub audit_size: i64,
+    /// When the newest checkpoint was signed (Unix seconds), if any.
+    pub checkpoint_time: Option<i64>,
+    /// Size of the checkpoint that is newest.
+    pub checkpoint_size: i64,
+}
