@@ -329,7 +329,7 @@ impl Ca {
             .meta(META_OPERATORS_CA_KEY)
             .await?
             .ok_or_else(|| CaError::Inconsistent("the operators' CA has no key recorded".into()))?;
-        let signer = self.signer(&key_id).await?;
+        let signer = self.signer(&key_id, crate::metrics::Purpose::OperatorCertificate).await?;
         let ca = custos_pki::CaIssuer::new(&ca_der, signer)?;
         let (public, algorithm, leaf) = match csr {
             Some(bytes) => {

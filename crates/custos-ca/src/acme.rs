@@ -289,6 +289,7 @@ impl Acme {
     /// Commits `w` with whatever other writes are waiting (see the module comment).
     async fn write(&self, w: AcmeWrite) -> Result<(), StoreError> {
         let store = self.ca.store.clone();
+        let _observe = crate::metrics::ObserveOnDrop(&self.ca.metrics.audit_append_seconds, std::time::Instant::now());
         let outcome = self.writes.submit(w, move |group| async move {
             let (writes, replies): (Vec<AcmeWrite>, Vec<_>) = group.into_iter().unzip();
             match store.apply_acme(&writes).await {

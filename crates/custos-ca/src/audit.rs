@@ -176,7 +176,7 @@ impl Ca {
         }
         let vkey = self.log_verifier_key().await?;
         let root = self.stored_root(size).await?;
-        let signer = self.signer(&key_id).await?;
+        let signer = self.signer(&key_id, crate::metrics::Purpose::Checkpoint).await?;
         let checkpoint = Checkpoint { origin: vkey.name.clone(), size, root };
         let note = checkpoint.sign(&vkey, |body| signer.sign(body))?;
         let record =
@@ -470,4 +470,34 @@ impl Ca {
 /// The canonical bytes of a stored entry.
 fn entry_bytes(e: &AuditEntry) -> Result<Vec<u8>> {
     Ok(custos_store::entry_fields(e).encode()?)
+}
+
+impl Ca {
+    /// Writes one service-log line (target `custos::change`) for each audit
+    /// entry from index `from` on, at most `limit`, and returns the index
+    /// after the last: the entries are committed, so the line never reports
+    /// a change that rolled back. Each node writes the lines of the entries
+    /// it reads, whichever node made them.
+    pub async fn log_changes(&self, principal: &Principal, from: u64, limit: u64) -> Result<u64> {
+        authorize(principal, Operation::ReadAudit)?;
+        let entries = self.store.audit_entries(from, limit).await?;
+        let mut next = from;
+        for e in &entries {
+            let r = &e.record;
+            tracing::info!(
+                target: "custos::change",
+                index = e.index,
+                actor = %r.actor,
+                action = %r.action,
+                object = %r.object,
+                request_id = serde_json::from_str::<serde_json::Value>(&r.details)
+                    .ok()
+                    .and_then(|d| d.get("request_id").and_then(|v| v.as_str()).map(str::to_string))
+                    .unwrap_or_default(),
+                "state change"
+            );
+            next = e.index + 1;
+        }
+        Ok(next)
+    }
 }

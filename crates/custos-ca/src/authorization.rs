@@ -17,8 +17,11 @@
 //!   Account Binding named: it issues by CSR, revokes and reads those
 //!   certificates, and nothing else;
 //! - custos itself (background jobs) signs OCSP, CRLs and checkpoints,
-//!   delivers notifications and rotates connection keys past their age, and
-//!   nothing else.
+//!   delivers notifications, rotates connection keys past their age,
+//!   counts the figures `/metrics` shows and reads its own log (to write
+//!   each committed change to the service log), and nothing else;
+//! - the figures and metrics (counts only) are for admins, operators and
+//!   auditors, never for tenants or ACME accounts.
 
 use crate::{CaError, Principal, Role};
 
@@ -110,6 +113,8 @@ pub enum Operation<'a> {
         /// The connection the accounts are limited to, if any.
         connection: Option<&'a str>,
     },
+    /// Read the service's figures and metrics (counts, never a tenant's objects).
+    ReadMetrics,
     /// Sign with a connection's custodied key (a client assertion, a digest).
     Sign {
         /// The tenant.
@@ -151,6 +156,7 @@ impl Operation<'_> {
             Operation::Sign { .. } => "sign with a connection key",
             Operation::RotateCustodyKeys => "rotate connection keys",
             Operation::CreateAcmeBinding { .. } => "create an ACME account binding",
+            Operation::ReadMetrics => "read metrics",
         }
     }
 }
@@ -185,6 +191,7 @@ pub fn decide(principal: &Principal, operation: &Operation<'_>) -> Decision {
             | O::ReadIncidents(_)
             | O::AcknowledgeIncident { .. }
             | O::CreateAcmeBinding { .. }
+            | O::ReadMetrics
             | O::Sign { .. } => Allow,
             _ => Deny,
         },
@@ -196,6 +203,7 @@ pub fn decide(principal: &Principal, operation: &Operation<'_>) -> Decision {
             | O::ReadKeys
             | O::ReadAudit
             | O::ReadAccess
+            | O::ReadMetrics
             | O::ReadIncidents(_) => Allow,
             _ => Deny,
         },
@@ -269,6 +277,8 @@ pub fn decide(principal: &Principal, operation: &Operation<'_>) -> Decision {
             | O::SignCheckpoint
             | O::DeliverNotifications
             | O::ReadIssuers
+            | O::ReadMetrics
+            | O::ReadAudit
             | O::RotateCustodyKeys => Allow,
             _ => Deny,
         },

@@ -157,6 +157,7 @@ impl Ca {
         signature: Option<SignatureRecord>,
     ) -> Result<u64> {
         let ca = self.clone();
+        let _observe = crate::metrics::ObserveOnDrop(&self.metrics.audit_append_seconds, std::time::Instant::now());
         let outcome = self.custody.log.submit((record, signature), move |batch| async move {
             let records: Vec<AuditRecord> = batch.iter().map(|((r, _), _)| r.clone()).collect();
             let signatures: Vec<(usize, SignatureRecord)> =
@@ -696,6 +697,7 @@ impl Ca {
             .await
             .map_err(|e| CaError::Inconsistent(format!("signing task failed: {e}")))?
             .map_err(CaError::from)
+            .inspect(|_| self.metrics.signed("connection", crate::metrics::Purpose::Connection))
     }
 
     /// The connection's active custody key, if the principal may sign with it

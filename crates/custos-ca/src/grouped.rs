@@ -40,6 +40,7 @@ impl Ca {
     pub async fn issue_grouped(self: &Arc<Self>, principal: &Principal, request: IssueRequest) -> Result<Issued> {
         let signed = self.sign_one(principal, &request).await?;
         let ca = self.clone();
+        let _observe = crate::metrics::ObserveOnDrop(&self.metrics.audit_append_seconds, std::time::Instant::now());
         let outcome = self.groups.ready.submit(signed, move |group| async move { ca.commit_ready(group).await });
         outcome.await.unwrap_or_else(|| Err(CaError::Inconsistent("issuance stopped before it answered".into())))
     }

@@ -382,7 +382,7 @@ impl Ca {
                 return Err(CaError::Inconsistent("issuer chain loops".into()));
             }
         }
-        let issuer = self.ca_issuer(&record).await?;
+        let issuer = self.ca_issuer(&record, crate::metrics::Purpose::Certificate).await?;
         let active = Arc::new(ActiveIssuer { urls: self.urls_for(&record.id), record, issuer, chain: Arc::new(chain) });
         *self.active.lock().map_err(|_| CaError::Inconsistent("issuer cache poisoned".into()))? = Some(active.clone());
         Ok(active)

@@ -27,6 +27,7 @@ mod grouped;
 pub mod incident;
 mod inventory;
 mod issuance;
+pub mod metrics;
 pub mod policy;
 mod principal;
 pub mod publisher;
@@ -60,7 +61,7 @@ pub use incident::notify;
 pub use inventory::{CertificateView, ConnectionOptions, IssuerView, KeyView, ListFilter, rfc3339};
 pub use issuance::{BulkOutcome, IssueRequest, Issued, KeySource, ResultWriter, random_password};
 pub use principal::{Principal, Role, current_uid};
-pub use publisher::{OcspAnswer, StatusPublisher};
+pub use publisher::{CrlStatus, OcspAnswer, PublisherStatus, StatusPublisher};
 pub use replay::{StateDifference, StateReport};
 pub use revocation::{CRL_LIFETIME, Crl, ResponderKey};
 
@@ -151,6 +152,10 @@ pub struct Ca {
     custody: custody::Custody,
     /// Bearer tokens as read, reused for at most a second.
     tokens: fresh::Fresh<String, custos_types::TokenRecord>,
+    /// What `/metrics` shows of the domain.
+    metrics: Arc<metrics::CaMetrics>,
+    /// The store's figures as last counted, and when.
+    figures: Mutex<Option<(custos_types::StoreFigures, i64)>>,
 }
 
 impl Ca {
@@ -210,6 +215,8 @@ impl Ca {
             groups: grouped::Groups::default(),
             custody: custody::Custody::default(),
             tokens: fresh::Fresh::default(),
+            metrics: Arc::default(),
+            figures: Mutex::new(None),
             approval_policy: Default::default(),
         };
         // Its own transaction: a crash before it leaves a custos without an
@@ -244,6 +251,8 @@ impl Ca {
             groups: grouped::Groups::default(),
             custody: custody::Custody::default(),
             tokens: fresh::Fresh::default(),
+            metrics: Arc::default(),
+            figures: Mutex::new(None),
             approval_policy: Default::default(),
         })
     }
@@ -277,6 +286,9 @@ impl Ca {
             return answer.clone();
         }
         let answer = self.store.check_storage().await.map_err(|e| e.to_string());
+        if answer.is_err() {
+            self.metrics.storage_errors.inc();
+        }
         if let Ok(mut last) = self.health.lock() {
             *last = Some((std::time::Instant::now(), answer.clone()));
         }
@@ -353,8 +365,8 @@ impl Ca {
         self.keys.as_ref().ok_or(CaError::KeyStoreSealed)
     }
 
-    /// Loads the signer of a stored key.
-    async fn signer(&self, key_id: &str) -> Result<Arc<dyn Signer>> {
+    /// Loads the signer of a stored key, counting its signatures as `purpose`.
+    async fn signer(&self, key_id: &str, purpose: metrics::Purpose) -> Result<Arc<dyn Signer>> {
         let record = self
             .store
             .key(key_id)
@@ -370,7 +382,17 @@ impl Ca {
         if signer.public_key().spki_der() != record.public_key {
             return Err(CaError::Inconsistent(format!("key {key_id} does not match its recorded public key")));
         }
-        Ok(signer)
+        let signatures = self
+            .metrics
+            .signatures
+            .get_or_create(&metrics::SignatureLabels { key: key_id.to_string(), purpose: purpose.as_str() });
+        // Resolved once here: a signature then costs one atomic add (OCSP signs on its hot path).
+        Ok(Arc::new(Counted { inner: signer, signatures: signatures.clone() }))
+    }
+
+    /// The domain's metrics, to register and to read.
+    pub fn metrics(&self) -> &Arc<metrics::CaMetrics> {
+        &self.metrics
     }
 
     /// Drops the cached active issuer, after the CAs changed.
@@ -385,10 +407,32 @@ impl Ca {
         issuer_urls(&self.base_url, issuer_id)
     }
 
-    /// Pairs an issuer record with its unsealed key.
-    async fn ca_issuer(&self, record: &IssuerRecord) -> Result<CaIssuer> {
-        let signer = self.signer(&record.key_id).await?;
+    /// Pairs an issuer record with its unsealed key, which signs for `purpose`.
+    async fn ca_issuer(&self, record: &IssuerRecord, purpose: metrics::Purpose) -> Result<CaIssuer> {
+        let signer = self.signer(&record.key_id, purpose).await?;
         Ok(CaIssuer::new(&record.cert_der, signer)?)
+    }
+}
+
+/// A signer that counts what it signs in `custos_signatures_total`.
+struct Counted {
+    inner: Arc<dyn Signer>,
+    signatures: prometheus_client::metrics::counter::Counter,
+}
+
+impl Signer for Counted {
+    fn algorithm(&self) -> KeyAlgorithm {
+        self.inner.algorithm()
+    }
+
+    fn public_key(&self) -> &custos_types::PublicKey {
+        self.inner.public_key()
+    }
+
+    fn sign(&self, message: &[u8]) -> std::result::Result<Vec<u8>, custos_types::SignError> {
+        let signature = self.inner.sign(message)?;
+        self.signatures.inc();
+        Ok(signature)
     }
 }
 

@@ -81,11 +81,29 @@ pub struct OcspAnswer {
     /// The journal epoch its signature was recorded in (0: none); it is
     /// released once the log covers that epoch.
     epoch: u64,
+    /// `successful`, or the OCSP error status (`malformedRequest`,
+    /// `internalError`, `tryLater`, `unauthorized`): the metrics' outcome label.
+    pub outcome: &'static str,
+    /// Whether it came from the cache of signed responses (no signature made).
+    pub cached: bool,
 }
 
 impl OcspAnswer {
     fn error(status: ResponseStatus) -> OcspAnswer {
-        OcspAnswer { der: Arc::new(error_response(status)), validity: None, tag: None, epoch: 0 }
+        let outcome = match status {
+            ResponseStatus::MalformedRequest => "malformedRequest",
+            ResponseStatus::InternalError => "internalError",
+            ResponseStatus::TryLater => "tryLater",
+            ResponseStatus::Unauthorized => "unauthorized",
+        };
+        OcspAnswer {
+            der: Arc::new(error_response(status)),
+            validity: None,
+            tag: None,
+            epoch: 0,
+            outcome,
+            cached: false,
+        }
     }
 }
 
@@ -178,6 +196,38 @@ pub struct StatusPublisher {
     flushing: tokio::sync::Mutex<()>,
     /// The last journal write failed: no new signature on demand until one succeeds.
     log_failing: AtomicBool,
+    /// When the revocation feed was last read without error (Unix seconds).
+    feed_read_at: AtomicI64,
+}
+
+/// What this node's publisher holds, for `/metrics` and the console.
+#[derive(Clone, Debug)]
+pub struct PublisherStatus {
+    /// The revocation feed position applied here.
+    pub feed_position: i64,
+    /// When the feed was last read without error (Unix seconds; 0 never).
+    pub feed_read_at: i64,
+    /// OCSP signatures not yet in the audit log.
+    pub unlogged_signatures: usize,
+    /// The CRLs served here, by issuer and partition.
+    pub crls: Vec<CrlStatus>,
+}
+
+/// One CRL this node serves.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CrlStatus {
+    /// The issuer's id.
+    pub issuer: String,
+    /// The partition number.
+    pub partition: i64,
+    /// thisUpdate (Unix seconds).
+    pub this_update: i64,
+    /// nextUpdate (Unix seconds).
+    pub next_update: i64,
+    /// DER size in bytes.
+    pub bytes: usize,
+    /// Revoked certificates listed.
+    pub entries: usize,
 }
 
 /// (issuer id, responder key id): whose signatures a batch holds.
@@ -241,6 +291,7 @@ impl StatusPublisher {
             durable: AtomicU64::new(0),
             flushing: tokio::sync::Mutex::new(()),
             log_failing: AtomicBool::new(false),
+            feed_read_at: AtomicI64::new(0),
         };
         publisher.reload_issuers().await?;
         let ids: Vec<String> = publisher.issuer_entries().iter().map(|i| i.id.clone()).collect();
@@ -435,6 +486,8 @@ impl StatusPublisher {
             validity: Some((now, now + RESPONSE_LIFETIME)),
             tag: Some(tag.into()),
             epoch,
+            outcome: "successful",
+            cached: false,
         })
     }
 
@@ -474,7 +527,7 @@ impl StatusPublisher {
     fn lookup(&self, id: &CertId, now: OffsetDateTime) -> Option<OcspAnswer> {
         let cache = self.cache.read().ok()?;
         let hit = cache.entries.get(&id.serial)?.iter().find(|c| c.id.der == id.der)?;
-        (now - hit.signed_at()? < RESPONSE_REFRESH_AFTER).then(|| hit.answer.clone())
+        (now - hit.signed_at()? < RESPONSE_REFRESH_AFTER).then(|| OcspAnswer { cached: true, ..hit.answer.clone() })
     }
 
     fn store_cached(&self, issuer: &str, id: &CertId, answer: OcspAnswer, status: CertStatus) {
@@ -504,6 +557,33 @@ impl StatusPublisher {
     /// [`MAX_UNLOGGED_SIGNATURES`]; with 0 nothing new is signed).
     pub fn set_max_unlogged_signatures(&self, max: usize) {
         self.max_unlogged.store(max, Ordering::Relaxed);
+    }
+
+    /// The feed position, CRLs and signing backlog of this node.
+    pub fn snapshot(&self) -> PublisherStatus {
+        let mut crls: Vec<_> = self
+            .crls
+            .read()
+            .map(|m| {
+                m.values()
+                    .map(|c| CrlStatus {
+                        issuer: c.issuer.clone(),
+                        partition: c.partition,
+                        this_update: c.this_update.unix_timestamp(),
+                        next_update: c.next_update.unix_timestamp(),
+                        bytes: c.der.len(),
+                        entries: c.entries,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        crls.sort();
+        PublisherStatus {
+            feed_position: self.last_seq.load(Ordering::Acquire),
+            feed_read_at: self.feed_read_at.load(Ordering::Acquire),
+            unlogged_signatures: self.unlogged_signatures(),
+            crls,
+        }
     }
 
     /// Signatures made and not yet written to the audit log.
@@ -681,6 +761,7 @@ impl StatusPublisher {
     async fn apply_revocations(&self) -> Result<usize> {
         let from = self.last_seq.load(Ordering::Acquire);
         let events = self.ca.store.revocations_since(from, 100_000).await?;
+        self.feed_read_at.store(OffsetDateTime::now_utc().unix_timestamp(), Ordering::Release);
         let Some(last) = events.last().map(|e| e.seq) else {
             return Ok(0);
         };

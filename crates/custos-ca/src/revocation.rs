@@ -245,7 +245,7 @@ impl Ca {
         next_update: OffsetDateTime,
     ) -> Result<Crl> {
         let record = self.issuer_record(issuer_id).await?;
-        let ca = self.ca_issuer(&record).await?;
+        let ca = self.ca_issuer(&record, crate::metrics::Purpose::Crl).await?;
         // The root's CRL covers CA certificates, so it names no user-only scope.
         let user_certs_at =
             (record.role != IssuerRole::Root).then(|| crate::crl_url(&self.base_url, issuer_id, partition));
@@ -277,7 +277,7 @@ impl Ca {
         if let Some(r) = self.store.responder(issuer_id).await?
             && from_unix(r.not_after)? - now > RESPONDER_RENEW_BEFORE
         {
-            let signer = self.signer(&r.key_id).await?;
+            let signer = self.signer(&r.key_id, crate::metrics::Purpose::Ocsp).await?;
             return Ok(ResponderKey { certificate_der: r.cert_der, signer, not_after: from_unix(r.not_after)? });
         }
         let record = self.issuer_record(issuer_id).await?;
@@ -286,13 +286,13 @@ impl Ca {
             // A compromised CA's key is gone: its last responder serves until it expires.
             return match self.store.responder(issuer_id).await? {
                 Some(r) if from_unix(r.not_after)? > now => {
-                    let signer = self.signer(&r.key_id).await?;
+                    let signer = self.signer(&r.key_id, crate::metrics::Purpose::Ocsp).await?;
                     Ok(ResponderKey { certificate_der: r.cert_der, signer, not_after: from_unix(r.not_after)? })
                 }
                 _ => Err(CaError::Policy(format!("{issuer_id} is {} and has no valid OCSP responder", record.status))),
             };
         }
-        let ca = self.ca_issuer(&record).await?;
+        let ca = self.ca_issuer(&record, crate::metrics::Purpose::Certificate).await?;
         let key = self.key_store()?.generate(custos_keys::KeyAlgorithm::EcdsaP256, &format!("ocsp-{issuer_id}"))?;
         let key_id = key.signer.public_key().key_id().to_string();
         let not_after =

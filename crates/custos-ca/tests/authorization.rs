@@ -58,21 +58,22 @@ fn operations() -> Vec<Operation<'static>> {
         O::Sign { tenant: "t", connection: "d" },
         O::RotateCustodyKeys,
         O::CreateAcmeBinding { tenant: "t", connection: Some("c") },
+        O::ReadMetrics,
     ]
 }
 
 /// The table: for each principal, the decision on each operation of [`operations`], in order.
-fn table() -> Vec<(&'static str, Principal, [Decision; 35])> {
+fn table() -> Vec<(&'static str, Principal, [Decision; 36])> {
     vec![
-        ("local admin", Principal::LocalAdmin { uid: 0, user: Some("root".into()) }, [Allow; 35]),
-        ("admin", operator(Role::Admin), [Allow; 35]),
+        ("local admin", Principal::LocalAdmin { uid: 0, user: Some("root".into()) }, [Allow; 36]),
+        ("admin", operator(Role::Admin), [Allow; 36]),
         (
             "operator",
             operator(Role::Operator),
             [
                 Deny, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Allow, Deny,
                 Deny, Deny, Deny, Allow, Deny, Deny, Allow, Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny, Deny,
-                Allow, Allow, Deny, Allow,
+                Allow, Allow, Deny, Allow, Allow,
             ],
         ),
         (
@@ -81,7 +82,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 35])> {
             [
                 Deny, Deny, Allow, Allow, Deny, Allow, Allow, Deny, Deny, Deny, Allow, Allow, Allow, Allow, Allow,
                 Deny, Allow, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Deny,
-                Deny, Deny, Deny, Deny,
+                Deny, Deny, Deny, Deny, Allow,
             ],
         ),
         (
@@ -90,7 +91,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 35])> {
             [
                 Deny, Deny, Deny, Allow, Deny, Deny, Allow, Allow, Deny, Allow, Deny, Allow, Allow, Allow, Deny, Deny,
                 Deny, Deny, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny,
-                Deny, Allow,
+                Deny, Allow, Deny,
             ],
         ),
         (
@@ -99,7 +100,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 35])> {
             [
                 Deny, Deny, Deny, Allow, Deny, Deny, Allow, Hide, Deny, Hide, Deny, Allow, Hide, Allow, Deny, Deny,
                 Deny, Deny, Deny, Deny, Deny, Deny, Allow, Hide, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Hide, Allow,
-                Deny, Hide,
+                Deny, Hide, Deny,
             ],
         ),
         (
@@ -108,16 +109,16 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 35])> {
             [
                 Deny, Deny, Deny, Hide, Deny, Deny, Hide, Hide, Hide, Hide, Deny, Hide, Hide, Allow, Deny, Deny, Deny,
                 Deny, Deny, Deny, Deny, Deny, Hide, Hide, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Hide, Hide, Deny,
-                Hide,
+                Hide, Deny,
             ],
         ),
         (
             "custos itself",
             Principal::System,
             [
-                Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Deny, Allow, Deny,
-                Allow, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny, Deny,
-                Allow, Deny,
+                Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Deny, Allow,
+                Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Allow, Deny, Deny, Deny, Deny, Deny, Deny,
+                Deny, Allow, Deny, Allow,
             ],
         ),
         (
@@ -126,7 +127,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 35])> {
             [
                 Deny, Deny, Deny, Deny, Deny, Deny, Deny, Allow, Deny, Allow, Deny, Deny, Allow, Allow, Deny, Deny,
                 Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny,
-                Deny, Deny,
+                Deny, Deny, Deny,
             ],
         ),
         (
@@ -135,7 +136,7 @@ fn table() -> Vec<(&'static str, Principal, [Decision; 35])> {
             [
                 Deny, Deny, Deny, Deny, Deny, Deny, Deny, Hide, Deny, Hide, Deny, Deny, Hide, Allow, Deny, Deny, Deny,
                 Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny, Deny,
-                Deny,
+                Deny, Deny,
             ],
         ),
     ]

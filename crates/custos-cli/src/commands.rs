@@ -18,6 +18,16 @@ use crate::{
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
+    // Servers and the demo print no result to render: say so rather than ignore --json.
+    let serves = matches!(
+        &cli.command,
+        Command::Serve(_) | Command::Demo(_) | Command::Witness(crate::WitnessCommand::Serve { .. })
+    );
+    if cli.json && serves {
+        return Err(CliError::Usage(
+            "--json: this command prints no result to render as JSON; for JSON log lines use --log-format json".into(),
+        ));
+    }
     match &cli.command {
         Command::Init(_) => init(&cli).await,
         Command::Tenant(command) => crate::inventory::tenant(&cli, command).await,
@@ -500,6 +510,9 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
     println!("custos listening on http://{}", listeners.plain_address()?);
     if let Some(addr) = listeners.tls_address() {
         println!("custos listening on https://{addr}");
+    }
+    if let Some(addr) = listeners.metrics_address() {
+        println!("custos metrics on http://{addr}/metrics");
     }
     std::io::stdout().flush().map_err(|e| CliError::Output(e.to_string()))?;
     Ok(custos_node::serve(&s.config, s.ca, listeners).await?)

@@ -43,6 +43,9 @@ pub struct Cli {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// How log lines (stderr) are written: text, or json (one object per line) [env CUSTOS_LOG_FORMAT; config log.format].
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
     /// Accept plain http:// webhooks (notifications travel unencrypted) [config webhooks.danger_allow_http].
     #[arg(long, global = true)]
     pub danger_allow_http: bool,
@@ -768,12 +771,17 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     // The log filter is part of the configuration; if that cannot be read, the
     // command reports why below, with logging at its default.
-    let filter = session::config(&cli).map(|c| c.config.log.level).unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    let log = session::config(&cli).map(|c| c.config.log).unwrap_or_default();
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.level).unwrap_or_else(|_| "info".into());
+    let lines = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match log.format {
+        // One object per line, fields flattened: what log shippers parse.
+        custos_node::config::LogFormat::Json => lines.json().flatten_event(true).with_current_span(false).init(),
+        // Colours only where a person reads them, never into a redirected file.
+        custos_node::config::LogFormat::Text => {
+            lines.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init()
+        }
+    }
     let database = session::config(&cli).ok().map(|c| custos_node::location(&c.config));
     match commands::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

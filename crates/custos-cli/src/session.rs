@@ -31,6 +31,7 @@ pub fn config(cli: &Cli) -> Result<Loaded, CliError> {
     flag("data_dir", "--data-dir", cli.data_dir.as_ref().map(|p| p.display().to_string()));
     flag("database", "--database", cli.database.clone());
     flag("webhooks.danger_allow_http", "--danger-allow-http", cli.danger_allow_http.then(|| "true".into()));
+    flag("log.format", "--log-format", cli.log_format.clone());
     match &cli.command {
         Command::Init(a) => {
             flag("base_url", "--base-url", a.base_url.clone());

@@ -203,6 +203,13 @@ pub struct ServeConfig {
     /// Signatures (assertions and digests) per second one custodied connection may get on a node,
     /// sustained, twice that at once; past it, 429 with Retry-After, whoever asks.
     pub sign_requests_per_second: u32,
+    /// A separate listener serving only `/metrics`, without credentials: bind
+    /// it to loopback or a scrape network (the TLS listener serves `/metrics`
+    /// to admins, operators and auditors).
+    pub metrics_listen: Option<String>,
+    /// How often the store's figures (certificates by status and expiry,
+    /// incidents, webhook messages) are counted for `/metrics` and the console.
+    pub figures_interval_s: u64,
 }
 
 /// OCSP and CRL timings.
@@ -267,6 +274,31 @@ pub struct WebhookConfig {
 pub struct LogConfig {
     /// A tracing filter: a level (`info`) or per-module directives (`info,custos_ca=debug`).
     pub level: String,
+    /// `text` (one readable line per event) or `json` (one JSON object per line).
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines; colours only on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("{other:?} is not a log format (text or json)")),
+        }
+    }
 }
 
 impl Default for Config {
@@ -318,6 +350,8 @@ impl Default for ServeConfig {
             api_requests_per_second: 200,
             api_burst: 400,
             sign_requests_per_second: 100,
+            metrics_listen: None,
+            figures_interval_s: 15,
         }
     }
 }
@@ -348,7 +382,7 @@ impl Default for WebhookConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into() }
+        LogConfig { level: "info".into(), format: LogFormat::Text }
     }
 }
 
@@ -397,6 +431,7 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("CUSTOS_KEY_STORE", "key_store"),
     ("CUSTOS_LISTEN", "serve.listen"),
     ("CUSTOS_LOG", "log.level"),
+    ("CUSTOS_LOG_FORMAT", "log.format"),
 ];
 
 /// A configuration with the origin of every value.
@@ -460,6 +495,8 @@ const ALL_KEYS: &[&str] = &[
     "serve.api_requests_per_second",
     "serve.api_burst",
     "serve.sign_requests_per_second",
+    "serve.metrics_listen",
+    "serve.figures_interval_s",
     "ocsp.poll_interval_ms",
     "ocsp.refresh_interval_s",
     "ocsp.presign",
@@ -490,6 +527,7 @@ const ALL_KEYS: &[&str] = &[
     "acme.ari_retry_after_s",
     "acme.validation_timeout_ms",
     "log.level",
+    "log.format",
 ];
 
 fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
@@ -594,6 +632,7 @@ impl Loaded {
                     .to_vec();
             }
             "log.level" => c.log.level = o.value.clone(),
+            "log.format" => c.log.format = o.value.parse().map_err(|e: String| bad(&e))?,
             "serve.listen" => c.serve.listen = o.value.clone(),
             "serve.tls_listen" => c.serve.tls_listen = Some(o.value.clone()),
             "serve.tls_cert" => c.serve.tls_cert = Some(PathBuf::from(&o.value)),
@@ -653,9 +692,11 @@ impl Config {
         if self.init.crl_partition_size < 1 {
             return bad("init.crl_partition_size", "must be at least 1".into());
         }
-        for (key, addr) in
-            [("serve.listen", Some(&self.serve.listen)), ("serve.tls_listen", self.serve.tls_listen.as_ref())]
-        {
+        for (key, addr) in [
+            ("serve.listen", Some(&self.serve.listen)),
+            ("serve.tls_listen", self.serve.tls_listen.as_ref()),
+            ("serve.metrics_listen", self.serve.metrics_listen.as_ref()),
+        ] {
             if let Some(addr) = addr
                 && addr.parse::<SocketAddr>().is_err()
             {
@@ -667,6 +708,7 @@ impl Config {
         }
         for (key, value) in [
             ("ocsp.poll_interval_ms", self.ocsp.poll_interval_ms),
+            ("serve.figures_interval_s", self.serve.figures_interval_s),
             ("ocsp.refresh_interval_s", self.ocsp.refresh_interval_s),
             ("ocsp.responder_renewal_s", self.ocsp.responder_renewal_s),
             ("audit.checkpoint_interval_ms", self.audit.checkpoint_interval_ms),

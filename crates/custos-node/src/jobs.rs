@@ -18,6 +18,7 @@ use crate::{Config, NodeError, Result};
 pub struct Listeners {
     plain: tokio::net::TcpListener,
     tls: Option<TlsListener>,
+    metrics: Option<tokio::net::TcpListener>,
 }
 
 impl Listeners {
@@ -40,7 +41,20 @@ impl Listeners {
             }
             _ => None,
         };
-        Ok(Listeners { plain, tls })
+        let metrics = match &s.metrics_listen {
+            Some(listen) => Some(
+                tokio::net::TcpListener::bind(listen)
+                    .await
+                    .map_err(|e| NodeError::Serve(format!("cannot listen on {listen}: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(Listeners { plain, tls, metrics })
+    }
+
+    /// The address of the separate `/metrics` listener, if there is one.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The plain HTTP address.
@@ -68,9 +82,11 @@ pub async fn serve(config: &Config, ca: Ca, listeners: Listeners) -> Result<()> 
     let per_connection = config.serve.sign_requests_per_second;
     let sign_limiter = custos_server::api::Limiter::new(per_connection, per_connection.saturating_mul(2));
     let acme = acme_service(config, &ca, listeners.tls_address(), listeners.plain_address().ok());
+    let metrics = Arc::new(custos_server::metrics::Metrics::new(ca.metrics(), publisher.clone()));
     let state = Arc::new(AppState {
         ca,
         publisher,
+        metrics,
         limiter,
         sign_limiter,
         incident_keys_dir: config.data_dir.clone(),
@@ -81,6 +97,25 @@ pub async fn serve(config: &Config, ca: Ca, listeners: Listeners) -> Result<()> 
         total: config.serve.max_connections,
         per_client: config.serve.max_connections_per_client,
     };
+    let mut tasks = tasks;
+    if let Some(listener) = listeners.metrics {
+        let router = custos_server::metrics::open_router(state.clone());
+        tasks.push(tokio::spawn(async move {
+            let stop = std::future::pending::<()>();
+            if let Err(e) = custos_server::http::serve(
+                listener,
+                router,
+                None,
+                custos_server::IDLE_TIMEOUT,
+                custos_server::http::ConnectionLimits { total: 64, per_client: 16 },
+                stop,
+            )
+            .await
+            {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        }));
+    }
     let result = custos_server::serve(listeners.plain, listeners.tls, state, limits, shutdown_signal()).await;
     for task in tasks {
         task.abort();
@@ -141,6 +176,34 @@ fn spawn_jobs(
             move || {
                 let p = p.clone();
                 async move { p.poll().await }
+            }
+        })),
+        // One service-log line per committed change, read back from the audit
+        // log (from where it stood at start), so no line reports a rollback.
+        tokio::spawn(every(Duration::from_secs(1), "logging state changes", {
+            let ca = ca.clone();
+            let next = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+            move || {
+                let (ca, next) = (ca.clone(), next.clone());
+                async move {
+                    use std::sync::atomic::Ordering;
+                    let mut from = next.load(Ordering::Acquire);
+                    if from == u64::MAX {
+                        from = ca.audit_size().await?;
+                    }
+                    let to = ca.log_changes(&Principal::System, from, 10_000).await?;
+                    next.store(to, Ordering::Release);
+                    Ok::<_, custos_ca::CaError>(to - from)
+                }
+            }
+        })),
+        // Counting a million certificates takes longer than a scrape may: the
+        // figures are counted here and /metrics and the console read them.
+        tokio::spawn(every(Duration::from_secs(config.serve.figures_interval_s), "counting the figures", {
+            let ca = ca.clone();
+            move || {
+                let ca = ca.clone();
+                async move { ca.refresh_figures(&Principal::System).await }
             }
         })),
         // Apart from the poll, so that signing a large CRL never delays OCSP.

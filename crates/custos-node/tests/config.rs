@@ -75,7 +75,7 @@ fn environment_and_flags_override_the_file_and_say_so() {
     let database = shown.iter().find(|(k, _, _)| k == "database").expect("database shown");
     assert_eq!(database.1, "postgres://custos:***@db.example/custos", "the password is redacted");
     assert!(!format!("{shown:?}").contains("s3cret"));
-    assert_eq!(shown.len(), 50, "every key is listed, set or not");
+    assert_eq!(shown.len(), 53, "every key is listed, set or not");
 }
 
 #[test]

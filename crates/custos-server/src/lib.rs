@@ -12,6 +12,7 @@
 pub mod acme;
 pub mod api;
 pub mod http;
+pub mod metrics;
 pub mod tls;
 pub mod witness;
 
@@ -55,6 +56,8 @@ pub struct AppState {
     pub acme: Option<Arc<custos_ca::acme::Acme>>,
     /// Whether `/acme/` also answers on the plain-HTTP listener (labs only).
     pub acme_on_plain_http: bool,
+    /// What `/metrics` shows.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// Builds the router with every public route but OCSP, which [`serve`]
@@ -86,16 +89,22 @@ pub async fn serve(
     limits: http::ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let hot: Arc<dyn http::HotPath> = Arc::new(OcspHotPath(state.clone()));
+    let hot = |listener| -> Arc<dyn http::HotPath> { Arc::new(OcspHotPath(state.clone(), listener)) };
+    let counted = |router: Router, listener: &'static str| {
+        router.layer(axum::middleware::from_fn_with_state((state.metrics.clone(), listener), metrics::count))
+    };
     // One shutdown for both listeners.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let secure = tls.map(|l| {
-        let mut app = router(state.clone()).merge(api::router(state.clone()));
+        let mut app = router(state.clone())
+            .merge(api::router(state.clone()))
+            .route("/metrics", get(metrics::authenticated).with_state(state.clone()));
         if state.acme.is_some() {
             app = app.merge(acme::router(state.clone()));
         }
+        let app = counted(app, "tls");
         let mut stopped = stopped.clone();
-        tokio::spawn(http::serve(l, app, Some(hot.clone()), IDLE_TIMEOUT, limits, async move {
+        tokio::spawn(http::serve(l, app, Some(hot("tls")), IDLE_TIMEOUT, limits, async move {
             let _ = stopped.wait_for(|s| *s).await;
         }))
     });
@@ -111,7 +120,8 @@ pub async fn serve(
     if state.acme.is_some() && state.acme_on_plain_http {
         plain = plain.merge(acme::router(state.clone()));
     }
-    let result = http::serve(listener, plain, Some(hot), IDLE_TIMEOUT, limits, signal).await;
+    let plain = counted(plain, "plain");
+    let result = http::serve(listener, plain, Some(hot("plain")), IDLE_TIMEOUT, limits, signal).await;
     if let Some(task) = secure {
         // The TLS listener saw the same signal; give it its own graceful end.
         let _ = task.await;
@@ -320,7 +330,7 @@ fn request_from_get_path(text: &str) -> Vec<u8> {
 /// the router: they are nearly all of a responder's traffic, and going
 /// through the router cost 2-3 of ~30 µs of server CPU per request
 /// (`perf stat`, one connection, five alternating runs each).
-pub struct OcspHotPath(pub Arc<AppState>);
+pub struct OcspHotPath(pub Arc<AppState>, pub &'static str);
 
 impl http::HotPath for OcspHotPath {
     fn answer(
@@ -330,18 +340,22 @@ impl http::HotPath for OcspHotPath {
         use http_body_util::BodyExt;
         let method = req.method().clone();
         let path = req.uri().path();
+        let listener = self.1;
         if method == axum::http::Method::POST && path == "/ocsp" {
             let state = self.0.clone();
             return Ok(Box::pin(async move {
-                match http_body_util::Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
-                    Ok(body) => ocsp_response(state.publisher.ocsp(&body.to_bytes()).await),
+                let at = std::time::Instant::now();
+                let response = match http_body_util::Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
+                    Ok(body) => ocsp_response(&state, state.publisher.ocsp(&body.to_bytes()).await),
                     Err(e) if e.is::<http_body_util::LengthLimitError>() => problem(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "request too large",
                         &format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
                     ),
                     Err(_) => problem(StatusCode::BAD_REQUEST, "bad request", "the request body could not be read"),
-                }
+                };
+                state.metrics.request(listener, "/ocsp", &method, response.status().as_u16(), at);
+                response
             }));
         }
         if method == axum::http::Method::GET
@@ -354,13 +368,19 @@ impl http::HotPath for OcspHotPath {
                 .map(|text| request_from_get_path(&text))
                 .unwrap_or_default();
             let state = self.0.clone();
-            return Ok(Box::pin(async move { ocsp_response(state.publisher.ocsp(&der).await) }));
+            return Ok(Box::pin(async move {
+                let at = std::time::Instant::now();
+                let response = ocsp_response(&state, state.publisher.ocsp(&der).await);
+                state.metrics.request(listener, "/ocsp/{request}", &method, response.status().as_u16(), at);
+                response
+            }));
         }
         Err(req)
     }
 }
 
-fn ocsp_response(answer: OcspAnswer) -> Response {
+fn ocsp_response(state: &AppState, answer: OcspAnswer) -> Response {
+    state.metrics.ocsp(&answer);
     // The cached DER is shared with the response body, not copied.
     let mut response = (StatusCode::OK, Bytes::from_owner(SharedDer(answer.der.clone()))).into_response();
     let headers = response.headers_mut();

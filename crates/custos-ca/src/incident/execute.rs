@@ -191,7 +191,9 @@ impl Ca {
                         crate::ceremony::Parent {
                             id: parent.id.clone(),
                             key_id: parent.key_id.clone(),
-                            issuer: std::sync::Arc::new(self.ca_issuer(parent).await?),
+                            issuer: std::sync::Arc::new(
+                                self.ca_issuer(parent, crate::metrics::Purpose::Certificate).await?,
+                            ),
                         }
                     }
                 }),

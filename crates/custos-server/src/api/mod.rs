@@ -77,11 +77,18 @@ async fn request_id(req: axum::extract::Request, next: axum::middleware::Next) -
         hex::encode(bytes)
     });
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map(|m| m.as_str().to_string());
+    let actor = ActorSlot::default();
+    let mut req = req;
+    req.extensions_mut().insert(actor.clone());
     let started = std::time::Instant::now();
     let mut response = custos_ca::with_request_id(id.clone(), next.run(req)).await;
     tracing::info!(
+        target: "custos::request",
         request_id = %id,
+        principal = actor.0.get().map(String::as_str).unwrap_or("-"),
         %method,
+        route = route.as_deref().unwrap_or("unmatched"),
         path,
         status = response.status().as_u16(),
         micros = started.elapsed().as_micros() as u64,
@@ -181,6 +188,10 @@ pub struct Problem {
 /// The caller, authenticated: who the request acts as.
 pub struct Caller(pub Principal);
 
+/// Where [`Caller`] leaves the authenticated actor for the request's log line.
+#[derive(Clone, Default)]
+pub struct ActorSlot(pub Arc<std::sync::OnceLock<String>>);
+
 /// The DER of the client certificate the TLS handshake verified, set by the
 /// connection loop on every request of that connection.
 #[derive(Clone, Debug)]
@@ -203,9 +214,17 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let credential = if parts.headers.contains_key(header::AUTHORIZATION) {
+            "bearer"
+        } else if parts.extensions.get::<PeerCertificate>().is_some() {
+            "certificate"
+        } else {
+            "none"
+        };
         let refused = |why: &str| {
             // The reason goes to the log; the client learns only that it failed.
             tracing::info!(reason = why, path = %parts.uri.path(), "API authentication refused");
+            state.metrics.auth_failure(credential);
             let mut r = problem(
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
@@ -225,7 +244,12 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             return Err(refused("no credentials"));
         };
         match authenticated {
-            Ok(p) => state.limiter.admit(p).map(Caller).map_err(|r| *r),
+            Ok(p) => {
+                if let Some(slot) = parts.extensions.get::<ActorSlot>() {
+                    let _ = slot.0.set(p.actor());
+                }
+                state.limiter.admit(p).map(Caller).map_err(|r| *r)
+            }
             Err(CaError::Unauthenticated(why)) => Err(refused(&why)),
             Err(e) => Err(ApiError::Ca(e).into_response()),
         }
