@@ -317,6 +317,8 @@ pub struct TlsServer {
     pub tls_addr: String,
     /// The root CA that the listener's certificate chains to.
     pub root: PathBuf,
+    /// `127.0.0.1:PORT` of the separate `/metrics` listener, if the configuration has one.
+    pub metrics_addr: Option<String>,
 }
 
 impl TlsServer {
@@ -324,6 +326,20 @@ impl TlsServer {
     /// `listener`, made if missing) and starts `serve` with it; `global` as
     /// for [`Server::start_with`].
     pub fn start(env: &Env, global: &[&str]) -> TlsServer {
+        TlsServer::launch(env, global, std::process::Stdio::inherit(), false, &[])
+    }
+
+    /// As [`TlsServer::start`], with the server's stderr (its log) going to
+    /// `stderr`, and, with `metrics`, the address of the metrics listener
+    /// (`serve.metrics_listen` in the configuration) read from its output;
+    /// `vars` are set in the server's environment.
+    pub fn launch(
+        env: &Env,
+        global: &[&str],
+        stderr: std::process::Stdio,
+        metrics: bool,
+        vars: &[(&str, &str)],
+    ) -> TlsServer {
         // A second server on the same custos finds them made.
         let _ = env.run(&[global, &["tenant", "add", "custos-tls"]].concat());
         let _ = env.run(
@@ -353,8 +369,9 @@ impl TlsServer {
             .args(global)
             .args(["serve", "--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"])
             .args(["--tls-cert", full.to_str().expect("p"), "--tls-key", out.join("key.pem").to_str().expect("p")])
+            .envs(vars.iter().copied())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn serve");
         let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
@@ -362,7 +379,15 @@ impl TlsServer {
         let secure = lines.next().expect("tls line").expect("read");
         let addr = plain.trim().strip_prefix("custos listening on http://").expect("http address").to_string();
         let tls_addr = secure.trim().strip_prefix("custos listening on https://").expect("https address").to_string();
-        TlsServer { server: Server { child, addr }, tls_addr, root }
+        let metrics_addr = metrics.then(|| {
+            let line = lines.next().expect("metrics line").expect("read");
+            line.trim()
+                .strip_prefix("custos metrics on http://")
+                .and_then(|a| a.strip_suffix("/metrics"))
+                .unwrap_or_else(|| panic!("no metrics address in {line:?}"))
+                .to_string()
+        });
+        TlsServer { server: Server { child, addr }, tls_addr, root, metrics_addr }
     }
 
     /// One API request with curl (verifying the listener against the root):
