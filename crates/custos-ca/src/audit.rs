@@ -501,3 +501,12 @@ impl Ca {
         Ok(next)
     }
 }
+
+impl Ca {
+    /// The newest `limit` audit entries about `object` (`cert:SERIAL`,
+    /// `tenant:NAME`, `incident:ID`), oldest first: an object's trail.
+    pub async fn audit_trail(&self, principal: &Principal, object: &str, limit: u64) -> Result<Vec<AuditEntry>> {
+        authorize(principal, Operation::ReadAudit)?;
+        Ok(self.store.audit_for_object(object, limit).await?)
+    }
+}

@@ -87,6 +87,7 @@ pub async fn serve(config: &Config, ca: Ca, listeners: Listeners) -> Result<()> 
         ca,
         publisher,
         metrics,
+        sessions: custos_server::console::Sessions::default(),
         limiter,
         sign_limiter,
         incident_keys_dir: config.data_dir.clone(),

@@ -11,6 +11,7 @@
 
 pub mod acme;
 pub mod api;
+pub mod console;
 pub mod http;
 pub mod metrics;
 pub mod tls;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub acme_on_plain_http: bool,
     /// What `/metrics` shows.
     pub metrics: Arc<metrics::Metrics>,
+    /// The web console's sessions on this node.
+    pub sessions: console::Sessions,
 }
 
 /// Builds the router with every public route but OCSP, which [`serve`]
@@ -98,6 +101,7 @@ pub async fn serve(
     let secure = tls.map(|l| {
         let mut app = router(state.clone())
             .merge(api::router(state.clone()))
+            .merge(console::router(state.clone()))
             .route("/metrics", get(metrics::authenticated).with_state(state.clone()));
         if state.acme.is_some() {
             app = app.merge(acme::router(state.clone()));

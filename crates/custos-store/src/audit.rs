@@ -27,6 +27,18 @@ impl AuditStore for SqlStore {
         log::read_entries(&self.pool, self.engine, from, limit).await
     }
 
+    async fn audit_for_object(&self, object: &str, limit: u64) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query("SELECT * FROM audit_log WHERE object = $1 ORDER BY idx DESC LIMIT $2")
+            .bind(object)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::db("read an object's audit entries"))?;
+        let mut entries = rows.iter().map(log::entry).collect::<Result<Vec<_>>>()?;
+        entries.reverse();
+        Ok(entries)
+    }
+
     async fn audit_search(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>> {
         // The key is indexed; the action filter has dotted and grouped forms,
         // so it is applied here, a page at a time.

@@ -425,6 +425,10 @@ pub trait AuditStore: Send + Sync {
     /// Entries that pass `filter`, oldest first.
     async fn audit_search(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>>;
 
+    /// The newest `limit` entries about `object` (`cert:SERIAL`,
+    /// `tenant:NAME`…), oldest first; the object is indexed.
+    async fn audit_for_object(&self, object: &str, limit: u64) -> Result<Vec<AuditEntry>>;
+
     /// Stored Merkle nodes; every one asked for must exist.
     async fn audit_nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>>;
 

@@ -338,6 +338,14 @@ async fn audit_contract(store: &dyn Store) {
     let issue = store.audit_search(&filter(Some("issue"), Some("k2"), Some(before), 5)).await.expect("search");
     assert!(issue.iter().all(|e| e.record.action == "certificate.issue" && e.record.key.as_deref() == Some("k2")));
     assert_eq!(issue.len(), 5);
+    let all = store.audit_entries(0, size + 10).await.expect("all");
+    let object = all[before as usize + 5].record.object.clone();
+    let expected: Vec<u64> = all.iter().filter(|e| e.record.object == object).map(|e| e.index).collect();
+    let trail = store.audit_for_object(&object, 1_000_000).await.expect("trail");
+    assert_eq!(trail.iter().map(|e| e.index).collect::<Vec<_>>(), expected);
+    let newest = store.audit_for_object(&object, 2).await.expect("trail");
+    assert_eq!(newest.iter().map(|e| e.index).collect::<Vec<_>>(), expected[expected.len().saturating_sub(2)..]);
+    assert!(store.audit_for_object("cert:nothing", 10).await.expect("none").is_empty());
     let usage = store.key_usage("k1").await.expect("usage");
     assert_eq!(usage.iter().map(|u| u.count).sum::<i64>(), 200);
     assert!(usage.iter().all(|u| u.day == 1 || u.day == 2), "{usage:?}");

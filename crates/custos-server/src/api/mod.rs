@@ -346,33 +346,9 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(detail) => return problem(StatusCode::BAD_REQUEST, "bad request", &detail),
             ApiError::Limited(response) => return *response,
         };
-        let (status, title) = match &e {
-            CaError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
-            CaError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
-            CaError::NotVisible { .. }
-            | CaError::UnknownTenant(_)
-            | CaError::UnknownConnection { .. }
-            | CaError::UnknownCertificate(_)
-            | CaError::UnknownIssuer(_)
-            | CaError::UnknownIncident(_)
-            | CaError::UnknownToken(_)
-            | CaError::UnknownOperator(_)
-            | CaError::UnknownKey(_)
-            | CaError::UnknownApproval(_) => (StatusCode::NOT_FOUND, "not found"),
-            CaError::ApprovalRequired { .. } => (StatusCode::CONFLICT, "approval required"),
-            CaError::InvalidName { .. } | CaError::Pki(_) => (StatusCode::BAD_REQUEST, "bad request"),
-            CaError::Policy(_) => (StatusCode::UNPROCESSABLE_ENTITY, "refused by policy"),
-            CaError::Name(_) => (StatusCode::BAD_REQUEST, "bad request"),
-            e if e.is_conflict() => (StatusCode::CONFLICT, "conflict"),
-            e if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, "storage unavailable"),
-            _ => {
-                tracing::error!(error = %e, "API request failed");
-                return problem(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal error",
-                    "the request failed inside custos",
-                );
-            }
+        let Some((status, title)) = classify(&e) else {
+            tracing::error!(error = %e, "API request failed");
+            return problem(StatusCode::INTERNAL_SERVER_ERROR, "internal error", "the request failed inside custos");
         };
         // Another tenant's object: the same words as an unknown one, never its name.
         let detail = match &e {
@@ -381,6 +357,32 @@ impl IntoResponse for ApiError {
         };
         problem(status, title, &detail)
     }
+}
+
+/// The status and title an error is answered with; `None` for a failure
+/// inside custos (500, logged by the caller, its words never shown).
+pub(crate) fn classify(e: &CaError) -> Option<(StatusCode, &'static str)> {
+    Some(match e {
+        CaError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+        CaError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+        CaError::NotVisible { .. }
+        | CaError::UnknownTenant(_)
+        | CaError::UnknownConnection { .. }
+        | CaError::UnknownCertificate(_)
+        | CaError::UnknownIssuer(_)
+        | CaError::UnknownIncident(_)
+        | CaError::UnknownToken(_)
+        | CaError::UnknownOperator(_)
+        | CaError::UnknownKey(_)
+        | CaError::UnknownApproval(_) => (StatusCode::NOT_FOUND, "not found"),
+        CaError::ApprovalRequired { .. } => (StatusCode::CONFLICT, "approval required"),
+        CaError::InvalidName { .. } | CaError::Pki(_) => (StatusCode::BAD_REQUEST, "bad request"),
+        CaError::Policy(_) => (StatusCode::UNPROCESSABLE_ENTITY, "refused by policy"),
+        CaError::Name(_) => (StatusCode::BAD_REQUEST, "bad request"),
+        e if e.is_conflict() => (StatusCode::CONFLICT, "conflict"),
+        e if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, "storage unavailable"),
+        _ => return None,
+    })
 }
 
 /// A JSON body, or a problem document saying what in it was wrong.
