@@ -28,6 +28,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (14, include_str!("../migrations/sqlite/0014_acme.sql")),
     (15, include_str!("../migrations/sqlite/0015_tenant_custody.sql")),
     (16, include_str!("../migrations/sqlite/0016_audit_by_object.sql")),
+    (17, include_str!("../migrations/sqlite/0017_inventory_search.sql")),
 ];
 
 /// The PostgreSQL migrations: the same schema in its types.
@@ -47,6 +48,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (13, include_str!("../migrations/postgres/0013_acme.sql")),
     (14, include_str!("../migrations/postgres/0014_tenant_custody.sql")),
     (15, include_str!("../migrations/postgres/0015_audit_by_object.sql")),
+    (16, include_str!("../migrations/postgres/0016_inventory_search.sql")),
 ];
 
 /// A [`Store`] on a SQL database.

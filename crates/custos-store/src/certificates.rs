@@ -218,14 +218,9 @@ impl SqlStore {
         if let Some(i) = &filter.issuer {
             bind!(&mut sql, " AND issuer = ?", Arg::Text(i));
         }
-        let needle = filter.san.as_ref().map(|s| serde_json::Value::String(s.clone()).to_string());
-        if let Some(n) = &needle {
-            // The list column is a JSON array: the quoted name matches one element exactly.
-            let fragment = match self.engine {
-                Engine::Sqlite => " AND instr(sans, ?) > 0",
-                Engine::Postgres => " AND strpos(sans, ?) > 0",
-            };
-            bind!(&mut sql, fragment, Arg::Text(n));
+        if let Some(n) = &filter.san {
+            // Names are indexed apart from the row (one row per name): an exact match, not a scan.
+            bind!(&mut sql, " AND serial IN (SELECT serial FROM certificate_names WHERE name = ?)", Arg::Text(n));
         }
         match filter.status {
             Some(StatusFilter::Valid) => {
@@ -241,9 +236,11 @@ impl SqlStore {
             bind!(&mut sql, " AND not_after < ?", Arg::Number(before));
         }
         if let Some((created, serial)) = &filter.after {
+            // The first term is a range on the (created_at DESC, serial) index, so a
+            // page deep in the list starts where it is instead of walking up to it.
+            bind!(&mut sql, " AND created_at <= ?", Arg::Number(*created));
             bind!(&mut sql, " AND (created_at < ?", Arg::Number(*created));
-            bind!(&mut sql, " OR (created_at = ?", Arg::Number(*created));
-            bind!(&mut sql, " AND serial > ?))", Arg::Text(serial));
+            bind!(&mut sql, " OR serial > ?)", Arg::Text(serial));
         }
         sql += " ORDER BY created_at DESC, serial";
         if let Some(limit) = filter.limit {

@@ -202,6 +202,23 @@ pub(crate) async fn insert_certificate_rows(
             }
         })?;
     }
+    // Each name a certificate covers, indexed for the inventory's search by name.
+    let mut names: Vec<(&str, &str)> = Vec::new();
+    for c in certificates {
+        let mut own: Vec<&str> = c.sans.iter().map(String::as_str).collect();
+        own.sort_unstable();
+        own.dedup();
+        names.extend(own.into_iter().map(|n| (n, c.serial.as_str())));
+    }
+    for rows in names.chunks(ROWS_PER_INSERT * 5) {
+        let sql =
+            format!("INSERT INTO certificate_names (name, serial) VALUES {}", values_clause(engine, rows.len(), 2));
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (name, serial) in rows {
+            query = query.bind(*name).bind(*serial);
+        }
+        query.execute(&mut **tx).await.map_err(StoreError::db("index certificate names"))?;
+    }
     Ok(())
 }
 
