@@ -602,6 +602,21 @@ pub(crate) fn queued(
     }
 }
 
+impl Ca {
+    /// Where each tenant's notifications go (the URL only, never the secret):
+    /// every tenant's for those who may read all connections, else the
+    /// principal's own tenant's.
+    pub async fn webhook_urls(&self, principal: &Principal) -> Result<Vec<(String, String)>> {
+        let all = self.store.webhooks().await?;
+        let own = match principal {
+            Principal::Tenant { tenant, .. } => Some(tenant.clone()),
+            _ => None,
+        };
+        authorize(principal, Operation::ReadConnections(own.as_deref()))?;
+        Ok(all.into_iter().filter(|w| own.as_ref().is_none_or(|t| t == &w.tenant)).map(|w| (w.tenant, w.url)).collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -657,20 +672,5 @@ mod tests {
         assert_eq!((backoff(0), backoff(1), backoff(3)), (1, 2, 8));
         assert_eq!(backoff(9), 300);
         assert_eq!(backoff(1_000), 300);
-    }
-}
-
-impl Ca {
-    /// Where each tenant's notifications go (the URL only, never the secret):
-    /// every tenant's for those who may read all connections, else the
-    /// principal's own tenant's.
-    pub async fn webhook_urls(&self, principal: &Principal) -> Result<Vec<(String, String)>> {
-        let all = self.store.webhooks().await?;
-        let own = match principal {
-            Principal::Tenant { tenant, .. } => Some(tenant.clone()),
-            _ => None,
-        };
-        authorize(principal, Operation::ReadConnections(own.as_deref()))?;
-        Ok(all.into_iter().filter(|w| own.as_ref().is_none_or(|t| t == &w.tenant)).map(|w| (w.tenant, w.url)).collect())
     }
 }
