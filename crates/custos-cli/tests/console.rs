@@ -373,3 +373,75 @@ fn an_operator_and_a_tenant_use_the_console_in_chromium() {
     );
     assert!(browser.shots.len() >= 11);
 }
+
+/// Sign-in with an operator's client certificate (curl presents it): the
+/// session is bound to that certificate, carries secure cookie attributes,
+/// and ends at the next request once the operator is revoked.
+#[test]
+fn an_operator_certificate_signs_in_and_its_revocation_ends_the_session() {
+    let env = Env::initialized();
+    let alice = env.path("alice");
+    env.ok(&["operator", "add", "alice", "--role", "auditor", "--out", alice.to_str().expect("p")]);
+    let server = TlsServer::start(&env, &[]);
+    let base = format!("https://{}", server.tls_addr);
+    let jar = env.path("cookies.txt");
+    let curl = |with_certificate: bool, args: &[&str]| -> String {
+        let mut c = std::process::Command::new("curl");
+        c.args(["-sS", "--max-time", "20", "--cacert", server.root.to_str().expect("p")]);
+        c.args(["-c", jar.to_str().expect("p"), "-b", jar.to_str().expect("p")]);
+        if with_certificate {
+            c.args(["--cert", alice.join("cert.pem").to_str().expect("p")]);
+            c.args(["--key", alice.join("key.pem").to_str().expect("p")]);
+        }
+        let out = c.args(args).output().expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let cookie = |name: &str| -> String {
+        let text = std::fs::read_to_string(&jar).expect("jar");
+        let line =
+            text.lines().find(|l| l.split('\t').nth(5) == Some(name)).unwrap_or_else(|| panic!("{name}: {text}"));
+        line.split('\t').nth(6).unwrap_or("").to_string()
+    };
+    let form = curl(true, &[&format!("{base}/ui/login")]);
+    assert!(form.contains("operator:alice(auditor)") && form.contains("Sign in with it"), "{form}");
+    // Without the form's token, no session.
+    let refused = curl(
+        true,
+        &["-o", "/dev/null", "-w", "%{http_code}", "--data", "method=certificate", &format!("{base}/ui/login")],
+    );
+    assert_eq!(refused, "403");
+    let sign_in = || -> String {
+        let csrf = cookie("custos_login");
+        let data = format!("csrf={csrf}&method=certificate");
+        curl(true, &["-o", "/dev/null", "-D", "-", "--data", &data, &format!("{base}/ui/login")])
+    };
+    let head = sign_in();
+    assert!(head.starts_with("HTTP/1.1 303"), "{head}");
+    let set =
+        head.lines().find(|l| l.to_lowercase().starts_with("set-cookie: custos_session=")).expect("session cookie");
+    for attribute in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/ui"] {
+        assert!(set.contains(attribute), "{attribute} in {set}");
+    }
+    let page = curl(true, &[&format!("{base}/ui/")]);
+    assert!(page.contains("operator:alice(auditor)") && page.contains("Valid certificates"), "{page}");
+    // The cookie without the certificate reaches nothing, and ends the session it was stolen from.
+    let without = curl(false, &["-o", "/dev/null", "-w", "%{http_code}", &format!("{base}/ui/")]);
+    assert_eq!(without, "303", "redirected to sign in");
+    let again = curl(true, &["-o", "/dev/null", "-w", "%{http_code}", &format!("{base}/ui/")]);
+    assert_eq!(again, "303", "the session ended");
+    curl(true, &["-o", "/dev/null", &format!("{base}/ui/login")]);
+    assert!(sign_in().starts_with("HTTP/1.1 303"));
+    // Revoked: the next request (custos re-reads operators within a second) ends the session.
+    let page = curl(true, &[&format!("{base}/ui/")]);
+    assert!(page.contains("Valid certificates"), "the session still stands: {page}");
+    env.ok(&["operator", "revoke", "alice"]);
+    let started = Instant::now();
+    loop {
+        let code = curl(true, &["-o", "/dev/null", "-w", "%{http_code}", &format!("{base}/ui/")]);
+        if code == "303" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(3), "still {code} after the revocation");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -63,18 +63,23 @@ impl Prometheus {
         Prometheus { child, addr, _dir: dir }
     }
 
-    /// The result vector of an instant query.
+    /// The result vector of an instant query (empty if Prometheus is not up yet or refuses it).
     fn query(&self, q: &str) -> Vec<Value> {
+        self.try_query(q).unwrap_or_default()
+    }
+
+    /// The result vector of an instant query, or what Prometheus said was wrong with it.
+    fn try_query(&self, q: &str) -> Result<Vec<Value>, String> {
         let out = std::process::Command::new("curl")
             .args(["-sf", "--max-time", "5", "--get", "--data-urlencode", &format!("query={q}")])
             .arg(format!("http://{}/api/v1/query", self.addr))
             .output()
             .expect("curl");
-        if !out.status.success() {
-            return Vec::new();
+        let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: not up yet?"))?;
+        if v["status"] != "success" {
+            return Err(format!("{}: {}", v["errorType"], v["error"]));
         }
-        let v: Value = serde_json::from_slice(&out.stdout).expect("prometheus JSON");
-        v["data"]["result"].as_array().cloned().unwrap_or_default()
+        Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
     }
 
     /// The first sample of `q`, waiting (bounded) until `ok` holds for it.
@@ -183,10 +188,12 @@ fn prometheus_scrapes_what_custos_counts_and_logs_are_json_lines() {
     // A real Prometheus scrapes both listeners: TLS with the auditor token, and the open one.
     let token_file = env.path("scrape-token");
     std::fs::write(&token_file, &auditor).expect("token");
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/monitoring/custos-alerts.yml");
     let config = format!(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: custos\n    scheme: https\n    \
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {rules}\nscrape_configs:\n  - job_name: custos\n    scheme: https\n    \
          tls_config:\n      ca_file: {root}\n    authorization:\n      credentials_file: {token}\n    static_configs:\n      \
          - targets: ['{tls}']\n  - job_name: custos-open\n    static_configs:\n      - targets: ['{open}']\n",
+        rules = rules.display(),
         root = root.display(),
         token = token_file.display(),
         tls = server.tls_addr,
@@ -221,10 +228,57 @@ fn prometheus_scrapes_what_custos_counts_and_logs_are_json_lines() {
         assert!(!route.contains(&serial), "a route label holds a serial: {series}");
     }
 
-    // The example alert rules load.
-    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/monitoring/custos-alerts.yml");
+    // The example alert rules load, in promtool and in the running Prometheus.
     let checked = sh(promtool.to_str().expect("p"), &["check", "rules", rules.to_str().expect("p")]);
     assert!(checked.contains("SUCCESS"), "{checked}");
+    let started = Instant::now();
+    loop {
+        let out = std::process::Command::new("curl")
+            .args(["-sf", &format!("http://{}/api/v1/rules", prom.addr)])
+            .output()
+            .expect("curl");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let rules: Vec<&Value> = v["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+            .collect();
+        if rules.len() == 9 && rules.iter().all(|r| r["health"] == "ok") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "alert rules not all evaluated ok: {v}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // The Grafana dashboard's every query is valid PromQL over what custos exports, and
+    // shows data (incident connections and webhook messages exist only once an incident has them).
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/monitoring/custos-dashboard.json"),
+        )
+        .expect("dashboard"),
+    )
+    .expect("dashboard JSON");
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr").replace("$job", "custos");
+            let started = Instant::now();
+            loop {
+                let result = prom.try_query(&expr).unwrap_or_else(|e| panic!("{}: {expr}: {e}", panel["title"]));
+                let may_be_empty =
+                    expr.contains("custos_incident_connections") || expr.contains("custos_webhook_messages");
+                if !result.is_empty() || may_be_empty {
+                    break;
+                }
+                assert!(started.elapsed() < Duration::from_secs(30), "{}: no data for {expr}", panel["title"]);
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            queries += 1;
+        }
+    }
+    assert!(queries >= 16, "{queries} dashboard queries");
 
     // The log: JSON objects only, an API line naming principal and route, a line for the revocation.
     let lines = wait_for_line(&log, |l| l.contains("\"action\":\"certificate.revoke\""));

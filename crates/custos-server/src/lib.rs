@@ -3,7 +3,9 @@
 //! Serves OCSP (`POST /ocsp`, `GET /ocsp/{base64}`, RFC 6960 and RFC 5019),
 //! CRLs (`/crl/{issuer}.crl`, `/crl/{issuer}/{n}.crl`), the CA certificates (`/ca/{issuer}.der`, AIA
 //! caIssuers), the audit log as C2SP tlog-tiles (`/audit/checkpoint`,
-//! `/audit/tile/...`, and `/audit/key` for convenience), `/healthz` and `/readyz`. Errors outside OCSP are RFC 9457 problem+json;
+//! `/audit/tile/...`, and `/audit/key` for convenience), `/healthz` and `/readyz`; on
+//! the TLS listener also `/api/v1` ([`api`]), `/acme` ([`acme`]), the web
+//! console `/ui/` ([`console`]) and `/metrics` ([`metrics`]). Errors outside OCSP are RFC 9457 problem+json;
 //! OCSP errors are OCSP error statuses, as clients expect. Not here: any rule
 //! about what may be issued (custos-ca), any key material (custos-keys), the
 //! database (custos-store), or the background jobs that keep OCSP and CRLs

@@ -6,7 +6,8 @@
 //! with the credential it stands for. Every request authenticates that
 //! credential again (custos-ca caches tokens for at most a second), so a
 //! revoked token or operator certificate ends its sessions on the next click.
-//! Sessions end after 30 idle minutes or 8 hours. Every form carries the
+//! A session begun with a certificate also needs that certificate on every
+//! request. Sessions end after 30 idle minutes or 8 hours. Every form carries the
 //! session's CSRF token, and a POST without it changes nothing (403).
 //!
 //! Pages show what the principal's role allows, because every read goes
@@ -16,7 +17,7 @@
 //! Sessions are per node: behind a load balancer, keep a client on one node
 //! (or sign in again on another).
 
-mod pages;
+pub(crate) mod pages;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -251,7 +252,14 @@ impl FromRequestParts<Arc<AppState>> for Viewer {
         let Some((credential, csrf)) = state.sessions.touch(&id) else { return Err(redirect("/ui/login")) };
         let authenticated = match &credential {
             Credential::Token(t) => state.ca.authenticate_token(t).await,
-            Credential::Certificate(der) => state.ca.authenticate_operator(der).await,
+            // Bound to the certificate's key: the cookie alone, from a client
+            // without that certificate, reaches nothing.
+            Credential::Certificate(der) => match parts.extensions.get::<crate::api::PeerCertificate>() {
+                Some(crate::api::PeerCertificate(presented)) if presented == der => {
+                    state.ca.authenticate_operator(der).await
+                }
+                _ => Err(CaError::Unauthenticated("the session's client certificate was not presented".into())),
+            },
         };
         match authenticated {
             Ok(principal) => {
@@ -349,6 +357,30 @@ fn ca_error_page(e: &CaError) -> Response {
         _ => "Refused",
     };
     error_page(status, title, &detail)
+}
+
+/// Feeds `data` to every parser the console runs on untrusted input before
+/// custos-ca sees it (cookies, query strings and form bodies, page cursors,
+/// serials): the fuzz target `api_input` calls this, and none may panic.
+#[doc(hidden)]
+pub fn parse_untrusted(data: &[u8]) {
+    let mut headers = axum::http::HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_bytes(data) {
+        headers.insert(header::COOKIE, v);
+        let _ = cookie(&headers, SESSION_COOKIE);
+        let _ = cookie(&headers, LOGIN_COOKIE);
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = pages::decode_cursor(text);
+        let _ = text.parse::<custos_pki::Serial>();
+        // Form bodies are encoded as query strings are.
+        if let Ok(uri) = format!("/?{text}").parse::<axum::http::Uri>() {
+            let _ = axum::extract::Query::<pages::Search>::try_from_uri(&uri);
+            let _ = axum::extract::Query::<pages::LoginForm>::try_from_uri(&uri);
+            let _ = axum::extract::Query::<pages::RevokeForm>::try_from_uri(&uri);
+            let _ = axum::extract::Query::<pages::AuditQuery>::try_from_uri(&uri);
+        }
+    }
 }
 
 /// Unix seconds as RFC 3339.

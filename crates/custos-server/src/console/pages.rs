@@ -385,7 +385,7 @@ fn encode_cursor(created_at: i64, serial: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("{created_at}:{serial}"))
 }
 
-fn decode_cursor(cursor: &str) -> Option<(i64, String)> {
+pub(crate) fn decode_cursor(cursor: &str) -> Option<(i64, String)> {
     let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
     let (created, serial) = text.split_once(':')?;
     (!serial.is_empty() && serial.bytes().all(|b| b.is_ascii_hexdigit())).then_some(())?;
@@ -771,7 +771,9 @@ pub async fn audit(State(s): State<Arc<AppState>>, viewer: Viewer, Query(q): Que
         Ok(e) => e,
         Err(e) => return ca_error_page(&e),
     };
-    let chart_key = nonempty(&q.key).or_else(|| keys.iter().find(|k| k.uses > 0).map(|k| k.id.clone()));
+    // Unless one is asked for, the busiest key (an issuing CA's, as a rule).
+    let chart_key =
+        nonempty(&q.key).or_else(|| keys.iter().filter(|k| k.uses > 0).max_by_key(|k| k.uses).map(|k| k.id.clone()));
     let usage = match &chart_key {
         Some(k) => s.ca.key_usage(p, k).await.unwrap_or_default(),
         None => Vec::new(),
