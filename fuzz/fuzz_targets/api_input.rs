@@ -4,4 +4,5 @@
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     custos_server::api::parse_untrusted(data);
+    custos_server::console::parse_untrusted(data);
 });

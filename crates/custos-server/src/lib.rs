@@ -360,7 +360,7 @@ impl http::HotPath for OcspHotPath {
                     ),
                     Err(_) => problem(StatusCode::BAD_REQUEST, "bad request", "the request body could not be read"),
                 };
-                state.metrics.request(listener, "/ocsp", &method, response.status().as_u16(), at);
+                state.metrics.ocsp_request(listener, &method, response.status().as_u16(), at);
                 response
             }));
         }
@@ -377,7 +377,7 @@ impl http::HotPath for OcspHotPath {
             return Ok(Box::pin(async move {
                 let at = std::time::Instant::now();
                 let response = ocsp_response(&state, state.publisher.ocsp(&der).await);
-                state.metrics.request(listener, "/ocsp/{request}", &method, response.status().as_u16(), at);
+                state.metrics.ocsp_request(listener, &method, response.status().as_u16(), at);
                 response
             }));
         }

@@ -448,7 +448,6 @@ pub fn parse_untrusted(data: &[u8]) {
     operations::parse_untrusted(data);
     access::parse_untrusted(data);
     custody::parse_untrusted(data);
-    crate::console::parse_untrusted(data);
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = custos_ca::access::parse_token(text);
         let _ = custos_ca::policy::parse_duration(text);
@@ -482,10 +481,6 @@ mod tests {
             long.as_bytes(),
             b"99999999999999999999999999d",
             b"cert:zz",
-            b"custos_session=; custos_login==;;=x; a",
-            b"csrf=%ZZ&token=%&method=certificate&&reason=\xff",
-            b"tenant=a&status=bogus&expiring=99999999999999999999&cursor=%00",
-            b"MTIzOmdn",
         ];
         for i in inputs {
             super::parse_untrusted(i);

@@ -361,7 +361,7 @@ fn ca_error_page(e: &CaError) -> Response {
 
 /// Feeds `data` to every parser the console runs on untrusted input before
 /// custos-ca sees it (cookies, query strings and form bodies, page cursors,
-/// serials): the fuzz target `api_input` calls this, and none may panic.
+/// serials): the fuzz target `api_input` calls this (beside the API's), and none may panic.
 #[doc(hidden)]
 pub fn parse_untrusted(data: &[u8]) {
     let mut headers = axum::http::HeaderMap::new();
@@ -402,4 +402,37 @@ fn age(seconds: i64) -> String {
 /// Text that is safe inside a script-free page (maud escapes; this is for attribute-free raw SVG only).
 fn svg(markup: String) -> Markup {
     PreEscaped(markup)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The fuzz target's entry point on hostile inputs it should meet early.
+    #[test]
+    fn untrusted_parsers_survive_hostile_input() {
+        let inputs: Vec<&[u8]> = vec![
+            b"",
+            b"\xff\xfe\x00",
+            b"custos_session=; custos_login==;;=x; a",
+            b"csrf=%ZZ&token=%&method=certificate&&reason=\xff",
+            b"tenant=a&status=bogus&expiring=99999999999999999999&cursor=%00",
+            b"MTIzOmdn",
+        ];
+        for i in inputs {
+            super::parse_untrusted(i);
+        }
+        assert_eq!(super::pages::decode_cursor("MTIzOmFi"), Some((123, "ab".to_string())));
+        assert_eq!(super::pages::decode_cursor("MTIzOmdn"), None, "not hex");
+    }
+
+    /// Sessions: a cookie value finds its session, a wrong one nothing, an ended one nothing.
+    #[test]
+    fn sessions_start_touch_and_end() {
+        let sessions = super::Sessions::default();
+        let (id, csrf) = sessions.start(super::Credential::Token("tok".into())).expect("room");
+        let (_, again) = sessions.touch(&id).expect("live");
+        assert_eq!(again, csrf);
+        assert!(sessions.touch("not-a-session").is_none());
+        sessions.end(&id);
+        assert!(sessions.touch(&id).is_none());
+    }
 }
