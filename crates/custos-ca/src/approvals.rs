@@ -71,7 +71,9 @@ impl Ca {
         if standing.iter().any(|a| a.approved_by.is_some() && a.expires_at > now) {
             return Ok(());
         }
-        if let Some(pending) = standing.iter().find(|a| a.approved_by.is_none() && a.expires_at > now) {
+        // A refused request is over: asking again makes a new one.
+        let pending = |a: &&ApprovalRecord| a.approved_by.is_none() && a.refused_by.is_none() && a.expires_at > now;
+        if let Some(pending) = standing.iter().find(pending) {
             return Err(CaError::ApprovalRequired {
                 id: pending.id.clone(),
                 requested_by: pending.requested_by.clone(),
@@ -90,6 +92,8 @@ impl Ca {
             expires_at: now + policy.expiry_secs,
             approved_by: None,
             approved_at: None,
+            refused_by: None,
+            refused_at: None,
         };
         let audit = audit_record(
             principal,
@@ -119,6 +123,9 @@ impl Ca {
         if let Some(by) = &found.approved_by {
             return refused(format!("approved already by {by}"));
         }
+        if let Some(by) = &found.refused_by {
+            return refused(format!("refused by {by}; request it again"));
+        }
         if found.expires_at <= now {
             return refused(format!("expired at {}; request it again", crate::rfc3339(found.expires_at)));
         }
@@ -132,6 +139,39 @@ impl Ca {
         // approvers racing, or a clock edge, cannot both pass.
         self.store.approve(id, &principal.actor(), now, &audit).await?;
         Ok(ApprovalRecord { approved_by: Some(principal.actor()), approved_at: Some(now), ..found })
+    }
+
+    /// Refuses request `id` as `principal`, an admin (the requester too: it
+    /// withdraws its request). The request can then never be approved; the
+    /// action asks for a new one.
+    pub async fn refuse(&self, principal: &Principal, id: &str) -> Result<ApprovalRecord> {
+        authorize(principal, Operation::Approve)?;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let found = self
+            .store
+            .approvals()
+            .await?
+            .into_iter()
+            .find(|a| a.id == id)
+            .ok_or_else(|| CaError::UnknownApproval(id.to_string()))?;
+        let refused = |why: String| Err(CaError::Policy(format!("approval {id}: {why}")));
+        if let Some(by) = &found.approved_by {
+            return refused(format!("approved already by {by}"));
+        }
+        if let Some(by) = &found.refused_by {
+            return refused(format!("refused already by {by}"));
+        }
+        if found.expires_at <= now {
+            return refused(format!("expired at {}", crate::rfc3339(found.expires_at)));
+        }
+        let audit = audit_record(
+            principal,
+            "approval.refuse",
+            format!("approval:{id}"),
+            json!({"id": id, "action": found.action, "object": found.object, "requested_by": found.requested_by}),
+        );
+        self.store.refuse(id, &principal.actor(), now, &audit).await?;
+        Ok(ApprovalRecord { refused_by: Some(principal.actor()), refused_at: Some(now), ..found })
     }
 
     /// Every approval request, newest first.

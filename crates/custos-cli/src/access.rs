@@ -202,6 +202,20 @@ pub async fn approve(cli: &Cli, id: &str) -> Result<(), CliError> {
     Ok(())
 }
 
+/// `custos refuse ID`.
+pub async fn refuse(cli: &Cli, id: &str) -> Result<(), CliError> {
+    let s = open(cli).await?;
+    let a = s.ca.refuse(&s.me, id).await?;
+    if cli.json {
+        return json(&a);
+    }
+    println!(
+        "refused {} ({} {}), requested by {}; it can no longer be approved",
+        a.id, a.action, a.object, a.requested_by
+    );
+    Ok(())
+}
+
 /// `custos approvals`.
 pub async fn approvals(cli: &Cli) -> Result<(), CliError> {
     let s = open(cli).await?;
@@ -213,10 +227,11 @@ pub async fn approvals(cli: &Cli) -> Result<(), CliError> {
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|a| {
-            let state = match (&a.approved_by, a.expires_at > now) {
-                (Some(by), true) => format!("approved by {by}"),
-                (Some(_), false) | (None, false) => "expired".into(),
-                (None, true) => "waiting".into(),
+            let state = match (&a.approved_by, &a.refused_by, a.expires_at > now) {
+                (_, Some(by), _) => format!("refused by {by}"),
+                (Some(by), None, true) => format!("approved by {by}"),
+                (_, None, false) => "expired".into(),
+                (None, None, true) => "waiting".into(),
             };
             vec![
                 a.id.clone(),

@@ -48,6 +48,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Acme(command) => crate::access::acme(&cli, command).await,
         Command::Operator(command) => crate::access::operator(&cli, command).await,
         Command::Approve { id } => crate::access::approve(&cli, id).await,
+        Command::Refuse { id } => crate::access::refuse(&cli, id).await,
         Command::Approvals => crate::access::approvals(&cli).await,
         Command::Witness(command) => crate::witness::run(&cli, command).await,
         Command::Serve(args) => serve(&cli, args).await,

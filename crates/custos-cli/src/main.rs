@@ -137,7 +137,12 @@ pub enum Command {
         /// The request's id (REQ-...).
         id: String,
     },
-    /// List approval requests: who asked for what, who approved, when each expires.
+    /// Refuse an admin's request (or withdraw your own): it can then never be approved.
+    Refuse {
+        /// The request's id (REQ-...).
+        id: String,
+    },
+    /// List approval requests: who asked for what, who approved or refused, when each expires.
     Approvals,
     /// A witness of another custos's audit log (C2SP tlog-witness): it
     /// cosigns each checkpoint that extends what it saw, and refuses forks and rollbacks.

@@ -436,9 +436,30 @@ fn executing_an_incident_needs_a_second_admin() {
     // Asking again names the same request.
     let again = String::from_utf8_lossy(&execute(&id, &[]).stderr).to_string();
     assert!(again.contains(&request), "{again}");
-    // The requester cannot approve its own request; an auditor cannot approve.
+    // The requester cannot approve its own request; an auditor can neither approve nor refuse.
     assert!(env.fails(&["approve", &request]).contains("the requester cannot approve"));
     assert_eq!(server.api("POST", &format!("/api/v1/approvals/{request}/approve"), Some(&auditor), None).0, 403);
+    assert_eq!(server.api("POST", &format!("/api/v1/approvals/{request}/refuse"), Some(&auditor), None).0, 403);
+    // Bob refuses it: it can no longer be approved, and asking again makes a new request.
+    let (status, body) = server.curl("POST", &format!("/api/v1/approvals/{request}/refuse"), None, None, &bob);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(parse(&body)["refused_by"], "operator:bob(admin)");
+    let (status, body) = server.curl("POST", &format!("/api/v1/approvals/{request}/approve"), None, None, &alice);
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("refused by operator:bob(admin)"), "{body}");
+    let listed = env.ok(&["approvals"]);
+    assert!(listed.contains("refused by operator:bob(admin)"), "{listed}");
+    let out = execute(&id, &[]);
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    let refused = request;
+    let request = said.split_whitespace().find(|w| w.starts_with("REQ-")).expect("request id").to_string();
+    assert_ne!(request, refused, "a new request after the refusal");
+    // The local administrator withdraws its own new request, then asks once more.
+    assert!(env.ok(&["refuse", &request]).contains("refused"));
+    let out = execute(&id, &[]);
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    let request = said.split_whitespace().find(|w| w.starts_with("REQ-")).expect("request id").to_string();
+    assert_eq!(env.json(&["list", "--status", "revoked"]).as_array().expect("list").len(), 0, "nothing executed");
     // Alice approves; Bob's second approval is refused; then it runs.
     let path = format!("/api/v1/approvals/{request}/approve");
     let (status, body) = server.curl("POST", &path, None, None, &alice);
@@ -451,7 +472,10 @@ fn executing_an_incident_needs_a_second_admin() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(env.json(&["list", "--status", "revoked"]).as_array().expect("list").len(), 1);
     let (_, body) = server.api("GET", "/api/v1/audit/entries?action=approval", Some(&auditor), None);
-    assert!(body.contains("approval.request") && body.contains("approval.approve"), "{body}");
+    assert!(
+        body.contains("approval.request") && body.contains("approval.approve") && body.contains("approval.refuse"),
+        "{body}"
+    );
 
     // The tenant sees its own connection in the incident and acknowledges it
     // over the API; a tenant the incident does not touch is told it does not exist.

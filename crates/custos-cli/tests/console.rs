@@ -217,9 +217,14 @@ fn an_operator_and_a_tenant_use_the_console_in_chromium() {
     let globex_cert = issue("globex", "portal", "www.globex.example");
     issue("globex", "portal", "api.globex.example");
     let (acme_serial, globex_serial) = (serial_of(&acme_cert), serial_of(&globex_cert));
+    // Two admin operators: executing an incident needs a second admin's approval.
+    for name in ["alice", "bob"] {
+        env.ok(&["operator", "add", name, "--role", "admin", "--out", env.path(name).to_str().expect("p")]);
+    }
     let server = TlsServer::start(&env, &[]);
     let base = format!("https://{}", server.tls_addr);
     let admin = token(&env, &["--role", "admin"]);
+    let second_admin = token(&env, &["--role", "admin"]);
     let tenant = token(&env, &["--role", "tenant", "--tenant", "acme-corp"]);
 
     // The sign-in page, and a wrong token refused.
@@ -290,6 +295,21 @@ fn an_operator_and_a_tenant_use_the_console_in_chromium() {
         browser.text("#radius")
     );
     browser.screenshot("incident-declared");
+    // Executing needs a second admin: the first click makes the request.
+    browser.click("#execute button");
+    let said = browser.text("main");
+    assert!(said.starts_with("Conflict") && said.contains("REQ-"), "{said}");
+    let request: String = said[said.find("REQ-").expect("id")..].chars().take(12).collect();
+    browser.goto(&format!("{base}/ui/approvals"));
+    assert!(browser.text("#approvals").contains("Withdraw"), "the requester may only withdraw its own");
+    browser.screenshot("approvals");
+    browser.sign_out();
+    browser.sign_in(&base, &second_admin);
+    browser.goto(&format!("{base}/ui/approvals"));
+    assert!(browser.text("#approvals").contains(&request));
+    browser.click("#approvals form.inline button");
+    assert!(browser.text("#approvals").contains("approved by operator:token:"), "{}", browser.text("#approvals"));
+    browser.goto(&format!("{base}/ui/incidents/{id}"));
     browser.click("#execute button");
     // The page now follows the execution over server-sent events, without reloads.
     browser.wait_text("[data-state=replacement-issued]", false, |t| t == "1");
@@ -316,8 +336,6 @@ fn an_operator_and_a_tenant_use_the_console_in_chromium() {
     browser.screenshot("audit");
     browser.click("#verify button");
     assert!(browser.text("#verified").starts_with("The log verifies"), "{}", browser.source());
-    browser.goto(&format!("{base}/ui/approvals"));
-    browser.screenshot("approvals");
     browser.goto(&format!("{base}/ui/tenants/acme-corp"));
     assert!(browser.text("#connections").contains("mail-sync"));
     browser.screenshot("tenant");

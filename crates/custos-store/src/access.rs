@@ -181,7 +181,7 @@ impl AccessStore for SqlStore {
         let mut tx = self.write().await?;
         let done = sqlx::query(
             "UPDATE approvals SET approved_by = $1, approved_at = $2 \
-             WHERE id = $3 AND approved_by IS NULL AND expires_at > $4 AND requested_by <> $5",
+             WHERE id = $3 AND approved_by IS NULL AND refused_by IS NULL AND expires_at > $4 AND requested_by <> $5",
         )
         .bind(by)
         .bind(at)
@@ -193,11 +193,35 @@ impl AccessStore for SqlStore {
         .map_err(StoreError::db("approve a request"))?;
         if done.rows_affected() != 1 {
             return Err(StoreError::Conflict {
-                what: format!("approval {id:?} is unknown, approved already, expired, or was requested by {by}"),
+                what: format!(
+                    "approval {id:?} is unknown, approved or refused already, expired, or was requested by {by}"
+                ),
             });
         }
         log::append(self.engine, &mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(StoreError::db("commit an approval"))
+    }
+
+    async fn refuse(&self, id: &str, by: &str, at: i64, audit: &AuditRecord) -> Result<()> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query(
+            "UPDATE approvals SET refused_by = $1, refused_at = $2 \
+             WHERE id = $3 AND approved_by IS NULL AND refused_by IS NULL AND expires_at > $4",
+        )
+        .bind(by)
+        .bind(at)
+        .bind(id)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db("refuse a request"))?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Conflict {
+                what: format!("approval {id:?} is unknown, approved or refused already, or expired"),
+            });
+        }
+        log::append(self.engine, &mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(StoreError::db("commit a refusal"))
     }
 }
 
@@ -211,6 +235,8 @@ fn approval_from(r: &AnyRow) -> Result<ApprovalRecord> {
         expires_at: col(r, "expires_at")?,
         approved_by: col(r, "approved_by")?,
         approved_at: col(r, "approved_at")?,
+        refused_by: col(r, "refused_by")?,
+        refused_at: col(r, "refused_at")?,
     })
 }
 

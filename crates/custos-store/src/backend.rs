@@ -29,6 +29,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (15, include_str!("../migrations/sqlite/0015_tenant_custody.sql")),
     (16, include_str!("../migrations/sqlite/0016_audit_by_object.sql")),
     (17, include_str!("../migrations/sqlite/0017_inventory_search.sql")),
+    (18, include_str!("../migrations/sqlite/0018_approval_refusal.sql")),
 ];
 
 /// The PostgreSQL migrations: the same schema in its types.
@@ -49,6 +50,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (14, include_str!("../migrations/postgres/0014_tenant_custody.sql")),
     (15, include_str!("../migrations/postgres/0015_audit_by_object.sql")),
     (16, include_str!("../migrations/postgres/0016_inventory_search.sql")),
+    (17, include_str!("../migrations/postgres/0017_approval_refusal.sql")),
 ];
 
 /// A [`Store`] on a SQL database.

@@ -331,6 +331,11 @@ pub trait AccessStore: Send + Sync {
     /// only if it is unapproved, unexpired at `at` and was not requested by
     /// `by`; [`StoreError::Conflict`] otherwise, changing nothing.
     async fn approve(&self, id: &str, by: &str, at: i64, audit: &AuditRecord) -> Result<()>;
+
+    /// Records that `by` refused request `id` at `at`, with its audit entry,
+    /// only if it is neither approved nor refused and unexpired at `at`; it can
+    /// then never be approved. The requester may refuse (withdraw) its own.
+    async fn refuse(&self, id: &str, by: &str, at: i64, audit: &AuditRecord) -> Result<()>;
 }
 
 /// Connection keys in custody (which key signs for a connection) and what they may sign.

@@ -1070,6 +1070,8 @@ async fn access_contract(store: &dyn Store) {
         expires_at,
         approved_by: None,
         approved_at: None,
+        refused_by: None,
+        refused_at: None,
     };
     store.add_approval(&request("REQ-1", 100), &audit("approval.request")).await.expect("request");
     store.add_approval(&request("REQ-2", 50), &audit("approval.request")).await.expect("request");
@@ -1084,8 +1086,21 @@ async fn access_contract(store: &dyn Store) {
     let approved = found.iter().find(|a| a.id == "REQ-1").expect("REQ-1");
     assert_eq!((approved.approved_by.as_deref(), approved.approved_at), (Some("operator:bob(admin)"), Some(20)));
     assert!(store.approvals_for("incident.execute", "INC-0002").await.expect("for").is_empty());
-    assert_eq!(store.approvals().await.expect("all").len(), 2);
-    assert_eq!(audit_count(store).await, before + 8, "only successful changes are audited");
+    // Refusal: not once approved, expired or refused; then it can never be approved.
+    assert!(conflict(store.refuse("REQ-1", "operator:carol(admin)", 22, &audit("approval.refuse")).await));
+    assert!(conflict(store.refuse("REQ-2", "operator:carol(admin)", 60, &audit("approval.refuse")).await));
+    store.add_approval(&request("REQ-3", 100), &audit("approval.request")).await.expect("request");
+    store.refuse("REQ-3", "operator:alice(admin)", 30, &audit("approval.refuse")).await.expect("withdrawn");
+    assert!(conflict(store.refuse("REQ-3", "operator:bob(admin)", 31, &audit("approval.refuse")).await));
+    assert!(conflict(store.approve("REQ-3", "operator:bob(admin)", 31, &audit("approval.approve")).await));
+    let refused = store.approvals_for("incident.execute", "INC-0001").await.expect("for");
+    let refused = refused.iter().find(|a| a.id == "REQ-3").expect("REQ-3");
+    assert_eq!(
+        (refused.refused_by.as_deref(), refused.refused_at, refused.approved_by.as_deref()),
+        (Some("operator:alice(admin)"), Some(30), None)
+    );
+    assert_eq!(store.approvals().await.expect("all").len(), 3);
+    assert_eq!(audit_count(store).await, before + 10, "only successful changes are audited");
 }
 
 /// Health, integrity and backups; on SQLite also a deleted database file.

@@ -525,6 +525,10 @@ pub struct ApprovalRecord {
     pub approved_by: Option<String>,
     /// Unix seconds it was approved.
     pub approved_at: Option<i64>,
+    /// Who refused it, if anyone: a refused request can no longer be approved.
+    pub refused_by: Option<String>,
+    /// Unix seconds it was refused.
+    pub refused_at: Option<i64>,
 }
 
 /// A connection key held in custody, with the certificate that carries it.

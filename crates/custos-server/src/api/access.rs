@@ -22,6 +22,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(list_operators, add_operator))
         .routes(routes!(list_approvals))
         .routes(routes!(approve))
+        .routes(routes!(refuse))
 }
 
 /// A token as listed: never its secret.
@@ -208,6 +209,10 @@ struct Approval {
     approved_by: Option<String>,
     /// RFC 3339.
     approved: Option<String>,
+    /// Who refused (or, the requester, withdrew) it: it can then never be approved.
+    refused_by: Option<String>,
+    /// RFC 3339.
+    refused: Option<String>,
 }
 
 impl From<&custos_ca::approvals::ApprovalRecord> for Approval {
@@ -221,6 +226,8 @@ impl From<&custos_ca::approvals::ApprovalRecord> for Approval {
             expires: time(a.expires_at),
             approved_by: a.approved_by.clone(),
             approved: a.approved_at.map(time),
+            refused_by: a.refused_by.clone(),
+            refused: a.refused_at.map(time),
         }
     }
 }
@@ -240,6 +247,17 @@ async fn approve(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     Ok(json(StatusCode::OK, &Approval::from(&s.ca.approve(&who, &id).await?)))
+}
+
+#[utoipa::path(post, path = "/api/v1/approvals/{id}/refuse", tag = "access", params(("id" = String, Path)),
+    responses((status = 200, body = Approval), (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn refuse(
+    State(s): State<Arc<AppState>>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(json(StatusCode::OK, &Approval::from(&s.ca.refuse(&who, &id).await?)))
 }
 
 /// The parsers of this module's untrusted input (see [`super::parse_untrusted`]).

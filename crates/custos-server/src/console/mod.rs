@@ -135,6 +135,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ui/incidents/{id}/events", get(pages::incident_events))
         .route("/ui/approvals", get(pages::approvals))
         .route("/ui/approvals/{id}/approve", post(pages::approve))
+        .route("/ui/approvals/{id}/refuse", post(pages::refuse))
         .route("/ui/audit", get(pages::audit))
         .route("/ui/audit/verify", post(pages::verify))
         .route("/ui/tenants", get(pages::tenants))

@@ -709,15 +709,23 @@ pub async fn approvals(State(s): State<Arc<AppState>>, viewer: Viewer) -> Respon
                         td { (a.object) }
                         td { (a.requested_by) " " span.muted { (when(a.requested_at)) } }
                         td {
-                            @if let Some(by) = &a.approved_by { "approved by " (by) }
+                            @if let Some(by) = &a.refused_by { "refused by " (by) }
+                            @else if let Some(by) = &a.approved_by { "approved by " (by) }
                             @else if a.expires_at <= t { "expired" }
                             @else { "pending, expires in " (age(a.expires_at - t)) }
                         }
                         td {
-                            @if a.approved_by.is_none() && a.expires_at > t && a.requested_by != me && matches!(viewer.role(), Some(Role::Admin)) {
-                                form method="post" action={ "/ui/approvals/" (a.id) "/approve" } {
+                            @let open = a.approved_by.is_none() && a.refused_by.is_none() && a.expires_at > t;
+                            @if open && matches!(viewer.role(), Some(Role::Admin)) {
+                                @if a.requested_by != me {
+                                    form.inline method="post" action={ "/ui/approvals/" (a.id) "/approve" } {
+                                        input type="hidden" name="csrf" value=(viewer.csrf);
+                                        button type="submit" { "Approve" }
+                                    }
+                                }
+                                form.inline method="post" action={ "/ui/approvals/" (a.id) "/refuse" } {
                                     input type="hidden" name="csrf" value=(viewer.csrf);
-                                    button type="submit" { "Approve" }
+                                    button.danger type="submit" { (if a.requested_by == me { "Withdraw" } else { "Refuse" }) }
                                 }
                             }
                         }
@@ -726,7 +734,7 @@ pub async fn approvals(State(s): State<Arc<AppState>>, viewer: Viewer) -> Respon
             }
         }
         @if list.is_empty() { p.muted { "No approval was ever requested." } }
-        p.muted { "A request that is not approved expires by itself; nothing runs until a second admin approves." }
+        p.muted { "Nothing runs until a second admin approves. A refused request is over: asking again makes a new one." }
     };
     page(StatusCode::OK, layout(Some(&viewer), "Approvals", body))
 }
@@ -742,6 +750,22 @@ pub async fn approve(
         return r;
     }
     match s.ca.approve(&viewer.principal, &id).await {
+        Ok(_) => redirect("/ui/approvals"),
+        Err(e) => ca_error_page(&e),
+    }
+}
+
+/// `POST /ui/approvals/{id}/refuse`: refuse another admin's request, or withdraw one's own.
+pub async fn refuse(
+    State(s): State<Arc<AppState>>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Some(r) = viewer.csrf_refused(form.csrf.as_deref()) {
+        return r;
+    }
+    match s.ca.refuse(&viewer.principal, &id).await {
         Ok(_) => redirect("/ui/approvals"),
         Err(e) => ca_error_page(&e),
     }
