@@ -18,14 +18,20 @@ use crate::{
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
-    // Servers and the demo print no result to render: say so rather than ignore --json.
-    let serves = matches!(
+    // Servers and the demo print no result to render, and `ca export` prints
+    // the certificates themselves: say so rather than ignore --json.
+    let unrendered = matches!(
         &cli.command,
-        Command::Serve(_) | Command::Demo(_) | Command::Witness(crate::WitnessCommand::Serve { .. })
+        Command::Serve(_)
+            | Command::Demo(_)
+            | Command::Witness(crate::WitnessCommand::Serve { .. })
+            | Command::Ca(CaCommand::Export { .. })
     );
-    if cli.json && serves {
+    if cli.json && unrendered {
         return Err(CliError::Usage(
-            "--json: this command prints no result to render as JSON; for JSON log lines use --log-format json".into(),
+            "--json: this command prints no result to render as JSON (ca export writes PEM or DER; servers log: \
+             for JSON log lines use --log-format json)"
+                .into(),
         ));
     }
     match &cli.command {

@@ -313,7 +313,9 @@ fn a_redirected_text_log_has_no_colour_codes_and_servers_refuse_json() {
     assert!(line.contains("principal=\"operator:token:") && line.contains("route=\"/api/v1/tenants\""), "{line}");
     drop(server);
 
-    for args in [&["--json", "serve"][..], &["--json", "demo", "incident"][..]] {
+    for args in
+        [&["--json", "serve"][..], &["--json", "demo", "incident"][..], &["--json", "ca", "export", "root-1"][..]]
+    {
         let said = env.fails(args);
         assert!(said.contains("--json") && said.contains("--log-format json"), "{args:?}: {said}");
     }
