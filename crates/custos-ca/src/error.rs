@@ -41,6 +41,12 @@ pub enum CaError {
     /// No key with this id.
     #[error("no key {0:?} (see `custos keys list`)")]
     UnknownKey(String),
+    /// An update named a version of an object (an ETag) that is no longer current.
+    #[error("{0} changed since it was read; read it again (its ETag is now {1})")]
+    Changed(String, String),
+    /// An update that must name the version it changes named none.
+    #[error("{0}: an update must name the version it changes (If-Match with its ETag, from a GET)")]
+    PreconditionRequired(String),
     /// No such active operator.
     #[error("no active operator {0:?} (see `custos operator list`)")]
     UnknownOperator(String),

@@ -106,6 +106,29 @@ pub struct IssuerView {
     pub not_after: String,
 }
 
+/// A connection's policy as an HTTP entity tag (quoted): it changes whenever
+/// the policy does, so `If-Match` can refuse an update made on a stale read.
+pub fn connection_etag(c: &ConnectionRecord) -> String {
+    let text = format!(
+        "{}\n{}\n{}\n{}",
+        c.profile,
+        c.allowed_sans.join("\n\t"),
+        c.key_algorithm,
+        c.validity_days.map(|d| d.to_string()).unwrap_or_default()
+    );
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    format!("\"{}\"", hex::encode(&digest.as_ref()[..12]))
+}
+
+/// What an update changes in a connection's policy; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionChanges {
+    /// The SAN patterns its certificates may carry, replacing the list.
+    pub allowed_sans: Option<Vec<String>>,
+    /// The default lifetime in days (`Some(None)`: the profile's default).
+    pub validity_days: Option<Option<i64>>,
+}
+
 /// Unix seconds as RFC 3339.
 pub fn rfc3339(t: i64) -> String {
     OffsetDateTime::from_unix_timestamp(t).ok().and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_else(|| t.to_string())
@@ -280,6 +303,70 @@ impl Ca {
                    "allowed_sans": record.allowed_sans, "key_algorithm": record.key_algorithm}),
         );
         Ok((record, audit))
+    }
+
+    /// Changes a connection's policy (allowed SANs, default lifetime), with
+    /// its audit entry. With `if_match`, only if that is still its
+    /// [`connection_etag`]: a change made since is [`CaError::Changed`], and
+    /// so is one that races this update; with `require_if_match` (the API),
+    /// none is [`CaError::PreconditionRequired`].
+    pub async fn update_connection(
+        &self,
+        principal: &Principal,
+        tenant: &str,
+        name: &str,
+        changes: &ConnectionChanges,
+        if_match: Option<&str>,
+        require_if_match: bool,
+    ) -> Result<ConnectionRecord> {
+        visible(principal, Operation::ManageConnection { tenant }, || CaError::UnknownTenant(tenant.to_string()))?;
+        let old = self.find_connection(tenant, name).await?;
+        let object = format!("connection {tenant}/{name}");
+        if require_if_match && if_match.is_none() {
+            return Err(CaError::PreconditionRequired(object));
+        }
+        if let Some(tag) = if_match
+            && tag != "*"
+            && tag != connection_etag(&old)
+        {
+            return Err(CaError::Changed(object, connection_etag(&old)));
+        }
+        let mut new = old.clone();
+        if let Some(sans) = &changes.allowed_sans {
+            for p in sans {
+                check_san_pattern(p)?;
+            }
+            new.allowed_sans = sans.clone();
+        }
+        if let Some(days) = changes.validity_days {
+            if let Some(d) = days
+                && (d <= 0 || d > i64::from(new.profile.max_validity_days()))
+            {
+                return Err(CaError::Policy(format!(
+                    "validity of {d} days is outside the {} profile's cap of {} days",
+                    new.profile,
+                    new.profile.max_validity_days()
+                )));
+            }
+            new.validity_days = days;
+        }
+        let audit = audit_record(
+            principal,
+            "connection.update",
+            format!("connection:{tenant}/{name}"),
+            json!({"tenant": tenant, "connection": name, "profile": new.profile,
+                   "allowed_sans": new.allowed_sans, "key_algorithm": new.key_algorithm,
+                   "validity_days": new.validity_days,
+                   "was": {"allowed_sans": old.allowed_sans, "validity_days": old.validity_days}}),
+        );
+        match self.store.update_connection(&old, &new, &audit).await {
+            Ok(()) => Ok(new),
+            Err(custos_store::StoreError::Conflict { .. }) => {
+                let now = self.find_connection(tenant, name).await?;
+                Err(CaError::Changed(object, connection_etag(&now)))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Connections of a tenant, or of all tenants.

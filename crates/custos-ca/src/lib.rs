@@ -58,7 +58,9 @@ pub use custos_types::{IncidentConnection, IncidentRecord, OutboxMessage};
 pub use error::CaError;
 pub use fresh::FRESH_FOR;
 pub use incident::notify;
-pub use inventory::{CertificateView, ConnectionOptions, IssuerView, KeyView, ListFilter, rfc3339};
+pub use inventory::{
+    CertificateView, ConnectionChanges, ConnectionOptions, IssuerView, KeyView, ListFilter, connection_etag, rfc3339,
+};
 pub use issuance::{BulkOutcome, IssueRequest, Issued, KeySource, ResultWriter, random_password};
 pub use principal::{Principal, Role, current_uid};
 pub use publisher::{CrlStatus, OcspAnswer, PublisherStatus, StatusPublisher};

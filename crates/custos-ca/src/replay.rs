@@ -139,7 +139,7 @@ impl Implied {
                     self.tenants.insert(t, (index, Present));
                 }
             }
-            "connection.add" => {
+            "connection.add" | "connection.update" => {
                 let v = value()?;
                 if let (Some(t), Some(c)) = (text(&v, "tenant"), text(&v, "connection")) {
                     let policy = serde_json::json!({"profile": v["profile"], "allowed_sans": v["allowed_sans"],

@@ -145,11 +145,52 @@ pub async fn connection(cli: &Cli, command: &ConnectionCommand) -> Result<(), Cl
             print_custody_keys(&keys);
             Ok(())
         }
+        ConnectionCommand::Update { tenant, name, allow_san, no_sans, validity, profile_validity, if_match } => {
+            let changes = custos_ca::ConnectionChanges {
+                allowed_sans: match (*no_sans, allow_san.is_empty()) {
+                    (true, _) => Some(Vec::new()),
+                    (false, false) => Some(allow_san.clone()),
+                    (false, true) => None,
+                },
+                validity_days: match (validity, *profile_validity) {
+                    (Some(v), _) => Some(Some(days(v)?)),
+                    (None, true) => Some(None),
+                    (None, false) => None,
+                },
+            };
+            if changes.allowed_sans.is_none() && changes.validity_days.is_none() {
+                return Err(CliError::Usage(
+                    "nothing to change: give --allow-san, --no-sans, --validity or --profile-validity".into(),
+                ));
+            }
+            let s = open(cli).await?;
+            let c = s.ca.update_connection(&s.me, tenant, name, &changes, if_match.as_deref(), false).await?;
+            if cli.json {
+                let mut v = serde_json::to_value(&c).unwrap_or_default();
+                v["etag"] = custos_ca::connection_etag(&c).into();
+                return json(&v);
+            }
+            println!(
+                "updated {tenant}/{name}: allowed SANs [{}], lifetime {}",
+                c.allowed_sans.join(", "),
+                c.validity_days.map(|d| format!("{d} days")).unwrap_or_else(|| "the profile's default".into())
+            );
+            Ok(())
+        }
         ConnectionCommand::List { tenant } => {
             let s = open(cli).await?;
             let list = s.ca.connections(&s.me, tenant.as_deref()).await?;
             if cli.json {
-                return json(&list);
+                // With each one's ETag, for `connection update --if-match`.
+                let tagged: Vec<serde_json::Value> = list
+                    .iter()
+                    .map(|c| {
+                        let mut v = serde_json::to_value(c).unwrap_or_default();
+                        v["etag"] = custos_ca::connection_etag(c).into();
+                        v
+                    })
+                    .collect();
+                return json(&tagged);
             }
             let rows: Vec<Vec<String>> = list
                 .iter()

@@ -291,6 +291,29 @@ pub enum ConnectionCommand {
         /// Only this tenant's.
         tenant: Option<String>,
     },
+    /// Change a connection's issuance policy: the names its certificates may
+    /// carry, their default lifetime. Certificates already issued are not touched.
+    Update {
+        /// Tenant name.
+        tenant: String,
+        /// Connection name.
+        name: String,
+        /// A SAN its certificates may carry (replaces the list). Repeatable.
+        #[arg(long = "allow-san")]
+        allow_san: Vec<String>,
+        /// Allow no SANs at all (clears the list).
+        #[arg(long, conflicts_with = "allow_san")]
+        no_sans: bool,
+        /// Default lifetime of its certificates, e.g. 90d.
+        #[arg(long, conflicts_with = "profile_validity")]
+        validity: Option<String>,
+        /// Use the profile's default lifetime.
+        #[arg(long)]
+        profile_validity: bool,
+        /// Only if the connection still has this ETag (`connection list --json` shows it).
+        #[arg(long)]
+        if_match: Option<String>,
+    },
     /// Set what a custodied connection's client assertions may name.
     Policy {
         /// Tenant name.

@@ -50,6 +50,13 @@ fn roles_reach_exactly_their_resources() {
         ("GET", "/api/v1/tenants/acme-corp", None, [200, 200, 200, 200, 200, 404]),
         ("GET", "/api/v1/tenants/acme-corp/connections", None, [200, 200, 200, 200, 200, 404]),
         ("GET", "/api/v1/tenants/acme-corp/connections/backup", None, [200, 200, 200, 200, 404, 404]),
+        // Without If-Match: those who may change it are told to send one; the others are refused first.
+        (
+            "PATCH",
+            "/api/v1/tenants/acme-corp/connections/backup",
+            Some(json!({"allowed_sans": ["*.acme.example"]})),
+            [428, 428, 403, 403, 403, 403],
+        ),
         (
             "POST",
             "/api/v1/tenants/acme-corp/connections/mail-sync/certificates",
@@ -93,6 +100,55 @@ fn roles_reach_exactly_their_resources() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+
+    // PATCH with If-Match: the ETag a GET gave; a stale one is refused (412) and changes nothing.
+    let head = env.path("headers.txt");
+    let etag = |headers: &std::path::Path| -> String {
+        let text = std::fs::read_to_string(headers).expect("headers");
+        let line = text.lines().find(|l| l.to_lowercase().starts_with("etag:")).unwrap_or_else(|| panic!("{text}"));
+        line.split_once(':').expect("etag").1.trim().to_string()
+    };
+    let path = "/api/v1/tenants/acme-corp/connections/backup";
+    let dump = ["-D", head.to_str().expect("p")];
+    let (status, _) = server.curl("GET", path, Some(&admin), None, &dump);
+    assert_eq!(status, 200);
+    let first = etag(&head);
+    let if_match = |tag: &str| format!("If-Match: {tag}");
+    let patch = json!({"allowed_sans": ["*.backup.example"], "validity_days": 30});
+    let (status, body) =
+        server.curl("PATCH", path, Some(&operator), Some(&patch), &[&["-H", &if_match(&first)][..], &dump].concat());
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (parse(&body)["allowed_sans"].clone(), parse(&body)["validity_days"].clone()),
+        (json!(["*.backup.example"]), json!(30))
+    );
+    let second = etag(&head);
+    assert_ne!(first, second, "a new policy, a new tag");
+    let (status, body) =
+        server.curl("PATCH", path, Some(&admin), Some(&json!({"allowed_sans": []})), &["-H", &if_match(&first)]);
+    assert_eq!(status, 412, "{body}");
+    assert!(body.contains("changed since it was read"), "{body}");
+    let (_, body) = server.api("GET", path, Some(&admin), None);
+    assert_eq!(parse(&body)["allowed_sans"], json!(["*.backup.example"]), "the stale update changed nothing");
+    // null resets the lifetime to the profile's; a bad pattern and an unknown field are refused.
+    let (status, body) = server.curl(
+        "PATCH",
+        path,
+        Some(&admin),
+        Some(&json!({"validity_days": null})),
+        &[&["-H", &if_match(&second)][..], &dump].concat(),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(parse(&body)["validity_days"], Value::Null);
+    let third = etag(&head);
+    let (status, _) =
+        server.curl("PATCH", path, Some(&admin), Some(&json!({"allowed_sans": ["*.*.x"]})), &["-H", &if_match(&third)]);
+    assert!(status == 400 || status == 422, "a bad SAN pattern: {status}");
+    let (status, _) =
+        server.curl("PATCH", path, Some(&admin), Some(&json!({"profile": "server"})), &["-H", &if_match(&third)]);
+    assert_eq!(status, 422, "only the policy fields may change");
+    let (_, body) = server.api("GET", "/api/v1/audit/entries?action=connection.update", Some(&auditor), None);
+    assert_eq!(body.matches("connection.update").count(), 2, "{body}");
 
     // Tenant listings hold only the tenant's own objects.
     let (_, body) = server.api("GET", "/api/v1/tenants", Some(&globex), None);

@@ -341,6 +341,24 @@ fn tampering_with_the_state_is_caught_by_replaying_the_log() {
     let env = populated();
     let said = env.ok(&["audit", "verify", "--state"]);
     assert!(said.contains("the database says what the log says"), "{said}");
+    // A policy changed through custos is in the log, and the replay follows it;
+    // a change made on a stale read (a wrong ETag) is refused and changes nothing.
+    let listed = env.json(&["connection", "list", "acme-corp"]);
+    let etag = listed.as_array().expect("list").iter().find(|c| c["name"] == "mail-sync").expect("mail-sync")["etag"]
+        .as_str()
+        .expect("etag")
+        .to_string();
+    let update = |tag: &str| {
+        env.run(&["connection", "update", "acme-corp", "mail-sync", "--allow-san", "*.acme.example", "--if-match", tag])
+    };
+    let stale = update("\"0123\"");
+    let said = String::from_utf8_lossy(&stale.stderr).to_string();
+    assert!(!stale.status.success() && said.contains("changed since it was read"), "{said}");
+    assert!(update(&etag).status.success());
+    let again = update(&etag);
+    assert!(!again.status.success(), "the old ETag is stale once the policy changed");
+    let said = env.ok(&["audit", "verify", "--state"]);
+    assert!(said.contains("the database says what the log says"), "{said}");
     let revoked = env.json(&["list", "--status", "revoked"])[0]["serial"].as_str().expect("serial").to_string();
     let valid = env.json(&["list", "--status", "valid"])[0]["serial"].as_str().expect("serial").to_string();
     let revoke_entry = env

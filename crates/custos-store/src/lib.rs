@@ -181,6 +181,16 @@ pub trait TenantStore: Send + Sync {
     /// is [`StoreError::NotFound`], a duplicate [`StoreError::Duplicate`].
     async fn add_connection(&self, connection: &ConnectionRecord, audit: &AuditRecord) -> Result<()>;
 
+    /// Replaces connection `old` (as it was read) with `new` (same tenant and
+    /// name), with its audit entry, only if the row still equals `old`: a
+    /// change made in between is [`StoreError::Conflict`] and nothing is written.
+    async fn update_connection(
+        &self,
+        old: &ConnectionRecord,
+        new: &ConnectionRecord,
+        audit: &AuditRecord,
+    ) -> Result<()>;
+
     /// Reads one connection.
     async fn connection(&self, tenant: &str, name: &str) -> Result<Option<ConnectionRecord>>;
 

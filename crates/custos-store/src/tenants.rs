@@ -68,6 +68,44 @@ impl TenantStore for SqlStore {
         tx.commit().await.map_err(StoreError::db("commit a connection"))
     }
 
+    async fn update_connection(
+        &self,
+        old: &ConnectionRecord,
+        new: &ConnectionRecord,
+        audit: &AuditRecord,
+    ) -> Result<()> {
+        if (&old.tenant, &old.name) != (&new.tenant, &new.name) {
+            return Err(StoreError::Invalid("a connection update keeps its tenant and name".into()));
+        }
+        let mut tx = self.write().await?;
+        // Compare-and-swap on the whole policy: what the caller read is what it changes.
+        let done = sqlx::query(
+            "UPDATE connections SET profile = $1, allowed_sans = $2, key_algorithm = $3, validity_days = $4 \
+             WHERE tenant = $5 AND name = $6 AND profile = $7 AND allowed_sans = $8 AND key_algorithm = $9 \
+             AND COALESCE(validity_days, -1) = $10",
+        )
+        .bind(new.profile.as_str())
+        .bind(json_list(&new.allowed_sans))
+        .bind(&new.key_algorithm)
+        .bind(new.validity_days)
+        .bind(&old.tenant)
+        .bind(&old.name)
+        .bind(old.profile.as_str())
+        .bind(json_list(&old.allowed_sans))
+        .bind(&old.key_algorithm)
+        .bind(old.validity_days.unwrap_or(-1))
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db("update a connection"))?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Conflict {
+                what: format!("connection {}/{} changed since it was read (or is gone)", old.tenant, old.name),
+            });
+        }
+        log::append(self.engine, &mut tx, std::slice::from_ref(audit)).await?;
+        tx.commit().await.map_err(StoreError::db("commit a connection update"))
+    }
+
     async fn connection(&self, tenant: &str, name: &str) -> Result<Option<ConnectionRecord>> {
         let row = sqlx::query("SELECT * FROM connections WHERE tenant = $1 AND name = $2")
             .bind(tenant)

@@ -734,10 +734,45 @@ async fn honours_the_contract(backend: Backend) {
     custody_contract(&store).await;
     acme_contract(&store).await;
     maintenance_contract(&backend, &store).await;
+    connection_update_contract(&store).await;
     store.close().await;
     let again = backend.open().await;
     assert_eq!(again.certificates(&CertificateFilter::default()).await.expect("list").len(), 259);
     assert_eq!(again.incidents().await.expect("incidents").len(), 2);
+}
+
+/// A connection's policy changes only from what the caller read (compare
+/// and swap): a stale read changes nothing, and no update renames.
+async fn connection_update_contract(store: &dyn Store) {
+    let before = audit_count(store).await;
+    let old = store.connection("acme", "web").await.expect("read").expect("exists");
+    let new = ConnectionRecord { allowed_sans: vec!["*.web.example".into()], validity_days: None, ..old.clone() };
+    store.update_connection(&old, &new, &audit("connection.update")).await.expect("update");
+    assert_eq!(store.connection("acme", "web").await.expect("read"), Some(new.clone()));
+    let stale = ConnectionRecord { allowed_sans: vec!["x.example".into()], ..old.clone() };
+    assert!(matches!(
+        store.update_connection(&old, &stale, &audit("connection.update")).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(
+        store.connection("acme", "web").await.expect("read"),
+        Some(new.clone()),
+        "the stale write changed nothing"
+    );
+    // From no validity (NULL) to one: the comparison treats NULL as a value.
+    let newer = ConnectionRecord { validity_days: Some(10), ..new.clone() };
+    store.update_connection(&new, &newer, &audit("connection.update")).await.expect("update");
+    let renamed = ConnectionRecord { name: "other".into(), ..newer.clone() };
+    assert!(matches!(
+        store.update_connection(&newer, &renamed, &audit("connection.update")).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let gone = ConnectionRecord { name: "nowhere".into(), ..newer.clone() };
+    assert!(matches!(
+        store.update_connection(&gone, &gone, &audit("connection.update")).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(audit_count(store).await, before + 2, "only the two updates are audited");
 }
 
 /// ACME: a nonce used once, an EAB key that binds one account, one account

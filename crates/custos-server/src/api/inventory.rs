@@ -23,7 +23,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(list_tenants, add_tenant))
         .routes(routes!(get_tenant))
         .routes(routes!(list_connections, add_connection))
-        .routes(routes!(get_connection))
+        .routes(routes!(get_connection, update_connection))
         .routes(routes!(issue))
         .routes(routes!(list_certificates))
         .routes(routes!(get_certificate))
@@ -201,7 +201,57 @@ async fn get_connection(
     Caller(who): Caller,
     Path((tenant, connection)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    Ok(json(StatusCode::OK, &Connection::from(s.ca.connection(&who, &tenant, &connection).await?)))
+    let c = s.ca.connection(&who, &tenant, &connection).await?;
+    Ok(with_etag(json(StatusCode::OK, &Connection::from(c.clone())), &c))
+}
+
+/// `response` with the connection's ETag, for `If-Match` on the next update.
+fn with_etag(mut response: Response, c: &custos_ca::ConnectionRecord) -> Response {
+    if let Ok(v) = header::HeaderValue::from_str(&custos_ca::connection_etag(c)) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    response
+}
+
+/// What a PATCH changes; an absent field stays as it is.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ConnectionPatch {
+    /// SAN patterns its certificates may carry, replacing the list.
+    allowed_sans: Option<Vec<String>>,
+    /// Default lifetime in days; `null` for the profile's default.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, nullable)]
+    validity_days: Option<Option<i64>>,
+}
+
+/// A field that is present (even as `null`) becomes `Some`, so `null` and absent differ.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Option::<i64>::deserialize(d).map(Some)
+}
+
+#[utoipa::path(patch, path = "/api/v1/tenants/{tenant}/connections/{connection}", tag = "connections",
+    params(("tenant" = String, Path), ("connection" = String, Path),
+           ("If-Match" = String, Header, description = "The ETag of the connection as last read (GET answers it)")),
+    request_body = ConnectionPatch,
+    responses((status = 200, description = "Updated; its new ETag in the ETag header", body = Connection),
+              (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+              (status = 412, description = "It changed since it was read: read it again", body = Problem),
+              (status = 422, body = Problem),
+              (status = 428, description = "If-Match is required", body = Problem)))]
+async fn update_connection(
+    State(s): State<Arc<AppState>>,
+    Caller(who): Caller,
+    Path((tenant, connection)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    Body(patch): Body<ConnectionPatch>,
+) -> Result<Response, ApiError> {
+    // Updates can race (two operators, two scripts): one made on a stale read
+    // must fail, so the API requires the tag (428 without it).
+    let tag = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(str::trim);
+    let changes = custos_ca::ConnectionChanges { allowed_sans: patch.allowed_sans, validity_days: patch.validity_days };
+    let c = s.ca.update_connection(&who, &tenant, &connection, &changes, tag, true).await?;
+    Ok(with_etag(json(StatusCode::OK, &Connection::from(c.clone())), &c))
 }
 
 /// A certificate.
@@ -591,6 +641,7 @@ async fn key_usage(
 pub(super) fn parse_untrusted(data: &[u8]) {
     let _ = serde_json::from_slice::<NewTenant>(data);
     let _ = serde_json::from_slice::<NewConnection>(data);
+    let _ = serde_json::from_slice::<ConnectionPatch>(data);
     let _ = serde_json::from_slice::<IssueBody>(data);
     let _ = serde_json::from_slice::<RevokeBody>(data);
     if let Ok(text) = std::str::from_utf8(data) {

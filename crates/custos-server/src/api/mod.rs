@@ -376,6 +376,8 @@ pub(crate) fn classify(e: &CaError) -> Option<(StatusCode, &'static str)> {
         | CaError::UnknownKey(_)
         | CaError::UnknownApproval(_) => (StatusCode::NOT_FOUND, "not found"),
         CaError::ApprovalRequired { .. } => (StatusCode::CONFLICT, "approval required"),
+        CaError::Changed(..) => (StatusCode::PRECONDITION_FAILED, "changed since read"),
+        CaError::PreconditionRequired(_) => (StatusCode::PRECONDITION_REQUIRED, "precondition required"),
         CaError::InvalidName { .. } | CaError::Pki(_) => (StatusCode::BAD_REQUEST, "bad request"),
         CaError::Policy(_) => (StatusCode::UNPROCESSABLE_ENTITY, "refused by policy"),
         CaError::Name(_) => (StatusCode::BAD_REQUEST, "bad request"),
