@@ -521,6 +521,9 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
     if let Some(addr) = listeners.metrics_address() {
         println!("custos metrics on http://{addr}/metrics");
     }
+    if let Some(addr) = listeners.tls_address() {
+        println!("custos console on https://{addr}/ui/");
+    }
     std::io::stdout().flush().map_err(|e| CliError::Output(e.to_string()))?;
     Ok(custos_node::serve(&s.config, s.ca, listeners).await?)
 }

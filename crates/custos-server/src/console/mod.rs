@@ -425,6 +425,32 @@ mod tests {
         assert_eq!(super::pages::decode_cursor("MTIzOmdn"), None, "not hex");
     }
 
+    /// Sessions end 30 idle minutes after their last use, and 8 hours after
+    /// sign-in however busy (times moved back rather than waited for).
+    #[test]
+    fn sessions_expire_when_idle_and_at_their_limit() {
+        use std::time::{Duration, Instant};
+        let sessions = super::Sessions::default();
+        let (idle, _) = sessions.start(super::Credential::Token("a".into())).expect("room");
+        let (busy, _) = sessions.start(super::Credential::Token("b".into())).expect("room");
+        let (fresh, _) = sessions.start(super::Credential::Token("c".into())).expect("room");
+        let ago = |d: Duration| Instant::now().checked_sub(d).expect("an instant in the past");
+        {
+            let mut map = sessions.map.lock().expect("lock");
+            let s = map.get_mut(&super::session_key(&idle)).expect("idle");
+            s.used = ago(super::IDLE_LIMIT + Duration::from_secs(1));
+            let s = map.get_mut(&super::session_key(&busy)).expect("busy");
+            s.started = ago(super::SESSION_LIMIT + Duration::from_secs(1));
+            s.used = Instant::now();
+            let s = map.get_mut(&super::session_key(&fresh)).expect("fresh");
+            s.used = ago(super::IDLE_LIMIT - Duration::from_secs(60));
+        }
+        assert!(sessions.touch(&idle).is_none(), "idle past 30 minutes");
+        assert!(sessions.touch(&busy).is_none(), "past 8 hours, though just used");
+        assert!(sessions.touch(&fresh).is_some(), "used 29 minutes ago");
+        assert_eq!(sessions.map.lock().expect("lock").len(), 1, "expired sessions are dropped");
+    }
+
     /// Sessions: a cookie value finds its session, a wrong one nothing, an ended one nothing.
     #[test]
     fn sessions_start_touch_and_end() {
