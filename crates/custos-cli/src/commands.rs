@@ -514,17 +514,22 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
     let mut s = Session { ca, me, config };
     unseal(cli, &mut s).await?;
     let listeners = custos_node::Listeners::bind(&s.config, &s.ca).await?;
-    println!("custos listening on http://{}", listeners.plain_address()?);
+    let mut said = format!("custos listening on http://{}\n", listeners.plain_address()?);
     if let Some(addr) = listeners.tls_address() {
-        println!("custos listening on https://{addr}");
+        said += &format!("custos listening on https://{addr}\n");
     }
     if let Some(addr) = listeners.metrics_address() {
-        println!("custos metrics on http://{addr}/metrics");
+        said += &format!("custos metrics on http://{addr}/metrics\n");
     }
     if let Some(addr) = listeners.tls_address() {
-        println!("custos console on https://{addr}/ui/");
+        said += &format!("custos console on https://{addr}/ui/\n");
     }
-    std::io::stdout().flush().map_err(|e| CliError::Output(e.to_string()))?;
+    // One write, and a reader that went away (`custos serve | head -1`, a
+    // supervisor reading only the first line) does not stop the server.
+    let mut out = std::io::stdout();
+    if out.write_all(said.as_bytes()).and_then(|()| out.flush()).is_err() {
+        tracing::warn!("stdout is closed; serving anyway");
+    }
     Ok(custos_node::serve(&s.config, s.ca, listeners).await?)
 }
 

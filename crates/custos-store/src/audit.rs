@@ -28,13 +28,32 @@ impl AuditStore for SqlStore {
     }
 
     async fn audit_for_object(&self, object: &str, limit: u64) -> Result<Vec<AuditEntry>> {
-        let rows = sqlx::query("SELECT * FROM audit_log WHERE object = $1 ORDER BY idx DESC LIMIT $2")
-            .bind(object)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::db("read an object's audit entries"))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // The index leaves out issuance entries (the bulk of the log); a
+        // certificate's own is found through the index its row records.
+        let rows = sqlx::query(
+            "SELECT * FROM audit_log WHERE object = $1 AND action <> 'certificate.issue' ORDER BY idx DESC LIMIT $2",
+        )
+        .bind(object)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::db("read an object's audit entries"))?;
         let mut entries = rows.iter().map(log::entry).collect::<Result<Vec<_>>>()?;
+        if let Some(serial) = object.strip_prefix("cert:") {
+            let issued = sqlx::query(
+                "SELECT a.* FROM certificates c JOIN audit_log a ON a.idx = c.issued_entry WHERE c.serial = $1",
+            )
+            .bind(serial)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::db("read a certificate's issuance entry"))?;
+            if let Some(row) = issued {
+                entries.push(log::entry(&row)?);
+            }
+        }
+        entries.sort_by_key(|e| std::cmp::Reverse(e.index));
+        entries.truncate(limit.max(0) as usize);
         entries.reverse();
         Ok(entries)
     }

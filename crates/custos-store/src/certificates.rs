@@ -6,7 +6,6 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::backend::SqlStore;
 use crate::dialect::*;
-use crate::log;
 use crate::rows::*;
 use crate::*;
 
@@ -14,8 +13,7 @@ use crate::*;
 impl CertificateStore for SqlStore {
     async fn insert_certificates(&self, certificates: &[CertificateRecord], audit: &[AuditRecord]) -> Result<()> {
         let mut tx = self.write().await?;
-        insert_certificate_rows(self.engine, &mut tx, certificates).await?;
-        log::append(self.engine, &mut tx, audit).await?;
+        insert_certificates_logged(self.engine, &mut tx, certificates, audit).await?;
         tx.commit().await.map_err(StoreError::db("commit certificates"))
     }
 
@@ -33,7 +31,7 @@ impl CertificateStore for SqlStore {
             )));
         }
         let mut tx = self.write().await?;
-        insert_certificate_rows(self.engine, &mut tx, certificates).await?;
+        insert_certificates_logged(self.engine, &mut tx, certificates, audit).await?;
         for (certs, keys) in certificates.chunks(ROWS_PER_INSERT).zip(request_keys.chunks(ROWS_PER_INSERT)) {
             let sql = format!(
                 "INSERT INTO issued_requests (request_key, serial) VALUES {}",
@@ -48,7 +46,6 @@ impl CertificateStore for SqlStore {
                 false => StoreError::Database { operation: "record request keys", source: e },
             })?;
         }
-        log::append(self.engine, &mut tx, audit).await?;
         tx.commit().await.map_err(StoreError::db("commit certificates"))
     }
 

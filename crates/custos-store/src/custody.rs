@@ -82,7 +82,7 @@ impl CustodyStore for SqlStore {
                 return Err(StoreError::NotFound { what: format!("custody key {key_id:?}") });
             }
         }
-        insert_certificate_rows(self.engine, &mut tx, &change.certificates).await?;
+        insert_certificates_logged(self.engine, &mut tx, &change.certificates, audit).await?;
         for k in add {
             insert_key(&mut tx, &k.key).await?;
             sqlx::query(
@@ -138,7 +138,6 @@ impl CustodyStore for SqlStore {
             crate::incidents::apply_replacements(&mut tx, &i.incident, &i.replacements, &i.transition).await?;
         }
         crate::incidents::queue_messages(&mut tx, &change.messages).await?;
-        log::append(self.engine, &mut tx, audit).await?;
         tx.commit().await.map_err(StoreError::db("commit custody keys"))
     }
 

@@ -305,10 +305,9 @@ pub(crate) async fn record_replacements(
     messages: &[OutboxMessage],
     audit_records: &[AuditRecord],
 ) -> Result<()> {
-    insert_certificate_rows(engine, &mut tx, certificates).await?;
+    insert_certificates_logged(engine, &mut tx, certificates, audit_records).await?;
     apply_replacements(&mut tx, incident, replacements, transition).await?;
     queue_messages(&mut tx, messages).await?;
-    log::append(engine, &mut tx, audit_records).await?;
     tx.commit().await.map_err(StoreError::db("commit replacements"))
 }
 

@@ -157,16 +157,28 @@ pub(crate) fn checkpoint(r: &AnyRow) -> Result<CheckpointRecord> {
 pub(crate) const ROWS_PER_INSERT: usize = 100;
 pub(crate) const CERTIFICATE_COLUMN_COUNT: usize = 20;
 
-/// Inserts certificate rows inside `tx`, a hundred per statement.
-pub(crate) async fn insert_certificate_rows(
+/// Appends `audit` and inserts `certificates` inside `tx`, a hundred rows per
+/// statement; each certificate row records the log index of its
+/// `certificate.issue` entry, so a certificate's trail is found without an
+/// index over the whole log (an index keyed by a random serial cost every
+/// issuance a random b-tree insert). Returns the first entry's index.
+pub(crate) async fn insert_certificates_logged(
     engine: Engine,
     tx: &mut Transaction<'static, Any>,
     certificates: &[CertificateRecord],
-) -> Result<()> {
+    audit: &[AuditRecord],
+) -> Result<u64> {
+    let first = crate::log::append(engine, tx, audit).await?;
+    let issued: std::collections::HashMap<&str, i64> = audit
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.action == "certificate.issue")
+        .filter_map(|(i, r)| Some((r.object.strip_prefix("cert:")?, (first + i as u64) as i64)))
+        .collect();
     for rows in certificates.chunks(ROWS_PER_INSERT) {
         let sql = format!(
-            "INSERT INTO certificates ({CERTIFICATE_COLUMNS}) VALUES {}",
-            values_clause(engine, rows.len(), CERTIFICATE_COLUMN_COUNT)
+            "INSERT INTO certificates ({CERTIFICATE_COLUMNS}, issued_entry) VALUES {}",
+            values_clause(engine, rows.len(), CERTIFICATE_COLUMN_COUNT + 1)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for c in rows {
@@ -190,7 +202,8 @@ pub(crate) async fn insert_certificate_rows(
                 .bind(c.invalidity_date)
                 .bind(&c.replaced_by)
                 .bind(c.crl_partition)
-                .bind(c.created_at);
+                .bind(c.created_at)
+                .bind(issued.get(c.serial.as_str()).copied());
         }
         query.execute(&mut **tx).await.map_err(|e| {
             if is_unique_violation(&e) {
@@ -219,7 +232,7 @@ pub(crate) async fn insert_certificate_rows(
         }
         query.execute(&mut **tx).await.map_err(StoreError::db("index certificate names"))?;
     }
-    Ok(())
+    Ok(first)
 }
 
 pub(crate) const CERTIFICATE_COLUMNS: &str = "serial, issuer, tenant, connection, profile, subject, sans, key_algorithm, key_origin, \
