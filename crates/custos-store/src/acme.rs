@@ -364,7 +364,7 @@ async fn apply_one(engine: Engine, tx: &mut sqlx::Transaction<'static, sqlx::Any
             if done.rows_affected() != 1 {
                 return Err(StoreError::Conflict { what: format!("ACME order {:?} is not ready", o.id) });
             }
-            insert_certificates_logged(engine, tx, certificates, audit).await?;
+            crate::certificates::insert_certificates_logged(engine, tx, certificates, audit).await?;
             if let Some(i) = incident {
                 crate::incidents::apply_replacements(tx, &i.incident, &i.replacements, &i.transition).await?;
             }

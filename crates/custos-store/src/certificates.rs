@@ -2,10 +2,11 @@
 
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 
 use crate::backend::SqlStore;
 use crate::dialect::*;
+use crate::log;
 use crate::rows::*;
 use crate::*;
 
@@ -266,4 +267,82 @@ impl SqlStore {
         }
         Ok(out)
     }
+}
+
+/// Appends `audit` and inserts `certificates` inside `tx`, a hundred rows per
+/// statement; each certificate row records the log index of its
+/// `certificate.issue` entry, so a certificate's trail is found without an
+/// index over the whole log (an index keyed by a random serial cost every
+/// issuance a random b-tree insert). Returns the first entry's index.
+pub(crate) async fn insert_certificates_logged(
+    engine: Engine,
+    tx: &mut Transaction<'static, Any>,
+    certificates: &[CertificateRecord],
+    audit: &[AuditRecord],
+) -> Result<u64> {
+    let first = log::append(engine, tx, audit).await?;
+    let issued: std::collections::HashMap<&str, i64> = audit
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.action == "certificate.issue")
+        .filter_map(|(i, r)| Some((r.object.strip_prefix("cert:")?, (first + i as u64) as i64)))
+        .collect();
+    for rows in certificates.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO certificates ({CERTIFICATE_COLUMNS}, issued_entry) VALUES {}",
+            values_clause(engine, rows.len(), CERTIFICATE_COLUMN_COUNT + 1)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for c in rows {
+            query = query
+                .bind(&c.serial)
+                .bind(&c.issuer)
+                .bind(&c.tenant)
+                .bind(&c.connection)
+                .bind(c.profile.as_str())
+                .bind(&c.subject)
+                .bind(json_list(&c.sans))
+                .bind(&c.key_algorithm)
+                .bind(&c.key_origin)
+                .bind(&c.spki_sha256)
+                .bind(c.not_before)
+                .bind(c.not_after)
+                .bind(&c.der)
+                .bind(c.status.as_str())
+                .bind(c.revoked_at)
+                .bind(c.revocation_reason.map(custos_types::Reason::as_str))
+                .bind(c.invalidity_date)
+                .bind(&c.replaced_by)
+                .bind(c.crl_partition)
+                .bind(c.created_at)
+                .bind(issued.get(c.serial.as_str()).copied());
+        }
+        query.execute(&mut **tx).await.map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Duplicate { what: "certificate serial".into() }
+            } else if is_foreign_key_violation(&e) {
+                StoreError::NotFound { what: "connection or issuer of a certificate".into() }
+            } else {
+                StoreError::Database { operation: "record certificates", source: e }
+            }
+        })?;
+    }
+    // Each name a certificate covers, indexed for the inventory's search by name.
+    let mut names: Vec<(&str, &str)> = Vec::new();
+    for c in certificates {
+        let mut own: Vec<&str> = c.sans.iter().map(String::as_str).collect();
+        own.sort_unstable();
+        own.dedup();
+        names.extend(own.into_iter().map(|n| (n, c.serial.as_str())));
+    }
+    for rows in names.chunks(ROWS_PER_INSERT * 5) {
+        let sql =
+            format!("INSERT INTO certificate_names (name, serial) VALUES {}", values_clause(engine, rows.len(), 2));
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (name, serial) in rows {
+            query = query.bind(*name).bind(*serial);
+        }
+        query.execute(&mut **tx).await.map_err(StoreError::db("index certificate names"))?;
+    }
+    Ok(first)
 }

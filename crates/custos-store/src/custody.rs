@@ -82,7 +82,7 @@ impl CustodyStore for SqlStore {
                 return Err(StoreError::NotFound { what: format!("custody key {key_id:?}") });
             }
         }
-        insert_certificates_logged(self.engine, &mut tx, &change.certificates, audit).await?;
+        crate::certificates::insert_certificates_logged(self.engine, &mut tx, &change.certificates, audit).await?;
         for k in add {
             insert_key(&mut tx, &k.key).await?;
             sqlx::query(

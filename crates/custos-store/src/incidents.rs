@@ -305,7 +305,7 @@ pub(crate) async fn record_replacements(
     messages: &[OutboxMessage],
     audit_records: &[AuditRecord],
 ) -> Result<()> {
-    insert_certificates_logged(engine, &mut tx, certificates, audit_records).await?;
+    crate::certificates::insert_certificates_logged(engine, &mut tx, certificates, audit_records).await?;
     apply_replacements(&mut tx, incident, replacements, transition).await?;
     queue_messages(&mut tx, messages).await?;
     tx.commit().await.map_err(StoreError::db("commit replacements"))
