@@ -81,10 +81,12 @@ async fn tokens_authenticate_their_scope_until_revoked_or_expired() {
     assert!(said.to_string().contains("revoked"), "{said}");
     assert!(matches!(ca.revoke_token(&common::ME, &tenant.record.id).await, Err(CaError::UnknownToken(_))));
 
-    // Expired: a one-second token, two seconds later.
-    let short = ca.create_token(&common::ME, &TokenScope::Role(Role::Operator), Some(1)).await.expect("short");
+    // Expired: a two-second token, three seconds later. (Expiry is in whole
+    // seconds: a one-second token made just before a second's end is
+    // expired a millisecond later, which made this test fail under load.)
+    let short = ca.create_token(&common::ME, &TokenScope::Role(Role::Operator), Some(2)).await.expect("short");
     other_node.authenticate_token(&short.token).await.expect("fresh");
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     let said = other_node.authenticate_token(&short.token).await.expect_err("expired");
     assert!(said.to_string().contains("expired"), "{said}");
 
