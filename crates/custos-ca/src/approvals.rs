@@ -108,26 +108,12 @@ impl Ca {
     /// Approves request `id` as `principal`, an admin other than the requester.
     pub async fn approve(&self, principal: &Principal, id: &str) -> Result<ApprovalRecord> {
         authorize(principal, Operation::Approve)?;
-        let now = OffsetDateTime::now_utc().unix_timestamp();
-        let found = self
-            .store
-            .approvals()
-            .await?
-            .into_iter()
-            .find(|a| a.id == id)
-            .ok_or_else(|| CaError::UnknownApproval(id.to_string()))?;
-        let refused = |why: String| Err(CaError::Policy(format!("approval {id}: {why}")));
+        let (found, now) = self.pending_request(id).await?;
         if found.requested_by == principal.actor() {
-            return refused(format!("{} requested it, and the requester cannot approve", found.requested_by));
-        }
-        if let Some(by) = &found.approved_by {
-            return refused(format!("approved already by {by}"));
-        }
-        if let Some(by) = &found.refused_by {
-            return refused(format!("refused by {by}; request it again"));
-        }
-        if found.expires_at <= now {
-            return refused(format!("expired at {}; request it again", crate::rfc3339(found.expires_at)));
+            return Err(CaError::Policy(format!(
+                "approval {id}: {} requested it, and the requester cannot approve",
+                found.requested_by
+            )));
         }
         let audit = audit_record(
             principal,
@@ -146,6 +132,20 @@ impl Ca {
     /// action asks for a new one.
     pub async fn refuse(&self, principal: &Principal, id: &str) -> Result<ApprovalRecord> {
         authorize(principal, Operation::Approve)?;
+        let (found, now) = self.pending_request(id).await?;
+        let audit = audit_record(
+            principal,
+            "approval.refuse",
+            format!("approval:{id}"),
+            json!({"id": id, "action": found.action, "object": found.object, "requested_by": found.requested_by}),
+        );
+        self.store.refuse(id, &principal.actor(), now, &audit).await?;
+        Ok(ApprovalRecord { refused_by: Some(principal.actor()), refused_at: Some(now), ..found })
+    }
+
+    /// Request `id` if it can still be decided (neither approved nor refused,
+    /// unexpired), with the time it was checked at; else why not.
+    async fn pending_request(&self, id: &str) -> Result<(ApprovalRecord, i64)> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let found = self
             .store
@@ -159,19 +159,12 @@ impl Ca {
             return refused(format!("approved already by {by}"));
         }
         if let Some(by) = &found.refused_by {
-            return refused(format!("refused already by {by}"));
+            return refused(format!("refused by {by}; request it again"));
         }
         if found.expires_at <= now {
-            return refused(format!("expired at {}", crate::rfc3339(found.expires_at)));
+            return refused(format!("expired at {}; request it again", crate::rfc3339(found.expires_at)));
         }
-        let audit = audit_record(
-            principal,
-            "approval.refuse",
-            format!("approval:{id}"),
-            json!({"id": id, "action": found.action, "object": found.object, "requested_by": found.requested_by}),
-        );
-        self.store.refuse(id, &principal.actor(), now, &audit).await?;
-        Ok(ApprovalRecord { refused_by: Some(principal.actor()), refused_at: Some(now), ..found })
+        Ok((found, now))
     }
 
     /// Every approval request, newest first.

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{Env, TlsServer, sh, tools_required};
+use common::{Env, TlsServer, sh};
 use serde_json::{Value, json};
 
 /// A W3C WebDriver session on a ChromeDriver of its own; both end on drop.
@@ -56,7 +56,9 @@ fn webdriver(addr: &str, method: &str, path: &str, body: Option<&Value>) -> Resu
 
 impl Browser {
     fn start() -> Option<Browser> {
-        let (Some(_), Some(_)) = (common_tool("chromium"), common_tool("chromedriver")) else { return None };
+        let (Some(_), Some(_)) = (common::outside_tool("chromium"), common::outside_tool("chromedriver")) else {
+            return None;
+        };
         let addr = format!("127.0.0.1:{}", free_port());
         let port = addr.rsplit(':').next().expect("port").to_string();
         let driver = std::process::Command::new("chromedriver")
@@ -173,19 +175,6 @@ impl Browser {
         self.click("form.signout button");
         assert!(self.url().ends_with("/ui/login"), "{}", self.url());
     }
-}
-
-fn common_tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join(name))
-        .find(|p| p.exists());
-    if found.is_none() {
-        assert!(!tools_required(), "{name} is not installed (scripts/test installs it)");
-        eprintln!("skipping: {name} is not installed");
-    }
-    found
 }
 
 fn token(env: &Env, args: &[&str]) -> String {

@@ -9,25 +9,11 @@
 mod common;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Env, TlsServer, http, sh, tools_required};
+use common::{Env, TlsServer, http, sh};
 use serde_json::Value;
-
-/// A tool on PATH, or None (the test then fails under scripts/test and skips elsewhere).
-fn tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join(name))
-        .find(|p| p.exists());
-    if found.is_none() {
-        assert!(!tools_required(), "{name} is not installed (scripts/test installs it)");
-        eprintln!("skipping: {name} is not installed");
-    }
-    found
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
@@ -119,7 +105,10 @@ fn wait_for_line(path: &Path, found: impl Fn(&str) -> bool) -> Vec<String> {
 
 #[test]
 fn prometheus_scrapes_what_custos_counts_and_logs_are_json_lines() {
-    let (Some(prometheus), Some(promtool)) = (tool("prometheus"), tool("promtool")) else { return };
+    let (Some(prometheus), Some(promtool)) = (common::outside_tool("prometheus"), common::outside_tool("promtool"))
+    else {
+        return;
+    };
     let env = Env::initialized();
     std::fs::write(
         env.data_dir().join("custos.toml"),

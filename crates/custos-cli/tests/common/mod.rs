@@ -181,6 +181,21 @@ pub fn venv_tool(tool: &str) -> Option<PathBuf> {
     dirs.into_iter().flatten().map(|d| d.join(tool)).find(|p| p.exists())
 }
 
+/// An outside tool on PATH (prometheus, chromium…), or None: then the test
+/// fails under scripts/test (which installs it) and is skipped elsewhere.
+pub fn outside_tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.exists());
+    if found.is_none() {
+        assert!(!tools_required(), "{name} is not installed (scripts/test installs it)");
+        eprintln!("skipping: {name} is not installed");
+    }
+    found
+}
+
 /// Whether a missing outside tool fails the test (scripts/test sets this) or skips the check.
 pub fn tools_required() -> bool {
     std::env::var("CUSTOS_REQUIRE_TOOLS").is_ok_and(|v| v == "1") || std::env::var("CI").is_ok_and(|v| v == "true")

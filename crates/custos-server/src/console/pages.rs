@@ -739,33 +739,23 @@ pub async fn approvals(State(s): State<Arc<AppState>>, viewer: Viewer) -> Respon
     page(StatusCode::OK, layout(Some(&viewer), "Approvals", body))
 }
 
-/// `POST /ui/approvals/{id}/approve`.
-pub async fn approve(
+/// `POST /ui/approvals/{id}/approve` and `/refuse` (refuse another admin's
+/// request, or withdraw one's own).
+pub async fn decide(
     State(s): State<Arc<AppState>>,
     viewer: Viewer,
-    Path(id): Path<String>,
+    Path((id, decision)): Path<(String, String)>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
     if let Some(r) = viewer.csrf_refused(form.csrf.as_deref()) {
         return r;
     }
-    match s.ca.approve(&viewer.principal, &id).await {
-        Ok(_) => redirect("/ui/approvals"),
-        Err(e) => ca_error_page(&e),
-    }
-}
-
-/// `POST /ui/approvals/{id}/refuse`: refuse another admin's request, or withdraw one's own.
-pub async fn refuse(
-    State(s): State<Arc<AppState>>,
-    viewer: Viewer,
-    Path(id): Path<String>,
-    Form(form): Form<CsrfForm>,
-) -> Response {
-    if let Some(r) = viewer.csrf_refused(form.csrf.as_deref()) {
-        return r;
-    }
-    match s.ca.refuse(&viewer.principal, &id).await {
+    let decided = match decision.as_str() {
+        "approve" => s.ca.approve(&viewer.principal, &id).await,
+        "refuse" => s.ca.refuse(&viewer.principal, &id).await,
+        _ => return error_page(StatusCode::NOT_FOUND, "Not found", "a request is approved or refused"),
+    };
+    match decided {
         Ok(_) => redirect("/ui/approvals"),
         Err(e) => ca_error_page(&e),
     }
