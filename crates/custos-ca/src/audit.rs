@@ -368,7 +368,7 @@ impl Ca {
         principal: &Principal,
         key: Option<&VerifierKey>,
         trusted: Option<&str>,
-        visit: &mut (dyn FnMut(&custos_store::AuditEntry) -> Result<()> + Send),
+        visit: &mut (dyn FnMut(&custos_store::AuditEntryView<'_>) -> Result<()> + Send),
     ) -> Result<LogReport> {
         authorize(principal, Operation::ReadAudit)?;
         let vkey = match key {
@@ -401,9 +401,9 @@ impl Ca {
         let reader = tokio::spawn(async move {
             let mut from = 0;
             loop {
-                let page = store.audit_entries(from, VERIFY_PAGE).await;
+                let page = store.audit_page(from, VERIFY_PAGE).await;
                 let next = match &page {
-                    Ok(p) if p.len() as u64 == VERIFY_PAGE => p.last().map(|e| e.index + 1),
+                    Ok(p) if p.len() as u64 == VERIFY_PAGE => Some(p.next_index()),
                     _ => None,
                 };
                 if pages.send(page).await.is_err() {
@@ -417,12 +417,14 @@ impl Ca {
         });
         let mut bytes = Vec::with_capacity(1024);
         while let Some(page) = incoming.recv().await {
-            for entry in &page? {
+            for entry in page?.entries() {
+                let entry = entry?;
                 bytes.clear();
                 // Unchecked: damaged details give a different hash, which push reports.
-                custos_store::entry_fields(entry).write_unchecked(&mut bytes);
-                verifier.push(entry.index, &bytes, Some(&entry.leaf_hash))?;
-                visit(entry)?;
+                entry.fields().write_unchecked(&mut bytes);
+                let (leaf, len) = entry.stored_leaf();
+                verifier.push(entry.index, &bytes, Some(&leaf[..len]))?;
+                visit(&entry)?;
             }
         }
         reader.await.map_err(|e| CaError::Inconsistent(format!("audit reader: {e}")))?;

@@ -15,7 +15,9 @@
 //! and revocation reason); the revocation feed; keys (existence and status);
 //! issuers (existence and status); the key blocklist; incidents (existence).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 
 use custos_types::{CertificateStatus, IssuerStatus, KeyStatus};
 use serde::{Deserialize, Serialize};
@@ -49,22 +51,42 @@ pub struct StateReport {
     pub differences: Vec<StateDifference>,
 }
 
-/// A certificate as the log describes it.
+/// A certificate as the log describes it. Its issuance fields are folded
+/// into a keyed digest (see [`Digest`]): equality is all the comparison
+/// needs, and the fields of the rare certificate that differs are read again
+/// for the report. A million certificates then fit in tens of megabytes.
 struct LoggedCertificate {
     issued_at: u64,
-    issuer: String,
-    tenant: String,
-    connection: String,
-    spki_sha256: String,
-    not_after: i64,
+    fields: u64,
     revoked: Option<(u64, String)>,
     /// Whether the database holds it (set while comparing).
     found: bool,
 }
 
+/// A certificate row reduced the same way.
+struct StoredCertificate {
+    fields: u64,
+    status: CertificateStatus,
+    reason: Option<custos_pki::Reason>,
+}
+
+/// Folds a certificate's issuance fields (issuer, tenant, connection, key,
+/// expiry) into 64 bits with SipHash under a key drawn for this run only: a
+/// row changed to collide with its entry would have to guess the key.
+#[derive(Clone, Default)]
+struct Digest(std::hash::RandomState);
+
+impl Digest {
+    fn fields(&self, issuer: &str, tenant: &str, connection: &str, spki_sha256: &str, not_after: i64) -> u64 {
+        // `str`'s Hash ends each string with a marker: bytes cannot move between fields.
+        self.0.hash_one((issuer, tenant, connection, spki_sha256, not_after))
+    }
+}
+
 /// The state the log implies, each object with the index that last set it.
 #[derive(Default)]
 struct Implied {
+    digest: Digest,
     tenants: HashMap<String, (u64, Present)>,
     /// Keyed `TENANT/CONNECTION`.
     connections: HashMap<String, (u64, Policy)>,
@@ -79,13 +101,19 @@ struct Implied {
     revoked_cas: HashMap<String, u64>,
 }
 
+/// A `certificate.issue` entry's details, borrowed where no escape forces a copy.
 #[derive(Deserialize)]
-struct IssueDetails {
-    serial: String,
-    issuer: String,
-    tenant: String,
-    connection: String,
-    spki_sha256: String,
+struct IssueDetails<'a> {
+    #[serde(borrow)]
+    serial: Cow<'a, str>,
+    #[serde(borrow)]
+    issuer: Cow<'a, str>,
+    #[serde(borrow)]
+    tenant: Cow<'a, str>,
+    #[serde(borrow)]
+    connection: Cow<'a, str>,
+    #[serde(borrow)]
+    spki_sha256: Cow<'a, str>,
     not_after: i64,
 }
 
@@ -106,18 +134,10 @@ impl Implied {
         match action {
             "certificate.issue" => {
                 let d: IssueDetails = serde_json::from_str(details).map_err(bad)?;
+                let fields = self.digest.fields(&d.issuer, &d.tenant, &d.connection, &d.spki_sha256, d.not_after);
                 self.certificates.insert(
-                    d.serial,
-                    LoggedCertificate {
-                        issued_at: index,
-                        issuer: d.issuer,
-                        tenant: d.tenant,
-                        connection: d.connection,
-                        spki_sha256: d.spki_sha256,
-                        not_after: d.not_after,
-                        revoked: None,
-                        found: false,
-                    },
+                    d.serial.into_owned(),
+                    LoggedCertificate { issued_at: index, fields, revoked: None, found: false },
                 );
             }
             "certificate.revoke" => {
@@ -261,79 +281,73 @@ impl Ca {
         key: Option<&custos_audit::VerifierKey>,
         trusted: Option<&str>,
     ) -> Result<(crate::audit::LogReport, StateReport)> {
+        crate::authorization::authorize(principal, crate::Operation::ReadAudit)?;
         let mut implied = Implied::default();
+        // The certificates table is read while the log is proven and replayed:
+        // each is a scan of its own (its own connection, its own SQLite
+        // thread), and together they keep both cores busy.
+        let rows = tokio::spawn(stored_certificates(self.store.clone(), implied.digest.clone()));
+        let aborted = AbortOnDrop(rows.abort_handle());
         let log = self
             .verify_log_visiting(principal, key, trusted, &mut |e| {
-                implied.apply(e.index, &e.record.action, &e.record.object, &e.record.details)
+                implied.apply(e.index, e.action, e.object, e.details)
             })
             .await?;
-        let state = self.compare_state(implied, log.entries).await?;
+        let stored = rows.await.map_err(|e| CaError::Inconsistent(format!("certificate reader: {e}")))??;
+        drop(aborted);
+        let state = self.compare_state(implied, stored, log.entries).await?;
         Ok((log, state))
     }
 
-    /// The database against the state `implied` by `entries` log entries.
-    async fn compare_state(&self, mut implied: Implied, entries: u64) -> Result<StateReport> {
+    /// The database against the state `implied` by `entries` log entries;
+    /// `stored` is the certificates table, read alongside the log.
+    async fn compare_state(
+        &self,
+        mut implied: Implied,
+        stored: Vec<(String, StoredCertificate)>,
+        entries: u64,
+    ) -> Result<StateReport> {
         let mut out = Vec::new();
         let mut objects = 0;
         let mut diff = |object: String, problem: String, index: Option<u64>| {
             out.push(StateDifference { object, problem, index });
         };
 
-        // Certificates and their status, page by page in storage order; the
-        // next page is read while this one is compared.
-        let fetch = |cursor: Option<String>| {
-            let store = self.store.clone();
-            tokio::spawn(async move { store.certificate_states(cursor.as_deref(), CERTIFICATE_PAGE).await })
-        };
-        let mut pending = Some(fetch(None));
-        while let Some(task) = pending.take() {
-            let (page, next) = task.await.map_err(|e| CaError::Inconsistent(format!("certificate reader: {e}")))??;
-            pending = next.map(|n| fetch(Some(n)));
-            for c in page {
-                objects += 1;
-                let object = || format!("cert:{}", c.serial);
-                let Some(logged) = implied.certificates.get_mut(&c.serial) else {
-                    diff(object(), "in the database, but no log entry issued it".into(), None);
-                    continue;
-                };
-                logged.found = true;
-                let at = Some(logged.issued_at);
-                for (field, db, log) in [
-                    ("issuer", &c.issuer, &logged.issuer),
-                    ("tenant", &c.tenant, &logged.tenant),
-                    ("connection", &c.connection, &logged.connection),
-                    ("key (SPKI SHA-256)", &c.spki_sha256, &logged.spki_sha256),
-                ] {
-                    if db != log {
-                        diff(object(), format!("{field} is {db:?} in the database, {log:?} in the log"), at);
+        let mut changed = Vec::new();
+        for (serial, c) in &stored {
+            objects += 1;
+            let object = || format!("cert:{serial}");
+            let Some(logged) = implied.certificates.get_mut(serial) else {
+                diff(object(), "in the database, but no log entry issued it".into(), None);
+                continue;
+            };
+            logged.found = true;
+            if logged.fields != c.fields {
+                changed.push((serial, logged.issued_at));
+            }
+            match (&logged.revoked, c.status) {
+                (Some((index, _)), CertificateStatus::Valid) => {
+                    diff(object(), "valid in the database, revoked in the log".into(), Some(*index));
+                }
+                (Some((index, reason)), CertificateStatus::Revoked) => {
+                    let db_reason = c.reason.map_or("", |r| r.as_str());
+                    if db_reason != reason {
+                        diff(
+                            object(),
+                            format!("revoked for {db_reason:?} in the database, {reason:?} in the log"),
+                            Some(*index),
+                        );
                     }
                 }
-                if c.not_after != logged.not_after {
-                    diff(
-                        object(),
-                        format!("expiry {} in the database, {} in the log", c.not_after, logged.not_after),
-                        at,
-                    );
+                (None, CertificateStatus::Revoked) => {
+                    diff(object(), "revoked in the database, but no log entry revoked it".into(), None);
                 }
-                match (&logged.revoked, c.status) {
-                    (Some((index, _)), CertificateStatus::Valid) => {
-                        diff(object(), "valid in the database, revoked in the log".into(), Some(*index));
-                    }
-                    (Some((index, reason)), CertificateStatus::Revoked) => {
-                        let db_reason = c.revocation_reason.map_or("", |r| r.as_str());
-                        if db_reason != reason {
-                            diff(
-                                object(),
-                                format!("revoked for {db_reason:?} in the database, {reason:?} in the log"),
-                                Some(*index),
-                            );
-                        }
-                    }
-                    (None, CertificateStatus::Revoked) => {
-                        diff(object(), "revoked in the database, but no log entry revoked it".into(), None);
-                    }
-                    (None, _) => {}
-                }
+                (None, _) => {}
+            }
+        }
+        for (serial, issued_at) in changed {
+            for problem in self.issuance_differences(serial, issued_at).await? {
+                diff(format!("cert:{serial}"), problem, Some(issued_at));
             }
         }
         let mut missing: Vec<(&String, &LoggedCertificate)> =
@@ -407,5 +421,77 @@ impl Ca {
         objects += compare("incident", "declared", incidents, &implied.incidents, &mut out);
         out.sort_by(|a, b| a.index.cmp(&b.index).then_with(|| a.object.cmp(&b.object)));
         Ok(StateReport { entries, objects, differences: out })
+    }
+}
+
+impl Ca {
+    /// What differs between a certificate's row and the entry that issued
+    /// it, field by field: read again for a certificate whose digests differ.
+    async fn issuance_differences(&self, serial: &str, issued_at: u64) -> Result<Vec<String>> {
+        let row = self
+            .store
+            .certificate(serial)
+            .await?
+            .ok_or_else(|| CaError::Inconsistent(format!("certificate {serial} vanished while it was compared")))?;
+        let entry = self
+            .store
+            .audit_entries(issued_at, 1)
+            .await?
+            .pop()
+            .ok_or_else(|| CaError::Inconsistent(format!("entry {issued_at} vanished while it was compared")))?;
+        let logged: IssueDetails = serde_json::from_str(&entry.record.details)
+            .map_err(|e| CaError::Inconsistent(format!("entry {issued_at}: {e}")))?;
+        let mut out = Vec::new();
+        for (field, db, log) in [
+            ("issuer", row.issuer.as_str(), &*logged.issuer),
+            ("tenant", &row.tenant, &logged.tenant),
+            ("connection", &row.connection, &logged.connection),
+            ("key (SPKI SHA-256)", &row.spki_sha256, &logged.spki_sha256),
+        ] {
+            if db != log {
+                out.push(format!("{field} is {db:?} in the database, {log:?} in the log"));
+            }
+        }
+        if row.not_after != logged.not_after {
+            out.push(format!("expiry {} in the database, {} in the log", row.not_after, logged.not_after));
+        }
+        Ok(out)
+    }
+}
+
+/// Every certificate row, reduced by `digest`, in storage order; the next
+/// page is read while one is reduced.
+async fn stored_certificates(
+    store: std::sync::Arc<dyn custos_store::Store>,
+    digest: Digest,
+) -> Result<Vec<(String, StoredCertificate)>> {
+    let fetch = |cursor: Option<String>| {
+        let store = store.clone();
+        tokio::spawn(async move { store.certificate_states(cursor.as_deref(), CERTIFICATE_PAGE).await })
+    };
+    let mut out = Vec::new();
+    let mut pending = Some(fetch(None));
+    while let Some(task) = pending.take() {
+        let page = task.await.map_err(|e| CaError::Inconsistent(format!("certificate reader: {e}")))??;
+        pending = page.next_cursor().map(|n| fetch(Some(n.to_string())));
+        out.reserve(page.len());
+        for c in page.states() {
+            let c = c?;
+            let fields = digest.fields(c.issuer, c.tenant, c.connection, c.spki_sha256, c.not_after);
+            out.push((
+                c.serial.to_string(),
+                StoredCertificate { fields, status: c.status, reason: c.revocation_reason },
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Stops a spawned task when the caller gives up (an error, or a dropped future).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

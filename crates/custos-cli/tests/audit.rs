@@ -369,7 +369,15 @@ fn tampering_with_the_state_is_caught_by_replaying_the_log() {
         .expect("the revocation's entry")["index"]
         .as_u64()
         .expect("index");
-    let cases: [(&str, String, String, Option<u64>); 5] = [
+    let issue_entry = env
+        .ok(&["audit", "tail", "-n", "1000", "--action", "certificate.issue", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+        .find(|e| e["details"]["serial"] == valid.as_str())
+        .expect("the issuance's entry")["index"]
+        .as_u64()
+        .expect("index");
+    let cases: [(&str, String, String, Option<u64>); 7] = [
         (
             "un-revoked",
             format!(
@@ -406,6 +414,18 @@ fn tampering_with_the_state_is_caught_by_replaying_the_log() {
             ),
             format!("cert:{valid}: revoked in the database, but no log entry revoked it"),
             None,
+        ),
+        (
+            "moved to another tenant",
+            format!("UPDATE certificates SET tenant = 'globex' WHERE serial = '{valid}'"),
+            format!("cert:{valid}: tenant is \"globex\" in the database, \"acme-corp\" in the log"),
+            Some(issue_entry),
+        ),
+        (
+            "expiry extended",
+            format!("UPDATE certificates SET not_after = not_after + 86400 WHERE serial = '{valid}'"),
+            format!("cert:{valid}: expiry "),
+            Some(issue_entry),
         ),
     ];
     for (what, script, expected, index) in cases {

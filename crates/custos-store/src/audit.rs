@@ -27,6 +27,10 @@ impl AuditStore for SqlStore {
         log::read_entries(&self.pool, self.engine, from, limit).await
     }
 
+    async fn audit_page(&self, from: u64, limit: u64) -> Result<AuditPage> {
+        log::read_page(&self.pool, self.engine, from, limit).await
+    }
+
     async fn audit_for_object(&self, object: &str, limit: u64) -> Result<Vec<AuditEntry>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         // The index leaves out issuance entries (the bulk of the log); a

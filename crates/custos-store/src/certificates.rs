@@ -50,11 +50,7 @@ impl CertificateStore for SqlStore {
         tx.commit().await.map_err(StoreError::db("commit certificates"))
     }
 
-    async fn certificate_states(
-        &self,
-        cursor: Option<&str>,
-        limit: i64,
-    ) -> Result<(Vec<CertificateState>, Option<String>)> {
+    async fn certificate_states(&self, cursor: Option<&str>, limit: i64) -> Result<CertificateStatePage> {
         // Packed into one text row per page, as `revoked` does: decoding a
         // million rows one by one through sqlx cost more than the comparison.
         // SQLite pages by rowid, the order rows are stored in (by serial it
@@ -64,11 +60,11 @@ impl CertificateStore for SqlStore {
                       || not_after || ' ' || status || ' ' || coalesce(revocation_reason, '-')";
         let sql = match self.engine {
             Engine::Sqlite => format!(
-                "SELECT group_concat({fields}, ';'), max(rowid) FROM \
+                "SELECT group_concat({fields}, ';'), max(rowid), count(*) FROM \
                  (SELECT rowid, * FROM certificates WHERE rowid > CAST($1 AS INTEGER) ORDER BY rowid LIMIT $2)"
             ),
             Engine::Postgres => format!(
-                "SELECT string_agg({fields}, ';' ORDER BY serial), max(serial) FROM \
+                "SELECT string_agg({fields}, ';' ORDER BY serial), max(serial), count(*) FROM \
                  (SELECT * FROM certificates WHERE serial > $1 ORDER BY serial LIMIT $2) AS page"
             ),
         };
@@ -90,32 +86,9 @@ impl CertificateStore for SqlStore {
             }
             Engine::Postgres => row.try_get(1).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         };
-        let Some(packed) = packed else { return Ok((Vec::new(), None)) };
-        let states = packed
-            .split(';')
-            .map(|entry| {
-                let bad = || StoreError::Corrupt(format!("certificate state {entry:?}"));
-                let f: Vec<&str> = entry.split(' ').collect();
-                let [serial, issuer, tenant, connection, spki, not_after, status, reason] = f[..] else {
-                    return Err(bad());
-                };
-                Ok(CertificateState {
-                    serial: serial.into(),
-                    issuer: issuer.into(),
-                    tenant: tenant.into(),
-                    connection: connection.into(),
-                    spki_sha256: spki.into(),
-                    not_after: not_after.parse().map_err(|_| bad())?,
-                    status: status.parse().map_err(|_| bad())?,
-                    revocation_reason: match reason {
-                        "-" => None,
-                        r => Some(r.parse().map_err(|_| bad())?),
-                    },
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let next = if (states.len() as i64) < limit { None } else { next };
-        Ok((states, next))
+        let count: i64 = row.try_get(2).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let next = if count < limit { None } else { next };
+        Ok(CertificateStatePage { packed: packed.unwrap_or_default(), count: count as usize, next })
     }
 
     async fn issued_requests(&self, request_keys: &[String]) -> Result<Vec<(String, String)>> {
@@ -345,4 +318,60 @@ pub(crate) async fn insert_certificates_logged(
         query.execute(&mut **tx).await.map_err(StoreError::db("index certificate names"))?;
     }
     Ok(first)
+}
+
+/// A page of [`CertificateState`]s as the database packed them: each state
+/// is parsed in place when it is read, so no row costs an allocation.
+#[derive(Debug)]
+pub struct CertificateStatePage {
+    packed: String,
+    count: usize,
+    next: Option<String>,
+}
+
+impl CertificateStatePage {
+    /// How many states the page holds.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the page holds none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The cursor of the next page; `None` after the last.
+    pub fn next_cursor(&self) -> Option<&str> {
+        self.next.as_deref()
+    }
+
+    /// Each state on the page, in the order read; a row that does not parse is
+    /// [`StoreError::Corrupt`] naming it.
+    pub fn states(&self) -> impl Iterator<Item = Result<CertificateState<'_>>> + '_ {
+        self.packed.split(';').filter(|_| self.count > 0).map(parse_state)
+    }
+}
+
+fn parse_state(entry: &str) -> Result<CertificateState<'_>> {
+    let bad = || StoreError::Corrupt(format!("certificate state {entry:?}"));
+    let mut f = entry.split(' ');
+    let mut next = || f.next().ok_or_else(bad);
+    let (serial, issuer, tenant, connection, spki_sha256) = (next()?, next()?, next()?, next()?, next()?);
+    let (not_after, status, reason) = (next()?, next()?, next()?);
+    if f.next().is_some() {
+        return Err(bad());
+    }
+    Ok(CertificateState {
+        serial,
+        issuer,
+        tenant,
+        connection,
+        spki_sha256,
+        not_after: not_after.parse().map_err(|_| bad())?,
+        status: status.parse().map_err(|_| bad())?,
+        revocation_reason: match reason {
+            "-" => None,
+            r => Some(r.parse().map_err(|_| bad())?),
+        },
+    })
 }

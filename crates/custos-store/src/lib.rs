@@ -35,8 +35,9 @@ use async_trait::async_trait;
 use custos_types::DeliveryState;
 
 pub use backend::SqlStore;
+pub use certificates::CertificateStatePage;
 pub use error::StoreError;
-pub use log::entry_fields;
+pub use log::{AuditEntryView, AuditPage, entry_fields};
 // The records this store persists are the domain's (custos-types); re-exported
 // so that callers of the store traits can name them from here too.
 pub use custos_types::{
@@ -270,11 +271,7 @@ pub trait CertificateStore: Send + Sync {
     /// that reads fastest (SQLite: as stored), with only the columns the audit
     /// log vouches for. Start with `cursor` `None`; each page returns the
     /// cursor of the next, `None` after the last.
-    async fn certificate_states(
-        &self,
-        cursor: Option<&str>,
-        limit: i64,
-    ) -> Result<(Vec<CertificateState>, Option<String>)>;
+    async fn certificate_states(&self, cursor: Option<&str>, limit: i64) -> Result<CertificateStatePage>;
 
     /// The given request keys that were issued, with their certificates' serials.
     async fn issued_requests(&self, request_keys: &[String]) -> Result<Vec<(String, String)>>;
@@ -436,6 +433,10 @@ pub trait AuditStore: Send + Sync {
 
     /// The audit entries, oldest first, from index `from` on, at most `limit`.
     async fn audit_entries(&self, from: u64, limit: u64) -> Result<Vec<AuditEntry>>;
+
+    /// [`audit_entries`](Self::audit_entries) left packed, each entry parsed
+    /// in place when read: for reading the whole log without a copy per entry.
+    async fn audit_page(&self, from: u64, limit: u64) -> Result<AuditPage>;
 
     /// Entries that pass `filter`, oldest first.
     async fn audit_search(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>>;

@@ -206,13 +206,18 @@ pub(crate) async fn read_entries(
     from: u64,
     limit: u64,
 ) -> Result<Vec<AuditEntry>> {
-    let mut out = Vec::with_capacity(limit.min(1 << 20) as usize);
+    read_page(pool, engine, from, limit).await?.entries().map(|e| e.map(|e| e.to_entry())).collect()
+}
+
+/// [`read_entries`], left packed: each entry is parsed in place when read.
+pub(crate) async fn read_page(pool: &sqlx::AnyPool, engine: Engine, from: u64, limit: u64) -> Result<AuditPage> {
+    let mut page = AuditPage { rows: Vec::new(), count: 0, next: from };
     let mut next = from;
-    while (out.len() as u64) < limit {
-        let want = (limit - out.len() as u64).min(ENTRIES_PER_ROW);
+    while (page.count as u64) < limit {
+        let want = (limit - page.count as u64).min(ENTRIES_PER_ROW);
         let sql = match engine {
             Engine::Sqlite => {
-                "SELECT group_concat(packed, '') AS packed, count(*) AS n FROM (SELECT \
+                "SELECT group_concat(packed, '') AS packed, count(*) AS n, max(idx) AS last FROM (SELECT idx, \
                    idx || ' ' || time || ' ' \
                    || length(CAST(actor AS BLOB)) || ' ' || actor \
                    || length(CAST(action AS BLOB)) || ' ' || action \
@@ -224,7 +229,7 @@ pub(crate) async fn read_entries(
                  FROM audit_log WHERE idx >= $1 ORDER BY idx LIMIT $2)"
             }
             Engine::Postgres => {
-                "SELECT string_agg(packed, '' ORDER BY idx) AS packed, count(*) AS n FROM (SELECT idx, \
+                "SELECT string_agg(packed, '' ORDER BY idx) AS packed, count(*) AS n, max(idx) AS last FROM (SELECT idx, \
                    idx || ' ' || time || ' ' \
                    || octet_length(actor) || ' ' || actor \
                    || octet_length(action) || ' ' || action \
@@ -244,24 +249,120 @@ pub(crate) async fn read_entries(
             .map_err(StoreError::db("read the audit log"))?;
         let count: i64 = col(&row, "n")?;
         let Some(packed) = col::<Option<String>>(&row, "packed")? else { break };
-        let before = out.len();
-        unpack(&packed, &mut out)?;
-        if out.len() - before != count as usize {
-            return Err(StoreError::Corrupt(format!("audit entries from {next} do not unpack")));
-        }
-        match out.last() {
-            Some(last) => next = last.index + 1,
-            None => break,
-        }
+        let last: i64 = col(&row, "last")?;
+        // Parsed when read (an entry that does not parse is an error then).
+        page.rows.push(packed);
+        page.count += count as usize;
+        next = last as u64 + 1;
+        page.next = next;
         if (count as u64) < want {
             break;
         }
     }
-    Ok(out)
+    Ok(page)
 }
 
-/// Splits rows packed by [`read_entries`] into entries.
-fn unpack(mut text: &str, out: &mut Vec<AuditEntry>) -> Result<()> {
+/// Audit entries as the database packed them (a thousand to a text row):
+/// each is parsed in place when read, so verifying a million entries costs
+/// no allocation per entry.
+#[derive(Debug)]
+pub struct AuditPage {
+    rows: Vec<String>,
+    count: usize,
+    next: u64,
+}
+
+impl AuditPage {
+    /// How many entries the page holds.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The index after the page's last entry (where the next page starts).
+    pub fn next_index(&self) -> u64 {
+        self.next
+    }
+
+    /// The entries in index order.
+    pub fn entries(&self) -> impl Iterator<Item = Result<AuditEntryView<'_>>> + '_ {
+        self.rows.iter().flat_map(|row| {
+            let mut text = row.as_str();
+            std::iter::from_fn(move || (!text.is_empty()).then(|| unpack(&mut text)))
+        })
+    }
+}
+
+/// One entry read in place from an [`AuditPage`].
+#[derive(Clone, Copy, Debug)]
+pub struct AuditEntryView<'a> {
+    /// Position in the log.
+    pub index: u64,
+    /// Unix seconds.
+    pub time: i64,
+    /// Who did it.
+    pub actor: &'a str,
+    /// What was done.
+    pub action: &'a str,
+    /// What it was done to.
+    pub object: &'a str,
+    /// The key used, if any.
+    pub key: Option<&'a str>,
+    /// Structured details, JSON.
+    pub details: &'a str,
+    leaf_hex: &'a str,
+    salt: Option<([u8; 32], usize)>,
+}
+
+impl<'a> AuditEntryView<'a> {
+    /// The entry's canonical fields, as hashed and served.
+    pub fn fields(&self) -> EntryFields<'_> {
+        EntryFields {
+            index: self.index,
+            time: self.time,
+            actor: self.actor,
+            action: self.action,
+            object: self.object,
+            key: self.key,
+            details: self.details,
+            salt: self.salt.as_ref().map(|(bytes, len)| &bytes[..*len]),
+        }
+    }
+
+    /// The leaf hash the database holds; empty when it is not 32 bytes of hex
+    /// (which the verifier then reports as a mismatch).
+    pub fn stored_leaf(&self) -> ([u8; 32], usize) {
+        let mut leaf = [0u8; 32];
+        match hex::decode_to_slice(self.leaf_hex, &mut leaf) {
+            Ok(()) => (leaf, 32),
+            Err(_) => (leaf, 0),
+        }
+    }
+
+    /// The entry, owned.
+    pub fn to_entry(&self) -> AuditEntry {
+        AuditEntry {
+            index: self.index,
+            record: AuditRecord {
+                time: self.time,
+                actor: self.actor.to_string(),
+                action: self.action.to_string(),
+                object: self.object.to_string(),
+                key: self.key.map(str::to_string),
+                details: self.details.to_string(),
+            },
+            leaf_hash: hex::decode(self.leaf_hex).unwrap_or_default(),
+            salt: self.salt.map(|(bytes, len)| bytes[..len].to_vec()),
+        }
+    }
+}
+
+/// Splits the next entry off a row packed by [`read_page`].
+fn unpack<'a>(text: &mut &'a str) -> Result<AuditEntryView<'a>> {
     let bad = |what: &str| StoreError::Corrupt(format!("packed audit entry: {what}"));
     fn number<'a>(text: &mut &'a str) -> Option<&'a str> {
         let (n, rest) = text.split_once(' ')?;
@@ -277,26 +378,26 @@ fn unpack(mut text: &str, out: &mut Vec<AuditEntry>) -> Result<()> {
         *text = &text[len as usize..];
         Some(Some(value))
     }
-    while !text.is_empty() {
-        let index: u64 = number(&mut text).and_then(|n| n.parse().ok()).ok_or_else(|| bad("index"))?;
-        let time: i64 = number(&mut text).and_then(|n| n.parse().ok()).ok_or_else(|| bad("time"))?;
-        let mut next = || field(&mut text).ok_or_else(|| bad("field"));
-        let actor = next()?.unwrap_or_default().to_string();
-        let action = next()?.unwrap_or_default().to_string();
-        let object = next()?.unwrap_or_default().to_string();
-        let key = next()?.map(str::to_string);
-        let details = next()?.unwrap_or_default().to_string();
-        let leaf = next()?.unwrap_or_default();
-        let leaf_hash = hex::decode(leaf).map_err(|_| bad("leaf hash"))?;
-        let salt = next()?.map(hex::decode).transpose().map_err(|_| bad("salt"))?;
-        out.push(AuditEntry {
-            index,
-            record: AuditRecord { time, actor, action, object, key, details },
-            leaf_hash,
-            salt,
-        });
-    }
-    Ok(())
+    let index: u64 = number(text).and_then(|n| n.parse().ok()).ok_or_else(|| bad("index"))?;
+    let time: i64 = number(text).and_then(|n| n.parse().ok()).ok_or_else(|| bad("time"))?;
+    let mut next = || field(text).ok_or_else(|| bad("field"));
+    let actor = next()?.unwrap_or_default();
+    let action = next()?.unwrap_or_default();
+    let object = next()?.unwrap_or_default();
+    let key = next()?;
+    let details = next()?.unwrap_or_default();
+    let leaf_hex = next()?.unwrap_or_default();
+    let salt = match next()? {
+        None => None,
+        Some(hex) => {
+            let mut bytes = [0u8; 32];
+            let len = hex.len() / 2;
+            let out = bytes.get_mut(..len).ok_or_else(|| bad("salt longer than 32 bytes"))?;
+            hex::decode_to_slice(hex, out).map_err(|_| bad("salt"))?;
+            Some((bytes, len))
+        }
+    };
+    Ok(AuditEntryView { index, time, actor, action, object, key, details, leaf_hex, salt })
 }
 
 /// Fills in leaf hashes and tree nodes for entries written before the log

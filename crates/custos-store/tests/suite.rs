@@ -354,6 +354,21 @@ async fn audit_contract(store: &dyn Store) {
     let usage = store.key_usage("k1").await.expect("usage");
     assert_eq!(usage.iter().map(|u| u.count).sum::<i64>(), 200);
     assert!(usage.iter().all(|u| u.day == 1 || u.day == 2), "{usage:?}");
+    // A packed page gives the same entries, parsed in place, across its text rows.
+    let filler: Vec<AuditRecord> = (0..1100).map(|i| audit(&format!("filler {i}"))).collect();
+    store.append_audit(&filler).await.expect("filler");
+    let size = store.audit_size().await.expect("size");
+    let page = store.audit_page(0, size + 10).await.expect("page");
+    assert_eq!((page.len() as u64, page.next_index()), (size, size));
+    let viewed: Vec<custos_store::AuditEntry> = page.entries().map(|e| e.expect("parses").to_entry()).collect();
+    assert_eq!(viewed, store.audit_entries(0, size + 10).await.expect("entries"));
+    let odd_view = page.entries().nth(at as usize).expect("the odd entry").expect("parses");
+    let odd_entry = &viewed[at as usize];
+    assert_eq!(
+        odd_view.fields().encode().expect("encode"),
+        custos_store::entry_fields(odd_entry).encode().expect("encode")
+    );
+    assert_eq!(&odd_view.stored_leaf().0[..], &odd_entry.leaf_hash[..]);
 }
 
 /// A fresh, empty PostgreSQL database on the throwaway cluster scripts/test
@@ -1180,23 +1195,24 @@ async fn maintenance_contract(backend: &Backend, store: &SqlStore) {
     store.check_storage().await.expect("healthy");
     // Certificate states, page by page, are every certificate once with its status.
     let all = store.certificates(&CertificateFilter::default()).await.expect("list");
-    let mut states = Vec::new();
+    let mut pages = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let (page, next) = store.certificate_states(cursor.as_deref(), 7).await.expect("states");
+        let page = store.certificate_states(cursor.as_deref(), 7).await.expect("states");
         assert!(page.len() <= 7);
-        states.extend(page);
-        match next {
-            Some(n) => cursor = Some(n),
-            None => break,
+        cursor = page.next_cursor().map(str::to_string);
+        pages.push(page);
+        if cursor.is_none() {
+            break;
         }
     }
+    let states: Vec<_> = pages.iter().flat_map(|p| p.states()).collect::<Result<_, _>>().expect("every state parses");
     assert_eq!(states.len(), all.len());
     for c in &all {
         let s = states.iter().find(|s| s.serial == c.serial).expect("every certificate once");
         assert_eq!(
-            (&s.issuer, &s.tenant, &s.connection, &s.spki_sha256, s.not_after, s.status, s.revocation_reason),
-            (&c.issuer, &c.tenant, &c.connection, &c.spki_sha256, c.not_after, c.status, c.revocation_reason)
+            (s.issuer, s.tenant, s.connection, s.spki_sha256, s.not_after, s.status, s.revocation_reason),
+            (&*c.issuer, &*c.tenant, &*c.connection, &*c.spki_sha256, c.not_after, c.status, c.revocation_reason)
         );
     }
     // The figures agree with the records they count, at a time that splits them.
