@@ -16,6 +16,9 @@ const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50
 
 /// Runs one `audit` subcommand.
 pub async fn run(cli: &Cli, command: &AuditCommand) -> Result<(), CliError> {
+    if let Some(api) = crate::remote::Api::from_cli(cli).await? {
+        return remote(cli, api, command).await;
+    }
     match command {
         AuditCommand::Tail(args) => tail(cli, args).await,
         AuditCommand::Verify(args) => verify(cli, args).await,
@@ -69,6 +72,174 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// One `audit` subcommand through the API, printing what the local one prints.
+async fn remote(cli: &Cli, mut api: crate::remote::Api, command: &AuditCommand) -> Result<(), CliError> {
+    match command {
+        AuditCommand::Tail(args) => remote_tail(cli, &mut api, args).await,
+        AuditCommand::Proof { index } => {
+            let p = api.get(&format!("/api/v1/audit/entries/{index}")).await?;
+            let proof = RemoteProof::check(&p)?;
+            if cli.json {
+                return json(&json!({"index": index, "size": proof.size, "leaf_hash": p["leaf_hash"],
+                                    "path": p["path"], "root": p["root"], "checkpoint": p["checkpoint"],
+                                    "entry": p["public_entry"]}));
+            }
+            println!("entry {index} is in the log of {} entries (root {})", proof.size, proof.root);
+            println!("leaf hash {}", p["leaf_hash"].as_str().unwrap_or_default());
+            for (i, h) in p["path"].as_array().into_iter().flatten().enumerate() {
+                println!("path[{i}] {}", h.as_str().unwrap_or_default());
+            }
+            println!("entry {}", p["public_entry"]);
+            print!("\n{}", p["checkpoint"].as_str().unwrap_or_default());
+            Ok(())
+        }
+        AuditCommand::Checkpoint { sign } => {
+            if *sign {
+                return Err(CliError::Usage(
+                    "--sign is local: a running `custos serve` signs a checkpoint within a second of each write".into(),
+                ));
+            }
+            let cp = api.get("/api/v1/audit/checkpoint").await?;
+            let note = cp["note"].as_str().unwrap_or_default();
+            if cli.json {
+                return json(&json!({"size": cp["size"], "root": note_root(note)?, "note": note}));
+            }
+            print!("{note}");
+            Ok(())
+        }
+        AuditCommand::Usage { key } => {
+            let key_path = percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC);
+            let usage = api.get(&format!("/api/v1/keys/{key_path}/usage")).await?;
+            let uses = usage.as_array().cloned().unwrap_or_default();
+            let total: i64 = uses.iter().filter_map(|u| u["count"].as_i64()).sum();
+            if cli.json {
+                return json(&json!({"key": key, "total": total, "usage": uses}));
+            }
+            let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
+            let rows: Vec<Vec<String>> = uses
+                .iter()
+                .map(|u| vec![text(u, "day"), text(u, "actor"), text(u, "action"), u["count"].to_string()])
+                .collect();
+            print!("{}", table(&["DAY", "ACTOR", "ACTION", "COUNT"], &rows));
+            println!("total: {total}");
+            Ok(())
+        }
+        AuditCommand::Verify(_) => Err(CliError::Usage(
+            "a remote log is verified from its public tiles, not through the API: \
+             `custos audit verify --url http://HOST:PORT --key KEY`"
+                .into(),
+        )),
+        AuditCommand::Key | AuditCommand::Match { .. } => Err(CliError::Usage(
+            "this audit command reads the database: run it on a custos node (`audit key` is also on the \
+             checkpoint's signature line)"
+                .into(),
+        )),
+    }
+}
+
+/// An inclusion proof from the API, checked here: the path leads from the
+/// leaf to the root, and the root is the one the checkpoint note names.
+struct RemoteProof {
+    size: u64,
+    root: String,
+}
+
+impl RemoteProof {
+    fn check(p: &serde_json::Value) -> Result<RemoteProof, CliError> {
+        let bad = |what: &str| CliError::Remote(format!("the server's inclusion proof does not hold: {what}"));
+        let hash = |v: &serde_json::Value| -> Option<custos_audit::merkle::Hash> {
+            hex::decode(v.as_str()?).ok()?.try_into().ok()
+        };
+        let (index, size) =
+            (p["index"].as_u64().ok_or_else(|| bad("index"))?, p["size"].as_u64().ok_or_else(|| bad("size"))?);
+        let leaf = hash(&p["leaf_hash"]).ok_or_else(|| bad("leaf hash"))?;
+        let root = hash(&p["root"]).ok_or_else(|| bad("root"))?;
+        let path: Vec<custos_audit::merkle::Hash> =
+            p["path"].as_array().into_iter().flatten().map(hash).collect::<Option<_>>().ok_or_else(|| bad("path"))?;
+        custos_audit::merkle::verify_inclusion(&leaf, index, size, &path, &root).map_err(|e| bad(&e.to_string()))?;
+        if note_root(p["checkpoint"].as_str().unwrap_or_default())? != hex::encode(root) {
+            return Err(bad("the checkpoint names another root"));
+        }
+        Ok(RemoteProof { size, root: hex::encode(root) })
+    }
+}
+
+/// The root hash (hex) a C2SP checkpoint note's third line carries.
+fn note_root(note: &str) -> Result<String, CliError> {
+    use base64::Engine;
+    let line = note.lines().nth(2).ok_or_else(|| CliError::Remote("a checkpoint without a root line".into()))?;
+    let root = base64::engine::general_purpose::STANDARD
+        .decode(line)
+        .map_err(|e| CliError::Remote(format!("a checkpoint's root: {e}")))?;
+    Ok(hex::encode(root))
+}
+
+/// `audit tail` through the API: the newest page, then (with --follow)
+/// every page from the cursor after it.
+async fn remote_tail(cli: &Cli, api: &mut crate::remote::Api, args: &TailArgs) -> Result<(), CliError> {
+    let query = |cursor: Option<u64>, limit: usize| {
+        let mut q = vec![format!("limit={}", limit.clamp(1, 1000))];
+        for (k, v) in [("action", &args.action), ("key", &args.key)] {
+            if let Some(v) = v {
+                q.push(format!("{k}={}", percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)));
+            }
+        }
+        if let Some(c) = cursor {
+            q.push(format!("cursor={c}"));
+        }
+        format!("/api/v1/audit/entries?{}", q.join("&"))
+    };
+    let page = api.get(&query(None, args.lines)).await?;
+    let mut next = print_remote_entries(cli, &page, true)?;
+    if !args.follow {
+        return Ok(());
+    }
+    loop {
+        tokio::time::sleep(FOLLOW_INTERVAL).await;
+        // Without an entry yet, start from the newest checkpoint's size.
+        let from = match next {
+            Some(n) => n,
+            None => api.get("/api/v1/audit/checkpoint").await?["size"].as_u64().unwrap_or_default(),
+        };
+        let page = api.get(&query(Some(from), 1000)).await?;
+        next = print_remote_entries(cli, &page, false)?.or(Some(from));
+    }
+}
+
+/// Prints a page of the API's entries as `audit tail` does; the index after the last.
+fn print_remote_entries(cli: &Cli, page: &serde_json::Value, header: bool) -> Result<Option<u64>, CliError> {
+    let items = page["items"].as_array().cloned().unwrap_or_default();
+    let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
+    if cli.json {
+        for e in &items {
+            let details: serde_json::Value =
+                serde_json::from_str(e["details"].as_str().unwrap_or_default()).unwrap_or(serde_json::Value::Null);
+            println!(
+                "{}",
+                json!({"index": e["index"], "time": e["time"], "actor": e["actor"], "action": e["action"],
+                       "object": e["object"], "key": e["key"], "details": details})
+            );
+        }
+    } else if header || !items.is_empty() {
+        let rows: Vec<Vec<String>> = items
+            .iter()
+            .map(|e| {
+                vec![
+                    e["index"].to_string(),
+                    text(e, "time"),
+                    text(e, "actor"),
+                    text(e, "action"),
+                    text(e, "object"),
+                    text(e, "key"),
+                ]
+            })
+            .collect();
+        let table = table(&["INDEX", "TIME", "ACTOR", "ACTION", "OBJECT", "KEY"], &rows);
+        print!("{}", if header { &table[..] } else { table.split_once('\n').map_or("", |(_, rest)| rest) });
+    }
+    Ok(items.last().and_then(|e| e["index"].as_u64()).map(|i| i + 1))
 }
 
 fn entry_json(e: &AuditEntry) -> serde_json::Value {

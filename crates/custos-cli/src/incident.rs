@@ -16,6 +16,9 @@ const DELIVERY_BUDGET: Duration = Duration::from_secs(15);
 
 /// Runs one `incident` subcommand.
 pub async fn run(cli: &Cli, command: &IncidentCommand) -> Result<(), CliError> {
+    if let Some(api) = crate::remote::Api::from_cli(cli).await? {
+        return remote(cli, api, command).await;
+    }
     match command {
         IncidentCommand::Declare(args) => declare(cli, args).await,
         IncidentCommand::Execute { id, yes, keys_out } => execute(cli, id, *yes, keys_out.clone()).await,
@@ -96,6 +99,200 @@ pub async fn run(cli: &Cli, command: &IncidentCommand) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// One `incident` subcommand through the API: the same text as the local
+/// command where the API holds the same facts; `--json` prints its documents.
+async fn remote(cli: &Cli, mut api: crate::remote::Api, command: &IncidentCommand) -> Result<(), CliError> {
+    use serde_json::Value;
+    let text = |v: &Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
+    let path = |id: &str, rest: &str| format!("/api/v1/incidents/{}{rest}", encode(id));
+    match command {
+        IncidentCommand::Declare(args) => {
+            let body = json!({"compromised": args.compromised, "reason": args.reason, "note": args.note,
+                              "since": args.since});
+            let status = api.post("/api/v1/incidents", Some(body)).await?;
+            if cli.json {
+                return json(&status);
+            }
+            let i = &status["incident"];
+            println!("incident {}: {} compromised ({})", text(i, "id"), text(i, "compromised"), text(i, "reason"));
+            if !text(i, "note").is_empty() {
+                println!("note: {}", text(i, "note"));
+            }
+            let mut tenants: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+            for c in status["connections"].as_array().into_iter().flatten() {
+                tenants.entry(text(c, "tenant")).or_default().push(text(c, "connection"));
+            }
+            let connections: usize = tenants.values().map(Vec::len).sum();
+            println!("blast radius: {connections} connections of {} tenants", tenants.len());
+            let rows: Vec<Vec<String>> =
+                tenants.iter().map(|(t, names)| vec![t.clone(), names.len().to_string(), names.join(", ")]).collect();
+            print!("{}", table(&["TENANT", "CONNECTIONS", "NAMES"], &rows));
+            println!("\nnothing has changed yet: run `custos incident execute {}` to carry it out", text(i, "id"));
+            Ok(())
+        }
+        IncidentCommand::Execute { id, yes, keys_out } => {
+            if keys_out.is_some() {
+                return Err(CliError::Usage(
+                    "--keys-out is local: over the API the server writes replacement keys into its own data directory"
+                        .into(),
+                ));
+            }
+            if !yes {
+                return Err(CliError::Usage(format!(
+                    "execute {id} revokes and replaces certificates on the server: pass --yes"
+                )));
+            }
+            let done = api.post(&path(id, "/execute"), None).await?;
+            if cli.json {
+                return json(&done);
+            }
+            let issuers: Vec<&str> =
+                done["new_issuers"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            if !issuers.is_empty() {
+                println!("new CAs: {}", issuers.join(", "));
+            }
+            println!(
+                "revoked {} certificates in {:.2}s, issued {} replacements in {:.2}s",
+                done["revoked"],
+                done["seconds_to_revoked"].as_f64().unwrap_or_default(),
+                done["replaced"],
+                done["seconds_to_replaced"].as_f64().unwrap_or_default()
+            );
+            if let Some(f) = done["keys_file"].as_str() {
+                println!(
+                    "replacement certificates and private keys appended to {f} on the server (0600): hand them over, then delete"
+                );
+            }
+            Ok(())
+        }
+        IncidentCommand::Status { id } => {
+            let status = api.get(&path(id, "")).await?;
+            if cli.json {
+                return json(&status);
+            }
+            let i = &status["incident"];
+            println!(
+                "incident {} ({}): {} compromised, {}",
+                text(i, "id"),
+                text(i, "state"),
+                text(i, "compromised"),
+                text(i, "reason")
+            );
+            // Per state: how many, and how long the longest-waiting one has waited.
+            let now = time::OffsetDateTime::now_utc();
+            let mut states: Vec<(String, usize, i64)> = Vec::new();
+            for c in status["connections"].as_array().into_iter().flatten() {
+                let waited =
+                    time::OffsetDateTime::parse(&text(c, "updated"), &time::format_description::well_known::Rfc3339)
+                        .map_or(0, |t| (now - t).whole_seconds().max(0));
+                match states.iter_mut().find(|(s, _, _)| *s == text(c, "state")) {
+                    Some((_, n, oldest)) => {
+                        *n += 1;
+                        *oldest = (*oldest).max(waited);
+                    }
+                    None => states.push((text(c, "state"), 1, waited)),
+                }
+            }
+            let rows: Vec<Vec<String>> =
+                states.iter().map(|(s, n, oldest)| vec![s.clone(), n.to_string(), format!("{oldest}s")]).collect();
+            print!("{}", table(&["STATE", "CONNECTIONS", "LONGEST WAIT"], &rows));
+            Ok(())
+        }
+        IncidentCommand::Ack { id, connection } => {
+            let (tenant, name) = connection
+                .split_once('/')
+                .ok_or_else(|| CliError::Usage(format!("--connection {connection:?}: expected TENANT/CONNECTION")))?;
+            let c = api.post(&path(id, "/ack"), Some(json!({"tenant": tenant, "connection": name}))).await?;
+            if cli.json {
+                return json(&c);
+            }
+            println!("{tenant}/{name}: {}", text(&c, "state"));
+            Ok(())
+        }
+        IncidentCommand::Close { id } => {
+            let r = api.post(&path(id, "/close"), None).await?;
+            if cli.json {
+                return json(&r);
+            }
+            println!("closed {id}");
+            Ok(())
+        }
+        IncidentCommand::Report { id, markdown } => {
+            let r = api.get(&path(id, "/report")).await?;
+            if cli.json {
+                return json(&r);
+            }
+            print!("{}", render_remote_report(&r, *markdown));
+            Ok(())
+        }
+        IncidentCommand::Notify { .. } => {
+            Err(CliError::Usage("notify is local: a running `custos serve` delivers notifications every second".into()))
+        }
+        IncidentCommand::List => {
+            let list = api.get("/api/v1/incidents").await?;
+            if cli.json {
+                return json(&list);
+            }
+            let rows: Vec<Vec<String>> = list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|i| ["id", "state", "compromised", "reason", "declared"].iter().map(|k| text(i, k)).collect())
+                .collect();
+            print!("{}", table(&["INCIDENT", "STATE", "COMPROMISED", "REASON", "DECLARED"], &rows));
+            Ok(())
+        }
+    }
+}
+
+/// A path segment, percent-encoded.
+fn encode(segment: &str) -> String {
+    percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// The API's report as `incident report` prints a local one (the API leaves
+/// out the notifications' delivery, which stays on the server).
+fn render_remote_report(r: &serde_json::Value, markdown: bool) -> String {
+    let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
+    let i = &r["incident"];
+    let mut out = String::new();
+    let h = |level: usize, text: &str| {
+        if markdown { format!("{} {text}\n\n", "#".repeat(level)) } else { format!("{text}\n") }
+    };
+    let item = if markdown { "- " } else { "" };
+    out += &h(1, &format!("Incident {}: {} compromised", text(i, "id"), text(i, "compromised")));
+    out += &format!(
+        "{item}state: {}, reason: {}, declared by {}\n",
+        text(i, "state"),
+        text(i, "reason"),
+        text(i, "declared_by")
+    );
+    if !text(i, "note").is_empty() {
+        out += &format!("{item}note: {}\n", text(i, "note"));
+    }
+    out += "\n";
+    let warnings = r["warnings"].as_array().cloned().unwrap_or_default();
+    if !warnings.is_empty() {
+        out += &h(2, "Warnings");
+        for w in &warnings {
+            out += &format!("- {}\n", w.as_str().unwrap_or_default());
+        }
+        out += "\n";
+    }
+    out += &h(2, "Timeline");
+    for e in r["timeline"].as_array().into_iter().flatten() {
+        out += &format!("- {}  {}\n", text(e, "time"), text(e, "event"));
+    }
+    for (title, key) in [("Counts", "counts"), ("Durations (seconds)", "durations")] {
+        out += "\n";
+        out += &h(2, title);
+        for (k, v) in r[key].as_object().into_iter().flatten() {
+            out += &format!("- {k}: {v}\n");
+        }
+    }
+    out
 }
 
 async fn declare(cli: &Cli, args: &DeclareArgs) -> Result<(), CliError> {

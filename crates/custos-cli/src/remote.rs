@@ -1,6 +1,8 @@
-//! `--server https://HOST:PORT`: list, show, revoke and issue (by CSR) through a custos's
-//! `/api/v1` with a token (`--token-file`) or an operator's certificate
-//! (`--client-cert`, `--client-key`), printing what the local commands print.
+//! `--server https://HOST:PORT`: list, show, revoke, issue (by CSR), the
+//! incident commands and the audit log's tail, proofs, checkpoint and key
+//! usage through a custos's `/api/v1` with a token (`--token-file`) or an
+//! operator's certificate (`--client-cert`, `--client-key`), printing what the
+//! local commands print (with `--json`, the API's documents).
 
 use custos_ca::CertificateView;
 use custos_node::client::HttpConnection;
@@ -80,6 +82,18 @@ impl Api {
             CliError::Remote(detail.unwrap_or(e))
         })?;
         Ok(answer.to_vec())
+    }
+
+    /// A GET of a JSON document.
+    pub async fn get(&mut self, path: &str) -> Result<serde_json::Value, CliError> {
+        let body = self.call("GET", path, None).await?;
+        serde_json::from_slice(&body).map_err(|e| CliError::Remote(format!("{path}: {e}")))
+    }
+
+    /// A POST of `body` (an empty object if `None`), answered with a JSON document.
+    pub async fn post(&mut self, path: &str, body: Option<serde_json::Value>) -> Result<serde_json::Value, CliError> {
+        let body = self.call("POST", path, Some(body.unwrap_or_else(|| serde_json::json!({})))).await?;
+        serde_json::from_slice(&body).map_err(|e| CliError::Remote(format!("{path}: {e}")))
     }
 
     /// Every certificate the query selects, following the pages.

@@ -646,3 +646,96 @@ fn the_cli_runs_list_show_and_revoke_against_the_api() {
     assert!(said.contains("already revoked"), "{said}");
     assert!(env.fails(&["--server", &url, "list"]).contains("--token-file"));
 }
+
+/// The CLI as an API client for incidents and the audit log: declare, list,
+/// status, execute, ack, report and close, then tail, proof, checkpoint and
+/// key usage, each printing what the local command prints, and a tenant's
+/// token refused what its role does not allow.
+#[test]
+fn the_cli_runs_incident_and_audit_commands_against_the_api() {
+    let env = Env::initialized();
+    env.ok(&["connection", "add", "acme-corp", "mail-sync"]);
+    env.ok(&["tenant", "add", "globex"]);
+    env.ok(&["connection", "add", "globex", "ledger"]);
+    env.ok(&["issue", "acme-corp", "mail-sync", "--out", env.path("a").to_str().expect("p")]);
+    env.ok(&["issue", "globex", "ledger", "--out", env.path("g").to_str().expect("p")]);
+    let serial = env.json(&["list", "--tenant", "acme-corp"])[0]["serial"].as_str().expect("serial").to_string();
+    let server = TlsServer::start(&env, &[]);
+    let url = format!("https://{}", server.tls_addr);
+    let root = server.root.to_str().expect("p").to_string();
+    let (admin_token, tenant_token) = (env.path("admin.token"), env.path("tenant.token"));
+    std::fs::write(&admin_token, token(&env, &["--role", "admin"])).expect("w");
+    std::fs::write(&tenant_token, token(&env, &["--role", "tenant", "--tenant", "acme-corp"])).expect("w");
+    let as_admin = ["--server", &url, "--ca-file", &root, "--token-file", admin_token.to_str().expect("p")];
+    let as_tenant = ["--server", &url, "--ca-file", &root, "--token-file", tenant_token.to_str().expect("p")];
+    let remote = |who: &[&str], args: &[&str]| env.ok(&[who, args].concat());
+
+    // Declared through the API: the blast radius is one connection of one tenant.
+    let said =
+        remote(&as_admin, &["incident", "declare", "--compromised", &format!("cert:{serial}"), "--note", "lost"]);
+    assert!(
+        said.contains("blast radius: 1 connections of 1 tenants") && said.contains("nothing has changed yet"),
+        "{said}"
+    );
+    let id = said.split_whitespace().nth(1).expect("id").trim_end_matches(':').to_string();
+    assert!(remote(&as_admin, &["incident", "list"]).contains(&id));
+    assert_eq!(env.json(&[&as_admin[..], &["incident", "list"]].concat())["items"][0]["id"], id.as_str());
+    let said = remote(&as_admin, &["incident", "status", &id]);
+    assert!(said.contains(&format!("incident {id} (declared)")) && said.contains("LONGEST WAIT"), "{said}");
+    // Executing over the API needs --yes, and then revokes and replaces on the server.
+    assert!(env.fails(&[&as_admin[..], &["incident", "execute", &id]].concat()).contains("--yes"));
+    let said = remote(&as_admin, &["incident", "execute", &id, "--yes"]);
+    assert!(said.contains("revoked 1 certificates") && said.contains("issued 1 replacements"), "{said}");
+    assert_eq!(env.json(&["show", &serial])["status"], "revoked");
+    // The tenant acknowledges its own connection; it may not list every incident.
+    let said = remote(&as_tenant, &["incident", "ack", &id, "--connection", "acme-corp/mail-sync"]);
+    assert!(said.starts_with("acme-corp/mail-sync: "), "{said}");
+    let local_state =
+        env.json(&["incident", "status", &id])["connections"][0]["state"].as_str().expect("state").to_string();
+    assert_eq!(said.trim(), format!("acme-corp/mail-sync: {local_state}"));
+    assert!(env.fails(&[&as_tenant[..], &["incident", "list"]].concat()).contains("may not"));
+    // The report is the local one, less the notifications' delivery (kept on the server).
+    for markdown in [&[][..], &["--markdown"][..]] {
+        let local = env.ok(&[&["incident", "report", &id][..], markdown].concat());
+        let through_api = remote(&as_admin, &[&["incident", "report", &id][..], markdown].concat());
+        assert!(local.starts_with(&through_api) && through_api.contains("Timeline"), "{through_api}\n---\n{local}");
+    }
+    let said = remote(&as_admin, &["incident", "close", &id]);
+    assert_eq!(said.trim(), format!("closed {id}"));
+    assert_eq!(env.json(&["incident", "status", &id])["incident"]["state"], "closed");
+    assert!(env.fails(&[&as_admin[..], &["incident", "notify", &id]].concat()).contains("serve"));
+
+    // The audit log: the same entries as the local tail, a proof checked here, the checkpoint.
+    let tail = |who: &[&str]| env.ok(&[who, &["audit", "tail", "-n", "50", "--action", "incident", "--json"]].concat());
+    assert_eq!(tail(&as_admin), tail(&[]));
+    assert!(tail(&as_admin).lines().count() >= 3, "declare, execute, close: {}", tail(&as_admin));
+    let text = remote(&as_admin, &["audit", "tail", "-n", "3", "--action", "incident"]);
+    assert_eq!(text, env.ok(&["audit", "tail", "-n", "3", "--action", "incident"]));
+    let first = tail(&[]).lines().next().map(|l| serde_json::from_str::<Value>(l).expect("json")).expect("entry");
+    let index = first["index"].as_u64().expect("index").to_string();
+    // Checkpoints cover each write within a second: wait for one over the incident's entries.
+    let mut proof = String::new();
+    for _ in 0..50 {
+        let out = env.run(&[&as_admin[..], &["audit", "proof", &index]].concat());
+        proof = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(proof.contains(&format!("entry {index} is in the log of")) && proof.contains("path[0]"), "{proof}");
+    let checkpoint = env.json(&[&as_admin[..], &["audit", "checkpoint"]].concat());
+    let note = checkpoint["note"].as_str().expect("note");
+    assert!(note.contains(&checkpoint["size"].to_string()), "{checkpoint}");
+    let local = env.json(&["audit", "checkpoint"]);
+    assert!(local["size"].as_u64() >= checkpoint["size"].as_u64(), "{local} {checkpoint}");
+    let cas = env.json(&["ca", "list"]);
+    let issuing = cas.as_array().expect("CAs").iter().find(|c| c["role"] == "issuing").expect("an issuing CA");
+    let key = issuing["key_id"].as_str().expect("key").to_string();
+    let usage = env.json(&[&as_admin[..], &["audit", "usage", &key]].concat());
+    assert!(usage["total"].as_i64().expect("total") > 0, "{usage}");
+    assert!(remote(&as_admin, &["audit", "usage", &key]).contains("total: "));
+    // What stays local says where to run it; a tenant may not read the log.
+    assert!(env.fails(&[&as_admin[..], &["audit", "verify"]].concat()).contains("--url"));
+    assert!(env.fails(&[&as_tenant[..], &["audit", "tail"]].concat()).contains("may not"));
+}

@@ -18,7 +18,7 @@ use crate::AppState;
 
 pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
-        .routes(routes!(declare))
+        .routes(routes!(declare, list_incidents))
         .routes(routes!(get_incident))
         .routes(routes!(execute))
         .routes(routes!(ack))
@@ -149,6 +149,8 @@ struct NewIncident {
     /// RFC 5280 reason for the revocations; `key-compromise` if absent.
     reason: Option<String>,
     note: Option<String>,
+    /// RFC 3339: when the compromise began (the invalidity date of the revocations).
+    since: Option<String>,
 }
 
 #[utoipa::path(post, path = "/api/v1/incidents", tag = "incidents", request_body = NewIncident,
@@ -165,11 +167,31 @@ async fn declare(
             None => Reason::KeyCompromise,
             Some(r) => Reason::parse_loose(r).map_err(CaError::from)?,
         },
-        since: None,
+        since: body
+            .since
+            .as_deref()
+            .map(|t| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                    .map_err(|e| ApiError::BadRequest(format!("since {t:?} is not RFC 3339 ({e})")))
+            })
+            .transpose()?,
         note: body.note.unwrap_or_default(),
     };
     let view = s.ca.declare_incident(&who, &d).await?;
     Ok(json(StatusCode::CREATED, &status(&s, &who, &view.id).await?))
+}
+
+/// Every incident, oldest first.
+#[derive(Serialize, ToSchema)]
+struct IncidentList {
+    items: Vec<Incident>,
+}
+
+#[utoipa::path(get, path = "/api/v1/incidents", tag = "incidents",
+    responses((status = 200, body = IncidentList), (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn list_incidents(State(s): State<Arc<AppState>>, Caller(who): Caller) -> Result<Response, ApiError> {
+    let items = s.ca.incidents(&who).await?.iter().map(Incident::from).collect();
+    Ok(json(StatusCode::OK, &IncidentList { items }))
 }
 
 async fn status(s: &AppState, who: &Principal, id: &str) -> Result<IncidentStatus, ApiError> {
