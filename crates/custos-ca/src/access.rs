@@ -7,6 +7,8 @@
 //! Every request looks its token up in the database: a revocation or an
 //! expiry holds on every node sharing it at the next request.
 
+use std::sync::Arc;
+
 use aws_lc_rs::rand::SecureRandom;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -221,6 +223,15 @@ const OPERATORS_CA_LABEL: &str = "operators-ca";
 /// Where the operators' CA certificate is served (`/ca/operators-ca.der`); no tenant CA has this id.
 pub const OPERATORS_CA_ID: &str = "operators-ca";
 
+/// How long an operators' CRL is valid. A new one is signed when an operator
+/// is revoked, or once the last is half-way through its life.
+const OPERATORS_CRL_LIFETIME: time::Duration = time::Duration::hours(24);
+
+/// The operators' CA's CRL as last signed on this node, with the revoked
+/// serials it lists.
+#[derive(Default)]
+pub(crate) struct OperatorsCrl(tokio::sync::Mutex<Option<(Vec<String>, Arc<crate::revocation::Crl>)>>);
+
 /// An operator just added: the only time a key custos made for it exists outside the caller.
 pub struct NewOperator {
     /// What was stored.
@@ -381,6 +392,83 @@ impl Ca {
             key_pem: leaf.map(|l| l.pkcs8_pem()),
             record,
         })
+    }
+
+    /// The operators' CA's CRL: every revoked operator certificate, at the URL
+    /// those certificates name (custos itself checks its records on every
+    /// request; this is for any other relying party, a TLS proxy in front, say).
+    /// Served from the last one signed while the revoked set is the same and
+    /// it is less than half-way through its life, so a public GET cannot make
+    /// custos sign at will; a new one's `crl.sign` entry is committed before it
+    /// is returned. The CRL number is the signing time in milliseconds (above
+    /// the last on this node): the operators' CA has no issuer row to count in,
+    /// and nodes signing it need no coordination. `None` without an operators' CA.
+    pub async fn operators_crl(&self) -> Result<Option<Arc<crate::revocation::Crl>>> {
+        let Some(ca_der) = self.operators_ca().await? else { return Ok(None) };
+        let mut revoked: Vec<OperatorRecord> =
+            self.store.operators().await?.into_iter().filter(|o| o.revoked_at.is_some()).collect();
+        revoked.sort_by(|a, b| a.serial.cmp(&b.serial));
+        let serials: Vec<String> = revoked.iter().map(|o| o.serial.clone()).collect();
+        let now = OffsetDateTime::now_utc();
+        let mut last = self.operators_crl.0.lock().await;
+        if let Some((listed, crl)) = last.as_ref()
+            && *listed == serials
+            && now - crl.this_update < OPERATORS_CRL_LIFETIME / 2
+        {
+            return Ok(Some(crl.clone()));
+        }
+        let key_id = self
+            .store
+            .meta(META_OPERATORS_CA_KEY)
+            .await?
+            .ok_or_else(|| CaError::Inconsistent("the operators' CA has no key recorded".into()))?;
+        let signer = self.signer(&key_id, crate::metrics::Purpose::Crl).await?;
+        let ca = custos_pki::CaIssuer::new(&ca_der, signer)?;
+        let entries = revoked
+            .iter()
+            .map(|o| {
+                Ok(custos_pki::crl::RevokedEntry {
+                    serial: o.serial.parse().map_err(CaError::from)?,
+                    revoked_at: crate::revocation::from_unix(o.revoked_at.unwrap_or_default())?,
+                    reason: None,
+                    invalidity_date: None,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let millis = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+        let number = last.as_ref().map_or(millis, |(_, c)| millis.max(c.number + 1));
+        let next_update = now + OPERATORS_CRL_LIFETIME;
+        let spec = custos_pki::crl::CrlSpec {
+            number: number as u64,
+            this_update: now,
+            next_update,
+            user_certs_at: Some(crate::crl_url(&self.base_url, OPERATORS_CA_ID, 0)),
+            revoked: entries,
+        };
+        let der = tokio::task::spawn_blocking(move || ca.sign_crl(&spec))
+            .await
+            .map_err(|e| CaError::Inconsistent(format!("CRL task failed: {e}")))??;
+        // Crash here: a CRL signed and never served; the next request signs another.
+        self.store
+            .append_audit(&[audit_record(
+                &Principal::System,
+                "crl.sign",
+                format!("issuer:{OPERATORS_CA_ID}"),
+                json!({"issuer": OPERATORS_CA_ID, "partition": 0, "key": key_id, "entries": serials.len(),
+                       "number": number}),
+            )])
+            .await?;
+        let crl = Arc::new(crate::revocation::Crl {
+            issuer: OPERATORS_CA_ID.to_string(),
+            partition: 0,
+            der,
+            number,
+            this_update: now,
+            next_update,
+            entries: serials.len(),
+        });
+        *last = Some((serials, crl.clone()));
+        Ok(Some(crl))
     }
 
     /// Every operator, by name.

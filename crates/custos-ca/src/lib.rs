@@ -158,6 +158,8 @@ pub struct Ca {
     metrics: Arc<metrics::CaMetrics>,
     /// The store's figures as last counted, and when.
     figures: Mutex<Option<(custos_types::StoreFigures, i64)>>,
+    /// The operators' CA's CRL as last signed ([`Ca::operators_crl`]).
+    operators_crl: access::OperatorsCrl,
 }
 
 impl Ca {
@@ -219,6 +221,7 @@ impl Ca {
             tokens: fresh::Fresh::default(),
             metrics: Arc::default(),
             figures: Mutex::new(None),
+            operators_crl: Default::default(),
             approval_policy: Default::default(),
         };
         // Its own transaction: a crash before it leaves a custos without an
@@ -255,6 +258,7 @@ impl Ca {
             tokens: fresh::Fresh::default(),
             metrics: Arc::default(),
             figures: Mutex::new(None),
+            operators_crl: Default::default(),
             approval_policy: Default::default(),
         })
     }

@@ -422,6 +422,72 @@ fn operators_sign_in_with_client_certificates() {
     assert_eq!(server.curl("GET", "/api/v1/tenants", None, None, &bob_args).0, 200);
     let listed = env.json(&["operator", "list"]);
     assert!(listed[0]["revoked_at"].is_number(), "{listed}");
+
+    // The CRL the operators' certificates name is served, signed by the operators' CA, and lists alice.
+    let named = common::sh(
+        "openssl",
+        &["x509", "-in", bob_cert.to_str().expect("p"), "-noout", "-ext", "crlDistributionPoints"],
+    );
+    assert!(named.contains("/crl/operators-ca.crl"), "{named}");
+    let crl_signs = || {
+        env.ok(&["audit", "tail", "-n", "1000", "--action", "crl.sign", "--json"])
+            .lines()
+            .filter(|l| l.contains("issuer:operators-ca"))
+            .count()
+    };
+    let before = crl_signs();
+    let fetch = |name: &str| {
+        let (status, _, der) = common::http(&server.server.addr, "GET", "/crl/operators-ca.crl", None, b"");
+        assert_eq!(status, 200);
+        let path = env.path(name);
+        std::fs::write(&path, der).expect("crl");
+        path
+    };
+    let crl = fetch("operators.crl");
+    let text = common::sh(
+        "openssl",
+        &[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            crl.to_str().expect("p"),
+            "-CAfile",
+            ca.to_str().expect("p"),
+            "-noout",
+            "-text",
+        ],
+    );
+    assert!(text.contains("verify OK"), "signed by the operators' CA: {text}");
+    let alice_serial = listed[0]["serial"].as_str().expect("serial").to_uppercase();
+    assert!(text.replace(':', "").contains(&alice_serial), "alice is listed: {text}");
+    let pem = env.path("operators-crl.pem");
+    common::sh(
+        "openssl",
+        &["crl", "-inform", "DER", "-in", crl.to_str().expect("p"), "-out", pem.to_str().expect("p")],
+    );
+    let verify = |cert: &std::path::Path| {
+        let out = std::process::Command::new("openssl")
+            .args(["verify", "-crl_check", "-CAfile", ca.to_str().expect("p"), "-CRLfile", pem.to_str().expect("p")])
+            .arg(cert)
+            .output()
+            .expect("openssl");
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+    };
+    assert!(verify(&alice.join("cert.pem")).contains("certificate revoked"), "openssl refuses alice");
+    assert!(verify(&bob_cert).contains(": OK"), "and accepts bob");
+    // Fetched again, the same CRL: a public GET does not make custos sign; each signature is logged.
+    let again = fetch("again.crl");
+    assert_eq!(std::fs::read(&crl).expect("crl"), std::fs::read(&again).expect("crl"));
+    assert_eq!(crl_signs(), before + 1, "one crl.sign entry for the operators' CRL");
+    env.ok(&["operator", "revoke", "bob"]);
+    let newer = fetch("newer.crl");
+    assert_ne!(
+        std::fs::read(&crl).expect("crl"),
+        std::fs::read(&newer).expect("crl"),
+        "signed again once bob is revoked"
+    );
+    assert_eq!(crl_signs(), before + 2);
 }
 
 /// Past its rate, a principal gets 429 with Retry-After; another principal

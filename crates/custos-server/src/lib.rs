@@ -422,6 +422,16 @@ async fn crl(State(state): State<Arc<AppState>>, file: Result<Path<String>, Path
     let Some(id) = file.strip_suffix(".crl") else {
         return problem(StatusCode::NOT_FOUND, "not found", "CRLs are served as {issuer}.crl");
     };
+    if id == custos_ca::access::OPERATORS_CA_ID {
+        return match state.ca.operators_crl().await {
+            Ok(Some(crl)) => crl_answer(&crl),
+            Ok(None) => problem(StatusCode::NOT_FOUND, "unknown CRL", "this custos has no operators' CA"),
+            Err(e) => {
+                tracing::warn!(error = %e, "the operators' CRL could not be signed");
+                problem(StatusCode::SERVICE_UNAVAILABLE, "CRL unavailable", "the operators' CRL could not be signed")
+            }
+        };
+    }
     crl_response(&state, id, 0)
 }
 
@@ -443,6 +453,11 @@ fn crl_response(state: &AppState, id: &str, partition: i64) -> Response {
     let Some(crl) = state.publisher.crl(id, partition) else {
         return problem(StatusCode::NOT_FOUND, "unknown CRL", &format!("no CRL {partition} for issuer {id:?}"));
     };
+    crl_answer(&crl)
+}
+
+/// A CRL with the headers that let caches hold it for a second.
+fn crl_answer(crl: &custos_ca::Crl) -> Response {
     let headers = [
         (header::CONTENT_TYPE, "application/pkix-crl".to_string()),
         // Regenerated within a second of every revocation: let caches hold it no longer.
