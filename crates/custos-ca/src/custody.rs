@@ -172,7 +172,7 @@ impl Ca {
                     let said = e.to_string();
                     for (_, reply) in batch {
                         let _ = reply.send(Err(CaError::Inconsistent(format!(
-                            "the audit entry could not be written, so nothing was signed: {said}"
+                            "the audit entry could not be written, so no signature was released: {said}"
                         ))));
                     }
                 }
@@ -623,8 +623,6 @@ impl Ca {
         let rsa = signing.key.algorithm() != KeyAlgorithm::EcdsaP256;
         let draft = AssertionDraft::new(scheme.jws_name(), &signing.cert_der, rsa, &claims)?;
         let digest = sha256(draft.signing_input());
-        let signature = self.sign_off_thread(&signing.key, scheme, digest).await?;
-        let signature = if rsa { signature } else { ecdsa_fixed(&signature, 32)? };
         let entry = audit_record(
             principal,
             "connection.sign",
@@ -645,8 +643,15 @@ impl Ca {
             exp: claims.exp,
             audit_index: 0,
         };
-        // Crash here: the signature exists only in this process's memory and is lost with it.
-        let audit_index = self.log_durably(entry, Some(indexed)).await?;
+        // The entry names what is signed, not the signature: it commits while
+        // the key signs, and the answer waits for both. Crash after the commit
+        // and before the answer: the log holds an assertion no one received
+        // (its jti matches no sign-in). A failed commit discards the signature.
+        let (signature, audit_index) =
+            tokio::join!(self.sign_off_thread(&signing.key, scheme, digest), self.log_durably(entry, Some(indexed)));
+        let audit_index = audit_index?;
+        let signature = signature?;
+        let signature = if rsa { signature } else { ecdsa_fixed(&signature, 32)? };
         Ok(Assertion {
             assertion: draft.finish(&signature),
             jti: claims.jti,
@@ -672,7 +677,6 @@ impl Ca {
     ) -> Result<DigestSignature> {
         let signing = self.signing_key(principal, tenant, name).await?;
         let scheme = scheme_for(&signing.key, alg)?;
-        let signature = self.sign_off_thread(&signing.key, scheme, digest).await?;
         let entry = audit_record(
             principal,
             "connection.sign",
@@ -680,7 +684,11 @@ impl Ca {
             json!({"tenant": tenant, "connection": name, "key": signing.key_id, "serial": signing.serial,
                    "kind": "digest", "alg": scheme.jws_name(), "digest": hex::encode(digest), "caller": caller}),
         );
-        let audit_index = self.log_durably(entry, None).await?;
+        // As for assertions: the entry (which names the digest) commits while the key signs.
+        let (signature, audit_index) =
+            tokio::join!(self.sign_off_thread(&signing.key, scheme, digest), self.log_durably(entry, None));
+        let audit_index = audit_index?;
+        let signature = signature?;
         Ok(DigestSignature {
             signature,
             alg: scheme.jws_name().to_string(),

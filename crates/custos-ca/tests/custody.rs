@@ -360,3 +360,50 @@ async fn rotation_promotes_the_standby_and_makes_a_new_one() {
     let (_, state) = ca.verify_log_and_state(&common::ME, None, None).await.expect("verify");
     assert!(state.differences.is_empty(), "{:?}", state.differences);
 }
+
+/// Runs SQL on the database file with Python's sqlite3 (not our code).
+fn sqlite(db: &std::path::Path, script: &str) {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.close()"])
+        .arg(db)
+        .arg(script)
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The key signs while the entry commits; when the entry cannot be written,
+/// the signature made meanwhile is dropped: no assertion or digest signature
+/// leaves without its entry, and none is indexed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_signature_leaves_when_its_entry_cannot_be_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, store) = common::init(dir.path(), &InitOptions::default(), PASSPHRASE).await;
+    ca.add_tenant(&common::ME, "acme").await.expect("tenant");
+    let ca = Arc::new(ca);
+    let custody =
+        CustodyOptions { algorithm: KeyAlgorithm::Rsa2048, standby: false, sans: vec![], validity_secs: None };
+    ca.add_custody(&common::ME, "acme", "mail", Some(&options()), &custody).await.expect("custody");
+    ca.set_signing_policy(&common::ME, "acme", "mail", vec![AUD.into()], vec!["app-1".into()]).await.expect("policy");
+    let svc = service("acme", Some("mail"));
+    ca.sign_assertion(&svc, "acme", "mail", &request(AUD), None).await.expect("signs while the log takes entries");
+
+    let db = dir.path().join("custos.db");
+    sqlite(
+        &db,
+        "CREATE TRIGGER stuck BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'the log cannot be written'); END;",
+    );
+    let size = custos_store::AuditStore::audit_size(store.as_ref()).await.expect("size");
+    let refused = ca.sign_assertion(&svc, "acme", "mail", &request(AUD), None).await;
+    assert!(
+        matches!(refused, Err(CaError::Inconsistent(ref m)) if m.contains("no signature was released")),
+        "{refused:?}"
+    );
+    let digest = ca.sign_digest(&svc, "acme", "mail", [7; 32], None, None).await;
+    assert!(digest.is_err(), "no digest signature either: {:?}", digest.map(|d| d.audit_index));
+    assert_eq!(custos_store::AuditStore::audit_size(store.as_ref()).await.expect("size"), size);
+
+    sqlite(&db, "DROP TRIGGER stuck;");
+    let signed = ca.sign_assertion(&svc, "acme", "mail", &request(AUD), None).await.expect("signs again");
+    assert_eq!(signed.audit_index, size, "the next entry is the next signature's");
+}
