@@ -643,17 +643,22 @@ fn executing_an_incident_needs_a_second_admin() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// acme-corp/mail-sync and globex/ledger, each with one certificate.
+fn two_tenants_with_a_certificate_each(env: &Env) {
+    env.ok(&["connection", "add", "acme-corp", "mail-sync"]);
+    env.ok(&["tenant", "add", "globex"]);
+    env.ok(&["connection", "add", "globex", "ledger"]);
+    env.ok(&["issue", "acme-corp", "mail-sync", "--out", env.path("a").to_str().expect("p")]);
+    env.ok(&["issue", "globex", "ledger", "--out", env.path("g").to_str().expect("p")]);
+}
+
 /// The CLI as an API client: `list`, `show` and `revoke` with `--server`
 /// print what they print locally, with a token or an operator's certificate,
 /// and a tenant's token reaches only its own certificates.
 #[test]
 fn the_cli_runs_list_show_and_revoke_against_the_api() {
     let env = Env::initialized();
-    env.ok(&["connection", "add", "acme-corp", "mail-sync"]);
-    env.ok(&["tenant", "add", "globex"]);
-    env.ok(&["connection", "add", "globex", "ledger"]);
-    env.ok(&["issue", "acme-corp", "mail-sync", "--out", env.path("a").to_str().expect("p")]);
-    env.ok(&["issue", "globex", "ledger", "--out", env.path("g").to_str().expect("p")]);
+    two_tenants_with_a_certificate_each(&env);
     let alice = env.path("alice");
     env.ok(&["operator", "add", "alice", "--role", "operator", "--out", alice.to_str().expect("p")]);
     let server = TlsServer::start(&env, &[]);
@@ -720,11 +725,7 @@ fn the_cli_runs_list_show_and_revoke_against_the_api() {
 #[test]
 fn the_cli_runs_incident_and_audit_commands_against_the_api() {
     let env = Env::initialized();
-    env.ok(&["connection", "add", "acme-corp", "mail-sync"]);
-    env.ok(&["tenant", "add", "globex"]);
-    env.ok(&["connection", "add", "globex", "ledger"]);
-    env.ok(&["issue", "acme-corp", "mail-sync", "--out", env.path("a").to_str().expect("p")]);
-    env.ok(&["issue", "globex", "ledger", "--out", env.path("g").to_str().expect("p")]);
+    two_tenants_with_a_certificate_each(&env);
     let serial = env.json(&["list", "--tenant", "acme-corp"])[0]["serial"].as_str().expect("serial").to_string();
     let server = TlsServer::start(&env, &[]);
     let url = format!("https://{}", server.tls_addr);
