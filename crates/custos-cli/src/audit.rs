@@ -179,8 +179,14 @@ fn note_root(note: &str) -> Result<String, CliError> {
 /// `audit tail` through the API: the newest page, then (with --follow)
 /// every page from the cursor after it.
 async fn remote_tail(cli: &Cli, api: &mut crate::remote::Api, args: &TailArgs) -> Result<(), CliError> {
+    if !(1..=1000).contains(&args.lines) {
+        return Err(CliError::Usage(format!(
+            "-n {}: through the API, between 1 and 1000 (a page of /api/v1/audit/entries)",
+            args.lines
+        )));
+    }
     let query = |cursor: Option<u64>, limit: usize| {
-        let mut q = vec![format!("limit={}", limit.clamp(1, 1000))];
+        let mut q = vec![format!("limit={limit}")];
         for (k, v) in [("action", &args.action), ("key", &args.key)] {
             if let Some(v) = v {
                 q.push(format!("{k}={}", percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)));

@@ -804,5 +804,6 @@ fn the_cli_runs_incident_and_audit_commands_against_the_api() {
     assert!(remote(&as_admin, &["audit", "usage", &key]).contains("total: "));
     // What stays local says where to run it; a tenant may not read the log.
     assert!(env.fails(&[&as_admin[..], &["audit", "verify"]].concat()).contains("--url"));
+    assert!(env.fails(&[&as_admin[..], &["audit", "tail", "-n", "5000"]].concat()).contains("between 1 and 1000"));
     assert!(env.fails(&[&as_tenant[..], &["audit", "tail"]].concat()).contains("may not"));
 }
