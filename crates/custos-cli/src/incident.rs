@@ -140,9 +140,21 @@ async fn remote(cli: &Cli, mut api: crate::remote::Api, command: &IncidentComman
                 ));
             }
             if !yes {
-                return Err(CliError::Usage(format!(
-                    "execute {id} revokes and replaces certificates on the server: pass --yes"
-                )));
+                if !std::io::stdin().is_terminal() {
+                    return Err(CliError::Usage(format!(
+                        "execute {id} revokes and replaces certificates on the server: pass --yes"
+                    )));
+                }
+                let status = api.get(&path(id, "")).await?;
+                let affected = status["connections"].as_array().map_or(0, Vec::len);
+                eprint!(
+                    "execute {id} on the server: revoke and replace certificates on {affected} connections? [y/N] "
+                );
+                let mut answer = String::new();
+                std::io::stdin().read_line(&mut answer).map_err(|e| CliError::Output(e.to_string()))?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    return Err(CliError::Usage("not executed".into()));
+                }
             }
             let done = api.post(&path(id, "/execute"), None).await?;
             if cli.json {

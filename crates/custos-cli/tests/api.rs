@@ -751,6 +751,20 @@ fn the_cli_runs_incident_and_audit_commands_against_the_api() {
     assert!(said.contains(&format!("incident {id} (declared)")) && said.contains("LONGEST WAIT"), "{said}");
     // Executing over the API needs --yes, and then revokes and replaces on the server.
     assert!(env.fails(&[&as_admin[..], &["incident", "execute", &id]].concat()).contains("--yes"));
+    // On a terminal (a pty from util-linux's script) it asks first, and "n" changes nothing.
+    let line = format!("{} {} incident execute {id}", env!("CARGO_BIN_EXE_custos"), as_admin.join(" "));
+    let mut asked = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script");
+    std::io::Write::write_all(&mut asked.stdin.take().expect("stdin"), b"n\n").expect("answer");
+    let asked = asked.wait_with_output().expect("script");
+    let said = String::from_utf8_lossy(&asked.stdout).to_string() + &String::from_utf8_lossy(&asked.stderr);
+    assert!(said.contains("on 1 connections? [y/N]") && said.contains("not executed"), "{said}");
+    assert_eq!(env.json(&["incident", "status", &id])["incident"]["state"], "declared");
     let said = remote(&as_admin, &["incident", "execute", &id, "--yes"]);
     assert!(said.contains("revoked 1 certificates") && said.contains("issued 1 replacements"), "{said}");
     assert_eq!(env.json(&["show", &serial])["status"], "revoked");
