@@ -77,6 +77,39 @@ fn json_response(status: StatusCode, value: &impl serde::Serialize, location: Op
     r
 }
 
+/// An ACME POST as axum hands it over: what [`handle`] checks before the
+/// request's own handler runs.
+struct AcmePost {
+    state: Arc<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl axum::extract::FromRequest<Arc<AppState>> for AcmePost {
+    type Rejection = Response;
+
+    async fn from_request(request: axum::extract::Request, state: &Arc<AppState>) -> Result<Self, Response> {
+        let (parts, body) = request.into_parts();
+        let (uri, headers) = (parts.uri.clone(), parts.headers.clone());
+        let body = Bytes::from_request(axum::extract::Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(AcmePost { state: state.clone(), uri, headers, body })
+    }
+}
+
+impl AcmePost {
+    /// [`handle`] with this request.
+    async fn handle<F, Fut>(self, f: F) -> Response
+    where
+        F: FnOnce(Arc<Acme>, Verified) -> Fut,
+        Fut: std::future::Future<Output = Result<Response, AcmeError>>,
+    {
+        handle(self.state, self.uri, self.headers, self.body, f).await
+    }
+}
+
 /// Runs a POST handler: content type, JWS, url, nonce, rate; then `f`; then nonce and link.
 async fn handle<F, Fut>(state: Arc<AppState>, uri: Uri, headers: HeaderMap, body: Bytes, f: F) -> Response
 where
@@ -136,8 +169,8 @@ async fn nonce_get(State(state): State<Arc<AppState>>) -> Response {
     finish(&state, StatusCode::NO_CONTENT.into_response()).await
 }
 
-async fn new_account(State(state): State<Arc<AppState>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    handle(state, uri, headers, body, |acme, v| async move {
+async fn new_account(post: AcmePost) -> Response {
+    post.handle(|acme, v| async move {
         let (account, created) = acme.new_account(&v).await?;
         let status = if created { StatusCode::CREATED } else { StatusCode::OK };
         Ok(json_response(status, &acme.account_view(&account), Some(acme.account_url(&account))))
@@ -145,44 +178,32 @@ async fn new_account(State(state): State<Arc<AppState>>, uri: Uri, headers: Head
     .await
 }
 
-async fn account(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    handle(state, uri, headers, body, |acme, v| async move {
+async fn account(Path(id): Path<String>, post: AcmePost) -> Response {
+    post.handle(|acme, v| async move {
         let account = acme.account(&v, &id).await?;
         Ok(json_response(StatusCode::OK, &acme.account_view(&account), Some(acme.account_url(&account))))
     })
     .await
 }
 
-async fn orders(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    handle(state, uri, headers, body, |acme, v| async move {
+async fn orders(Path(id): Path<String>, post: AcmePost) -> Response {
+    post.handle(|acme, v| async move {
         let orders = acme.orders(&v, &id).await?;
         Ok(json_response(StatusCode::OK, &serde_json::json!({"orders": orders}), None))
     })
     .await
 }
 
-async fn key_change(State(state): State<Arc<AppState>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    handle(state, uri, headers, body, |acme, v| async move {
+async fn key_change(post: AcmePost) -> Response {
+    post.handle(|acme, v| async move {
         let account = acme.key_change(&v).await?;
         Ok(json_response(StatusCode::OK, &acme.account_view(&account), Some(acme.account_url(&account))))
     })
     .await
 }
 
-async fn new_order(State(state): State<Arc<AppState>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    handle(state, uri, headers, body, |acme, v| async move {
+async fn new_order(post: AcmePost) -> Response {
+    post.handle(|acme, v| async move {
         let (order, _) = acme.new_order(&v).await?;
         let view = acme.order_view(&order).await?;
         Ok(json_response(StatusCode::CREATED, &view, Some(acme.order_url(&order))))
@@ -190,14 +211,8 @@ async fn new_order(State(state): State<Arc<AppState>>, uri: Uri, headers: Header
     .await
 }
 
-async fn order(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    handle(state, uri, headers, body, |acme, v| async move {
+async fn order(Path(id): Path<String>, post: AcmePost) -> Response {
+    post.handle(|acme, v| async move {
         let order = acme.order(&v, &id).await?;
         let view = acme.order_view(&order).await?;
         Ok(json_response(StatusCode::OK, &view, Some(acme.order_url(&order))))
@@ -205,14 +220,8 @@ async fn order(
     .await
 }
 
-async fn finalize(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    handle(state, uri, headers, body, |acme, v| async move {
+async fn finalize(Path(id): Path<String>, post: AcmePost) -> Response {
+    post.handle(|acme, v| async move {
         let order = acme.finalize(&v, &id).await?;
         let view = acme.order_view(&order).await?;
         Ok(json_response(StatusCode::OK, &view, Some(acme.order_url(&order))))
@@ -220,28 +229,16 @@ async fn finalize(
     .await
 }
 
-async fn authz(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    handle(state, uri, headers, body, |acme, v| async move {
+async fn authz(Path(id): Path<String>, post: AcmePost) -> Response {
+    post.handle(|acme, v| async move {
         let z = acme.authz(&v, &id).await?;
         Ok(json_response(StatusCode::OK, &acme.authz_view(&z), None))
     })
     .await
 }
 
-async fn challenge(
-    State(state): State<Arc<AppState>>,
-    Path((id, kind)): Path<(String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    handle(state, uri, headers, body, |acme, v| async move {
+async fn challenge(Path((id, kind)): Path<(String, String)>, post: AcmePost) -> Response {
+    post.handle(|acme, v| async move {
         let z = acme.challenge(&v, &id, &kind).await?;
         let view = acme.authz_view(&z);
         let challenge = view.challenges.into_iter().find(|c| c.kind == kind);
@@ -254,22 +251,16 @@ async fn challenge(
     .await
 }
 
-async fn certificate(
-    State(state): State<Arc<AppState>>,
-    Path(serial): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    handle(state, uri, headers, body, |acme, v| async move {
+async fn certificate(Path(serial): Path<String>, post: AcmePost) -> Response {
+    post.handle(|acme, v| async move {
         let chain = acme.certificate(&v, &serial).await?;
         Ok(([(header::CONTENT_TYPE, "application/pem-certificate-chain")], chain.pem).into_response())
     })
     .await
 }
 
-async fn revoke(State(state): State<Arc<AppState>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    handle(state, uri, headers, body, |acme, v| async move {
+async fn revoke(post: AcmePost) -> Response {
+    post.handle(|acme, v| async move {
         acme.revoke(&v).await?;
         Ok(StatusCode::OK.into_response())
     })
