@@ -421,9 +421,10 @@ impl Ca {
                 let entry = entry?;
                 bytes.clear();
                 // Unchecked: damaged details give a different hash, which push reports.
-                entry.fields().write_unchecked(&mut bytes);
+                let fields = entry.fields();
+                fields.write_unchecked(&mut bytes);
                 let (leaf, len) = entry.stored_leaf();
-                verifier.push(entry.index, &bytes, Some(&leaf[..len]))?;
+                verifier.push(fields.index, &bytes, Some(&leaf[..len]))?;
                 visit(&entry)?;
             }
         }

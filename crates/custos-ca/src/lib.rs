@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex};
 
 use custos_keys::{KeyStore, Signer};
 use custos_pki::{CaIssuer, IssuerUrls};
-use custos_store::{AuditRecord, Genesis, Store};
+use custos_store::{Genesis, Store};
 use time::OffsetDateTime;
 
 use crate::authorization::{Decision, Operation, authorize, decide};
@@ -47,7 +47,7 @@ use crate::authorization::{Decision, Operation, authorize, decide};
 pub use custos_keys::KeyAlgorithm;
 /// Why a key algorithm name was not understood.
 pub use custos_keys::UnsupportedAlgorithm as KeyAlgorithmError;
-pub use custos_types::{AuditEntry, AuditFilter, CheckpointRecord, KeyUsage};
+pub use custos_types::{AuditEntry, AuditFilter, AuditRecord, CheckpointRecord, KeyUsage};
 pub use custos_types::{CertificateRecord, ConnectionRecord, IssuerRecord, StatusFilter, TenantRecord};
 pub use custos_types::{
     CertificateStatus, ConnectionState, DeliveryState, IncidentState, IssuerRole, IssuerStatus, KeyStatus, Profile,

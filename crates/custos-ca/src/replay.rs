@@ -290,7 +290,8 @@ impl Ca {
         let aborted = AbortOnDrop(rows.abort_handle());
         let log = self
             .verify_log_visiting(principal, key, trusted, &mut |e| {
-                implied.apply(e.index, e.action, e.object, e.details)
+                let f = e.fields();
+                implied.apply(f.index, f.action, f.object, f.details)
             })
             .await?;
         let stored = rows.await.map_err(|e| CaError::Inconsistent(format!("certificate reader: {e}")))??;

@@ -104,20 +104,21 @@ async fn remote(cli: &Cli, mut api: crate::remote::Api, command: &AuditCommand) 
             let cp = api.get("/api/v1/audit/checkpoint").await?;
             let note = cp["note"].as_str().unwrap_or_default();
             if cli.json {
-                return json(&json!({"size": cp["size"], "root": note_root(note)?, "note": note}));
+                let parsed =
+                    Checkpoint::parse(note).map_err(|e| CliError::Remote(format!("the server's checkpoint: {e}")))?;
+                return json(&json!({"size": parsed.size, "root": hex::encode(parsed.root), "note": note}));
             }
             print!("{note}");
             Ok(())
         }
         AuditCommand::Usage { key } => {
-            let key_path = percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC);
-            let usage = api.get(&format!("/api/v1/keys/{key_path}/usage")).await?;
+            let usage = api.get(&format!("/api/v1/keys/{}/usage", crate::remote::encode(key))).await?;
             let uses = usage.as_array().cloned().unwrap_or_default();
             let total: i64 = uses.iter().filter_map(|u| u["count"].as_i64()).sum();
             if cli.json {
                 return json(&json!({"key": key, "total": total, "usage": uses}));
             }
-            let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
+            let text = crate::remote::text;
             let rows: Vec<Vec<String>> = uses
                 .iter()
                 .map(|u| vec![text(u, "day"), text(u, "actor"), text(u, "action"), u["count"].to_string()])
@@ -159,21 +160,13 @@ impl RemoteProof {
         let path: Vec<custos_audit::merkle::Hash> =
             p["path"].as_array().into_iter().flatten().map(hash).collect::<Option<_>>().ok_or_else(|| bad("path"))?;
         custos_audit::merkle::verify_inclusion(&leaf, index, size, &path, &root).map_err(|e| bad(&e.to_string()))?;
-        if note_root(p["checkpoint"].as_str().unwrap_or_default())? != hex::encode(root) {
-            return Err(bad("the checkpoint names another root"));
+        let checkpoint = Checkpoint::parse(p["checkpoint"].as_str().unwrap_or_default())
+            .map_err(|e| bad(&format!("its checkpoint: {e}")))?;
+        if (checkpoint.size, checkpoint.root) != (size, root) {
+            return Err(bad("the checkpoint names another tree"));
         }
         Ok(RemoteProof { size, root: hex::encode(root) })
     }
-}
-
-/// The root hash (hex) a C2SP checkpoint note's third line carries.
-fn note_root(note: &str) -> Result<String, CliError> {
-    use base64::Engine;
-    let line = note.lines().nth(2).ok_or_else(|| CliError::Remote("a checkpoint without a root line".into()))?;
-    let root = base64::engine::general_purpose::STANDARD
-        .decode(line)
-        .map_err(|e| CliError::Remote(format!("a checkpoint's root: {e}")))?;
-    Ok(hex::encode(root))
 }
 
 /// `audit tail` through the API: the newest page, then (with --follow)
@@ -189,7 +182,7 @@ async fn remote_tail(cli: &Cli, api: &mut crate::remote::Api, args: &TailArgs) -
         let mut q = vec![format!("limit={limit}")];
         for (k, v) in [("action", &args.action), ("key", &args.key)] {
             if let Some(v) = v {
-                q.push(format!("{k}={}", percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)));
+                q.push(format!("{k}={}", crate::remote::encode(v)));
             }
         }
         if let Some(c) = cursor {
@@ -214,38 +207,36 @@ async fn remote_tail(cli: &Cli, api: &mut crate::remote::Api, args: &TailArgs) -
     }
 }
 
-/// Prints a page of the API's entries as `audit tail` does; the index after the last.
+/// Prints a page of the API's entries with the local printer; the index after the last.
 fn print_remote_entries(cli: &Cli, page: &serde_json::Value, header: bool) -> Result<Option<u64>, CliError> {
-    let items = page["items"].as_array().cloned().unwrap_or_default();
-    let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
-    if cli.json {
-        for e in &items {
-            let details: serde_json::Value =
-                serde_json::from_str(e["details"].as_str().unwrap_or_default()).unwrap_or(serde_json::Value::Null);
-            println!(
-                "{}",
-                json!({"index": e["index"], "time": e["time"], "actor": e["actor"], "action": e["action"],
-                       "object": e["object"], "key": e["key"], "details": details})
-            );
-        }
-    } else if header || !items.is_empty() {
-        let rows: Vec<Vec<String>> = items
-            .iter()
-            .map(|e| {
-                vec![
-                    e["index"].to_string(),
-                    text(e, "time"),
-                    text(e, "actor"),
-                    text(e, "action"),
-                    text(e, "object"),
-                    text(e, "key"),
-                ]
+    use crate::remote::text;
+    let entries = page["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let bad = |what: &str| CliError::Remote(format!("an audit entry's {what}: {e}"));
+            let time = time::OffsetDateTime::parse(&text(e, "time"), &time::format_description::well_known::Rfc3339)
+                .map_err(|_| bad("time"))?;
+            Ok(AuditEntry {
+                index: e["index"].as_u64().ok_or_else(|| bad("index"))?,
+                record: custos_ca::AuditRecord {
+                    time: time.unix_timestamp(),
+                    actor: text(e, "actor"),
+                    action: text(e, "action"),
+                    object: text(e, "object"),
+                    key: e["key"].as_str().map(str::to_string),
+                    details: text(e, "details"),
+                },
+                leaf_hash: Vec::new(),
+                salt: None,
             })
-            .collect();
-        let table = table(&["INDEX", "TIME", "ACTOR", "ACTION", "OBJECT", "KEY"], &rows);
-        print!("{}", if header { &table[..] } else { table.split_once('\n').map_or("", |(_, rest)| rest) });
+        })
+        .collect::<Result<Vec<_>, CliError>>()?;
+    if header || !entries.is_empty() {
+        print_entries(cli, &entries, header);
     }
-    Ok(items.last().and_then(|e| e["index"].as_u64()).map(|i| i + 1))
+    Ok(entries.last().map(|e| e.index + 1))
 }
 
 fn entry_json(e: &AuditEntry) -> serde_json::Value {
@@ -565,4 +556,47 @@ async fn witnessed(cli: &Cli, s: &crate::session::Session, keys: &[String], entr
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use custos_audit::Checkpoint;
+    use custos_audit::merkle::{Frontier, leaf_hash, verify_inclusion};
+    use serde_json::json;
+
+    use super::RemoteProof;
+
+    /// A proof document as `GET /api/v1/audit/entries/0` shapes it, for a tree of three leaves.
+    fn document(checkpoint_size: u64, checkpoint_root: Option<[u8; 32]>) -> (serde_json::Value, [u8; 32]) {
+        let leaves: Vec<[u8; 32]> = (0..3u8).map(|i| leaf_hash(&[i])).collect();
+        let mut tree = Frontier::default();
+        for l in &leaves {
+            tree.push(*l);
+        }
+        let root = tree.root();
+        let path = [leaves[1], leaves[2]];
+        verify_inclusion(&leaves[0], 0, 3, &path, &root).expect("the fixture is a proof");
+        let note =
+            Checkpoint { origin: "test/log".into(), size: checkpoint_size, root: checkpoint_root.unwrap_or(root) }
+                .body()
+                + "\n— test/log AAAA\n";
+        let doc = json!({"index": 0, "size": 3, "leaf_hash": hex::encode(leaves[0]), "root": hex::encode(root),
+                         "path": path.iter().map(hex::encode).collect::<Vec<_>>(), "checkpoint": note});
+        (doc, root)
+    }
+
+    #[test]
+    fn a_remote_proof_is_checked_before_it_is_shown() {
+        let (good, root) = document(3, None);
+        let proof = RemoteProof::check(&good).expect("a proof that holds");
+        assert_eq!((proof.size, proof.root), (3, hex::encode(root)));
+        let mut bent = good.clone();
+        bent["path"][0] = json!(hex::encode([7u8; 32]));
+        assert!(RemoteProof::check(&bent).is_err(), "a path that leads elsewhere");
+        assert!(RemoteProof::check(&document(4, None).0).is_err(), "a checkpoint of another size");
+        assert!(RemoteProof::check(&document(3, Some([9; 32])).0).is_err(), "a checkpoint of another root");
+        let mut unsigned = good;
+        unsigned["checkpoint"] = json!("not a checkpoint");
+        assert!(RemoteProof::check(&unsigned).is_err(), "no checkpoint at all");
+    }
 }

@@ -104,8 +104,8 @@ pub async fn run(cli: &Cli, command: &IncidentCommand) -> Result<(), CliError> {
 /// One `incident` subcommand through the API: the same text as the local
 /// command where the API holds the same facts; `--json` prints its documents.
 async fn remote(cli: &Cli, mut api: crate::remote::Api, command: &IncidentCommand) -> Result<(), CliError> {
+    use crate::remote::{encode, text};
     use serde_json::Value;
-    let text = |v: &Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
     let path = |id: &str, rest: &str| format!("/api/v1/incidents/{}{rest}", encode(id));
     match command {
         IncidentCommand::Declare(args) => {
@@ -259,15 +259,10 @@ async fn remote(cli: &Cli, mut api: crate::remote::Api, command: &IncidentComman
     }
 }
 
-/// A path segment, percent-encoded.
-fn encode(segment: &str) -> String {
-    percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
 /// The API's report as `incident report` prints a local one (the API leaves
 /// out the notifications' delivery, which stays on the server).
 fn render_remote_report(r: &serde_json::Value, markdown: bool) -> String {
-    let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
+    use crate::remote::text;
     let i = &r["incident"];
     let mut out = String::new();
     let h = |level: usize, text: &str| {

@@ -26,6 +26,16 @@ pub struct Issued {
     pub certificate: CertificateView,
 }
 
+/// A path segment or query value, percent-encoded.
+pub fn encode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// A string field of an API document; empty when it is absent or not a string.
+pub fn text(document: &serde_json::Value, key: &str) -> String {
+    document[key].as_str().unwrap_or_default().to_string()
+}
+
 /// One keep-alive connection to a custos API, with its credentials.
 pub struct Api {
     conn: HttpConnection,
@@ -102,12 +112,7 @@ impl Api {
         let mut cursor: Option<String> = None;
         // Bounded: a million pages is far past any inventory.
         for _ in 0..1_000_000 {
-            let mut params: Vec<String> = query
-                .iter()
-                .map(|(k, v)| {
-                    format!("{k}={}", percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC))
-                })
-                .collect();
+            let mut params: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
             params.push("limit=1000".into());
             if let Some(c) = &cursor {
                 params.push(format!("cursor={c}"));

@@ -297,23 +297,12 @@ impl AuditPage {
     }
 }
 
-/// One entry read in place from an [`AuditPage`].
+/// One entry read in place from an [`AuditPage`]: its fields borrowed from
+/// the page, its salt decoded (the page holds it as hex).
 #[derive(Clone, Copy, Debug)]
 pub struct AuditEntryView<'a> {
-    /// Position in the log.
-    pub index: u64,
-    /// Unix seconds.
-    pub time: i64,
-    /// Who did it.
-    pub actor: &'a str,
-    /// What was done.
-    pub action: &'a str,
-    /// What it was done to.
-    pub object: &'a str,
-    /// The key used, if any.
-    pub key: Option<&'a str>,
-    /// Structured details, JSON.
-    pub details: &'a str,
+    /// The fields as stored, without the salt (see [`fields`](Self::fields)).
+    unsalted: EntryFields<'a>,
     leaf_hex: &'a str,
     salt: Option<([u8; 32], usize)>,
 }
@@ -321,16 +310,7 @@ pub struct AuditEntryView<'a> {
 impl<'a> AuditEntryView<'a> {
     /// The entry's canonical fields, as hashed and served.
     pub fn fields(&self) -> EntryFields<'_> {
-        EntryFields {
-            index: self.index,
-            time: self.time,
-            actor: self.actor,
-            action: self.action,
-            object: self.object,
-            key: self.key,
-            details: self.details,
-            salt: self.salt.as_ref().map(|(bytes, len)| &bytes[..*len]),
-        }
+        EntryFields { salt: self.salt.as_ref().map(|(bytes, len)| &bytes[..*len]), ..self.unsalted }
     }
 
     /// The leaf hash the database holds; empty when it is not 32 bytes of hex
@@ -345,15 +325,16 @@ impl<'a> AuditEntryView<'a> {
 
     /// The entry, owned.
     pub fn to_entry(&self) -> AuditEntry {
+        let f = &self.unsalted;
         AuditEntry {
-            index: self.index,
+            index: f.index,
             record: AuditRecord {
-                time: self.time,
-                actor: self.actor.to_string(),
-                action: self.action.to_string(),
-                object: self.object.to_string(),
-                key: self.key.map(str::to_string),
-                details: self.details.to_string(),
+                time: f.time,
+                actor: f.actor.to_string(),
+                action: f.action.to_string(),
+                object: f.object.to_string(),
+                key: f.key.map(str::to_string),
+                details: f.details.to_string(),
             },
             leaf_hash: hex::decode(self.leaf_hex).unwrap_or_default(),
             salt: self.salt.map(|(bytes, len)| bytes[..len].to_vec()),
@@ -397,7 +378,8 @@ fn unpack<'a>(text: &mut &'a str) -> Result<AuditEntryView<'a>> {
             Some((bytes, len))
         }
     };
-    Ok(AuditEntryView { index, time, actor, action, object, key, details, leaf_hex, salt })
+    let unsalted = EntryFields { index, time, actor, action, object, key, details, salt: None };
+    Ok(AuditEntryView { unsalted, leaf_hex, salt })
 }
 
 /// Fills in leaf hashes and tree nodes for entries written before the log
