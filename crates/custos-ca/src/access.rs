@@ -335,13 +335,7 @@ impl Ca {
         authorize(principal, Operation::ManageAccess)?;
         crate::policy::check_name("operator", name)?;
         let ca_der = self.ensure_operators_ca(principal).await?;
-        let key_id = self
-            .store
-            .meta(META_OPERATORS_CA_KEY)
-            .await?
-            .ok_or_else(|| CaError::Inconsistent("the operators' CA has no key recorded".into()))?;
-        let signer = self.signer(&key_id, crate::metrics::Purpose::OperatorCertificate).await?;
-        let ca = custos_pki::CaIssuer::new(&ca_der, signer)?;
+        let (key_id, ca) = self.operators_ca_issuer(&ca_der, crate::metrics::Purpose::OperatorCertificate).await?;
         let (public, algorithm, leaf) = match csr {
             Some(bytes) => {
                 let request = custos_pki::CertificateRequest::parse(bytes)?;
@@ -417,13 +411,7 @@ impl Ca {
         {
             return Ok(Some(crl.clone()));
         }
-        let key_id = self
-            .store
-            .meta(META_OPERATORS_CA_KEY)
-            .await?
-            .ok_or_else(|| CaError::Inconsistent("the operators' CA has no key recorded".into()))?;
-        let signer = self.signer(&key_id, crate::metrics::Purpose::Crl).await?;
-        let ca = custos_pki::CaIssuer::new(&ca_der, signer)?;
+        let (key_id, ca) = self.operators_ca_issuer(&ca_der, crate::metrics::Purpose::Crl).await?;
         let entries = revoked
             .iter()
             .map(|o| {
@@ -469,6 +457,21 @@ impl Ca {
         });
         *last = Some((serials, crl.clone()));
         Ok(Some(crl))
+    }
+
+    /// The operators' CA (`ca_der`) with its key, to sign for `purpose`; and that key's id.
+    async fn operators_ca_issuer(
+        &self,
+        ca_der: &[u8],
+        purpose: crate::metrics::Purpose,
+    ) -> Result<(String, custos_pki::CaIssuer)> {
+        let key_id = self
+            .store
+            .meta(META_OPERATORS_CA_KEY)
+            .await?
+            .ok_or_else(|| CaError::Inconsistent("the operators' CA has no key recorded".into()))?;
+        let signer = self.signer(&key_id, purpose).await?;
+        Ok((key_id, custos_pki::CaIssuer::new(ca_der, signer)?))
     }
 
     /// Every operator, by name.
