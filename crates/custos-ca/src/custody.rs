@@ -615,7 +615,7 @@ impl Ca {
             aud: request.aud.clone(),
             iss: request.iss.clone(),
             sub: request.sub.clone(),
-            jti: random_jti()?,
+            jti: new_jti()?,
             nbf: now,
             iat: now,
             exp: now + lifetime,
@@ -834,11 +834,18 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
-/// A random UUID (version 4), as identity providers expect a `jti` to look.
-fn random_jti() -> Result<String> {
+/// A time-ordered UUID (version 7, RFC 9562) for a `jti`: 48 bits of Unix
+/// milliseconds, then 74 random bits. The `signatures` table is keyed by jti;
+/// random keys (version 4) inserted at random places in its index, and each
+/// such page split made SQLite's commit scan its whole page cache (the split
+/// renumbers pages through the lock-byte page number, which leaves the cache's
+/// highest page number far past the file's end). Time-ordered keys append.
+fn new_jti() -> Result<String> {
     let mut b = [0u8; 16];
     aws_lc_rs::rand::fill(&mut b).map_err(|_| CaError::Inconsistent("the random generator failed".into()))?;
-    b[6] = (b[6] & 0x0f) | 0x40;
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    b[6] = (b[6] & 0x0f) | 0x70;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
     Ok(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
@@ -855,5 +862,24 @@ fn view(k: &CustodyKeyRecord, c: &CertificateRecord) -> CustodyKeyView {
         thumbprint_sha1: custos_pki::jws::thumbprint_sha1(&c.der),
         certificate_pem: custos_pki::certificate_pem(&c.der),
         not_after: crate::inventory::rfc3339(c.not_after),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A jti is a version 7 UUID whose order follows the time it was made.
+    #[test]
+    fn jtis_are_time_ordered_uuids() {
+        let first = super::new_jti().expect("jti");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let second = super::new_jti().expect("jti");
+        for jti in [&first, &second] {
+            let groups: Vec<&str> = jti.split('-').collect();
+            assert_eq!(groups.iter().map(|g| g.len()).collect::<Vec<_>>(), [8, 4, 4, 4, 12], "{jti}");
+            assert!(groups[2].starts_with('7'), "version 7: {jti}");
+            assert!(matches!(groups[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'), "RFC 9562 variant: {jti}");
+        }
+        assert!(first < second, "{first} sorts before {second}");
+        assert_ne!(first[14..], second[14..], "the random part differs");
     }
 }
