@@ -63,6 +63,8 @@ pub struct SqlStore {
     /// pool started every commit cold; one writer keeps its cache warm.
     pub(crate) writer: AnyPool,
     pub(crate) engine: Engine,
+    /// The audit tree's edge after this store's last append (shared by its clones).
+    pub(crate) edge: std::sync::Arc<crate::log::EdgeCache>,
     /// The SQLite file and the identity (device, inode) it had when opened,
     /// to notice it deleted or replaced under a running process.
     pub(crate) file: Option<(std::path::PathBuf, (u64, u64))>,
@@ -98,7 +100,10 @@ impl SqlStore {
             let _ = probe.close().await;
         }
         let options = |max| {
-            AnyPoolOptions::new().max_connections(max).after_connect(|conn, _| {
+            // No ping before each acquire: a SQLite connection is a local
+            // file that does not drop, and the ping was one more round trip
+            // to the connection's worker thread on every commit.
+            AnyPoolOptions::new().max_connections(max).test_before_acquire(false).after_connect(|conn, _| {
                 Box::pin(async move {
                     conn.execute("PRAGMA foreign_keys = ON").await?;
                     conn.execute("PRAGMA busy_timeout = 10000").await?;
@@ -127,10 +132,16 @@ impl SqlStore {
             let meta = std::fs::metadata(path).map_err(|e| open(sqlx::Error::Io(e)))?;
             (meta.dev(), meta.ino())
         };
-        let store = SqlStore { pool, writer, engine: Engine::Sqlite, file: Some((path.to_path_buf(), identity)) };
+        let store = SqlStore {
+            pool,
+            writer,
+            engine: Engine::Sqlite,
+            edge: Default::default(),
+            file: Some((path.to_path_buf(), identity)),
+        };
         store.migrate(SQLITE_MIGRATIONS).await?;
         let mut tx = store.write().await?;
-        log::backfill(store.engine, &mut tx).await?;
+        log::backfill(store.engine, &store.edge, &mut tx).await?;
         tx.commit().await.map_err(StoreError::db("commit the audit backfill"))?;
         Ok(store)
     }
@@ -147,7 +158,7 @@ impl SqlStore {
             |max| AnyPoolOptions::new().max_connections(max).acquire_timeout(std::time::Duration::from_secs(5));
         let writer = options(2).connect(url).await.map_err(open)?;
         let pool = options(8).connect(url).await.map_err(open)?;
-        let store = SqlStore { pool, writer, engine: Engine::Postgres, file: None };
+        let store = SqlStore { pool, writer, engine: Engine::Postgres, edge: Default::default(), file: None };
         // A database already at the latest version is not touched: a node
         // with a least-privilege role has no right to run DDL, even a no-op.
         let latest = POSTGRES_MIGRATIONS.last().map_or(0, |(v, _)| *v);

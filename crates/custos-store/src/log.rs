@@ -23,15 +23,83 @@ const ROWS_PER_INSERT: usize = 100;
 /// each canonical entry and writes the entries and every node they complete.
 /// Returns the index of the first. Bad details (not JSON, too large) fail
 /// before anything is written.
-pub(crate) async fn append(engine: Engine, tx: &mut Transaction<'static, Any>, records: &[AuditRecord]) -> Result<u64> {
-    let size = size_in(tx).await?;
+pub(crate) async fn append(
+    engine: Engine,
+    edge: &EdgeCache,
+    tx: &mut Transaction<'static, Any>,
+    records: &[AuditRecord],
+) -> Result<u64> {
+    let prepared = prepare(engine, edge, tx, records).await?;
+    prepared.write(engine, tx, Vec::new()).await.map_err(StoreError::db("write audit entries"))?;
+    Ok(prepared.first)
+}
+
+/// The tree's right edge as this store's last append left it: the size, the
+/// last leaf and the edge. An append that finds the log still ending in that
+/// leaf at that size reuses the edge instead of reading up to 64 nodes.
+/// Leaves are salted, so a log that another writer extended (the CLI next to
+/// a running server, another node) or whose transaction rolled back ends in
+/// a different leaf, and the edge is read again.
+#[derive(Debug, Default)]
+pub(crate) struct EdgeCache(std::sync::Mutex<Option<(u64, Hash, Frontier)>>);
+
+/// An append whose indexes, hashes and nodes are computed and whose rows are
+/// not yet written: [`Prepared::write`] writes them.
+pub(crate) struct Prepared<'r> {
+    /// The index of the first record.
+    pub(crate) first: u64,
+    records: &'r [AuditRecord],
+    leaves: Vec<Hash>,
+    salts: Vec<[u8; custos_audit::SALT_BYTES]>,
+    interior: Vec<(NodeId, Hash)>,
+}
+
+/// A statement the caller writes in the same round trip as an append's rows
+/// (SQLite runs them as one script): its SQL, with `?` placeholders on SQLite,
+/// and what binds its values.
+pub(crate) type Extra<'q> = (String, Box<dyn FnOnce(Query<'q>) -> Query<'q> + Send + 'q>);
+
+/// A query on the `Any` driver.
+pub(crate) type Query<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>;
+
+/// Computes the append of `records` at the log's end inside `tx`: reads the
+/// last entry (and the edge, unless `edge` holds it), assigns indexes and
+/// salts, and hashes leaves and nodes. Writes nothing.
+pub(crate) async fn prepare<'r>(
+    engine: Engine,
+    edge: &EdgeCache,
+    tx: &mut Transaction<'static, Any>,
+    records: &'r [AuditRecord],
+) -> Result<Prepared<'r>> {
+    let last = sqlx::query("SELECT idx, leaf_hash FROM audit_log ORDER BY idx DESC LIMIT 1")
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(StoreError::db("read the audit log's last entry"))?;
+    let (size, last_leaf) = match &last {
+        Some(row) => {
+            let index: i64 = col(row, "idx")?;
+            ((index + 1) as u64, Some(hash_of(col(row, "leaf_hash")?, index)?))
+        }
+        None => (0, None),
+    };
     if records.is_empty() {
-        return Ok(size);
+        return Ok(Prepared { first: size, records, leaves: Vec::new(), salts: Vec::new(), interior: Vec::new() });
     }
-    let ids = frontier_ids(size);
-    let found = nodes(tx, engine, &ids).await?;
-    let edge: Vec<Hash> = ids.iter().map(|id| found[id]).collect();
-    let mut frontier = Frontier::new(size, &edge).map_err(|e| StoreError::Corrupt(format!("audit tree edge: {e}")))?;
+    let cached = match (&last_leaf, edge.0.lock()) {
+        (Some(leaf), Ok(held)) => {
+            held.as_ref().filter(|(n, l, _)| *n == size && l == leaf).map(|(_, _, frontier)| frontier.clone())
+        }
+        _ => None,
+    };
+    let mut frontier = match cached {
+        Some(frontier) => frontier,
+        None => {
+            let ids = frontier_ids(size);
+            let found = nodes(tx, engine, &ids).await?;
+            let hashes: Vec<Hash> = ids.iter().map(|id| found[id]).collect();
+            Frontier::new(size, &hashes).map_err(|e| StoreError::Corrupt(format!("audit tree edge: {e}")))?
+        }
+    };
     let mut leaves = Vec::with_capacity(records.len());
     let mut salts = Vec::with_capacity(records.len());
     let mut interior = Vec::with_capacity(records.len());
@@ -51,37 +119,84 @@ pub(crate) async fn append(engine: Engine, tx: &mut Transaction<'static, Any>, r
         frontier.push_into(leaf, &mut interior);
         leaves.push(leaf);
     }
-    for (chunk_no, rows) in records.chunks(ROWS_PER_INSERT).enumerate() {
-        let first = chunk_no * ROWS_PER_INSERT;
-        let sql = format!(
-            "INSERT INTO audit_log (idx, time, actor, action, object, key_id, details, leaf_hash, salt) VALUES {}",
-            values_clause(engine, rows.len(), 9)
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for (j, r) in rows.iter().enumerate() {
-            let n = first + j;
-            query = query
-                .bind((size + n as u64) as i64)
-                .bind(r.time)
-                .bind(&r.actor)
-                .bind(&r.action)
-                .bind(&r.object)
-                .bind(&r.key)
-                .bind(&r.details)
-                .bind(leaves[n].to_vec())
-                .bind(salts[n].to_vec());
-        }
-        query.execute(&mut **tx).await.map_err(StoreError::db("write audit entries"))?;
+    if let (Some(leaf), Ok(mut held)) = (leaves.last(), edge.0.lock()) {
+        *held = Some((frontier.size(), *leaf, frontier));
     }
-    for rows in interior.chunks(ROWS_PER_INSERT * 2) {
-        let sql = format!("INSERT INTO audit_tree (level, idx, hash) VALUES {}", values_clause(engine, rows.len(), 3));
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for (id, hash) in rows {
-            query = query.bind(i64::from(id.level)).bind(id.index as i64).bind(hash.to_vec());
+    Ok(Prepared { first: size, records, leaves, salts, interior })
+}
+
+impl Prepared<'_> {
+    /// Writes the entries and nodes, and the `extra` statements after them. SQLite runs all
+    /// of it as one script (one round trip to its worker thread instead of
+    /// one per statement); PostgreSQL runs each statement in turn. The
+    /// caller names the operation in the error.
+    pub(crate) async fn write<'q>(
+        &'q self,
+        engine: Engine,
+        tx: &mut Transaction<'static, Any>,
+        extra: Vec<Extra<'q>>,
+    ) -> std::result::Result<(), sqlx::Error> {
+        let mut statements: Vec<Extra<'q>> = Vec::new();
+        for (chunk_no, rows) in self.records.chunks(ROWS_PER_INSERT).enumerate() {
+            let first = chunk_no * ROWS_PER_INSERT;
+            let sql = format!(
+                "INSERT INTO audit_log (idx, time, actor, action, object, key_id, details, leaf_hash, salt) VALUES {}",
+                values_clause(engine, rows.len(), 9)
+            );
+            statements.push((
+                sql,
+                Box::new(move |mut query: Query<'q>| {
+                    for (j, r) in rows.iter().enumerate() {
+                        let n = first + j;
+                        query = query
+                            .bind((self.first + n as u64) as i64)
+                            .bind(r.time)
+                            .bind(&r.actor)
+                            .bind(&r.action)
+                            .bind(&r.object)
+                            .bind(&r.key)
+                            .bind(&r.details)
+                            .bind(&self.leaves[n][..])
+                            .bind(&self.salts[n][..]);
+                    }
+                    query
+                }),
+            ));
         }
-        query.execute(&mut **tx).await.map_err(StoreError::db("write audit tree nodes"))?;
+        for rows in self.interior.chunks(ROWS_PER_INSERT * 2) {
+            let sql =
+                format!("INSERT INTO audit_tree (level, idx, hash) VALUES {}", values_clause(engine, rows.len(), 3));
+            statements.push((
+                sql,
+                Box::new(move |mut query: Query<'q>| {
+                    for (id, hash) in rows {
+                        query = query.bind(i64::from(id.level)).bind(id.index as i64).bind(&hash[..]);
+                    }
+                    query
+                }),
+            ));
+        }
+        statements.extend(extra);
+        if statements.is_empty() {
+            return Ok(());
+        }
+        match engine {
+            Engine::Sqlite => {
+                let script = statements.iter().map(|(sql, _)| sql.as_str()).collect::<Vec<_>>().join(";\n");
+                let mut query = sqlx::query(AssertSqlSafe(script));
+                for (_, bind) in statements {
+                    query = bind(query);
+                }
+                query.execute(&mut **tx).await?;
+            }
+            Engine::Postgres => {
+                for (sql, bind) in statements {
+                    bind(sqlx::query(AssertSqlSafe(sql))).execute(&mut **tx).await?;
+                }
+            }
+        }
+        Ok(())
     }
-    Ok(size)
 }
 
 /// An entry's canonical fields, as hashed and served.
@@ -384,7 +499,7 @@ fn unpack<'a>(text: &mut &'a str) -> Result<AuditEntryView<'a>> {
 
 /// Fills in leaf hashes and tree nodes for entries written before the log
 /// was a Merkle log (marked by an empty `leaf_hash`); runs once, at open.
-pub(crate) async fn backfill(engine: Engine, tx: &mut Transaction<'static, Any>) -> Result<()> {
+pub(crate) async fn backfill(engine: Engine, edge: &EdgeCache, tx: &mut Transaction<'static, Any>) -> Result<()> {
     let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE length(leaf_hash) = 0")
         .fetch_one(&mut **tx)
         .await
@@ -400,7 +515,7 @@ pub(crate) async fn backfill(engine: Engine, tx: &mut Transaction<'static, Any>)
     sqlx::query("DELETE FROM audit_log").execute(&mut **tx).await.map_err(StoreError::db("rewrite the audit log"))?;
     sqlx::query("DELETE FROM audit_tree").execute(&mut **tx).await.map_err(StoreError::db("rewrite the audit log"))?;
     let records: Vec<AuditRecord> = entries.into_iter().map(|e| e.record).collect();
-    append(engine, tx, &records).await?;
+    append(engine, edge, tx, &records).await?;
     Ok(())
 }
 

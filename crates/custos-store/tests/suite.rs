@@ -1317,6 +1317,53 @@ async fn serialises_concurrent_writers(backend: Backend) {
     assert_eq!(stored_root(&b, size).await, recompute(&b).await.root());
 }
 
+/// An append whose transaction rolled back leaves no trace in the tree: the
+/// next appends, by this store and by another on the same database, extend
+/// the tree that the stored entries imply (the writer reuses the tree's edge
+/// between appends only while the log still ends where it left it).
+async fn appends_after_a_rolled_back_one(backend: Backend) {
+    let a = backend.open().await;
+    let b = backend.open().await;
+    a.initialize(genesis()).await.expect("genesis");
+    let signature = |jti: &str| SignatureRecord {
+        jti: jti.into(),
+        serial: "c1".into(),
+        key_id: "ck1".into(),
+        tenant: "acme".into(),
+        connection: "signer".into(),
+        aud: "https://login.example/t/oauth2/v2.0/token".into(),
+        iat: 1,
+        exp: 601,
+        audit_index: 0,
+    };
+    let sign = [audit("connection.sign"), audit("connection.sign")];
+    a.record_signatures(&sign, &[(0, signature("j1")), (1, signature("j2"))]).await.expect("signatures");
+    let size = a.audit_size().await.expect("size");
+    // Hashed and written, then rolled back by the duplicate jti.
+    let refused = a.record_signatures(&sign, &[(0, signature("j3")), (1, signature("j1"))]).await;
+    assert!(matches!(refused, Err(StoreError::Duplicate { .. })), "{refused:?}");
+    assert_eq!(a.audit_size().await.expect("size"), size, "the refused batch appended nothing");
+    // Another writer appends as many entries as were rolled back, then this one appends.
+    b.append_audit(&[audit("x"), audit("x")]).await.expect("b appends");
+    a.append_audit(&[audit("y")]).await.expect("a appends");
+    a.record_signatures(&sign, &[(0, signature("j3")), (1, signature("j4"))]).await.expect("signatures");
+    let size = a.audit_size().await.expect("size");
+    assert_eq!(size, audit_count(&a).await as u64);
+    assert_eq!(stored_root(&b, size).await, recompute(&b).await.root(), "stored nodes match the entries");
+    assert_eq!(stored_root(&a, size).await, recompute(&a).await.root());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_appends_after_a_rolled_back_one() {
+    appends_after_a_rolled_back_one(Backend::sqlite().await.expect("sqlite")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_appends_after_a_rolled_back_one() {
+    let Some(backend) = Backend::postgres().await else { return };
+    appends_after_a_rolled_back_one(backend).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_honours_the_store_contract() {
     honours_the_contract(Backend::sqlite().await.expect("sqlite")).await;
