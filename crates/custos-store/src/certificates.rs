@@ -254,53 +254,15 @@ pub(crate) async fn insert_certificates_logged(
     certificates: &[CertificateRecord],
     audit: &[AuditRecord],
 ) -> Result<u64> {
-    let first = log::append(engine, edge, tx, audit).await?;
+    let prepared = log::prepare(engine, edge, tx, audit).await?;
+    let first = prepared.first;
     let issued: std::collections::HashMap<&str, i64> = audit
         .iter()
         .enumerate()
         .filter(|(_, r)| r.action == "certificate.issue")
         .filter_map(|(i, r)| Some((r.object.strip_prefix("cert:")?, (first + i as u64) as i64)))
         .collect();
-    for rows in certificates.chunks(ROWS_PER_INSERT) {
-        let sql = format!(
-            "INSERT INTO certificates ({CERTIFICATE_COLUMNS}, issued_entry) VALUES {}",
-            values_clause(engine, rows.len(), CERTIFICATE_COLUMN_COUNT + 1)
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for c in rows {
-            query = query
-                .bind(&c.serial)
-                .bind(&c.issuer)
-                .bind(&c.tenant)
-                .bind(&c.connection)
-                .bind(c.profile.as_str())
-                .bind(&c.subject)
-                .bind(json_list(&c.sans))
-                .bind(&c.key_algorithm)
-                .bind(&c.key_origin)
-                .bind(&c.spki_sha256)
-                .bind(c.not_before)
-                .bind(c.not_after)
-                .bind(&c.der)
-                .bind(c.status.as_str())
-                .bind(c.revoked_at)
-                .bind(c.revocation_reason.map(custos_types::Reason::as_str))
-                .bind(c.invalidity_date)
-                .bind(&c.replaced_by)
-                .bind(c.crl_partition)
-                .bind(c.created_at)
-                .bind(issued.get(c.serial.as_str()).copied());
-        }
-        query.execute(&mut **tx).await.map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::Duplicate { what: "certificate serial".into() }
-            } else if is_foreign_key_violation(&e) {
-                StoreError::NotFound { what: "connection or issuer of a certificate".into() }
-            } else {
-                StoreError::Database { operation: "record certificates", source: e }
-            }
-        })?;
-    }
+    let issued = &issued;
     // Each name a certificate covers, indexed for the inventory's search by name.
     let mut names: Vec<(&str, &str)> = Vec::new();
     for c in certificates {
@@ -309,15 +271,60 @@ pub(crate) async fn insert_certificates_logged(
         own.dedup();
         names.extend(own.into_iter().map(|n| (n, c.serial.as_str())));
     }
-    for rows in names.chunks(ROWS_PER_INSERT * 5) {
-        let sql =
-            format!("INSERT INTO certificate_names (name, serial) VALUES {}", values_clause(engine, rows.len(), 2));
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for (name, serial) in rows {
-            query = query.bind(*name).bind(*serial);
-        }
-        query.execute(&mut **tx).await.map_err(StoreError::db("index certificate names"))?;
+    let mut rows: Vec<log::Extra<'_>> = Vec::new();
+    for chunk in certificates.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO certificates ({CERTIFICATE_COLUMNS}, issued_entry) VALUES {}",
+            values_clause(engine, chunk.len(), CERTIFICATE_COLUMN_COUNT + 1)
+        );
+        rows.push(log::extra(sql, move |mut query| {
+            for c in chunk {
+                query = query
+                    .bind(&c.serial)
+                    .bind(&c.issuer)
+                    .bind(&c.tenant)
+                    .bind(&c.connection)
+                    .bind(c.profile.as_str())
+                    .bind(&c.subject)
+                    .bind(json_list(&c.sans))
+                    .bind(&c.key_algorithm)
+                    .bind(&c.key_origin)
+                    .bind(&c.spki_sha256)
+                    .bind(c.not_before)
+                    .bind(c.not_after)
+                    .bind(&c.der)
+                    .bind(c.status.as_str())
+                    .bind(c.revoked_at)
+                    .bind(c.revocation_reason.map(custos_types::Reason::as_str))
+                    .bind(c.invalidity_date)
+                    .bind(&c.replaced_by)
+                    .bind(c.crl_partition)
+                    .bind(c.created_at)
+                    .bind(issued.get(c.serial.as_str()).copied());
+            }
+            query
+        }));
     }
+    for chunk in names.chunks(ROWS_PER_INSERT * 5) {
+        let sql =
+            format!("INSERT INTO certificate_names (name, serial) VALUES {}", values_clause(engine, chunk.len(), 2));
+        rows.push(log::extra(sql, move |mut query| {
+            for (name, serial) in chunk {
+                query = query.bind(*name).bind(*serial);
+            }
+            query
+        }));
+    }
+    // The entries, nodes, certificates and names in one round trip on SQLite.
+    prepared.write(engine, tx, rows).await.map_err(|e| {
+        if is_unique_violation(&e) && e.to_string().contains("certificates") {
+            StoreError::Duplicate { what: "certificate serial".into() }
+        } else if is_foreign_key_violation(&e) {
+            StoreError::NotFound { what: "connection or issuer of a certificate".into() }
+        } else {
+            StoreError::Database { operation: "record certificates and their audit entries", source: e }
+        }
+    })?;
     Ok(first)
 }
 

@@ -38,7 +38,7 @@ fn signature_rows<'q>(engine: Engine, signatures: &'q [(usize, SignatureRecord)]
         "INSERT INTO signatures (jti, serial, key_id, tenant, connection, aud, iat, exp, audit_index) VALUES {}",
         values_clause(engine, signatures.len(), 9)
     );
-    let bind = move |mut q: log::Query<'q>| {
+    log::extra(sql, move |mut q| {
         for (position, s) in signatures {
             q = q
                 .bind(&s.jti)
@@ -52,8 +52,7 @@ fn signature_rows<'q>(engine: Engine, signatures: &'q [(usize, SignatureRecord)]
                 .bind((first + *position as u64) as i64);
         }
         q
-    };
-    (sql, Box::new(bind))
+    })
 }
 
 /// The signature columns, in the order [`signature_from`] reads them.

@@ -59,6 +59,11 @@ pub(crate) struct Prepared<'r> {
 /// and what binds its values.
 pub(crate) type Extra<'q> = (String, Box<dyn FnOnce(Query<'q>) -> Query<'q> + Send + 'q>);
 
+/// An [`Extra`] from its SQL and what binds its values.
+pub(crate) fn extra<'q>(sql: String, bind: impl FnOnce(Query<'q>) -> Query<'q> + Send + 'q) -> Extra<'q> {
+    (sql, Box::new(bind))
+}
+
 /// A query on the `Any` driver.
 pub(crate) type Query<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>;
 
