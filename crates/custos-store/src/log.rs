@@ -16,6 +16,10 @@ use crate::dialect::{Engine, params, values_clause};
 use crate::rows::col;
 use crate::{AuditEntry, AuditFilter, AuditRecord, Result, StoreError};
 
+/// Statements in a SQLite script that is kept prepared: the hot paths write
+/// entries, nodes and one or two statements of their own rows.
+const SCRIPT_STATEMENTS_CACHED: usize = 4;
+
 /// Entries per multi-row INSERT; 9 columns stay far below SQLite's bound on parameters.
 const ROWS_PER_INSERT: usize = 100;
 
@@ -188,7 +192,11 @@ impl Prepared<'_> {
         match engine {
             Engine::Sqlite => {
                 let script = statements.iter().map(|(sql, _)| sql.as_str()).collect::<Vec<_>>().join(";\n");
-                let mut query = sqlx::query(AssertSqlSafe(script));
+                // A bulk write's script (hundreds of statements) is prepared
+                // for this run only: kept in the connection's statement cache,
+                // each would hold its prepared statements' memory until evicted.
+                let cache = statements.len() <= SCRIPT_STATEMENTS_CACHED;
+                let mut query = sqlx::query(AssertSqlSafe(script)).persistent(cache);
                 for (_, bind) in statements {
                     query = bind(query);
                 }
