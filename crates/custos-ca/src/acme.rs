@@ -106,6 +106,10 @@ pub struct Acme {
     nonce_key: tokio::sync::OnceCell<aws_lc_rs::hmac::Key>,
     /// Writes waiting for the next group commit.
     writes: crate::group::GroupCommit<AcmeWrite, Result<(), StoreError>>,
+    /// Accounts by id as every signed request reads them, reused for under a
+    /// second (a deactivation or key change on another node holds here within
+    /// that time; one made through this process clears them at once).
+    accounts: crate::fresh::Fresh<String, AcmeAccountRecord>,
 }
 
 /// Where the nonce key lives in the settings.
@@ -210,7 +214,14 @@ impl Ca {
 impl Acme {
     /// The service over `ca`.
     pub fn new(ca: Arc<Ca>, settings: AcmeSettings, validator: Arc<dyn ChallengeValidator>) -> Acme {
-        Acme { ca, settings, validator, nonce_key: tokio::sync::OnceCell::new(), writes: Default::default() }
+        Acme {
+            ca,
+            settings,
+            validator,
+            nonce_key: tokio::sync::OnceCell::new(),
+            writes: Default::default(),
+            accounts: Default::default(),
+        }
     }
 
     /// The settings.
@@ -338,10 +349,16 @@ impl Acme {
                 let id = kid
                     .strip_prefix(&format!("{}/acct/", self.settings.base_url))
                     .ok_or_else(|| AcmeError::malformed(format!("kid {kid:?} is not an account URL of this server")))?;
-                let account =
-                    self.ca.store.acme_account(id).await.map_err(store_error)?.ok_or_else(|| {
-                        AcmeError::new(ProblemType::AccountDoesNotExist, format!("no account {id:?}"))
-                    })?;
+                let account = match self.accounts.get(&id.to_string()) {
+                    Some(account) => account,
+                    None => {
+                        let account = self.ca.store.acme_account(id).await.map_err(store_error)?.ok_or_else(|| {
+                            AcmeError::new(ProblemType::AccountDoesNotExist, format!("no account {id:?}"))
+                        })?;
+                        self.accounts.put(id.to_string(), account.clone());
+                        account
+                    }
+                };
                 let key =
                     Jwk::parse(&serde_json::from_str(&account.jwk).map_err(|_| internal("stored key unreadable"))?)?;
                 jws.verify(&key)?;
@@ -485,7 +502,9 @@ impl Acme {
             format!("acme-account:{id}"),
             json!({"account": id, "status": updated.status, "contacts": updated.contact.len()}),
         );
-        self.ca.store.update_acme_account(&updated, &audit).await.map_err(store_error)?;
+        let outcome = self.ca.store.update_acme_account(&updated, &audit).await;
+        self.accounts.clear();
+        outcome.map_err(store_error)?;
         Ok(updated)
     }
 
@@ -522,7 +541,9 @@ impl Acme {
             format!("acme-account:{}", account.id),
             json!({"account": account.id, "old_thumbprint": account.thumbprint, "new_thumbprint": thumbprint}),
         );
-        match self.ca.store.update_acme_account(&updated, &audit).await {
+        let outcome = self.ca.store.update_acme_account(&updated, &audit).await;
+        self.accounts.clear();
+        match outcome {
             Ok(()) => Ok(updated),
             Err(StoreError::Duplicate { .. }) => Err(AcmeError::malformed("the new key belongs to an account already")),
             Err(e) => Err(store_error(e)),

@@ -380,4 +380,10 @@ async fn an_order_runs_to_a_certificate_and_ari_drives_the_renewal_after_an_inci
         .post(&rolled, &format!("acct/{}", alice.kid.as_deref().and_then(|k| k.rsplit('/').next()).expect("id")), None)
         .await;
     assert!(v.is_ok(), "the new key signs for the account");
+
+    // Deactivated: the account's next request is refused at once.
+    let id = alice.kid.as_deref().and_then(|k| k.rsplit('/').next()).expect("id").to_string();
+    let v = w.post(&rolled, &format!("acct/{id}"), Some(&json!({"status": "deactivated"}))).await.expect("verified");
+    assert_eq!(w.acme.account(&v, &id).await.expect("deactivated").status, "deactivated");
+    assert_eq!(kind(w.post(&rolled, "new-order", None).await), ProblemType::Unauthorized, "a deactivated account");
 }
