@@ -35,6 +35,23 @@ fn request(aud: &str) -> AssertionRequest {
 }
 
 /// The SubjectPublicKeyInfo's key bytes of a certificate (what aws-lc-rs verifies against).
+/// A custos in `dir` with tenant `acme` and its custodied connection `mail`
+/// (with a standby if asked), whose policy allows [`AUD`] and client `app-1`;
+/// with the custody options used and the keys made.
+async fn custodied(
+    dir: &std::path::Path,
+    algorithm: KeyAlgorithm,
+    standby: bool,
+) -> (Arc<custos_ca::Ca>, Arc<custos_store::SqlStore>, CustodyOptions, Vec<custos_ca::custody::CustodyKeyView>) {
+    let (ca, store) = common::init(dir, &InitOptions::default(), PASSPHRASE).await;
+    ca.add_tenant(&common::ME, "acme").await.expect("tenant");
+    let ca = Arc::new(ca);
+    let custody = CustodyOptions { algorithm, standby, sans: vec![], validity_secs: None };
+    let keys = ca.add_custody(&common::ME, "acme", "mail", Some(&options()), &custody).await.expect("custody");
+    ca.set_signing_policy(&common::ME, "acme", "mail", vec![AUD.into()], vec!["app-1".into()]).await.expect("policy");
+    (ca, store, custody, keys)
+}
+
 fn public_key_of(pem: &str) -> Vec<u8> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).expect("pem");
     let (_, cert) = x509_parser::parse_x509_certificate(&pem.contents).expect("certificate");
@@ -206,14 +223,8 @@ async fn custodied_connections_sign_within_policy_and_log_every_signature() {
 async fn an_incident_switches_to_the_standby_without_a_failed_signature() {
     use custos_ca::incident::{Declaration, Scope};
     let dir = tempfile::tempdir().expect("tempdir");
-    let (ca, store) = common::init(dir.path(), &InitOptions::default(), PASSPHRASE).await;
-    ca.add_tenant(&common::ME, "acme").await.expect("tenant");
-    let ca = Arc::new(ca);
-    let custody =
-        CustodyOptions { algorithm: KeyAlgorithm::EcdsaP256, standby: true, sans: vec![], validity_secs: None };
-    let keys = ca.add_custody(&common::ME, "acme", "mail", Some(&options()), &custody).await.expect("custody");
+    let (ca, store, custody, keys) = custodied(dir.path(), KeyAlgorithm::EcdsaP256, true).await;
     let (old, standby) = (keys[0].clone(), keys[1].clone());
-    ca.set_signing_policy(&common::ME, "acme", "mail", vec![AUD.into()], vec!["app-1".into()]).await.expect("policy");
     // An unrelated custodied connection is untouched.
     ca.add_custody(&common::ME, "acme", "crm", Some(&options()), &custody).await.expect("custody");
 
@@ -304,15 +315,9 @@ async fn an_incident_switches_to_the_standby_without_a_failed_signature() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_promotes_the_standby_and_makes_a_new_one() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (ca, store) = common::init(dir.path(), &InitOptions::default(), PASSPHRASE).await;
-    ca.add_tenant(&common::ME, "acme").await.expect("tenant");
-    let ca = Arc::new(ca);
-    let custody =
-        CustodyOptions { algorithm: KeyAlgorithm::EcdsaP256, standby: true, sans: vec![], validity_secs: None };
-    let keys = ca.add_custody(&common::ME, "acme", "mail", Some(&options()), &custody).await.expect("custody");
+    let (ca, store, custody, keys) = custodied(dir.path(), KeyAlgorithm::EcdsaP256, true).await;
     let lone = CustodyOptions { standby: false, ..custody.clone() };
     ca.add_custody(&common::ME, "acme", "crm", Some(&options()), &lone).await.expect("custody");
-    ca.set_signing_policy(&common::ME, "acme", "mail", vec![AUD.into()], vec!["app-1".into()]).await.expect("policy");
     let svc = service("acme", Some("mail"));
     assert_eq!(
         ca.sign_assertion(&svc, "acme", "mail", &request(AUD), None).await.expect("sign").key_id,
@@ -378,13 +383,7 @@ fn sqlite(db: &std::path::Path, script: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_signature_leaves_when_its_entry_cannot_be_written() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (ca, store) = common::init(dir.path(), &InitOptions::default(), PASSPHRASE).await;
-    ca.add_tenant(&common::ME, "acme").await.expect("tenant");
-    let ca = Arc::new(ca);
-    let custody =
-        CustodyOptions { algorithm: KeyAlgorithm::Rsa2048, standby: false, sans: vec![], validity_secs: None };
-    ca.add_custody(&common::ME, "acme", "mail", Some(&options()), &custody).await.expect("custody");
-    ca.set_signing_policy(&common::ME, "acme", "mail", vec![AUD.into()], vec!["app-1".into()]).await.expect("policy");
+    let (ca, store, _, _) = custodied(dir.path(), KeyAlgorithm::Rsa2048, false).await;
     let svc = service("acme", Some("mail"));
     ca.sign_assertion(&svc, "acme", "mail", &request(AUD), None).await.expect("signs while the log takes entries");
 

@@ -94,7 +94,7 @@ impl AcmeStore for SqlStore {
             true => StoreError::NotFound { what: format!("tenant {:?}", eab.tenant) },
             false => StoreError::Database { operation: "store an EAB key", source: e },
         })?;
-        log::append(self.engine, &self.edge, &mut tx, std::slice::from_ref(audit)).await?;
+        log::append(self, &mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(StoreError::db("commit an EAB key"))
     }
 
@@ -136,7 +136,7 @@ impl AcmeStore for SqlStore {
             true => StoreError::Duplicate { what: "an ACME account with this key".into() },
             false => StoreError::Database { operation: "store an ACME account", source: e },
         })?;
-        log::append(self.engine, &self.edge, &mut tx, std::slice::from_ref(audit)).await?;
+        log::append(self, &mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(StoreError::db("commit an ACME account"))
     }
 
@@ -176,7 +176,7 @@ impl AcmeStore for SqlStore {
         if done.rows_affected() != 1 {
             return Err(StoreError::NotFound { what: format!("ACME account {:?}", a.id) });
         }
-        log::append(self.engine, &self.edge, &mut tx, std::slice::from_ref(audit)).await?;
+        log::append(self, &mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(StoreError::db("commit an ACME account"))
     }
 
@@ -224,7 +224,7 @@ impl AcmeStore for SqlStore {
         let mut outcomes = Vec::with_capacity(writes.len());
         for w in writes {
             savepoint(&mut tx, "SAVEPOINT acme_write").await?;
-            let outcome = apply_one(self.engine, &self.edge, &mut tx, w).await;
+            let outcome = apply_one(self, &mut tx, w).await;
             let end = if outcome.is_ok() { "RELEASE SAVEPOINT acme_write" } else { "ROLLBACK TO SAVEPOINT acme_write" };
             savepoint(&mut tx, end).await?;
             if outcome.is_err() {
@@ -242,12 +242,7 @@ async fn savepoint(tx: &mut sqlx::Transaction<'static, sqlx::Any>, sql: &'static
 }
 
 /// One ACME write inside `tx`.
-async fn apply_one(
-    engine: Engine,
-    edge: &log::EdgeCache,
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    w: &AcmeWrite,
-) -> Result<()> {
+async fn apply_one(store: &SqlStore, tx: &mut sqlx::Transaction<'static, sqlx::Any>, w: &AcmeWrite) -> Result<()> {
     match w {
         AcmeWrite::UseNonce { nonce, expires_at } => {
             sqlx::query("INSERT INTO acme_nonces (nonce, expires_at) VALUES ($1, $2)")
@@ -305,7 +300,7 @@ async fn apply_one(
                 .await
                 .map_err(StoreError::db("store an ACME authorization"))?;
             }
-            log::append(engine, edge, tx, std::slice::from_ref(audit)).await?;
+            log::append(store, tx, std::slice::from_ref(audit)).await?;
             Ok(())
         }
         AcmeWrite::UpdateAuthz { authz: z, order_status, audit } => {
@@ -350,7 +345,7 @@ async fn apply_one(
                     .await
                     .map_err(StoreError::db("update an ACME order"))?;
             }
-            log::append(engine, edge, tx, std::slice::from_ref(audit)).await?;
+            log::append(store, tx, std::slice::from_ref(audit)).await?;
             Ok(())
         }
         AcmeWrite::Finalize { order: o, certificates, incident, audit } => {
@@ -369,7 +364,7 @@ async fn apply_one(
             if done.rows_affected() != 1 {
                 return Err(StoreError::Conflict { what: format!("ACME order {:?} is not ready", o.id) });
             }
-            crate::certificates::insert_certificates_logged(engine, edge, tx, certificates, audit).await?;
+            crate::certificates::insert_certificates_logged(store, tx, certificates, audit).await?;
             if let Some(i) = incident {
                 crate::incidents::apply_replacements(tx, &i.incident, &i.replacements, &i.transition).await?;
             }

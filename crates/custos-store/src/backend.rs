@@ -141,7 +141,7 @@ impl SqlStore {
         };
         store.migrate(SQLITE_MIGRATIONS).await?;
         let mut tx = store.write().await?;
-        log::backfill(store.engine, &store.edge, &mut tx).await?;
+        log::backfill(&store, &mut tx).await?;
         tx.commit().await.map_err(StoreError::db("commit the audit backfill"))?;
         Ok(store)
     }

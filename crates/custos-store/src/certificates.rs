@@ -14,7 +14,7 @@ use crate::*;
 impl CertificateStore for SqlStore {
     async fn insert_certificates(&self, certificates: &[CertificateRecord], audit: &[AuditRecord]) -> Result<()> {
         let mut tx = self.write().await?;
-        insert_certificates_logged(self.engine, &self.edge, &mut tx, certificates, audit).await?;
+        insert_certificates_logged(self, &mut tx, certificates, audit).await?;
         tx.commit().await.map_err(StoreError::db("commit certificates"))
     }
 
@@ -32,7 +32,7 @@ impl CertificateStore for SqlStore {
             )));
         }
         let mut tx = self.write().await?;
-        insert_certificates_logged(self.engine, &self.edge, &mut tx, certificates, audit).await?;
+        insert_certificates_logged(self, &mut tx, certificates, audit).await?;
         for (certs, keys) in certificates.chunks(ROWS_PER_INSERT).zip(request_keys.chunks(ROWS_PER_INSERT)) {
             let sql = format!(
                 "INSERT INTO issued_requests (request_key, serial) VALUES {}",
@@ -248,13 +248,13 @@ impl SqlStore {
 /// index over the whole log (an index keyed by a random serial cost every
 /// issuance a random b-tree insert). Returns the first entry's index.
 pub(crate) async fn insert_certificates_logged(
-    engine: Engine,
-    edge: &log::EdgeCache,
+    store: &SqlStore,
     tx: &mut Transaction<'static, Any>,
     certificates: &[CertificateRecord],
     audit: &[AuditRecord],
 ) -> Result<u64> {
-    let prepared = log::prepare(engine, edge, tx, audit).await?;
+    let engine = store.engine;
+    let prepared = log::prepare(store, tx, audit).await?;
     let first = prepared.first;
     let issued: std::collections::HashMap<&str, i64> = audit
         .iter()

@@ -39,7 +39,7 @@ impl IncidentStore for SqlStore {
             false => StoreError::Database { operation: "declare an incident", source: e },
         })?;
         crate::incidents::add_certificates(self.engine, &mut tx, &r.id, certificates, r.declared_at).await?;
-        log::append(self.engine, &self.edge, &mut tx, audit_records).await?;
+        log::append(self, &mut tx, audit_records).await?;
         tx.commit().await.map_err(StoreError::db("commit an incident"))
     }
 
@@ -51,7 +51,7 @@ impl IncidentStore for SqlStore {
     ) -> Result<()> {
         let mut tx = self.write().await?;
         crate::incidents::add_certificates(self.engine, &mut tx, id, certificates, unix_now()).await?;
-        log::append(self.engine, &self.edge, &mut tx, audit_records).await?;
+        log::append(self, &mut tx, audit_records).await?;
         tx.commit().await.map_err(StoreError::db("commit the blast radius"))
     }
 
@@ -159,7 +159,7 @@ impl IncidentStore for SqlStore {
     async fn update_incident(&self, r: &IncidentRecord, audit_records: &[AuditRecord]) -> Result<()> {
         let mut tx = self.write().await?;
         crate::incidents::update(&mut tx, r).await?;
-        log::append(self.engine, &self.edge, &mut tx, audit_records).await?;
+        log::append(self, &mut tx, audit_records).await?;
         tx.commit().await.map_err(StoreError::db("commit an incident"))
     }
 
@@ -205,7 +205,7 @@ impl IncidentStore for SqlStore {
             .map_err(StoreError::db("record a CA revocation"))?;
         }
         crate::incidents::update(&mut tx, r).await?;
-        log::append(self.engine, &self.edge, &mut tx, audit_records).await?;
+        log::append(self, &mut tx, audit_records).await?;
         tx.commit().await.map_err(StoreError::db("commit the new CAs"))
     }
 
@@ -219,18 +219,7 @@ impl IncidentStore for SqlStore {
         audit_records: &[AuditRecord],
     ) -> Result<()> {
         let tx = self.write().await?;
-        record_replacements(
-            self.engine,
-            &self.edge,
-            tx,
-            id,
-            certificates,
-            replacements,
-            transition,
-            messages,
-            audit_records,
-        )
-        .await
+        record_replacements(self, tx, id, certificates, replacements, transition, messages, audit_records).await
     }
 
     async fn move_connections(
@@ -242,7 +231,7 @@ impl IncidentStore for SqlStore {
     ) -> Result<u64> {
         let mut tx = self.write().await?;
         let moved = move_connections(&mut tx, id, connections, transition, unix_now()).await?;
-        log::append(self.engine, &self.edge, &mut tx, audit_records).await?;
+        log::append(self, &mut tx, audit_records).await?;
         tx.commit().await.map_err(StoreError::db("commit a connection state"))?;
         Ok(moved)
     }
@@ -307,8 +296,7 @@ pub(crate) async fn update(tx: &mut Transaction<'static, Any>, r: &IncidentRecor
 /// run got there first) rolls the whole batch back.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn record_replacements(
-    engine: Engine,
-    edge: &crate::log::EdgeCache,
+    store: &SqlStore,
     mut tx: Transaction<'static, Any>,
     incident: &str,
     certificates: &[CertificateRecord],
@@ -317,7 +305,7 @@ pub(crate) async fn record_replacements(
     messages: &[OutboxMessage],
     audit_records: &[AuditRecord],
 ) -> Result<()> {
-    crate::certificates::insert_certificates_logged(engine, edge, &mut tx, certificates, audit_records).await?;
+    crate::certificates::insert_certificates_logged(store, &mut tx, certificates, audit_records).await?;
     apply_replacements(&mut tx, incident, replacements, transition).await?;
     queue_messages(&mut tx, messages).await?;
     tx.commit().await.map_err(StoreError::db("commit replacements"))

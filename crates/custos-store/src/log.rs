@@ -12,6 +12,7 @@ use custos_audit::merkle::{Frontier, Hash, NodeId, frontier_ids};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, AssertSqlSafe, Transaction};
 
+use crate::backend::SqlStore;
 use crate::dialect::{Engine, params, values_clause};
 use crate::rows::col;
 use crate::{AuditEntry, AuditFilter, AuditRecord, Result, StoreError};
@@ -28,13 +29,12 @@ const ROWS_PER_INSERT: usize = 100;
 /// Returns the index of the first. Bad details (not JSON, too large) fail
 /// before anything is written.
 pub(crate) async fn append(
-    engine: Engine,
-    edge: &EdgeCache,
+    store: &SqlStore,
     tx: &mut Transaction<'static, Any>,
     records: &[AuditRecord],
 ) -> Result<u64> {
-    let prepared = prepare(engine, edge, tx, records).await?;
-    prepared.write(engine, tx, Vec::new()).await.map_err(StoreError::db("write audit entries"))?;
+    let prepared = prepare(store, tx, records).await?;
+    prepared.write(store.engine, tx, Vec::new()).await.map_err(StoreError::db("write audit entries"))?;
     Ok(prepared.first)
 }
 
@@ -72,11 +72,10 @@ pub(crate) fn extra<'q>(sql: String, bind: impl FnOnce(Query<'q>) -> Query<'q> +
 pub(crate) type Query<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>;
 
 /// Computes the append of `records` at the log's end inside `tx`: reads the
-/// last entry (and the edge, unless `edge` holds it), assigns indexes and
+/// last entry (and the edge, unless `store` holds it), assigns indexes and
 /// salts, and hashes leaves and nodes. Writes nothing.
 pub(crate) async fn prepare<'r>(
-    engine: Engine,
-    edge: &EdgeCache,
+    store: &SqlStore,
     tx: &mut Transaction<'static, Any>,
     records: &'r [AuditRecord],
 ) -> Result<Prepared<'r>> {
@@ -94,6 +93,7 @@ pub(crate) async fn prepare<'r>(
     if records.is_empty() {
         return Ok(Prepared { first: size, records, leaves: Vec::new(), salts: Vec::new(), interior: Vec::new() });
     }
+    let edge = &store.edge;
     let cached = match (&last_leaf, edge.0.lock()) {
         (Some(leaf), Ok(held)) => {
             held.as_ref().filter(|(n, l, _)| *n == size && l == leaf).map(|(_, _, frontier)| frontier.clone())
@@ -104,7 +104,7 @@ pub(crate) async fn prepare<'r>(
         Some(frontier) => frontier,
         None => {
             let ids = frontier_ids(size);
-            let found = nodes(tx, engine, &ids).await?;
+            let found = nodes(tx, store.engine, &ids).await?;
             let hashes: Vec<Hash> = ids.iter().map(|id| found[id]).collect();
             Frontier::new(size, &hashes).map_err(|e| StoreError::Corrupt(format!("audit tree edge: {e}")))?
         }
@@ -512,7 +512,7 @@ fn unpack<'a>(text: &mut &'a str) -> Result<AuditEntryView<'a>> {
 
 /// Fills in leaf hashes and tree nodes for entries written before the log
 /// was a Merkle log (marked by an empty `leaf_hash`); runs once, at open.
-pub(crate) async fn backfill(engine: Engine, edge: &EdgeCache, tx: &mut Transaction<'static, Any>) -> Result<()> {
+pub(crate) async fn backfill(store: &SqlStore, tx: &mut Transaction<'static, Any>) -> Result<()> {
     let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE length(leaf_hash) = 0")
         .fetch_one(&mut **tx)
         .await
@@ -528,7 +528,7 @@ pub(crate) async fn backfill(engine: Engine, edge: &EdgeCache, tx: &mut Transact
     sqlx::query("DELETE FROM audit_log").execute(&mut **tx).await.map_err(StoreError::db("rewrite the audit log"))?;
     sqlx::query("DELETE FROM audit_tree").execute(&mut **tx).await.map_err(StoreError::db("rewrite the audit log"))?;
     let records: Vec<AuditRecord> = entries.into_iter().map(|e| e.record).collect();
-    append(engine, edge, tx, &records).await?;
+    append(store, tx, &records).await?;
     Ok(())
 }
 
