@@ -35,7 +35,7 @@ impl AccessStore for SqlStore {
                 StoreError::Database { operation: "add a token", source: e }
             }
         })?;
-        log::append(self, &mut tx, std::slice::from_ref(audit)).await?;
+        log::append(self.log(), &mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(StoreError::db("commit a token"))
     }
 
@@ -64,7 +64,7 @@ impl AccessStore for SqlStore {
         if done.rows_affected() != 1 {
             return Err(StoreError::NotFound { what: format!("an unrevoked token {id:?}") });
         }
-        log::append(self, &mut tx, std::slice::from_ref(audit)).await?;
+        log::append(self.log(), &mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(StoreError::db("commit a token revocation"))
     }
 
@@ -98,7 +98,7 @@ impl AccessStore for SqlStore {
                 StoreError::Database { operation: "add an operator", source: e }
             }
         })?;
-        log::append(self, &mut tx, std::slice::from_ref(audit)).await?;
+        log::append(self.log(), &mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(StoreError::db("commit an operator"))
     }
 
@@ -127,7 +127,7 @@ impl AccessStore for SqlStore {
         if done.rows_affected() != 1 {
             return Err(StoreError::NotFound { what: format!("an active operator {name:?}") });
         }
-        log::append(self, &mut tx, std::slice::from_ref(audit)).await?;
+        log::append(self.log(), &mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(StoreError::db("commit an operator revocation"))
     }
 
@@ -154,7 +154,7 @@ impl AccessStore for SqlStore {
                 StoreError::Database { operation: "add an approval request", source: e }
             }
         })?;
-        log::append(self, &mut tx, std::slice::from_ref(audit)).await?;
+        log::append(self.log(), &mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(StoreError::db("commit an approval request"))
     }
 
@@ -198,7 +198,7 @@ impl AccessStore for SqlStore {
                 ),
             });
         }
-        log::append(self, &mut tx, std::slice::from_ref(audit)).await?;
+        log::append(self.log(), &mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(StoreError::db("commit an approval"))
     }
 
@@ -220,7 +220,7 @@ impl AccessStore for SqlStore {
                 what: format!("approval {id:?} is unknown, approved or refused already, or expired"),
             });
         }
-        log::append(self, &mut tx, std::slice::from_ref(audit)).await?;
+        log::append(self.log(), &mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(StoreError::db("commit a refusal"))
     }
 }

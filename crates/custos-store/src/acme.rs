@@ -94,7 +94,7 @@ impl AcmeStore for SqlStore {
             true => StoreError::NotFound { what: format!("tenant {:?}", eab.tenant) },
             false => StoreError::Database { operation: "store an EAB key", source: e },
         })?;
-        log::append(self, &mut tx, std::slice::from_ref(audit)).await?;
+        log::append(self.log(), &mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(StoreError::db("commit an EAB key"))
     }
 
@@ -136,7 +136,7 @@ impl AcmeStore for SqlStore {
             true => StoreError::Duplicate { what: "an ACME account with this key".into() },
             false => StoreError::Database { operation: "store an ACME account", source: e },
         })?;
-        log::append(self, &mut tx, std::slice::from_ref(audit)).await?;
+        log::append(self.log(), &mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(StoreError::db("commit an ACME account"))
     }
 
@@ -176,7 +176,7 @@ impl AcmeStore for SqlStore {
         if done.rows_affected() != 1 {
             return Err(StoreError::NotFound { what: format!("ACME account {:?}", a.id) });
         }
-        log::append(self, &mut tx, std::slice::from_ref(audit)).await?;
+        log::append(self.log(), &mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(StoreError::db("commit an ACME account"))
     }
 
@@ -300,7 +300,7 @@ async fn apply_one(store: &SqlStore, tx: &mut sqlx::Transaction<'static, sqlx::A
                 .await
                 .map_err(StoreError::db("store an ACME authorization"))?;
             }
-            log::append(store, tx, std::slice::from_ref(audit)).await?;
+            log::append(store.log(), tx, std::slice::from_ref(audit)).await?;
             Ok(())
         }
         AcmeWrite::UpdateAuthz { authz: z, order_status, audit } => {
@@ -345,7 +345,7 @@ async fn apply_one(store: &SqlStore, tx: &mut sqlx::Transaction<'static, sqlx::A
                     .await
                     .map_err(StoreError::db("update an ACME order"))?;
             }
-            log::append(store, tx, std::slice::from_ref(audit)).await?;
+            log::append(store.log(), tx, std::slice::from_ref(audit)).await?;
             Ok(())
         }
         AcmeWrite::Finalize { order: o, certificates, incident, audit } => {

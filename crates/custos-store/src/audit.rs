@@ -13,7 +13,7 @@ use crate::*;
 impl AuditStore for SqlStore {
     async fn append_audit(&self, records: &[AuditRecord]) -> Result<u64> {
         let mut tx = self.write().await?;
-        let first = log::append(self, &mut tx, records).await?;
+        let first = log::append(self.log(), &mut tx, records).await?;
         tx.commit().await.map_err(StoreError::db("commit audit entries"))?;
         Ok(first)
     }

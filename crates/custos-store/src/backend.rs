@@ -141,7 +141,7 @@ impl SqlStore {
         };
         store.migrate(SQLITE_MIGRATIONS).await?;
         let mut tx = store.write().await?;
-        log::backfill(&store, &mut tx).await?;
+        log::backfill(store.log(), &mut tx).await?;
         tx.commit().await.map_err(StoreError::db("commit the audit backfill"))?;
         Ok(store)
     }
@@ -247,6 +247,11 @@ impl SqlStore {
             }
             other => other,
         }
+    }
+
+    /// What the audit log's appends need of this store.
+    pub(crate) fn log(&self) -> log::Writer<'_> {
+        log::Writer::new(self.engine, &self.edge)
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Any>> {

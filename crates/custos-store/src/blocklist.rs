@@ -14,7 +14,7 @@ impl BlocklistStore for SqlStore {
     async fn block_keys(&self, keys: &[BlockedKey], audit: &[AuditRecord]) -> Result<()> {
         let mut tx = self.write().await?;
         insert_blocked(self.engine, &mut tx, keys).await?;
-        log::append(self, &mut tx, audit).await?;
+        log::append(self.log(), &mut tx, audit).await?;
         tx.commit().await.map_err(StoreError::db("commit blocked keys"))
     }
 

@@ -254,7 +254,7 @@ pub(crate) async fn insert_certificates_logged(
     audit: &[AuditRecord],
 ) -> Result<u64> {
     let engine = store.engine;
-    let prepared = log::prepare(store, tx, audit).await?;
+    let prepared = log::prepare(store.log(), tx, audit).await?;
     let first = prepared.first;
     let issued: std::collections::HashMap<&str, i64> = audit
         .iter()

@@ -214,7 +214,7 @@ impl CustodyStore for SqlStore {
                 StoreError::Database { operation: "store a signing policy", source: e }
             }
         })?;
-        log::append(self, &mut tx, std::slice::from_ref(audit)).await?;
+        log::append(self.log(), &mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(StoreError::db("commit a signing policy"))
     }
 
@@ -233,7 +233,7 @@ impl CustodyStore for SqlStore {
             return Err(StoreError::Invalid(format!("signature {} names entry {position} of {}", s.jti, audit.len())));
         }
         let mut tx = self.write().await?;
-        let prepared = log::prepare(self, &mut tx, audit).await?;
+        let prepared = log::prepare(self.log(), &mut tx, audit).await?;
         let first = prepared.first;
         // The index rows go in the same round trip as their entries, a
         // hundred per statement (within both engines' parameter bounds).

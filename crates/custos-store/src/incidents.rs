@@ -39,7 +39,7 @@ impl IncidentStore for SqlStore {
             false => StoreError::Database { operation: "declare an incident", source: e },
         })?;
         crate::incidents::add_certificates(self.engine, &mut tx, &r.id, certificates, r.declared_at).await?;
-        log::append(self, &mut tx, audit_records).await?;
+        log::append(self.log(), &mut tx, audit_records).await?;
         tx.commit().await.map_err(StoreError::db("commit an incident"))
     }
 
@@ -51,7 +51,7 @@ impl IncidentStore for SqlStore {
     ) -> Result<()> {
         let mut tx = self.write().await?;
         crate::incidents::add_certificates(self.engine, &mut tx, id, certificates, unix_now()).await?;
-        log::append(self, &mut tx, audit_records).await?;
+        log::append(self.log(), &mut tx, audit_records).await?;
         tx.commit().await.map_err(StoreError::db("commit the blast radius"))
     }
 
@@ -159,7 +159,7 @@ impl IncidentStore for SqlStore {
     async fn update_incident(&self, r: &IncidentRecord, audit_records: &[AuditRecord]) -> Result<()> {
         let mut tx = self.write().await?;
         crate::incidents::update(&mut tx, r).await?;
-        log::append(self, &mut tx, audit_records).await?;
+        log::append(self.log(), &mut tx, audit_records).await?;
         tx.commit().await.map_err(StoreError::db("commit an incident"))
     }
 
@@ -205,7 +205,7 @@ impl IncidentStore for SqlStore {
             .map_err(StoreError::db("record a CA revocation"))?;
         }
         crate::incidents::update(&mut tx, r).await?;
-        log::append(self, &mut tx, audit_records).await?;
+        log::append(self.log(), &mut tx, audit_records).await?;
         tx.commit().await.map_err(StoreError::db("commit the new CAs"))
     }
 
@@ -231,7 +231,7 @@ impl IncidentStore for SqlStore {
     ) -> Result<u64> {
         let mut tx = self.write().await?;
         let moved = move_connections(&mut tx, id, connections, transition, unix_now()).await?;
-        log::append(self, &mut tx, audit_records).await?;
+        log::append(self.log(), &mut tx, audit_records).await?;
         tx.commit().await.map_err(StoreError::db("commit a connection state"))?;
         Ok(moved)
     }

@@ -43,7 +43,7 @@ impl IssuerStore for SqlStore {
                     false => StoreError::Database { operation: "write a setting", source: e },
                 })?;
         }
-        log::append(self, &mut tx, audit).await?;
+        log::append(self.log(), &mut tx, audit).await?;
         tx.commit().await.map_err(StoreError::db("commit a key"))
     }
 
@@ -61,7 +61,7 @@ impl IssuerStore for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(StoreError::db("store a responder"))?;
-        log::append(self, &mut tx, audit).await?;
+        log::append(self.log(), &mut tx, audit).await?;
         tx.commit().await.map_err(StoreError::db("commit a responder"))
     }
 
@@ -99,7 +99,7 @@ impl IssuerStore for SqlStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(StoreError::db("read the CRL number"))?;
-        log::append(self, &mut tx, std::slice::from_ref(audit)).await?;
+        log::append(self.log(), &mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(StoreError::db("commit the CRL number"))?;
         Ok(number)
     }
@@ -115,7 +115,7 @@ impl IssuerStore for SqlStore {
         if updated.rows_affected() != 1 {
             return Err(StoreError::NotFound { what: format!("key {id}") });
         }
-        log::append(self, &mut tx, audit_records).await?;
+        log::append(self.log(), &mut tx, audit_records).await?;
         tx.commit().await.map_err(StoreError::db("commit a key destruction"))?;
         if self.engine == Engine::Sqlite {
             // The old page images (with the sealed blob) are still frames in
@@ -154,7 +154,7 @@ impl IssuerStore for SqlStore {
                 .await
                 .map_err(StoreError::db("replace a setting"))?;
         }
-        log::append(self, &mut tx, audit_records).await?;
+        log::append(self.log(), &mut tx, audit_records).await?;
         tx.commit().await.map_err(StoreError::db("commit new key references"))
     }
 

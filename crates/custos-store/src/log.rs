@@ -12,7 +12,6 @@ use custos_audit::merkle::{Frontier, Hash, NodeId, frontier_ids};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, AssertSqlSafe, Transaction};
 
-use crate::backend::SqlStore;
 use crate::dialect::{Engine, params, values_clause};
 use crate::rows::col;
 use crate::{AuditEntry, AuditFilter, AuditRecord, Result, StoreError};
@@ -28,13 +27,9 @@ const ROWS_PER_INSERT: usize = 100;
 /// each canonical entry and writes the entries and every node they complete.
 /// Returns the index of the first. Bad details (not JSON, too large) fail
 /// before anything is written.
-pub(crate) async fn append(
-    store: &SqlStore,
-    tx: &mut Transaction<'static, Any>,
-    records: &[AuditRecord],
-) -> Result<u64> {
-    let prepared = prepare(store, tx, records).await?;
-    prepared.write(store.engine, tx, Vec::new()).await.map_err(StoreError::db("write audit entries"))?;
+pub(crate) async fn append(w: Writer<'_>, tx: &mut Transaction<'static, Any>, records: &[AuditRecord]) -> Result<u64> {
+    let prepared = prepare(w, tx, records).await?;
+    prepared.write(w.engine, tx, Vec::new()).await.map_err(StoreError::db("write audit entries"))?;
     Ok(prepared.first)
 }
 
@@ -46,6 +41,21 @@ pub(crate) async fn append(
 /// a different leaf, and the edge is read again.
 #[derive(Debug, Default)]
 pub(crate) struct EdgeCache(std::sync::Mutex<Option<(u64, Hash, Frontier)>>);
+
+/// What an append needs of its store: the engine, and the edge its last append left.
+#[derive(Clone, Copy)]
+pub(crate) struct Writer<'s> {
+    /// The store's engine.
+    pub(crate) engine: Engine,
+    edge: &'s EdgeCache,
+}
+
+impl<'s> Writer<'s> {
+    /// The writer of a store with this engine and edge cache.
+    pub(crate) fn new(engine: Engine, edge: &'s EdgeCache) -> Writer<'s> {
+        Writer { engine, edge }
+    }
+}
 
 /// An append whose indexes, hashes and nodes are computed and whose rows are
 /// not yet written: [`Prepared::write`] writes them.
@@ -72,10 +82,10 @@ pub(crate) fn extra<'q>(sql: String, bind: impl FnOnce(Query<'q>) -> Query<'q> +
 pub(crate) type Query<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>;
 
 /// Computes the append of `records` at the log's end inside `tx`: reads the
-/// last entry (and the edge, unless `store` holds it), assigns indexes and
+/// last entry (and the edge, unless `w` holds it), assigns indexes and
 /// salts, and hashes leaves and nodes. Writes nothing.
 pub(crate) async fn prepare<'r>(
-    store: &SqlStore,
+    w: Writer<'_>,
     tx: &mut Transaction<'static, Any>,
     records: &'r [AuditRecord],
 ) -> Result<Prepared<'r>> {
@@ -93,7 +103,7 @@ pub(crate) async fn prepare<'r>(
     if records.is_empty() {
         return Ok(Prepared { first: size, records, leaves: Vec::new(), salts: Vec::new(), interior: Vec::new() });
     }
-    let edge = &store.edge;
+    let edge = w.edge;
     let cached = match (&last_leaf, edge.0.lock()) {
         (Some(leaf), Ok(held)) => {
             held.as_ref().filter(|(n, l, _)| *n == size && l == leaf).map(|(_, _, frontier)| frontier.clone())
@@ -104,7 +114,7 @@ pub(crate) async fn prepare<'r>(
         Some(frontier) => frontier,
         None => {
             let ids = frontier_ids(size);
-            let found = nodes(tx, store.engine, &ids).await?;
+            let found = nodes(tx, w.engine, &ids).await?;
             let hashes: Vec<Hash> = ids.iter().map(|id| found[id]).collect();
             Frontier::new(size, &hashes).map_err(|e| StoreError::Corrupt(format!("audit tree edge: {e}")))?
         }
@@ -512,7 +522,7 @@ fn unpack<'a>(text: &mut &'a str) -> Result<AuditEntryView<'a>> {
 
 /// Fills in leaf hashes and tree nodes for entries written before the log
 /// was a Merkle log (marked by an empty `leaf_hash`); runs once, at open.
-pub(crate) async fn backfill(store: &SqlStore, tx: &mut Transaction<'static, Any>) -> Result<()> {
+pub(crate) async fn backfill(w: Writer<'_>, tx: &mut Transaction<'static, Any>) -> Result<()> {
     let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE length(leaf_hash) = 0")
         .fetch_one(&mut **tx)
         .await
@@ -528,7 +538,7 @@ pub(crate) async fn backfill(store: &SqlStore, tx: &mut Transaction<'static, Any
     sqlx::query("DELETE FROM audit_log").execute(&mut **tx).await.map_err(StoreError::db("rewrite the audit log"))?;
     sqlx::query("DELETE FROM audit_tree").execute(&mut **tx).await.map_err(StoreError::db("rewrite the audit log"))?;
     let records: Vec<AuditRecord> = entries.into_iter().map(|e| e.record).collect();
-    append(store, tx, &records).await?;
+    append(w, tx, &records).await?;
     Ok(())
 }
 

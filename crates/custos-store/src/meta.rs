@@ -39,7 +39,7 @@ impl MetaStore for SqlStore {
         for issuer in &genesis.issuers {
             insert_issuer(&mut tx, issuer).await?;
         }
-        log::append(self, &mut tx, &genesis.audit).await?;
+        log::append(self.log(), &mut tx, &genesis.audit).await?;
         tx.commit().await.map_err(StoreError::db("commit the genesis"))
     }
 
@@ -60,7 +60,7 @@ impl MetaStore for SqlStore {
             .await
             .map_err(StoreError::db("write a setting"))?;
         if inserted.rows_affected() == 1 {
-            log::append(self, &mut tx, audit_records).await?;
+            log::append(self.log(), &mut tx, audit_records).await?;
         }
         let stored: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
             .bind(key)
@@ -81,7 +81,7 @@ impl MetaStore for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(StoreError::db("write a setting"))?;
-        log::append(self, &mut tx, audit_records).await?;
+        log::append(self.log(), &mut tx, audit_records).await?;
         tx.commit().await.map_err(StoreError::db("commit a setting"))
     }
 }

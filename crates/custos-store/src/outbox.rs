@@ -27,7 +27,7 @@ impl OutboxStore for SqlStore {
             true => StoreError::NotFound { what: format!("tenant {}", w.tenant) },
             false => StoreError::Database { operation: "set a webhook", source: e },
         })?;
-        log::append(self, &mut tx, audit_records).await?;
+        log::append(self.log(), &mut tx, audit_records).await?;
         tx.commit().await.map_err(StoreError::db("commit a webhook"))
     }
 
@@ -121,7 +121,7 @@ impl OutboxStore for SqlStore {
                 message.connections.iter().map(|c| (message.tenant.clone(), c.clone())).collect();
             crate::incidents::move_connections(&mut tx, &message.incident, &connections, on_delivery, now).await?;
         }
-        log::append(self, &mut tx, audit_records).await?;
+        log::append(self.log(), &mut tx, audit_records).await?;
         tx.commit().await.map_err(StoreError::db("commit a delivery attempt"))
     }
 }

@@ -78,7 +78,7 @@ impl RevocationStore for SqlStore {
             q.execute(&mut *tx).await.map_err(StoreError::db("record revocations"))?;
         }
         insert_blocked(self.engine, &mut tx, block).await?;
-        log::append(self, &mut tx, audit).await?;
+        log::append(self.log(), &mut tx, audit).await?;
         tx.commit().await.map_err(StoreError::db("commit a revocation"))
     }
 

@@ -25,7 +25,7 @@ impl TenantStore for SqlStore {
                     StoreError::Database { operation: "add a tenant", source: e }
                 }
             })?;
-        log::append(self, &mut tx, std::slice::from_ref(audit)).await?;
+        log::append(self.log(), &mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(StoreError::db("commit a tenant"))
     }
 
@@ -57,14 +57,14 @@ impl TenantStore for SqlStore {
         if done.rows_affected() != 1 {
             return Err(StoreError::NotFound { what: format!("tenant {tenant:?}") });
         }
-        log::append(self, &mut tx, std::slice::from_ref(audit)).await?;
+        log::append(self.log(), &mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(StoreError::db("commit a tenant's custody default"))
     }
 
     async fn add_connection(&self, c: &ConnectionRecord, audit: &AuditRecord) -> Result<()> {
         let mut tx = self.write().await?;
         insert_connection(&mut tx, c).await?;
-        log::append(self, &mut tx, std::slice::from_ref(audit)).await?;
+        log::append(self.log(), &mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(StoreError::db("commit a connection"))
     }
 
@@ -102,7 +102,7 @@ impl TenantStore for SqlStore {
                 what: format!("connection {}/{} changed since it was read (or is gone)", old.tenant, old.name),
             });
         }
-        log::append(self, &mut tx, std::slice::from_ref(audit)).await?;
+        log::append(self.log(), &mut tx, std::slice::from_ref(audit)).await?;
         tx.commit().await.map_err(StoreError::db("commit a connection update"))
     }
 
